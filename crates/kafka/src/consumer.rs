@@ -1,0 +1,95 @@
+//! The partition consumer: assigned, never subscribed; positioned by the caller.
+
+use std::time::Duration;
+
+use rdkafka::{
+    consumer::{Consumer, StreamConsumer},
+    error::KafkaError,
+    message::Message,
+    types::RDKafkaErrorCode,
+    Offset, TopicPartitionList,
+};
+
+use crate::{config::KafkaConfig, error::KafkaIoError, PARTITION};
+
+/// What one fetch gave.
+#[derive(Debug)]
+pub enum Fetched {
+    Message { offset: i64, payload: Vec<u8> },
+    /// The consumer has read everything up to the high watermark it last saw.
+    EndOfPartition { next_offset: i64 },
+}
+
+pub struct PartitionConsumer {
+    consumer: StreamConsumer,
+    topic: String,
+}
+
+impl PartitionConsumer {
+    pub fn new(cfg: &KafkaConfig, topic: &str) -> Result<Self, KafkaIoError> {
+        let mut c = cfg.client_config();
+        // No group: librdkafka still wants an id, but nothing is ever committed to it.
+        c.set("group.id", format!("ether-cattle-replica-{topic}"));
+        c.set("enable.auto.commit", "false");
+        c.set("enable.auto.offset.store", "false");
+        c.set("enable.partition.eof", "true");
+        // An offset that fell out of the topic must be an error the replica reports, never a silent jump.
+        c.set("auto.offset.reset", "error");
+        c.set("fetch.wait.max.ms", "50");
+        let consumer: StreamConsumer =
+            c.create().map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
+        Ok(Self { consumer, topic: topic.to_owned() })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// `(earliest, high watermark)`: the first offset still held, and the offset the next record will get.
+    pub fn watermarks(&self, timeout: Duration) -> Result<(i64, i64), KafkaIoError> {
+        self.consumer
+            .fetch_watermarks(&self.topic, PARTITION, timeout)
+            .map_err(|source| KafkaIoError::Watermarks { topic: self.topic.clone(), source })
+    }
+
+    /// Starts reading at `offset`.
+    pub fn assign(&self, offset: i64) -> Result<(), KafkaIoError> {
+        let mut tpl = TopicPartitionList::new();
+        let assign_err = |source| KafkaIoError::Assign { topic: self.topic.clone(), offset, source };
+        tpl.add_partition_offset(&self.topic, PARTITION, Offset::Offset(offset)).map_err(assign_err)?;
+        self.consumer.assign(&tpl).map_err(assign_err)
+    }
+
+    /// The next message, or the news that the partition's end was reached.
+    pub async fn next(&self) -> Result<Fetched, KafkaIoError> {
+        match self.consumer.recv().await {
+            Ok(m) => {
+                let payload = m
+                    .payload()
+                    .ok_or(KafkaIoError::EmptyMessage { topic: self.topic.clone(), offset: m.offset() })?
+                    .to_vec();
+                Ok(Fetched::Message { offset: m.offset(), payload })
+            }
+            Err(KafkaError::PartitionEOF(_)) => {
+                let next_offset = self.position().unwrap_or(-1);
+                Ok(Fetched::EndOfPartition { next_offset })
+            }
+            Err(source) => Err(KafkaIoError::Fetch { topic: self.topic.clone(), source }),
+        }
+    }
+
+    fn position(&self) -> Option<i64> {
+        let tpl = self.consumer.position().ok()?;
+        tpl.find_partition(&self.topic, PARTITION)?.offset().to_raw()
+    }
+}
+
+/// Whether a fetch error means "the offset is no longer in the topic".
+pub fn is_offset_out_of_range(err: &KafkaIoError) -> bool {
+    matches!(
+        err,
+        KafkaIoError::Fetch { source, .. }
+            if source.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetOutOfRange)
+            || source.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset)
+    )
+}

@@ -1,0 +1,19 @@
+//! Kafka I/O for Ether Cattle.
+//!
+//! - [`KafkaConfig`]: brokers, TLS and SASL, so the same binary talks to a local broker or to MSK.
+//! - [`LogProducer`]: idempotent, `acks=all`; writes a record's frames in order and waits for every ack.
+//! - [`PartitionConsumer`]: assigns the cluster's single partition directly, at an explicit offset. There is
+//!   no consumer group: a replica's position lives in its own database, atomically with the data.
+
+mod config;
+mod consumer;
+mod error;
+mod producer;
+
+pub use config::KafkaConfig;
+pub use consumer::{is_offset_out_of_range, Fetched, PartitionConsumer};
+pub use error::KafkaIoError;
+pub use producer::LogProducer;
+
+/// Every Ether Cattle topic has exactly one partition, so that offsets totally order the log.
+pub const PARTITION: i32 = 0;

@@ -1,0 +1,82 @@
+//! The log producer: idempotent, `acks=all`, one partition.
+
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::{config::KafkaConfig, error::KafkaIoError, PARTITION};
+
+pub struct LogProducer {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl LogProducer {
+    /// `max_message_bytes` must be at least the largest frame the caller will send.
+    pub fn new(cfg: &KafkaConfig, topic: &str, max_message_bytes: usize) -> Result<Self, KafkaIoError> {
+        let mut c = cfg.client_config();
+        // Idempotence implies acks=all and at most 5 requests in flight, which librdkafka keeps in order:
+        // a retried batch can neither duplicate nor reorder frames.
+        c.set("enable.idempotence", "true");
+        c.set("acks", "all");
+        c.set("message.max.bytes", (max_message_bytes + 4096).to_string());
+        // Frames are already zstd-compressed by the log codec.
+        c.set("compression.type", "none");
+        c.set("linger.ms", "5");
+        let producer = c.create().map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
+        Ok(Self { producer, topic: topic.to_owned() })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Produces one record's frames in order and waits until the broker has acknowledged all of them.
+    /// Returns the offset of each frame. On error some frames may be written: the record is then incomplete,
+    /// and the publisher must write it again from its first chunk (the consumer discards the fragment).
+    pub async fn send_frames(&self, sequence: u64, frames: &[Vec<u8>]) -> Result<Vec<i64>, KafkaIoError> {
+        let mut pending = Vec::with_capacity(frames.len());
+        for (index, frame) in frames.iter().enumerate() {
+            let key = sequence.to_be_bytes();
+            let record = FutureRecord::to(&self.topic).partition(PARTITION).key(&key[..]).payload(&frame[..]);
+            let fut = self.producer.send_result(record).map_err(|(source, _)| KafkaIoError::Produce {
+                topic: self.topic.clone(),
+                sequence,
+                index,
+                source,
+            })?;
+            pending.push(fut);
+        }
+        let mut offsets = Vec::with_capacity(frames.len());
+        for (index, fut) in pending.into_iter().enumerate() {
+            let produce_err =
+                |source| KafkaIoError::Produce { topic: self.topic.clone(), sequence, index, source };
+            let delivery = match fut.await {
+                Ok(Ok(d)) => d,
+                Ok(Err((e, _))) => return Err(produce_err(e)),
+                Err(_canceled) => return Err(produce_err(rdkafka::error::KafkaError::Canceled)),
+            };
+            if delivery.partition != PARTITION {
+                return Err(KafkaIoError::WrongPartition {
+                    topic: self.topic.clone(),
+                    sequence,
+                    index,
+                    partition: delivery.partition,
+                });
+            }
+            offsets.push(delivery.offset);
+        }
+        Ok(offsets)
+    }
+
+    /// Waits for everything queued to be delivered.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaIoError> {
+        use rdkafka::producer::Producer;
+        self.producer.flush(timeout).map_err(|source| KafkaIoError::Produce {
+            topic: self.topic.clone(),
+            sequence: 0,
+            index: 0,
+            source,
+        })
+    }
+}

@@ -1,0 +1,145 @@
+//! Reassembles chunked records on the consumer side.
+//!
+//! Frames of one record are contiguous in the partition (one publisher, one partition). The only legal
+//! interruption is a publisher that crashed part-way through a record and, on restart, publishes that
+//! record again from chunk 0: a chunk 0 therefore discards any partial record (counted in
+//! [`Assembler::abandoned`]). Any other break in order is corruption and an error.
+
+use crate::{
+    codec::decode_payload,
+    error::LogError,
+    frame::{Frame, FrameHeader},
+    record::{Envelope, Record},
+};
+
+/// Largest record payload (compressed) the assembler will buffer. Bounds memory on corrupt headers.
+const MAX_BUFFERED_BYTES: u32 = 1 << 30;
+
+/// A complete, checked record and where it sits in the partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assembled {
+    pub envelope: Envelope,
+    pub record: Record,
+    /// Offset of the record's first frame.
+    pub first_offset: i64,
+    /// Offset of its last frame: the offset a replica stores once the record is applied.
+    pub last_offset: i64,
+    /// Payload bytes on the wire (compressed), for rate reporting.
+    pub payload_len: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Assembler {
+    partial: Option<Partial>,
+    /// Partial records dropped because a new chunk 0 arrived (publisher restarted mid-record).
+    pub abandoned: u64,
+}
+
+#[derive(Debug)]
+struct Partial {
+    header: FrameHeader,
+    first_offset: i64,
+    next_index: u32,
+    buf: Vec<u8>,
+}
+
+impl Assembler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `(sequence, chunks received, chunk count)` of the record being reassembled, if any.
+    pub fn pending(&self) -> Option<(u64, u32, u32)> {
+        self.partial.as_ref().map(|p| (p.header.sequence, p.next_index, p.header.chunk_count))
+    }
+
+    /// Feeds one Kafka message. Returns the record once its last chunk has arrived and checked out.
+    pub fn push(&mut self, offset: i64, bytes: &[u8]) -> Result<Option<Assembled>, LogError> {
+        let frame = Frame::decode(bytes)?;
+        let h = &frame.header;
+        if h.record_len > MAX_BUFFERED_BYTES {
+            return Err(LogError::TooLarge {
+                sequence: h.sequence,
+                len: h.record_len as usize,
+                limit: MAX_BUFFERED_BYTES as usize,
+            });
+        }
+        if h.chunk_index == 0 {
+            if self.partial.take().is_some() {
+                self.abandoned += 1;
+            }
+            if h.chunk_count == 1 {
+                return finish(frame.header, offset, offset, frame.chunk).map(Some);
+            }
+            let mut buf = Vec::with_capacity(frame.chunk.len() * 2);
+            buf.extend_from_slice(frame.chunk);
+            self.partial = Some(Partial { header: frame.header, first_offset: offset, next_index: 1, buf });
+            return Ok(None);
+        }
+        let Some(p) = self.partial.as_mut() else {
+            return Err(LogError::ChunkOutOfOrder {
+                sequence: h.sequence,
+                index: h.chunk_index,
+                count: h.chunk_count,
+                reason: "no chunk 0 came before it".into(),
+            });
+        };
+        let same_record = p.header.sequence == h.sequence
+            && p.header.kind == h.kind
+            && p.header.flags == h.flags
+            && p.header.cluster_id == h.cluster_id
+            && p.header.chunk_count == h.chunk_count
+            && p.header.record_len == h.record_len
+            && p.header.record_crc == h.record_crc;
+        if !same_record || h.chunk_index != p.next_index {
+            let reason = format!(
+                "expected chunk {}/{} of record {}",
+                p.next_index, p.header.chunk_count, p.header.sequence
+            );
+            return Err(LogError::ChunkOutOfOrder {
+                sequence: h.sequence,
+                index: h.chunk_index,
+                count: h.chunk_count,
+                reason,
+            });
+        }
+        if p.buf.len() + frame.chunk.len() > p.header.record_len as usize {
+            return Err(LogError::BadChunkHeader {
+                sequence: h.sequence,
+                reason: format!("chunks exceed the declared record length {}", h.record_len),
+            });
+        }
+        p.buf.extend_from_slice(frame.chunk);
+        p.next_index += 1;
+        if p.next_index < p.header.chunk_count {
+            return Ok(None);
+        }
+        match self.partial.take() {
+            Some(p) => finish(p.header, p.first_offset, offset, &p.buf).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+fn finish(header: FrameHeader, first_offset: i64, last_offset: i64, payload: &[u8]) -> Result<Assembled, LogError> {
+    if payload.len() != header.record_len as usize {
+        return Err(LogError::TruncatedChunk {
+            sequence: header.sequence,
+            index: header.chunk_count - 1,
+            declared: header.record_len,
+            actual: payload.len(),
+        });
+    }
+    let actual = crc32c::crc32c(payload);
+    if actual != header.record_crc {
+        return Err(LogError::Checksum { sequence: header.sequence, expected: header.record_crc, actual });
+    }
+    let record = decode_payload(header.kind, header.flags, header.sequence, payload)?;
+    Ok(Assembled {
+        envelope: Envelope::from_header(&header),
+        record,
+        first_offset,
+        last_offset,
+        payload_len: payload.len(),
+    })
+}

@@ -1,0 +1,197 @@
+//! The logical content of the log: what a record *means*, independent of how it is framed.
+//!
+//! Field order matters: postcard encodes struct fields in declaration order, so reordering, inserting or
+//! removing a field changes the format and must bump [`crate::FORMAT_VERSION`]. The golden vectors fail if
+//! that is forgotten.
+
+use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
+use serde::{Deserialize, Serialize};
+
+/// What the frame header says about a record, before its payload is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub version: u8,
+    pub kind: RecordKind,
+    /// The cluster this log belongs to. A replica refuses records of another cluster.
+    pub cluster_id: String,
+    /// Grows by exactly one per record (not per frame), starting at 0 with the genesis record.
+    pub sequence: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum RecordKind {
+    Genesis = 1,
+    Block = 2,
+    Revert = 3,
+    Heartbeat = 4,
+}
+
+impl RecordKind {
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Self::Genesis,
+            2 => Self::Block,
+            3 => Self::Revert,
+            4 => Self::Heartbeat,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Genesis => "genesis",
+            Self::Block => "block",
+            Self::Revert => "revert",
+            Self::Heartbeat => "heartbeat",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Genesis(Genesis),
+    Block(Block),
+    Revert(Revert),
+    Heartbeat(Heartbeat),
+}
+
+impl Record {
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Record::Genesis(_) => RecordKind::Genesis,
+            Record::Block(_) => RecordKind::Block,
+            Record::Revert(_) => RecordKind::Revert,
+            Record::Heartbeat(_) => RecordKind::Heartbeat,
+        }
+    }
+}
+
+/// The first record of every cluster: block 0 and the complete initial state (its `state` lists every
+/// allocated account).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Genesis {
+    pub chain_id: u64,
+    pub block: Block,
+}
+
+/// The complete logical change of one canonical block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    pub number: u64,
+    /// `keccak256(header)`; checked on apply.
+    pub hash: B256,
+    pub parent_hash: B256,
+    pub timestamp: u64,
+    /// The RLP-encoded header exactly as the execution client hashes it.
+    pub header: Bytes,
+    pub transactions: Vec<Transaction>,
+    /// One per transaction, same order.
+    pub receipts: Vec<Receipt>,
+    /// `None` before Shanghai, `Some` (possibly empty) after.
+    pub withdrawals: Option<Vec<Withdrawal>>,
+    /// Post-block state of every account the block touched, sorted by address, each address once.
+    pub state: Vec<AccountChange>,
+}
+
+impl Block {
+    /// Whether `hash` really is the hash of `header`.
+    pub fn hash_matches_header(&self) -> bool {
+        keccak256(&self.header) == self.hash
+    }
+}
+
+/// A transaction as its EIP-2718 envelope, with the sender the publisher already recovered (so replicas
+/// never pay for signature recovery when serving).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub sender: Address,
+    pub encoded: Bytes,
+}
+
+impl Transaction {
+    pub fn hash(&self) -> B256 {
+        keccak256(&self.encoded)
+    }
+}
+
+/// The receipt fields a node reports that are not derivable from the transaction and header alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub success: bool,
+    pub cumulative_gas_used: u64,
+    pub gas_used: u64,
+    pub effective_gas_price: u128,
+    pub blob_gas_used: Option<u64>,
+    pub blob_gas_price: Option<u128>,
+    pub contract_address: Option<Address>,
+    pub logs: Vec<Log>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Log {
+    pub address: Address,
+    pub topics: Vec<B256>,
+    pub data: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    pub index: u64,
+    pub validator_index: u64,
+    pub address: Address,
+    pub amount_gwei: u64,
+}
+
+/// One account's change in one block.
+///
+/// Order of application: if `storage_wiped`, every slot the account held before the block is dropped; then
+/// `account` replaces the account (or deletes it when `None`); then `storage` is written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountChange {
+    pub address: Address,
+    /// The account was destroyed during the block (and possibly re-created): its old storage is gone.
+    pub storage_wiped: bool,
+    /// Post-block account, or `None` when the account does not exist after the block.
+    pub account: Option<AccountState>,
+    /// Post-block values of written slots, sorted by slot, each slot once. Zero clears the slot.
+    pub storage: Vec<StorageSlot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountState {
+    pub balance: U256,
+    pub nonce: u64,
+    /// New code, or `None` when the code did not change (a new account without code has none).
+    pub code: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageSlot {
+    pub slot: B256,
+    pub value: B256,
+}
+
+/// Undo the newest block (reorgs). Names the block so a replica can check it undoes the right one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revert {
+    pub number: u64,
+    pub hash: B256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRef {
+    pub number: u64,
+    pub hash: B256,
+}
+
+/// Written at a fixed interval even when no block arrives, so replicas can tell "no new block" from
+/// "publisher gone".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Publisher wall clock, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub head: BlockRef,
+    pub safe: Option<BlockRef>,
+    pub finalized: Option<BlockRef>,
+}

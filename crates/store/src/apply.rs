@@ -1,0 +1,289 @@
+//! Applying records: each one becomes exactly one atomic write batch holding its effects, its Kafka offset
+//! and its sequence number.
+//!
+//! Reads during an apply see the database as it was before the record (the batch is not visible until it
+//! commits), which is exactly the "prior value" that history and undo need.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use alloy_primitives::{keccak256, Address, B256, KECCAK256_EMPTY};
+use ec_log::{AccountChange, Assembled, Block, BlockRef, Record, Revert};
+
+use crate::{
+    batch::Batch,
+    error::{Result, StoreError},
+    tables::{
+        AccountHistory, Accounts, BlockChanges, Blocks, Canonical, ChainInfo, ChangeSet, Code, Meta, MetaKey,
+        PriorAccount, Storage, StorageHistory, StoredAccount, StoredBlock, TxIndex, TxLocation, Value,
+    },
+    Store,
+};
+
+/// What [`Store::apply`] did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    Applied,
+    /// The record's sequence was already applied (a publisher re-sent it after a crash): nothing written.
+    Duplicate { applied: u64 },
+}
+
+impl Store {
+    /// Applies one complete record, or rejects it and leaves the database untouched.
+    pub fn apply(&self, rec: &Assembled) -> Result<ApplyOutcome> {
+        let sequence = rec.envelope.sequence;
+        let applied = self.position()?.map(|p| p.sequence);
+        let expected = applied.map_or(0, |s| s + 1);
+        if let Some(applied) = applied {
+            if sequence <= applied {
+                return Ok(ApplyOutcome::Duplicate { applied });
+            }
+        }
+        if sequence != expected {
+            return Err(StoreError::SequenceGap { applied, expected, found: sequence });
+        }
+        let chain = self.chain()?;
+        match (&chain, &rec.record) {
+            (Some(c), _) if c.cluster_id != rec.envelope.cluster_id => {
+                return Err(StoreError::WrongCluster {
+                    sequence,
+                    expected: c.cluster_id.clone(),
+                    found: rec.envelope.cluster_id.clone(),
+                })
+            }
+            (Some(_), Record::Genesis(_)) => return Err(StoreError::UnexpectedGenesis { sequence }),
+            (None, Record::Genesis(_)) => {}
+            (None, other) => return Err(StoreError::MissingGenesis { sequence, kind: other.kind().name() }),
+            (Some(_), _) => {}
+        }
+
+        let mut batch = Batch::default();
+        match &rec.record {
+            Record::Genesis(g) => {
+                if g.block.number != 0 {
+                    return Err(bad_block(sequence, &g.block, "a genesis block must be block 0".into()));
+                }
+                self.write_block(&mut batch, sequence, &g.block, false)?;
+                let info = ChainInfo {
+                    cluster_id: rec.envelope.cluster_id.clone(),
+                    chain_id: g.chain_id,
+                    genesis_hash: g.block.hash,
+                };
+                self.put::<Meta>(&mut batch, &MetaKey::Chain, &info.encode().into());
+            }
+            Record::Block(b) => {
+                let head = self.head()?.ok_or(StoreError::MissingGenesis { sequence, kind: "block" })?;
+                let not_next = |reason: String| StoreError::NotNextBlock {
+                    sequence,
+                    number: b.number,
+                    head_number: head.number,
+                    head_hash: head.hash,
+                    reason,
+                };
+                if b.number != head.number + 1 {
+                    return Err(not_next(format!("expected block {}", head.number + 1)));
+                }
+                if b.parent_hash != head.hash {
+                    return Err(not_next(format!("its parent is {}", b.parent_hash)));
+                }
+                self.write_block(&mut batch, sequence, b, true)?;
+                // Keep the undo index for the newest `undo_window` blocks only. A range delete keeps this
+                // one tombstone per block however far the head moved.
+                let keep_from = b.number.saturating_sub(self.opts.undo_window);
+                if keep_from > 0 {
+                    self.delete_range::<BlockChanges>(&mut batch, &0, &keep_from);
+                }
+            }
+            Record::Revert(r) => self.write_revert(&mut batch, sequence, r)?,
+            Record::Heartbeat(h) => {
+                let bytes = postcard::to_stdvec(h).unwrap_or_default();
+                self.put::<Meta>(&mut batch, &MetaKey::Heartbeat, &bytes.into());
+            }
+        }
+        self.put::<Meta>(&mut batch, &MetaKey::KafkaOffset, &rec.last_offset.to_be_bytes().to_vec().into());
+        self.put::<Meta>(&mut batch, &MetaKey::Sequence, &sequence.to_be_bytes().to_vec().into());
+        self.commit(batch)?;
+        Ok(ApplyOutcome::Applied)
+    }
+
+    /// Writes a block's body, indexes and state change. `undoable` is false only for genesis, which is never
+    /// reverted and so needs no history.
+    fn write_block(&self, batch: &mut Batch, sequence: u64, b: &Block, undoable: bool) -> Result<()> {
+        if !b.hash_matches_header() {
+            return Err(bad_block(sequence, b, format!("hash {} is not keccak256 of its header", b.hash)));
+        }
+        if b.receipts.len() != b.transactions.len() {
+            let reason = format!("{} transactions but {} receipts", b.transactions.len(), b.receipts.len());
+            return Err(bad_block(sequence, b, reason));
+        }
+        let mut changes = ChangeSet::default();
+        let mut new_code = BTreeSet::new();
+        for change in &b.state {
+            let slots = self.write_account(batch, b.number, change, undoable, &mut new_code)?;
+            changes.accounts.push((change.address, slots));
+        }
+        changes.new_code = new_code.into_iter().collect();
+        if undoable {
+            self.put::<BlockChanges>(batch, &b.number, &changes);
+        }
+        for (index, tx) in b.transactions.iter().enumerate() {
+            let location = TxLocation { block_number: b.number, index: index as u32 };
+            self.put::<TxIndex>(batch, &tx.hash(), &location);
+        }
+        let stored = StoredBlock {
+            number: b.number,
+            hash: b.hash,
+            parent_hash: b.parent_hash,
+            timestamp: b.timestamp,
+            header: b.header.clone(),
+            transactions: b.transactions.clone(),
+            receipts: b.receipts.clone(),
+            withdrawals: b.withdrawals.clone(),
+        };
+        self.put::<Blocks>(batch, &b.hash, &stored);
+        self.put::<Canonical>(batch, &b.number, &b.hash);
+        self.put_head(batch, BlockRef { number: b.number, hash: b.hash });
+        Ok(())
+    }
+
+    /// Applies one account's change; returns every slot it changed (for the undo index), sorted.
+    fn write_account(
+        &self,
+        batch: &mut Batch,
+        number: u64,
+        change: &AccountChange,
+        undoable: bool,
+        new_code: &mut BTreeSet<B256>,
+    ) -> Result<Vec<B256>> {
+        let address = change.address;
+        let prior = self.account(&address)?;
+        // A destroyed account has no storage; so does one that no longer exists at all.
+        let wipe = change.storage_wiped || change.account.is_none();
+
+        // slot -> new value; the prior value is read from the database (still pre-block).
+        let mut slots: BTreeMap<B256, B256> = BTreeMap::new();
+        if wipe {
+            for (key, _) in self.scan_prefix::<Storage>(address.as_slice())? {
+                slots.insert(slot_of(&key, address)?, B256::ZERO);
+            }
+        }
+        for s in &change.storage {
+            slots.insert(s.slot, s.value);
+        }
+        for (slot, value) in &slots {
+            if undoable {
+                let before = self.storage(&address, slot)?;
+                self.put::<StorageHistory>(batch, &(address, *slot, number), &before);
+            }
+            if value.is_zero() {
+                self.delete::<Storage>(batch, &(address, *slot));
+            } else {
+                self.put::<Storage>(batch, &(address, *slot), value);
+            }
+        }
+
+        if undoable {
+            self.put::<AccountHistory>(batch, &(address, number), &PriorAccount(prior.clone()));
+        }
+        match &change.account {
+            None => self.delete::<Accounts>(batch, &address),
+            Some(state) => {
+                let code_hash = match &state.code {
+                    Some(code) if code.is_empty() => KECCAK256_EMPTY,
+                    Some(code) => {
+                        let hash = keccak256(code);
+                        if !new_code.contains(&hash) && self.get::<Code>(&hash)?.is_none() {
+                            self.put::<Code>(batch, &hash, code);
+                            new_code.insert(hash);
+                        }
+                        hash
+                    }
+                    // "Unchanged" code of an account that was destroyed or did not exist is no code.
+                    None => match &prior {
+                        Some(p) if !change.storage_wiped => p.code_hash,
+                        _ => KECCAK256_EMPTY,
+                    },
+                };
+                let account = StoredAccount { balance: state.balance, nonce: state.nonce, code_hash };
+                self.put::<Accounts>(batch, &address, &account);
+            }
+        }
+        Ok(slots.into_keys().collect())
+    }
+
+    /// Undoes the head block from its undo index and history entries.
+    fn write_revert(&self, batch: &mut Batch, sequence: u64, r: &Revert) -> Result<()> {
+        let head = self.head()?.ok_or(StoreError::MissingGenesis { sequence, kind: "revert" })?;
+        if head.number != r.number || head.hash != r.hash {
+            return Err(StoreError::RevertNotHead {
+                sequence,
+                number: r.number,
+                hash: r.hash,
+                head_number: head.number,
+                head_hash: head.hash,
+            });
+        }
+        let outside = || StoreError::RevertOutsideWindow { sequence, number: r.number, window: self.opts.undo_window };
+        if r.number == 0 {
+            return Err(outside());
+        }
+        let changes = self.get::<BlockChanges>(&r.number)?.ok_or_else(outside)?;
+        let missing = |what: String| StoreError::Corrupt {
+            table: "history",
+            reason: format!("undo of block {}: no {what}", r.number),
+        };
+        for (address, slots) in &changes.accounts {
+            let prior = self
+                .get::<AccountHistory>(&(*address, r.number))?
+                .ok_or_else(|| missing(format!("prior account {address}")))?;
+            match prior.0 {
+                Some(account) => self.put::<Accounts>(batch, address, &account),
+                None => self.delete::<Accounts>(batch, address),
+            }
+            self.delete::<AccountHistory>(batch, &(*address, r.number));
+            for slot in slots {
+                let key = (*address, *slot, r.number);
+                let before = self
+                    .get::<StorageHistory>(&key)?
+                    .ok_or_else(|| missing(format!("prior value of {address} slot {slot}")))?;
+                if before.is_zero() {
+                    self.delete::<Storage>(batch, &(*address, *slot));
+                } else {
+                    self.put::<Storage>(batch, &(*address, *slot), &before);
+                }
+                self.delete::<StorageHistory>(batch, &key);
+            }
+        }
+        for hash in &changes.new_code {
+            self.delete::<Code>(batch, hash);
+        }
+        let block = self.block_by_hash(&r.hash)?.ok_or_else(|| missing(format!("body {}", r.hash)))?;
+        for tx in &block.transactions {
+            self.delete::<TxIndex>(batch, &tx.hash());
+        }
+        self.delete::<Blocks>(batch, &r.hash);
+        self.delete::<Canonical>(batch, &r.number);
+        self.delete::<BlockChanges>(batch, &r.number);
+        let parent = r.number - 1;
+        let parent_hash =
+            self.canonical_hash(parent)?.ok_or_else(|| missing(format!("canonical block {parent}")))?;
+        self.put_head(batch, BlockRef { number: parent, hash: parent_hash });
+        Ok(())
+    }
+
+    fn put_head(&self, batch: &mut Batch, head: BlockRef) {
+        let bytes = postcard::to_stdvec(&head).unwrap_or_default();
+        self.put::<Meta>(batch, &MetaKey::Head, &bytes.into());
+    }
+}
+
+fn bad_block(sequence: u64, b: &Block, reason: String) -> StoreError {
+    StoreError::BadBlock { sequence, number: b.number, reason }
+}
+
+/// The slot part of a [`Storage`] key.
+fn slot_of(key: &[u8], address: Address) -> Result<B256> {
+    key.get(20..52).and_then(|s| B256::try_from(s).ok()).ok_or_else(|| StoreError::Corrupt {
+        table: "storage",
+        reason: format!("key of {address} is {} bytes, expected 52", key.len()),
+    })
+}

@@ -1,0 +1,90 @@
+//! Typed access to the tables: reads straight from the database, writes into one [`Batch`].
+
+use rocksdb::{WriteBatch, WriteOptions};
+
+use crate::{
+    error::{Result, StoreError},
+    tables::{Key, Table, Value},
+    Store,
+};
+
+/// A write batch with typed puts and deletes. Nothing reaches the database until [`Store::commit`].
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub(crate) inner: WriteBatch,
+}
+
+impl Store {
+    fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
+        // Every table is created in `Store::open`; a missing handle is a bug in this crate, not bad input.
+        self.db.cf_handle(name).expect("column family created at open")
+    }
+
+    pub(crate) fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>> {
+        match self.db.get_pinned_cf(self.cf(T::NAME), key.encode())? {
+            None => Ok(None),
+            Some(bytes) => T::Value::decode(&bytes)
+                .map(Some)
+                .map_err(|reason| StoreError::Corrupt { table: T::NAME, reason }),
+        }
+    }
+
+    pub(crate) fn put<T: Table>(&self, batch: &mut Batch, key: &T::Key, value: &T::Value) {
+        batch.inner.put_cf(self.cf(T::NAME), key.encode(), value.encode());
+    }
+
+    pub(crate) fn delete<T: Table>(&self, batch: &mut Batch, key: &T::Key) {
+        batch.inner.delete_cf(self.cf(T::NAME), key.encode());
+    }
+
+    /// Deletes keys in `[from, to)`.
+    pub(crate) fn delete_range<T: Table>(&self, batch: &mut Batch, from: &T::Key, to: &T::Key) {
+        batch.inner.delete_range_cf(self.cf(T::NAME), from.encode(), to.encode());
+    }
+
+    /// Every `(key bytes, value)` whose key starts with `prefix`, in key order.
+    pub(crate) fn scan_prefix<T: Table>(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T::Value)>> {
+        let mut out = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(T::NAME));
+        it.seek(prefix);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let value = T::Value::decode(v).map_err(|reason| StoreError::Corrupt { table: T::NAME, reason })?;
+            out.push((k.to_vec(), value));
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// The first entry at or after `from` that still starts with `prefix`.
+    pub(crate) fn seek_in_prefix<T: Table>(&self, prefix: &[u8], from: &T::Key) -> Result<Option<T::Value>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(T::NAME));
+        it.seek(from.encode());
+        let found = match (it.key(), it.value()) {
+            (Some(k), Some(v)) if k.starts_with(prefix) => Some(
+                T::Value::decode(v).map_err(|reason| StoreError::Corrupt { table: T::NAME, reason })?,
+            ),
+            _ => None,
+        };
+        it.status()?;
+        Ok(found)
+    }
+
+    /// Writes the batch atomically.
+    pub(crate) fn commit(&self, batch: Batch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.opts.sync_writes);
+        self.db.write_opt(batch.inner, &wo)?;
+        Ok(())
+    }
+
+    /// Iterates a whole table by name, raw, in key order (for the checksum).
+    pub(crate) fn raw_iter(&self, name: &'static str) -> rocksdb::DBRawIterator<'_> {
+        let mut it = self.db.raw_iterator_cf(self.cf(name));
+        it.seek_to_first();
+        it
+    }
+}

@@ -1,0 +1,124 @@
+//! Reads: where the database stands in the log, the chain it follows, and state at any block it holds.
+
+use alloy_primitives::{Address, Bytes, B256};
+use ec_log::{BlockRef, Heartbeat};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    error::{Result, StoreError},
+    tables::{
+        AccountHistory, Accounts, Blocks, Canonical, ChainInfo, Code, Meta, MetaKey, Storage, StorageHistory,
+        StoredAccount, StoredBlock, Table, Value,
+    },
+    Store,
+};
+
+/// Where a database stands in its log: the last record applied and the offset of its last frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub kafka_offset: i64,
+    pub sequence: u64,
+}
+
+impl Position {
+    /// The first Kafka offset this database still needs.
+    pub fn next_offset(&self) -> i64 {
+        self.kafka_offset + 1
+    }
+}
+
+fn fixed<const N: usize>(key: MetaKey, bytes: &[u8]) -> Result<[u8; N]> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt {
+        table: Meta::NAME,
+        reason: format!("{} is {} bytes, expected {N}", key.name(), bytes.len()),
+    })
+}
+
+impl Store {
+    fn meta_postcard<T: DeserializeOwned>(&self, key: MetaKey) -> Result<Option<T>> {
+        match self.get::<Meta>(&key)? {
+            None => Ok(None),
+            Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
+                table: Meta::NAME,
+                reason: format!("{}: {e}", key.name()),
+            }),
+        }
+    }
+
+    /// The last record applied, or `None` for an empty database.
+    pub fn position(&self) -> Result<Option<Position>> {
+        let offset = self.get::<Meta>(&MetaKey::KafkaOffset)?;
+        let sequence = self.get::<Meta>(&MetaKey::Sequence)?;
+        match (offset, sequence) {
+            (None, None) => Ok(None),
+            (Some(o), Some(s)) => Ok(Some(Position {
+                kafka_offset: i64::from_be_bytes(fixed(MetaKey::KafkaOffset, &o)?),
+                sequence: u64::from_be_bytes(fixed(MetaKey::Sequence, &s)?),
+            })),
+            _ => Err(StoreError::Corrupt {
+                table: Meta::NAME,
+                reason: "offset and sequence must be both present or both absent".into(),
+            }),
+        }
+    }
+
+    pub fn chain(&self) -> Result<Option<ChainInfo>> {
+        match self.get::<Meta>(&MetaKey::Chain)? {
+            None => Ok(None),
+            Some(b) => ChainInfo::decode(&b)
+                .map(Some)
+                .map_err(|reason| StoreError::Corrupt { table: Meta::NAME, reason }),
+        }
+    }
+
+    /// The newest canonical block, or `None` before genesis.
+    pub fn head(&self) -> Result<Option<BlockRef>> {
+        self.meta_postcard(MetaKey::Head)
+    }
+
+    pub fn last_heartbeat(&self) -> Result<Option<Heartbeat>> {
+        self.meta_postcard(MetaKey::Heartbeat)
+    }
+
+    pub fn canonical_hash(&self, number: u64) -> Result<Option<B256>> {
+        self.get::<Canonical>(&number)
+    }
+
+    pub fn block_by_hash(&self, hash: &B256) -> Result<Option<StoredBlock>> {
+        self.get::<Blocks>(hash)
+    }
+
+    pub fn code(&self, hash: &B256) -> Result<Option<Bytes>> {
+        self.get::<Code>(hash)
+    }
+
+    /// The account at the head.
+    pub fn account(&self, address: &Address) -> Result<Option<StoredAccount>> {
+        self.get::<Accounts>(address)
+    }
+
+    /// The account as it was after block `number`: the prior value recorded by the first change after
+    /// `number`, or the current value when nothing changed it since.
+    pub fn account_at(&self, address: &Address, number: u64) -> Result<Option<StoredAccount>> {
+        let after = number.saturating_add(1);
+        match self.seek_in_prefix::<AccountHistory>(address.as_slice(), &(*address, after))? {
+            Some(prior) => Ok(prior.0),
+            None => self.account(address),
+        }
+    }
+
+    /// A storage slot at the head (zero when absent).
+    pub fn storage(&self, address: &Address, slot: &B256) -> Result<B256> {
+        Ok(self.get::<Storage>(&(*address, *slot))?.unwrap_or_default())
+    }
+
+    /// A storage slot as it was after block `number`.
+    pub fn storage_at(&self, address: &Address, slot: &B256, number: u64) -> Result<B256> {
+        let prefix = [address.as_slice(), slot.as_slice()].concat();
+        let after = number.saturating_add(1);
+        match self.seek_in_prefix::<StorageHistory>(&prefix, &(*address, *slot, after))? {
+            Some(prior) => Ok(prior),
+            None => self.storage(address, slot),
+        }
+    }
+}

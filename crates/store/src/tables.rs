@@ -1,0 +1,245 @@
+//! Typed tables: one RocksDB column family each, with one key type and one value type.
+//!
+//! Keys are fixed-width big-endian byte strings so that RocksDB's byte order is the logical order
+//! (block numbers ascend, an address's slots sit together, an account's history is sorted by block).
+//! Values are postcard, or raw bytes where the value already is bytes.
+
+use alloy_primitives::{Address, Bytes, B256, U256};
+use serde::{Deserialize, Serialize};
+
+/// A column family with a typed key and value.
+pub trait Table {
+    const NAME: &'static str;
+    type Key: Key;
+    type Value: Value;
+}
+
+pub trait Key: Sized {
+    fn encode(&self) -> Vec<u8>;
+}
+
+pub trait Value: Sized {
+    fn encode(&self) -> Vec<u8>;
+    fn decode(bytes: &[u8]) -> Result<Self, String>;
+}
+
+macro_rules! table {
+    ($(#[$doc:meta])* $name:ident, $cf:literal, $key:ty => $value:ty) => {
+        $(#[$doc])*
+        pub struct $name;
+        impl Table for $name {
+            const NAME: &'static str = $cf;
+            type Key = $key;
+            type Value = $value;
+        }
+    };
+}
+
+table!(
+    /// Replica bookkeeping: position in the log, chain identity, head, last heartbeat.
+    Meta, "meta", MetaKey => Bytes
+);
+table!(
+    /// Canonical chain: block number to block hash.
+    Canonical, "canonical", u64 => B256
+);
+table!(
+    /// Block bodies by hash: header, transactions, receipts, withdrawals (the state change lives in the
+    /// state tables, not here).
+    Blocks, "blocks", B256 => StoredBlock
+);
+table!(
+    /// Current (head) account state.
+    Accounts, "accounts", Address => StoredAccount
+);
+table!(
+    /// Current (head) storage; only non-zero slots are present.
+    Storage, "storage", (Address, B256) => B256
+);
+table!(
+    /// Contract code by its keccak256 hash.
+    Code, "code", B256 => Bytes
+);
+table!(
+    /// The account as it was *before* block N changed it (`None`: it did not exist). Serves reverts and
+    /// state-at-block reads: the value at block M is the first entry after M, or the current value.
+    AccountHistory, "account_history", (Address, u64) => PriorAccount
+);
+table!(
+    /// A slot's value before block N changed it (zero: absent). Same scheme as [`AccountHistory`].
+    StorageHistory, "storage_history", (Address, B256, u64) => B256
+);
+table!(
+    /// The undo index of block N: which accounts, slots and code blobs it changed. Pruned beyond the undo
+    /// window.
+    BlockChanges, "block_changes", u64 => ChangeSet
+);
+table!(
+    /// Transaction hash to its place in the canonical chain.
+    TxIndex, "tx_index", B256 => TxLocation
+);
+
+/// Every table, in the fixed order the checksum walks them.
+pub const ALL_TABLES: &[&str] = &[
+    Meta::NAME,
+    Canonical::NAME,
+    Blocks::NAME,
+    Accounts::NAME,
+    Storage::NAME,
+    Code::NAME,
+    AccountHistory::NAME,
+    StorageHistory::NAME,
+    BlockChanges::NAME,
+    TxIndex::NAME,
+];
+
+/// The keys of the [`Meta`] table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaKey {
+    /// Kafka offset of the last frame of the last record applied (i64, big-endian).
+    KafkaOffset,
+    /// Sequence number of the last record applied (u64, big-endian).
+    Sequence,
+    /// [`ChainInfo`], written by the genesis record.
+    Chain,
+    /// [`alloy_primitives::B256`] hash and number of the head block, as an `ec_log::BlockRef`.
+    Head,
+    /// The last heartbeat, as an `ec_log::Heartbeat`.
+    Heartbeat,
+}
+
+impl MetaKey {
+    pub fn name(self) -> &'static str {
+        match self {
+            MetaKey::KafkaOffset => "kafka_offset",
+            MetaKey::Sequence => "sequence",
+            MetaKey::Chain => "chain",
+            MetaKey::Head => "head",
+            MetaKey::Heartbeat => "heartbeat",
+        }
+    }
+}
+
+impl Key for MetaKey {
+    fn encode(&self) -> Vec<u8> {
+        self.name().as_bytes().to_vec()
+    }
+}
+
+impl Key for u64 {
+    fn encode(&self) -> Vec<u8> {
+        self.to_be_bytes().to_vec()
+    }
+}
+
+impl Key for B256 {
+    fn encode(&self) -> Vec<u8> {
+        self.to_vec()
+    }
+}
+
+impl Key for Address {
+    fn encode(&self) -> Vec<u8> {
+        self.to_vec()
+    }
+}
+
+impl Key for (Address, B256) {
+    fn encode(&self) -> Vec<u8> {
+        [self.0.as_slice(), self.1.as_slice()].concat()
+    }
+}
+
+impl Key for (Address, u64) {
+    fn encode(&self) -> Vec<u8> {
+        [self.0.as_slice(), &self.1.to_be_bytes()].concat()
+    }
+}
+
+impl Key for (Address, B256, u64) {
+    fn encode(&self) -> Vec<u8> {
+        [self.0.as_slice(), self.1.as_slice(), &self.2.to_be_bytes()].concat()
+    }
+}
+
+impl Value for B256 {
+    fn encode(&self) -> Vec<u8> {
+        self.to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        B256::try_from(bytes).map_err(|_| format!("expected 32 bytes, found {}", bytes.len()))
+    }
+}
+
+impl Value for Bytes {
+    fn encode(&self) -> Vec<u8> {
+        self.to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        Ok(Bytes::copy_from_slice(bytes))
+    }
+}
+
+macro_rules! postcard_value {
+    ($($ty:ty),*) => {$(
+        impl Value for $ty {
+            fn encode(&self) -> Vec<u8> {
+                // Serialising these plain structs into a Vec cannot fail.
+                postcard::to_stdvec(self).unwrap_or_default()
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, String> {
+                postcard::from_bytes(bytes).map_err(|e| e.to_string())
+            }
+        }
+    )*};
+}
+
+postcard_value!(StoredAccount, PriorAccount, StoredBlock, ChangeSet, TxLocation, ChainInfo);
+
+/// An account at the head. Code is stored once, by hash, in [`Code`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAccount {
+    pub balance: U256,
+    pub nonce: u64,
+    pub code_hash: B256,
+}
+
+/// What an account was before a block changed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriorAccount(pub Option<StoredAccount>);
+
+/// A block without its state change: everything needed to serve blocks, transactions and receipts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBlock {
+    pub number: u64,
+    pub hash: B256,
+    pub parent_hash: B256,
+    pub timestamp: u64,
+    pub header: Bytes,
+    pub transactions: Vec<ec_log::Transaction>,
+    pub receipts: Vec<ec_log::Receipt>,
+    pub withdrawals: Option<Vec<ec_log::Withdrawal>>,
+}
+
+/// What one block changed, so a revert knows which history entries to restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeSet {
+    /// Each changed account with every slot whose value changed (written or wiped), sorted.
+    pub accounts: Vec<(Address, Vec<B256>)>,
+    /// Code blobs this block added to [`Code`] (absent before it).
+    pub new_code: Vec<B256>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxLocation {
+    pub block_number: u64,
+    pub index: u32,
+}
+
+/// The chain this database follows, fixed by its genesis record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainInfo {
+    pub cluster_id: String,
+    pub chain_id: u64,
+    pub genesis_hash: B256,
+}

@@ -1,0 +1,205 @@
+//! A deterministic generator of valid logs: genesis, blocks with state changes, reverts (reorgs),
+//! heartbeats, and now and then a block large enough to be chunked.
+//!
+//! "Valid" means a replica can apply every record: block numbers and parent hashes chain, hashes are the
+//! keccak256 of their headers, reverts always name the current head.
+
+use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
+use ec_log::{
+    AccountChange, AccountState, Block, BlockRef, Genesis, Heartbeat, Log, Receipt, Record, Revert, StorageSlot,
+    Transaction, Withdrawal,
+};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    pub seed: u64,
+    /// Distinct accounts the blocks touch; a small pool means many overwrites.
+    pub accounts: usize,
+    /// Distinct storage slots per contract.
+    pub slots: u64,
+    /// Chance that a record is a reorg (1 to `max_reorg_depth` reverts, then a new branch).
+    pub reorg_chance: f64,
+    pub max_reorg_depth: u64,
+    pub heartbeat_chance: f64,
+    /// Chance that a block carries a large random code blob (incompressible, so it is chunked).
+    pub big_block_chance: f64,
+    pub big_block_bytes: usize,
+    /// Transactions per ordinary block, at most.
+    pub max_txs: usize,
+}
+
+impl Default for GenOptions {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            accounts: 64,
+            slots: 32,
+            reorg_chance: 0.03,
+            max_reorg_depth: 4,
+            heartbeat_chance: 0.2,
+            big_block_chance: 0.004,
+            big_block_bytes: 200_000,
+            max_txs: 4,
+        }
+    }
+}
+
+pub struct LogGenerator {
+    rng: StdRng,
+    opts: GenOptions,
+    /// The canonical chain so far, genesis first.
+    chain: Vec<BlockRef>,
+    next_sequence: u64,
+    /// Reverts still to emit in the reorg under way.
+    pending_reverts: u64,
+    pub chain_id: u64,
+}
+
+impl LogGenerator {
+    pub fn new(opts: GenOptions) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(opts.seed),
+            opts,
+            chain: Vec::new(),
+            next_sequence: 0,
+            pending_reverts: 0,
+            chain_id: 31337,
+        }
+    }
+
+    /// The first `count` records of the log, each with its sequence number.
+    pub fn records(opts: GenOptions, count: usize) -> Vec<(u64, Record)> {
+        let mut g = LogGenerator::new(opts);
+        (0..count).map(|_| g.next_record()).collect()
+    }
+
+    pub fn head(&self) -> Option<BlockRef> {
+        self.chain.last().copied()
+    }
+
+    pub fn next_record(&mut self) -> (u64, Record) {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let record = self.pick();
+        (sequence, record)
+    }
+
+    fn pick(&mut self) -> Record {
+        let Some(head) = self.head() else {
+            let block = self.block(0, B256::ZERO, true);
+            self.chain.push(BlockRef { number: 0, hash: block.hash });
+            return Record::Genesis(Genesis { chain_id: self.chain_id, block });
+        };
+        if self.pending_reverts > 0 && head.number > 0 {
+            self.pending_reverts -= 1;
+            self.chain.pop();
+            return Record::Revert(Revert { number: head.number, hash: head.hash });
+        }
+        self.pending_reverts = 0;
+        if self.rng.random_bool(self.opts.heartbeat_chance) {
+            let safe = self.chain.get(self.chain.len().saturating_sub(8)).copied();
+            let finalized = self.chain.get(self.chain.len().saturating_sub(16)).copied();
+            return Record::Heartbeat(Heartbeat { time_ms: 1_700_000_000_000 + head.number * 12_000, head, safe, finalized });
+        }
+        if head.number > self.opts.max_reorg_depth && self.rng.random_bool(self.opts.reorg_chance) {
+            self.pending_reverts = self.rng.random_range(1..=self.opts.max_reorg_depth);
+            return self.pick();
+        }
+        let block = self.block(head.number + 1, head.hash, false);
+        self.chain.push(BlockRef { number: block.number, hash: block.hash });
+        Record::Block(block)
+    }
+
+    fn address(&mut self) -> Address {
+        let i = self.rng.random_range(0..self.opts.accounts as u64);
+        Address::left_padding_from(&(i + 0x1000).to_be_bytes())
+    }
+
+    fn bytes(&mut self, len: usize) -> Bytes {
+        let mut v = vec![0u8; len];
+        self.rng.fill(&mut v[..]);
+        v.into()
+    }
+
+    fn block(&mut self, number: u64, parent_hash: B256, genesis: bool) -> Block {
+        // A stand-in header: unique per branch (random salt), hashed like a real one.
+        let salt: u64 = self.rng.random();
+        let header: Bytes = [parent_hash.as_slice(), &number.to_be_bytes(), &salt.to_be_bytes()].concat().into();
+        let hash = keccak256(&header);
+        let tx_count = if genesis { 0 } else { self.rng.random_range(0..=self.opts.max_txs) };
+        let mut transactions = Vec::with_capacity(tx_count);
+        let mut receipts = Vec::with_capacity(tx_count);
+        let mut cumulative = 0;
+        for _ in 0..tx_count {
+            let len = self.rng.random_range(100..200);
+            transactions.push(Transaction { sender: self.address(), encoded: self.bytes(len) });
+            let gas_used = self.rng.random_range(21_000..200_000);
+            cumulative += gas_used;
+            let logs = (0..self.rng.random_range(0..3))
+                .map(|_| Log { address: self.address(), topics: vec![B256::from(self.rng.random::<[u8; 32]>())], data: self.bytes(32) })
+                .collect();
+            receipts.push(Receipt {
+                success: self.rng.random_bool(0.9),
+                cumulative_gas_used: cumulative,
+                gas_used,
+                effective_gas_price: 1_000_000_000,
+                blob_gas_used: None,
+                blob_gas_price: None,
+                contract_address: None,
+                logs,
+            });
+        }
+        let touched = if genesis { self.opts.accounts } else { self.rng.random_range(1..8) };
+        let mut state: Vec<AccountChange> = (0..touched).map(|_| self.account_change(genesis)).collect();
+        if !genesis && self.rng.random_bool(self.opts.big_block_chance) {
+            let code = self.bytes(self.opts.big_block_bytes);
+            state.push(AccountChange {
+                address: self.address(),
+                storage_wiped: true,
+                account: Some(AccountState { balance: U256::from(1), nonce: 1, code: Some(code) }),
+                storage: Vec::new(),
+            });
+        }
+        // The format wants each address once, sorted: the last change of an address wins.
+        state.reverse();
+        state.sort_by_key(|c| c.address);
+        state.dedup_by_key(|c| c.address);
+        let withdrawals = (!genesis).then(|| {
+            vec![Withdrawal { index: number, validator_index: 7, address: Address::repeat_byte(0x77), amount_gwei: 1 }]
+        });
+        Block { number, hash, parent_hash, timestamp: 1_700_000_000 + number * 12, header, transactions, receipts, withdrawals, state }
+    }
+
+    fn account_change(&mut self, genesis: bool) -> AccountChange {
+        let address = self.address();
+        let roll = self.rng.random_range(0..100);
+        if !genesis && roll < 4 {
+            // Self-destruct: the account and its storage are gone.
+            return AccountChange { address, storage_wiped: true, account: None, storage: Vec::new() };
+        }
+        let code_len = self.rng.random_range(1..64);
+        let code = (roll < 15).then(|| self.bytes(code_len));
+        let mut storage: Vec<StorageSlot> = (0..self.rng.random_range(0..6))
+            .map(|_| {
+                let slot = B256::from(U256::from(self.rng.random_range(0..self.opts.slots)));
+                // One write in four clears its slot.
+                let value = if self.rng.random_bool(0.25) { B256::ZERO } else { B256::from(U256::from(self.rng.random::<u64>())) };
+                StorageSlot { slot, value }
+            })
+            .collect();
+        storage.reverse();
+        storage.sort_by_key(|s| s.slot);
+        storage.dedup_by_key(|s| s.slot);
+        AccountChange {
+            address,
+            storage_wiped: !genesis && roll < 6,
+            account: Some(AccountState {
+                balance: U256::from(self.rng.random::<u64>()),
+                nonce: self.rng.random_range(0..1000),
+                code,
+            }),
+            storage,
+        }
+    }
+}
