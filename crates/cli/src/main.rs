@@ -1,1 +1,153 @@
-fn main() {}
+//! `ether-cattle`: the replica, and the tools around it.
+
+mod kafka_args;
+mod synth;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ec_replica::{ReplicaConfig, Status};
+use ec_store::{Store, StoreOptions, DEFAULT_UNDO_WINDOW};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "ether-cattle",
+    version,
+    about = "Ethereum RPC nodes as cattle: replicas fed from Kafka"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay the cluster's topic into a local database and keep following it.
+    Replica(ReplicaArgs),
+    /// Print a digest of a database's logical content (works beside a running replica).
+    Checksum {
+        #[arg(long, env = "EC_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Write a deterministic synthetic log to a topic (for demos, tests and benchmarks).
+    SynthLog(synth::SynthArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplicaArgs {
+    /// The replica's RocksDB directory (an EBS volume in production).
+    #[arg(long, env = "EC_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The cluster's topic.
+    #[arg(long, env = "EC_TOPIC")]
+    topic: String,
+    #[command(flatten)]
+    kafka: kafka_args::KafkaArgs,
+    /// Blocks a reorg can reach back; deeper reverts are refused.
+    #[arg(long, env = "EC_UNDO_WINDOW", default_value_t = DEFAULT_UNDO_WINDOW)]
+    undo_window: u64,
+    /// fsync every write batch (only needed against power loss; Kafka replays what is lost otherwise).
+    #[arg(long, env = "EC_SYNC_WRITES")]
+    sync_writes: bool,
+    /// Exit with status 0 once caught up with the topic, instead of following it.
+    #[arg(long)]
+    exit_when_caught_up: bool,
+    /// Seconds between progress lines while replaying.
+    #[arg(long, env = "EC_PROGRESS_INTERVAL", default_value_t = 5.0)]
+    progress_interval: f64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Replica(args) => runtime.block_on(replica(args)),
+        Command::Checksum { data_dir } => report(checksum(&data_dir)),
+        Command::SynthLog(args) => report(runtime.block_on(synth::run(args))),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn replica(args: ReplicaArgs) -> ExitCode {
+    let cfg = ReplicaConfig {
+        data_dir: args.data_dir,
+        kafka: args.kafka.into_config(),
+        topic: args.topic,
+        store: StoreOptions {
+            undo_window: args.undo_window,
+            sync_writes: args.sync_writes,
+        },
+        exit_when_caught_up: args.exit_when_caught_up,
+        progress_interval: Duration::from_secs_f64(args.progress_interval.max(0.1)),
+    };
+    let (status, _) = watch::channel(Status::default());
+    match ec_replica::run(cfg, status, shutdown_signal()).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("replica stopped: {e}");
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (ECS stops tasks with SIGTERM).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn checksum(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let store = Store::open_read_only(data_dir)?;
+    let sum = store
+        .checksum()
+        .with_context(|| format!("reading {}", data_dir.display()))?;
+    let position = store.position()?;
+    let head = store.head()?;
+    print!("{sum}");
+    match (position, head) {
+        (Some(p), Some(h)) => println!(
+            "position sequence {} kafka_offset {} head block {} {}",
+            p.sequence, p.kafka_offset, h.number, h.hash
+        ),
+        _ => println!("position empty"),
+    }
+    Ok(())
+}

@@ -15,9 +15,14 @@ use crate::{config::KafkaConfig, error::KafkaIoError, PARTITION};
 /// What one fetch gave.
 #[derive(Debug)]
 pub enum Fetched {
-    Message { offset: i64, payload: Vec<u8> },
+    Message {
+        offset: i64,
+        payload: Vec<u8>,
+    },
     /// The consumer has read everything up to the high watermark it last saw.
-    EndOfPartition { next_offset: i64 },
+    EndOfPartition {
+        next_offset: i64,
+    },
 }
 
 pub struct PartitionConsumer {
@@ -36,9 +41,14 @@ impl PartitionConsumer {
         // An offset that fell out of the topic must be an error the replica reports, never a silent jump.
         c.set("auto.offset.reset", "error");
         c.set("fetch.wait.max.ms", "50");
-        let consumer: StreamConsumer =
-            c.create().map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
-        Ok(Self { consumer, topic: topic.to_owned() })
+        let consumer: StreamConsumer = c.create().map_err(|source| KafkaIoError::Client {
+            brokers: cfg.brokers.clone(),
+            source,
+        })?;
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+        })
     }
 
     pub fn topic(&self) -> &str {
@@ -49,14 +59,22 @@ impl PartitionConsumer {
     pub fn watermarks(&self, timeout: Duration) -> Result<(i64, i64), KafkaIoError> {
         self.consumer
             .fetch_watermarks(&self.topic, PARTITION, timeout)
-            .map_err(|source| KafkaIoError::Watermarks { topic: self.topic.clone(), source })
+            .map_err(|source| KafkaIoError::Watermarks {
+                topic: self.topic.clone(),
+                source,
+            })
     }
 
     /// Starts reading at `offset`.
     pub fn assign(&self, offset: i64) -> Result<(), KafkaIoError> {
         let mut tpl = TopicPartitionList::new();
-        let assign_err = |source| KafkaIoError::Assign { topic: self.topic.clone(), offset, source };
-        tpl.add_partition_offset(&self.topic, PARTITION, Offset::Offset(offset)).map_err(assign_err)?;
+        let assign_err = |source| KafkaIoError::Assign {
+            topic: self.topic.clone(),
+            offset,
+            source,
+        };
+        tpl.add_partition_offset(&self.topic, PARTITION, Offset::Offset(offset))
+            .map_err(assign_err)?;
         self.consumer.assign(&tpl).map_err(assign_err)
     }
 
@@ -66,21 +84,32 @@ impl PartitionConsumer {
             Ok(m) => {
                 let payload = m
                     .payload()
-                    .ok_or(KafkaIoError::EmptyMessage { topic: self.topic.clone(), offset: m.offset() })?
+                    .ok_or(KafkaIoError::EmptyMessage {
+                        topic: self.topic.clone(),
+                        offset: m.offset(),
+                    })?
                     .to_vec();
-                Ok(Fetched::Message { offset: m.offset(), payload })
+                Ok(Fetched::Message {
+                    offset: m.offset(),
+                    payload,
+                })
             }
             Err(KafkaError::PartitionEOF(_)) => {
                 let next_offset = self.position().unwrap_or(-1);
                 Ok(Fetched::EndOfPartition { next_offset })
             }
-            Err(source) => Err(KafkaIoError::Fetch { topic: self.topic.clone(), source }),
+            Err(source) => Err(KafkaIoError::Fetch {
+                topic: self.topic.clone(),
+                source,
+            }),
         }
     }
 
     fn position(&self) -> Option<i64> {
         let tpl = self.consumer.position().ok()?;
-        tpl.find_partition(&self.topic, PARTITION)?.offset().to_raw()
+        tpl.find_partition(&self.topic, PARTITION)?
+            .offset()
+            .to_raw()
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::{config::KafkaConfig, error::KafkaIoError, PARTITION};
 
@@ -13,7 +13,11 @@ pub struct LogProducer {
 
 impl LogProducer {
     /// `max_message_bytes` must be at least the largest frame the caller will send.
-    pub fn new(cfg: &KafkaConfig, topic: &str, max_message_bytes: usize) -> Result<Self, KafkaIoError> {
+    pub fn new(
+        cfg: &KafkaConfig,
+        topic: &str,
+        max_message_bytes: usize,
+    ) -> Result<Self, KafkaIoError> {
         let mut c = cfg.client_config();
         // Idempotence implies acks=all and at most 5 requests in flight, which librdkafka keeps in order:
         // a retried batch can neither duplicate nor reorder frames.
@@ -23,8 +27,14 @@ impl LogProducer {
         // Frames are already zstd-compressed by the log codec.
         c.set("compression.type", "none");
         c.set("linger.ms", "5");
-        let producer = c.create().map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
-        Ok(Self { producer, topic: topic.to_owned() })
+        let producer = c.create().map_err(|source| KafkaIoError::Client {
+            brokers: cfg.brokers.clone(),
+            source,
+        })?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+        })
     }
 
     pub fn topic(&self) -> &str {
@@ -34,23 +44,78 @@ impl LogProducer {
     /// Produces one record's frames in order and waits until the broker has acknowledged all of them.
     /// Returns the offset of each frame. On error some frames may be written: the record is then incomplete,
     /// and the publisher must write it again from its first chunk (the consumer discards the fragment).
-    pub async fn send_frames(&self, sequence: u64, frames: &[Vec<u8>]) -> Result<Vec<i64>, KafkaIoError> {
-        let mut pending = Vec::with_capacity(frames.len());
+    pub async fn send_frames(
+        &self,
+        sequence: u64,
+        frames: &[Vec<u8>],
+    ) -> Result<Vec<i64>, KafkaIoError> {
+        self.enqueue(sequence, frames)?.wait().await
+    }
+
+    /// Queues one record's frames without waiting, so that many records can be in flight; they are
+    /// written in the order they are queued. Await [`PendingRecord::wait`] to learn their offsets.
+    pub fn enqueue(
+        &self,
+        sequence: u64,
+        frames: &[Vec<u8>],
+    ) -> Result<PendingRecord, KafkaIoError> {
+        let mut deliveries = Vec::with_capacity(frames.len());
         for (index, frame) in frames.iter().enumerate() {
             let key = sequence.to_be_bytes();
-            let record = FutureRecord::to(&self.topic).partition(PARTITION).key(&key[..]).payload(&frame[..]);
-            let fut = self.producer.send_result(record).map_err(|(source, _)| KafkaIoError::Produce {
+            let record = FutureRecord::to(&self.topic)
+                .partition(PARTITION)
+                .key(&key[..])
+                .payload(&frame[..]);
+            let fut =
+                self.producer
+                    .send_result(record)
+                    .map_err(|(source, _)| KafkaIoError::Produce {
+                        topic: self.topic.clone(),
+                        sequence,
+                        index,
+                        source,
+                    })?;
+            deliveries.push(fut);
+        }
+        Ok(PendingRecord {
+            topic: self.topic.clone(),
+            sequence,
+            deliveries,
+        })
+    }
+
+    /// Waits for everything queued to be delivered.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaIoError> {
+        use rdkafka::producer::Producer;
+        self.producer
+            .flush(timeout)
+            .map_err(|source| KafkaIoError::Produce {
                 topic: self.topic.clone(),
-                sequence,
+                sequence: 0,
+                index: 0,
+                source,
+            })
+    }
+}
+
+/// A record's frames queued in the producer, not yet known to be acknowledged.
+pub struct PendingRecord {
+    topic: String,
+    sequence: u64,
+    deliveries: Vec<DeliveryFuture>,
+}
+
+impl PendingRecord {
+    /// Waits for every frame's acknowledgement; returns their offsets.
+    pub async fn wait(self) -> Result<Vec<i64>, KafkaIoError> {
+        let mut offsets = Vec::with_capacity(self.deliveries.len());
+        for (index, fut) in self.deliveries.into_iter().enumerate() {
+            let produce_err = |source| KafkaIoError::Produce {
+                topic: self.topic.clone(),
+                sequence: self.sequence,
                 index,
                 source,
-            })?;
-            pending.push(fut);
-        }
-        let mut offsets = Vec::with_capacity(frames.len());
-        for (index, fut) in pending.into_iter().enumerate() {
-            let produce_err =
-                |source| KafkaIoError::Produce { topic: self.topic.clone(), sequence, index, source };
+            };
             let delivery = match fut.await {
                 Ok(Ok(d)) => d,
                 Ok(Err((e, _))) => return Err(produce_err(e)),
@@ -59,7 +124,7 @@ impl LogProducer {
             if delivery.partition != PARTITION {
                 return Err(KafkaIoError::WrongPartition {
                     topic: self.topic.clone(),
-                    sequence,
+                    sequence: self.sequence,
                     index,
                     partition: delivery.partition,
                 });
@@ -67,16 +132,5 @@ impl LogProducer {
             offsets.push(delivery.offset);
         }
         Ok(offsets)
-    }
-
-    /// Waits for everything queued to be delivered.
-    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaIoError> {
-        use rdkafka::producer::Producer;
-        self.producer.flush(timeout).map_err(|source| KafkaIoError::Produce {
-            topic: self.topic.clone(),
-            sequence: 0,
-            index: 0,
-            source,
-        })
     }
 }

@@ -50,7 +50,9 @@ impl Assembler {
 
     /// `(sequence, chunks received, chunk count)` of the record being reassembled, if any.
     pub fn pending(&self) -> Option<(u64, u32, u32)> {
-        self.partial.as_ref().map(|p| (p.header.sequence, p.next_index, p.header.chunk_count))
+        self.partial
+            .as_ref()
+            .map(|p| (p.header.sequence, p.next_index, p.header.chunk_count))
     }
 
     /// Feeds one Kafka message. Returns the record once its last chunk has arrived and checked out.
@@ -73,7 +75,12 @@ impl Assembler {
             }
             let mut buf = Vec::with_capacity(frame.chunk.len() * 2);
             buf.extend_from_slice(frame.chunk);
-            self.partial = Some(Partial { header: frame.header, first_offset: offset, next_index: 1, buf });
+            self.partial = Some(Partial {
+                header: frame.header,
+                first_offset: offset,
+                next_index: 1,
+                buf,
+            });
             return Ok(None);
         }
         let Some(p) = self.partial.as_mut() else {
@@ -121,7 +128,12 @@ impl Assembler {
     }
 }
 
-fn finish(header: FrameHeader, first_offset: i64, last_offset: i64, payload: &[u8]) -> Result<Assembled, LogError> {
+fn finish(
+    header: FrameHeader,
+    first_offset: i64,
+    last_offset: i64,
+    payload: &[u8],
+) -> Result<Assembled, LogError> {
     if payload.len() != header.record_len as usize {
         return Err(LogError::TruncatedChunk {
             sequence: header.sequence,
@@ -132,7 +144,11 @@ fn finish(header: FrameHeader, first_offset: i64, last_offset: i64, payload: &[u
     }
     let actual = crc32c::crc32c(payload);
     if actual != header.record_crc {
-        return Err(LogError::Checksum { sequence: header.sequence, expected: header.record_crc, actual });
+        return Err(LogError::Checksum {
+            sequence: header.sequence,
+            expected: header.record_crc,
+            actual,
+        });
     }
     let record = decode_payload(header.kind, header.flags, header.sequence, payload)?;
     Ok(Assembled {

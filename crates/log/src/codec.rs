@@ -24,7 +24,10 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        Self { max_frame_bytes: DEFAULT_MAX_FRAME_BYTES, zstd_level: 3 }
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            zstd_level: 3,
+        }
     }
 }
 
@@ -40,18 +43,27 @@ pub fn encode_payload(record: &Record, zstd_level: i32) -> Result<(u8, Vec<u8>),
     if zstd_level == 0 {
         return Ok((0, raw));
     }
-    let compressed =
-        zstd::bulk::compress(&raw, zstd_level).map_err(|e| LogError::Encode(format!("zstd: {e}")))?;
+    let compressed = zstd::bulk::compress(&raw, zstd_level)
+        .map_err(|e| LogError::Encode(format!("zstd: {e}")))?;
     Ok((FLAG_ZSTD, compressed))
 }
 
 /// Decompresses and deserialises a complete payload. Rejects trailing bytes: a v1 payload is exactly one
 /// record.
-pub fn decode_payload(kind: RecordKind, flags: u8, sequence: u64, payload: &[u8]) -> Result<Record, LogError> {
+pub fn decode_payload(
+    kind: RecordKind,
+    flags: u8,
+    sequence: u64,
+    payload: &[u8],
+) -> Result<Record, LogError> {
     let owned;
     let raw = if flags & FLAG_ZSTD != 0 {
-        owned = zstd::bulk::decompress(payload, MAX_RECORD_BYTES)
-            .map_err(|e| LogError::Decompress { sequence, reason: e.to_string() })?;
+        owned = zstd::bulk::decompress(payload, MAX_RECORD_BYTES).map_err(|e| {
+            LogError::Decompress {
+                sequence,
+                reason: e.to_string(),
+            }
+        })?;
         &owned[..]
     } else {
         payload
@@ -61,8 +73,13 @@ pub fn decode_payload(kind: RecordKind, flags: u8, sequence: u64, payload: &[u8]
         sequence: u64,
         kind: RecordKind,
     ) -> Result<T, LogError> {
-        let decode_err = |reason: String| LogError::Decode { sequence, kind: kind.name(), reason };
-        let (value, rest) = postcard::take_from_bytes(raw).map_err(|e| decode_err(e.to_string()))?;
+        let decode_err = |reason: String| LogError::Decode {
+            sequence,
+            kind: kind.name(),
+            reason,
+        };
+        let (value, rest) =
+            postcard::take_from_bytes(raw).map_err(|e| decode_err(e.to_string()))?;
         if !rest.is_empty() {
             return Err(decode_err(format!("{} trailing bytes", rest.len())));
         }
@@ -126,6 +143,11 @@ pub fn encode_record(
 
 impl Envelope {
     pub fn from_header(h: &FrameHeader) -> Self {
-        Envelope { version: h.version, kind: h.kind, cluster_id: h.cluster_id.clone(), sequence: h.sequence }
+        Envelope {
+            version: h.version,
+            kind: h.kind,
+            cluster_id: h.cluster_id.clone(),
+            sequence: h.sequence,
+        }
     }
 }

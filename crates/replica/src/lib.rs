@@ -1,1 +1,206 @@
+//! The replica's replay loop: from the offset stored in its own database, through Kafka, into the store.
+//!
+//! Start-up ([`startup`]) refuses a database the topic can no longer continue (the snapshot is older than
+//! retention). Then the loop replays to the high watermark, reports ready, and keeps consuming. Any record
+//! that is malformed, out of sequence or inconsistent with the chain stops the replica: the store has not
+//! been touched by it, so a fixed build resumes from the same place.
 
+mod progress;
+pub mod startup;
+
+use std::{future::Future, path::PathBuf, time::Duration};
+
+use ec_kafka::{is_offset_out_of_range, Fetched, KafkaConfig, KafkaIoError, PartitionConsumer};
+use ec_log::{Assembler, LogError, Record};
+use ec_store::{ApplyOutcome, Position, Store, StoreError, StoreOptions};
+use thiserror::Error;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+pub use progress::Progress;
+pub use startup::StartError;
+
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub data_dir: PathBuf,
+    pub kafka: KafkaConfig,
+    pub topic: String,
+    pub store: StoreOptions,
+    /// Stop once caught up instead of following the topic (seeding a volume, tests, benchmarks).
+    pub exit_when_caught_up: bool,
+    pub progress_interval: Duration,
+}
+
+/// What the rest of the process (health endpoints, RPC) can see of the replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Replayed to the high watermark at least once since start. Stays true while following.
+    pub caught_up: bool,
+    pub position: Option<Position>,
+    pub head_block: Option<u64>,
+}
+
+#[derive(Debug, Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaIoError),
+    #[error("opening the store: {0}")]
+    Open(StoreError),
+    #[error("bad record in topic {topic} at offset {offset}: {source}")]
+    Log {
+        topic: String,
+        offset: i64,
+        source: LogError,
+    },
+    #[error("cannot apply the record ending at offset {offset} of topic {topic}: {source}")]
+    Apply {
+        topic: String,
+        offset: i64,
+        source: StoreError,
+    },
+}
+
+impl ReplicaError {
+    /// Process exit code: 2 when the database cannot continue from this topic (take a newer snapshot),
+    /// 3 when the log itself is bad (a publisher or format bug), 1 otherwise (I/O, configuration).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ReplicaError::Start(_) => 2,
+            ReplicaError::Log { .. } | ReplicaError::Apply { .. } => 3,
+            ReplicaError::Kafka(_) | ReplicaError::Open(_) => 1,
+        }
+    }
+}
+
+/// Runs a replica until `shutdown` resolves, an error stops it, or (with `exit_when_caught_up`) it has
+/// caught up. Status updates go to `status`.
+pub async fn run(
+    cfg: ReplicaConfig,
+    status: watch::Sender<Status>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Progress, ReplicaError> {
+    let store = Store::open(&cfg.data_dir, cfg.store.clone()).map_err(ReplicaError::Open)?;
+    let stored = store.position().map_err(ReplicaError::Open)?;
+    let consumer = PartitionConsumer::new(&cfg.kafka, &cfg.topic)?;
+    let (earliest, high) = consumer.watermarks(Duration::from_secs(10))?;
+    let start = startup::start_offset(&cfg.topic, stored, earliest, high)?;
+    info!(
+        topic = %cfg.topic,
+        stored_offset = ?stored.map(|p| p.kafka_offset),
+        stored_sequence = ?stored.map(|p| p.sequence),
+        earliest, high, start,
+        "replica starting: {} messages to replay", high - start
+    );
+    status.send_modify(|s| {
+        s.position = stored;
+        s.head_block = store.head().ok().flatten().map(|h| h.number);
+    });
+    consumer.assign(start)?;
+
+    let mut assembler = Assembler::new();
+    let mut progress = Progress::default();
+    let mut first_message = true;
+    let mut next_offset = start;
+    let mut tick = tokio::time::interval(cfg.progress_interval);
+    tick.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        let fetched = tokio::select! {
+            _ = &mut shutdown => {
+                info!("shutdown requested: {}", progress.report(next_offset, None));
+                return Ok(progress);
+            }
+            _ = tick.tick() => {
+                let high = tokio::task::block_in_place(|| consumer.watermarks(Duration::from_secs(2)).ok().map(|w| w.1));
+                info!("replay: {}", progress.report(next_offset, high));
+                continue;
+            }
+            fetched = consumer.next() => fetched,
+        };
+        let (offset, payload) = match fetched {
+            Ok(Fetched::Message { offset, payload }) => (offset, payload),
+            Ok(Fetched::EndOfPartition { .. }) => {
+                if assembler.pending().is_some() {
+                    // The publisher is between chunks of one record: not caught up until it is whole.
+                    continue;
+                }
+                if !status.borrow().caught_up {
+                    info!(
+                        "caught up, ready: {}",
+                        progress.report(next_offset, Some(next_offset))
+                    );
+                    status.send_modify(|s| s.caught_up = true);
+                }
+                if cfg.exit_when_caught_up {
+                    return Ok(progress);
+                }
+                continue;
+            }
+            Err(e) if is_offset_out_of_range(&e) => {
+                // Retention overtook the replica while it was reading.
+                let (earliest, _) = consumer.watermarks(Duration::from_secs(10))?;
+                let stored = store.position().map_err(ReplicaError::Open)?;
+                return Err(StartError::RetentionExceeded {
+                    topic: cfg.topic.clone(),
+                    stored: stored.map(|p| p.kafka_offset),
+                    needed: next_offset,
+                    earliest,
+                }
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if first_message {
+            startup::check_first_offset(&cfg.topic, stored, start, offset)?;
+            first_message = false;
+        }
+        next_offset = offset + 1;
+        let assembled = assembler
+            .push(offset, &payload)
+            .map_err(|source| ReplicaError::Log {
+                topic: cfg.topic.clone(),
+                offset,
+                source,
+            })?;
+        let Some(rec) = assembled else { continue };
+        let apply_err = |source| ReplicaError::Apply {
+            topic: cfg.topic.clone(),
+            offset,
+            source,
+        };
+        match store.apply(&rec).map_err(apply_err)? {
+            ApplyOutcome::Duplicate { applied } => {
+                warn!(
+                    sequence = rec.envelope.sequence,
+                    applied, offset, "skipping a record already applied"
+                );
+                progress.duplicates += 1;
+                continue;
+            }
+            ApplyOutcome::Applied => {}
+        }
+        progress.records += 1;
+        progress.bytes += rec.payload_len as u64;
+        match &rec.record {
+            Record::Block(_) | Record::Genesis(_) => progress.blocks += 1,
+            Record::Revert(_) => progress.reverts += 1,
+            Record::Heartbeat(_) => {}
+        }
+        let position = Position {
+            kafka_offset: rec.last_offset,
+            sequence: rec.envelope.sequence,
+        };
+        let head_block = match &rec.record {
+            Record::Block(b) => Some(b.number),
+            Record::Genesis(_) => Some(0),
+            Record::Revert(r) => Some(r.number.saturating_sub(1)),
+            Record::Heartbeat(_) => status.borrow().head_block,
+        };
+        status.send_modify(|s| {
+            s.position = Some(position);
+            s.head_block = head_block;
+        });
+    }
+}

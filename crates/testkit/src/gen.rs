@@ -6,8 +6,8 @@
 
 use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
 use ec_log::{
-    AccountChange, AccountState, Block, BlockRef, Genesis, Heartbeat, Log, Receipt, Record, Revert, StorageSlot,
-    Transaction, Withdrawal,
+    AccountChange, AccountState, Block, BlockRef, Genesis, Heartbeat, Log, Receipt, Record, Revert,
+    StorageSlot, Transaction, Withdrawal,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -47,7 +47,7 @@ impl Default for GenOptions {
 
 pub struct LogGenerator {
     rng: StdRng,
-    opts: GenOptions,
+    pub opts: GenOptions,
     /// The canonical chain so far, genesis first.
     chain: Vec<BlockRef>,
     next_sequence: u64,
@@ -88,26 +88,43 @@ impl LogGenerator {
     fn pick(&mut self) -> Record {
         let Some(head) = self.head() else {
             let block = self.block(0, B256::ZERO, true);
-            self.chain.push(BlockRef { number: 0, hash: block.hash });
-            return Record::Genesis(Genesis { chain_id: self.chain_id, block });
+            self.chain.push(BlockRef {
+                number: 0,
+                hash: block.hash,
+            });
+            return Record::Genesis(Genesis {
+                chain_id: self.chain_id,
+                block,
+            });
         };
         if self.pending_reverts > 0 && head.number > 0 {
             self.pending_reverts -= 1;
             self.chain.pop();
-            return Record::Revert(Revert { number: head.number, hash: head.hash });
+            return Record::Revert(Revert {
+                number: head.number,
+                hash: head.hash,
+            });
         }
         self.pending_reverts = 0;
         if self.rng.random_bool(self.opts.heartbeat_chance) {
             let safe = self.chain.get(self.chain.len().saturating_sub(8)).copied();
             let finalized = self.chain.get(self.chain.len().saturating_sub(16)).copied();
-            return Record::Heartbeat(Heartbeat { time_ms: 1_700_000_000_000 + head.number * 12_000, head, safe, finalized });
+            return Record::Heartbeat(Heartbeat {
+                time_ms: 1_700_000_000_000 + head.number * 12_000,
+                head,
+                safe,
+                finalized,
+            });
         }
         if head.number > self.opts.max_reorg_depth && self.rng.random_bool(self.opts.reorg_chance) {
             self.pending_reverts = self.rng.random_range(1..=self.opts.max_reorg_depth);
             return self.pick();
         }
         let block = self.block(head.number + 1, head.hash, false);
-        self.chain.push(BlockRef { number: block.number, hash: block.hash });
+        self.chain.push(BlockRef {
+            number: block.number,
+            hash: block.hash,
+        });
         Record::Block(block)
     }
 
@@ -125,19 +142,36 @@ impl LogGenerator {
     fn block(&mut self, number: u64, parent_hash: B256, genesis: bool) -> Block {
         // A stand-in header: unique per branch (random salt), hashed like a real one.
         let salt: u64 = self.rng.random();
-        let header: Bytes = [parent_hash.as_slice(), &number.to_be_bytes(), &salt.to_be_bytes()].concat().into();
+        let header: Bytes = [
+            parent_hash.as_slice(),
+            &number.to_be_bytes(),
+            &salt.to_be_bytes(),
+        ]
+        .concat()
+        .into();
         let hash = keccak256(&header);
-        let tx_count = if genesis { 0 } else { self.rng.random_range(0..=self.opts.max_txs) };
+        let tx_count = if genesis {
+            0
+        } else {
+            self.rng.random_range(0..=self.opts.max_txs)
+        };
         let mut transactions = Vec::with_capacity(tx_count);
         let mut receipts = Vec::with_capacity(tx_count);
         let mut cumulative = 0;
         for _ in 0..tx_count {
             let len = self.rng.random_range(100..200);
-            transactions.push(Transaction { sender: self.address(), encoded: self.bytes(len) });
+            transactions.push(Transaction {
+                sender: self.address(),
+                encoded: self.bytes(len),
+            });
             let gas_used = self.rng.random_range(21_000..200_000);
             cumulative += gas_used;
             let logs = (0..self.rng.random_range(0..3))
-                .map(|_| Log { address: self.address(), topics: vec![B256::from(self.rng.random::<[u8; 32]>())], data: self.bytes(32) })
+                .map(|_| Log {
+                    address: self.address(),
+                    topics: vec![B256::from(self.rng.random::<[u8; 32]>())],
+                    data: self.bytes(32),
+                })
                 .collect();
             receipts.push(Receipt {
                 success: self.rng.random_bool(0.9),
@@ -150,14 +184,23 @@ impl LogGenerator {
                 logs,
             });
         }
-        let touched = if genesis { self.opts.accounts } else { self.rng.random_range(1..8) };
-        let mut state: Vec<AccountChange> = (0..touched).map(|_| self.account_change(genesis)).collect();
+        let touched = if genesis {
+            self.opts.accounts
+        } else {
+            self.rng.random_range(1..8)
+        };
+        let mut state: Vec<AccountChange> =
+            (0..touched).map(|_| self.account_change(genesis)).collect();
         if !genesis && self.rng.random_bool(self.opts.big_block_chance) {
             let code = self.bytes(self.opts.big_block_bytes);
             state.push(AccountChange {
                 address: self.address(),
                 storage_wiped: true,
-                account: Some(AccountState { balance: U256::from(1), nonce: 1, code: Some(code) }),
+                account: Some(AccountState {
+                    balance: U256::from(1),
+                    nonce: 1,
+                    code: Some(code),
+                }),
                 storage: Vec::new(),
             });
         }
@@ -166,9 +209,24 @@ impl LogGenerator {
         state.sort_by_key(|c| c.address);
         state.dedup_by_key(|c| c.address);
         let withdrawals = (!genesis).then(|| {
-            vec![Withdrawal { index: number, validator_index: 7, address: Address::repeat_byte(0x77), amount_gwei: 1 }]
+            vec![Withdrawal {
+                index: number,
+                validator_index: 7,
+                address: Address::repeat_byte(0x77),
+                amount_gwei: 1,
+            }]
         });
-        Block { number, hash, parent_hash, timestamp: 1_700_000_000 + number * 12, header, transactions, receipts, withdrawals, state }
+        Block {
+            number,
+            hash,
+            parent_hash,
+            timestamp: 1_700_000_000 + number * 12,
+            header,
+            transactions,
+            receipts,
+            withdrawals,
+            state,
+        }
     }
 
     fn account_change(&mut self, genesis: bool) -> AccountChange {
@@ -176,7 +234,12 @@ impl LogGenerator {
         let roll = self.rng.random_range(0..100);
         if !genesis && roll < 4 {
             // Self-destruct: the account and its storage are gone.
-            return AccountChange { address, storage_wiped: true, account: None, storage: Vec::new() };
+            return AccountChange {
+                address,
+                storage_wiped: true,
+                account: None,
+                storage: Vec::new(),
+            };
         }
         let code_len = self.rng.random_range(1..64);
         let code = (roll < 15).then(|| self.bytes(code_len));
@@ -184,7 +247,11 @@ impl LogGenerator {
             .map(|_| {
                 let slot = B256::from(U256::from(self.rng.random_range(0..self.opts.slots)));
                 // One write in four clears its slot.
-                let value = if self.rng.random_bool(0.25) { B256::ZERO } else { B256::from(U256::from(self.rng.random::<u64>())) };
+                let value = if self.rng.random_bool(0.25) {
+                    B256::ZERO
+                } else {
+                    B256::from(U256::from(self.rng.random::<u64>()))
+                };
                 StorageSlot { slot, value }
             })
             .collect();

@@ -1,0 +1,185 @@
+//! Shared pieces of the end-to-end tests: write logs to a real broker, run the real binary, read checksums.
+//!
+//! Every broker here is started by the test and dies with it; every child process is killed on drop.
+
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use ec_kafka::{KafkaConfig, LogProducer, PartitionConsumer};
+use ec_log::{encode_record, Assembler, EncodeOptions, Record};
+use ec_store::{Position, Store, StoreOptions};
+
+pub const CLUSTER: &str = "test-cluster";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ether-cattle")
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Encodes and produces records in order; returns the offset of each record's last frame.
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    records: &[(u64, Record)],
+    opts: EncodeOptions,
+) -> Vec<i64> {
+    let frames: Vec<(u64, Vec<Vec<u8>>)> = records
+        .iter()
+        .map(|(seq, rec)| {
+            (
+                *seq,
+                encode_record(CLUSTER, *seq, rec, opts).expect("record encodes"),
+            )
+        })
+        .collect();
+    produce_frames(brokers, topic, &frames)
+}
+
+/// Produces pre-encoded frames (possibly damaged ones) in order.
+pub fn produce_frames(brokers: &str, topic: &str, records: &[(u64, Vec<Vec<u8>>)]) -> Vec<i64> {
+    let producer =
+        LogProducer::new(&KafkaConfig::plaintext(brokers), topic, 1 << 20).expect("producer");
+    runtime().block_on(async {
+        let mut pending = Vec::with_capacity(records.len());
+        for (seq, frames) in records {
+            pending.push(producer.enqueue(*seq, frames).expect("enqueue"));
+        }
+        let mut last = Vec::with_capacity(pending.len());
+        for p in pending {
+            let offsets = p.wait().await.expect("broker acknowledges");
+            last.push(*offsets.last().expect("at least one frame"));
+        }
+        last
+    })
+}
+
+pub fn watermarks(brokers: &str, topic: &str) -> (i64, i64) {
+    // The stream consumer needs a tokio reactor to exist, even for this blocking call.
+    runtime().block_on(async {
+        let c = PartitionConsumer::new(&KafkaConfig::plaintext(brokers), topic).expect("consumer");
+        c.watermarks(Duration::from_secs(10)).expect("watermarks")
+    })
+}
+
+/// The replica command, catching up once and exiting.
+pub fn replica_cmd(data_dir: &Path, brokers: &str, topic: &str) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "replica",
+        "--exit-when-caught-up",
+        "--progress-interval",
+        "0.5",
+        "--topic",
+        topic,
+        "--brokers",
+        brokers,
+    ])
+    .arg("--data-dir")
+    .arg(data_dir)
+    .env("RUST_LOG", "info,rdkafka=warn");
+    cmd
+}
+
+/// Runs a replica to completion and returns its output.
+pub fn run_replica(data_dir: &Path, brokers: &str, topic: &str) -> Output {
+    replica_cmd(data_dir, brokers, topic).output().expect("replica runs")
+}
+
+pub fn run_replica_ok(data_dir: &Path, brokers: &str, topic: &str) {
+    let out = run_replica(data_dir, brokers, topic);
+    assert!(
+        out.status.success(),
+        "replica failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `checksum` command's first line, from the real binary.
+pub fn checksum(data_dir: &Path) -> String {
+    let out = Command::new(bin())
+        .arg("checksum")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("checksum runs");
+    assert!(
+        out.status.success(),
+        "checksum failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+pub fn position(data_dir: &Path) -> Option<Position> {
+    Store::open_read_only(data_dir).ok()?.position().ok()?
+}
+
+/// Replays records straight into a fresh store, with no Kafka in between: the reference a replica's
+/// database must equal.
+pub fn apply_direct(dir: &Path, records: &[(u64, Record)], opts: EncodeOptions) -> String {
+    {
+        let store = Store::open(dir, StoreOptions::default()).expect("store opens");
+        let mut assembler = Assembler::new();
+        let mut offset = 0i64;
+        for (seq, rec) in records {
+            for frame in encode_record(CLUSTER, *seq, rec, opts).expect("encodes") {
+                if let Some(a) = assembler.push(offset, &frame).expect("frame decodes") {
+                    store.apply(&a).expect("record applies");
+                }
+                offset += 1;
+            }
+        }
+    }
+    checksum(dir)
+}
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing running.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn spawn_quiet(mut cmd: Command) -> Killed {
+    Killed(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawns"),
+    )
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+pub fn path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}

@@ -1,0 +1,333 @@
+//! The replication core, end to end: the real `ether-cattle` binary against a real Kafka-protocol broker
+//! (librdkafka's mock cluster on 127.0.0.1, started by each test).
+
+mod harness;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use ec_log::{encode_record, EncodeOptions, Record};
+use ec_testkit::{GenOptions, LogGenerator, MockBroker};
+use harness::*;
+use rand::{Rng, SeedableRng};
+
+/// Small frames so that the generator's large blocks are split into several chunks.
+fn chunky() -> EncodeOptions {
+    EncodeOptions {
+        max_frame_bytes: 32 * 1024,
+        ..EncodeOptions::default()
+    }
+}
+
+fn gen_opts(seed: u64) -> GenOptions {
+    GenOptions {
+        seed,
+        big_block_chance: 0.006,
+        big_block_bytes: 100_000,
+        ..GenOptions::default()
+    }
+}
+
+fn count(records: &[(u64, Record)], f: impl Fn(&Record) -> bool) -> usize {
+    records.iter().filter(|(_, r)| f(r)).count()
+}
+
+#[test]
+fn replicas_fed_the_same_log_hold_the_same_data() {
+    let broker = MockBroker::start(&["log"]).expect("mock broker");
+    let brokers = broker.bootstrap_servers();
+    let records = LogGenerator::records(gen_opts(7), 3000);
+    let chunked = records
+        .iter()
+        .filter(|(s, r)| {
+            encode_record(CLUSTER, *s, r, chunky())
+                .map(|f| f.len() > 1)
+                .unwrap_or(false)
+        })
+        .count();
+    assert!(
+        chunked >= 5,
+        "the log must contain chunked records, has {chunked}"
+    );
+    assert!(
+        count(&records, |r| matches!(r, Record::Revert(_))) >= 50,
+        "the log must contain reverts"
+    );
+
+    let tmp = tempdir();
+    // Replica A follows the topic while the log is being written.
+    let cmd_a = {
+        let mut c = Command::new(harness::bin());
+        c.args([
+            "replica",
+            "--topic",
+            "log",
+            "--brokers",
+            &brokers,
+            "--data-dir",
+        ])
+        .arg(path(&tmp, "a"));
+        c
+    };
+    let a = spawn_quiet(cmd_a);
+    let last = *produce(&brokers, "log", &records, chunky())
+        .last()
+        .expect("offsets");
+    let last_seq = records.last().expect("records").0;
+    wait_for(
+        "replica A to apply the whole log",
+        Duration::from_secs(120),
+        || position(&path(&tmp, "a")).map(|p| p.sequence) == Some(last_seq),
+    );
+    drop(a);
+    assert_eq!(
+        position(&path(&tmp, "a")).map(|p| p.kafka_offset),
+        Some(last)
+    );
+
+    // Replica B replays the finished topic from the start.
+    run_replica_ok(&path(&tmp, "b"), &brokers, "log");
+    // C is built without Kafka at all, straight from the records.
+    let c = apply_direct(&path(&tmp, "c"), &records, chunky());
+
+    let a = checksum(&path(&tmp, "a"));
+    let b = checksum(&path(&tmp, "b"));
+    assert!(a.starts_with("checksum 0x"), "{a}");
+    assert_eq!(a, b, "two replicas of the same topic differ");
+    assert_eq!(a, c, "a replica differs from a clean replay of the records");
+}
+
+#[test]
+fn kill_9_during_replay_loses_nothing_and_applies_nothing_twice() {
+    let broker = MockBroker::start(&["log"]).expect("mock broker");
+    let brokers = broker.bootstrap_servers();
+    // As many records as fit under the mock broker's 5 MiB cap: small blocks, no large ones.
+    let opts = GenOptions {
+        big_block_chance: 0.0,
+        max_txs: 1,
+        ..gen_opts(11)
+    };
+    let records = LogGenerator::records(opts, 12_000);
+    produce(&brokers, "log", &records, chunky());
+    let last_seq = records.last().expect("records").0;
+    let tmp = tempdir();
+
+    let clean_dir = path(&tmp, "clean");
+    let started = Instant::now();
+    run_replica_ok(&clean_dir, &brokers, "log");
+    let clean_time = started.elapsed();
+    let clean = checksum(&clean_dir);
+    assert_eq!(
+        watermarks(&brokers, "log").0,
+        0,
+        "the log must fit in the broker"
+    );
+    eprintln!("clean replay of {} records: {clean_time:?}", records.len());
+
+    let dir = path(&tmp, "killed");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xC0FFEE);
+    // Aim each kill at a random moment of roughly a thirtieth of the replay, after start-up; adapt if the
+    // kills land too early (no progress) so that the test does not depend on this machine's speed.
+    let mut window = clean_time.as_secs_f64() / 30.0;
+    let mut kills_mid_replay = 0;
+    let mut attempts = 0;
+    while kills_mid_replay < 20 {
+        attempts += 1;
+        assert!(
+            attempts < 200,
+            "could not land 20 kills mid-replay in 200 attempts"
+        );
+        let before = position(&dir).map(|p| p.sequence);
+        let mut child = spawn_quiet(replica_cmd(&dir, &brokers, "log"));
+        let delay = 0.05 + rng.random_range(0.0..1.0) * window;
+        std::thread::sleep(Duration::from_secs_f64(delay));
+        if child.0.try_wait().expect("child status").is_some() {
+            break; // it finished: no more moments to kill it at
+        }
+        child.0.kill().expect("SIGKILL");
+        child.0.wait().expect("reaped");
+        let after = position(&dir).map(|p| p.sequence);
+        match (before, after) {
+            (_, Some(a)) if Some(a) != before && a < last_seq => kills_mid_replay += 1,
+            (_, Some(a)) if a == last_seq => break,
+            _ => window *= 1.5,
+        }
+    }
+    assert!(
+        kills_mid_replay >= 20,
+        "only {kills_mid_replay} kills landed mid-replay"
+    );
+    eprintln!("{kills_mid_replay} kills mid-replay in {attempts} attempts");
+    run_replica_ok(&dir, &brokers, "log");
+    assert_eq!(position(&dir).map(|p| p.sequence), Some(last_seq));
+    assert_eq!(
+        checksum(&dir),
+        clean,
+        "a replica killed {kills_mid_replay} times differs from a clean replay"
+    );
+}
+
+/// Writes `good` records, replays them, then appends `bad` frames: the replica must stop with `expect` in
+/// its error, a non-zero exit, and an unchanged database.
+fn bad_log_case(topic: &str, bad: Vec<Vec<u8>>, expect: &str) {
+    let broker = MockBroker::start(&[topic]).expect("mock broker");
+    let brokers = broker.bootstrap_servers();
+    let records = LogGenerator::records(gen_opts(3), 200);
+    produce(&brokers, topic, &records, chunky());
+    let tmp = tempdir();
+    let dir = path(&tmp, "r");
+    run_replica_ok(&dir, &brokers, topic);
+    let before = checksum(&dir);
+    let position_before = position(&dir);
+
+    produce_frames(&brokers, topic, &[(200, bad)]);
+    let out = run_replica(&dir, &brokers, topic);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{topic}: expected exit 3, stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(expect),
+        "{topic}: error does not say {expect:?}: {stderr}"
+    );
+    assert_eq!(
+        checksum(&dir),
+        before,
+        "{topic}: a rejected record changed the database"
+    );
+    assert_eq!(position(&dir), position_before);
+}
+
+fn next_record_frames(opts: EncodeOptions) -> Vec<Vec<u8>> {
+    let mut g = LogGenerator::new(gen_opts(3));
+    let mut rec = None;
+    for _ in 0..=200 {
+        rec = Some(g.next_record());
+    }
+    let (seq, rec) = rec.expect("record");
+    encode_record(CLUSTER, seq, &rec, opts).expect("encodes")
+}
+
+#[test]
+fn malformed_record_stops_the_replica_and_changes_nothing() {
+    let mut frames = next_record_frames(EncodeOptions::default());
+    let last = frames[0].len() - 1;
+    frames[0][last] ^= 0xff; // payload byte: the CRC no longer matches
+    bad_log_case("malformed", frames, "failed its CRC-32C check");
+}
+
+#[test]
+fn unknown_version_stops_the_replica_and_changes_nothing() {
+    let mut frames = next_record_frames(EncodeOptions::default());
+    frames[0][2] = 9;
+    bad_log_case("version", frames, "unknown log format version 9");
+}
+
+#[test]
+fn truncated_chunk_stops_the_replica_and_changes_nothing() {
+    // A record big enough for several chunks, the last one cut short.
+    let mut g = LogGenerator::new(GenOptions {
+        big_block_chance: 1.0,
+        ..gen_opts(3)
+    });
+    let _ = (0..200).map(|_| g.next_record()).count();
+    let mut rec = g.next_record();
+    while !matches!(rec.1, Record::Block(_)) {
+        rec = g.next_record();
+    }
+    let mut frames = encode_record(CLUSTER, 200, &rec.1, chunky()).expect("encodes");
+    assert!(frames.len() >= 2, "record must be chunked");
+    let last = frames.last_mut().expect("frames");
+    last.truncate(last.len() / 2);
+    bad_log_case("truncated", frames, "truncated");
+}
+
+#[test]
+fn sequence_gap_stops_the_replica_and_names_both_numbers() {
+    let broker = MockBroker::start(&["gap"]).expect("mock broker");
+    let brokers = broker.bootstrap_servers();
+    let records = LogGenerator::records(gen_opts(5), 60);
+    produce(&brokers, "gap", &records[..50], chunky());
+    produce(&brokers, "gap", &records[51..], chunky());
+    let tmp = tempdir();
+    let out = run_replica(&path(&tmp, "r"), &brokers, "gap");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("expects 50") && stderr.contains("holds 51"),
+        "{stderr}"
+    );
+    assert_eq!(position(&path(&tmp, "r")).map(|p| p.sequence), Some(49));
+}
+
+#[test]
+fn duplicate_records_are_skipped() {
+    let broker = MockBroker::start(&["dup"]).expect("mock broker");
+    let brokers = broker.bootstrap_servers();
+    let records = LogGenerator::records(gen_opts(5), 80);
+    // A publisher that crashed after writing 40..50 writes them again.
+    produce(&brokers, "dup", &records[..50], chunky());
+    produce(&brokers, "dup", &records[40..], chunky());
+    let tmp = tempdir();
+    run_replica_ok(&path(&tmp, "r"), &brokers, "dup");
+    assert_eq!(
+        checksum(&path(&tmp, "r")),
+        apply_direct(&path(&tmp, "direct"), &records, chunky())
+    );
+}
+
+#[test]
+fn replica_older_than_retention_refuses_to_start() {
+    let broker = MockBroker::start(&["ret"]).expect("mock broker");
+    let brokers = broker.bootstrap_servers();
+    let mut g = LogGenerator::new(GenOptions {
+        big_block_chance: 0.0,
+        ..gen_opts(9)
+    });
+    let head: Vec<_> = (0..100).map(|_| g.next_record()).collect();
+    produce(&brokers, "ret", &head, chunky());
+    let tmp = tempdir();
+    let snapshot = path(&tmp, "snapshot");
+    run_replica_ok(&snapshot, &brokers, "ret");
+    let stored = position(&snapshot).expect("position").kafka_offset;
+
+    // Write past the broker's per-partition cap (about 5 MiB): the oldest batches are dropped and the
+    // topic's earliest offset really moves past the stored one.
+    g.opts.big_block_chance = 0.5;
+    g.opts.big_block_bytes = 200_000;
+    let tail: Vec<_> = (0..150).map(|_| g.next_record()).collect();
+    produce(&brokers, "ret", &tail, chunky());
+    let (earliest, _) = watermarks(&brokers, "ret");
+    assert!(
+        earliest > stored + 1,
+        "the earliest offset {earliest} did not move past the stored {stored}"
+    );
+
+    let out = run_replica(&snapshot, &brokers, "ret");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for needle in [
+        "topic ret",
+        &format!("offset {stored}"),
+        &format!("earliest offset available is {earliest}"),
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "error does not say {needle:?}: {stderr}"
+        );
+    }
+    assert!(stderr.contains("older than"), "{stderr}");
+
+    // An empty database needs the genesis record, which is gone too.
+    let out = run_replica(&path(&tmp, "fresh"), &brokers, "ret");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
