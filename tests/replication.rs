@@ -9,7 +9,7 @@ use std::{
 };
 
 use ec_log::{encode_record, EncodeOptions, Record};
-use ec_testkit::{GenOptions, LogGenerator, MockBroker};
+use ec_testkit::{GenOptions, LogGenerator, MockBroker, TansuBroker};
 use harness::*;
 use rand::{Rng, SeedableRng};
 
@@ -329,5 +329,86 @@ fn replica_older_than_retention_refuses_to_start() {
         Some(2),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The same replica against a second, independent Kafka implementation in its own process.
+#[test]
+fn replica_on_tansu_equals_a_clean_replay() {
+    let broker = TansuBroker::start().expect("tansu broker (see docs/testing.md)");
+    broker.create_topic("log", &[]).expect("topic");
+    let brokers = broker.bootstrap_servers();
+    let records = LogGenerator::records(gen_opts(21), 1500);
+    produce(&brokers, "log", &records, chunky());
+    let tmp = tempdir();
+    run_replica_ok(&path(&tmp, "r"), &brokers, "log");
+    assert_eq!(
+        checksum(&path(&tmp, "r")),
+        apply_direct(&path(&tmp, "direct"), &records, chunky())
+    );
+}
+
+/// Real retention on a real broker: records older than `retention.ms` are deleted when tansu restarts. A
+/// snapshot whose next record is gone refuses to start (even though tansu then reports earliest offset 0);
+/// a newer snapshot still resumes.
+#[test]
+fn tansu_retention_refuses_an_old_snapshot_and_resumes_a_newer_one() {
+    let mut broker = TansuBroker::start().expect("tansu broker (see docs/testing.md)");
+    broker
+        .create_topic("ret", &["cleanup.policy=delete", "retention.ms=2000"])
+        .expect("topic");
+    let brokers = broker.bootstrap_servers();
+    let records = LogGenerator::records(
+        GenOptions {
+            big_block_chance: 0.0,
+            ..gen_opts(23)
+        },
+        130,
+    );
+    let tmp = tempdir();
+    let (old, new) = (path(&tmp, "old"), path(&tmp, "new"));
+
+    produce(&brokers, "ret", &records[..50], chunky());
+    run_replica_ok(&old, &brokers, "ret");
+    produce(&brokers, "ret", &records[50..100], chunky());
+    run_replica_ok(&new, &brokers, "ret");
+    let old_offset = position(&old).expect("old position").kafka_offset;
+    let new_offset = position(&new).expect("new position").kafka_offset;
+
+    std::thread::sleep(Duration::from_millis(2500));
+    broker
+        .restart()
+        .expect("tansu restarts and applies retention");
+    let refused = |phase: &str| {
+        let (earliest, high) = watermarks(&brokers, "ret");
+        eprintln!("{phase}: earliest {earliest}, high {high}, old snapshot at {old_offset}, new at {new_offset}");
+        let out = run_replica(&old, &brokers, "ret");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{phase}: the old snapshot must be refused: {stderr}"
+        );
+        assert!(
+            stderr.contains("topic ret") && stderr.contains(&format!("offset {old_offset}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("retention"), "{stderr}");
+        assert_eq!(
+            position(&old).map(|p| p.kafka_offset),
+            Some(old_offset),
+            "refusal must not write"
+        );
+    };
+    // Emptied by retention: tansu now says the earliest offset is 0, which would wrongly look resumable.
+    refused("partition emptied");
+    produce(&brokers, "ret", &records[100..], chunky());
+    refused("new records after the gap");
+
+    run_replica_ok(&new, &brokers, "ret");
+    assert_eq!(position(&new).map(|p| p.sequence), Some(129));
+    assert_eq!(
+        checksum(&new),
+        apply_direct(&path(&tmp, "direct"), &records, chunky())
     );
 }

@@ -93,7 +93,9 @@ pub fn replica_cmd(data_dir: &Path, brokers: &str, topic: &str) -> Command {
 
 /// Runs a replica to completion and returns its output.
 pub fn run_replica(data_dir: &Path, brokers: &str, topic: &str) -> Output {
-    replica_cmd(data_dir, brokers, topic).output().expect("replica runs")
+    replica_cmd(data_dir, brokers, topic)
+        .output()
+        .expect("replica runs")
 }
 
 pub fn run_replica_ok(data_dir: &Path, brokers: &str, topic: &str) {

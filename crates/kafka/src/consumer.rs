@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use rdkafka::{
-    consumer::{Consumer, StreamConsumer},
+    client::ClientContext,
+    consumer::{Consumer, ConsumerContext, StreamConsumer},
     error::KafkaError,
     message::Message,
     types::RDKafkaErrorCode,
@@ -25,8 +26,24 @@ pub enum Fetched {
     },
 }
 
+/// Logs librdkafka's errors through `tracing`, except "end of partition", which for a replica is the
+/// normal news that it has caught up and is reported through [`Fetched::EndOfPartition`] instead.
+struct ReplicaContext;
+
+impl ClientContext for ReplicaContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !eof {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for ReplicaContext {}
+
 pub struct PartitionConsumer {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<ReplicaContext>,
     topic: String,
 }
 
@@ -41,10 +58,12 @@ impl PartitionConsumer {
         // An offset that fell out of the topic must be an error the replica reports, never a silent jump.
         c.set("auto.offset.reset", "error");
         c.set("fetch.wait.max.ms", "50");
-        let consumer: StreamConsumer = c.create().map_err(|source| KafkaIoError::Client {
-            brokers: cfg.brokers.clone(),
-            source,
-        })?;
+        let consumer: StreamConsumer<ReplicaContext> = c
+            .create_with_context(ReplicaContext)
+            .map_err(|source| KafkaIoError::Client {
+                brokers: cfg.brokers.clone(),
+                source,
+            })?;
         Ok(Self {
             consumer,
             topic: topic.to_owned(),

@@ -19,9 +19,13 @@ pub enum StartError {
         needed: i64,
         earliest: i64,
     },
+    /// The topic's high watermark is below what the database has applied. On a real Kafka that means
+    /// another topic, or one deleted and recreated; some brokers (tansu) also report a partition emptied by
+    /// retention this way.
     #[error(
         "topic {topic} ends before this database: it has applied up to offset {stored} but the topic's high \
-         watermark is {high}. Wrong topic, or the topic was recreated"
+         watermark is {high}. The topic was recreated or emptied by retention (the snapshot is older than the \
+         topic's retention), or this is the wrong topic"
     )]
     AheadOfTopic {
         topic: String,

@@ -109,7 +109,7 @@ impl Store {
                 self.write_block(&mut batch, sequence, b, true)?;
                 // Keep the undo index for the newest `undo_window` blocks only. A range delete keeps this
                 // one tombstone per block however far the head moved.
-                let keep_from = b.number.saturating_sub(self.opts.undo_window);
+                let keep_from = (b.number + 1).saturating_sub(self.opts.undo_window);
                 if keep_from > 0 {
                     self.delete_range::<BlockChanges>(&mut batch, &0, &keep_from);
                 }

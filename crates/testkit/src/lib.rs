@@ -5,6 +5,8 @@
 
 pub mod broker;
 pub mod gen;
+pub mod tansu;
 
 pub use broker::MockBroker;
 pub use gen::{GenOptions, LogGenerator};
+pub use tansu::{TansuBroker, TansuError};
