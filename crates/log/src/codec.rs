@@ -1,10 +1,19 @@
 //! Record <-> payload <-> frames.
 
+use std::cell::RefCell;
+
 use crate::{
     error::LogError,
     frame::{Frame, FrameHeader, FLAG_ZSTD, FORMAT_VERSION},
     record::{Envelope, Record, RecordKind},
 };
+
+thread_local! {
+    // A zstd context costs more to create than to decompress a typical record with: keep one per thread.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        RefCell::new(zstd::bulk::Decompressor::new().ok());
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+}
 
 /// Default largest frame: under Kafka's default `message.max.bytes` (1,000,000 on the producer, 1,048,588 on
 /// the broker) with room for the Kafka record-batch overhead.
@@ -58,12 +67,35 @@ pub fn decode_payload(
 ) -> Result<Record, LogError> {
     let owned;
     let raw = if flags & FLAG_ZSTD != 0 {
-        owned = zstd::bulk::decompress(payload, MAX_RECORD_BYTES).map_err(|e| {
-            LogError::Decompress {
-                sequence,
-                reason: e.to_string(),
+        let decompress_err = |reason: String| LogError::Decompress { sequence, reason };
+        // v1 requires the zstd frame to declare its decompressed size (one-shot compression always does):
+        // the buffer is sized exactly, and a hostile size is refused before anything is allocated.
+        let size = match zstd::zstd_safe::get_frame_content_size(payload) {
+            Ok(Some(n)) if n <= MAX_RECORD_BYTES as u64 => n as usize,
+            Ok(Some(n)) => {
+                return Err(decompress_err(format!(
+                    "declares {n} bytes, over {MAX_RECORD_BYTES}"
+                )))
             }
-        })?;
+            Ok(None) => {
+                return Err(decompress_err(
+                    "zstd frame does not declare its size".into(),
+                ))
+            }
+            Err(_) => return Err(decompress_err("not a zstd frame".into())),
+        };
+        owned = DECOMPRESSOR
+            .with(|d| match &mut *d.borrow_mut() {
+                Some(d) => d.decompress(payload, size),
+                None => zstd::bulk::decompress(payload, size),
+            })
+            .map_err(|e| decompress_err(e.to_string()))?;
+        if owned.len() != size {
+            return Err(decompress_err(format!(
+                "gave {} bytes, frame declares {size}",
+                owned.len()
+            )));
+        }
         &owned[..]
     } else {
         payload

@@ -107,11 +107,12 @@ impl Store {
                     return Err(not_next(format!("its parent is {}", b.parent_hash)));
                 }
                 self.write_block(&mut batch, sequence, b, true)?;
-                // Keep the undo index for the newest `undo_window` blocks only. A range delete keeps this
-                // one tombstone per block however far the head moved.
-                let keep_from = (b.number + 1).saturating_sub(self.opts.undo_window);
-                if keep_from > 0 {
-                    self.delete_range::<BlockChanges>(&mut batch, &0, &keep_from);
+                // Keep the undo index for the newest `undo_window` blocks only. The head only ever grows
+                // one block at a time, so dropping the one entry that just left the window prunes every
+                // older one too. (Not a range delete: RocksDB re-fragments every range tombstone in the
+                // memtable on each read, which made replay twenty times slower.)
+                if let Some(expired) = b.number.checked_sub(self.opts.undo_window) {
+                    self.delete::<BlockChanges>(&mut batch, &expired);
                 }
             }
             Record::Revert(r) => self.write_revert(&mut batch, sequence, r)?,

@@ -46,13 +46,6 @@ impl Store {
         batch.inner.delete_cf(self.cf(T::NAME), key.encode());
     }
 
-    /// Deletes keys in `[from, to)`.
-    pub(crate) fn delete_range<T: Table>(&self, batch: &mut Batch, from: &T::Key, to: &T::Key) {
-        batch
-            .inner
-            .delete_range_cf(self.cf(T::NAME), from.encode(), to.encode());
-    }
-
     /// Every `(key bytes, value)` whose key starts with `prefix`, in key order.
     pub(crate) fn scan_prefix<T: Table>(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T::Value)>> {
         let mut out = Vec::new();
