@@ -31,9 +31,7 @@ fn block() -> Block {
         header,
         transactions: vec![Transaction {
             sender: address!("00000000000000000000000000000000000000a1"),
-            encoded: bytes!(
-                "02f86b827a69800184773594008252089400000000000000000000000000000000000000b1"
-            ),
+            encoded: bytes!("02f86b827a69800184773594008252089400000000000000000000000000000000000000b1"),
         }],
         receipts: vec![Receipt {
             success: true,
@@ -59,11 +57,7 @@ fn block() -> Block {
             AccountChange {
                 address: address!("00000000000000000000000000000000000000a1"),
                 storage_wiped: false,
-                account: Some(AccountState {
-                    balance: U256::from(10u64.pow(18)),
-                    nonce: 1,
-                    code: None,
-                }),
+                account: Some(AccountState { balance: U256::from(10u64.pow(18)), nonce: 1, code: None }),
                 storage: vec![],
             },
             AccountChange {
@@ -75,14 +69,8 @@ fn block() -> Block {
                     code: Some(bytes!("6080604052")),
                 }),
                 storage: vec![
-                    StorageSlot {
-                        slot: B256::with_last_byte(1),
-                        value: B256::with_last_byte(0x2a),
-                    },
-                    StorageSlot {
-                        slot: B256::with_last_byte(2),
-                        value: B256::ZERO,
-                    },
+                    StorageSlot { slot: B256::with_last_byte(1), value: B256::with_last_byte(0x2a) },
+                    StorageSlot { slot: B256::with_last_byte(2), value: B256::ZERO },
                 ],
             },
             AccountChange {
@@ -97,10 +85,7 @@ fn block() -> Block {
 
 /// `(name, sequence, record, options)` of every vector.
 fn vectors() -> Vec<(&'static str, u64, Record, EncodeOptions)> {
-    let plain = EncodeOptions {
-        zstd_level: 0,
-        ..EncodeOptions::default()
-    };
+    let plain = EncodeOptions { zstd_level: 0, ..EncodeOptions::default() };
     let genesis_header = bytes!("f90200");
     let genesis = Genesis {
         chain_id: 31337,
@@ -116,31 +101,16 @@ fn vectors() -> Vec<(&'static str, u64, Record, EncodeOptions)> {
             state: vec![AccountChange {
                 address: address!("00000000000000000000000000000000000000a1"),
                 storage_wiped: false,
-                account: Some(AccountState {
-                    balance: U256::from(10u64.pow(19)),
-                    nonce: 0,
-                    code: None,
-                }),
+                account: Some(AccountState { balance: U256::from(10u64.pow(19)), nonce: 0, code: None }),
                 storage: vec![],
             }],
         },
     };
-    let head = BlockRef {
-        number: 7,
-        hash: block().hash,
-    };
+    let head = BlockRef { number: 7, hash: block().hash };
     vec![
         ("genesis", 0, Record::Genesis(genesis), plain),
         ("block", 7, Record::Block(block()), plain),
-        (
-            "revert",
-            8,
-            Record::Revert(Revert {
-                number: 7,
-                hash: block().hash,
-            }),
-            plain,
-        ),
+        ("revert", 8, Record::Revert(Revert { number: 7, hash: block().hash }), plain),
         (
             "heartbeat",
             9,
@@ -152,21 +122,8 @@ fn vectors() -> Vec<(&'static str, u64, Record, EncodeOptions)> {
             }),
             plain,
         ),
-        (
-            "block-zstd",
-            10,
-            Record::Block(block()),
-            EncodeOptions::default(),
-        ),
-        (
-            "block-chunked",
-            11,
-            Record::Block(block()),
-            EncodeOptions {
-                max_frame_bytes: 160,
-                zstd_level: 0,
-            },
-        ),
+        ("block-zstd", 10, Record::Block(block()), EncodeOptions::default()),
+        ("block-chunked", 11, Record::Block(block()), EncodeOptions { max_frame_bytes: 160, zstd_level: 0 }),
     ]
 }
 
@@ -179,11 +136,7 @@ fn read_frames(name: &str) -> Vec<Vec<u8>> {
     while let Ok(bytes) = std::fs::read(frame_path(name, frames.len())) {
         frames.push(bytes);
     }
-    assert!(
-        !frames.is_empty(),
-        "no golden frames for {name} in {}",
-        dir().display()
-    );
+    assert!(!frames.is_empty(), "no golden frames for {name} in {}", dir().display());
     frames
 }
 
@@ -210,17 +163,10 @@ fn encoder_writes_the_golden_bytes() {
             continue;
         }
         if opts.zstd_level == 0 {
-            assert_eq!(
-                frames,
-                read_frames(name),
-                "{name}: encoding drifted from the golden vector"
-            );
+            assert_eq!(frames, read_frames(name), "{name}: encoding drifted from the golden vector");
         }
     }
-    assert!(
-        read_frames("block-chunked").len() >= 3,
-        "the chunked vector must span several frames"
-    );
+    assert!(read_frames("block-chunked").len() >= 3, "the chunked vector must span several frames");
 }
 
 #[test]
@@ -259,10 +205,7 @@ fn truncated_and_unknown_version_frames_are_rejected() {
     let mut v2 = f.clone();
     v2[2] = 2;
     let err = decode(&[v2]).unwrap_err();
-    assert!(
-        err.to_string().contains("unknown log format version 2"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("unknown log format version 2"), "{err}");
     let empty: Vec<u8> = Bytes::new().to_vec();
     assert!(decode(&[empty]).is_err());
 }

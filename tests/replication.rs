@@ -15,19 +15,11 @@ use rand::{Rng, SeedableRng};
 
 /// Small frames so that the generator's large blocks are split into several chunks.
 fn chunky() -> EncodeOptions {
-    EncodeOptions {
-        max_frame_bytes: 32 * 1024,
-        ..EncodeOptions::default()
-    }
+    EncodeOptions { max_frame_bytes: 32 * 1024, ..EncodeOptions::default() }
 }
 
 fn gen_opts(seed: u64) -> GenOptions {
-    GenOptions {
-        seed,
-        big_block_chance: 0.006,
-        big_block_bytes: 100_000,
-        ..GenOptions::default()
-    }
+    GenOptions { seed, big_block_chance: 0.006, big_block_bytes: 100_000, ..GenOptions::default() }
 }
 
 fn count(records: &[(u64, Record)], f: impl Fn(&Record) -> bool) -> usize {
@@ -41,51 +33,26 @@ fn replicas_fed_the_same_log_hold_the_same_data() {
     let records = LogGenerator::records(gen_opts(7), 3000);
     let chunked = records
         .iter()
-        .filter(|(s, r)| {
-            encode_record(CLUSTER, *s, r, chunky())
-                .map(|f| f.len() > 1)
-                .unwrap_or(false)
-        })
+        .filter(|(s, r)| encode_record(CLUSTER, *s, r, chunky()).map(|f| f.len() > 1).unwrap_or(false))
         .count();
-    assert!(
-        chunked >= 5,
-        "the log must contain chunked records, has {chunked}"
-    );
-    assert!(
-        count(&records, |r| matches!(r, Record::Revert(_))) >= 50,
-        "the log must contain reverts"
-    );
+    assert!(chunked >= 5, "the log must contain chunked records, has {chunked}");
+    assert!(count(&records, |r| matches!(r, Record::Revert(_))) >= 50, "the log must contain reverts");
 
     let tmp = tempdir();
     // Replica A follows the topic while the log is being written.
     let cmd_a = {
         let mut c = Command::new(harness::bin());
-        c.args([
-            "replica",
-            "--topic",
-            "log",
-            "--brokers",
-            &brokers,
-            "--data-dir",
-        ])
-        .arg(path(&tmp, "a"));
+        c.args(["replica", "--topic", "log", "--brokers", &brokers, "--data-dir"]).arg(path(&tmp, "a"));
         c
     };
     let a = spawn_quiet(cmd_a);
-    let last = *produce(&brokers, "log", &records, chunky())
-        .last()
-        .expect("offsets");
+    let last = *produce(&brokers, "log", &records, chunky()).last().expect("offsets");
     let last_seq = records.last().expect("records").0;
-    wait_for(
-        "replica A to apply the whole log",
-        Duration::from_secs(120),
-        || position(&path(&tmp, "a")).map(|p| p.sequence) == Some(last_seq),
-    );
+    wait_for("replica A to apply the whole log", Duration::from_secs(120), || {
+        position(&path(&tmp, "a")).map(|p| p.sequence) == Some(last_seq)
+    });
     drop(a);
-    assert_eq!(
-        position(&path(&tmp, "a")).map(|p| p.kafka_offset),
-        Some(last)
-    );
+    assert_eq!(position(&path(&tmp, "a")).map(|p| p.kafka_offset), Some(last));
 
     // Replica B replays the finished topic from the start.
     run_replica_ok(&path(&tmp, "b"), &brokers, "log");
@@ -104,11 +71,7 @@ fn kill_9_during_replay_loses_nothing_and_applies_nothing_twice() {
     let broker = MockBroker::start(&["log"]).expect("mock broker");
     let brokers = broker.bootstrap_servers();
     // As many records as fit under the mock broker's 5 MiB cap: small blocks, no large ones.
-    let opts = GenOptions {
-        big_block_chance: 0.0,
-        max_txs: 1,
-        ..gen_opts(11)
-    };
+    let opts = GenOptions { big_block_chance: 0.0, max_txs: 1, ..gen_opts(11) };
     let records = LogGenerator::records(opts, 12_000);
     produce(&brokers, "log", &records, chunky());
     let last_seq = records.last().expect("records").0;
@@ -119,11 +82,7 @@ fn kill_9_during_replay_loses_nothing_and_applies_nothing_twice() {
     run_replica_ok(&clean_dir, &brokers, "log");
     let clean_time = started.elapsed();
     let clean = checksum(&clean_dir);
-    assert_eq!(
-        watermarks(&brokers, "log").0,
-        0,
-        "the log must fit in the broker"
-    );
+    assert_eq!(watermarks(&brokers, "log").0, 0, "the log must fit in the broker");
     eprintln!("clean replay of {} records: {clean_time:?}", records.len());
 
     let dir = path(&tmp, "killed");
@@ -135,10 +94,7 @@ fn kill_9_during_replay_loses_nothing_and_applies_nothing_twice() {
     let mut attempts = 0;
     while kills_mid_replay < 20 {
         attempts += 1;
-        assert!(
-            attempts < 200,
-            "could not land 20 kills mid-replay in 200 attempts"
-        );
+        assert!(attempts < 200, "could not land 20 kills mid-replay in 200 attempts");
         let before = position(&dir).map(|p| p.sequence);
         let mut child = spawn_quiet(replica_cmd(&dir, &brokers, "log"));
         let delay = 0.05 + rng.random_range(0.0..1.0) * window;
@@ -155,10 +111,7 @@ fn kill_9_during_replay_loses_nothing_and_applies_nothing_twice() {
             _ => window *= 1.5,
         }
     }
-    assert!(
-        kills_mid_replay >= 20,
-        "only {kills_mid_replay} kills landed mid-replay"
-    );
+    assert!(kills_mid_replay >= 20, "only {kills_mid_replay} kills landed mid-replay");
     eprintln!("{kills_mid_replay} kills mid-replay in {attempts} attempts");
     run_replica_ok(&dir, &brokers, "log");
     assert_eq!(position(&dir).map(|p| p.sequence), Some(last_seq));
@@ -185,20 +138,9 @@ fn bad_log_case(topic: &str, bad: Vec<Vec<u8>>, expect: &str) {
     produce_frames(&brokers, topic, &[(200, bad)]);
     let out = run_replica(&dir, &brokers, topic);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{topic}: expected exit 3, stderr: {stderr}"
-    );
-    assert!(
-        stderr.contains(expect),
-        "{topic}: error does not say {expect:?}: {stderr}"
-    );
-    assert_eq!(
-        checksum(&dir),
-        before,
-        "{topic}: a rejected record changed the database"
-    );
+    assert_eq!(out.status.code(), Some(3), "{topic}: expected exit 3, stderr: {stderr}");
+    assert!(stderr.contains(expect), "{topic}: error does not say {expect:?}: {stderr}");
+    assert_eq!(checksum(&dir), before, "{topic}: a rejected record changed the database");
     assert_eq!(position(&dir), position_before);
 }
 
@@ -230,10 +172,7 @@ fn unknown_version_stops_the_replica_and_changes_nothing() {
 #[test]
 fn truncated_chunk_stops_the_replica_and_changes_nothing() {
     // A record big enough for several chunks, the last one cut short.
-    let mut g = LogGenerator::new(GenOptions {
-        big_block_chance: 1.0,
-        ..gen_opts(3)
-    });
+    let mut g = LogGenerator::new(GenOptions { big_block_chance: 1.0, ..gen_opts(3) });
     let _ = (0..200).map(|_| g.next_record()).count();
     let mut rec = g.next_record();
     while !matches!(rec.1, Record::Block(_)) {
@@ -257,10 +196,7 @@ fn sequence_gap_stops_the_replica_and_names_both_numbers() {
     let out = run_replica(&path(&tmp, "r"), &brokers, "gap");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(
-        stderr.contains("expects 50") && stderr.contains("holds 51"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("expects 50") && stderr.contains("holds 51"), "{stderr}");
     assert_eq!(position(&path(&tmp, "r")).map(|p| p.sequence), Some(49));
 }
 
@@ -274,20 +210,14 @@ fn duplicate_records_are_skipped() {
     produce(&brokers, "dup", &records[40..], chunky());
     let tmp = tempdir();
     run_replica_ok(&path(&tmp, "r"), &brokers, "dup");
-    assert_eq!(
-        checksum(&path(&tmp, "r")),
-        apply_direct(&path(&tmp, "direct"), &records, chunky())
-    );
+    assert_eq!(checksum(&path(&tmp, "r")), apply_direct(&path(&tmp, "direct"), &records, chunky()));
 }
 
 #[test]
 fn replica_older_than_retention_refuses_to_start() {
     let broker = MockBroker::start(&["ret"]).expect("mock broker");
     let brokers = broker.bootstrap_servers();
-    let mut g = LogGenerator::new(GenOptions {
-        big_block_chance: 0.0,
-        ..gen_opts(9)
-    });
+    let mut g = LogGenerator::new(GenOptions { big_block_chance: 0.0, ..gen_opts(9) });
     let head: Vec<_> = (0..100).map(|_| g.next_record()).collect();
     produce(&brokers, "ret", &head, chunky());
     let tmp = tempdir();
@@ -302,34 +232,21 @@ fn replica_older_than_retention_refuses_to_start() {
     let tail: Vec<_> = (0..150).map(|_| g.next_record()).collect();
     produce(&brokers, "ret", &tail, chunky());
     let (earliest, _) = watermarks(&brokers, "ret");
-    assert!(
-        earliest > stored + 1,
-        "the earliest offset {earliest} did not move past the stored {stored}"
-    );
+    assert!(earliest > stored + 1, "the earliest offset {earliest} did not move past the stored {stored}");
 
     let out = run_replica(&snapshot, &brokers, "ret");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    for needle in [
-        "topic ret",
-        &format!("offset {stored}"),
-        &format!("earliest offset available is {earliest}"),
-    ] {
-        assert!(
-            stderr.contains(needle),
-            "error does not say {needle:?}: {stderr}"
-        );
+    for needle in
+        ["topic ret", &format!("offset {stored}"), &format!("earliest offset available is {earliest}")]
+    {
+        assert!(stderr.contains(needle), "error does not say {needle:?}: {stderr}");
     }
     assert!(stderr.contains("older than"), "{stderr}");
 
     // An empty database needs the genesis record, which is gone too.
     let out = run_replica(&path(&tmp, "fresh"), &brokers, "ret");
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// The same replica against a second, independent Kafka implementation in its own process.
@@ -342,10 +259,7 @@ fn replica_on_tansu_equals_a_clean_replay() {
     produce(&brokers, "log", &records, chunky());
     let tmp = tempdir();
     run_replica_ok(&path(&tmp, "r"), &brokers, "log");
-    assert_eq!(
-        checksum(&path(&tmp, "r")),
-        apply_direct(&path(&tmp, "direct"), &records, chunky())
-    );
+    assert_eq!(checksum(&path(&tmp, "r")), apply_direct(&path(&tmp, "direct"), &records, chunky()));
 }
 
 /// Real retention on a real broker: records older than `retention.ms` are deleted when tansu restarts. A
@@ -354,17 +268,9 @@ fn replica_on_tansu_equals_a_clean_replay() {
 #[test]
 fn tansu_retention_refuses_an_old_snapshot_and_resumes_a_newer_one() {
     let mut broker = TansuBroker::start().expect("tansu broker (see docs/testing.md)");
-    broker
-        .create_topic("ret", &["cleanup.policy=delete", "retention.ms=2000"])
-        .expect("topic");
+    broker.create_topic("ret", &["cleanup.policy=delete", "retention.ms=2000"]).expect("topic");
     let brokers = broker.bootstrap_servers();
-    let records = LogGenerator::records(
-        GenOptions {
-            big_block_chance: 0.0,
-            ..gen_opts(23)
-        },
-        130,
-    );
+    let records = LogGenerator::records(GenOptions { big_block_chance: 0.0, ..gen_opts(23) }, 130);
     let tmp = tempdir();
     let (old, new) = (path(&tmp, "old"), path(&tmp, "new"));
 
@@ -376,29 +282,18 @@ fn tansu_retention_refuses_an_old_snapshot_and_resumes_a_newer_one() {
     let new_offset = position(&new).expect("new position").kafka_offset;
 
     std::thread::sleep(Duration::from_millis(2500));
-    broker
-        .restart()
-        .expect("tansu restarts and applies retention");
+    broker.restart().expect("tansu restarts and applies retention");
     let refused = |phase: &str| {
         let (earliest, high) = watermarks(&brokers, "ret");
-        eprintln!("{phase}: earliest {earliest}, high {high}, old snapshot at {old_offset}, new at {new_offset}");
+        eprintln!(
+            "{phase}: earliest {earliest}, high {high}, old snapshot at {old_offset}, new at {new_offset}"
+        );
         let out = run_replica(&old, &brokers, "ret");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{phase}: the old snapshot must be refused: {stderr}"
-        );
-        assert!(
-            stderr.contains("topic ret") && stderr.contains(&format!("offset {old_offset}")),
-            "{stderr}"
-        );
+        assert_eq!(out.status.code(), Some(2), "{phase}: the old snapshot must be refused: {stderr}");
+        assert!(stderr.contains("topic ret") && stderr.contains(&format!("offset {old_offset}")), "{stderr}");
         assert!(stderr.contains("retention"), "{stderr}");
-        assert_eq!(
-            position(&old).map(|p| p.kafka_offset),
-            Some(old_offset),
-            "refusal must not write"
-        );
+        assert_eq!(position(&old).map(|p| p.kafka_offset), Some(old_offset), "refusal must not write");
     };
     // Emptied by retention: tansu now says the earliest offset is 0, which would wrongly look resumable.
     refused("partition emptied");
@@ -407,8 +302,5 @@ fn tansu_retention_refuses_an_old_snapshot_and_resumes_a_newer_one() {
 
     run_replica_ok(&new, &brokers, "ret");
     assert_eq!(position(&new).map(|p| p.sequence), Some(129));
-    assert_eq!(
-        checksum(&new),
-        apply_direct(&path(&tmp, "direct"), &records, chunky())
-    );
+    assert_eq!(checksum(&new), apply_direct(&path(&tmp, "direct"), &records, chunky()));
 }

@@ -21,35 +21,21 @@ pub fn bin() -> &'static str {
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
 /// Encodes and produces records in order; returns the offset of each record's last frame.
-pub fn produce(
-    brokers: &str,
-    topic: &str,
-    records: &[(u64, Record)],
-    opts: EncodeOptions,
-) -> Vec<i64> {
+pub fn produce(brokers: &str, topic: &str, records: &[(u64, Record)], opts: EncodeOptions) -> Vec<i64> {
     let frames: Vec<(u64, Vec<Vec<u8>>)> = records
         .iter()
-        .map(|(seq, rec)| {
-            (
-                *seq,
-                encode_record(CLUSTER, *seq, rec, opts).expect("record encodes"),
-            )
-        })
+        .map(|(seq, rec)| (*seq, encode_record(CLUSTER, *seq, rec, opts).expect("record encodes")))
         .collect();
     produce_frames(brokers, topic, &frames)
 }
 
 /// Produces pre-encoded frames (possibly damaged ones) in order.
 pub fn produce_frames(brokers: &str, topic: &str, records: &[(u64, Vec<Vec<u8>>)]) -> Vec<i64> {
-    let producer =
-        LogProducer::new(&KafkaConfig::plaintext(brokers), topic, 1 << 20).expect("producer");
+    let producer = LogProducer::new(&KafkaConfig::plaintext(brokers), topic, 1 << 20).expect("producer");
     runtime().block_on(async {
         let mut pending = Vec::with_capacity(records.len());
         for (seq, frames) in records {
@@ -93,33 +79,19 @@ pub fn replica_cmd(data_dir: &Path, brokers: &str, topic: &str) -> Command {
 
 /// Runs a replica to completion and returns its output.
 pub fn run_replica(data_dir: &Path, brokers: &str, topic: &str) -> Output {
-    replica_cmd(data_dir, brokers, topic)
-        .output()
-        .expect("replica runs")
+    replica_cmd(data_dir, brokers, topic).output().expect("replica runs")
 }
 
 pub fn run_replica_ok(data_dir: &Path, brokers: &str, topic: &str) {
     let out = run_replica(data_dir, brokers, topic);
-    assert!(
-        out.status.success(),
-        "replica failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "replica failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// The `checksum` command's first line, from the real binary.
 pub fn checksum(data_dir: &Path) -> String {
-    let out = Command::new(bin())
-        .arg("checksum")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .expect("checksum runs");
-    assert!(
-        out.status.success(),
-        "checksum failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        Command::new(bin()).arg("checksum").arg("--data-dir").arg(data_dir).output().expect("checksum runs");
+    assert!(out.status.success(), "checksum failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines().next().unwrap_or_default().to_owned()
 }
@@ -158,22 +130,14 @@ impl Drop for Killed {
 }
 
 pub fn spawn_quiet(mut cmd: Command) -> Killed {
-    Killed(
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawns"),
-    )
+    Killed(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawns"))
 }
 
 /// Polls `cond` until it holds or `timeout` passes.
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -35,20 +35,13 @@ struct Row {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let opts = EncodeOptions::default();
-    let gen = GenOptions {
-        max_txs: args.max_txs,
-        big_block_chance: 0.0,
-        ..GenOptions::default()
-    };
+    let gen = GenOptions { max_txs: args.max_txs, big_block_chance: 0.0, ..GenOptions::default() };
     let records = LogGenerator::records(gen, args.records);
     let frames: Vec<(u64, Vec<Vec<u8>>)> = records
         .iter()
         .map(|(s, r)| encode_record("bench", *s, r, opts).map(|f| (*s, f)))
         .collect::<Result<_, _>>()?;
-    let wire_bytes: usize = frames
-        .iter()
-        .flat_map(|(_, f)| f.iter().map(Vec::len))
-        .sum();
+    let wire_bytes: usize = frames.iter().flat_map(|(_, f)| f.iter().map(Vec::len)).sum();
     let n = records.len();
     let mut rows = Vec::new();
 
@@ -62,10 +55,7 @@ fn main() -> anyhow::Result<()> {
             offset += 1;
         }
     }
-    rows.push(Row {
-        name: "decode (frames -> records)",
-        elapsed: started.elapsed(),
-    });
+    rows.push(Row { name: "decode (frames -> records)", elapsed: started.elapsed() });
 
     // 2. RocksDB raw: the same bytes, one write batch per record, keyed by offset.
     let dir = tempfile::tempdir()?;
@@ -85,10 +75,7 @@ fn main() -> anyhow::Result<()> {
             }
             db.write(batch)?;
         }
-        rows.push(Row {
-            name: "rocksdb raw write batches (same bytes)",
-            elapsed: started.elapsed(),
-        });
+        rows.push(Row { name: "rocksdb raw write batches (same bytes)", elapsed: started.elapsed() });
     }
 
     // 3. Replay into the store from memory: decode + apply + atomic batch with offset.
@@ -105,26 +92,17 @@ fn main() -> anyhow::Result<()> {
                 offset += 1;
             }
         }
-        rows.push(Row {
-            name: "replay from memory (decode + apply)",
-            elapsed: started.elapsed(),
-        });
+        rows.push(Row { name: "replay from memory (decode + apply)", elapsed: started.elapsed() });
     }
 
     // 4. Replay through Kafka: the real replica loop against a broker.
     if args.kafka {
         let broker = MockBroker::start(&["bench"])?;
         let brokers = broker.bootstrap_servers();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         rt.block_on(async {
-            let producer = LogProducer::new(
-                &KafkaConfig::plaintext(&brokers),
-                "bench",
-                opts.max_frame_bytes,
-            )?;
+            let producer =
+                LogProducer::new(&KafkaConfig::plaintext(&brokers), "bench", opts.max_frame_bytes)?;
             let mut pending = Vec::with_capacity(frames.len());
             for (s, fs) in &frames {
                 pending.push(producer.enqueue(*s, fs)?);
@@ -143,30 +121,16 @@ fn main() -> anyhow::Result<()> {
             let (tx, _rx) = tokio::sync::watch::channel(Status::default());
             let started = Instant::now();
             let progress = ec_replica::run(cfg, tx, std::future::pending()).await?;
-            anyhow::ensure!(
-                progress.records as usize == n,
-                "replayed {} of {n} records",
-                progress.records
-            );
-            rows.push(Row {
-                name: "replica from Kafka (mock broker)",
-                elapsed: started.elapsed(),
-            });
+            anyhow::ensure!(progress.records as usize == n, "replayed {} of {n} records", progress.records);
+            rows.push(Row { name: "replica from Kafka (mock broker)", elapsed: started.elapsed() });
             anyhow::Ok(())
         })
         .context("kafka replay")?;
     }
 
     let raw = rows[1].elapsed.as_secs_f64();
-    println!(
-        "{n} records, {} frames, {:.2} MB on the wire (zstd)",
-        offset,
-        wire_bytes as f64 / 1e6
-    );
-    println!(
-        "{:<42} {:>10} {:>12} {:>9} {:>14}",
-        "path", "seconds", "records/s", "MB/s", "vs rocksdb raw"
-    );
+    println!("{n} records, {} frames, {:.2} MB on the wire (zstd)", offset, wire_bytes as f64 / 1e6);
+    println!("{:<42} {:>10} {:>12} {:>9} {:>14}", "path", "seconds", "records/s", "MB/s", "vs rocksdb raw");
     for r in &rows {
         let s = r.elapsed.as_secs_f64();
         println!(

@@ -12,11 +12,7 @@ use ec_store::{Store, StoreOptions, DEFAULT_UNDO_WINDOW};
 use tokio::sync::watch;
 
 #[derive(Parser)]
-#[command(
-    name = "ether-cattle",
-    version,
-    about = "Ethereum RPC nodes as cattle: replicas fed from Kafka"
-)]
+#[command(name = "ether-cattle", version, about = "Ethereum RPC nodes as cattle: replicas fed from Kafka")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,6 +24,11 @@ enum Command {
     Replica(ReplicaArgs),
     /// Print a digest of a database's logical content (works beside a running replica).
     Checksum {
+        #[arg(long, env = "EC_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Print where a database stands: sequence, Kafka offset, head block (works beside a running replica).
+    Status {
         #[arg(long, env = "EC_DATA_DIR")]
         data_dir: PathBuf,
     },
@@ -78,6 +79,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Replica(args) => runtime.block_on(replica(args)),
         Command::Checksum { data_dir } => report(checksum(&data_dir)),
+        Command::Status { data_dir } => report(status(&data_dir)),
         Command::SynthLog(args) => report(runtime.block_on(synth::run(args))),
     }
 }
@@ -97,10 +99,7 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         data_dir: args.data_dir,
         kafka: args.kafka.into_config(),
         topic: args.topic,
-        store: StoreOptions {
-            undo_window: args.undo_window,
-            sync_writes: args.sync_writes,
-        },
+        store: StoreOptions { undo_window: args.undo_window, sync_writes: args.sync_writes },
         exit_when_caught_up: args.exit_when_caught_up,
         progress_interval: Duration::from_secs_f64(args.progress_interval.max(0.1)),
     };
@@ -120,11 +119,10 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -136,13 +134,17 @@ async fn shutdown_signal() {
 
 fn checksum(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let store = Store::open_read_only(data_dir)?;
-    let sum = store
-        .checksum()
-        .with_context(|| format!("reading {}", data_dir.display()))?;
-    let position = store.position()?;
-    let head = store.head()?;
+    let sum = store.checksum().with_context(|| format!("reading {}", data_dir.display()))?;
     print!("{sum}");
-    match (position, head) {
+    print_position(&store)
+}
+
+fn status(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    print_position(&Store::open_read_only(data_dir)?)
+}
+
+fn print_position(store: &Store) -> anyhow::Result<()> {
+    match (store.position()?, store.head()?) {
         (Some(p), Some(h)) => println!(
             "position sequence {} kafka_offset {} head block {} {}",
             p.sequence, p.kafka_offset, h.number, h.hash

@@ -24,24 +24,22 @@ pub struct SynthArgs {
     seed: u64,
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     max_frame_bytes: usize,
+    /// After the first `--records`, keep writing one record per interval until interrupted (a stand-in
+    /// publisher for demos).
+    #[arg(long)]
+    follow_interval_ms: Option<u64>,
 }
 
 pub async fn run(args: SynthArgs) -> anyhow::Result<()> {
     let producer = LogProducer::new(&args.kafka.into_config(), &args.topic, args.max_frame_bytes)?;
-    let opts = EncodeOptions {
-        max_frame_bytes: args.max_frame_bytes,
-        ..EncodeOptions::default()
-    };
+    let opts = EncodeOptions { max_frame_bytes: args.max_frame_bytes, ..EncodeOptions::default() };
+    let mut gen = LogGenerator::new(GenOptions { seed: args.seed, ..GenOptions::default() });
     let started = Instant::now();
     let (mut frames_total, mut bytes) = (0usize, 0usize);
     let mut pending = std::collections::VecDeque::new();
-    for (sequence, record) in LogGenerator::records(
-        GenOptions {
-            seed: args.seed,
-            ..GenOptions::default()
-        },
-        args.records,
-    ) {
+    for (sequence, record) in
+        LogGenerator::records(GenOptions { seed: args.seed, ..GenOptions::default() }, args.records)
+    {
         let frames = encode_record(&args.cluster_id, sequence, &record, opts)?;
         frames_total += frames.len();
         bytes += frames.iter().map(Vec::len).sum::<usize>();
@@ -63,5 +61,18 @@ pub async fn run(args: SynthArgs) -> anyhow::Result<()> {
         args.topic,
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    let Some(interval) = args.follow_interval_ms else { return Ok(()) };
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval.max(1)));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let (sequence, record) = gen.next_record();
+        let frames = encode_record(&args.cluster_id, sequence, &record, opts)?;
+        producer
+            .send_frames(sequence, &frames)
+            .await
+            .with_context(|| format!("writing record {sequence}"))?;
+    }
 }

@@ -24,10 +24,7 @@ pub struct KafkaConfig {
 
 impl KafkaConfig {
     pub fn plaintext(brokers: impl Into<String>) -> Self {
-        Self {
-            brokers: brokers.into(),
-            ..Self::default()
-        }
+        Self { brokers: brokers.into(), ..Self::default() }
     }
 
     /// The librdkafka configuration common to every client.

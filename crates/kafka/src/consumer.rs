@@ -60,14 +60,8 @@ impl PartitionConsumer {
         c.set("fetch.wait.max.ms", "50");
         let consumer: StreamConsumer<ReplicaContext> = c
             .create_with_context(ReplicaContext)
-            .map_err(|source| KafkaIoError::Client {
-                brokers: cfg.brokers.clone(),
-                source,
-            })?;
-        Ok(Self {
-            consumer,
-            topic: topic.to_owned(),
-        })
+            .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
+        Ok(Self { consumer, topic: topic.to_owned() })
     }
 
     pub fn topic(&self) -> &str {
@@ -78,22 +72,14 @@ impl PartitionConsumer {
     pub fn watermarks(&self, timeout: Duration) -> Result<(i64, i64), KafkaIoError> {
         self.consumer
             .fetch_watermarks(&self.topic, PARTITION, timeout)
-            .map_err(|source| KafkaIoError::Watermarks {
-                topic: self.topic.clone(),
-                source,
-            })
+            .map_err(|source| KafkaIoError::Watermarks { topic: self.topic.clone(), source })
     }
 
     /// Starts reading at `offset`.
     pub fn assign(&self, offset: i64) -> Result<(), KafkaIoError> {
         let mut tpl = TopicPartitionList::new();
-        let assign_err = |source| KafkaIoError::Assign {
-            topic: self.topic.clone(),
-            offset,
-            source,
-        };
-        tpl.add_partition_offset(&self.topic, PARTITION, Offset::Offset(offset))
-            .map_err(assign_err)?;
+        let assign_err = |source| KafkaIoError::Assign { topic: self.topic.clone(), offset, source };
+        tpl.add_partition_offset(&self.topic, PARTITION, Offset::Offset(offset)).map_err(assign_err)?;
         self.consumer.assign(&tpl).map_err(assign_err)
     }
 
@@ -103,32 +89,21 @@ impl PartitionConsumer {
             Ok(m) => {
                 let payload = m
                     .payload()
-                    .ok_or(KafkaIoError::EmptyMessage {
-                        topic: self.topic.clone(),
-                        offset: m.offset(),
-                    })?
+                    .ok_or(KafkaIoError::EmptyMessage { topic: self.topic.clone(), offset: m.offset() })?
                     .to_vec();
-                Ok(Fetched::Message {
-                    offset: m.offset(),
-                    payload,
-                })
+                Ok(Fetched::Message { offset: m.offset(), payload })
             }
             Err(KafkaError::PartitionEOF(_)) => {
                 let next_offset = self.position().unwrap_or(-1);
                 Ok(Fetched::EndOfPartition { next_offset })
             }
-            Err(source) => Err(KafkaIoError::Fetch {
-                topic: self.topic.clone(),
-                source,
-            }),
+            Err(source) => Err(KafkaIoError::Fetch { topic: self.topic.clone(), source }),
         }
     }
 
     fn position(&self) -> Option<i64> {
         let tpl = self.consumer.position().ok()?;
-        tpl.find_partition(&self.topic, PARTITION)?
-            .offset()
-            .to_raw()
+        tpl.find_partition(&self.topic, PARTITION)?.offset().to_raw()
     }
 }
 

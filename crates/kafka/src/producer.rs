@@ -13,11 +13,7 @@ pub struct LogProducer {
 
 impl LogProducer {
     /// `max_message_bytes` must be at least the largest frame the caller will send.
-    pub fn new(
-        cfg: &KafkaConfig,
-        topic: &str,
-        max_message_bytes: usize,
-    ) -> Result<Self, KafkaIoError> {
+    pub fn new(cfg: &KafkaConfig, topic: &str, max_message_bytes: usize) -> Result<Self, KafkaIoError> {
         let mut c = cfg.client_config();
         // Idempotence implies acks=all and at most 5 requests in flight, which librdkafka keeps in order:
         // a retried batch can neither duplicate nor reorder frames.
@@ -27,14 +23,9 @@ impl LogProducer {
         // Frames are already zstd-compressed by the log codec.
         c.set("compression.type", "none");
         c.set("linger.ms", "5");
-        let producer = c.create().map_err(|source| KafkaIoError::Client {
-            brokers: cfg.brokers.clone(),
-            source,
-        })?;
-        Ok(Self {
-            producer,
-            topic: topic.to_owned(),
-        })
+        let producer =
+            c.create().map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
+        Ok(Self { producer, topic: topic.to_owned() })
     }
 
     pub fn topic(&self) -> &str {
@@ -44,57 +35,37 @@ impl LogProducer {
     /// Produces one record's frames in order and waits until the broker has acknowledged all of them.
     /// Returns the offset of each frame. On error some frames may be written: the record is then incomplete,
     /// and the publisher must write it again from its first chunk (the consumer discards the fragment).
-    pub async fn send_frames(
-        &self,
-        sequence: u64,
-        frames: &[Vec<u8>],
-    ) -> Result<Vec<i64>, KafkaIoError> {
+    pub async fn send_frames(&self, sequence: u64, frames: &[Vec<u8>]) -> Result<Vec<i64>, KafkaIoError> {
         self.enqueue(sequence, frames)?.wait().await
     }
 
     /// Queues one record's frames without waiting, so that many records can be in flight; they are
     /// written in the order they are queued. Await [`PendingRecord::wait`] to learn their offsets.
-    pub fn enqueue(
-        &self,
-        sequence: u64,
-        frames: &[Vec<u8>],
-    ) -> Result<PendingRecord, KafkaIoError> {
+    pub fn enqueue(&self, sequence: u64, frames: &[Vec<u8>]) -> Result<PendingRecord, KafkaIoError> {
         let mut deliveries = Vec::with_capacity(frames.len());
         for (index, frame) in frames.iter().enumerate() {
             let key = sequence.to_be_bytes();
-            let record = FutureRecord::to(&self.topic)
-                .partition(PARTITION)
-                .key(&key[..])
-                .payload(&frame[..]);
-            let fut =
-                self.producer
-                    .send_result(record)
-                    .map_err(|(source, _)| KafkaIoError::Produce {
-                        topic: self.topic.clone(),
-                        sequence,
-                        index,
-                        source,
-                    })?;
+            let record = FutureRecord::to(&self.topic).partition(PARTITION).key(&key[..]).payload(&frame[..]);
+            let fut = self.producer.send_result(record).map_err(|(source, _)| KafkaIoError::Produce {
+                topic: self.topic.clone(),
+                sequence,
+                index,
+                source,
+            })?;
             deliveries.push(fut);
         }
-        Ok(PendingRecord {
-            topic: self.topic.clone(),
-            sequence,
-            deliveries,
-        })
+        Ok(PendingRecord { topic: self.topic.clone(), sequence, deliveries })
     }
 
     /// Waits for everything queued to be delivered.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaIoError> {
         use rdkafka::producer::Producer;
-        self.producer
-            .flush(timeout)
-            .map_err(|source| KafkaIoError::Produce {
-                topic: self.topic.clone(),
-                sequence: 0,
-                index: 0,
-                source,
-            })
+        self.producer.flush(timeout).map_err(|source| KafkaIoError::Produce {
+            topic: self.topic.clone(),
+            sequence: 0,
+            index: 0,
+            source,
+        })
     }
 }
 

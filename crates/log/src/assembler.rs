@@ -50,9 +50,7 @@ impl Assembler {
 
     /// `(sequence, chunks received, chunk count)` of the record being reassembled, if any.
     pub fn pending(&self) -> Option<(u64, u32, u32)> {
-        self.partial
-            .as_ref()
-            .map(|p| (p.header.sequence, p.next_index, p.header.chunk_count))
+        self.partial.as_ref().map(|p| (p.header.sequence, p.next_index, p.header.chunk_count))
     }
 
     /// Feeds one Kafka message. Returns the record once its last chunk has arrived and checked out.
@@ -75,12 +73,7 @@ impl Assembler {
             }
             let mut buf = Vec::with_capacity(frame.chunk.len() * 2);
             buf.extend_from_slice(frame.chunk);
-            self.partial = Some(Partial {
-                header: frame.header,
-                first_offset: offset,
-                next_index: 1,
-                buf,
-            });
+            self.partial = Some(Partial { header: frame.header, first_offset: offset, next_index: 1, buf });
             return Ok(None);
         }
         let Some(p) = self.partial.as_mut() else {
@@ -144,11 +137,7 @@ fn finish(
     }
     let actual = crc32c::crc32c(payload);
     if actual != header.record_crc {
-        return Err(LogError::Checksum {
-            sequence: header.sequence,
-            expected: header.record_crc,
-            actual,
-        });
+        return Err(LogError::Checksum { sequence: header.sequence, expected: header.record_crc, actual });
     }
     let record = decode_payload(header.kind, header.flags, header.sequence, payload)?;
     Ok(Assembled {
@@ -158,4 +147,82 @@ fn finish(
         last_offset,
         payload_len: payload.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{encode_record, EncodeOptions, Heartbeat, Record, Revert};
+    use alloy_primitives::B256;
+
+    fn big_record() -> Record {
+        // Uncompressed, with room for 8 payload bytes per frame, a revert spans several chunks.
+        Record::Revert(Revert { number: 42, hash: B256::repeat_byte(7) })
+    }
+
+    fn chunks(seq: u64) -> Vec<Vec<u8>> {
+        let opts = EncodeOptions { max_frame_bytes: FrameHeader::encoded_len("c") + 8, zstd_level: 0 };
+        encode_record("c", seq, &big_record(), opts).expect("encodes")
+    }
+
+    #[test]
+    fn reassembles_only_when_every_chunk_arrived() {
+        let frames = chunks(5);
+        assert!(frames.len() >= 4, "needs several chunks, got {}", frames.len());
+        let mut a = Assembler::new();
+        for (i, f) in frames.iter().enumerate() {
+            let out = a.push(100 + i as i64, f).expect("valid chunk");
+            if i + 1 < frames.len() {
+                assert!(out.is_none(), "record handed out before its last chunk");
+                assert_eq!(a.pending(), Some((5, i as u32 + 1, frames.len() as u32)));
+            } else {
+                let rec = out.expect("complete");
+                assert_eq!(rec.record, big_record());
+                assert_eq!((rec.first_offset, rec.last_offset), (100, 100 + i as i64));
+            }
+        }
+        assert_eq!(a.pending(), None);
+    }
+
+    #[test]
+    fn a_restarted_record_discards_the_fragment() {
+        let frames = chunks(5);
+        let mut a = Assembler::new();
+        a.push(0, &frames[0]).expect("chunk 0");
+        a.push(1, &frames[1]).expect("chunk 1");
+        // The publisher crashed and writes record 5 again from its first chunk.
+        let mut out = None;
+        for (i, f) in frames.iter().enumerate() {
+            out = a.push(2 + i as i64, f).expect("valid chunk");
+        }
+        assert_eq!(a.abandoned, 1);
+        assert_eq!(out.expect("complete").first_offset, 2);
+    }
+
+    #[test]
+    fn chunks_out_of_order_or_of_another_record_are_errors() {
+        let frames = chunks(5);
+        let other = chunks(6);
+        let mut a = Assembler::new();
+        assert!(matches!(a.push(0, &frames[1]), Err(LogError::ChunkOutOfOrder { .. })));
+        a.push(0, &frames[0]).expect("chunk 0");
+        assert!(matches!(a.push(1, &frames[2]), Err(LogError::ChunkOutOfOrder { .. })));
+        let mut a = Assembler::new();
+        a.push(0, &frames[0]).expect("chunk 0");
+        assert!(matches!(a.push(1, &other[1]), Err(LogError::ChunkOutOfOrder { .. })));
+    }
+
+    #[test]
+    fn single_frame_records_pass_straight_through() {
+        let rec = Record::Heartbeat(Heartbeat {
+            time_ms: 1,
+            head: crate::BlockRef { number: 1, hash: B256::ZERO },
+            safe: None,
+            finalized: None,
+        });
+        let frames = encode_record("c", 9, &rec, EncodeOptions::default()).expect("encodes");
+        assert_eq!(frames.len(), 1);
+        let out = Assembler::new().push(3, &frames[0]).expect("decodes").expect("complete");
+        assert_eq!((out.envelope.sequence, out.record, out.last_offset), (9, rec, 3));
+    }
 }

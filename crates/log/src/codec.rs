@@ -33,10 +33,7 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        Self {
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-            zstd_level: 3,
-        }
+        Self { max_frame_bytes: DEFAULT_MAX_FRAME_BYTES, zstd_level: 3 }
     }
 }
 
@@ -52,8 +49,8 @@ pub fn encode_payload(record: &Record, zstd_level: i32) -> Result<(u8, Vec<u8>),
     if zstd_level == 0 {
         return Ok((0, raw));
     }
-    let compressed = zstd::bulk::compress(&raw, zstd_level)
-        .map_err(|e| LogError::Encode(format!("zstd: {e}")))?;
+    let compressed =
+        zstd::bulk::compress(&raw, zstd_level).map_err(|e| LogError::Encode(format!("zstd: {e}")))?;
     Ok((FLAG_ZSTD, compressed))
 }
 
@@ -73,15 +70,9 @@ pub fn decode_payload(
         let size = match zstd::zstd_safe::get_frame_content_size(payload) {
             Ok(Some(n)) if n <= MAX_RECORD_BYTES as u64 => n as usize,
             Ok(Some(n)) => {
-                return Err(decompress_err(format!(
-                    "declares {n} bytes, over {MAX_RECORD_BYTES}"
-                )))
+                return Err(decompress_err(format!("declares {n} bytes, over {MAX_RECORD_BYTES}")))
             }
-            Ok(None) => {
-                return Err(decompress_err(
-                    "zstd frame does not declare its size".into(),
-                ))
-            }
+            Ok(None) => return Err(decompress_err("zstd frame does not declare its size".into())),
             Err(_) => return Err(decompress_err("not a zstd frame".into())),
         };
         owned = DECOMPRESSOR
@@ -91,10 +82,7 @@ pub fn decode_payload(
             })
             .map_err(|e| decompress_err(e.to_string()))?;
         if owned.len() != size {
-            return Err(decompress_err(format!(
-                "gave {} bytes, frame declares {size}",
-                owned.len()
-            )));
+            return Err(decompress_err(format!("gave {} bytes, frame declares {size}", owned.len())));
         }
         &owned[..]
     } else {
@@ -105,13 +93,8 @@ pub fn decode_payload(
         sequence: u64,
         kind: RecordKind,
     ) -> Result<T, LogError> {
-        let decode_err = |reason: String| LogError::Decode {
-            sequence,
-            kind: kind.name(),
-            reason,
-        };
-        let (value, rest) =
-            postcard::take_from_bytes(raw).map_err(|e| decode_err(e.to_string()))?;
+        let decode_err = |reason: String| LogError::Decode { sequence, kind: kind.name(), reason };
+        let (value, rest) = postcard::take_from_bytes(raw).map_err(|e| decode_err(e.to_string()))?;
         if !rest.is_empty() {
             return Err(decode_err(format!("{} trailing bytes", rest.len())));
         }
@@ -175,11 +158,6 @@ pub fn encode_record(
 
 impl Envelope {
     pub fn from_header(h: &FrameHeader) -> Self {
-        Envelope {
-            version: h.version,
-            kind: h.kind,
-            cluster_id: h.cluster_id.clone(),
-            sequence: h.sequence,
-        }
+        Envelope { version: h.version, kind: h.kind, cluster_id: h.cluster_id.clone(), sequence: h.sequence }
     }
 }

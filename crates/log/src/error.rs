@@ -19,47 +19,21 @@ pub enum LogError {
     #[error("cluster id is empty or not UTF-8")]
     BadClusterId,
     #[error("chunk {index} of record {sequence} is truncated: header says {declared} payload bytes, frame holds {actual}")]
-    TruncatedChunk {
-        sequence: u64,
-        index: u32,
-        declared: u32,
-        actual: usize,
-    },
+    TruncatedChunk { sequence: u64, index: u32, declared: u32, actual: usize },
     #[error("chunk {index} of record {sequence} has {extra} trailing bytes after its payload")]
-    TrailingBytes {
-        sequence: u64,
-        index: u32,
-        extra: usize,
-    },
+    TrailingBytes { sequence: u64, index: u32, extra: usize },
     #[error("chunk header of record {sequence} is inconsistent: {reason}")]
     BadChunkHeader { sequence: u64, reason: String },
     #[error("chunk {index}/{count} of record {sequence} arrived out of order: {reason}")]
-    ChunkOutOfOrder {
-        sequence: u64,
-        index: u32,
-        count: u32,
-        reason: String,
-    },
+    ChunkOutOfOrder { sequence: u64, index: u32, count: u32, reason: String },
     #[error("record {sequence} failed its CRC-32C check: header says {expected:#010x}, payload gives {actual:#010x}")]
-    Checksum {
-        sequence: u64,
-        expected: u32,
-        actual: u32,
-    },
+    Checksum { sequence: u64, expected: u32, actual: u32 },
     #[error("record {sequence} does not decompress: {reason}")]
     Decompress { sequence: u64, reason: String },
     #[error("record {sequence} ({kind}) does not decode: {reason}")]
-    Decode {
-        sequence: u64,
-        kind: &'static str,
-        reason: String,
-    },
+    Decode { sequence: u64, kind: &'static str, reason: String },
     #[error("record {sequence} is {len} bytes encoded, over the limit of {limit}")]
-    TooLarge {
-        sequence: u64,
-        len: usize,
-        limit: usize,
-    },
+    TooLarge { sequence: u64, len: usize, limit: usize },
     #[error("record does not encode: {0}")]
     Encode(String),
 }

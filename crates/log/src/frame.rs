@@ -64,8 +64,7 @@ impl<'a> Frame<'a> {
         }
         let chunk_len = u32::try_from(chunk.len())
             .map_err(|_| LogError::Encode(format!("chunk of {} bytes", chunk.len())))?;
-        let mut out =
-            Vec::with_capacity(FrameHeader::encoded_len(&header.cluster_id) + chunk.len());
+        let mut out = Vec::with_capacity(FrameHeader::encoded_len(&header.cluster_id) + chunk.len());
         out.extend_from_slice(&MAGIC);
         out.push(header.version);
         out.push(header.kind as u8);
@@ -86,20 +85,14 @@ impl<'a> Frame<'a> {
     /// (order, CRC) belong to the [`crate::Assembler`].
     pub fn decode(bytes: &'a [u8]) -> Result<Self, LogError> {
         let mut r = Reader { bytes, pos: 0 };
-        let short = || LogError::ShortFrame {
-            len: bytes.len(),
-            needed: FIXED_HEADER,
-        };
+        let short = || LogError::ShortFrame { len: bytes.len(), needed: FIXED_HEADER };
         let magic = r.array::<2>().ok_or_else(short)?;
         if magic != MAGIC {
             return Err(LogError::BadMagic { found: magic });
         }
         let version = r.u8().ok_or_else(short)?;
         if version != FORMAT_VERSION {
-            return Err(LogError::UnknownVersion {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
+            return Err(LogError::UnknownVersion { found: version, supported: FORMAT_VERSION });
         }
         let kind_byte = r.u8().ok_or_else(short)?;
         let kind = RecordKind::from_byte(kind_byte).ok_or(LogError::UnknownKind(kind_byte))?;
@@ -109,10 +102,7 @@ impl<'a> Frame<'a> {
         }
         let id_len = r.u8().ok_or_else(short)? as usize;
         let needed = FIXED_HEADER + id_len;
-        let short = || LogError::ShortFrame {
-            len: bytes.len(),
-            needed,
-        };
+        let short = || LogError::ShortFrame { len: bytes.len(), needed };
         let id = r.take(id_len).ok_or_else(short)?;
         let cluster_id = match std::str::from_utf8(id) {
             Ok(s) if !s.is_empty() => s.to_owned(),
@@ -145,14 +135,10 @@ impl<'a> Frame<'a> {
             return Err(bad("chunk count is 0".into()));
         }
         if chunk_index >= chunk_count {
-            return Err(bad(format!(
-                "chunk index {chunk_index} not below chunk count {chunk_count}"
-            )));
+            return Err(bad(format!("chunk index {chunk_index} not below chunk count {chunk_count}")));
         }
         if chunk_len > record_len {
-            return Err(bad(format!(
-                "chunk of {chunk_len} bytes in a record of {record_len}"
-            )));
+            return Err(bad(format!("chunk of {chunk_len} bytes in a record of {record_len}")));
         }
         Ok(Frame {
             header: FrameHeader {

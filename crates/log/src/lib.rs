@@ -16,12 +16,10 @@ mod frame;
 mod record;
 
 pub use assembler::{Assembled, Assembler};
-pub use codec::{
-    decode_payload, encode_payload, encode_record, EncodeOptions, DEFAULT_MAX_FRAME_BYTES,
-};
+pub use codec::{decode_payload, encode_payload, encode_record, EncodeOptions, DEFAULT_MAX_FRAME_BYTES};
 pub use error::LogError;
 pub use frame::{Frame, FrameHeader, FLAG_ZSTD, FORMAT_VERSION, MAGIC, MAX_CLUSTER_ID_LEN};
 pub use record::{
-    AccountChange, AccountState, Block, BlockRef, Envelope, Genesis, Heartbeat, Log, Receipt,
-    Record, RecordKind, Revert, StorageSlot, Transaction, Withdrawal,
+    AccountChange, AccountState, Block, BlockRef, Envelope, Genesis, Heartbeat, Log, Receipt, Record,
+    RecordKind, Revert, StorageSlot, Transaction, Withdrawal,
 };

@@ -49,17 +49,9 @@ pub enum ReplicaError {
     #[error("opening the store: {0}")]
     Open(StoreError),
     #[error("bad record in topic {topic} at offset {offset}: {source}")]
-    Log {
-        topic: String,
-        offset: i64,
-        source: LogError,
-    },
+    Log { topic: String, offset: i64, source: LogError },
     #[error("cannot apply the record ending at offset {offset} of topic {topic}: {source}")]
-    Apply {
-        topic: String,
-        offset: i64,
-        source: StoreError,
-    },
+    Apply { topic: String, offset: i64, source: StoreError },
 }
 
 impl ReplicaError {
@@ -127,10 +119,7 @@ pub async fn run(
                     continue;
                 }
                 if !status.borrow().caught_up {
-                    info!(
-                        "caught up, ready: {}",
-                        progress.report(next_offset, Some(next_offset))
-                    );
+                    info!("caught up, ready: {}", progress.report(next_offset, Some(next_offset)));
                     status.send_modify(|s| s.caught_up = true);
                 }
                 if cfg.exit_when_caught_up {
@@ -157,25 +146,16 @@ pub async fn run(
             first_message = false;
         }
         next_offset = offset + 1;
-        let assembled = assembler
-            .push(offset, &payload)
-            .map_err(|source| ReplicaError::Log {
-                topic: cfg.topic.clone(),
-                offset,
-                source,
-            })?;
-        let Some(rec) = assembled else { continue };
-        let apply_err = |source| ReplicaError::Apply {
+        let assembled = assembler.push(offset, &payload).map_err(|source| ReplicaError::Log {
             topic: cfg.topic.clone(),
             offset,
             source,
-        };
+        })?;
+        let Some(rec) = assembled else { continue };
+        let apply_err = |source| ReplicaError::Apply { topic: cfg.topic.clone(), offset, source };
         match store.apply(&rec).map_err(apply_err)? {
             ApplyOutcome::Duplicate { applied } => {
-                warn!(
-                    sequence = rec.envelope.sequence,
-                    applied, offset, "skipping a record already applied"
-                );
+                warn!(sequence = rec.envelope.sequence, applied, offset, "skipping a record already applied");
                 progress.duplicates += 1;
                 continue;
             }
@@ -188,10 +168,7 @@ pub async fn run(
             Record::Revert(_) => progress.reverts += 1,
             Record::Heartbeat(_) => {}
         }
-        let position = Position {
-            kafka_offset: rec.last_offset,
-            sequence: rec.envelope.sequence,
-        };
+        let position = Position { kafka_offset: rec.last_offset, sequence: rec.envelope.sequence };
         let head_block = match &rec.record {
             Record::Block(b) => Some(b.number),
             Record::Genesis(_) => Some(0),

@@ -39,11 +39,8 @@ impl Progress {
         let remaining = match high_watermark {
             Some(h) => {
                 let left = (h - next_offset).max(0);
-                let eta = if rate > 0.0 {
-                    format!(", ~{:.0}s to go", left as f64 / rate)
-                } else {
-                    String::new()
-                };
+                let eta =
+                    if rate > 0.0 { format!(", ~{:.0}s to go", left as f64 / rate) } else { String::new() };
                 format!("{left} messages behind (high watermark {h}{eta})")
             }
             None => "high watermark unknown".into(),

@@ -13,12 +13,7 @@ pub enum StartError {
          the topic's retention; start from a newer snapshot",
         stored.map_or_else(|| "none (empty database)".to_string(), |o| o.to_string())
     )]
-    RetentionExceeded {
-        topic: String,
-        stored: Option<i64>,
-        needed: i64,
-        earliest: i64,
-    },
+    RetentionExceeded { topic: String, stored: Option<i64>, needed: i64, earliest: i64 },
     /// The topic's high watermark is below what the database has applied. On a real Kafka that means
     /// another topic, or one deleted and recreated; some brokers (tansu) also report a partition emptied by
     /// retention this way.
@@ -27,11 +22,7 @@ pub enum StartError {
          watermark is {high}. The topic was recreated or emptied by retention (the snapshot is older than the \
          topic's retention), or this is the wrong topic"
     )]
-    AheadOfTopic {
-        topic: String,
-        stored: i64,
-        high: i64,
-    },
+    AheadOfTopic { topic: String, stored: i64, high: i64 },
 }
 
 /// The first offset to read, given the stored position and the partition's `(earliest, high)` watermarks.
@@ -52,11 +43,7 @@ pub fn start_offset(
     }
     if let Some(p) = stored {
         if high < needed {
-            return Err(StartError::AheadOfTopic {
-                topic: topic.to_owned(),
-                stored: p.kafka_offset,
-                high,
-            });
+            return Err(StartError::AheadOfTopic { topic: topic.to_owned(), stored: p.kafka_offset, high });
         }
     }
     Ok(needed)
@@ -87,69 +74,35 @@ mod tests {
     use super::*;
 
     fn at(offset: i64) -> Option<Position> {
-        Some(Position {
-            kafka_offset: offset,
-            sequence: offset as u64,
-        })
+        Some(Position { kafka_offset: offset, sequence: offset as u64 })
     }
 
     #[test]
     fn start_offset_table() {
         use StartError::*;
         let retention = |stored: Option<i64>, needed, earliest| {
-            Err(RetentionExceeded {
-                topic: "t".into(),
-                stored,
-                needed,
-                earliest,
-            })
+            Err(RetentionExceeded { topic: "t".into(), stored, needed, earliest })
         };
         #[allow(clippy::type_complexity)]
         let cases: &[(&str, Option<Position>, i64, i64, Result<i64, StartError>)] = &[
             ("empty db, empty topic", None, 0, 0, Ok(0)),
             ("empty db, full topic", None, 0, 500, Ok(0)),
-            (
-                "empty db, genesis gone",
-                None,
-                10,
-                500,
-                retention(None, 0, 10),
-            ),
+            ("empty db, genesis gone", None, 10, 500, retention(None, 0, 10)),
             ("caught up", at(99), 0, 100, Ok(100)),
             ("behind", at(49), 0, 100, Ok(50)),
             ("behind, earliest exactly next", at(49), 50, 100, Ok(50)),
-            (
-                "snapshot older than retention",
-                at(49),
-                51,
-                100,
-                retention(Some(49), 50, 51),
-            ),
+            ("snapshot older than retention", at(49), 51, 100, retention(Some(49), 50, 51)),
             (
                 "topic shorter than db",
                 at(99),
                 0,
                 50,
-                Err(AheadOfTopic {
-                    topic: "t".into(),
-                    stored: 99,
-                    high: 50,
-                }),
+                Err(AheadOfTopic { topic: "t".into(), stored: 99, high: 50 }),
             ),
-            (
-                "topic emptied by retention, earliest moved",
-                at(49),
-                100,
-                100,
-                retention(Some(49), 50, 100),
-            ),
+            ("topic emptied by retention, earliest moved", at(49), 100, 100, retention(Some(49), 50, 100)),
         ];
         for (name, stored, earliest, high, want) in cases {
-            assert_eq!(
-                &start_offset("t", *stored, *earliest, *high),
-                want,
-                "{name}"
-            );
+            assert_eq!(&start_offset("t", *stored, *earliest, *high), want, "{name}");
         }
     }
 
@@ -160,17 +113,9 @@ mod tests {
         let err = check_first_offset("t", at(9), 10, 250).unwrap_err();
         assert_eq!(
             err,
-            StartError::RetentionExceeded {
-                topic: "t".into(),
-                stored: Some(9),
-                needed: 10,
-                earliest: 250
-            }
+            StartError::RetentionExceeded { topic: "t".into(), stored: Some(9), needed: 10, earliest: 250 }
         );
         let msg = err.to_string();
-        assert!(
-            msg.contains("topic t") && msg.contains("offset 9") && msg.contains("250"),
-            "{msg}"
-        );
+        assert!(msg.contains("topic t") && msg.contains("offset 9") && msg.contains("250"), "{msg}");
     }
 }

@@ -13,9 +13,8 @@ use crate::{
     batch::Batch,
     error::{Result, StoreError},
     tables::{
-        AccountHistory, Accounts, BlockChanges, Blocks, Canonical, ChainInfo, ChangeSet, Code,
-        Meta, MetaKey, PriorAccount, Storage, StorageHistory, StoredAccount, StoredBlock, TxIndex,
-        TxLocation, Value,
+        AccountHistory, Accounts, BlockChanges, Blocks, Canonical, ChainInfo, ChangeSet, Code, Meta, MetaKey,
+        PriorAccount, Storage, StorageHistory, StoredAccount, StoredBlock, TxIndex, TxLocation, Value,
     },
     Store,
 };
@@ -42,11 +41,7 @@ impl Store {
             }
         }
         if sequence != expected {
-            return Err(StoreError::SequenceGap {
-                applied,
-                expected,
-                found: sequence,
-            });
+            return Err(StoreError::SequenceGap { applied, expected, found: sequence });
         }
         let chain = self.chain()?;
         match (&chain, &rec.record) {
@@ -57,16 +52,9 @@ impl Store {
                     found: rec.envelope.cluster_id.clone(),
                 })
             }
-            (Some(_), Record::Genesis(_)) => {
-                return Err(StoreError::UnexpectedGenesis { sequence })
-            }
+            (Some(_), Record::Genesis(_)) => return Err(StoreError::UnexpectedGenesis { sequence }),
             (None, Record::Genesis(_)) => {}
-            (None, other) => {
-                return Err(StoreError::MissingGenesis {
-                    sequence,
-                    kind: other.kind().name(),
-                })
-            }
+            (None, other) => return Err(StoreError::MissingGenesis { sequence, kind: other.kind().name() }),
             (Some(_), _) => {}
         }
 
@@ -74,11 +62,7 @@ impl Store {
         match &rec.record {
             Record::Genesis(g) => {
                 if g.block.number != 0 {
-                    return Err(bad_block(
-                        sequence,
-                        &g.block,
-                        "a genesis block must be block 0".into(),
-                    ));
+                    return Err(bad_block(sequence, &g.block, "a genesis block must be block 0".into()));
                 }
                 self.write_block(&mut batch, sequence, &g.block, false)?;
                 let info = ChainInfo {
@@ -89,10 +73,7 @@ impl Store {
                 self.put::<Meta>(&mut batch, &MetaKey::Chain, &info.encode().into());
             }
             Record::Block(b) => {
-                let head = self.head()?.ok_or(StoreError::MissingGenesis {
-                    sequence,
-                    kind: "block",
-                })?;
+                let head = self.head()?.ok_or(StoreError::MissingGenesis { sequence, kind: "block" })?;
                 let not_next = |reason: String| StoreError::NotNextBlock {
                     sequence,
                     number: b.number,
@@ -121,42 +102,20 @@ impl Store {
                 self.put::<Meta>(&mut batch, &MetaKey::Heartbeat, &bytes.into());
             }
         }
-        self.put::<Meta>(
-            &mut batch,
-            &MetaKey::KafkaOffset,
-            &rec.last_offset.to_be_bytes().to_vec().into(),
-        );
-        self.put::<Meta>(
-            &mut batch,
-            &MetaKey::Sequence,
-            &sequence.to_be_bytes().to_vec().into(),
-        );
+        self.put::<Meta>(&mut batch, &MetaKey::KafkaOffset, &rec.last_offset.to_be_bytes().to_vec().into());
+        self.put::<Meta>(&mut batch, &MetaKey::Sequence, &sequence.to_be_bytes().to_vec().into());
         self.commit(batch)?;
         Ok(ApplyOutcome::Applied)
     }
 
     /// Writes a block's body, indexes and state change. `undoable` is false only for genesis, which is never
     /// reverted and so needs no history.
-    fn write_block(
-        &self,
-        batch: &mut Batch,
-        sequence: u64,
-        b: &Block,
-        undoable: bool,
-    ) -> Result<()> {
+    fn write_block(&self, batch: &mut Batch, sequence: u64, b: &Block, undoable: bool) -> Result<()> {
         if !b.hash_matches_header() {
-            return Err(bad_block(
-                sequence,
-                b,
-                format!("hash {} is not keccak256 of its header", b.hash),
-            ));
+            return Err(bad_block(sequence, b, format!("hash {} is not keccak256 of its header", b.hash)));
         }
         if b.receipts.len() != b.transactions.len() {
-            let reason = format!(
-                "{} transactions but {} receipts",
-                b.transactions.len(),
-                b.receipts.len()
-            );
+            let reason = format!("{} transactions but {} receipts", b.transactions.len(), b.receipts.len());
             return Err(bad_block(sequence, b, reason));
         }
         let mut changes = ChangeSet::default();
@@ -170,10 +129,7 @@ impl Store {
             self.put::<BlockChanges>(batch, &b.number, &changes);
         }
         for (index, tx) in b.transactions.iter().enumerate() {
-            let location = TxLocation {
-                block_number: b.number,
-                index: index as u32,
-            };
+            let location = TxLocation { block_number: b.number, index: index as u32 };
             self.put::<TxIndex>(batch, &tx.hash(), &location);
         }
         let stored = StoredBlock {
@@ -188,13 +144,7 @@ impl Store {
         };
         self.put::<Blocks>(batch, &b.hash, &stored);
         self.put::<Canonical>(batch, &b.number, &b.hash);
-        self.put_head(
-            batch,
-            BlockRef {
-                number: b.number,
-                hash: b.hash,
-            },
-        );
+        self.put_head(batch, BlockRef { number: b.number, hash: b.hash });
         Ok(())
     }
 
@@ -256,11 +206,7 @@ impl Store {
                         _ => KECCAK256_EMPTY,
                     },
                 };
-                let account = StoredAccount {
-                    balance: state.balance,
-                    nonce: state.nonce,
-                    code_hash,
-                };
+                let account = StoredAccount { balance: state.balance, nonce: state.nonce, code_hash };
                 self.put::<Accounts>(batch, &address, &account);
             }
         }
@@ -269,10 +215,7 @@ impl Store {
 
     /// Undoes the head block from its undo index and history entries.
     fn write_revert(&self, batch: &mut Batch, sequence: u64, r: &Revert) -> Result<()> {
-        let head = self.head()?.ok_or(StoreError::MissingGenesis {
-            sequence,
-            kind: "revert",
-        })?;
+        let head = self.head()?.ok_or(StoreError::MissingGenesis { sequence, kind: "revert" })?;
         if head.number != r.number || head.hash != r.hash {
             return Err(StoreError::RevertNotHead {
                 sequence,
@@ -282,11 +225,8 @@ impl Store {
                 head_hash: head.hash,
             });
         }
-        let outside = || StoreError::RevertOutsideWindow {
-            sequence,
-            number: r.number,
-            window: self.opts.undo_window,
-        };
+        let outside =
+            || StoreError::RevertOutsideWindow { sequence, number: r.number, window: self.opts.undo_window };
         if r.number == 0 {
             return Err(outside());
         }
@@ -320,9 +260,7 @@ impl Store {
         for hash in &changes.new_code {
             self.delete::<Code>(batch, hash);
         }
-        let block = self
-            .block_by_hash(&r.hash)?
-            .ok_or_else(|| missing(format!("body {}", r.hash)))?;
+        let block = self.block_by_hash(&r.hash)?.ok_or_else(|| missing(format!("body {}", r.hash)))?;
         for tx in &block.transactions {
             self.delete::<TxIndex>(batch, &tx.hash());
         }
@@ -330,16 +268,9 @@ impl Store {
         self.delete::<Canonical>(batch, &r.number);
         self.delete::<BlockChanges>(batch, &r.number);
         let parent = r.number - 1;
-        let parent_hash = self
-            .canonical_hash(parent)?
-            .ok_or_else(|| missing(format!("canonical block {parent}")))?;
-        self.put_head(
-            batch,
-            BlockRef {
-                number: parent,
-                hash: parent_hash,
-            },
-        );
+        let parent_hash =
+            self.canonical_hash(parent)?.ok_or_else(|| missing(format!("canonical block {parent}")))?;
+        self.put_head(batch, BlockRef { number: parent, hash: parent_hash });
         Ok(())
     }
 
@@ -350,19 +281,13 @@ impl Store {
 }
 
 fn bad_block(sequence: u64, b: &Block, reason: String) -> StoreError {
-    StoreError::BadBlock {
-        sequence,
-        number: b.number,
-        reason,
-    }
+    StoreError::BadBlock { sequence, number: b.number, reason }
 }
 
 /// The slot part of a [`Storage`] key.
 fn slot_of(key: &[u8], address: Address) -> Result<B256> {
-    key.get(20..52)
-        .and_then(|s| B256::try_from(s).ok())
-        .ok_or_else(|| StoreError::Corrupt {
-            table: "storage",
-            reason: format!("key of {address} is {} bytes, expected 52", key.len()),
-        })
+    key.get(20..52).and_then(|s| B256::try_from(s).ok()).ok_or_else(|| StoreError::Corrupt {
+        table: "storage",
+        reason: format!("key of {address} is {} bytes, expected 52", key.len()),
+    })
 }

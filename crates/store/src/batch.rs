@@ -17,29 +17,20 @@ pub(crate) struct Batch {
 impl Store {
     fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
         // Every table is created in `Store::open`; a missing handle is a bug in this crate, not bad input.
-        self.db
-            .cf_handle(name)
-            .expect("column family created at open")
+        self.db.cf_handle(name).expect("column family created at open")
     }
 
     pub(crate) fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>> {
         match self.db.get_pinned_cf(self.cf(T::NAME), key.encode())? {
             None => Ok(None),
-            Some(bytes) => {
-                T::Value::decode(&bytes)
-                    .map(Some)
-                    .map_err(|reason| StoreError::Corrupt {
-                        table: T::NAME,
-                        reason,
-                    })
-            }
+            Some(bytes) => T::Value::decode(&bytes)
+                .map(Some)
+                .map_err(|reason| StoreError::Corrupt { table: T::NAME, reason }),
         }
     }
 
     pub(crate) fn put<T: Table>(&self, batch: &mut Batch, key: &T::Key, value: &T::Value) {
-        batch
-            .inner
-            .put_cf(self.cf(T::NAME), key.encode(), value.encode());
+        batch.inner.put_cf(self.cf(T::NAME), key.encode(), value.encode());
     }
 
     pub(crate) fn delete<T: Table>(&self, batch: &mut Batch, key: &T::Key) {
@@ -55,10 +46,8 @@ impl Store {
             if !k.starts_with(prefix) {
                 break;
             }
-            let value = T::Value::decode(v).map_err(|reason| StoreError::Corrupt {
-                table: T::NAME,
-                reason,
-            })?;
+            let value =
+                T::Value::decode(v).map_err(|reason| StoreError::Corrupt { table: T::NAME, reason })?;
             out.push((k.to_vec(), value));
             it.next();
         }
@@ -67,19 +56,12 @@ impl Store {
     }
 
     /// The first entry at or after `from` that still starts with `prefix`.
-    pub(crate) fn seek_in_prefix<T: Table>(
-        &self,
-        prefix: &[u8],
-        from: &T::Key,
-    ) -> Result<Option<T::Value>> {
+    pub(crate) fn seek_in_prefix<T: Table>(&self, prefix: &[u8], from: &T::Key) -> Result<Option<T::Value>> {
         let mut it = self.db.raw_iterator_cf(self.cf(T::NAME));
         it.seek(from.encode());
         let found = match (it.key(), it.value()) {
             (Some(k), Some(v)) if k.starts_with(prefix) => {
-                Some(T::Value::decode(v).map_err(|reason| StoreError::Corrupt {
-                    table: T::NAME,
-                    reason,
-                })?)
+                Some(T::Value::decode(v).map_err(|reason| StoreError::Corrupt { table: T::NAME, reason })?)
             }
             _ => None,
         };

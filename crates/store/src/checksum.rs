@@ -73,9 +73,6 @@ impl Store {
             total.update(digest);
             tables.push((name, entries, digest));
         }
-        Ok(Checksum {
-            total: total.finalize(),
-            tables,
-        })
+        Ok(Checksum { total: total.finalize(), tables })
     }
 }

@@ -8,10 +8,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("rocksdb at {path}: {source}")]
-    Open {
-        path: String,
-        source: rocksdb::Error,
-    },
+    Open { path: String, source: rocksdb::Error },
     #[error("{path} is not a replica database (no RocksDB CURRENT file)")]
     NotADatabase { path: String },
     #[error("rocksdb: {0}")]
@@ -19,51 +16,23 @@ pub enum StoreError {
     #[error("table {table}: stored value does not decode: {reason}")]
     Corrupt { table: &'static str, reason: String },
     #[error("sequence gap: the database has applied record {applied:?} and expects {expected}, but the log holds {found} next")]
-    SequenceGap {
-        applied: Option<u64>,
-        expected: u64,
-        found: u64,
-    },
-    #[error(
-        "record {sequence} belongs to cluster {found:?}, this database to cluster {expected:?}"
-    )]
-    WrongCluster {
-        sequence: u64,
-        expected: String,
-        found: String,
-    },
+    SequenceGap { applied: Option<u64>, expected: u64, found: u64 },
+    #[error("record {sequence} belongs to cluster {found:?}, this database to cluster {expected:?}")]
+    WrongCluster { sequence: u64, expected: String, found: String },
     #[error("record {sequence}: a genesis record is only valid as record 0 of an empty database")]
     UnexpectedGenesis { sequence: u64 },
     #[error("record {sequence} ({kind}) arrived before the genesis record: an empty database must start at record 0")]
     MissingGenesis { sequence: u64, kind: &'static str },
-    #[error("record {sequence}: block {number} does not follow the head {head_number} ({head_hash}): {reason}")]
-    NotNextBlock {
-        sequence: u64,
-        number: u64,
-        head_number: u64,
-        head_hash: B256,
-        reason: String,
-    },
+    #[error(
+        "record {sequence}: block {number} does not follow the head {head_number} ({head_hash}): {reason}"
+    )]
+    NotNextBlock { sequence: u64, number: u64, head_number: u64, head_hash: B256, reason: String },
     #[error("record {sequence}: block {number} is malformed: {reason}")]
-    BadBlock {
-        sequence: u64,
-        number: u64,
-        reason: String,
-    },
+    BadBlock { sequence: u64, number: u64, reason: String },
     #[error("record {sequence}: revert of block {number} ({hash}) does not match the head {head_number} ({head_hash})")]
-    RevertNotHead {
-        sequence: u64,
-        number: u64,
-        hash: B256,
-        head_number: u64,
-        head_hash: B256,
-    },
+    RevertNotHead { sequence: u64, number: u64, hash: B256, head_number: u64, head_hash: B256 },
     #[error("record {sequence}: cannot revert block {number}: its undo data is gone (older than the undo window of {window} blocks, or genesis)")]
-    RevertOutsideWindow {
-        sequence: u64,
-        number: u64,
-        window: u64,
-    },
+    RevertOutsideWindow { sequence: u64, number: u64, window: u64 },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -37,10 +37,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self {
-            undo_window: DEFAULT_UNDO_WINDOW,
-            sync_writes: false,
-        }
+        Self { undo_window: DEFAULT_UNDO_WINDOW, sync_writes: false }
     }
 }
 
@@ -63,11 +60,8 @@ impl Store {
             cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
-        let db =
-            DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs)
+            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         Ok(Store { db, opts })
     }
 
@@ -75,24 +69,12 @@ impl Store {
     /// command and inspection). Sees the data as of the moment it opens.
     pub fn open_read_only(path: &Path) -> Result<Self> {
         if !path.join("CURRENT").exists() {
-            return Err(StoreError::NotADatabase {
-                path: path.display().to_string(),
-            });
+            return Err(StoreError::NotADatabase { path: path.display().to_string() });
         }
-        let db = DB::open_cf_for_read_only(
-            &Options::default(),
-            path,
-            tables::ALL_TABLES.iter().copied(),
-            false,
-        )
-        .map_err(|source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Ok(Store {
-            db,
-            opts: StoreOptions::default(),
-        })
+        let db =
+            DB::open_cf_for_read_only(&Options::default(), path, tables::ALL_TABLES.iter().copied(), false)
+                .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        Ok(Store { db, opts: StoreOptions::default() })
     }
 
     pub fn options(&self) -> &StoreOptions {

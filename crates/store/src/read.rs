@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use crate::{
     error::{Result, StoreError},
     tables::{
-        AccountHistory, Accounts, Blocks, Canonical, ChainInfo, Code, Meta, MetaKey, Storage,
-        StorageHistory, StoredAccount, StoredBlock, Table, Value,
+        AccountHistory, Accounts, Blocks, Canonical, ChainInfo, Code, Meta, MetaKey, Storage, StorageHistory,
+        StoredAccount, StoredBlock, Table, Value,
     },
     Store,
 };
@@ -38,14 +38,10 @@ impl Store {
     fn meta_postcard<T: DeserializeOwned>(&self, key: MetaKey) -> Result<Option<T>> {
         match self.get::<Meta>(&key)? {
             None => Ok(None),
-            Some(bytes) => {
-                postcard::from_bytes(&bytes)
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt {
-                        table: Meta::NAME,
-                        reason: format!("{}: {e}", key.name()),
-                    })
-            }
+            Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
+                table: Meta::NAME,
+                reason: format!("{}: {e}", key.name()),
+            }),
         }
     }
 
@@ -71,10 +67,7 @@ impl Store {
             None => Ok(None),
             Some(b) => ChainInfo::decode(&b)
                 .map(Some)
-                .map_err(|reason| StoreError::Corrupt {
-                    table: Meta::NAME,
-                    reason,
-                }),
+                .map_err(|reason| StoreError::Corrupt { table: Meta::NAME, reason }),
         }
     }
 

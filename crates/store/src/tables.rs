@@ -194,14 +194,7 @@ macro_rules! postcard_value {
     )*};
 }
 
-postcard_value!(
-    StoredAccount,
-    PriorAccount,
-    StoredBlock,
-    ChangeSet,
-    TxLocation,
-    ChainInfo
-);
+postcard_value!(StoredAccount, PriorAccount, StoredBlock, ChangeSet, TxLocation, ChainInfo);
 
 /// An account at the head. Code is stored once, by hash, in [`Code`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

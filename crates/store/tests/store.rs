@@ -13,16 +13,8 @@ const CLUSTER: &str = "c";
 /// The tables that hold chain state: everything but the bookkeeping in `meta` and the undo index
 /// (`block_changes`), whose window slides forward with the highest block seen, so after a reorg it reaches
 /// less far back than it did when the same block was first the head.
-const STATE_TABLES: &[&str] = &[
-    "canonical",
-    "blocks",
-    "accounts",
-    "storage",
-    "code",
-    "account_history",
-    "storage_history",
-    "tx_index",
-];
+const STATE_TABLES: &[&str] =
+    &["canonical", "blocks", "accounts", "storage", "code", "account_history", "storage_history", "tx_index"];
 
 fn assembled(sequence: u64, record: Record) -> Assembled {
     Assembled {
@@ -40,14 +32,7 @@ fn assembled(sequence: u64, record: Record) -> Assembled {
 }
 
 fn open(dir: &tempfile::TempDir, undo_window: u64) -> Store {
-    Store::open(
-        dir.path(),
-        StoreOptions {
-            undo_window,
-            sync_writes: false,
-        },
-    )
-    .expect("store opens")
+    Store::open(dir.path(), StoreOptions { undo_window, sync_writes: false }).expect("store opens")
 }
 
 fn state_digest(store: &Store) -> B256 {
@@ -55,20 +40,14 @@ fn state_digest(store: &Store) -> B256 {
 }
 
 fn addresses(opts: &GenOptions) -> Vec<Address> {
-    (0..opts.accounts as u64)
-        .map(|i| Address::left_padding_from(&(i + 0x1000).to_be_bytes()))
-        .collect()
+    (0..opts.accounts as u64).map(|i| Address::left_padding_from(&(i + 0x1000).to_be_bytes())).collect()
 }
 
 #[test]
 fn every_revert_restores_the_exact_state_of_its_parent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir, 100);
-    let opts = GenOptions {
-        reorg_chance: 0.1,
-        max_reorg_depth: 6,
-        ..GenOptions::default()
-    };
+    let opts = GenOptions { reorg_chance: 0.1, max_reorg_depth: 6, ..GenOptions::default() };
     let mut gen = LogGenerator::new(opts);
     // State digest at the moment each block became the head, by number (rewritten on a reorg).
     let mut digest_at: HashMap<u64, B256> = HashMap::new();
@@ -79,16 +58,9 @@ fn every_revert_restores_the_exact_state_of_its_parent() {
             Record::Revert(r) => Some(r.number),
             _ => None,
         };
-        assert_eq!(
-            store.apply(&assembled(seq, record)).expect("applies"),
-            ApplyOutcome::Applied
-        );
+        assert_eq!(store.apply(&assembled(seq, record)).expect("applies"), ApplyOutcome::Applied);
         let head = store.head().expect("head").expect("has a head");
-        assert_eq!(
-            Some(head),
-            gen.head(),
-            "store head follows the generator's chain"
-        );
+        assert_eq!(Some(head), gen.head(), "store head follows the generator's chain");
         match reverted {
             Some(n) => {
                 reverts += 1;
@@ -111,10 +83,7 @@ fn every_revert_restores_the_exact_state_of_its_parent() {
 fn state_at_any_block_equals_the_state_when_that_block_was_head() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir, 100);
-    let opts = GenOptions {
-        slots: 8,
-        ..GenOptions::default()
-    };
+    let opts = GenOptions { slots: 8, ..GenOptions::default() };
     let addrs = addresses(&opts);
     let slots: Vec<B256> = (0..opts.slots).map(|s| B256::from(U256::from(s))).collect();
     let mut gen = LogGenerator::new(opts);
@@ -130,10 +99,7 @@ fn state_at_any_block_equals_the_state_when_that_block_was_head() {
                 .iter()
                 .map(|a| {
                     let account = store.account(a).expect("reads");
-                    let values = slots
-                        .iter()
-                        .map(|s| store.storage(a, s).expect("reads"))
-                        .collect();
+                    let values = slots.iter().map(|s| store.storage(a, s).expect("reads")).collect();
                     (account, values)
                 })
                 .collect();
@@ -145,11 +111,7 @@ fn state_at_any_block_equals_the_state_when_that_block_was_head() {
     for number in 0..=head {
         let then = &seen[&number];
         for (i, a) in addrs.iter().enumerate() {
-            assert_eq!(
-                store.account_at(a, number).expect("reads"),
-                then[i].0,
-                "{a} at block {number}"
-            );
+            assert_eq!(store.account_at(a, number).expect("reads"), then[i].0, "{a} at block {number}");
             for (j, s) in slots.iter().enumerate() {
                 assert_eq!(
                     store.storage_at(a, s, number).expect("reads"),
@@ -167,15 +129,9 @@ fn state_at_any_block_equals_the_state_when_that_block_was_head() {
 fn rejected(store: &Store, seq: u64, record: Record, check: impl Fn(&StoreError) -> bool) {
     let before = store.checksum().expect("checksum");
     let position = store.position().expect("position");
-    let err = store
-        .apply(&assembled(seq, record))
-        .expect_err("must be rejected");
+    let err = store.apply(&assembled(seq, record)).expect_err("must be rejected");
     assert!(check(&err), "unexpected error: {err}");
-    assert_eq!(
-        store.checksum().expect("checksum"),
-        before,
-        "rejected record changed the database: {err}"
-    );
+    assert_eq!(store.checksum().expect("checksum"), before, "rejected record changed the database: {err}");
     assert_eq!(store.position().expect("position"), position);
 }
 
@@ -184,78 +140,44 @@ fn rejected_records_leave_the_database_unchanged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir, 3);
     let records = LogGenerator::records(
-        GenOptions {
-            reorg_chance: 0.0,
-            heartbeat_chance: 0.0,
-            ..GenOptions::default()
-        },
+        GenOptions { reorg_chance: 0.0, heartbeat_chance: 0.0, ..GenOptions::default() },
         12,
     );
 
     // Nothing but genesis may come first.
-    rejected(&store, 0, records[1].1.clone(), |e| {
-        matches!(e, StoreError::MissingGenesis { .. })
-    });
+    rejected(&store, 0, records[1].1.clone(), |e| matches!(e, StoreError::MissingGenesis { .. }));
     for (seq, rec) in &records[..10] {
         store.apply(&assembled(*seq, rec.clone())).expect("applies");
     }
-    let Record::Block(next) = records[10].1.clone() else {
-        panic!("block expected")
-    };
+    let Record::Block(next) = records[10].1.clone() else { panic!("block expected") };
 
     rejected(&store, 12, Record::Block(next.clone()), |e| {
-        matches!(
-            e,
-            StoreError::SequenceGap {
-                applied: Some(9),
-                expected: 10,
-                found: 12
-            }
-        )
+        matches!(e, StoreError::SequenceGap { applied: Some(9), expected: 10, found: 12 })
     });
     let mut wrong_parent = next.clone();
     wrong_parent.parent_hash = B256::repeat_byte(1);
-    rejected(&store, 10, Record::Block(wrong_parent), |e| {
-        matches!(e, StoreError::NotNextBlock { .. })
-    });
+    rejected(&store, 10, Record::Block(wrong_parent), |e| matches!(e, StoreError::NotNextBlock { .. }));
     let mut wrong_hash = next.clone();
     wrong_hash.hash = keccak256(b"not the header");
-    rejected(&store, 10, Record::Block(wrong_hash), |e| {
-        matches!(e, StoreError::BadBlock { .. })
-    });
+    rejected(&store, 10, Record::Block(wrong_hash), |e| matches!(e, StoreError::BadBlock { .. }));
     let mut skipped = next.clone();
     skipped.number += 1;
-    rejected(&store, 10, Record::Block(skipped), |e| {
-        matches!(e, StoreError::NotNextBlock { .. })
-    });
-    rejected(&store, 10, records[0].1.clone(), |e| {
-        matches!(e, StoreError::UnexpectedGenesis { .. })
-    });
+    rejected(&store, 10, Record::Block(skipped), |e| matches!(e, StoreError::NotNextBlock { .. }));
+    rejected(&store, 10, records[0].1.clone(), |e| matches!(e, StoreError::UnexpectedGenesis { .. }));
     let head = store.head().expect("head").expect("head");
-    rejected(
-        &store,
-        10,
-        Record::Revert(Revert {
-            number: head.number,
-            hash: B256::ZERO,
-        }),
-        |e| matches!(e, StoreError::RevertNotHead { .. }),
-    );
+    rejected(&store, 10, Record::Revert(Revert { number: head.number, hash: B256::ZERO }), |e| {
+        matches!(e, StoreError::RevertNotHead { .. })
+    });
     let mut other = assembled(10, Record::Block(next.clone()));
     other.envelope.cluster_id = "other".into();
     let before = store.checksum().expect("checksum");
-    assert!(matches!(
-        store.apply(&other),
-        Err(StoreError::WrongCluster { .. })
-    ));
+    assert!(matches!(store.apply(&other), Err(StoreError::WrongCluster { .. })));
     assert_eq!(store.checksum().expect("checksum"), before);
 
     // A duplicate is skipped, not an error, and writes nothing.
     let before = store.checksum().expect("checksum");
     assert_eq!(
-        store
-            .apply(&assembled(5, records[5].1.clone()))
-            .expect("skipped"),
+        store.apply(&assembled(5, records[5].1.clone())).expect("skipped"),
         ApplyOutcome::Duplicate { applied: 9 }
     );
     assert_eq!(store.checksum().expect("checksum"), before);
@@ -267,11 +189,7 @@ fn reverts_deeper_than_the_undo_window_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir, 3);
     let records = LogGenerator::records(
-        GenOptions {
-            reorg_chance: 0.0,
-            heartbeat_chance: 0.0,
-            ..GenOptions::default()
-        },
+        GenOptions { reorg_chance: 0.0, heartbeat_chance: 0.0, ..GenOptions::default() },
         10,
     );
     for (seq, rec) in &records {
@@ -281,25 +199,11 @@ fn reverts_deeper_than_the_undo_window_are_refused() {
     let mut seq = 10;
     for n in (7..=9).rev() {
         let hash = store.canonical_hash(n).expect("reads").expect("canonical");
-        store
-            .apply(&assembled(seq, Record::Revert(Revert { number: n, hash })))
-            .expect("inside the window");
+        store.apply(&assembled(seq, Record::Revert(Revert { number: n, hash }))).expect("inside the window");
         seq += 1;
     }
     let hash = store.canonical_hash(6).expect("reads").expect("canonical");
-    rejected(
-        &store,
-        seq,
-        Record::Revert(Revert { number: 6, hash }),
-        |e| {
-            matches!(
-                e,
-                StoreError::RevertOutsideWindow {
-                    number: 6,
-                    window: 3,
-                    ..
-                }
-            )
-        },
-    );
+    rejected(&store, seq, Record::Revert(Revert { number: 6, hash }), |e| {
+        matches!(e, StoreError::RevertOutsideWindow { number: 6, window: 3, .. })
+    });
 }

@@ -88,22 +88,13 @@ impl LogGenerator {
     fn pick(&mut self) -> Record {
         let Some(head) = self.head() else {
             let block = self.block(0, B256::ZERO, true);
-            self.chain.push(BlockRef {
-                number: 0,
-                hash: block.hash,
-            });
-            return Record::Genesis(Genesis {
-                chain_id: self.chain_id,
-                block,
-            });
+            self.chain.push(BlockRef { number: 0, hash: block.hash });
+            return Record::Genesis(Genesis { chain_id: self.chain_id, block });
         };
         if self.pending_reverts > 0 && head.number > 0 {
             self.pending_reverts -= 1;
             self.chain.pop();
-            return Record::Revert(Revert {
-                number: head.number,
-                hash: head.hash,
-            });
+            return Record::Revert(Revert { number: head.number, hash: head.hash });
         }
         self.pending_reverts = 0;
         if self.rng.random_bool(self.opts.heartbeat_chance) {
@@ -121,10 +112,7 @@ impl LogGenerator {
             return self.pick();
         }
         let block = self.block(head.number + 1, head.hash, false);
-        self.chain.push(BlockRef {
-            number: block.number,
-            hash: block.hash,
-        });
+        self.chain.push(BlockRef { number: block.number, hash: block.hash });
         Record::Block(block)
     }
 
@@ -142,28 +130,16 @@ impl LogGenerator {
     fn block(&mut self, number: u64, parent_hash: B256, genesis: bool) -> Block {
         // A stand-in header: unique per branch (random salt), hashed like a real one.
         let salt: u64 = self.rng.random();
-        let header: Bytes = [
-            parent_hash.as_slice(),
-            &number.to_be_bytes(),
-            &salt.to_be_bytes(),
-        ]
-        .concat()
-        .into();
+        let header: Bytes =
+            [parent_hash.as_slice(), &number.to_be_bytes(), &salt.to_be_bytes()].concat().into();
         let hash = keccak256(&header);
-        let tx_count = if genesis {
-            0
-        } else {
-            self.rng.random_range(0..=self.opts.max_txs)
-        };
+        let tx_count = if genesis { 0 } else { self.rng.random_range(0..=self.opts.max_txs) };
         let mut transactions = Vec::with_capacity(tx_count);
         let mut receipts = Vec::with_capacity(tx_count);
         let mut cumulative = 0;
         for _ in 0..tx_count {
             let len = self.rng.random_range(100..200);
-            transactions.push(Transaction {
-                sender: self.address(),
-                encoded: self.bytes(len),
-            });
+            transactions.push(Transaction { sender: self.address(), encoded: self.bytes(len) });
             let gas_used = self.rng.random_range(21_000..200_000);
             cumulative += gas_used;
             let logs = (0..self.rng.random_range(0..3))
@@ -184,23 +160,14 @@ impl LogGenerator {
                 logs,
             });
         }
-        let touched = if genesis {
-            self.opts.accounts
-        } else {
-            self.rng.random_range(1..8)
-        };
-        let mut state: Vec<AccountChange> =
-            (0..touched).map(|_| self.account_change(genesis)).collect();
+        let touched = if genesis { self.opts.accounts } else { self.rng.random_range(1..8) };
+        let mut state: Vec<AccountChange> = (0..touched).map(|_| self.account_change(genesis)).collect();
         if !genesis && self.rng.random_bool(self.opts.big_block_chance) {
             let code = self.bytes(self.opts.big_block_bytes);
             state.push(AccountChange {
                 address: self.address(),
                 storage_wiped: true,
-                account: Some(AccountState {
-                    balance: U256::from(1),
-                    nonce: 1,
-                    code: Some(code),
-                }),
+                account: Some(AccountState { balance: U256::from(1), nonce: 1, code: Some(code) }),
                 storage: Vec::new(),
             });
         }
@@ -234,12 +201,7 @@ impl LogGenerator {
         let roll = self.rng.random_range(0..100);
         if !genesis && roll < 4 {
             // Self-destruct: the account and its storage are gone.
-            return AccountChange {
-                address,
-                storage_wiped: true,
-                account: None,
-                storage: Vec::new(),
-            };
+            return AccountChange { address, storage_wiped: true, account: None, storage: Vec::new() };
         }
         let code_len = self.rng.random_range(1..64);
         let code = (roll < 15).then(|| self.bytes(code_len));

@@ -18,9 +18,7 @@ use std::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum TansuError {
-    #[error(
-        "tansu binary not found (set TANSU_BIN, put tansu on PATH, or run .ci/run to install it)"
-    )]
+    #[error("tansu binary not found (set TANSU_BIN, put tansu on PATH, or run .ci/run to install it)")]
     NotFound,
     #[error("tansu: {0}")]
     Io(#[from] std::io::Error),
@@ -60,30 +58,17 @@ impl TansuBroker {
         let dir = tempfile::tempdir()?;
         // Ask the OS for a free port; tansu binds it right after.
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut broker = TansuBroker {
-            bin,
-            dir,
-            port,
-            child: None,
-        };
+        let mut broker = TansuBroker { bin, dir, port, child: None };
         broker.spawn()?;
         Ok(broker)
     }
 
     fn spawn(&mut self) -> Result<(), TansuError> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("broker.log"))?;
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("broker.log"))?;
         let child = Command::new(&self.bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(self.dir.path())
             .stdout(Stdio::from(log.try_clone()?))

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what building and testing Ether Cattle needs on a fresh Debian machine. Idempotent: each step is
+# skipped when its result is already there, so the test and local-cluster commands can call it every time.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# C toolchain pieces for the -sys crates: bindgen (rocksdb) needs libclang; rdkafka's bundled librdkafka
+# builds with TLS (MSK) and zstd; zlib for libz-sys.
+packages=(build-essential pkg-config cmake libclang-dev libssl-dev zlib1g-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The Rust lint tools ship with the default toolchain profile; add them if this toolchain lacks them.
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+    rustup component add "$component"
+  fi
+done
+
+# tansu, an independent Kafka-protocol broker the tests start (docs/testing.md). Built once into the cache.
+TANSU_ROOT="$HOME/.cache/tansu"
+if ! [ -x "$TANSU_ROOT/bin/tansu" ]; then
+  echo "setup: building tansu 0.6.0 from crates.io (about 8 minutes, once)"
+  CARGO_TARGET_DIR="$TANSU_ROOT/target" cargo install tansu --version 0.6.0 --locked --features libsql \
+    --root "$TANSU_ROOT" --quiet
+  rm -rf "$TANSU_ROOT/target"
+fi

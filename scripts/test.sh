@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command (README.md): set-up, formatting, lints, then every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ec-target}"
+export TANSU_BIN="${TANSU_BIN:-$HOME/.cache/tansu/bin/tansu}"
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
