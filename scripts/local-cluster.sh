@@ -16,6 +16,10 @@ cargo build --locked -p ether-cattle
 BIN="$CARGO_TARGET_DIR/debug/ether-cattle"
 TANSU="$HOME/.cache/tansu/bin/tansu"
 
+if (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  echo "port $PORT on 127.0.0.1 is taken; stop what listens there or set EC_LOCAL_KAFKA_PORT" >&2
+  exit 1
+fi
 mkdir -p "$DATA/broker" "$DATA/logs"
 pids=()
 cleanup() {
@@ -24,6 +28,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   echo "stopped; data kept in $DATA"
+  exit 0
 }
 trap cleanup INT TERM EXIT
 

@@ -37,9 +37,8 @@ pub async fn run(args: SynthArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (mut frames_total, mut bytes) = (0usize, 0usize);
     let mut pending = std::collections::VecDeque::new();
-    for (sequence, record) in
-        LogGenerator::records(GenOptions { seed: args.seed, ..GenOptions::default() }, args.records)
-    {
+    for _ in 0..args.records {
+        let (sequence, record) = gen.next_record();
         let frames = encode_record(&args.cluster_id, sequence, &record, opts)?;
         frames_total += frames.len();
         bytes += frames.iter().map(Vec::len).sum::<usize>();
