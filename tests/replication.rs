@@ -85,30 +85,43 @@ fn kill_9_during_replay_loses_nothing_and_applies_nothing_twice() {
     assert_eq!(watermarks(&brokers, "log").0, 0, "the log must fit in the broker");
     eprintln!("clean replay of {} records: {clean_time:?}", records.len());
 
+    // Start-up alone (open the database, connect, read watermarks): a run with nothing to replay.
+    let started = Instant::now();
+    run_replica_ok(&clean_dir, &brokers, "log");
+    let startup = started.elapsed().as_secs_f64();
+
     let dir = path(&tmp, "killed");
     let mut rng = rand::rngs::StdRng::seed_from_u64(0xC0FFEE);
-    // Aim each kill at a random moment of roughly a thirtieth of the replay, after start-up; adapt if the
-    // kills land too early (no progress) so that the test does not depend on this machine's speed.
-    let mut window = clean_time.as_secs_f64() / 30.0;
-    let mut kills_mid_replay = 0;
+    // Each kill lands at a random moment after start-up, within a window sized so that about forty kills
+    // would cover the replay. The window adapts to this machine: it grows when a kill landed before any
+    // record was applied, and shrinks when one kill let through more than its share of what is left.
+    let mut window = (clean_time.as_secs_f64() - startup).max(0.01) / 40.0;
+    let mut kills_mid_replay: u64 = 0;
     let mut attempts = 0;
     while kills_mid_replay < 20 {
         attempts += 1;
-        assert!(attempts < 200, "could not land 20 kills mid-replay in 200 attempts");
-        let before = position(&dir).map(|p| p.sequence);
+        assert!(attempts < 400, "could not land 20 kills mid-replay in 400 attempts");
+        let before = position(&dir).map_or(0, |p| p.sequence);
         let mut child = spawn_quiet(replica_cmd(&dir, &brokers, "log"));
-        let delay = 0.05 + rng.random_range(0.0..1.0) * window;
+        let delay = startup * 0.8 + rng.random_range(0.0..2.0) * window;
         std::thread::sleep(Duration::from_secs_f64(delay));
         if child.0.try_wait().expect("child status").is_some() {
             break; // it finished: no more moments to kill it at
         }
         child.0.kill().expect("SIGKILL");
         child.0.wait().expect("reaped");
-        let after = position(&dir).map(|p| p.sequence);
-        match (before, after) {
-            (_, Some(a)) if Some(a) != before && a < last_seq => kills_mid_replay += 1,
-            (_, Some(a)) if a == last_seq => break,
-            _ => window *= 1.5,
+        let after = position(&dir).map_or(0, |p| p.sequence);
+        if after == last_seq {
+            break;
+        }
+        if after == before {
+            window *= 1.5;
+            continue;
+        }
+        kills_mid_replay += 1;
+        let share = (last_seq - before) / (20 - kills_mid_replay + 2);
+        if after - before > share {
+            window *= 0.6;
         }
     }
     assert!(kills_mid_replay >= 20, "only {kills_mid_replay} kills landed mid-replay");
