@@ -85,43 +85,53 @@ fn kill_9_during_replay_loses_nothing_and_applies_nothing_twice() {
     assert_eq!(watermarks(&brokers, "log").0, 0, "the log must fit in the broker");
     eprintln!("clean replay of {} records: {clean_time:?}", records.len());
 
-    // Start-up alone (open the database, connect, read watermarks): a run with nothing to replay.
-    let started = Instant::now();
-    run_replica_ok(&clean_dir, &brokers, "log");
-    let startup = started.elapsed().as_secs_f64();
+    // Stretch the replay out to seconds: 20 ms per broker round trip and small fetches (the mock's latency
+    // injection), so that there are many moments to kill it at and the test can see them.
+    broker.set_round_trip_time(Duration::from_millis(20)).expect("latency injection");
+    let slow_replica = |dir: &std::path::Path| {
+        let mut cmd = replica_cmd(dir, &brokers, "log");
+        cmd.args(["--kafka-option", "max.partition.fetch.bytes=16384"]);
+        cmd
+    };
 
     let dir = path(&tmp, "killed");
     let mut rng = rand::rngs::StdRng::seed_from_u64(0xC0FFEE);
-    // Each kill lands at a random moment after start-up, within a window sized so that about forty kills
-    // would cover the replay. The window adapts to this machine: it grows when a kill landed before any
-    // record was applied, and shrinks when one kill let through more than its share of what is left.
-    let mut window = (clean_time.as_secs_f64() - startup).max(0.01) / 40.0;
+    // Each run is killed once it has applied a random number of records (at most its share of what is
+    // left, so that twenty kills fit in the replay whatever this machine's speed). The test watches the
+    // database from outside and sends SIGKILL the moment it sees the target, so the kill lands wherever the
+    // replica happens to be: fetching, reassembling, applying or committing.
     let mut kills_mid_replay: u64 = 0;
     let mut attempts = 0;
     while kills_mid_replay < 20 {
         attempts += 1;
-        assert!(attempts < 400, "could not land 20 kills mid-replay in 400 attempts");
+        assert!(attempts < 100, "could not land 20 kills mid-replay in 100 attempts");
         let before = position(&dir).map_or(0, |p| p.sequence);
-        let mut child = spawn_quiet(replica_cmd(&dir, &brokers, "log"));
-        let delay = startup * 0.8 + rng.random_range(0.0..2.0) * window;
-        std::thread::sleep(Duration::from_secs_f64(delay));
-        if child.0.try_wait().expect("child status").is_some() {
-            break; // it finished: no more moments to kill it at
+        let share = (last_seq - before) / (20 - kills_mid_replay + 2);
+        let target = before + rng.random_range(1..=share.max(1));
+        let mut child = spawn_quiet(slow_replica(&dir));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut finished = false;
+        loop {
+            if let Some(status) = child.0.try_wait().expect("child status") {
+                assert!(status.success(), "replica failed on its own ({status}) before being killed");
+                finished = true;
+                break;
+            }
+            if position(&dir).is_some_and(|p| p.sequence >= target) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "replica made no progress to {target} in 60s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if finished {
+            break; // nothing left to kill it at
         }
         child.0.kill().expect("SIGKILL");
         child.0.wait().expect("reaped");
         let after = position(&dir).map_or(0, |p| p.sequence);
-        if after == last_seq {
-            break;
-        }
-        if after == before {
-            window *= 1.5;
-            continue;
-        }
-        kills_mid_replay += 1;
-        let share = (last_seq - before) / (20 - kills_mid_replay + 2);
-        if after - before > share {
-            window *= 0.6;
+        assert!(after >= target, "a killed replica lost applied records: {after} < {target}");
+        if after < last_seq {
+            kills_mid_replay += 1;
         }
     }
     assert!(kills_mid_replay >= 20, "only {kills_mid_replay} kills landed mid-replay");

@@ -27,6 +27,11 @@ impl MockBroker {
         self.cluster.create_topic(topic, 1, 1)
     }
 
+    /// Delays every response of the (single) broker by `rtt`: a slow network, to stretch a replay out.
+    pub fn set_round_trip_time(&self, rtt: std::time::Duration) -> Result<(), rdkafka::error::KafkaError> {
+        self.cluster.broker_round_trip_time(1, rtt)
+    }
+
     /// `host:port` list for `bootstrap.servers`.
     pub fn bootstrap_servers(&self) -> String {
         self.cluster.bootstrap_servers()
