@@ -21,11 +21,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # The Rust lint tools ship with the default toolchain profile; add them if this toolchain lacks them.
-for component in rustfmt clippy; do
-  if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
-    rustup component add "$component"
-  fi
-done
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
 # tansu, an independent Kafka-protocol broker the tests start (docs/testing.md). Built once into the cache.
 TANSU_ROOT="$HOME/.cache/tansu"
