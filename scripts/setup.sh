@@ -32,3 +32,12 @@ if ! [ -x "$TANSU_ROOT/bin/tansu" ]; then
     --root "$TANSU_ROOT" --quiet
   rm -rf "$TANSU_ROOT/target"
 fi
+
+# anvil, the Ethereum execution client the publisher tests follow (static binary from the npm registry).
+ANVIL_ROOT="$HOME/.cache/anvil"
+if ! [ -x "$ANVIL_ROOT/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil" ]; then
+  echo "setup: installing anvil 1.7.1 from npm"
+  command -v npm >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq npm >/dev/null; }
+  mkdir -p "$ANVIL_ROOT"
+  npm install --silent --prefix "$ANVIL_ROOT" @foundry-rs/anvil-linux-amd64@1.7.1 >/dev/null
+fi

@@ -149,3 +149,33 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
+
+pub mod chain;
+
+/// Every complete record in the topic, in order (duplicates included).
+pub fn read_log(brokers: &str, topic: &str) -> Vec<ec_log::Assembled> {
+    runtime().block_on(async {
+        let c = PartitionConsumer::new(&KafkaConfig::plaintext(brokers), topic).expect("consumer");
+        let (low, high) = c.watermarks(Duration::from_secs(10)).expect("watermarks");
+        let mut out = Vec::new();
+        if high <= low {
+            return out;
+        }
+        c.assign(low).expect("assign");
+        let mut a = Assembler::new();
+        loop {
+            match c.next().await.expect("fetch") {
+                ec_kafka::Fetched::Message { offset, payload } => {
+                    if let Some(rec) = a.push(offset, &payload).expect("valid log") {
+                        out.push(rec);
+                    }
+                    if offset + 1 >= high {
+                        break;
+                    }
+                }
+                ec_kafka::Fetched::EndOfPartition { .. } => break,
+            }
+        }
+        out
+    })
+}

@@ -1,6 +1,7 @@
 //! `ether-cattle`: the replica, and the tools around it.
 
 mod kafka_args;
+mod publisher_cmd;
 mod synth;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Replay the cluster's topic into a local database and keep following it.
     Replica(ReplicaArgs),
+    /// Follow an execution client and write every block, reorg and heartbeat to the cluster's topic.
+    Publisher(publisher_cmd::PublisherArgs),
     /// Print a digest of a database's logical content (works beside a running replica).
     Checksum {
         #[arg(long, env = "EC_DATA_DIR")]
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Replica(args) => runtime.block_on(replica(args)),
+        Command::Publisher(args) => report(runtime.block_on(publisher_cmd::run(args, shutdown_signal()))),
         Command::Checksum { data_dir } => report(checksum(&data_dir)),
         Command::Status { data_dir } => report(status(&data_dir)),
         Command::SynthLog(args) => report(runtime.block_on(synth::run(args))),

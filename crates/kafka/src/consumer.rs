@@ -116,3 +116,56 @@ pub fn is_offset_out_of_range(err: &KafkaIoError) -> bool {
             || source.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset)
     )
 }
+
+/// A message of the transaction topic.
+#[derive(Debug)]
+pub struct TxMessage {
+    pub offset: i64,
+    pub payload: Vec<u8>,
+}
+
+/// The publisher's consumer of the transaction topic: a consumer group (one publisher per cluster, but a
+/// restarted one resumes where the last committed), committed by hand after each transaction is handled.
+pub struct TxConsumer {
+    consumer: StreamConsumer<ReplicaContext>,
+    topic: String,
+}
+
+impl TxConsumer {
+    pub fn new(cfg: &KafkaConfig, group: &str, topic: &str) -> Result<Self, KafkaIoError> {
+        let mut c = cfg.client_config();
+        c.set("group.id", group);
+        c.set("enable.auto.commit", "false");
+        c.set("auto.offset.reset", "earliest");
+        let consumer: StreamConsumer<ReplicaContext> = c
+            .create_with_context(ReplicaContext)
+            .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
+        consumer.subscribe(&[topic]).map_err(|source| KafkaIoError::Assign {
+            topic: topic.to_owned(),
+            offset: -1,
+            source,
+        })?;
+        Ok(Self { consumer, topic: topic.to_owned() })
+    }
+
+    pub async fn next(&self) -> Result<TxMessage, KafkaIoError> {
+        loop {
+            match self.consumer.recv().await {
+                Ok(m) => {
+                    let payload = m.payload().unwrap_or_default().to_vec();
+                    return Ok(TxMessage { offset: m.offset(), payload });
+                }
+                Err(KafkaError::PartitionEOF(_)) => continue,
+                Err(source) => return Err(KafkaIoError::Fetch { topic: self.topic.clone(), source }),
+            }
+        }
+    }
+
+    /// Marks everything up to and including `offset` as handled.
+    pub fn commit(&self, offset: i64) -> Result<(), KafkaIoError> {
+        let mut tpl = TopicPartitionList::new();
+        let err = |source| KafkaIoError::Fetch { topic: self.topic.clone(), source };
+        tpl.add_partition_offset(&self.topic, PARTITION, Offset::Offset(offset + 1)).map_err(err)?;
+        self.consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync).map_err(err)
+    }
+}

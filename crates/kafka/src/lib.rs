@@ -11,7 +11,7 @@ mod error;
 mod producer;
 
 pub use config::KafkaConfig;
-pub use consumer::{is_offset_out_of_range, Fetched, PartitionConsumer};
+pub use consumer::{is_offset_out_of_range, Fetched, PartitionConsumer, TxConsumer, TxMessage};
 pub use error::KafkaIoError;
 pub use producer::{LogProducer, PendingRecord};
 

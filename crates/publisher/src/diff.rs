@@ -1,0 +1,296 @@
+//! Turning per-transaction state diffs into one block's [`AccountChange`] list. Pure: the inputs are the
+//! client's trace results, the output is what the log records.
+//!
+//! Two sources, one result:
+//! - geth's prestate tracer in diff mode (`pre`/`post` per transaction): `pre` holds each modified account's
+//!   full prior state and the prior non-zero values of the slots that changed; `post` only what changed, and
+//!   only non-zero slots. An account in `pre` but not in `post` was deleted. An account created and destroyed
+//!   inside one transaction appears in neither, which is right: it exists neither before nor after.
+//! - parity's `stateDiff` (`=`, `+`, `-`, `*` per field): `=` carries no value, so an account whose balance or
+//!   nonce did not change in any transaction has to be read from the client ([`Partial::needs_account`]).
+
+use std::collections::BTreeMap;
+
+use alloy_primitives::{Address, Bytes, B256, U256};
+use alloy_rpc_types_trace::{
+    geth::DiffMode,
+    parity::{AccountDiff, Delta},
+};
+use ec_log::{AccountChange, AccountState, StorageSlot};
+
+/// One account's change so far within a block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Partial {
+    /// The account does not exist at this point of the block.
+    pub deleted: bool,
+    /// The account was destroyed at some point of the block: its storage before the block is gone.
+    pub wiped: bool,
+    pub balance: Option<U256>,
+    pub nonce: Option<u64>,
+    /// New code set in this block.
+    pub code: Option<Bytes>,
+    pub storage: BTreeMap<B256, B256>,
+}
+
+impl Partial {
+    /// Balance or nonce unknown: read them from the client at the block.
+    pub fn needs_account(&self) -> bool {
+        !self.deleted && (self.balance.is_none() || self.nonce.is_none())
+    }
+
+    fn delete(&mut self) {
+        *self = Partial { deleted: true, wiped: true, ..Partial::default() };
+    }
+
+    fn revive(&mut self) {
+        if self.deleted {
+            // Re-created after a deletion earlier in the block: it starts empty.
+            self.deleted = false;
+            self.balance = Some(U256::ZERO);
+            self.nonce = Some(0);
+        }
+    }
+}
+
+pub type Partials = BTreeMap<Address, Partial>;
+
+/// Folds the prestate tracer's per-transaction diffs, in transaction order.
+pub fn merge_prestate<'a>(txs: impl IntoIterator<Item = &'a DiffMode>) -> Partials {
+    let mut out = Partials::new();
+    for tx in txs {
+        let addresses: std::collections::BTreeSet<&Address> = tx.pre.keys().chain(tx.post.keys()).collect();
+        for address in addresses {
+            let acc = out.entry(*address).or_default();
+            let pre = tx.pre.get(address);
+            let Some(post) = tx.post.get(address) else {
+                acc.delete();
+                continue;
+            };
+            // Re-created after a deletion earlier in this block: its prior state is "empty", not `pre`.
+            let pre = if acc.deleted { None } else { pre };
+            acc.revive();
+            // Fields absent from `post` did not change in this transaction: take them from earlier
+            // transactions of the block, else from `pre` (the full prior account), else they are zero.
+            acc.balance = post.balance.or(acc.balance).or(pre.and_then(|p| p.balance)).or(Some(U256::ZERO));
+            acc.nonce = post.nonce.or(acc.nonce).or(pre.and_then(|p| p.nonce)).or(Some(0));
+            if let Some(code) = &post.code {
+                acc.code = Some(code.clone());
+            }
+            let slots = pre.into_iter().flat_map(|p| p.storage.keys()).chain(post.storage.keys());
+            for slot in slots {
+                acc.storage.insert(*slot, post.storage.get(slot).copied().unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+/// Folds parity `stateDiff`s, in transaction order.
+pub fn merge_state_diff<'a>(txs: impl IntoIterator<Item = &'a BTreeMap<Address, AccountDiff>>) -> Partials {
+    let mut out = Partials::new();
+    for tx in txs {
+        for (address, d) in tx {
+            let acc = out.entry(*address).or_default();
+            let removed = matches!(d.balance, Delta::Removed(_)) && matches!(d.nonce, Delta::Removed(_));
+            if removed {
+                acc.delete();
+                continue;
+            }
+            acc.revive();
+            if let Some(v) = new_value(&d.balance) {
+                acc.balance = Some(v);
+            }
+            if let Some(v) = new_value(&d.nonce) {
+                acc.nonce = Some(v.saturating_to());
+            }
+            if let Some(code) = new_value(&d.code) {
+                acc.code = Some(code);
+            }
+            for (slot, delta) in &d.storage {
+                match delta {
+                    Delta::Removed(_) => {
+                        acc.storage.insert(*slot, B256::ZERO);
+                    }
+                    other => {
+                        if let Some(v) = new_value(other) {
+                            acc.storage.insert(*slot, v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn new_value<T: Clone>(d: &Delta<T>) -> Option<T> {
+    match d {
+        Delta::Added(v) => Some(v.clone()),
+        Delta::Changed(c) => Some(c.to.clone()),
+        Delta::Unchanged | Delta::Removed(_) => None,
+    }
+}
+
+/// The record's state list: sorted by address and slot, each once. Accounts whose balance or nonce is still
+/// unknown must have been filled in by the caller; any left get zero (and are counted by the caller).
+pub fn finish(partials: Partials) -> Vec<AccountChange> {
+    partials
+        .into_iter()
+        .map(|(address, p)| AccountChange {
+            address,
+            storage_wiped: p.wiped,
+            account: (!p.deleted).then(|| AccountState {
+                balance: p.balance.unwrap_or_default(),
+                nonce: p.nonce.unwrap_or_default(),
+                code: p.code,
+            }),
+            storage: if p.deleted {
+                Vec::new()
+            } else {
+                p.storage.into_iter().map(|(slot, value)| StorageSlot { slot, value }).collect()
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_rpc_types_trace::geth::AccountState as Geth;
+
+    fn addr(b: u8) -> Address {
+        Address::repeat_byte(b)
+    }
+    fn slot(b: u8) -> B256 {
+        B256::with_last_byte(b)
+    }
+    fn acct(balance: Option<u64>, nonce: Option<u64>, storage: &[(u8, u8)]) -> Geth {
+        Geth {
+            balance: balance.map(U256::from),
+            nonce,
+            code: None,
+            storage: storage.iter().map(|(s, v)| (slot(*s), slot(*v))).collect(),
+        }
+    }
+    fn diff(pre: Vec<(u8, Geth)>, post: Vec<(u8, Geth)>) -> DiffMode {
+        DiffMode {
+            pre: pre.into_iter().map(|(a, s)| (addr(a), s)).collect(),
+            post: post.into_iter().map(|(a, s)| (addr(a), s)).collect(),
+        }
+    }
+
+    #[test]
+    fn prestate_merge_table() {
+        struct Case {
+            name: &'static str,
+            txs: Vec<DiffMode>,
+            want: Vec<(u8, Option<(u64, u64)>, bool, Vec<(u8, u8)>)>,
+        }
+        let cases = vec![
+            Case {
+                name: "transfer: balance from post, nonce from pre",
+                txs: vec![diff(
+                    vec![(1, acct(Some(100), Some(3), &[]))],
+                    vec![(1, acct(Some(90), None, &[]))],
+                )],
+                want: vec![(1, Some((90, 3)), false, vec![])],
+            },
+            Case {
+                name: "zeroed slot: in pre, absent from post",
+                txs: vec![diff(
+                    vec![(1, acct(Some(5), Some(1), &[(1, 9)]))],
+                    vec![(1, acct(None, None, &[]))],
+                )],
+                want: vec![(1, Some((5, 1)), false, vec![(1, 0)])],
+            },
+            Case {
+                name: "new slot: only in post",
+                txs: vec![diff(
+                    vec![(1, acct(Some(5), Some(1), &[]))],
+                    vec![(1, acct(None, None, &[(2, 7)]))],
+                )],
+                want: vec![(1, Some((5, 1)), false, vec![(2, 7)])],
+            },
+            Case {
+                name: "deleted: in pre, not in post",
+                txs: vec![diff(vec![(1, acct(Some(5), Some(1), &[(1, 1)]))], vec![])],
+                want: vec![(1, None, true, vec![])],
+            },
+            Case {
+                name: "deleted then re-created later in the block",
+                txs: vec![
+                    diff(vec![(1, acct(Some(5), Some(1), &[(1, 1)]))], vec![]),
+                    diff(vec![], vec![(1, acct(Some(2), Some(1), &[(3, 3)]))]),
+                ],
+                want: vec![(1, Some((2, 1)), true, vec![(3, 3)])],
+            },
+            Case {
+                name: "slot set then cleared in the same block",
+                txs: vec![
+                    diff(vec![(1, acct(Some(5), Some(1), &[]))], vec![(1, acct(None, None, &[(4, 1)]))]),
+                    diff(vec![(1, acct(Some(5), Some(1), &[(4, 1)]))], vec![(1, acct(None, None, &[]))]),
+                ],
+                want: vec![(1, Some((5, 1)), false, vec![(4, 0)])],
+            },
+            Case {
+                name: "created and destroyed in one tx: no trace, no change",
+                txs: vec![diff(vec![], vec![])],
+                want: vec![],
+            },
+        ];
+        for c in cases {
+            let got = finish(merge_prestate(&c.txs));
+            let got: Vec<_> = got
+                .iter()
+                .map(|a| {
+                    (
+                        a.address,
+                        a.account.as_ref().map(|s| (s.balance.saturating_to::<u64>(), s.nonce)),
+                        a.storage_wiped,
+                        a.storage.iter().map(|s| (s.slot, s.value)).collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            let want: Vec<_> = c
+                .want
+                .iter()
+                .map(|(a, s, w, st)| {
+                    (
+                        addr(*a),
+                        *s,
+                        *w,
+                        st.iter()
+                            .map(|(k, v)| (slot(*k), if *v == 0 { B256::ZERO } else { slot(*v) }))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn state_diff_unchanged_fields_must_be_read() {
+        let mut tx = BTreeMap::new();
+        tx.insert(
+            addr(1),
+            AccountDiff {
+                balance: Delta::Unchanged,
+                nonce: Delta::Unchanged,
+                code: Delta::Unchanged,
+                storage: [(
+                    slot(1),
+                    Delta::Changed(alloy_rpc_types_trace::parity::ChangedType {
+                        from: slot(1),
+                        to: B256::ZERO,
+                    }),
+                )]
+                .into_iter()
+                .collect(),
+            },
+        );
+        let merged = merge_state_diff([&tx]);
+        assert!(merged[&addr(1)].needs_account());
+        assert_eq!(merged[&addr(1)].storage[&slot(1)], B256::ZERO);
+    }
+}

@@ -1,0 +1,21 @@
+//! The publisher ("master" in the original design): follows one execution client over JSON-RPC and writes
+//! the cluster's log — genesis, every canonical block with its complete state change, reverts for reorgs,
+//! heartbeats — and relays transactions from the tx topic to the client.
+//!
+//! - [`rpc`]: the JSON-RPC calls; [`fetch`]: one block as a log record; [`diff`]: trace merging (pure);
+//! - [`genesis`]: the initial-state record; [`tail`]: recovering the position from the topic;
+//! - [`publisher`]: the loop; [`relay`]: the tx topic; [`metrics`]: Prometheus text.
+
+pub mod diff;
+pub mod fetch;
+pub mod genesis;
+pub mod metrics;
+pub mod publisher;
+pub mod relay;
+pub mod rpc;
+pub mod tail;
+mod wake;
+
+pub use fetch::TraceMode;
+pub use metrics::Metrics;
+pub use publisher::{Publisher, PublisherConfig, PublisherError};

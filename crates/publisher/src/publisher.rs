@@ -1,0 +1,302 @@
+//! The publisher's main loop: follow the client's canonical chain and write it to the log, one record at a
+//! time, each acknowledged by Kafka before the next is written.
+//!
+//! Order of every step matters for crash safety: the topic is the only state. On start the publisher reads
+//! the topic's tail ([`crate::tail`]) to learn the next sequence and the recent chain; a crash between any
+//! two writes therefore resumes exactly after the last acknowledged record (a record written but not
+//! acknowledged is written again with the same sequence, which replicas skip).
+
+use std::{
+    path::PathBuf,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use ec_kafka::{KafkaConfig, LogProducer};
+use ec_log::{encode_record, BlockRef, EncodeOptions, Heartbeat, Record, Revert};
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+use crate::{
+    fetch::{fetch_block, FetchError, TraceMode},
+    genesis::{self, GenesisError},
+    metrics::Metrics,
+    rpc::{BlockId, RpcClient, RpcError},
+    tail::{self, Published, TailError},
+    wake::Wake,
+};
+
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    pub rpc_url: String,
+    /// Websocket endpoint for `newHeads`; `None` polls only.
+    pub ws_url: Option<String>,
+    pub kafka: KafkaConfig,
+    pub topic: String,
+    pub cluster_id: String,
+    /// Required for a new cluster (empty topic); ignored otherwise.
+    pub genesis: Option<PathBuf>,
+    /// `None`: detect at start-up.
+    pub trace_mode: Option<TraceMode>,
+    pub heartbeat_interval: Duration,
+    pub poll_interval: Duration,
+    /// Deepest reorg handled; deeper stops the publisher.
+    pub reorg_window: u64,
+    /// Messages read back from the topic's end at start-up.
+    pub tail_messages: i64,
+    pub encode: EncodeOptions,
+}
+
+#[derive(Debug, Error)]
+pub enum PublisherError {
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+    #[error(transparent)]
+    Tail(#[from] TailError),
+    #[error(transparent)]
+    Kafka(#[from] ec_kafka::KafkaIoError),
+    #[error("encoding record {sequence}: {source}")]
+    Encode { sequence: u64, source: ec_log::LogError },
+    #[error("topic {0} is empty: a new cluster needs --genesis")]
+    NeedGenesis(String),
+    #[error(
+        "the client serves neither prestateTracer diffMode nor trace_replayBlockTransactions stateDiff: {0}"
+    )]
+    NoTracer(String),
+    #[error(
+        "reorg deeper than the window: the log's block {number} ({hash}) is not on the client's chain and the \
+         publisher knows no older block within {window} blocks to return to"
+    )]
+    ReorgTooDeep { number: u64, hash: alloy_primitives::B256, window: u64 },
+    #[error("the client's genesis block {client} differs from the log's {log}")]
+    GenesisChanged { log: alloy_primitives::B256, client: alloy_primitives::B256 },
+}
+
+pub struct Publisher {
+    cfg: PublisherConfig,
+    rpc: Arc<RpcClient>,
+    producer: LogProducer,
+    published: Published,
+    mode: TraceMode,
+    metrics: Arc<Metrics>,
+    last_heartbeat: Instant,
+}
+
+impl Publisher {
+    /// Connects, detects the trace mode, and recovers the position from the topic (writing genesis for a new
+    /// cluster).
+    pub async fn start(cfg: PublisherConfig, metrics: Arc<Metrics>) -> Result<Self, PublisherError> {
+        let rpc = Arc::new(RpcClient::new(&cfg.rpc_url, Duration::from_secs(300))?);
+        let mode = match cfg.trace_mode {
+            Some(m) => m,
+            None => detect_trace_mode(&rpc).await?,
+        };
+        info!(?mode, client = %cfg.rpc_url, "publisher connected");
+        let producer = LogProducer::new(&cfg.kafka, &cfg.topic, cfg.encode.max_frame_bytes)?;
+        let keep = cfg.reorg_window as usize + 1;
+        let recovered =
+            tail::read_tail(&cfg.kafka, &cfg.topic, &cfg.cluster_id, cfg.tail_messages, keep).await?;
+        let mut publisher = Publisher {
+            rpc,
+            producer,
+            published: Published { next_sequence: 0, chain: Default::default() },
+            mode,
+            metrics,
+            last_heartbeat: Instant::now(),
+            cfg,
+        };
+        match recovered {
+            Some(p) => {
+                info!(next_sequence = p.next_sequence, head = ?p.head(), "resuming from the topic's tail");
+                publisher.published = p;
+            }
+            None => {
+                let path = publisher
+                    .cfg
+                    .genesis
+                    .clone()
+                    .ok_or_else(|| PublisherError::NeedGenesis(publisher.cfg.topic.clone()))?;
+                let file = genesis::load(&path)?;
+                let record = genesis::genesis_record(&publisher.rpc, &file).await?;
+                info!(accounts = record.block.state.len(), hash = %record.block.hash, "new cluster: writing genesis");
+                publisher.write(Record::Genesis(record)).await?;
+            }
+        }
+        if let Some(head) = publisher.published.head() {
+            publisher.metrics.head_published.store(head.number, Relaxed);
+        }
+        Ok(publisher)
+    }
+
+    pub fn rpc(&self) -> Arc<RpcClient> {
+        self.rpc.clone()
+    }
+
+    /// Follows the client until `shutdown` resolves or an error stops it.
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), PublisherError> {
+        let mut wake = Wake::new(self.cfg.ws_url.clone(), self.cfg.poll_interval);
+        let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    info!("publisher stopping");
+                    return Ok(());
+                }
+                _ = heartbeat.tick() => {
+                    if self.last_heartbeat.elapsed() >= self.cfg.heartbeat_interval / 2 {
+                        self.heartbeat().await?;
+                    }
+                }
+                _ = wake.wait() => self.sync().await?,
+            }
+        }
+    }
+
+    /// Publishes every canonical block the log does not have yet, unwinding first if the chain moved away.
+    pub async fn sync(&mut self) -> Result<(), PublisherError> {
+        loop {
+            let client_head = self.rpc.block_number().await?;
+            self.metrics.client_head.store(client_head, Relaxed);
+            let ours = self.head();
+            match self.rpc.block_hash(BlockId::Number(ours.number)).await? {
+                Some((_, hash)) if hash == ours.hash => {}
+                _ => {
+                    self.unwind().await?;
+                    continue;
+                }
+            }
+            if client_head <= ours.number {
+                return Ok(());
+            }
+            let next = ours.number + 1;
+            let Some((block, timings)) = fetch_block(&self.rpc, next, self.mode).await? else { continue };
+            if block.parent_hash != ours.hash {
+                self.unwind().await?;
+                continue;
+            }
+            // The chain may have moved while the block was traced: publish only what is still canonical.
+            match self.rpc.block_hash(BlockId::Number(next)).await? {
+                Some((_, hash)) if hash == block.hash => {}
+                _ => continue,
+            }
+            self.metrics.fetch_micros_total.fetch_add(timings.fetch.as_micros() as u64, Relaxed);
+            self.metrics.trace_micros_total.fetch_add(timings.trace.as_micros() as u64, Relaxed);
+            self.metrics.last_trace_micros.store(timings.trace.as_micros() as u64, Relaxed);
+            self.write(Record::Block(block)).await?;
+            self.metrics.blocks_published.fetch_add(1, Relaxed);
+            self.metrics.head_published.store(next, Relaxed);
+        }
+    }
+
+    fn head(&self) -> BlockRef {
+        // The log always holds genesis before `run`, so the chain is never empty here; an empty chain would
+        // have failed in `start` (TailError::NoBlock).
+        self.published.head().unwrap_or(BlockRef { number: 0, hash: Default::default() })
+    }
+
+    /// Writes reverts, newest first, until the log's head is on the client's chain again.
+    async fn unwind(&mut self) -> Result<(), PublisherError> {
+        self.metrics.reorgs.fetch_add(1, Relaxed);
+        let mut depth = 0u64;
+        loop {
+            let Some(top) = self.published.head() else {
+                return Err(PublisherError::ReorgTooDeep {
+                    number: 0,
+                    hash: Default::default(),
+                    window: self.cfg.reorg_window,
+                });
+            };
+            match self.rpc.block_hash(BlockId::Number(top.number)).await? {
+                Some((_, hash)) if hash == top.hash => break,
+                client => {
+                    if top.number == 0 {
+                        let client = client.map(|c| c.1).unwrap_or_default();
+                        return Err(PublisherError::GenesisChanged { log: top.hash, client });
+                    }
+                    if depth >= self.cfg.reorg_window || self.published.chain.len() <= 1 {
+                        return Err(PublisherError::ReorgTooDeep {
+                            number: top.number,
+                            hash: top.hash,
+                            window: self.cfg.reorg_window,
+                        });
+                    }
+                    self.write(Record::Revert(Revert { number: top.number, hash: top.hash })).await?;
+                    self.metrics.reverts_written.fetch_add(1, Relaxed);
+                    depth += 1;
+                }
+            }
+        }
+        let head = self.head();
+        warn!(depth, new_head = head.number, "reorg: reverted {depth} block(s)");
+        self.metrics.head_published.store(head.number, Relaxed);
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), PublisherError> {
+        let head = self.head();
+        // Safe and finalized as the client sees them, if the log already holds those blocks.
+        let tag = |r: Option<(u64, alloy_primitives::B256)>| {
+            r.filter(|(n, _)| *n <= head.number).map(|(number, hash)| BlockRef { number, hash })
+        };
+        let safe = tag(self.rpc.block_hash(BlockId::Safe).await.unwrap_or(None));
+        let finalized = tag(self.rpc.block_hash(BlockId::Finalized).await.unwrap_or(None));
+        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        self.write(Record::Heartbeat(Heartbeat { time_ms, head, safe, finalized })).await?;
+        self.metrics.heartbeats_written.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Writes one record and waits for Kafka to acknowledge it. While Kafka refuses, retries the same record
+    /// (same sequence) and goes no further: nothing is ever skipped.
+    async fn write(&mut self, record: Record) -> Result<(), PublisherError> {
+        let sequence = self.published.next_sequence;
+        let frames = encode_record(&self.cfg.cluster_id, sequence, &record, self.cfg.encode)
+            .map_err(|source| PublisherError::Encode { sequence, source })?;
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.producer.send_frames(sequence, &frames).await {
+                Ok(_) => break,
+                Err(e) => {
+                    self.metrics.produce_failures.fetch_add(1, Relaxed);
+                    error!(sequence, error = %e, "Kafka refuses the record; retrying it, publishing nothing else meanwhile");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        self.metrics.produce_micros_total.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        self.metrics.records_written.fetch_add(1, Relaxed);
+        self.metrics.bytes_written.fetch_add(frames.iter().map(|f| f.len() as u64).sum(), Relaxed);
+        self.published.follow(sequence, &record, self.cfg.reorg_window as usize + 1);
+        if matches!(record, Record::Heartbeat(_)) {
+            self.last_heartbeat = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+/// Prefers the prestate tracer: on clients that serve both, parity's stateDiff cannot express a deleted
+/// account (anvil omits it), while prestate diffs show deletions as absence from `post`.
+async fn detect_trace_mode(rpc: &RpcClient) -> Result<TraceMode, PublisherError> {
+    let head = rpc.block_number().await?;
+    let prestate = rpc.prestate_diff(head).await;
+    if prestate.is_ok() {
+        return Ok(TraceMode::Prestate);
+    }
+    match rpc.state_diff(head).await {
+        Ok(_) => Ok(TraceMode::StateDiff),
+        Err(e) => Err(PublisherError::NoTracer(format!(
+            "prestate: {}; stateDiff: {e}",
+            prestate.err().map(|e| e.to_string()).unwrap_or_default()
+        ))),
+    }
+}

@@ -1,0 +1,106 @@
+//! Recovering the publisher's position from the topic itself: the last sequence written and the recent
+//! canonical chain (to continue with no gap and no duplicate, and to detect reorgs against it).
+
+use std::{collections::VecDeque, time::Duration};
+
+use ec_kafka::{Fetched, KafkaConfig, PartitionConsumer};
+use ec_log::{Assembler, BlockRef, Frame, Record};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TailError {
+    #[error(transparent)]
+    Kafka(#[from] ec_kafka::KafkaIoError),
+    #[error("topic {topic}: record at offset {offset} does not decode: {source}")]
+    Log { topic: String, offset: i64, source: ec_log::LogError },
+    #[error("topic {topic}: the last {messages} messages hold no block; read further back with a larger --tail-messages")]
+    NoBlock { topic: String, messages: i64 },
+    #[error("topic {topic} belongs to cluster {found:?}, not {expected:?}")]
+    WrongCluster { topic: String, expected: String, found: String },
+}
+
+/// What the log already holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The sequence number the next record gets.
+    pub next_sequence: u64,
+    /// Recent canonical blocks, oldest first; the back is the head.
+    pub chain: VecDeque<BlockRef>,
+}
+
+impl Published {
+    pub fn head(&self) -> Option<BlockRef> {
+        self.chain.back().copied()
+    }
+
+    /// Follows one record; keeps at most `keep` blocks.
+    pub fn follow(&mut self, sequence: u64, record: &Record, keep: usize) {
+        self.next_sequence = sequence + 1;
+        match record {
+            Record::Genesis(g) => self.chain.push_back(BlockRef { number: 0, hash: g.block.hash }),
+            Record::Block(b) => self.chain.push_back(BlockRef { number: b.number, hash: b.hash }),
+            Record::Revert(_) => {
+                self.chain.pop_back();
+            }
+            Record::Heartbeat(_) => {}
+        }
+        while self.chain.len() > keep {
+            self.chain.pop_front();
+        }
+    }
+}
+
+/// Reads the last `messages` messages of the topic. `None` when the topic is empty (a new cluster).
+pub async fn read_tail(
+    kafka: &KafkaConfig,
+    topic: &str,
+    cluster_id: &str,
+    messages: i64,
+    keep: usize,
+) -> Result<Option<Published>, TailError> {
+    let consumer = PartitionConsumer::new(kafka, topic)?;
+    let (low, high) = consumer.watermarks(Duration::from_secs(10))?;
+    if high <= low {
+        return Ok(None);
+    }
+    let start = low.max(high - messages);
+    consumer.assign(start)?;
+    let mut assembler = Assembler::new();
+    let mut published = Published { next_sequence: 0, chain: VecDeque::new() };
+    let mut seen_block = false;
+    let mut offset = start;
+    while offset < high {
+        let (at, payload) = match consumer.next().await? {
+            Fetched::Message { offset, payload } => (offset, payload),
+            Fetched::EndOfPartition { .. } => break,
+        };
+        offset = at + 1;
+        // The window may start inside a chunked record: skip to the first chunk 0.
+        if assembler.pending().is_none() {
+            match Frame::decode(&payload) {
+                Ok(f) if f.header.chunk_index != 0 => continue,
+                _ => {}
+            }
+        }
+        let log_err = |source| TailError::Log { topic: topic.to_owned(), offset: at, source };
+        let Some(rec) = assembler.push(at, &payload).map_err(log_err)? else { continue };
+        if rec.envelope.cluster_id != cluster_id {
+            return Err(TailError::WrongCluster {
+                topic: topic.to_owned(),
+                expected: cluster_id.to_owned(),
+                found: rec.envelope.cluster_id,
+            });
+        }
+        // A record written twice (a publisher that crashed before its ack) counts once.
+        if published.next_sequence > 0 && rec.envelope.sequence < published.next_sequence {
+            continue;
+        }
+        seen_block |= matches!(rec.record, Record::Block(_) | Record::Genesis(_));
+        published.follow(rec.envelope.sequence, &rec.record, keep);
+    }
+    // A record whose last chunks never arrived (a crash mid-record) is written again from its first chunk.
+    if !seen_block || published.chain.is_empty() {
+        return Err(TailError::NoBlock { topic: topic.to_owned(), messages });
+    }
+    Ok(Some(published))
+}

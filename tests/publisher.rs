@@ -1,0 +1,359 @@
+//! The publisher against anvil and a real broker: the log it writes must rebuild anvil's chain and state
+//! exactly, through reorgs and kills.
+
+mod harness;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use alloy_primitives::{hex, keccak256, Address, B256, U256};
+use ec_testkit::MockBroker;
+use harness::{chain::*, *};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+/// Storage contract runtime: 1-byte calldata self-destructs to the caller; empty calldata reverts; otherwise
+/// `SSTORE(calldata[0..32], calldata[32..64])` and `LOG1(topic = slot, data = value)`.
+const RUNTIME: &str = "368015602057600114602557602035806000526000358091905560206000a1005b600080fd5b33ff";
+/// Constructor: slot 1 = 0x11, slot 2 = 0x22, then returns RUNTIME.
+const INIT_PREFIX: &str = "601160015560226002556028601660003960286000f3";
+/// A constructor that writes a slot and self-destructs: created and destroyed in one transaction.
+const CREATE_AND_DESTROY: &str = "600760035533ff";
+/// anvil's dev account 5 (mnemonic "test test ... junk"), the EIP-7702 authority.
+const KEY_5: &str = "8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba";
+
+struct Cluster {
+    broker: MockBroker,
+    anvil: Anvil,
+    publisher: Option<Killed>,
+    tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(anvil_args: &[&str]) -> Cluster {
+        let broker = MockBroker::start(&["log", "log-tx"]).expect("mock broker");
+        let anvil = Anvil::start(anvil_args);
+        let mut c = Cluster { broker, anvil, publisher: None, tmp: tempdir() };
+        c.start_publisher();
+        c
+    }
+
+    fn publisher_cmd(&self) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "publisher",
+            "--topic",
+            "log",
+            "--cluster-id",
+            CLUSTER,
+            "--brokers",
+            &self.broker.bootstrap_servers(),
+        ])
+        .args(["--rpc-url", &self.anvil.http_url(), "--ws-url", &self.anvil.ws_url()])
+        .args(["--heartbeat-interval-ms", "500", "--poll-interval-ms", "100", "--reorg-window", "32"])
+        .arg("--genesis")
+        .arg(genesis_file())
+        .env("RUST_LOG", "info,rdkafka=warn");
+        cmd
+    }
+
+    fn start_publisher(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tmp.path().join("publisher.log"))
+            .expect("log file");
+        let child = self
+            .publisher_cmd()
+            .stdout(std::process::Stdio::from(log.try_clone().expect("log")))
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .expect("publisher starts");
+        self.publisher = Some(Killed(child));
+    }
+
+    fn publisher_log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("publisher.log")).unwrap_or_default()
+    }
+
+    fn brokers(&self) -> String {
+        self.broker.bootstrap_servers()
+    }
+
+    /// Waits until the log's head is anvil's head, then replays it into a fresh replica; returns the replica
+    /// directory and the log.
+    fn replay(&self, name: &str) -> (std::path::PathBuf, Vec<ec_log::Assembled>) {
+        let (head, hash) = self.anvil.head();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let log = read_log(&self.brokers(), "log");
+            if published_head(&log) == Some((head, hash)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the log did not reach anvil's head {head} in 300s; publisher log:\n{}",
+                self.publisher_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let dir = self.tmp.path().join(name);
+        run_replica_ok(&dir, &self.brokers(), "log");
+        (dir, read_log(&self.brokers(), "log"))
+    }
+}
+
+/// The head block of a log, following blocks and reverts (skipping duplicate sequences).
+fn published_head(log: &[ec_log::Assembled]) -> Option<(u64, B256)> {
+    let mut chain: Vec<(u64, B256)> = Vec::new();
+    let mut next = 0;
+    for r in log {
+        if r.envelope.sequence < next {
+            continue;
+        }
+        next = r.envelope.sequence + 1;
+        match &r.record {
+            ec_log::Record::Genesis(g) => chain.push((0, g.block.hash)),
+            ec_log::Record::Block(b) => chain.push((b.number, b.hash)),
+            ec_log::Record::Revert(_) => {
+                chain.pop();
+            }
+            ec_log::Record::Heartbeat(_) => {}
+        }
+    }
+    chain.last().copied()
+}
+
+fn addr(s: &str) -> Address {
+    s.parse().expect("address")
+}
+
+fn word(v: u64) -> String {
+    format!("{:064x}", v)
+}
+
+fn call_data(slot: u64, value: u64) -> String {
+    format!("0x{}{}", word(slot), word(value))
+}
+
+/// The receipt, once the transaction is mined (anvil answers eth_sendTransaction before it mines).
+fn mined(anvil: &Anvil, tx: B256) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = anvil.receipt(tx);
+        if !r.is_null() {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{tx} not mined in 30s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn contract_address(anvil: &Anvil, tx: B256) -> Address {
+    let r = mined(anvil, tx);
+    serde_json::from_value(r["contractAddress"].clone()).expect("contract address")
+}
+
+fn status(anvil: &Anvil, tx: B256) -> u64 {
+    let r = mined(anvil, tx);
+    u64::from_str_radix(r["status"].as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).unwrap_or(9)
+}
+
+/// Signs an EIP-7702 authorization with a raw key.
+fn sign_authorization(key_hex: &str, chain_id: u64, delegate: Address, nonce: u64) -> (Value, Address) {
+    use k256::ecdsa::SigningKey;
+    let key = SigningKey::from_slice(&hex::decode(key_hex).expect("hex")).expect("key");
+    let point = key.verifying_key().to_encoded_point(false);
+    let authority = Address::from_slice(&keccak256(&point.as_bytes()[1..])[12..]);
+    let auth =
+        alloy_eips::eip7702::Authorization { chain_id: U256::from(chain_id), address: delegate, nonce };
+    let (sig, recid) = key.sign_prehash_recoverable(auth.signature_hash().as_slice()).expect("signs");
+    let bytes = sig.to_bytes();
+    let signed = alloy_eips::eip7702::SignedAuthorization::new_unchecked(
+        auth,
+        recid.to_byte(),
+        U256::from_be_slice(&bytes[..32]),
+        U256::from_be_slice(&bytes[32..]),
+    );
+    (serde_json::to_value(&signed).expect("json"), authority)
+}
+
+#[test]
+fn scripted_chain_is_rebuilt_exactly_by_a_replica() {
+    let c = Cluster::start(&[]);
+    let a = &c.anvil;
+    let (d0, d1, d2) = (DEV[0], DEV[1], DEV[2]);
+
+    // Plain transfers: legacy, EIP-1559 and EIP-2930.
+    a.send(json!({"from": d0, "to": d1, "value": "0x1000", "gasPrice": "0x77359400"}));
+    a.send(json!({"from": d0, "to": "0x000000000000000000000000000000000000cafe", "value": "0x2000",
+                  "maxFeePerGas": "0x77359400", "maxPriorityFeePerGas": "0x1"}));
+    // Contract creation: constructor writes slots 1 and 2.
+    let deploy = a.send(json!({"from": d0, "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"}));
+    let contract = contract_address(a, deploy);
+    a.send(json!({"from": d1, "to": contract, "gasPrice": "0x77359400", "gas": "0x20000",
+                  "accessList": [{"address": contract, "storageKeys": [format!("0x{}", word(5))]}],
+                  "data": call_data(5, 0x42)}));
+    // Overwrite, write to zero, a log with each.
+    a.send(json!({"from": d1, "to": contract, "data": call_data(5, 0x43), "gas": "0x20000"}));
+    a.send(json!({"from": d1, "to": contract, "data": call_data(1, 0), "gas": "0x20000"}));
+    // A revert inside a transaction.
+    let reverted = a.send(json!({"from": d2, "to": contract, "data": "0x", "gas": "0x20000"}));
+    assert_eq!(status(a, reverted), 0, "the call must revert");
+    // Fund the contract, then self-destruct it (post-Cancun: its balance moves, the account stays).
+    a.send(json!({"from": d2, "to": contract, "value": "0x5555", "data": call_data(7, 7), "gas": "0x20000"}));
+    a.send(json!({"from": d2, "to": contract, "data": "0x01", "gas": "0x20000"}));
+    // Created and destroyed inside one transaction, with value.
+    let cd = a.send(
+        json!({"from": d2, "data": format!("0x{CREATE_AND_DESTROY}"), "value": "0x100", "gas": "0x100000"}),
+    );
+    assert_eq!(status(a, cd), 1);
+    // EIP-7702: account 5 delegates to the contract; a call to it writes storage in account 5.
+    let (auth, authority) = sign_authorization(KEY_5, 31337, contract, 0);
+    assert_eq!(authority, addr(DEV[5]), "the dev key must belong to dev account 5");
+    let t7702 = a.send(json!({"from": d0, "to": authority, "data": call_data(9, 0x99), "gas": "0x40000",
+                              "authorizationList": [auth]}));
+    assert_eq!(status(a, t7702), 1, "the 7702 transaction must succeed");
+    // A block of 500 transactions.
+    a.call("evm_setAutomine", json!([false]));
+    for i in 0..500u64 {
+        let from = DEV[1 + (i % 4) as usize];
+        a.send(json!({"from": from, "to": format!("0x{:040x}", 0xb000 + i % 50), "value": "0x1", "gas": "0x5208"}));
+    }
+    a.mine();
+    a.call("evm_setAutomine", json!([true]));
+    let (head, _) = a.head();
+    let big: Value = a.call("eth_getBlockByNumber", json!([format!("{head:#x}"), false]));
+    assert!(
+        big["transactions"].as_array().map_or(0, Vec::len) >= 500,
+        "the last block must hold 500 transactions"
+    );
+
+    let (dir, log) = c.replay("replica");
+    let mut touched = touched(&log);
+    // Make sure the comparison covers what the script did, whatever the traces said.
+    for (a, slots) in [
+        (contract, vec![1u64, 2, 5, 7, 9]),
+        (authority, vec![9]),
+        (
+            addr("0x0000F90827F1C53a10cb7A02335B175320002935"),
+            (0..=head).map(|n| n.saturating_sub(1)).collect(),
+        ),
+    ] {
+        touched.entry(a).or_default().extend(slots.into_iter().map(|s| B256::from(U256::from(s))));
+    }
+    for d in DEV {
+        touched.entry(addr(d)).or_default();
+    }
+    let compared = assert_replica_equals_anvil(a, &dir, head, &touched);
+    eprintln!("{compared} values compared over {} blocks", head + 1);
+    assert!(compared > 1000);
+}
+
+/// Reorgs made with anvil_reorg and anvil_rollback, of depth 1, 3 and 20.
+#[test]
+fn reorgs_and_rollbacks_are_followed() {
+    let c = Cluster::start(&[]);
+    let a = &c.anvil;
+    let tx = |i: u64| json!([{"from": DEV[0], "to": format!("0x{:040x}", 0xd000 + i), "value": "0x7"}, 0]);
+    for i in 0..30 {
+        a.send(json!({"from": DEV[1], "to": format!("0x{:040x}", 0xc000 + i % 5), "value": "0x9", "gas": "0x5208"}));
+    }
+    for depth in [1u64, 3, 20] {
+        // Let the publisher see the old branch first, then replace it with a branch of the same length.
+        c.replay(&format!("before-reorg-{depth}"));
+        let txs: Vec<Value> = (0..depth).map(|i| tx(depth * 100 + i)).collect();
+        a.call("anvil_reorg", json!([depth, txs]));
+        let (dir, log) = c.replay(&format!("after-reorg-{depth}"));
+        let (head, _) = a.head();
+        assert_replica_equals_anvil(a, &dir, head, &touched(&log));
+
+        a.call("anvil_rollback", json!([depth]));
+        for i in 0..depth + 1 {
+            a.send(json!({"from": DEV[2], "to": format!("0x{:040x}", 0xe000 + i), "value": "0x3", "gas": "0x5208"}));
+        }
+        let (dir, log) = c.replay(&format!("after-rollback-{depth}"));
+        let (head, _) = a.head();
+        assert_replica_equals_anvil(a, &dir, head, &touched(&log));
+    }
+    let log = read_log(&c.brokers(), "log");
+    let reverts = log.iter().filter(|r| matches!(r.record, ec_log::Record::Revert(_))).count();
+    assert!(reverts >= 2 * (1 + 3 + 20), "expected a revert per abandoned block, got {reverts}");
+}
+
+/// Kill -9 the publisher at random moments while anvil mines: no gap, no duplicate block, equal state.
+#[test]
+fn killed_publisher_leaves_no_gap_and_no_duplicate() {
+    let mut c = Cluster::start(&[]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut i = 0u64;
+    for _kill in 0..10 {
+        let until = Instant::now() + Duration::from_millis(rng.random_range(300..1500));
+        while Instant::now() < until {
+            c.anvil.send(json!({"from": DEV[(i % 4) as usize], "to": format!("0x{:040x}", 0xf000 + i % 7), "value": "0x1", "gas": "0x5208"}));
+            i += 1;
+            std::thread::sleep(Duration::from_millis(rng.random_range(5..60)));
+        }
+        if let Some(mut p) = c.publisher.take() {
+            p.0.kill().expect("SIGKILL");
+            let _ = p.0.wait();
+        }
+        c.start_publisher();
+    }
+    let (dir, log) = c.replay("replica");
+    // The log read as a replica reads it: every sequence once, each block on top of the last.
+    let mut next = 0u64;
+    let mut chain: Vec<(u64, B256)> = Vec::new();
+    let mut duplicates = 0;
+    for r in &log {
+        if r.envelope.sequence < next {
+            duplicates += 1;
+            continue;
+        }
+        assert_eq!(r.envelope.sequence, next, "gap in the log");
+        next += 1;
+        match &r.record {
+            ec_log::Record::Genesis(g) => chain.push((0, g.block.hash)),
+            ec_log::Record::Block(b) => {
+                let top = chain.last().copied().expect("genesis first");
+                assert_eq!((b.number, b.parent_hash), (top.0 + 1, top.1), "block {} out of place", b.number);
+                chain.push((b.number, b.hash));
+            }
+            ec_log::Record::Revert(_) => {
+                chain.pop();
+            }
+            ec_log::Record::Heartbeat(_) => {}
+        }
+    }
+    eprintln!("{} records, {duplicates} re-sent duplicates skipped, head {:?}", log.len(), chain.last());
+    let (head, _) = c.anvil.head();
+    assert!(head >= 10, "anvil must have mined during the kills");
+    assert_replica_equals_anvil(&c.anvil, &dir, head, &touched(&log));
+}
+
+/// A raw transaction written to the tx topic is relayed to the client and mined.
+#[test]
+fn raw_transaction_on_the_tx_topic_is_mined() {
+    let c = Cluster::start(&[]);
+    let a = &c.anvil;
+    let raw: String = serde_json::from_value(a.call(
+        "eth_signTransaction",
+        json!([{"from": DEV[3], "to": "0x000000000000000000000000000000000000beef", "value": "0x123",
+                "gas": "0x5208", "maxFeePerGas": "0x77359400", "maxPriorityFeePerGas": "0x1", "nonce": "0x0"}]),
+    ))
+    .expect("signed raw tx");
+    let raw = hex::decode(raw.trim_start_matches("0x")).expect("hex");
+    let hash = keccak256(&raw);
+    runtime().block_on(async {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let p: FutureProducer =
+            ec_kafka::KafkaConfig::plaintext(c.brokers()).client_config().create().expect("producer");
+        p.send(FutureRecord::<(), _>::to("log-tx").payload(&raw), Duration::from_secs(10))
+            .await
+            .expect("produced");
+    });
+    wait_for("the relayed transaction to be mined", Duration::from_secs(60), || !a.receipt(hash).is_null());
+    assert_eq!(status(a, hash), 1);
+}
