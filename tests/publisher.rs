@@ -85,16 +85,17 @@ impl Cluster {
     /// Waits until the log's head is anvil's head, then replays it into a fresh replica; returns the replica
     /// directory and the log.
     fn replay(&self, name: &str) -> (std::path::PathBuf, Vec<ec_log::Assembled>) {
-        let (head, hash) = self.anvil.head();
-        let deadline = Instant::now() + Duration::from_secs(300);
+        let wait = std::env::var("EC_TEST_WAIT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+        let deadline = Instant::now() + Duration::from_secs(wait);
         loop {
-            let log = read_log(&self.brokers(), "log");
-            if published_head(&log) == Some((head, hash)) {
+            // anvil may still be mining what the test sent: compare with its head as of now.
+            let (head, hash) = self.anvil.head();
+            if published_head(&read_log(&self.brokers(), "log")) == Some((head, hash)) {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "the log did not reach anvil's head {head} in 300s; publisher log:\n{}",
+                "the log did not reach anvil's head {head} in {wait}s; publisher log:\n{}",
                 self.publisher_log()
             );
             std::thread::sleep(Duration::from_millis(200));

@@ -163,17 +163,12 @@ pub fn read_log(brokers: &str, topic: &str) -> Vec<ec_log::Assembled> {
         }
         c.assign(low).expect("assign");
         let mut a = Assembler::new();
-        loop {
-            match c.next().await.expect("fetch") {
-                ec_kafka::Fetched::Message { offset, payload } => {
-                    if let Some(rec) = a.push(offset, &payload).expect("valid log") {
-                        out.push(rec);
-                    }
-                    if offset + 1 >= high {
-                        break;
-                    }
-                }
-                ec_kafka::Fetched::EndOfPartition { .. } => break,
+        while let ec_kafka::Fetched::Message { offset, payload } = c.next().await.expect("fetch") {
+            if let Some(rec) = a.push(offset, &payload).expect("valid log") {
+                out.push(rec);
+            }
+            if offset + 1 >= high {
+                break;
             }
         }
         out

@@ -181,10 +181,12 @@ mod tests {
 
     #[test]
     fn prestate_merge_table() {
+        /// (address byte, Some((balance, nonce)) or None when deleted, storage wiped, [(slot, value)]).
+        type Want = (u8, Option<(u64, u64)>, bool, Vec<(u8, u8)>);
         struct Case {
             name: &'static str,
             txs: Vec<DiffMode>,
-            want: Vec<(u8, Option<(u64, u64)>, bool, Vec<(u8, u8)>)>,
+            want: Vec<Want>,
         }
         let cases = vec![
             Case {
