@@ -72,8 +72,13 @@ fn kill_9_during_replay_loses_nothing_and_applies_nothing_twice() {
     let brokers = broker.bootstrap_servers();
     // As many records as fit under the mock broker's 5 MiB cap: small blocks, no large ones.
     let opts = GenOptions { big_block_chance: 0.0, max_txs: 1, ..gen_opts(11) };
-    let records = LogGenerator::records(opts, 12_000);
-    produce(&brokers, "log", &records, chunky());
+    let records = LogGenerator::records(opts, 8_000);
+    // One record per Kafka batch, so that small fetches (below) really return few records.
+    let frames: Vec<_> = records
+        .iter()
+        .map(|(s, r)| (*s, encode_record(CLUSTER, *s, r, chunky()).expect("encodes")))
+        .collect();
+    produce_frames_with(&brokers, "log", &frames, &[("linger.ms", "0"), ("batch.num.messages", "1")]);
     let last_seq = records.last().expect("records").0;
     let tmp = tempdir();
 
@@ -85,9 +90,9 @@ fn kill_9_during_replay_loses_nothing_and_applies_nothing_twice() {
     assert_eq!(watermarks(&brokers, "log").0, 0, "the log must fit in the broker");
     eprintln!("clean replay of {} records: {clean_time:?}", records.len());
 
-    // Stretch the replay out to seconds: 20 ms per broker round trip and small fetches (the mock's latency
-    // injection), so that there are many moments to kill it at and the test can see them.
-    broker.set_round_trip_time(Duration::from_millis(20)).expect("latency injection");
+    // Stretch the replay out to seconds: one record per Kafka batch (above), small fetches, and a little
+    // injected broker latency, so that there are many moments to kill it at and the test can see them.
+    broker.set_round_trip_time(Duration::from_millis(1)).expect("latency injection");
     let slow_replica = |dir: &std::path::Path| {
         let mut cmd = replica_cmd(dir, &brokers, "log");
         cmd.args(["--kafka-option", "max.partition.fetch.bytes=16384"]);
@@ -111,18 +116,23 @@ fn kill_9_during_replay_loses_nothing_and_applies_nothing_twice() {
         let mut child = spawn_quiet(slow_replica(&dir));
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut finished = false;
+        let (mut polls, mut polls_ok) = (0u32, 0u32);
         loop {
             if let Some(status) = child.0.try_wait().expect("child status") {
                 assert!(status.success(), "replica failed on its own ({status}) before being killed");
                 finished = true;
                 break;
             }
-            if position(&dir).is_some_and(|p| p.sequence >= target) {
+            polls += 1;
+            let seen = position(&dir);
+            polls_ok += seen.is_some() as u32;
+            if seen.is_some_and(|p| p.sequence >= target) {
                 break;
             }
             assert!(Instant::now() < deadline, "replica made no progress to {target} in 60s");
             std::thread::sleep(Duration::from_millis(1));
         }
+        eprintln!("kill attempt {attempts}: before {before}, target {target}, finished {finished}, polls ok {polls_ok}/{polls}");
         if finished {
             break; // nothing left to kill it at
         }

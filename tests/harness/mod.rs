@@ -35,7 +35,19 @@ pub fn produce(brokers: &str, topic: &str, records: &[(u64, Record)], opts: Enco
 
 /// Produces pre-encoded frames (possibly damaged ones) in order.
 pub fn produce_frames(brokers: &str, topic: &str, records: &[(u64, Vec<Vec<u8>>)]) -> Vec<i64> {
-    let producer = LogProducer::new(&KafkaConfig::plaintext(brokers), topic, 1 << 20).expect("producer");
+    produce_frames_with(brokers, topic, records, &[])
+}
+
+/// [`produce_frames`] with extra librdkafka producer properties.
+pub fn produce_frames_with(
+    brokers: &str,
+    topic: &str,
+    records: &[(u64, Vec<Vec<u8>>)],
+    extra: &[(&str, &str)],
+) -> Vec<i64> {
+    let mut cfg = KafkaConfig::plaintext(brokers);
+    cfg.extra = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let producer = LogProducer::new(&cfg, topic, 1 << 20).expect("producer");
     runtime().block_on(async {
         let mut pending = Vec::with_capacity(records.len());
         for (seq, frames) in records {

@@ -29,6 +29,12 @@ impl KafkaConfig {
 
     /// The librdkafka configuration common to every client.
     pub fn client_config(&self) -> ClientConfig {
+        self.client_config_with(&[])
+    }
+
+    /// The common configuration plus a client's own `defaults`; the operator's `extra` properties are
+    /// applied last, so any default can be tuned without a new build.
+    pub fn client_config_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
         // Test brokers listen on 127.0.0.1; resolving "localhost" to ::1 first only costs time.
@@ -44,6 +50,9 @@ impl KafkaConfig {
             if let Some(v) = value {
                 c.set(key, v);
             }
+        }
+        for (k, v) in defaults {
+            c.set(*k, *v);
         }
         for (k, v) in &self.extra {
             c.set(k, v);

@@ -49,15 +49,15 @@ pub struct PartitionConsumer {
 
 impl PartitionConsumer {
     pub fn new(cfg: &KafkaConfig, topic: &str) -> Result<Self, KafkaIoError> {
-        let mut c = cfg.client_config();
+        let group = format!("ether-cattle-replica-{topic}");
+        let mut c = cfg.client_config_with(&[("fetch.wait.max.ms", "50")]);
         // No group: librdkafka still wants an id, but nothing is ever committed to it.
-        c.set("group.id", format!("ether-cattle-replica-{topic}"));
+        c.set("group.id", group);
         c.set("enable.auto.commit", "false");
         c.set("enable.auto.offset.store", "false");
         c.set("enable.partition.eof", "true");
         // An offset that fell out of the topic must be an error the replica reports, never a silent jump.
         c.set("auto.offset.reset", "error");
-        c.set("fetch.wait.max.ms", "50");
         let consumer: StreamConsumer<ReplicaContext> = c
             .create_with_context(ReplicaContext)
             .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;

@@ -14,15 +14,17 @@ pub struct LogProducer {
 impl LogProducer {
     /// `max_message_bytes` must be at least the largest frame the caller will send.
     pub fn new(cfg: &KafkaConfig, topic: &str, max_message_bytes: usize) -> Result<Self, KafkaIoError> {
-        let mut c = cfg.client_config();
-        // Idempotence implies acks=all and at most 5 requests in flight, which librdkafka keeps in order:
-        // a retried batch can neither duplicate nor reorder frames.
+        let max = (max_message_bytes + 4096).to_string();
+        let mut c = cfg.client_config_with(&[
+            ("message.max.bytes", &max),
+            // Frames are already zstd-compressed by the log codec.
+            ("compression.type", "none"),
+            ("linger.ms", "5"),
+        ]);
+        // Not overridable. Idempotence implies acks=all and at most 5 requests in flight, which librdkafka
+        // keeps in order: a retried batch can neither duplicate nor reorder frames.
         c.set("enable.idempotence", "true");
         c.set("acks", "all");
-        c.set("message.max.bytes", (max_message_bytes + 4096).to_string());
-        // Frames are already zstd-compressed by the log codec.
-        c.set("compression.type", "none");
-        c.set("linger.ms", "5");
         let producer =
             c.create().map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
         Ok(Self { producer, topic: topic.to_owned() })
