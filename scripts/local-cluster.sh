@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The main job (README.md): a local cluster on 127.0.0.1 — a Kafka-protocol broker (tansu), a stand-in
-# publisher writing a synthetic log (synth-log; the real publisher follows an execution client, see the
-# README's status), and two replicas following the topic. Prints a status line per second; Ctrl-C stops all.
+# The main job (README.md): a local cluster on 127.0.0.1 — a Kafka-protocol broker (tansu), anvil started
+# from config/genesis-local.json mining a block every second with a small traffic generator, the publisher
+# following it, and two replicas following the topic. Prints a status line per second; Ctrl-C stops all.
 #
 #   scripts/local-cluster.sh [DATA_DIR]     (default: ./local-cluster)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="$(realpath -m "${1:-./local-cluster}")"
 PORT="${EC_LOCAL_KAFKA_PORT:-19092}"
+ANVIL_PORT="${EC_LOCAL_ANVIL_PORT:-18545}"
+METRICS_PORT="${EC_LOCAL_METRICS_PORT:-19101}"
 TOPIC="local-cluster"
 
 ./scripts/setup.sh
@@ -15,17 +17,21 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ec-target}"
 cargo build --locked -p ether-cattle
 BIN="$CARGO_TARGET_DIR/debug/ether-cattle"
 TANSU="$HOME/.cache/tansu/bin/tansu"
+ANVIL="$HOME/.cache/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 
-if (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-  echo "port $PORT on 127.0.0.1 is taken; stop what listens there or set EC_LOCAL_KAFKA_PORT" >&2
-  exit 1
-fi
+for p in "$PORT" "$ANVIL_PORT" "$METRICS_PORT"; do
+  if (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "port $p on 127.0.0.1 is taken; stop what listens there or set EC_LOCAL_*_PORT" >&2
+    exit 1
+  fi
+done
 mkdir -p "$DATA/broker" "$DATA/logs"
 pids=()
 cleanup() {
   trap - INT TERM EXIT
   echo; echo "stopping..."
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Newest first: replicas and publisher before the broker they talk to.
+  for (( i=${#pids[@]}-1; i>=0; i-- )); do kill "${pids[$i]}" 2>/dev/null || true; sleep 0.2; done
   wait 2>/dev/null || true
   echo "stopped; data kept in $DATA"
   exit 0
@@ -37,24 +43,50 @@ trap cleanup INT TERM EXIT
   >"$DATA/logs/broker.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
-"$TANSU" topic create --broker "tcp://127.0.0.1:$PORT" --partitions 1 "$TOPIC" >/dev/null 2>&1 || true
 
-fresh_topic=true
-[ -d "$DATA/replica-1" ] && fresh_topic=false
-if $fresh_topic; then
-  "$BIN" synth-log --brokers "127.0.0.1:$PORT" --topic "$TOPIC" --records 2000 --follow-interval-ms 1000 \
-    >"$DATA/logs/publisher.log" 2>&1 &
-  pids+=($!)
-else
-  echo "reusing $DATA: replicas resume from their stored offsets (no new synthetic records)"
-fi
+# anvil keeps no state across runs, so each run is a new chain: a new topic name per run keeps old records
+# (and old replicas) out of the way.
+RUN="$(date +%s)"
+TOPIC="$TOPIC-$RUN"
+"$TANSU" topic create --broker "tcp://127.0.0.1:$PORT" --partitions 1 "$TOPIC" >/dev/null
+"$TANSU" topic create --broker "tcp://127.0.0.1:$PORT" --partitions 1 "$TOPIC-tx" >/dev/null
+rm -rf "$DATA/replica-1" "$DATA/replica-2"
+
+"$ANVIL" --host 127.0.0.1 --port "$ANVIL_PORT" --chain-id 31337 --init config/genesis-local.json \
+  --block-time 1 --slots-in-an-epoch 4 >"$DATA/logs/anvil.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$ANVIL_PORT") 2>/dev/null && break; sleep 0.1; done
+
+"$BIN" publisher --rpc-url "http://127.0.0.1:$ANVIL_PORT" --ws-url "ws://127.0.0.1:$ANVIL_PORT" \
+  --brokers "127.0.0.1:$PORT" --topic "$TOPIC" --cluster-id local --genesis config/genesis-local.json \
+  --metrics-addr "127.0.0.1:$METRICS_PORT" >"$DATA/logs/publisher.log" 2>&1 &
+pids+=($!)
+
+# Traffic: a transfer or two every second from anvil's unlocked dev accounts.
+(
+  i=0
+  while true; do
+    from=$(( i % 4 ))
+    accounts=(0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 \
+      0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC 0x90F79bf6EB2c4f870365E785982E1f101E93b906)
+    to=$(printf '0x%040x' $(( 0xbeef00 + i % 16 )))
+    curl -s -o /dev/null -H 'content-type: application/json' "http://127.0.0.1:$ANVIL_PORT" \
+      --data "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_sendTransaction\",\"params\":[{\"from\":\"${accounts[$from]}\",\"to\":\"$to\",\"value\":\"0x$((i + 1))\"}]}" || true
+    i=$(( i + 1 ))
+    sleep 0.7
+  done
+) >/dev/null 2>&1 &
+pids+=($!)
+
 for r in 1 2; do
   "$BIN" replica --brokers "127.0.0.1:$PORT" --topic "$TOPIC" --data-dir "$DATA/replica-$r" \
     >"$DATA/logs/replica-$r.log" 2>&1 &
   pids+=($!)
 done
 
+echo "anvil      http://127.0.0.1:$ANVIL_PORT (the execution client)"
 echo "broker     127.0.0.1:$PORT (topic $TOPIC)"
+echo "publisher  metrics http://127.0.0.1:$METRICS_PORT/metrics"
 echo "replicas   $DATA/replica-1, $DATA/replica-2 (logs in $DATA/logs)"
 echo "compare    $BIN checksum --data-dir $DATA/replica-1"
 echo "Ctrl-C stops everything."

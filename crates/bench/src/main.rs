@@ -13,7 +13,17 @@ use ec_replica::{ReplicaConfig, Status};
 use ec_store::{Store, StoreOptions};
 use ec_testkit::{GenOptions, LogGenerator, MockBroker};
 
+mod publisher;
+
 #[derive(Parser)]
+enum Cmd {
+    /// Replay rate of the log into the store, next to RocksDB's raw write rate for the same bytes.
+    Replay(Args),
+    /// The publisher's per-block time split (fetch, trace, encode, produce) on anvil blocks of given sizes.
+    Publisher(publisher::Args),
+}
+
+#[derive(clap::Args)]
 struct Args {
     /// Records in the generated log (genesis, blocks, reverts, heartbeats).
     #[arg(long, default_value_t = 20_000)]
@@ -33,7 +43,13 @@ struct Row {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    match Cmd::parse() {
+        Cmd::Replay(args) => replay(args),
+        Cmd::Publisher(args) => publisher::run(args),
+    }
+}
+
+fn replay(args: Args) -> anyhow::Result<()> {
     let opts = EncodeOptions::default();
     let gen = GenOptions { max_txs: args.max_txs, big_block_chance: 0.0, ..GenOptions::default() };
     let records = LogGenerator::records(gen, args.records);

@@ -22,7 +22,15 @@ pub async fn run(
     let consumer = TxConsumer::new(&kafka, &group, &tx_topic)?;
     info!(topic = %tx_topic, group = %group, "relaying transactions to the client");
     loop {
-        let msg = consumer.next().await?;
+        let msg = match consumer.next().await {
+            Ok(m) => m,
+            Err(e) => {
+                // Broker trouble: nothing was taken from the topic, so nothing is lost by waiting.
+                warn!(error = %e, "reading the transaction topic failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         loop {
             match rpc.send_raw_transaction(&msg.payload).await {
                 Ok(hash) => {
@@ -42,6 +50,9 @@ pub async fn run(
                 }
             }
         }
-        consumer.commit(msg.offset)?;
+        while let Err(e) = consumer.commit(msg.offset) {
+            warn!(offset = msg.offset, error = %e, "committing the relayed offset failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }
