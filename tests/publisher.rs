@@ -88,7 +88,15 @@ impl Cluster {
         let wait = std::env::var("EC_TEST_WAIT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
         let deadline = Instant::now() + Duration::from_secs(wait);
         loop {
-            // anvil may still be mining what the test sent: compare with its head as of now.
+            // anvil answers eth_sendTransaction before it mines: wait until nothing is pending, then compare
+            // with its head as of now.
+            let pool = self.anvil.call("txpool_status", json!([]));
+            if pool["pending"].as_str().is_some_and(|p| p != "0x0")
+                || pool["pending"].as_u64().is_some_and(|p| p > 0)
+            {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
             let (head, hash) = self.anvil.head();
             if published_head(&read_log(&self.brokers(), "log")) == Some((head, hash)) {
                 break;
@@ -357,4 +365,102 @@ fn raw_transaction_on_the_tx_topic_is_mined() {
     });
     wait_for("the relayed transaction to be mined", Duration::from_secs(60), || !a.receipt(hash).is_null());
     assert_eq!(status(a, hash), 1);
+}
+
+/// A genesis file that disagrees with the client's block 0 is refused before anything is written.
+#[test]
+fn genesis_mismatch_is_refused() {
+    let broker = MockBroker::start(&["log"]).expect("mock broker");
+    let anvil = Anvil::start(&[]);
+    let tmp = tempdir();
+    let mut genesis: Value =
+        serde_json::from_str(&std::fs::read_to_string(genesis_file()).expect("genesis")).expect("json");
+    let alloc = genesis["alloc"].as_object_mut().expect("alloc");
+    let (first, _) = alloc.iter().next().map(|(k, v)| (k.clone(), v.clone())).expect("an account");
+    alloc.get_mut(&first).expect("account")["balance"] = json!("0x1");
+    let path = tmp.path().join("genesis.json");
+    std::fs::write(&path, serde_json::to_string(&genesis).expect("json")).expect("write");
+    let out = Command::new(bin())
+        .args([
+            "publisher",
+            "--topic",
+            "log",
+            "--cluster-id",
+            CLUSTER,
+            "--brokers",
+            &broker.bootstrap_servers(),
+        ])
+        .args(["--rpc-url", &anvil.http_url(), "--tx-topic", "none"])
+        .arg("--genesis")
+        .arg(&path)
+        .output()
+        .expect("publisher runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a wrong genesis must be refused: {stderr}");
+    assert!(stderr.contains("differs from the genesis file") && stderr.contains("balance"), "{stderr}");
+    assert!(read_log(&broker.bootstrap_servers(), "log").is_empty(), "nothing may be written");
+}
+
+/// A reorg deeper than the window stops the publisher loudly; metrics are served while it runs.
+#[test]
+fn reorg_deeper_than_the_window_stops_the_publisher() {
+    let broker = MockBroker::start(&["log"]).expect("mock broker");
+    let anvil = Anvil::start(&[]);
+    let metrics_port = free_port();
+    let tmp = tempdir();
+    let log_path = tmp.path().join("publisher.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut child = Killed(
+        Command::new(bin())
+            .args([
+                "publisher",
+                "--topic",
+                "log",
+                "--cluster-id",
+                CLUSTER,
+                "--brokers",
+                &broker.bootstrap_servers(),
+            ])
+            .args(["--rpc-url", &anvil.http_url(), "--tx-topic", "none", "--reorg-window", "2"])
+            .args(["--poll-interval-ms", "100", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .arg("--genesis")
+            .arg(genesis_file())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .expect("publisher starts"),
+    );
+    for i in 0..6u64 {
+        let tx = anvil.send(
+            json!({"from": DEV[0], "to": format!("0x{:040x}", 0xaa00 + i), "value": "0x1", "gas": "0x5208"}),
+        );
+        mined(&anvil, tx);
+    }
+    let (head, _) = anvil.head();
+    let metrics = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body)
+    };
+    let want = format!("ether_cattle_publisher_head_published {head}");
+    wait_for("the metrics to show the head", Duration::from_secs(60), || {
+        metrics().is_some_and(|m| m.contains(&want))
+    });
+    anvil.call("anvil_reorg", json!([5, []]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.0.try_wait().expect("status").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the publisher did not stop: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = child.0.wait().expect("status");
+    let stderr = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(!status.success(), "the publisher must fail: {stderr}");
+    assert!(stderr.contains("reorg deeper than the window"), "{stderr}");
 }

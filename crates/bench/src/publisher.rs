@@ -64,7 +64,15 @@ fn bench(port: u16, sizes: &[usize]) -> anyhow::Result<()> {
         let producer = LogProducer::new(&KafkaConfig::plaintext(&brokers), "bench", 900_000)?;
         println!(
             "{:>6} {:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
-            "txs", "trace", "fetch ms", "trace ms", "encode ms", "produce ms", "total ms", "blocks/s", "record KB"
+            "txs",
+            "trace",
+            "fetch ms",
+            "trace ms",
+            "encode ms",
+            "produce ms",
+            "total ms",
+            "blocks/s",
+            "record KB"
         );
         let mut sequence = 0u64;
         for &n in sizes {
@@ -80,7 +88,8 @@ fn bench(port: u16, sizes: &[usize]) -> anyhow::Result<()> {
                 let (block, t) = fetch_block(&rpc, number, mode).await?.context("block just mined")?;
                 anyhow::ensure!(block.transactions.len() == n, "block has {} txs", block.transactions.len());
                 let started = Instant::now();
-                let frames = encode_record("bench", sequence, &Record::Block(block), EncodeOptions::default())?;
+                let frames =
+                    encode_record("bench", sequence, &Record::Block(block), EncodeOptions::default())?;
                 let encode = started.elapsed();
                 let started = Instant::now();
                 producer.send_frames(sequence, &frames).await?;
