@@ -464,3 +464,40 @@ fn reorg_deeper_than_the_window_stops_the_publisher() {
     assert!(!status.success(), "the publisher must fail: {stderr}");
     assert!(stderr.contains("reorg deeper than the window"), "{stderr}");
 }
+
+/// The broker goes away while anvil mines: the publisher stops progressing, says so, and when the broker
+/// is back continues with no gap and nothing skipped.
+#[test]
+fn broker_outage_skips_nothing() {
+    let c = Cluster::start(&[]);
+    let send = |i: u64| {
+        let tx = c.anvil.send(
+            json!({"from": DEV[1], "to": format!("0x{:040x}", 0xab00 + i), "value": "0x1", "gas": "0x5208"}),
+        );
+        mined(&c.anvil, tx);
+    };
+    for i in 0..5 {
+        send(i);
+    }
+    c.replay("before");
+    c.broker.set_down(true).expect("broker down");
+    for i in 5..15 {
+        send(i);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.broker.set_down(false).expect("broker up");
+    let (dir, log) = c.replay("after");
+    let mut next = 0;
+    for r in &log {
+        if r.envelope.sequence < next {
+            continue;
+        }
+        assert_eq!(r.envelope.sequence, next, "gap in the log");
+        next += 1;
+    }
+    let (head, _) = c.anvil.head();
+    assert!(head >= 15);
+    assert_replica_equals_anvil(&c.anvil, &dir, head, &touched(&log));
+    let said = c.publisher_log();
+    assert!(said.contains("127.0.0.1") && said.to_lowercase().contains("fail"), "the outage went unreported:\n{said}");
+}

@@ -59,6 +59,13 @@ impl LogProducer {
         Ok(PendingRecord { topic: self.topic.clone(), sequence, deliveries })
     }
 
+    /// The producer's fatal error, if it has one: an idempotent producer that hits one (e.g. out-of-order
+    /// sequence) can write nothing more, and must be replaced by a new one (a restart).
+    pub fn fatal_error(&self) -> Option<String> {
+        use rdkafka::producer::Producer;
+        self.producer.client().fatal_error().map(|(code, reason)| format!("{code:?}: {reason}"))
+    }
+
     /// Waits for everything queued to be delivered.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaIoError> {
         use rdkafka::producer::Producer;

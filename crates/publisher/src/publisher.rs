@@ -61,6 +61,8 @@ pub enum PublisherError {
     Kafka(#[from] ec_kafka::KafkaIoError),
     #[error("encoding record {sequence}: {source}")]
     Encode { sequence: u64, source: ec_log::LogError },
+    #[error("the Kafka producer failed for good while writing record {sequence} ({reason}); restart the publisher")]
+    KafkaFatal { sequence: u64, reason: String },
     #[error("topic {0} is empty: a new cluster needs --genesis")]
     NeedGenesis(String),
     #[error(
@@ -267,6 +269,10 @@ impl Publisher {
                 Ok(_) => break,
                 Err(e) => {
                     self.metrics.produce_failures.fetch_add(1, Relaxed);
+                    if let Some(fatal) = self.producer.fatal_error() {
+                        // Retrying cannot help; a restart resumes from the topic's tail with nothing lost.
+                        return Err(PublisherError::KafkaFatal { sequence, reason: fatal });
+                    }
                     error!(sequence, error = %e, "Kafka refuses the record; retrying it, publishing nothing else meanwhile");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));

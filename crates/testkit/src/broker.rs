@@ -32,6 +32,15 @@ impl MockBroker {
         self.cluster.broker_round_trip_time(1, rtt)
     }
 
+    /// Takes the broker down (connections refused and closed) or brings it back up.
+    pub fn set_down(&self, down: bool) -> Result<(), rdkafka::error::KafkaError> {
+        if down {
+            self.cluster.broker_down(1)
+        } else {
+            self.cluster.broker_up(1)
+        }
+    }
+
     /// `host:port` list for `bootstrap.servers`.
     pub fn bootstrap_servers(&self) -> String {
         self.cluster.bootstrap_servers()
