@@ -499,5 +499,50 @@ fn broker_outage_skips_nothing() {
     assert!(head >= 15);
     assert_replica_equals_anvil(&c.anvil, &dir, head, &touched(&log));
     let said = c.publisher_log();
-    assert!(said.contains("127.0.0.1") && said.to_lowercase().contains("fail"), "the outage went unreported:\n{said}");
+    assert!(
+        said.contains("127.0.0.1") && said.to_lowercase().contains("fail"),
+        "the outage went unreported:\n{said}"
+    );
+}
+
+/// Readiness for the ALB: 503 while replaying, 200 once caught up, 503 within the configured time after the
+/// publisher goes quiet, 200 again by itself when it is back; the admin endpoint reports the position.
+#[test]
+fn readiness_follows_the_publisher() {
+    let mut c = Cluster::start(&[]);
+    for i in 0..3u64 {
+        let tx =
+            c.anvil.send(json!({"from": DEV[0], "to": format!("0x{:040x}", 0xac00 + i), "value": "0x1"}));
+        mined(&c.anvil, tx);
+    }
+    c.replay("seed");
+    let port = free_port();
+    let dir = c.tmp.path().join("follower");
+    let mut cmd = Command::new(bin());
+    cmd.args(["replica", "--topic", "log", "--brokers", &c.brokers(), "--max-silence-secs", "2"])
+        .args(["--health-addr", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&dir);
+    let _replica = spawn_quiet(cmd);
+    let ready = |want: u16| move || http_get(port, "/health/ready").is_some_and(|(code, _)| code == want);
+    wait_for("the replica to be ready", Duration::from_secs(60), ready(200));
+    assert_eq!(http_get(port, "/health/live").map(|r| r.0), Some(200));
+    let (_, position) = http_get(port, "/admin/position").expect("admin endpoint");
+    let position: Value = serde_json::from_str(&position).expect("json");
+    assert_eq!(position["topic"], "log");
+    assert!(position["kafka_offset"].as_i64().is_some_and(|o| o > 0), "{position}");
+    assert!(position["block_number"].as_u64().is_some_and(|n| n >= 3), "{position}");
+    let (_, metrics) = http_get(port, "/metrics").expect("metrics");
+    assert!(metrics.contains("ether_cattle_replica_ready 1"), "{metrics}");
+
+    if let Some(mut p) = c.publisher.take() {
+        p.0.kill().expect("SIGKILL");
+        let _ = p.0.wait();
+    }
+    wait_for("readiness to turn 503 with the publisher gone", Duration::from_secs(30), ready(503));
+    let (_, body) = http_get(port, "/health/ready").expect("ready endpoint");
+    assert!(body.contains("publisher silent"), "{body}");
+
+    c.start_publisher();
+    wait_for("readiness to return to 200", Duration::from_secs(60), ready(200));
 }

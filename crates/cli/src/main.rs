@@ -58,6 +58,15 @@ struct ReplicaArgs {
     /// Exit with status 0 once caught up with the topic, instead of following it.
     #[arg(long)]
     exit_when_caught_up: bool,
+    /// Private HTTP port for /health/live, /health/ready, /metrics and /admin/position (e.g. 0.0.0.0:8081).
+    #[arg(long, env = "EC_HEALTH_ADDR")]
+    health_addr: Option<std::net::SocketAddr>,
+    /// Ready only while at most this many messages behind the topic.
+    #[arg(long, env = "EC_MAX_LAG_RECORDS", default_value_t = 50)]
+    max_lag_records: i64,
+    /// Ready only while a publisher record arrived within this many seconds (heartbeats come every few).
+    #[arg(long, env = "EC_MAX_SILENCE_SECS", default_value_t = 30.0)]
+    max_silence_secs: f64,
     /// Seconds between progress lines while replaying.
     #[arg(long, env = "EC_PROGRESS_INTERVAL", default_value_t = 5.0)]
     progress_interval: f64,
@@ -107,7 +116,20 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         exit_when_caught_up: args.exit_when_caught_up,
         progress_interval: Duration::from_secs_f64(args.progress_interval.max(0.1)),
     };
-    let (status, _) = watch::channel(Status::default());
+    let (status, status_rx) = watch::channel(Status::default());
+    if let Some(addr) = args.health_addr {
+        let readiness = ec_replica::readiness::ReadinessConfig {
+            max_lag_records: args.max_lag_records,
+            max_silence: Duration::from_secs_f64(args.max_silence_secs.max(0.0)),
+        };
+        let router = ec_replica::health::router(status_rx, readiness, cfg.topic.clone());
+        // Bound before the replay starts, so the load balancer sees "not ready" (503), not "down".
+        tokio::spawn(async move {
+            if let Err(e) = ec_replica::health::serve(addr, router).await {
+                tracing::error!(%addr, error = %e, "health endpoint failed");
+            }
+        });
+    }
     match ec_replica::run(cfg, status, shutdown_signal()).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {

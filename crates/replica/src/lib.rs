@@ -5,7 +5,9 @@
 //! that is malformed, out of sequence or inconsistent with the chain stops the replica: the store has not
 //! been touched by it, so a fixed build resumes from the same place.
 
+pub mod health;
 mod progress;
+pub mod readiness;
 pub mod startup;
 
 use std::{future::Future, path::PathBuf, time::Duration};
@@ -38,6 +40,25 @@ pub struct Status {
     pub caught_up: bool,
     pub position: Option<Position>,
     pub head_block: Option<u64>,
+    pub head_hash: Option<alloy_primitives::B256>,
+    /// The partition's high watermark, refreshed every second.
+    pub high_watermark: Option<i64>,
+    /// The next offset the replica will read.
+    pub next_offset: i64,
+    /// When the last complete record arrived (applied or skipped as a duplicate).
+    pub last_record_at: Option<std::time::Instant>,
+    pub records_applied: u64,
+}
+
+impl Status {
+    /// The facts readiness is decided on, as of `now`.
+    pub fn observed(&self, now: std::time::Instant) -> readiness::Observed {
+        readiness::Observed {
+            caught_up: self.caught_up,
+            lag_records: self.high_watermark.map(|h| (h - self.next_offset).max(0)),
+            silence: self.last_record_at.map(|t| now.saturating_duration_since(t)),
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -87,9 +108,14 @@ pub async fn run(
     );
     status.send_modify(|s| {
         s.position = stored;
-        s.head_block = store.head().ok().flatten().map(|h| h.number);
+        let head = store.head().ok().flatten();
+        s.head_block = head.map(|h| h.number);
+        s.head_hash = head.map(|h| h.hash);
+        s.high_watermark = Some(high);
+        s.next_offset = start;
     });
     consumer.assign(start)?;
+    let mut watermarks = tokio::time::interval(Duration::from_secs(1));
 
     let mut assembler = Assembler::new();
     let mut progress = Progress::default();
@@ -105,8 +131,17 @@ pub async fn run(
                 return Ok(progress);
             }
             _ = tick.tick() => {
-                let high = tokio::task::block_in_place(|| consumer.watermarks(Duration::from_secs(2)).ok().map(|w| w.1));
+                let high = status.borrow().high_watermark;
                 info!("replay: {}", progress.report(next_offset, high));
+                continue;
+            }
+            _ = watermarks.tick() => {
+                // A blocking call of a few milliseconds; block_in_place keeps the runtime's other tasks
+                // (health endpoints) running meanwhile.
+                let high = tokio::task::block_in_place(|| consumer.watermarks(Duration::from_secs(2)).ok().map(|w| w.1));
+                if high.is_some() {
+                    status.send_modify(|s| s.high_watermark = high);
+                }
                 continue;
             }
             fetched = consumer.next() => fetched,
@@ -119,9 +154,13 @@ pub async fn run(
                     continue;
                 }
                 if !status.borrow().caught_up {
-                    info!("caught up, ready: {}", progress.report(next_offset, Some(next_offset)));
-                    status.send_modify(|s| s.caught_up = true);
+                    info!("caught up: {}", progress.report(next_offset, Some(next_offset)));
                 }
+                status.send_modify(|s| {
+                    s.caught_up = true;
+                    s.next_offset = next_offset;
+                    s.high_watermark = Some(s.high_watermark.unwrap_or(next_offset).max(next_offset));
+                });
                 if cfg.exit_when_caught_up {
                     return Ok(progress);
                 }
@@ -152,6 +191,10 @@ pub async fn run(
             source,
         })?;
         let Some(rec) = assembled else { continue };
+        status.send_modify(|s| {
+            s.last_record_at = Some(std::time::Instant::now());
+            s.next_offset = next_offset;
+        });
         let apply_err = |source| ReplicaError::Apply { topic: cfg.topic.clone(), offset, source };
         match store.apply(&rec).map_err(apply_err)? {
             ApplyOutcome::Duplicate { applied } => {
@@ -169,15 +212,17 @@ pub async fn run(
             Record::Heartbeat(_) => {}
         }
         let position = Position { kafka_offset: rec.last_offset, sequence: rec.envelope.sequence };
-        let head_block = match &rec.record {
-            Record::Block(b) => Some(b.number),
-            Record::Genesis(_) => Some(0),
-            Record::Revert(r) => Some(r.number.saturating_sub(1)),
-            Record::Heartbeat(_) => status.borrow().head_block,
+        let head = match &rec.record {
+            Record::Heartbeat(_) => None,
+            _ => store.head().ok().flatten(),
         };
         status.send_modify(|s| {
             s.position = Some(position);
-            s.head_block = head_block;
+            s.records_applied += 1;
+            if let Some(h) = head {
+                s.head_block = Some(h.number);
+                s.head_hash = Some(h.hash);
+            }
         });
     }
 }

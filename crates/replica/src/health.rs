@@ -1,0 +1,118 @@
+//! The replica's private HTTP port: health for the load balancer, Prometheus metrics, and the admin
+//! position the snapshot function reads. Separate from the RPC port, so RPC load cannot starve health
+//! checks and the admin endpoint is never exposed through the ALB.
+//!
+//! - `GET /health/live`: 200 while the process serves at all.
+//! - `GET /health/ready`: 200 while [`crate::readiness`] says ready, else 503; JSON body either way.
+//! - `GET /metrics`: Prometheus text.
+//! - `GET /admin/position`: JSON: topic, applied Kafka offset and sequence, head block number and hash.
+
+use std::{fmt::Write, net::SocketAddr, sync::Arc, time::Instant};
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::{
+    readiness::{readiness, ReadinessConfig},
+    Status,
+};
+
+struct Shared {
+    status: watch::Receiver<Status>,
+    readiness: ReadinessConfig,
+    topic: String,
+}
+
+pub fn router(status: watch::Receiver<Status>, readiness: ReadinessConfig, topic: String) -> Router {
+    let shared = Arc::new(Shared { status, readiness, topic });
+    Router::new()
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/admin/position", get(position))
+        .with_state(shared)
+}
+
+/// Serves the router until the process ends.
+pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, router).await
+}
+
+async fn ready(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let status = s.status.borrow().clone();
+    let o = status.observed(Instant::now());
+    let r = readiness(&o, &s.readiness);
+    let code = if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "ready": r.ready,
+        "failing": r.failing,
+        "caught_up": o.caught_up,
+        "lag_records": o.lag_records,
+        "seconds_since_last_record": o.silence.map(|d| d.as_secs_f64()),
+        "head_block": status.head_block,
+    });
+    (code, Json(body))
+}
+
+async fn position(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let st = s.status.borrow().clone();
+    let Some(p) = st.position else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "empty database: nothing applied yet"})),
+        );
+    };
+    (
+        StatusCode::OK,
+        Json(json!({
+            "topic": s.topic,
+            "kafka_offset": p.kafka_offset,
+            "sequence": p.sequence,
+            "block_number": st.head_block,
+            "block_hash": st.head_hash,
+        })),
+    )
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> String {
+    let st = s.status.borrow().clone();
+    let o = st.observed(Instant::now());
+    let r = readiness(&o, &s.readiness);
+    let mut out = String::new();
+    let mut g = |name: &str, kind: &str, help: &str, v: f64| {
+        let _ = writeln!(out, "# HELP ether_cattle_replica_{name} {help}");
+        let _ = writeln!(out, "# TYPE ether_cattle_replica_{name} {kind}");
+        let _ = writeln!(out, "ether_cattle_replica_{name} {v}");
+    };
+    g("ready", "gauge", "1 while the replica is ready for traffic.", r.ready as u8 as f64);
+    g("caught_up", "gauge", "1 once replayed to the topic's end since start.", o.caught_up as u8 as f64);
+    g("head_block", "gauge", "Newest block applied.", st.head_block.unwrap_or(0) as f64);
+    g(
+        "applied_sequence",
+        "gauge",
+        "Sequence of the last record applied.",
+        st.position.map_or(0, |p| p.sequence) as f64,
+    );
+    g(
+        "applied_offset",
+        "gauge",
+        "Kafka offset of the last record applied.",
+        st.position.map_or(-1, |p| p.kafka_offset) as f64,
+    );
+    g(
+        "lag_records",
+        "gauge",
+        "Messages behind the topic's high watermark.",
+        o.lag_records.unwrap_or(-1) as f64,
+    );
+    g(
+        "seconds_since_last_record",
+        "gauge",
+        "Seconds since the last record from the publisher.",
+        o.silence.map_or(-1.0, |d| d.as_secs_f64()),
+    );
+    g("records_applied_total", "counter", "Records applied since start.", st.records_applied as f64);
+    out
+}
