@@ -1,9 +1,10 @@
 //! Reassembles chunked records on the consumer side.
 //!
-//! Frames of one record are contiguous in the partition (one publisher, one partition). The only legal
-//! interruption is a publisher that crashed part-way through a record and, on restart, publishes that
-//! record again from chunk 0: a chunk 0 therefore discards any partial record (counted in
-//! [`Assembler::abandoned`]). Any other break in order is corruption and an error.
+//! Frames of one record are contiguous in the partition (one publisher, one partition). A publisher that
+//! crashed or failed part-way through a record writes it again from chunk 0, so two kinds of fragments can
+//! appear and are dropped (counted in [`Assembler::abandoned`]): a partial record cut short by a new chunk 0,
+//! and stray later chunks of a failed attempt that no chunk 0 precedes. Dropping them is safe because only
+//! whole, CRC-checked records are ever handed out, and the store's sequence check catches any real loss.
 
 use crate::{
     codec::decode_payload,
@@ -76,33 +77,23 @@ impl Assembler {
             self.partial = Some(Partial { header: frame.header, first_offset: offset, next_index: 1, buf });
             return Ok(None);
         }
-        let Some(p) = self.partial.as_mut() else {
-            return Err(LogError::ChunkOutOfOrder {
-                sequence: h.sequence,
-                index: h.chunk_index,
-                count: h.chunk_count,
-                reason: "no chunk 0 came before it".into(),
-            });
-        };
-        let same_record = p.header.sequence == h.sequence
-            && p.header.kind == h.kind
-            && p.header.flags == h.flags
-            && p.header.cluster_id == h.cluster_id
-            && p.header.chunk_count == h.chunk_count
-            && p.header.record_len == h.record_len
-            && p.header.record_crc == h.record_crc;
-        if !same_record || h.chunk_index != p.next_index {
-            let reason = format!(
-                "expected chunk {}/{} of record {}",
-                p.next_index, p.header.chunk_count, p.header.sequence
-            );
-            return Err(LogError::ChunkOutOfOrder {
-                sequence: h.sequence,
-                index: h.chunk_index,
-                count: h.chunk_count,
-                reason,
-            });
+        let continues = self.partial.as_ref().is_some_and(|p| {
+            p.header.sequence == h.sequence
+                && p.header.kind == h.kind
+                && p.header.flags == h.flags
+                && p.header.cluster_id == h.cluster_id
+                && p.header.chunk_count == h.chunk_count
+                && p.header.record_len == h.record_len
+                && p.header.record_crc == h.record_crc
+                && h.chunk_index == p.next_index
+        });
+        if !continues {
+            // A stray chunk of an abandoned attempt: drop it, and any partial it interrupts.
+            self.partial = None;
+            self.abandoned += 1;
+            return Ok(None);
         }
+        let Some(p) = self.partial.as_mut() else { return Ok(None) };
         if p.buf.len() + frame.chunk.len() > p.header.record_len as usize {
             return Err(LogError::BadChunkHeader {
                 sequence: h.sequence,
@@ -200,16 +191,26 @@ mod tests {
     }
 
     #[test]
-    fn chunks_out_of_order_or_of_another_record_are_errors() {
+    fn stray_chunks_are_dropped_and_never_make_a_record() {
         let frames = chunks(5);
         let other = chunks(6);
         let mut a = Assembler::new();
-        assert!(matches!(a.push(0, &frames[1]), Err(LogError::ChunkOutOfOrder { .. })));
-        a.push(0, &frames[0]).expect("chunk 0");
-        assert!(matches!(a.push(1, &frames[2]), Err(LogError::ChunkOutOfOrder { .. })));
-        let mut a = Assembler::new();
-        a.push(0, &frames[0]).expect("chunk 0");
-        assert!(matches!(a.push(1, &other[1]), Err(LogError::ChunkOutOfOrder { .. })));
+        // No chunk 0 before it (a failed attempt's later frame, or a replica starting mid-record).
+        assert_eq!(a.push(0, &frames[1]).expect("dropped"), None);
+        // A gap inside a record drops the partial.
+        a.push(1, &frames[0]).expect("chunk 0");
+        assert_eq!(a.push(2, &frames[2]).expect("dropped"), None);
+        assert_eq!(a.pending(), None);
+        // A chunk of another record interrupting a partial drops both.
+        a.push(3, &frames[0]).expect("chunk 0");
+        assert_eq!(a.push(4, &other[1]).expect("dropped"), None);
+        assert_eq!(a.abandoned, 3);
+        // The record written again from chunk 0 is whole.
+        let mut out = None;
+        for (i, f) in frames.iter().enumerate() {
+            out = a.push(10 + i as i64, f).expect("valid");
+        }
+        assert_eq!(out.expect("complete").record, big_record());
     }
 
     #[test]

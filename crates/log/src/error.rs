@@ -24,8 +24,6 @@ pub enum LogError {
     TrailingBytes { sequence: u64, index: u32, extra: usize },
     #[error("chunk header of record {sequence} is inconsistent: {reason}")]
     BadChunkHeader { sequence: u64, reason: String },
-    #[error("chunk {index}/{count} of record {sequence} arrived out of order: {reason}")]
-    ChunkOutOfOrder { sequence: u64, index: u32, count: u32, reason: String },
     #[error("record {sequence} failed its CRC-32C check: header says {expected:#010x}, payload gives {actual:#010x}")]
     Checksum { sequence: u64, expected: u32, actual: u32 },
     #[error("record {sequence} does not decompress: {reason}")]

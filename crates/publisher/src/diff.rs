@@ -30,6 +30,10 @@ pub struct Partial {
     /// New code set in this block.
     pub code: Option<Bytes>,
     pub storage: BTreeMap<B256, B256>,
+    /// The tracer cannot say whether the code changed: read it from the client at the block. (An EIP-7702
+    /// delegation cleared to nothing leaves empty code, which diff mode omits from `post` exactly like
+    /// unchanged code.)
+    pub recheck_code: bool,
 }
 
 impl Partial {
@@ -75,6 +79,8 @@ pub fn merge_prestate<'a>(txs: impl IntoIterator<Item = &'a DiffMode>) -> Partia
             acc.nonce = post.nonce.or(acc.nonce).or(pre.and_then(|p| p.nonce)).or(Some(0));
             if let Some(code) = &post.code {
                 acc.code = Some(code.clone());
+            } else if pre.and_then(|p| p.code.as_ref()).is_some_and(|c| c.starts_with(&[0xef, 0x01, 0x00])) {
+                acc.recheck_code = true;
             }
             let slots = pre.into_iter().flat_map(|p| p.storage.keys()).chain(post.storage.keys());
             for slot in slots {
@@ -294,5 +300,18 @@ mod tests {
         let merged = merge_state_diff([&tx]);
         assert!(merged[&addr(1)].needs_account());
         assert_eq!(merged[&addr(1)].storage[&slot(1)], B256::ZERO);
+    }
+
+    #[test]
+    fn a_delegated_account_without_code_in_post_is_rechecked() {
+        let mut pre = acct(Some(5), Some(1), &[]);
+        pre.code = Some(Bytes::from_static(&[0xef, 0x01, 0x00, 0xaa]));
+        let merged = merge_prestate(&[diff(vec![(1, pre)], vec![(1, acct(None, Some(2), &[]))])]);
+        assert!(merged[&addr(1)].recheck_code);
+        let plain = merge_prestate(&[diff(
+            vec![(2, acct(Some(5), Some(1), &[]))],
+            vec![(2, acct(Some(4), None, &[]))],
+        )]);
+        assert!(!plain[&addr(2)].recheck_code);
     }
 }

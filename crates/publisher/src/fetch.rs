@@ -212,6 +212,11 @@ pub async fn fetch_block(
         }
     }
     fill_unknown_accounts(rpc, number, &mut partials).await?;
+    for (address, p) in partials.iter_mut() {
+        if p.recheck_code && !p.deleted {
+            p.code = Some(rpc.code(*address, number).await?);
+        }
+    }
     let fetch = fetch + started.elapsed();
 
     let block = Block {

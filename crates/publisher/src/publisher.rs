@@ -78,6 +78,28 @@ pub enum PublisherError {
     GenesisChanged { log: alloy_primitives::B256, client: alloy_primitives::B256 },
 }
 
+/// See [`Publisher::compare_chains`].
+enum Chains {
+    Same,
+    ClientBehind,
+    Diverged,
+}
+
+impl PublisherError {
+    /// Errors worth retrying: the client's answers (transport, remote errors, a block that changed under
+    /// the fetch). The rest (Kafka fatal, a reorg too deep, a changed genesis, a header that does not hash to
+    /// its hash) need an operator.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PublisherError::Rpc(_)
+                | PublisherError::Fetch(
+                    FetchError::Rpc(_) | FetchError::Inconsistent { .. } | FetchError::Trace { .. }
+                )
+        )
+    }
+}
+
 pub struct Publisher {
     cfg: PublisherConfig,
     rpc: Arc<RpcClient>,
@@ -157,37 +179,51 @@ impl Publisher {
                         self.heartbeat().await?;
                     }
                 }
-                _ = wake.wait() => self.sync().await?,
+                _ = wake.wait() => {
+                    if let Err(e) = self.sync().await {
+                        if !e.is_transient() {
+                            return Err(e);
+                        }
+                        // The client hiccuped or changed its chain mid-fetch: the log is untouched; retry.
+                        warn!(error = %e, "sync failed; retrying at the next wake-up");
+                        tokio::time::sleep(self.cfg.poll_interval).await;
+                    }
+                }
             }
         }
     }
 
     /// Publishes every canonical block the log does not have yet, unwinding first if the chain moved away.
+    /// Returns (to wait for the next wake-up) when the client has nothing new, is behind the log, or changed
+    /// its chain while a block was being fetched.
     pub async fn sync(&mut self) -> Result<(), PublisherError> {
         loop {
+            // A long catch-up must not starve replicas of heartbeats (their readiness depends on them).
+            if self.last_heartbeat.elapsed() >= self.cfg.heartbeat_interval {
+                self.heartbeat().await?;
+            }
             let client_head = self.rpc.block_number().await?;
             self.metrics.client_head.store(client_head, Relaxed);
             let ours = self.head();
-            match self.rpc.block_hash(BlockId::Number(ours.number)).await? {
-                Some((_, hash)) if hash == ours.hash => {}
-                _ => {
+            match self.compare_chains(client_head).await? {
+                Chains::Same if client_head > ours.number => {}
+                Chains::Same | Chains::ClientBehind => return Ok(()),
+                Chains::Diverged => {
                     self.unwind().await?;
                     continue;
                 }
             }
-            if client_head <= ours.number {
-                return Ok(());
-            }
             let next = ours.number + 1;
-            let Some((block, timings)) = fetch_block(&self.rpc, next, self.mode).await? else { continue };
+            let Some((block, timings)) = fetch_block(&self.rpc, next, self.mode).await? else {
+                return Ok(());
+            };
             if block.parent_hash != ours.hash {
-                self.unwind().await?;
-                continue;
+                return Ok(()); // the chain moved meanwhile: the next wake-up sees how
             }
             // The chain may have moved while the block was traced: publish only what is still canonical.
             match self.rpc.block_hash(BlockId::Number(next)).await? {
                 Some((_, hash)) if hash == block.hash => {}
-                _ => continue,
+                _ => return Ok(()),
             }
             self.metrics.fetch_micros_total.fetch_add(timings.fetch.as_micros() as u64, Relaxed);
             self.metrics.trace_micros_total.fetch_add(timings.trace.as_micros() as u64, Relaxed);
@@ -198,58 +234,78 @@ impl Publisher {
         }
     }
 
+    /// How the client's chain relates to the log's, judged at the highest height both have.
+    async fn compare_chains(&self, client_head: u64) -> Result<Chains, PublisherError> {
+        let ours = self.head();
+        let probe = client_head.min(ours.number);
+        let Some(mine) = self.published.chain.iter().rev().find(|b| b.number == probe) else {
+            // Older than the blocks the publisher remembers: the client is far behind the log.
+            return Ok(Chains::ClientBehind);
+        };
+        match self.rpc.block_hash(BlockId::Number(probe)).await? {
+            Some((_, hash)) if hash == mine.hash && probe == ours.number => Ok(Chains::Same),
+            // Same chain, but the client has not reached the log's head (a lagging or restarted node, a
+            // failover): wait for it rather than revert good blocks.
+            Some((_, hash)) if hash == mine.hash => Ok(Chains::ClientBehind),
+            Some(_) => Ok(Chains::Diverged),
+            None => Ok(Chains::ClientBehind),
+        }
+    }
     fn head(&self) -> BlockRef {
         // The log always holds genesis before `run`, so the chain is never empty here; an empty chain would
         // have failed in `start` (TailError::NoBlock).
         self.published.head().unwrap_or(BlockRef { number: 0, hash: Default::default() })
     }
 
-    /// Writes reverts, newest first, until the log's head is on the client's chain again.
+    /// Finds the newest block the log and the client share, then writes reverts for every log block above
+    /// it, newest first. Nothing is written unless that block is within the window.
     async fn unwind(&mut self) -> Result<(), PublisherError> {
         self.metrics.reorgs.fetch_add(1, Relaxed);
-        let mut depth = 0u64;
-        loop {
-            let Some(top) = self.published.head() else {
-                return Err(PublisherError::ReorgTooDeep {
-                    number: 0,
-                    hash: Default::default(),
-                    window: self.cfg.reorg_window,
-                });
-            };
-            match self.rpc.block_hash(BlockId::Number(top.number)).await? {
-                Some((_, hash)) if hash == top.hash => break,
-                client => {
-                    if top.number == 0 {
-                        let client = client.map(|c| c.1).unwrap_or_default();
-                        return Err(PublisherError::GenesisChanged { log: top.hash, client });
-                    }
-                    if depth >= self.cfg.reorg_window || self.published.chain.len() <= 1 {
-                        return Err(PublisherError::ReorgTooDeep {
-                            number: top.number,
-                            hash: top.hash,
-                            window: self.cfg.reorg_window,
-                        });
-                    }
-                    self.write(Record::Revert(Revert { number: top.number, hash: top.hash })).await?;
-                    self.metrics.reverts_written.fetch_add(1, Relaxed);
-                    depth += 1;
+        let mut fork = None;
+        for b in self.published.chain.iter().rev() {
+            if let Some((_, hash)) = self.rpc.block_hash(BlockId::Number(b.number)).await? {
+                if hash == b.hash {
+                    fork = Some(*b);
+                    break;
                 }
             }
         }
         let head = self.head();
-        warn!(depth, new_head = head.number, "reorg: reverted {depth} block(s)");
-        self.metrics.head_published.store(head.number, Relaxed);
+        let Some(fork) = fork else {
+            let oldest = self.published.chain.front().copied().unwrap_or(head);
+            if oldest.number == 0 {
+                let client = self.rpc.block_hash(BlockId::Number(0)).await?.map(|c| c.1).unwrap_or_default();
+                return Err(PublisherError::GenesisChanged { log: oldest.hash, client });
+            }
+            return Err(PublisherError::ReorgTooDeep {
+                number: head.number,
+                hash: head.hash,
+                window: self.cfg.reorg_window,
+            });
+        };
+        let depth = head.number - fork.number;
+        while let Some(top) = self.published.head().filter(|t| t.number > fork.number) {
+            self.write(Record::Revert(Revert { number: top.number, hash: top.hash })).await?;
+            self.metrics.reverts_written.fetch_add(1, Relaxed);
+        }
+        warn!(depth, new_head = fork.number, "reorg: reverted {depth} block(s)");
+        self.metrics.head_published.store(fork.number, Relaxed);
         Ok(())
     }
 
     async fn heartbeat(&mut self) -> Result<(), PublisherError> {
         let head = self.head();
         // Safe and finalized as the client sees them, if the log already holds those blocks.
-        let tag = |r: Option<(u64, alloy_primitives::B256)>| {
-            r.filter(|(n, _)| *n <= head.number).map(|(number, hash)| BlockRef { number, hash })
+        let tag0 =
+            |r: Option<(u64, alloy_primitives::B256)>| r.map(|(number, hash)| BlockRef { number, hash });
+        // Only tags that name a block the log holds (or older than what the publisher remembers).
+        let chain = &self.published.chain;
+        let oldest = chain.front().map_or(0, |b| b.number);
+        let tag = |r: Option<BlockRef>| {
+            r.filter(|t| t.number < oldest || chain.iter().any(|b| b.number == t.number && b.hash == t.hash))
         };
-        let safe = tag(self.rpc.block_hash(BlockId::Safe).await.unwrap_or(None));
-        let finalized = tag(self.rpc.block_hash(BlockId::Finalized).await.unwrap_or(None));
+        let safe = tag(tag0(self.rpc.block_hash(BlockId::Safe).await.unwrap_or(None)));
+        let finalized = tag(tag0(self.rpc.block_hash(BlockId::Finalized).await.unwrap_or(None)));
         let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         self.write(Record::Heartbeat(Heartbeat { time_ms, head, safe, finalized })).await?;
         self.metrics.heartbeats_written.fetch_add(1, Relaxed);

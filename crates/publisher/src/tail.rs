@@ -15,6 +15,11 @@ pub enum TailError {
     Log { topic: String, offset: i64, source: ec_log::LogError },
     #[error("topic {topic}: the last {messages} messages hold no block; read further back with a larger --tail-messages")]
     NoBlock { topic: String, messages: i64 },
+    #[error(
+        "topic {topic} held {high} messages and retention has emptied it: its log cannot be continued. Start the \
+         cluster on a new topic (replicas from a new snapshot lineage)"
+    )]
+    Emptied { topic: String, high: i64 },
     #[error("topic {topic} belongs to cluster {found:?}, not {expected:?}")]
     WrongCluster { topic: String, expected: String, found: String },
 }
@@ -61,13 +66,18 @@ pub async fn read_tail(
     let consumer = PartitionConsumer::new(kafka, topic)?;
     let (low, high) = consumer.watermarks(Duration::from_secs(10))?;
     if high <= low {
+        if high > 0 {
+            // Writing a new genesis here would hand caught-up replicas sequence numbers they already applied.
+            return Err(TailError::Emptied { topic: topic.to_owned(), high });
+        }
         return Ok(None);
     }
     let start = low.max(high - messages);
     consumer.assign(start)?;
     let mut assembler = Assembler::new();
     let mut published = Published { next_sequence: 0, chain: VecDeque::new() };
-    let mut seen_block = false;
+    // The head named by the last heartbeat, if no block or revert came after it.
+    let mut heartbeat_head = None;
     let mut offset = start;
     while offset < high {
         let (at, payload) = match consumer.next().await? {
@@ -95,12 +105,20 @@ pub async fn read_tail(
         if published.next_sequence > 0 && rec.envelope.sequence < published.next_sequence {
             continue;
         }
-        seen_block |= matches!(rec.record, Record::Block(_) | Record::Genesis(_));
+        heartbeat_head = match &rec.record {
+            Record::Heartbeat(h) => Some(h.head),
+            _ => None,
+        };
         published.follow(rec.envelope.sequence, &rec.record, keep);
     }
     // A record whose last chunks never arrived (a crash mid-record) is written again from its first chunk.
-    if !seen_block || published.chain.is_empty() {
-        return Err(TailError::NoBlock { topic: topic.to_owned(), messages });
+    if published.chain.is_empty() {
+        // Only heartbeats in the window (an idle chain): each names the head, which is all that is needed to
+        // continue; reorgs below it are then out of reach until new blocks arrive.
+        match heartbeat_head {
+            Some(head) => published.chain.push_back(head),
+            None => return Err(TailError::NoBlock { topic: topic.to_owned(), messages }),
+        }
     }
     Ok(Some(published))
 }

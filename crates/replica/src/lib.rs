@@ -191,10 +191,7 @@ pub async fn run(
             source,
         })?;
         let Some(rec) = assembled else { continue };
-        status.send_modify(|s| {
-            s.last_record_at = Some(std::time::Instant::now());
-            s.next_offset = next_offset;
-        });
+        status.send_modify(|s| s.next_offset = next_offset);
         let apply_err = |source| ReplicaError::Apply { topic: cfg.topic.clone(), offset, source };
         match store.apply(&rec).map_err(apply_err)? {
             ApplyOutcome::Duplicate { applied } => {
@@ -217,6 +214,9 @@ pub async fn run(
             _ => store.head().ok().flatten(),
         };
         status.send_modify(|s| {
+            // Only records that move the database count as "heard from the publisher": a stream of
+            // duplicates (a publisher replaying an old log) must not keep a stale replica ready.
+            s.last_record_at = Some(std::time::Instant::now());
             s.position = Some(position);
             s.records_applied += 1;
             if let Some(h) = head {

@@ -118,6 +118,30 @@ impl Store {
             let reason = format!("{} transactions but {} receipts", b.transactions.len(), b.receipts.len());
             return Err(bad_block(sequence, b, reason));
         }
+        // The batch is invisible to reads, so an address (or slot) listed twice would be applied against a
+        // stale prior value: the format forbids it, and the store refuses it.
+        for pair in b.state.windows(2) {
+            if pair[0].address >= pair[1].address {
+                let reason = format!("state not sorted by address or {} listed twice", pair[1].address);
+                return Err(bad_block(sequence, b, reason));
+            }
+        }
+        for c in &b.state {
+            if c.account.is_none() && !c.storage.is_empty() {
+                return Err(bad_block(
+                    sequence,
+                    b,
+                    format!("deleted account {} with storage writes", c.address),
+                ));
+            }
+            if c.storage.windows(2).any(|w| w[0].slot >= w[1].slot) {
+                return Err(bad_block(
+                    sequence,
+                    b,
+                    format!("storage of {} not sorted or a slot twice", c.address),
+                ));
+            }
+        }
         let mut changes = ChangeSet::default();
         let mut new_code = BTreeSet::new();
         for change in &b.state {
