@@ -86,6 +86,13 @@ pub async fn fetch_block(
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(r) = receipts.iter().find(|r| r.block_hash.is_some_and(|h| h != rpc_block.header.hash)) {
+        // The chain changed between the two calls: receipts of another fork.
+        return Err(inconsistent(format!(
+            "a receipt belongs to block {:?}, not {}",
+            r.block_hash, rpc_block.header.hash
+        )));
+    }
     if receipts.len() != transactions.len() {
         return Err(inconsistent(format!(
             "{} transactions but {} receipts",
