@@ -27,6 +27,8 @@ pub struct Assembled {
     pub last_offset: i64,
     /// Payload bytes on the wire (compressed), for rate reporting.
     pub payload_len: usize,
+    /// CRC-32C of the payload: tells a true duplicate (same record re-sent) from a conflicting one.
+    pub record_crc: u32,
 }
 
 #[derive(Debug, Default)]
@@ -137,6 +139,7 @@ fn finish(
         first_offset,
         last_offset,
         payload_len: payload.len(),
+        record_crc: header.record_crc,
     })
 }
 

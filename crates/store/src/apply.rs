@@ -36,6 +36,12 @@ impl Store {
         let applied = self.position()?.map(|p| p.sequence);
         let expected = applied.map_or(0, |s| s + 1);
         if let Some(applied) = applied {
+            if sequence == applied {
+                let stored = self.get::<Meta>(&MetaKey::SequenceCrc)?;
+                if stored.is_some_and(|c| c.as_ref() != rec.record_crc.to_be_bytes()) {
+                    return Err(StoreError::ConflictingDuplicate { sequence });
+                }
+            }
             if sequence <= applied {
                 return Ok(ApplyOutcome::Duplicate { applied });
             }
@@ -104,6 +110,7 @@ impl Store {
         }
         self.put::<Meta>(&mut batch, &MetaKey::KafkaOffset, &rec.last_offset.to_be_bytes().to_vec().into());
         self.put::<Meta>(&mut batch, &MetaKey::Sequence, &sequence.to_be_bytes().to_vec().into());
+        self.put::<Meta>(&mut batch, &MetaKey::SequenceCrc, &rec.record_crc.to_be_bytes().to_vec().into());
         self.commit(batch)?;
         Ok(ApplyOutcome::Applied)
     }

@@ -17,6 +17,11 @@ pub enum StoreError {
     Corrupt { table: &'static str, reason: String },
     #[error("sequence gap: the database has applied record {applied:?} and expects {expected}, but the log holds {found} next")]
     SequenceGap { applied: Option<u64>, expected: u64, found: u64 },
+    #[error(
+        "record {sequence} appears twice in the log with different contents: two publishers wrote this \
+         cluster's topic, or a publisher restarted without seeing its own last write; the log has diverged"
+    )]
+    ConflictingDuplicate { sequence: u64 },
     #[error("record {sequence} belongs to cluster {found:?}, this database to cluster {expected:?}")]
     WrongCluster { sequence: u64, expected: String, found: String },
     #[error("record {sequence}: a genesis record is only valid as record 0 of an empty database")]

@@ -100,6 +100,8 @@ pub enum MetaKey {
     KafkaOffset,
     /// Sequence number of the last record applied (u64, big-endian).
     Sequence,
+    /// CRC-32C of the last record applied (u32, big-endian), to recognise a conflicting duplicate.
+    SequenceCrc,
     /// [`ChainInfo`], written by the genesis record.
     Chain,
     /// [`alloy_primitives::B256`] hash and number of the head block, as an `ec_log::BlockRef`.
@@ -113,6 +115,7 @@ impl MetaKey {
         match self {
             MetaKey::KafkaOffset => "kafka_offset",
             MetaKey::Sequence => "sequence",
+            MetaKey::SequenceCrc => "sequence_crc",
             MetaKey::Chain => "chain",
             MetaKey::Head => "head",
             MetaKey::Heartbeat => "heartbeat",

@@ -28,6 +28,7 @@ fn assembled(sequence: u64, record: Record) -> Assembled {
         first_offset: sequence as i64,
         last_offset: sequence as i64,
         payload_len: 0,
+        record_crc: 0,
     }
 }
 
@@ -180,6 +181,11 @@ fn rejected_records_leave_the_database_unchanged() {
         store.apply(&assembled(5, records[5].1.clone())).expect("skipped"),
         ApplyOutcome::Duplicate { applied: 9 }
     );
+    assert_eq!(store.checksum().expect("checksum"), before);
+    // The same sequence as the last applied record but other contents: the log has diverged.
+    let mut conflicting = assembled(9, records[9].1.clone());
+    conflicting.record_crc = 7;
+    assert!(matches!(store.apply(&conflicting), Err(StoreError::ConflictingDuplicate { sequence: 9 })));
     assert_eq!(store.checksum().expect("checksum"), before);
     assert_eq!(RecordKind::Block, Record::Block(next).kind());
 }
