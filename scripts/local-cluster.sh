@@ -11,6 +11,7 @@ PORT="${EC_LOCAL_KAFKA_PORT:-19092}"
 ANVIL_PORT="${EC_LOCAL_ANVIL_PORT:-18545}"
 METRICS_PORT="${EC_LOCAL_METRICS_PORT:-19101}"
 HEALTH_BASE="${EC_LOCAL_HEALTH_BASE:-19080}"   # replica r serves health on HEALTH_BASE + r
+RPC_BASE="${EC_LOCAL_RPC_BASE:-18550}"         # and JSON-RPC on RPC_BASE + r
 TOPIC="local-cluster"
 
 ./scripts/setup.sh
@@ -20,7 +21,8 @@ BIN="$CARGO_TARGET_DIR/debug/ether-cattle"
 TANSU="$HOME/.cache/tansu/bin/tansu"
 ANVIL="$HOME/.cache/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 
-for p in "$PORT" "$ANVIL_PORT" "$METRICS_PORT" "$((HEALTH_BASE + 1))" "$((HEALTH_BASE + 2))"; do
+for p in "$PORT" "$ANVIL_PORT" "$METRICS_PORT" "$((HEALTH_BASE + 1))" "$((HEALTH_BASE + 2))" \
+  "$((RPC_BASE + 1))" "$((RPC_BASE + 2))"; do
   if (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "port $p on 127.0.0.1 is taken; stop what listens there or set EC_LOCAL_*_PORT" >&2
     exit 1
@@ -81,7 +83,7 @@ pids+=($!)
 
 for r in 1 2; do
   "$BIN" replica --brokers "127.0.0.1:$PORT" --topic "$TOPIC" --data-dir "$DATA/replica-$r" \
-    --health-addr "127.0.0.1:$(( HEALTH_BASE + r ))" \
+    --health-addr "127.0.0.1:$(( HEALTH_BASE + r ))" --rpc-addr "127.0.0.1:$(( RPC_BASE + r ))" \
     >"$DATA/logs/replica-$r.log" 2>&1 &
   pids+=($!)
 done
@@ -90,6 +92,7 @@ echo "anvil      http://127.0.0.1:$ANVIL_PORT (the execution client)"
 echo "broker     127.0.0.1:$PORT (topic $TOPIC)"
 echo "publisher  metrics http://127.0.0.1:$METRICS_PORT/metrics"
 echo "replicas   $DATA/replica-1, $DATA/replica-2 (logs in $DATA/logs)"
+echo "rpc        http://127.0.0.1:$((RPC_BASE + 1)), http://127.0.0.1:$((RPC_BASE + 2)) (state methods so far, docs/rpc.md)"
 echo "health     http://127.0.0.1:$((HEALTH_BASE + 1))/health/ready, http://127.0.0.1:$((HEALTH_BASE + 2))/health/ready (also /metrics, /admin/position)"
 echo "compare    $BIN checksum --data-dir $DATA/replica-1"
 echo "Ctrl-C stops everything."

@@ -546,3 +546,91 @@ fn readiness_follows_the_publisher() {
     c.start_publisher();
     wait_for("readiness to return to 200", Duration::from_secs(60), ready(200));
 }
+
+/// The replica's JSON-RPC state methods answer exactly what anvil answers, for every block, every touched
+/// account and slot, with numbers, tags and EIP-1898 block hashes; errors have the specified codes.
+#[test]
+fn rpc_state_methods_equal_anvil() {
+    let c = Cluster::start(&["--slots-in-an-epoch", "1"]);
+    let a = &c.anvil;
+    let deploy =
+        a.send(json!({"from": DEV[0], "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"}));
+    let contract = contract_address(a, deploy);
+    for (slot, value) in [(5u64, 0x42u64), (5, 0x43), (1, 0), (8, 1)] {
+        let tx =
+            a.send(json!({"from": DEV[1], "to": contract, "data": call_data(slot, value), "gas": "0x20000"}));
+        mined(a, tx);
+    }
+    let sd =
+        a.send(json!({"from": DEV[2], "to": contract, "value": "0x99", "data": "0x01", "gas": "0x20000"}));
+    mined(a, sd);
+    let (_, log) = c.replay("seed");
+    let port = free_port();
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "replica",
+        "--topic",
+        "log",
+        "--brokers",
+        &c.brokers(),
+        "--rpc-addr",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .arg("--data-dir")
+    .arg(c.tmp.path().join("rpc-replica"));
+    let _replica = spawn_quiet(cmd);
+    let (head, head_hash) = a.head();
+    let ours = |method: &str, params: Value| -> Value {
+        http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .unwrap_or(Value::Null)
+    };
+    wait_for("the replica's RPC to reach anvil's head", Duration::from_secs(60), || {
+        ours("eth_blockNumber", json!([]))["result"] == json!(format!("{head:#x}"))
+    });
+    let theirs = |method: &'static str, params: Value| -> Value { a.call(method, params) };
+    // Safe and finalized come with heartbeats (every 500 ms here): wait for one written after the last block.
+    wait_for("a heartbeat naming anvil's safe block", Duration::from_secs(30), || {
+        let p = json!([DEV[0], "safe"]);
+        ours("eth_getTransactionCount", p.clone())["result"] == theirs("eth_getTransactionCount", p)
+            && ours("eth_getBalance", json!([DEV[1], "finalized"]))["result"]
+                == theirs("eth_getBalance", json!([DEV[1], "finalized"]))
+    });
+
+    for m in ["eth_chainId", "net_version", "eth_blockNumber"] {
+        assert_eq!(ours(m, json!([]))["result"], theirs(m, json!([])), "{m}");
+    }
+    let mut touched = touched(&log);
+    touched.entry(contract).or_default().extend([1u64, 2, 5, 8, 9].map(|s| B256::from(U256::from(s))));
+    let mut compared = 0;
+    let mut blocks: Vec<Value> = (0..=head).map(|n| json!(format!("{n:#x}"))).collect();
+    blocks.extend([json!("latest"), json!("earliest"), json!("pending"), json!("safe"), json!("finalized")]);
+    blocks.push(json!({"blockHash": head_hash, "requireCanonical": true}));
+    for block in &blocks {
+        for (address, slots) in &touched {
+            for m in ["eth_getBalance", "eth_getTransactionCount", "eth_getCode"] {
+                let p = json!([address, block]);
+                assert_eq!(ours(m, p.clone())["result"], theirs(m, p), "{m} {address} at {block}");
+                compared += 1;
+            }
+            for slot in slots {
+                let p = json!([address, slot, block]);
+                assert_eq!(
+                    ours("eth_getStorageAt", p.clone())["result"],
+                    theirs("eth_getStorageAt", p),
+                    "{address} {slot} at {block}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    eprintln!("{compared} answers equal to anvil's");
+    assert!(compared > 500);
+
+    let unknown = ours("admin_peers", json!([]));
+    assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
+    let bad = ours("eth_getBalance", json!(["not an address", "latest"]));
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    assert!(bad["error"].get("data").is_none(), "invalid params must carry no data: {bad}");
+    let future = ours("eth_getBalance", json!([DEV[0], format!("{:#x}", head + 100)]));
+    assert!(future["error"]["code"].is_i64(), "a block beyond the head is an error: {future}");
+}

@@ -58,6 +58,9 @@ struct ReplicaArgs {
     /// Exit with status 0 once caught up with the topic, instead of following it.
     #[arg(long)]
     exit_when_caught_up: bool,
+    /// Ethereum JSON-RPC (HTTP and websocket), opened once the replica has caught up (e.g. 0.0.0.0:8545).
+    #[arg(long, env = "EC_RPC_ADDR")]
+    rpc_addr: Option<std::net::SocketAddr>,
     /// Private HTTP port for /health/live, /health/ready, /metrics and /admin/position (e.g. 0.0.0.0:8081).
     #[arg(long, env = "EC_HEALTH_ADDR")]
     health_addr: Option<std::net::SocketAddr>,
@@ -130,7 +133,30 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
             }
         });
     }
-    match ec_replica::run(cfg, status, shutdown_signal()).await {
+    let store = match ec_store::Store::open(&cfg.data_dir, cfg.store.clone()) {
+        Ok(s) => std::sync::Arc::new(s),
+        Err(e) => {
+            eprintln!("error: opening the store: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(addr) = args.rpc_addr {
+        let (store, mut caught_up) = (store.clone(), status.subscribe());
+        tokio::spawn(async move {
+            // RPC only from a replica that has replayed its backlog: never serve a stale snapshot's state.
+            if caught_up.wait_for(|s| s.caught_up).await.is_err() {
+                return;
+            }
+            match ec_rpc::serve(addr, store).await {
+                Ok(handle) => {
+                    tracing::info!(%addr, "JSON-RPC open");
+                    handle.stopped().await;
+                }
+                Err(e) => tracing::error!(%addr, error = %e, "JSON-RPC server failed"),
+            }
+        });
+    }
+    match ec_replica::run_with_store(cfg, store, status, shutdown_signal()).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("replica stopped: {e}");

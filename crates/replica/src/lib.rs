@@ -95,6 +95,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Progress, ReplicaError> {
     let store = Store::open(&cfg.data_dir, cfg.store.clone()).map_err(ReplicaError::Open)?;
+    run_with_store(cfg, std::sync::Arc::new(store), status, shutdown).await
+}
+
+/// [`run`] on a store the caller opened and shares (the RPC server reads it while the replay writes it).
+pub async fn run_with_store(
+    cfg: ReplicaConfig,
+    store: std::sync::Arc<Store>,
+    status: watch::Sender<Status>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Progress, ReplicaError> {
     let stored = store.position().map_err(ReplicaError::Open)?;
     let consumer = PartitionConsumer::new(&cfg.kafka, &cfg.topic)?;
     let (earliest, high) = consumer.watermarks(Duration::from_secs(10))?;
