@@ -7,6 +7,7 @@
 //! once the replica has caught up with its topic.
 
 pub mod block_id;
+pub mod convert;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -78,6 +79,43 @@ impl Ctx {
         Ok(n)
     }
 
+    /// The canonical block a block parameter names, or `None` when the replica has no such block (the
+    /// block methods answer `null` then, as the execution APIs specify).
+    fn find_block(&self, spec: BlockSpec) -> RpcResult<Option<ec_store::tables::StoredBlock>> {
+        let hash = match spec {
+            BlockSpec::Hash { hash, .. } => hash,
+            other => {
+                let head = self.store.head().map_err(server_error)?.map_or(0, |h| h.number);
+                let n = match other {
+                    BlockSpec::Number(n) if n > head => return Ok(None),
+                    _ => match self.resolve(other) {
+                        Ok(n) => n,
+                        Err(_) => return Ok(None),
+                    },
+                };
+                match self.store.canonical_hash(n).map_err(server_error)? {
+                    Some(h) => h,
+                    None => return Ok(None),
+                }
+            }
+        };
+        self.store.block_by_hash(&hash).map_err(server_error)
+    }
+
+    fn block_arg(&self, params: &Params) -> RpcResult<(Option<ec_store::tables::StoredBlock>, Vec<Value>)> {
+        let args = positional(params)?;
+        let spec = block_id::parse(args.first()).map_err(invalid_params)?;
+        Ok((self.find_block(spec)?, args))
+    }
+
+    fn tx_block(&self, hash: &B256) -> RpcResult<Option<(ec_store::tables::StoredBlock, usize)>> {
+        let Some(loc) = self.store.tx_location(hash).map_err(server_error)? else { return Ok(None) };
+        let Some(bh) = self.store.canonical_hash(loc.block_number).map_err(server_error)? else {
+            return Ok(None);
+        };
+        Ok(self.store.block_by_hash(&bh).map_err(server_error)?.map(|b| (b, loc.index as usize)))
+    }
+
     fn account_args(&self, params: &Params, block_at: usize) -> RpcResult<(Address, u64, Vec<Value>)> {
         let args = positional(params)?;
         let address: Address = arg(&args, 0, "address")?;
@@ -122,6 +160,53 @@ pub fn module(store: Arc<Store>) -> RpcModule<Ctx> {
         let (a, n, args) = c.account_args(&p, 2)?;
         let slot: U256 = arg(&args, 1, "slot")?;
         c.store.storage_at(&a, &B256::from(slot), n).map_err(server_error)
+    })
+    .expect(reg);
+    for name in ["eth_getBlockByNumber", "eth_getBlockByHash"] {
+        m.register_method(name, |p, c, _| -> RpcResult<Value> {
+            let (b, args) = c.block_arg(&p)?;
+            let full: bool = if args.len() > 1 { arg(&args, 1, "full transactions flag")? } else { false };
+            b.map_or(Ok(Value::Null), |b| convert::block(&b, full).map_err(server_error))
+        })
+        .expect(reg);
+    }
+    for name in ["eth_getBlockTransactionCountByNumber", "eth_getBlockTransactionCountByHash"] {
+        m.register_method(name, |p, c, _| -> RpcResult<Option<U64>> {
+            Ok(c.block_arg(&p)?.0.map(|b| U64::from(b.transactions.len())))
+        })
+        .expect(reg);
+    }
+    for name in ["eth_getUncleCountByBlockNumber", "eth_getUncleCountByBlockHash"] {
+        // The log carries no ommers: post-merge blocks have none.
+        m.register_method(name, |p, c, _| -> RpcResult<Option<U64>> {
+            Ok(c.block_arg(&p)?.0.map(|_| U64::ZERO))
+        })
+        .expect(reg);
+    }
+    for name in ["eth_getTransactionByBlockNumberAndIndex", "eth_getTransactionByBlockHashAndIndex"] {
+        m.register_method(name, |p, c, _| -> RpcResult<Value> {
+            let (b, args) = c.block_arg(&p)?;
+            let index: U64 = arg(&args, 1, "index")?;
+            let Some(b) = b else { return Ok(Value::Null) };
+            Ok(convert::transaction(&b, index.to::<usize>()).map_err(server_error)?.unwrap_or(Value::Null))
+        })
+        .expect(reg);
+    }
+    m.register_method("eth_getTransactionByHash", |p, c, _| -> RpcResult<Value> {
+        let hash: B256 = arg(&positional(&p)?, 0, "transaction hash")?;
+        let Some((b, i)) = c.tx_block(&hash)? else { return Ok(Value::Null) };
+        Ok(convert::transaction(&b, i).map_err(server_error)?.unwrap_or(Value::Null))
+    })
+    .expect(reg);
+    m.register_method("eth_getTransactionReceipt", |p, c, _| -> RpcResult<Value> {
+        let hash: B256 = arg(&positional(&p)?, 0, "transaction hash")?;
+        let Some((b, i)) = c.tx_block(&hash)? else { return Ok(Value::Null) };
+        Ok(convert::receipts(&b).map_err(server_error)?.into_iter().nth(i).unwrap_or(Value::Null))
+    })
+    .expect(reg);
+    m.register_method("eth_getBlockReceipts", |p, c, _| -> RpcResult<Value> {
+        let Some(b) = c.block_arg(&p)?.0 else { return Ok(Value::Null) };
+        Ok(Value::Array(convert::receipts(&b).map_err(server_error)?))
     })
     .expect(reg);
     m

@@ -88,6 +88,11 @@ impl Store {
         self.get::<Blocks>(hash)
     }
 
+    /// Where a canonical transaction sits: block number and index.
+    pub fn tx_location(&self, hash: &B256) -> Result<Option<crate::tables::TxLocation>> {
+        self.get::<crate::tables::TxIndex>(hash)
+    }
+
     pub fn code(&self, hash: &B256) -> Result<Option<Bytes>> {
         self.get::<Code>(hash)
     }
