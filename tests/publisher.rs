@@ -743,3 +743,64 @@ fn rpc_blocks_transactions_and_receipts_equal_anvil() {
     check("eth_getBlockByHash", json!([B256::repeat_byte(7), false]));
     eprintln!("{compared} answers equal to anvil's");
 }
+
+/// eth_sendRawTransaction on a replica: checked against the replica's state, queued on the tx topic,
+/// relayed by the publisher, mined by anvil. A stale nonce is refused at the replica.
+#[test]
+fn raw_transaction_through_a_replica_is_mined() {
+    let c = Cluster::start(&[]);
+    let a = &c.anvil;
+    c.replay("seed");
+    let port = free_port();
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "replica",
+        "--topic",
+        "log",
+        "--brokers",
+        &c.brokers(),
+        "--rpc-addr",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .arg("--data-dir")
+    .arg(c.tmp.path().join("rpc-replica"));
+    let _replica = spawn_quiet(cmd);
+    let send = |raw: &str| {
+        http_post_json(
+            port,
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction", "params": [raw]}),
+        )
+    };
+    wait_for("the replica's RPC", Duration::from_secs(60), || {
+        http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}))
+            .is_some()
+    });
+    let sign = |nonce: u64| -> String {
+        serde_json::from_value(a.call(
+            "eth_signTransaction",
+            json!([{"from": DEV[4], "to": "0x000000000000000000000000000000000000dead", "value": "0x77",
+                    "gas": "0x5208", "maxFeePerGas": "0x77359400", "maxPriorityFeePerGas": "0x1",
+                    "nonce": format!("{nonce:#x}")}]),
+        ))
+        .expect("signed raw tx")
+    };
+    let raw = sign(0);
+    let answer = send(&raw).expect("an answer");
+    let hash: B256 = serde_json::from_value(answer["result"].clone()).unwrap_or_else(|_| panic!("{answer}"));
+    assert_eq!(hash, keccak256(hex::decode(raw.trim_start_matches("0x")).expect("hex")));
+    assert_eq!(status(a, hash), 1, "relayed and mined");
+
+    // Once the replica has seen that block, nonce 0 is stale.
+    wait_for("the replica to see the nonce move", Duration::from_secs(60), || {
+        http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionCount", "params": [DEV[4], "latest"]}))
+            .is_some_and(|v| v["result"] == json!("0x1"))
+    });
+    let refused = send(&sign(0)).expect("an answer");
+    assert_eq!(refused["error"]["code"], -32000, "{refused}");
+    assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains("nonce too low")), "{refused}");
+    let garbage = send("0x1234").expect("an answer");
+    assert!(
+        garbage["error"]["message"].as_str().is_some_and(|m| m.contains("invalid transaction")),
+        "{garbage}"
+    );
+}

@@ -61,6 +61,9 @@ struct ReplicaArgs {
     /// Ethereum JSON-RPC (HTTP and websocket), opened once the replica has caught up (e.g. 0.0.0.0:8545).
     #[arg(long, env = "EC_RPC_ADDR")]
     rpc_addr: Option<std::net::SocketAddr>,
+    /// Topic for transactions accepted by eth_sendRawTransaction; default `<topic>-tx`, `none` refuses them.
+    #[arg(long, env = "EC_TX_TOPIC")]
+    tx_topic: Option<String>,
     /// Private HTTP port for /health/live, /health/ready, /metrics and /admin/position (e.g. 0.0.0.0:8081).
     #[arg(long, env = "EC_HEALTH_ADDR")]
     health_addr: Option<std::net::SocketAddr>,
@@ -140,6 +143,19 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tx_producer = match args.tx_topic.as_deref() {
+        Some("none") => None,
+        other => {
+            let topic = other.map_or_else(|| format!("{}-tx", cfg.topic), str::to_owned);
+            match ec_kafka::TxProducer::new(&cfg.kafka, &topic) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("error: transaction topic {topic}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     if let Some(addr) = args.rpc_addr {
         let (store, mut caught_up) = (store.clone(), status.subscribe());
         tokio::spawn(async move {
@@ -147,7 +163,7 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
             if caught_up.wait_for(|s| s.caught_up).await.is_err() {
                 return;
             }
-            match ec_rpc::serve(addr, store).await {
+            match ec_rpc::serve(addr, store, tx_producer).await {
                 Ok(handle) => {
                     tracing::info!(%addr, "JSON-RPC open");
                     handle.stopped().await;

@@ -114,3 +114,30 @@ impl PendingRecord {
         Ok(offsets)
     }
 }
+
+/// The replicas' producer of raw transactions for the tx topic (idempotent, `acks=all`).
+pub struct TxProducer {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl TxProducer {
+    pub fn new(cfg: &KafkaConfig, topic: &str) -> Result<Self, KafkaIoError> {
+        let mut c = cfg.client_config_with(&[("linger.ms", "0")]);
+        c.set("enable.idempotence", "true");
+        c.set("acks", "all");
+        let producer =
+            c.create().map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
+        Ok(Self { producer, topic: topic.to_owned() })
+    }
+
+    /// Writes one raw transaction and waits for the broker's acknowledgement.
+    pub async fn send(&self, raw: &[u8]) -> Result<(), KafkaIoError> {
+        let record = FutureRecord::<(), _>::to(&self.topic).payload(raw);
+        let err = |source| KafkaIoError::Produce { topic: self.topic.clone(), sequence: 0, index: 0, source };
+        match self.producer.send(record, std::time::Duration::from_secs(10)).await {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(err(e)),
+        }
+    }
+}

@@ -8,6 +8,7 @@
 
 pub mod block_id;
 pub mod convert;
+pub mod send_tx;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -24,6 +25,8 @@ use serde_json::Value;
 /// The state every method reads.
 pub struct Ctx {
     pub store: Arc<Store>,
+    /// Where accepted raw transactions go (the cluster's tx topic); `None` refuses `eth_sendRawTransaction`.
+    pub tx_producer: Option<ec_kafka::TxProducer>,
 }
 
 type RpcResult<T> = Result<T, ErrorObjectOwned>;
@@ -125,8 +128,8 @@ impl Ctx {
 }
 
 /// Every method, on one module.
-pub fn module(store: Arc<Store>) -> RpcModule<Ctx> {
-    let mut m = RpcModule::new(Ctx { store });
+pub fn module(store: Arc<Store>, tx_producer: Option<ec_kafka::TxProducer>) -> RpcModule<Ctx> {
+    let mut m = RpcModule::new(Ctx { store, tx_producer });
     let chain_id = |c: &Ctx| -> RpcResult<u64> {
         Ok(c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?.chain_id)
     };
@@ -209,16 +212,33 @@ pub fn module(store: Arc<Store>) -> RpcModule<Ctx> {
         Ok(Value::Array(convert::receipts(&b).map_err(server_error)?))
     })
     .expect(reg);
+    m.register_async_method("eth_sendRawTransaction", |p, c, _| async move {
+        let raw: Bytes = arg(&positional(&p)?, 0, "raw transaction")?;
+        let chain_id = c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?.chain_id;
+        let decoded = send_tx::decode(&raw, chain_id).map_err(server_error)?;
+        let account = c.store.account(&decoded.sender).map_err(server_error)?;
+        let (nonce, balance) = account.map_or((0, U256::ZERO), |a| (a.nonce, a.balance));
+        send_tx::check(&decoded, nonce, balance).map_err(server_error)?;
+        let producer = c.tx_producer.as_ref().ok_or_else(|| server_error("this replica relays no transactions"))?;
+        producer.send(&raw).await.map_err(|e| server_error(format!("cannot queue the transaction: {e}")))?;
+        tracing::info!(hash = %decoded.hash, sender = %decoded.sender, "transaction queued for the publisher");
+        RpcResult::Ok(decoded.hash)
+    })
+    .expect(reg);
     m
 }
 
 /// Serves JSON-RPC (HTTP and websocket on one port) on `addr`.
-pub async fn serve(addr: SocketAddr, store: Arc<Store>) -> std::io::Result<ServerHandle> {
+pub async fn serve(
+    addr: SocketAddr,
+    store: Arc<Store>,
+    tx_producer: Option<ec_kafka::TxProducer>,
+) -> std::io::Result<ServerHandle> {
     // Bounded requests and responses: no input can make the server allocate without limit.
     let config = jsonrpsee::server::ServerConfig::builder()
         .max_request_body_size(5 << 20)
         .max_response_body_size(64 << 20)
         .build();
     let server = Server::builder().set_config(config).build(addr).await?;
-    Ok(server.start(module(store)))
+    Ok(server.start(module(store, tx_producer)))
 }
