@@ -575,6 +575,8 @@ fn rpc_state_methods_equal_anvil() {
         &c.brokers(),
         "--rpc-addr",
         &format!("127.0.0.1:{port}"),
+        "--max-log-block-range",
+        "2",
     ])
     .arg("--data-dir")
     .arg(c.tmp.path().join("rpc-replica"));
@@ -631,6 +633,9 @@ fn rpc_state_methods_equal_anvil() {
     let bad = ours("eth_getBalance", json!(["not an address", "latest"]));
     assert_eq!(bad["error"]["code"], -32602, "{bad}");
     assert!(bad["error"].get("data").is_none(), "invalid params must carry no data: {bad}");
+    let wide = ours("eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": "latest"}]));
+    assert_eq!(wide["error"]["code"], -32005, "{wide}");
+    assert!(wide["error"]["message"].as_str().is_some_and(|m| m.contains("the limit is 2")), "{wide}");
     let future = ours("eth_getBalance", json!([DEV[0], format!("{:#x}", head + 100)]));
     assert!(future["error"]["code"].is_i64(), "a block beyond the head is an error: {future}");
 }
@@ -738,6 +743,18 @@ fn rpc_blocks_transactions_and_receipts_equal_anvil() {
     for tx in &txs {
         check("eth_getTransactionByHash", json!([tx]));
         check("eth_getTransactionReceipt", json!([tx]));
+    }
+    let topic5 = B256::from(U256::from(20u64));
+    for filter in [
+        json!({"fromBlock": "0x0", "toBlock": "latest"}),
+        json!({"fromBlock": "earliest", "address": contract}),
+        json!({"fromBlock": "0x0", "address": [contract, authority]}),
+        json!({"fromBlock": "0x0", "topics": [topic5]}),
+        json!({"fromBlock": "0x0", "topics": [[topic5, B256::from(U256::from(21u64))]]}),
+        json!({"fromBlock": "0x0", "address": DEV[0]}),
+        json!({"blockHash": a.hash_at(head).expect("head hash")}),
+    ] {
+        check("eth_getLogs", json!([filter]));
     }
     check("eth_getTransactionByHash", json!([B256::repeat_byte(7)]));
     check("eth_getBlockByHash", json!([B256::repeat_byte(7), false]));

@@ -61,6 +61,12 @@ struct ReplicaArgs {
     /// Ethereum JSON-RPC (HTTP and websocket), opened once the replica has caught up (e.g. 0.0.0.0:8545).
     #[arg(long, env = "EC_RPC_ADDR")]
     rpc_addr: Option<std::net::SocketAddr>,
+    /// Widest block range eth_getLogs serves.
+    #[arg(long, env = "EC_MAX_LOG_BLOCK_RANGE", default_value_t = 10_000)]
+    max_log_block_range: u64,
+    /// Most logs one eth_getLogs answer holds.
+    #[arg(long, env = "EC_MAX_LOGS", default_value_t = 10_000)]
+    max_logs: usize,
     /// Topic for transactions accepted by eth_sendRawTransaction; default `<topic>-tx`, `none` refuses them.
     #[arg(long, env = "EC_TX_TOPIC")]
     tx_topic: Option<String>,
@@ -156,6 +162,7 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
             }
         }
     };
+    let limits = ec_rpc::Limits { max_log_block_range: args.max_log_block_range, max_logs: args.max_logs };
     if let Some(addr) = args.rpc_addr {
         let (store, mut caught_up) = (store.clone(), status.subscribe());
         tokio::spawn(async move {
@@ -163,7 +170,7 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
             if caught_up.wait_for(|s| s.caught_up).await.is_err() {
                 return;
             }
-            match ec_rpc::serve(addr, store, tx_producer).await {
+            match ec_rpc::serve(addr, store, tx_producer, limits).await {
                 Ok(handle) => {
                     tracing::info!(%addr, "JSON-RPC open");
                     handle.stopped().await;

@@ -106,34 +106,41 @@ pub fn block(b: &StoredBlock, full: bool) -> Result<Value, String> {
     serde_json::to_value(rpc).map_err(|e| e.to_string())
 }
 
+/// Every log of a stored block with its position, as `eth_getLogs` returns them.
+pub fn logs(b: &StoredBlock) -> Vec<Log> {
+    let mut log_index = 0u64;
+    let mut out = Vec::new();
+    for (i, (stored, r)) in b.transactions.iter().zip(&b.receipts).enumerate() {
+        let hash = stored.hash();
+        for l in &r.logs {
+            out.push(Log {
+                inner: PrimLog {
+                    address: l.address,
+                    data: LogData::new_unchecked(l.topics.clone(), l.data.clone()),
+                },
+                block_hash: Some(b.hash),
+                block_number: Some(b.number),
+                block_timestamp: Some(b.timestamp),
+                transaction_hash: Some(hash),
+                transaction_index: Some(i as u64),
+                log_index: Some(log_index),
+                removed: false,
+            });
+            log_index += 1;
+        }
+    }
+    out
+}
+
 /// Every receipt of a stored block, as `eth_getBlockReceipts` returns them.
 pub fn receipts(b: &StoredBlock) -> Result<Vec<Value>, String> {
     let txs = envelopes(b)?;
-    let mut log_index = 0u64;
+    let all_logs = logs(b);
     let mut out = Vec::with_capacity(txs.len());
     for (i, ((tx, stored), r)) in txs.iter().zip(&b.transactions).zip(&b.receipts).enumerate() {
         let hash = *tx.tx_hash();
-        let logs: Vec<Log> = r
-            .logs
-            .iter()
-            .map(|l| {
-                let log = Log {
-                    inner: PrimLog {
-                        address: l.address,
-                        data: LogData::new_unchecked(l.topics.clone(), l.data.clone()),
-                    },
-                    block_hash: Some(b.hash),
-                    block_number: Some(b.number),
-                    block_timestamp: Some(b.timestamp),
-                    transaction_hash: Some(hash),
-                    transaction_index: Some(i as u64),
-                    log_index: Some(log_index),
-                    removed: false,
-                };
-                log_index += 1;
-                log
-            })
-            .collect();
+        let logs: Vec<Log> =
+            all_logs.iter().filter(|l| l.transaction_index == Some(i as u64)).cloned().collect();
         let mut bloom = Bloom::default();
         for l in &r.logs {
             bloom.accrue_raw_log(l.address, &l.topics);

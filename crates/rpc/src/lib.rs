@@ -8,6 +8,7 @@
 
 pub mod block_id;
 pub mod convert;
+pub mod logs;
 pub mod send_tx;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -27,17 +28,33 @@ pub struct Ctx {
     pub store: Arc<Store>,
     /// Where accepted raw transactions go (the cluster's tx topic); `None` refuses `eth_sendRawTransaction`.
     pub tx_producer: Option<ec_kafka::TxProducer>,
+    pub limits: Limits,
+}
+
+/// Caps that keep one request from costing without bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Widest block range `eth_getLogs` serves.
+    pub max_log_block_range: u64,
+    /// Most logs one `eth_getLogs` answer holds.
+    pub max_logs: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_log_block_range: 10_000, max_logs: 10_000 }
+    }
 }
 
 type RpcResult<T> = Result<T, ErrorObjectOwned>;
 
 /// -32602, with a message and no `data` field (as the execution APIs specify).
-fn invalid_params(msg: impl std::fmt::Display) -> ErrorObjectOwned {
+pub(crate) fn invalid_params(msg: impl std::fmt::Display) -> ErrorObjectOwned {
     ErrorObject::owned(-32602, format!("invalid params: {msg}"), None::<()>)
 }
 
 /// -32000: the request is fine but the replica cannot answer it (unknown block, storage failure).
-fn server_error(msg: impl std::fmt::Display) -> ErrorObjectOwned {
+pub(crate) fn server_error(msg: impl std::fmt::Display) -> ErrorObjectOwned {
     ErrorObject::owned(-32000, msg.to_string(), None::<()>)
 }
 
@@ -53,7 +70,7 @@ fn arg<T: serde::de::DeserializeOwned>(args: &[Value], i: usize, name: &str) -> 
 
 impl Ctx {
     /// The block number a block parameter names on this replica's canonical chain.
-    fn resolve(&self, spec: BlockSpec) -> RpcResult<u64> {
+    pub(crate) fn resolve(&self, spec: BlockSpec) -> RpcResult<u64> {
         let head = self.store.head().map_err(server_error)?.ok_or_else(|| server_error("no blocks yet"))?;
         let n = match spec {
             BlockSpec::Latest | BlockSpec::Pending => head.number,
@@ -128,8 +145,12 @@ impl Ctx {
 }
 
 /// Every method, on one module.
-pub fn module(store: Arc<Store>, tx_producer: Option<ec_kafka::TxProducer>) -> RpcModule<Ctx> {
-    let mut m = RpcModule::new(Ctx { store, tx_producer });
+pub fn module(
+    store: Arc<Store>,
+    tx_producer: Option<ec_kafka::TxProducer>,
+    limits: Limits,
+) -> RpcModule<Ctx> {
+    let mut m = RpcModule::new(Ctx { store, tx_producer, limits });
     let chain_id = |c: &Ctx| -> RpcResult<u64> {
         Ok(c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?.chain_id)
     };
@@ -212,6 +233,12 @@ pub fn module(store: Arc<Store>, tx_producer: Option<ec_kafka::TxProducer>) -> R
         Ok(Value::Array(convert::receipts(&b).map_err(server_error)?))
     })
     .expect(reg);
+    m.register_method("eth_getLogs", |p, c, _| -> RpcResult<Vec<alloy_rpc_types_eth::Log>> {
+        let filter: Value = arg(&positional(&p)?, 0, "filter")?;
+        let f = logs::parse_filter(&filter).map_err(invalid_params)?;
+        logs::get_logs(c, &f)
+    })
+    .expect(reg);
     m.register_async_method("eth_sendRawTransaction", |p, c, _| async move {
         let raw: Bytes = arg(&positional(&p)?, 0, "raw transaction")?;
         let chain_id = c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?.chain_id;
@@ -233,6 +260,7 @@ pub async fn serve(
     addr: SocketAddr,
     store: Arc<Store>,
     tx_producer: Option<ec_kafka::TxProducer>,
+    limits: Limits,
 ) -> std::io::Result<ServerHandle> {
     // Bounded requests and responses: no input can make the server allocate without limit.
     let config = jsonrpsee::server::ServerConfig::builder()
@@ -240,5 +268,5 @@ pub async fn serve(
         .max_response_body_size(64 << 20)
         .build();
     let server = Server::builder().set_config(config).build(addr).await?;
-    Ok(server.start(module(store, tx_producer)))
+    Ok(server.start(module(store, tx_producer, limits)))
 }

@@ -6,15 +6,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use alloy_primitives::{keccak256, Address, B256, KECCAK256_EMPTY};
+use alloy_primitives::{keccak256, Address, Bytes, B256, KECCAK256_EMPTY};
 use ec_log::{AccountChange, Assembled, Block, BlockRef, Record, Revert};
 
 use crate::{
     batch::Batch,
     error::{Result, StoreError},
     tables::{
-        AccountHistory, Accounts, BlockChanges, Blocks, Canonical, ChainInfo, ChangeSet, Code, Meta, MetaKey,
-        PriorAccount, Storage, StorageHistory, StoredAccount, StoredBlock, TxIndex, TxLocation, Value,
+        AccountHistory, Accounts, BlockChanges, Blocks, Canonical, ChainInfo, ChangeSet, Code, LogAddresses,
+        LogTopics, Meta, MetaKey, PriorAccount, Storage, StorageHistory, StoredAccount, StoredBlock, TxIndex,
+        TxLocation, Value,
     },
     Store,
 };
@@ -163,6 +164,12 @@ impl Store {
             let location = TxLocation { block_number: b.number, index: index as u32 };
             self.put::<TxIndex>(batch, &tx.hash(), &location);
         }
+        for log in b.receipts.iter().flat_map(|r| &r.logs) {
+            self.put::<LogAddresses>(batch, &(log.address, b.number), &Bytes::new());
+            for topic in &log.topics {
+                self.put::<LogTopics>(batch, &(*topic, b.number), &Bytes::new());
+            }
+        }
         let stored = StoredBlock {
             number: b.number,
             hash: b.hash,
@@ -294,6 +301,12 @@ impl Store {
         let block = self.block_by_hash(&r.hash)?.ok_or_else(|| missing(format!("body {}", r.hash)))?;
         for tx in &block.transactions {
             self.delete::<TxIndex>(batch, &tx.hash());
+        }
+        for log in block.receipts.iter().flat_map(|r| &r.logs) {
+            self.delete::<LogAddresses>(batch, &(log.address, r.number));
+            for topic in &log.topics {
+                self.delete::<LogTopics>(batch, &(*topic, r.number));
+            }
         }
         self.delete::<Blocks>(batch, &r.hash);
         self.delete::<Canonical>(batch, &r.number);

@@ -55,6 +55,34 @@ impl Store {
         Ok(out)
     }
 
+    /// Keys from `start` on while they start with `prefix`, in key order.
+    pub(crate) fn scan_keys_from<T: Table>(
+        &self,
+        prefix: &[u8],
+        start: &T::Key,
+    ) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
+        let mut it = self.db.raw_iterator_cf(self.cf(T::NAME));
+        it.seek(start.encode());
+        let prefix = prefix.to_vec();
+        let mut done = false;
+        std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            match it.key() {
+                Some(k) if k.starts_with(&prefix) => {
+                    let k = k.to_vec();
+                    it.next();
+                    Some(Ok(k))
+                }
+                _ => {
+                    done = true;
+                    it.status().err().map(|e| Err(e.into()))
+                }
+            }
+        })
+    }
+
     /// The first entry at or after `from` that still starts with `prefix`.
     pub(crate) fn seek_in_prefix<T: Table>(&self, prefix: &[u8], from: &T::Key) -> Result<Option<T::Value>> {
         let mut it = self.db.raw_iterator_cf(self.cf(T::NAME));

@@ -88,6 +88,35 @@ impl Store {
         self.get::<Blocks>(hash)
     }
 
+    /// Blocks in `from..=to` with a log emitted by `address` (from the log index, not a scan).
+    pub fn log_blocks_by_address(&self, address: &Address, from: u64, to: u64) -> Result<Vec<u64>> {
+        self.index_blocks::<crate::tables::LogAddresses>(address.as_slice(), &(*address, from), to)
+    }
+
+    /// Blocks in `from..=to` with a log carrying `topic` in any position.
+    pub fn log_blocks_by_topic(&self, topic: &B256, from: u64, to: u64) -> Result<Vec<u64>> {
+        self.index_blocks::<crate::tables::LogTopics>(topic.as_slice(), &(*topic, from), to)
+    }
+
+    fn index_blocks<T: crate::tables::Table>(
+        &self,
+        prefix: &[u8],
+        start: &T::Key,
+        to: u64,
+    ) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for key in self.scan_keys_from::<T>(prefix, start) {
+            let key = key?;
+            let n = key.get(prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            match n {
+                Some(n) if n <= to => out.push(n),
+                Some(_) => break,
+                None => return Err(StoreError::Corrupt { table: T::NAME, reason: "short index key".into() }),
+            }
+        }
+        Ok(out)
+    }
+
     /// Where a canonical transaction sits: block number and index.
     pub fn tx_location(&self, hash: &B256) -> Result<Option<crate::tables::TxLocation>> {
         self.get::<crate::tables::TxIndex>(hash)

@@ -79,6 +79,15 @@ table!(
     TxIndex, "tx_index", B256 => TxLocation
 );
 
+table!(
+    /// Log index by emitting address: (address, block) for every block with a log from that address.
+    LogAddresses, "log_addresses", (Address, u64) => Bytes
+);
+table!(
+    /// Log index by topic (any position): (topic, block) for every block with a log carrying that topic.
+    LogTopics, "log_topics", (B256, u64) => Bytes
+);
+
 /// Every table, in the fixed order the checksum walks them.
 pub const ALL_TABLES: &[&str] = &[
     Meta::NAME,
@@ -91,6 +100,8 @@ pub const ALL_TABLES: &[&str] = &[
     StorageHistory::NAME,
     BlockChanges::NAME,
     TxIndex::NAME,
+    LogAddresses::NAME,
+    LogTopics::NAME,
 ];
 
 /// The keys of the [`Meta`] table.
@@ -154,6 +165,12 @@ impl Key for (Address, B256) {
 }
 
 impl Key for (Address, u64) {
+    fn encode(&self) -> Vec<u8> {
+        [self.0.as_slice(), &self.1.to_be_bytes()].concat()
+    }
+}
+
+impl Key for (B256, u64) {
     fn encode(&self) -> Vec<u8> {
         [self.0.as_slice(), &self.1.to_be_bytes()].concat()
     }

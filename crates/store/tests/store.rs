@@ -13,8 +13,18 @@ const CLUSTER: &str = "c";
 /// The tables that hold chain state: everything but the bookkeeping in `meta` and the undo index
 /// (`block_changes`), whose window slides forward with the highest block seen, so after a reorg it reaches
 /// less far back than it did when the same block was first the head.
-const STATE_TABLES: &[&str] =
-    &["canonical", "blocks", "accounts", "storage", "code", "account_history", "storage_history", "tx_index"];
+const STATE_TABLES: &[&str] = &[
+    "canonical",
+    "blocks",
+    "accounts",
+    "storage",
+    "code",
+    "account_history",
+    "storage_history",
+    "tx_index",
+    "log_addresses",
+    "log_topics",
+];
 
 fn assembled(sequence: u64, record: Record) -> Assembled {
     Assembled {
