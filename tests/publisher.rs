@@ -78,6 +78,25 @@ impl Cluster {
         std::fs::read_to_string(self.tmp.path().join("publisher.log")).unwrap_or_default()
     }
 
+    /// A replica following the topic with JSON-RPC on a free port (and `extra` flags); killed on drop.
+    fn rpc_replica(&self, extra: &[&str]) -> (Killed, u16) {
+        let port = free_port();
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "replica",
+            "--topic",
+            "log",
+            "--brokers",
+            &self.brokers(),
+            "--rpc-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(self.tmp.path().join(format!("rpc-replica-{port}")));
+        (spawn_quiet(cmd), port)
+    }
+
     fn brokers(&self) -> String {
         self.broker.bootstrap_servers()
     }
@@ -565,22 +584,7 @@ fn rpc_state_methods_equal_anvil() {
         a.send(json!({"from": DEV[2], "to": contract, "value": "0x99", "data": "0x01", "gas": "0x20000"}));
     mined(a, sd);
     let (_, log) = c.replay("seed");
-    let port = free_port();
-    let mut cmd = Command::new(bin());
-    cmd.args([
-        "replica",
-        "--topic",
-        "log",
-        "--brokers",
-        &c.brokers(),
-        "--rpc-addr",
-        &format!("127.0.0.1:{port}"),
-        "--max-log-block-range",
-        "2",
-    ])
-    .arg("--data-dir")
-    .arg(c.tmp.path().join("rpc-replica"));
-    let _replica = spawn_quiet(cmd);
+    let (_replica, port) = c.rpc_replica(&["--max-log-block-range", "2"]);
     let (head, head_hash) = a.head();
     let ours = |method: &str, params: Value| -> Value {
         http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
@@ -693,20 +697,7 @@ fn rpc_blocks_transactions_and_receipts_equal_anvil() {
         mined(a, *tx);
     }
     c.replay("seed");
-    let port = free_port();
-    let mut cmd = Command::new(bin());
-    cmd.args([
-        "replica",
-        "--topic",
-        "log",
-        "--brokers",
-        &c.brokers(),
-        "--rpc-addr",
-        &format!("127.0.0.1:{port}"),
-    ])
-    .arg("--data-dir")
-    .arg(c.tmp.path().join("rpc-replica"));
-    let _replica = spawn_quiet(cmd);
+    let (_replica, port) = c.rpc_replica(&[]);
     let (head, _) = a.head();
     let ours = |method: &str, params: Value| -> Value {
         http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
@@ -768,20 +759,7 @@ fn raw_transaction_through_a_replica_is_mined() {
     let c = Cluster::start(&[]);
     let a = &c.anvil;
     c.replay("seed");
-    let port = free_port();
-    let mut cmd = Command::new(bin());
-    cmd.args([
-        "replica",
-        "--topic",
-        "log",
-        "--brokers",
-        &c.brokers(),
-        "--rpc-addr",
-        &format!("127.0.0.1:{port}"),
-    ])
-    .arg("--data-dir")
-    .arg(c.tmp.path().join("rpc-replica"));
-    let _replica = spawn_quiet(cmd);
+    let (_replica, port) = c.rpc_replica(&[]);
     let send = |raw: &str| {
         http_post_json(
             port,
