@@ -799,3 +799,73 @@ fn raw_transaction_through_a_replica_is_mined() {
         "{garbage}"
     );
 }
+
+/// Subscribes to newHeads at `url` and returns the next `n` notification results.
+async fn new_heads(url: String, n: usize, ready: tokio::sync::oneshot::Sender<()>) -> Vec<Value> {
+    use futures_util::{SinkExt, StreamExt};
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("websocket");
+    let req = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]});
+    ws.send(tokio_tungstenite::tungstenite::Message::text(req.to_string())).await.expect("subscribe");
+    let mut out = Vec::new();
+    let mut ready = Some(ready);
+    while out.len() < n {
+        let msg = ws.next().await.expect("a message").expect("websocket message");
+        let Ok(text) = msg.into_text() else { continue };
+        let v: Value = serde_json::from_str(&text).expect("json");
+        if v.get("id").is_some() {
+            assert!(v["result"].as_str().is_some_and(|id| id.starts_with("0x")), "subscription refused: {v}");
+            if let Some(r) = ready.take() {
+                let _ = r.send(());
+            }
+        } else {
+            out.push(v["params"]["result"].clone());
+        }
+    }
+    out
+}
+
+/// eth_subscribe("newHeads") on a replica sends the same heads as anvil does.
+#[test]
+fn new_heads_subscription_equals_anvil() {
+    let c = Cluster::start(&[]);
+    c.replay("seed");
+    let (_replica, port) = c.rpc_replica(&[]);
+    wait_for("the replica's RPC", Duration::from_secs(60), || {
+        http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}))
+            .is_some()
+    });
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let (ours_ready, ours_rx) = tokio::sync::oneshot::channel();
+    let (theirs_ready, theirs_rx) = tokio::sync::oneshot::channel();
+    let ours = rt.spawn(new_heads(format!("ws://127.0.0.1:{port}"), 3, ours_ready));
+    let theirs = rt.spawn(new_heads(c.anvil.ws_url(), 3, theirs_ready));
+    rt.block_on(async {
+        ours_rx.await.expect("replica subscribed");
+        theirs_rx.await.expect("anvil subscribed");
+    });
+    for i in 0..3u64 {
+        let tx =
+            c.anvil.send(json!({"from": DEV[0], "to": format!("0x{:040x}", 0xae00 + i), "value": "0x1"}));
+        mined(&c.anvil, tx);
+    }
+    let (ours, theirs) = rt.block_on(async {
+        let o = tokio::time::timeout(Duration::from_secs(60), ours)
+            .await
+            .expect("replica heads in time")
+            .expect("task");
+        let t = tokio::time::timeout(Duration::from_secs(60), theirs)
+            .await
+            .expect("anvil heads in time")
+            .expect("task");
+        (o, t)
+    });
+    let numbers =
+        |v: &[Value]| v.iter().map(|h| h["number"].as_str().unwrap_or("?").to_string()).collect::<Vec<_>>();
+    assert_eq!(numbers(&ours), numbers(&theirs), "the same heads in the same order");
+    for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
+        if let Some(d) = json_diff("", o, t) {
+            panic!("head {i}: {d}");
+        }
+    }
+}

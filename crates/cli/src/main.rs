@@ -164,13 +164,13 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
     };
     let limits = ec_rpc::Limits { max_log_block_range: args.max_log_block_range, max_logs: args.max_logs };
     if let Some(addr) = args.rpc_addr {
-        let (store, mut caught_up) = (store.clone(), status.subscribe());
+        let (store, mut caught_up, heads) = (store.clone(), status.subscribe(), status.subscribe());
         tokio::spawn(async move {
             // RPC only from a replica that has replayed its backlog: never serve a stale snapshot's state.
             if caught_up.wait_for(|s| s.caught_up).await.is_err() {
                 return;
             }
-            match ec_rpc::serve(addr, store, tx_producer, limits).await {
+            match ec_rpc::serve(addr, store, tx_producer, limits, Some(heads)).await {
                 Ok(handle) => {
                     tracing::info!(%addr, "JSON-RPC open");
                     handle.stopped().await;

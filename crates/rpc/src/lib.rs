@@ -10,6 +10,7 @@ pub mod block_id;
 pub mod convert;
 pub mod logs;
 pub mod send_tx;
+mod subscriptions;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -29,6 +30,8 @@ pub struct Ctx {
     /// Where accepted raw transactions go (the cluster's tx topic); `None` refuses `eth_sendRawTransaction`.
     pub tx_producer: Option<ec_kafka::TxProducer>,
     pub limits: Limits,
+    /// The replay's progress, for `eth_subscribe("newHeads")`; `None` serves no subscriptions.
+    pub status: Option<tokio::sync::watch::Receiver<ec_replica::Status>>,
 }
 
 /// Caps that keep one request from costing without bound.
@@ -149,8 +152,9 @@ pub fn module(
     store: Arc<Store>,
     tx_producer: Option<ec_kafka::TxProducer>,
     limits: Limits,
+    status: Option<tokio::sync::watch::Receiver<ec_replica::Status>>,
 ) -> RpcModule<Ctx> {
-    let mut m = RpcModule::new(Ctx { store, tx_producer, limits });
+    let mut m = RpcModule::new(Ctx { store, tx_producer, limits, status });
     let chain_id = |c: &Ctx| -> RpcResult<u64> {
         Ok(c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?.chain_id)
     };
@@ -239,6 +243,32 @@ pub fn module(
         logs::get_logs(c, &f)
     })
     .expect(reg);
+    m.register_subscription(
+        "eth_subscribe",
+        "eth_subscription",
+        "eth_unsubscribe",
+        |p, pending, c, _| async move {
+            let kind = positional(&p).and_then(|a| arg::<String>(&a, 0, "subscription kind"));
+            let status = match (kind.as_deref(), &c.status) {
+                (Ok("newHeads"), Some(status)) => status.clone(),
+                (Ok(other), _) => {
+                    pending
+                        .reject(invalid_params(format!(
+                            "unsupported subscription {other:?} (newHeads is served)"
+                        )))
+                        .await;
+                    return Ok(());
+                }
+                (Err(e), _) => {
+                    pending.reject(e.clone()).await;
+                    return Ok(());
+                }
+            };
+            let sink = pending.accept().await?;
+            subscriptions::new_heads(&c, status, sink).await
+        },
+    )
+    .expect(reg);
     m.register_async_method("eth_sendRawTransaction", |p, c, _| async move {
         let raw: Bytes = arg(&positional(&p)?, 0, "raw transaction")?;
         let chain_id = c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?.chain_id;
@@ -261,12 +291,14 @@ pub async fn serve(
     store: Arc<Store>,
     tx_producer: Option<ec_kafka::TxProducer>,
     limits: Limits,
+    status: Option<tokio::sync::watch::Receiver<ec_replica::Status>>,
 ) -> std::io::Result<ServerHandle> {
     // Bounded requests and responses: no input can make the server allocate without limit.
     let config = jsonrpsee::server::ServerConfig::builder()
         .max_request_body_size(5 << 20)
         .max_response_body_size(64 << 20)
+        .set_id_provider(subscriptions::HexIdProvider::default())
         .build();
     let server = Server::builder().set_config(config).build(addr).await?;
-    Ok(server.start(module(store, tx_producer, limits)))
+    Ok(server.start(module(store, tx_producer, limits, status)))
 }
