@@ -637,6 +637,21 @@ fn rpc_state_methods_equal_anvil() {
     let bad = ours("eth_getBalance", json!(["not an address", "latest"]));
     assert_eq!(bad["error"]["code"], -32602, "{bad}");
     assert!(bad["error"].get("data").is_none(), "invalid params must carry no data: {bad}");
+    // Batches: answered call by call; over the limit refused as a whole.
+    let batch: Vec<Value> = (0..3)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "eth_blockNumber", "params": []}))
+        .collect();
+    let answers = http_post_json(port, &json!(batch)).expect("batch answer");
+    assert_eq!(answers.as_array().map(Vec::len), Some(3), "{answers}");
+    assert!(
+        answers.as_array().into_iter().flatten().all(|a| a["result"] == json!(format!("{head:#x}"))),
+        "{answers}"
+    );
+    let huge: Vec<Value> = (0..101)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "eth_blockNumber", "params": []}))
+        .collect();
+    let refused = http_post_json(port, &json!(huge)).expect("an answer");
+    assert!(refused.to_string().contains("error"), "a batch over the limit must be refused: {refused}");
     let wide = ours("eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": "latest"}]));
     assert_eq!(wide["error"]["code"], -32005, "{wide}");
     assert!(wide["error"]["message"].as_str().is_some_and(|m| m.contains("the limit is 2")), "{wide}");

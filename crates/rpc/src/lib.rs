@@ -285,6 +285,9 @@ pub fn module(
     m
 }
 
+/// Most calls in one batch request.
+pub const MAX_BATCH: u32 = 100;
+
 /// Serves JSON-RPC (HTTP and websocket on one port) on `addr`.
 pub async fn serve(
     addr: SocketAddr,
@@ -297,6 +300,7 @@ pub async fn serve(
     let config = jsonrpsee::server::ServerConfig::builder()
         .max_request_body_size(5 << 20)
         .max_response_body_size(64 << 20)
+        .set_batch_request_config(jsonrpsee::server::BatchRequestConfig::Limit(MAX_BATCH))
         .set_id_provider(subscriptions::HexIdProvider::default())
         .build();
     let server = Server::builder().set_config(config).build(addr).await?;
