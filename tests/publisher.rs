@@ -884,3 +884,60 @@ fn new_heads_subscription_equals_anvil() {
         }
     }
 }
+
+/// eth_call and eth_estimateGas over the replica's state equal anvil's: a read (the EIP-2935 history
+/// contract), a storage write, a transfer, a revert (code 3 with the revert data), at latest and older blocks.
+#[test]
+fn rpc_call_and_estimate_equal_anvil() {
+    let c = Cluster::start(&[]);
+    let a = &c.anvil;
+    let deploy =
+        a.send(json!({"from": DEV[0], "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"}));
+    let contract = contract_address(a, deploy);
+    for i in 0..3u64 {
+        let tx =
+            a.send(json!({"from": DEV[1], "to": contract, "data": call_data(5, 0x40 + i), "gas": "0x20000"}));
+        mined(a, tx);
+    }
+    c.replay("seed");
+    let (_replica, port) = c.rpc_replica(&[]);
+    let (head, _) = a.head();
+    let ours = |method: &str, params: Value| -> Value {
+        http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .unwrap_or(Value::Null)
+    };
+    wait_for("the replica's RPC to reach anvil's head", Duration::from_secs(60), || {
+        ours("eth_blockNumber", json!([]))["result"] == json!(format!("{head:#x}"))
+    });
+    let theirs = |method: &str, params: Value| -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        http_post_json(a.port, &body).unwrap_or(Value::Null)
+    };
+    let history = "0x0000F90827F1C53a10cb7A02335B175320002935";
+    let calls = [
+        json!({"from": DEV[2], "to": history, "data": format!("0x{}", word(head - 1))}),
+        json!({"from": DEV[2], "to": contract, "data": call_data(9, 0x99)}),
+        json!({"from": DEV[2], "to": DEV[3], "value": "0x10"}),
+        json!({"from": DEV[2], "to": contract, "data": "0x"}),
+    ];
+    let mut compared = 0;
+    for call in &calls {
+        for block in [json!("latest"), json!(format!("{:#x}", head - 1))] {
+            for method in ["eth_call", "eth_estimateGas"] {
+                let (o, t) = (ours(method, json!([call, block])), theirs(method, json!([call, block])));
+                // Results must be equal; errors must have the same code (and data for reverts).
+                if t.get("error").is_some() {
+                    assert_eq!(
+                        o["error"]["code"], t["error"]["code"],
+                        "{method} {call} at {block}: {o} vs {t}"
+                    );
+                    assert_eq!(o["error"].get("data"), t["error"].get("data"), "{method} {call}: {o} vs {t}");
+                } else {
+                    assert_eq!(o["result"], t["result"], "{method} {call} at {block}: {o} vs {t}");
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 16);
+}

@@ -67,6 +67,12 @@ struct ReplicaArgs {
     /// Most logs one eth_getLogs answer holds.
     #[arg(long, env = "EC_MAX_LOGS", default_value_t = 10_000)]
     max_logs: usize,
+    /// Most gas one eth_call / eth_estimateGas may spend.
+    #[arg(long, env = "EC_RPC_GAS_CAP", default_value_t = 50_000_000)]
+    rpc_gas_cap: u64,
+    /// Longest one eth_call / eth_estimateGas may run, in seconds.
+    #[arg(long, env = "EC_RPC_CALL_TIMEOUT_SECS", default_value_t = 5.0)]
+    rpc_call_timeout_secs: f64,
     /// Topic for transactions accepted by eth_sendRawTransaction; default `<topic>-tx`, `none` refuses them.
     #[arg(long, env = "EC_TX_TOPIC")]
     tx_topic: Option<String>,
@@ -162,7 +168,12 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
             }
         }
     };
-    let limits = ec_rpc::Limits { max_log_block_range: args.max_log_block_range, max_logs: args.max_logs };
+    let limits = ec_rpc::Limits {
+        max_log_block_range: args.max_log_block_range,
+        max_logs: args.max_logs,
+        gas_cap: args.rpc_gas_cap,
+        call_timeout: Duration::from_secs_f64(args.rpc_call_timeout_secs.max(0.01)),
+    };
     if let Some(addr) = args.rpc_addr {
         let (store, mut caught_up, heads) = (store.clone(), status.subscribe(), status.subscribe());
         tokio::spawn(async move {

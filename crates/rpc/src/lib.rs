@@ -8,6 +8,7 @@
 
 pub mod block_id;
 pub mod convert;
+pub mod evm;
 pub mod logs;
 pub mod send_tx;
 mod subscriptions;
@@ -41,11 +42,20 @@ pub struct Limits {
     pub max_log_block_range: u64,
     /// Most logs one `eth_getLogs` answer holds.
     pub max_logs: usize,
+    /// Most gas one `eth_call` / `eth_estimateGas` may spend.
+    pub gas_cap: u64,
+    /// Longest one `eth_call` / `eth_estimateGas` may run.
+    pub call_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_log_block_range: 10_000, max_logs: 10_000 }
+        Self {
+            max_log_block_range: 10_000,
+            max_logs: 10_000,
+            gas_cap: 50_000_000,
+            call_timeout: std::time::Duration::from_secs(5),
+        }
     }
 }
 
@@ -269,6 +279,20 @@ pub fn module(
         },
     )
     .expect(reg);
+    m.register_async_method("eth_call", |p, c, _| async move {
+        let (req, n) = call_args(&c, &p)?;
+        match run_call(&c, req, n).await? {
+            evm::CallOutcome::Success { output, .. } => Ok(output),
+            evm::CallOutcome::Revert { output, .. } => Err(reverted(output)),
+            evm::CallOutcome::Halt { reason, .. } => Err(server_error(format!("execution halted: {reason}"))),
+        }
+    })
+    .expect(reg);
+    m.register_async_method("eth_estimateGas", |p, c, _| async move {
+        let (req, n) = call_args(&c, &p)?;
+        estimate_gas(&c, req, n).await.map(U64::from)
+    })
+    .expect(reg);
     m.register_async_method("eth_sendRawTransaction", |p, c, _| async move {
         let raw: Bytes = arg(&positional(&p)?, 0, "raw transaction")?;
         let chain_id = c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?.chain_id;
@@ -283,6 +307,53 @@ pub fn module(
     })
     .expect(reg);
     m
+}
+
+/// Code 3 with the revert data, as the execution APIs specify for a reverted call.
+fn reverted(output: Bytes) -> ErrorObjectOwned {
+    ErrorObject::owned(3, "execution reverted", Some(output))
+}
+
+fn call_args(c: &Ctx, p: &Params) -> RpcResult<(evm::CallRequest, u64)> {
+    let args = positional(p)?;
+    let req: evm::CallRequest = arg(&args, 0, "call object")?;
+    let spec = block_id::parse(args.get(1)).map_err(invalid_params)?;
+    Ok((req, c.resolve(spec)?))
+}
+
+/// Runs one call on a blocking thread, bounded by the gas cap and the timeout.
+async fn run_call(c: &Arc<Ctx>, req: evm::CallRequest, n: u64) -> RpcResult<evm::CallOutcome> {
+    let chain_id = c.store.chain().map_err(server_error)?.map_or(0, |ch| ch.chain_id);
+    let (store, cap, timeout) = (c.store.clone(), c.limits.gas_cap, c.limits.call_timeout);
+    let job = tokio::task::spawn_blocking(move || evm::call(&store, n, &req, chain_id, cap));
+    match tokio::time::timeout(timeout, job).await {
+        Ok(Ok(Ok(outcome))) => Ok(outcome),
+        Ok(Ok(Err(e))) => Err(server_error(e)),
+        Ok(Err(e)) => Err(server_error(format!("execution failed: {e}"))),
+        Err(_) => Err(server_error(format!("execution timed out after {:?}", timeout))),
+    }
+}
+
+/// The least gas limit with which the call succeeds (binary search, as nodes do).
+async fn estimate_gas(c: &Arc<Ctx>, req: evm::CallRequest, n: u64) -> RpcResult<u64> {
+    let mut hi = req.gas.map_or(c.limits.gas_cap, |g| g.to::<u64>().min(c.limits.gas_cap));
+    let with = |gas: u64| evm::CallRequest { gas: Some(U64::from(gas)), ..req.clone() };
+    let used = match run_call(c, with(hi), n).await? {
+        evm::CallOutcome::Success { gas_used, .. } => gas_used,
+        evm::CallOutcome::Revert { output, .. } => return Err(reverted(output)),
+        evm::CallOutcome::Halt { reason, .. } => {
+            return Err(server_error(format!("execution halted: {reason}")))
+        }
+    };
+    let mut lo = used.saturating_sub(1);
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        match run_call(c, with(mid), n).await? {
+            evm::CallOutcome::Success { .. } => hi = mid,
+            _ => lo = mid,
+        }
+    }
+    Ok(hi)
 }
 
 /// Most calls in one batch request.

@@ -1,0 +1,152 @@
+//! `eth_call` and `eth_estimateGas`: revm over the replica's state as of a block.
+
+use alloy_consensus::Header;
+use alloy_primitives::{Address, Bytes, TxKind, B256, U256};
+use alloy_rlp::Decodable;
+use ec_store::Store;
+use revm::{
+    bytecode::Bytecode,
+    context::{result::ExecutionResult, BlockEnv, CfgEnv, Context, TxEnv},
+    context_interface::block::BlobExcessGasAndPrice,
+    database_interface::{DBErrorMarker, DatabaseRef, WrapDatabaseRef},
+    primitives::hardfork::SpecId,
+    state::AccountInfo,
+    ExecuteEvm, MainBuilder, MainContext,
+};
+use serde::Deserialize;
+
+/// Store errors as revm wants them.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DbError(String);
+
+impl DBErrorMarker for DbError {}
+
+/// The store, read as of the end of block `number`.
+pub struct StateAt<'a> {
+    pub store: &'a Store,
+    pub number: u64,
+}
+
+impl DatabaseRef for StateAt<'_> {
+    type Error = DbError;
+
+    fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, DbError> {
+        let Some(a) = self.store.account_at(&address, self.number).map_err(|e| DbError(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(AccountInfo {
+            balance: a.balance,
+            nonce: a.nonce,
+            code_hash: a.code_hash,
+            code: None,
+            ..Default::default()
+        }))
+    }
+
+    fn code_by_hash_ref(&self, hash: B256) -> Result<Bytecode, DbError> {
+        let code = self.store.code(&hash).map_err(|e| DbError(e.to_string()))?.unwrap_or_default();
+        Ok(Bytecode::new_raw(code))
+    }
+
+    fn storage_ref(&self, address: Address, index: U256) -> Result<U256, DbError> {
+        let v = self
+            .store
+            .storage_at(&address, &B256::from(index), self.number)
+            .map_err(|e| DbError(e.to_string()))?;
+        Ok(U256::from_be_bytes(v.0))
+    }
+
+    fn block_hash_ref(&self, number: u64) -> Result<B256, DbError> {
+        Ok(self.store.canonical_hash(number).map_err(|e| DbError(e.to_string()))?.unwrap_or_default())
+    }
+}
+
+/// The call object of `eth_call` / `eth_estimateGas`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallRequest {
+    pub from: Option<Address>,
+    pub to: Option<Address>,
+    pub gas: Option<alloy_primitives::U64>,
+    pub gas_price: Option<U256>,
+    pub max_fee_per_gas: Option<U256>,
+    pub max_priority_fee_per_gas: Option<U256>,
+    pub value: Option<U256>,
+    pub data: Option<Bytes>,
+    pub input: Option<Bytes>,
+    pub nonce: Option<alloy_primitives::U64>,
+    pub access_list: Option<alloy_eips::eip2930::AccessList>,
+}
+
+/// How a call ended.
+pub enum CallOutcome {
+    Success { output: Bytes, gas_used: u64 },
+    Revert { output: Bytes, gas_used: u64 },
+    Halt { reason: String, gas_used: u64 },
+}
+
+/// Runs `req` on top of block `number` (its header gives the block environment), spending at most `gas_cap`.
+pub fn call(
+    store: &Store,
+    number: u64,
+    req: &CallRequest,
+    chain_id: u64,
+    gas_cap: u64,
+) -> Result<CallOutcome, String> {
+    let hash = store.canonical_hash(number).map_err(|e| e.to_string())?.ok_or("header not found")?;
+    let block = store.block_by_hash(&hash).map_err(|e| e.to_string())?.ok_or("header not found")?;
+    let h = Header::decode(&mut &block.header[..]).map_err(|e| e.to_string())?;
+    let gas_limit = req.gas.map_or(gas_cap.min(h.gas_limit), |g| g.to::<u64>().min(gas_cap));
+    let block_env = BlockEnv {
+        number: U256::from(h.number),
+        beneficiary: h.beneficiary,
+        timestamp: U256::from(h.timestamp),
+        gas_limit: h.gas_limit,
+        basefee: h.base_fee_per_gas.unwrap_or_default(),
+        difficulty: h.difficulty,
+        prevrandao: Some(h.mix_hash),
+        blob_excess_gas_and_price: h.excess_blob_gas.map(|e| BlobExcessGasAndPrice::new(e, 5_007_716)),
+        ..Default::default()
+    };
+    let mut cfg = CfgEnv::new_with_spec(SpecId::OSAKA);
+    cfg.chain_id = chain_id;
+    // As nodes do for eth_call: no base-fee floor, no nonce check; gas is charged only if a price is given.
+    cfg.disable_base_fee = true;
+    cfg.disable_nonce_check = true;
+    // eth_call may come "from" a contract address, and may use more gas than a block holds (the RPC gas cap
+    // is the limit).
+    cfg.disable_eip3607 = true;
+    cfg.disable_block_gas_limit = true;
+    cfg.tx_gas_limit_cap = Some(u64::MAX);
+    let price = req.max_fee_per_gas.or(req.gas_price).unwrap_or_default();
+    let tx = TxEnv::builder()
+        .caller(req.from.unwrap_or_default())
+        .kind(req.to.map_or(TxKind::Create, TxKind::Call))
+        .gas_limit(gas_limit)
+        .gas_price(price.saturating_to())
+        .gas_priority_fee(req.max_priority_fee_per_gas.map(|p| p.saturating_to()))
+        .value(req.value.unwrap_or_default())
+        .data(req.input.clone().or_else(|| req.data.clone()).unwrap_or_default())
+        .chain_id(Some(chain_id))
+        .access_list(req.access_list.clone().unwrap_or_default())
+        .build_fill();
+    let mut evm = Context::mainnet()
+        .with_db(WrapDatabaseRef(StateAt { store, number }))
+        .with_block(block_env)
+        .with_cfg(cfg)
+        .build_mainnet();
+    let result = evm.transact(tx).map_err(|e| format!("{e:?}"))?;
+    Ok(match result.result {
+        ExecutionResult::Success { output, gas, .. } => {
+            CallOutcome::Success { output: output.into_data(), gas_used: gas.tx_gas_used() }
+        }
+        ExecutionResult::Revert { output, gas, .. } => {
+            CallOutcome::Revert { output, gas_used: gas.tx_gas_used() }
+        }
+        ExecutionResult::Halt { reason, gas, .. } => {
+            CallOutcome::Halt { reason: format!("{reason:?}"), gas_used: gas.tx_gas_used() }
+        }
+    })
+}
