@@ -14,11 +14,14 @@ use ec_store::{Store, StoreOptions};
 use ec_testkit::{GenOptions, LogGenerator, MockBroker};
 
 mod publisher;
+mod rpc;
 
 #[derive(Parser)]
 enum Cmd {
     /// Replay rate of the log into the store, next to RocksDB's raw write rate for the same bytes.
     Replay(Args),
+    /// JSON-RPC throughput: the replica next to anvil, same chain, same requests, same load.
+    Rpc(rpc::Args),
     /// The publisher's per-block time split (fetch, trace, encode, produce) on anvil blocks of given sizes.
     Publisher(publisher::Args),
 }
@@ -46,6 +49,7 @@ fn main() -> anyhow::Result<()> {
     match Cmd::parse() {
         Cmd::Replay(args) => replay(args),
         Cmd::Publisher(args) => publisher::run(args),
+        Cmd::Rpc(args) => rpc::run(args),
     }
 }
 
