@@ -584,7 +584,9 @@ fn rpc_state_methods_equal_anvil() {
         a.send(json!({"from": DEV[2], "to": contract, "value": "0x99", "data": "0x01", "gas": "0x20000"}));
     mined(a, sd);
     let (_, log) = c.replay("seed");
-    let (_replica, port) = c.rpc_replica(&["--max-log-block-range", "2"]);
+    let health = free_port();
+    let health_addr = format!("127.0.0.1:{health}");
+    let (_replica, port) = c.rpc_replica(&["--max-log-block-range", "2", "--health-addr", &health_addr]);
     let (head, head_hash) = a.head();
     let ours = |method: &str, params: Value| -> Value {
         http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
@@ -656,6 +658,18 @@ fn rpc_state_methods_equal_anvil() {
     assert_eq!(wide["error"]["code"], -32005, "{wide}");
     assert!(wide["error"]["message"].as_str().is_some_and(|m| m.contains("the limit is 2")), "{wide}");
     let future = ours("eth_getBalance", json!([DEV[0], format!("{:#x}", head + 100)]));
+    // Per-method counts on the health port; unknown method names share one series.
+    let (_, metrics) = http_get(health, "/metrics").expect("metrics");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("ether_cattle_replica_rpc_requests_total{method=\"eth_getBalance\"}"))
+        .unwrap_or_else(|| panic!("no eth_getBalance series: {metrics}"));
+    assert!(
+        line.split_whitespace().last().and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > 100),
+        "{line}"
+    );
+    assert!(metrics.contains("ether_cattle_replica_rpc_requests_total{method=\"other\"}"), "{metrics}");
+    assert!(!metrics.contains("admin_peers"), "unknown method names must not become series");
     assert!(future["error"]["code"].is_i64(), "a block beyond the head is an error: {future}");
 }
 

@@ -135,12 +135,14 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         progress_interval: Duration::from_secs_f64(args.progress_interval.max(0.1)),
     };
     let (status, status_rx) = watch::channel(Status::default());
+    let extra_metrics = ec_replica::health::ExtraMetrics::default();
     if let Some(addr) = args.health_addr {
         let readiness = ec_replica::readiness::ReadinessConfig {
             max_lag_records: args.max_lag_records,
             max_silence: Duration::from_secs_f64(args.max_silence_secs.max(0.0)),
         };
-        let router = ec_replica::health::router(status_rx, readiness, cfg.topic.clone());
+        let router =
+            ec_replica::health::router(status_rx, readiness, cfg.topic.clone(), extra_metrics.clone());
         // Bound before the replay starts, so the load balancer sees "not ready" (503), not "down".
         tokio::spawn(async move {
             if let Err(e) = ec_replica::health::serve(addr, router).await {
@@ -182,7 +184,8 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
                 return;
             }
             match ec_rpc::serve(addr, store, tx_producer, limits, Some(heads)).await {
-                Ok(handle) => {
+                Ok((handle, rpc_metrics)) => {
+                    let _ = extra_metrics.set(Box::new(move || rpc_metrics.render()));
                     tracing::info!(%addr, "JSON-RPC open");
                     handle.stopped().await;
                 }

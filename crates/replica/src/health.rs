@@ -18,14 +18,23 @@ use crate::{
     Status,
 };
 
+/// More Prometheus text for `/metrics`, filled in by parts that start later (the RPC server).
+pub type ExtraMetrics = Arc<std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>>;
+
 struct Shared {
     status: watch::Receiver<Status>,
     readiness: ReadinessConfig,
     topic: String,
+    extra: ExtraMetrics,
 }
 
-pub fn router(status: watch::Receiver<Status>, readiness: ReadinessConfig, topic: String) -> Router {
-    let shared = Arc::new(Shared { status, readiness, topic });
+pub fn router(
+    status: watch::Receiver<Status>,
+    readiness: ReadinessConfig,
+    topic: String,
+    extra: ExtraMetrics,
+) -> Router {
+    let shared = Arc::new(Shared { status, readiness, topic, extra });
     Router::new()
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
@@ -114,5 +123,8 @@ async fn metrics(State(s): State<Arc<Shared>>) -> String {
         o.silence.map_or(-1.0, |d| d.as_secs_f64()),
     );
     g("records_applied_total", "counter", "Records applied since start.", st.records_applied as f64);
+    if let Some(extra) = s.extra.get() {
+        out.push_str(&extra());
+    }
     out
 }

@@ -10,6 +10,7 @@ pub mod block_id;
 pub mod convert;
 pub mod evm;
 pub mod logs;
+pub mod metrics;
 pub mod send_tx;
 mod subscriptions;
 
@@ -366,7 +367,7 @@ pub async fn serve(
     tx_producer: Option<ec_kafka::TxProducer>,
     limits: Limits,
     status: Option<tokio::sync::watch::Receiver<ec_replica::Status>>,
-) -> std::io::Result<ServerHandle> {
+) -> std::io::Result<(ServerHandle, Arc<metrics::RpcMetrics>)> {
     // Bounded requests and responses: no input can make the server allocate without limit.
     let config = jsonrpsee::server::ServerConfig::builder()
         .max_request_body_size(5 << 20)
@@ -374,6 +375,11 @@ pub async fn serve(
         .set_batch_request_config(jsonrpsee::server::BatchRequestConfig::Limit(MAX_BATCH))
         .set_id_provider(subscriptions::HexIdProvider::default())
         .build();
-    let server = Server::builder().set_config(config).build(addr).await?;
-    Ok(server.start(module(store, tx_producer, limits, status)))
+    let module = module(store, tx_producer, limits, status);
+    let rpc_metrics = Arc::new(metrics::RpcMetrics::new(module.method_names().map(str::to_owned)));
+    let m = rpc_metrics.clone();
+    let middleware = jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new()
+        .layer_fn(move |inner| metrics::Counting { inner, metrics: m.clone() });
+    let server = Server::builder().set_config(config).set_rpc_middleware(middleware).build(addr).await?;
+    Ok((server.start(module), rpc_metrics))
 }
