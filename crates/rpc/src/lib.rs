@@ -9,6 +9,7 @@
 pub mod block_id;
 pub mod convert;
 pub mod evm;
+pub mod fees;
 pub mod logs;
 pub mod metrics;
 pub mod send_tx;
@@ -246,6 +247,54 @@ pub fn module(
     m.register_method("eth_getBlockReceipts", |p, c, _| -> RpcResult<Value> {
         let Some(b) = c.block_arg(&p)?.0 else { return Ok(Value::Null) };
         Ok(Value::Array(convert::receipts(&b).map_err(server_error)?))
+    })
+    .expect(reg);
+    let latest_header = |c: &Ctx| -> RpcResult<alloy_consensus::Header> {
+        let n = c.resolve(BlockSpec::Latest)?;
+        let b = c.find_block(BlockSpec::Number(n))?.ok_or_else(|| server_error("no blocks yet"))?;
+        fees::header(&b).map_err(server_error)
+    };
+    m.register_method("eth_maxPriorityFeePerGas", |_, _, _| -> RpcResult<U256> {
+        Ok(U256::from(fees::SUGGESTED_TIP))
+    })
+    .expect(reg);
+    m.register_method("eth_gasPrice", move |_, c, _| -> RpcResult<U256> {
+        Ok(U256::from(fees::next_base_fee(&latest_header(c)?) + fees::SUGGESTED_TIP))
+    })
+    .expect(reg);
+    m.register_method("eth_blobBaseFee", move |_, c, _| -> RpcResult<U256> {
+        let h = latest_header(c)?;
+        Ok(U256::from(alloy_eips::eip4844::calc_blob_gasprice(h.excess_blob_gas.unwrap_or_default())))
+    })
+    .expect(reg);
+    m.register_method("eth_feeHistory", |p, c, _| -> RpcResult<fees::FeeHistory> {
+        let args = positional(&p)?;
+        let count: u64 = match args.first() {
+            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| invalid_params("blockCount"))?,
+            Some(v) => serde_json::from_value::<U64>(v.clone())
+                .map_err(|e| invalid_params(format!("blockCount: {e}")))?
+                .to(),
+            None => return Err(invalid_params("missing blockCount")),
+        };
+        let count = count.min(1024);
+        let newest = c.resolve(block_id::parse(args.get(1)).map_err(invalid_params)?)?;
+        let percentiles: Option<Vec<f64>> = match args.get(2) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                serde_json::from_value(v.clone()).map_err(|e| invalid_params(format!("percentiles: {e}")))?,
+            ),
+        };
+        if let Some(p) = &percentiles {
+            if p.iter().any(|x| !(0.0..=100.0).contains(x)) || p.windows(2).any(|w| w[0] > w[1]) {
+                return Err(invalid_params("reward percentiles must ascend within 0..=100"));
+            }
+        }
+        let oldest = (newest + 1).saturating_sub(count);
+        let mut blocks = Vec::new();
+        for n in oldest..=newest {
+            blocks.extend(c.find_block(BlockSpec::Number(n))?);
+        }
+        fees::fee_history(&blocks, percentiles.as_deref()).map_err(server_error)
     })
     .expect(reg);
     m.register_method("eth_getLogs", |p, c, _| -> RpcResult<Vec<alloy_rpc_types_eth::Log>> {
