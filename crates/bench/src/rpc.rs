@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 #[derive(clap::Args)]
 pub struct Args {
     /// Concurrent clients per measurement.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 64)]
     clients: usize,
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5.0)]
@@ -125,7 +125,16 @@ fn bench(args: &Args, anvil_port: u16, brokers: &str, genesis: &str) -> anyhow::
         let _server = ec_rpc::serve(addr, store, None, ec_rpc::Limits::default(), None).await?;
         let replica_url = format!("http://127.0.0.1:{rpc_port}");
 
+        let tx_hash: Value = post(
+            &http,
+            &anvil_url,
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber", "params": [format!("{:#x}", head / 2), false]}),
+        )
+        .await?["result"]["transactions"][0]
+            .clone();
         let requests = [
+            ("eth_getTransactionReceipt", json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionReceipt", "params": [tx_hash]})),
+            ("eth_getLogs (whole chain)", json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs", "params": [{"fromBlock": "0x0", "toBlock": "latest"}]})),
             ("eth_getBalance (latest)", json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": [DEV, "latest"]})),
             ("eth_getBalance (old block)", json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": [DEV, "0x5"]})),
             ("eth_getBlockByNumber (full)", json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber", "params": [format!("{:#x}", head / 2), true]})),
@@ -133,39 +142,70 @@ fn bench(args: &Args, anvil_port: u16, brokers: &str, genesis: &str) -> anyhow::
             ("eth_call (EIP-2935 read)", json!({"jsonrpc": "2.0", "id": 1, "method": "eth_call", "params": [{"to": "0x0000F90827F1C53a10cb7A02335B175320002935", "data": format!("0x{:064x}", head - 2)}, "latest"]})),
         ];
         println!("{} clients, {:.0}s per row, chain of {head} blocks", args.clients, args.seconds);
-        println!("{:<30} {:>14} {:>14} {:>10}", "request", "replica req/s", "anvil req/s", "ratio");
+        println!(
+            "{:<30} {:>12} {:>12} {:>7} | {:>9} {:>9} | {:>9} {:>9}",
+            "request", "replica rq/s", "anvil rq/s", "ratio", "ours p50", "ours p99", "anvil p50", "anvil p99"
+        );
         for (name, body) in &requests {
             // Same answer from both, or the figures mean nothing.
             let (a, b) = (post(&http, &replica_url, body).await?, post(&http, &anvil_url, body).await?);
             anyhow::ensure!(a["result"] == b["result"], "{name}: replica {a} vs anvil {b}");
             let ours = load(&http, &replica_url, body, args.clients, args.seconds).await;
             let theirs = load(&http, &anvil_url, body, args.clients, args.seconds).await;
-            println!("{name:<30} {ours:>14.0} {theirs:>14.0} {:>9.2}x", ours / theirs.max(1e-9));
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            println!(
+                "{name:<30} {:>12.0} {:>12.0} {:>6.2}x | {:>7.2}ms {:>7.2}ms | {:>7.2}ms {:>7.2}ms",
+                ours.rate,
+                theirs.rate,
+                ours.rate / theirs.rate.max(1e-9),
+                ms(ours.p50),
+                ms(ours.p99),
+                ms(theirs.p50),
+                ms(theirs.p99)
+            );
         }
         anyhow::Ok(())
     })
 }
 
-/// Requests per second `clients` concurrent clients get answered (errors not counted).
-async fn load(http: &reqwest::Client, url: &str, body: &Value, clients: usize, seconds: f64) -> f64 {
+struct Load {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Requests per second `clients` concurrent clients get answered (errors not counted), and latency
+/// percentiles of the answered ones.
+async fn load(http: &reqwest::Client, url: &str, body: &Value, clients: usize, seconds: f64) -> Load {
     let ok = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
             let (http, url, body, ok) = (http.clone(), url.to_owned(), body.clone(), ok.clone());
             tokio::spawn(async move {
+                let mut latencies = Vec::new();
                 while Instant::now() < until {
+                    let started = Instant::now();
                     if let Ok(v) = post(&http, &url, &body).await {
                         if v.get("result").is_some() {
                             ok.fetch_add(1, Ordering::Relaxed);
+                            latencies.push(started.elapsed());
                         }
                     }
                 }
+                latencies
             })
         })
         .collect();
+    let mut all = Vec::new();
     for t in tasks {
-        let _ = t.await;
+        all.extend(t.await.unwrap_or_default());
     }
-    ok.load(Ordering::Relaxed) as f64 / seconds
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Load { rate: ok.load(Ordering::Relaxed) as f64 / seconds, p50: pct(0.50), p99: pct(0.99) }
 }
