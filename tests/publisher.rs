@@ -993,3 +993,51 @@ fn rpc_fees_equal_anvil() {
         }
     }
 }
+
+/// Garbage, wrong types and oversized input get JSON-RPC errors, and the server keeps answering.
+#[test]
+fn rpc_survives_hostile_input() {
+    let c = Cluster::start(&[]);
+    c.replay("seed");
+    let (_replica, port) = c.rpc_replica(&[]);
+    let alive = || {
+        http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}))
+            .is_some_and(|v| v["result"] == json!("0x7a69"))
+    };
+    wait_for("the replica's RPC", Duration::from_secs(60), alive);
+    let bodies: Vec<Vec<u8>> = vec![
+        b"not json at all".to_vec(),
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":".to_vec(),
+        vec![0xff, 0xfe, 0x00, 0x01],
+        b"[]".to_vec(),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": [12, {"x": []}]}).to_string().into_bytes(),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getStorageAt", "params": [DEV[0], "0xzz", "latest"]}).to_string().into_bytes(),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber", "params": "latest"}).to_string().into_bytes(),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs", "params": [{"topics": [[[]]]}]}).to_string().into_bytes(),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_feeHistory", "params": ["0xffffffffffffffff", "latest", [101]]}).to_string().into_bytes(),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction", "params": ["0x"]}).to_string().into_bytes(),
+    ];
+    // A call asking for all the gas there is runs under the gas cap instead (and succeeds).
+    let capped = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
+                        "params": [{"to": DEV[0], "gas": "0xffffffffffffffff"}, "latest"]});
+    assert_eq!(http_post_json(port, &capped).map(|v| v["result"].clone()), Some(json!("0x")));
+    for body in &bodies {
+        let answer = http_post_raw(port, body);
+        let shown = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
+        let (code, text) = answer.unwrap_or_else(|| panic!("no answer to {shown:?}"));
+        assert!(code == 200 || code == 400 || code == 413, "{shown:?}: HTTP {code}");
+        if code == 200 {
+            assert!(text.contains("\"error\""), "{shown:?} must get a JSON-RPC error: {text}");
+        }
+        assert!(alive(), "the server must stay up after {shown:?}");
+    }
+    // Over the 5 MiB body limit: refused (413, or the connection closed mid-upload), and the server stays up.
+    let huge = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_chainId\",\"params\":[\"{}\"]}}",
+        "a".repeat(6 << 20)
+    );
+    if let Some((code, _)) = http_post_raw(port, huge.as_bytes()) {
+        assert_eq!(code, 413, "an oversized body must be refused");
+    }
+    assert!(alive(), "the server must stay up after an oversized body");
+}

@@ -215,3 +215,20 @@ pub fn http_post_json(port: u16, body: &serde_json::Value) -> Option<serde_json:
     s.read_to_string(&mut text).ok()?;
     serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
 }
+
+/// A raw HTTP POST with any body; the status code and the body text.
+pub fn http_post_raw(port: u16, body: &[u8]) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let head = format!(
+        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+}
