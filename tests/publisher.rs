@@ -1041,3 +1041,175 @@ fn rpc_survives_hostile_input() {
     }
     assert!(alive(), "the server must stay up after an oversized body");
 }
+
+/// Issue 4's differential test: one chain with every transaction type, contracts with storage and events,
+/// reverts and a reorg; then one corpus of requests (every method, every tag, historical blocks, error cases,
+/// batches) sent to anvil and to the replica. Results must be equal; errors must carry the same code. Known
+/// differences are in docs/rpc-compatibility.md and are not in the corpus.
+#[test]
+fn differential_corpus_equals_anvil() {
+    let c = Cluster::start(&["--slots-in-an-epoch", "1"]);
+    let a = &c.anvil;
+    let deploy =
+        a.send(json!({"from": DEV[0], "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"}));
+    let contract = contract_address(a, deploy);
+    let mut txs = vec![deploy];
+    txs.push(a.send(json!({"from": DEV[0], "to": DEV[1], "value": "0x1000", "gasPrice": "0x77359400"})));
+    txs.push(a.send(json!({"from": DEV[1], "to": contract, "gasPrice": "0x77359400", "gas": "0x20000",
+                           "accessList": [{"address": contract, "storageKeys": [format!("0x{}", word(5))]}],
+                           "data": call_data(5, 0x42)})));
+    txs.push(a.send(
+        json!({"from": DEV[1], "to": contract, "data": call_data(6, 7), "maxPriorityFeePerGas": "0x3"}),
+    ));
+    txs.push(a.send(json!({"from": DEV[2], "to": contract, "data": "0x", "gas": "0x20000"})));
+    let (auth, authority) = sign_authorization(KEY_5, 31337, contract, 0);
+    txs.push(a.send(json!({"from": DEV[0], "to": authority, "data": call_data(9, 0x99), "gas": "0x40000",
+                           "authorizationList": [auth]})));
+    for tx in &txs {
+        mined(a, *tx);
+    }
+    for i in 0..3u64 {
+        let tx = a.send(
+            json!({"from": DEV[3], "to": contract, "data": call_data(30 + i, i + 1), "gas": "0x20000"}),
+        );
+        mined(a, tx);
+    }
+    c.replay("before-reorg");
+    // A reorg of depth 2, with transactions in the new branch; then one more block.
+    let reorg_tx = |i: u64| json!([{"from": DEV[4], "to": contract, "data": call_data(40 + i, 0x50 + i), "gas": "0x20000"}, i]);
+    a.call("anvil_reorg", json!([2, [reorg_tx(0), reorg_tx(1)]]));
+    let last = a.send(json!({"from": DEV[0], "to": DEV[2], "value": "0x5"}));
+    mined(a, last);
+    let (_, log) = c.replay("after-reorg");
+    let (_replica, port) = c.rpc_replica(&[]);
+    let (head, _) = a.head();
+    let ours = |body: &Value| http_post_json(port, body).unwrap_or(Value::Null);
+    let theirs = |body: &Value| http_post_json(a.port, body).unwrap_or(Value::Null);
+    let req =
+        |method: &str, params: Value| json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    wait_for("the replica at anvil's head with its heartbeat tags", Duration::from_secs(60), || {
+        let h = req("eth_getBlockByNumber", json!(["finalized", false]));
+        ours(&req("eth_blockNumber", json!([])))["result"] == json!(format!("{head:#x}"))
+            && ours(&h) == theirs(&h)
+    });
+
+    let mut corpus: Vec<Value> = Vec::new();
+    for m in [
+        "eth_chainId",
+        "net_version",
+        "eth_blockNumber",
+        "eth_gasPrice",
+        "eth_maxPriorityFeePerGas",
+        "eth_blobBaseFee",
+    ] {
+        corpus.push(req(m, json!([])));
+    }
+    let mut tags: Vec<Value> =
+        vec![json!("latest"), json!("earliest"), json!("pending"), json!("safe"), json!("finalized")];
+    for n in 0..=head {
+        let num = json!(format!("{n:#x}"));
+        tags.push(num.clone());
+        for full in [false, true] {
+            corpus.push(req("eth_getBlockByNumber", json!([num, full])));
+        }
+        for m in
+            ["eth_getBlockTransactionCountByNumber", "eth_getUncleCountByBlockNumber", "eth_getBlockReceipts"]
+        {
+            corpus.push(req(m, json!([num])));
+        }
+        corpus.push(req("eth_getTransactionByBlockNumberAndIndex", json!([num, "0x0"])));
+        if let Some(hash) = a.hash_at(n) {
+            corpus.push(req("eth_getBlockByHash", json!([hash, false])));
+            corpus.push(req("eth_getBlockTransactionCountByHash", json!([hash])));
+            corpus.push(req("eth_getTransactionByBlockHashAndIndex", json!([hash, "0x0"])));
+        }
+    }
+    let touched = touched(&log);
+    for tag in &tags {
+        for (address, slots) in touched.iter().take(8) {
+            for m in ["eth_getBalance", "eth_getTransactionCount", "eth_getCode"] {
+                corpus.push(req(m, json!([address, tag])));
+            }
+            for slot in slots.iter().take(3) {
+                corpus.push(req("eth_getStorageAt", json!([address, slot, tag])));
+            }
+        }
+    }
+    for r in &log {
+        if let ec_log::Record::Block(b) = &r.record {
+            for tx in &b.transactions {
+                corpus.push(req("eth_getTransactionByHash", json!([tx.hash()])));
+                corpus.push(req("eth_getTransactionReceipt", json!([tx.hash()])));
+            }
+        }
+    }
+    for filter in [
+        json!({"fromBlock": "earliest", "toBlock": "latest"}),
+        json!({"fromBlock": "0x0", "address": contract}),
+        json!({"fromBlock": "0x0", "topics": [B256::from(U256::from(5u64))]}),
+        json!({"fromBlock": "0x0", "address": [contract, authority], "topics": [null]}),
+    ] {
+        corpus.push(req("eth_getLogs", json!([filter])));
+    }
+    for n in [head, head - 2, 3] {
+        let block = json!(format!("{n:#x}"));
+        for call in [
+            json!({"from": DEV[2], "to": contract, "data": call_data(9, 1)}),
+            json!({"from": DEV[2], "to": contract, "data": "0x"}),
+            json!({"from": DEV[2], "to": DEV[3], "value": "0x10"}),
+        ] {
+            corpus.push(req("eth_call", json!([call, block])));
+            corpus.push(req("eth_estimateGas", json!([call, block])));
+        }
+    }
+    corpus.push(req("eth_feeHistory", json!(["0x3", "latest", [25, 75]])));
+    // Error cases: unknown methods, unknown blocks and transactions, bad params.
+    corpus.push(req("admin_nodeInfo", json!([])));
+    corpus.push(req("eth_getBlockByHash", json!([B256::repeat_byte(9), false])));
+    corpus.push(req("eth_getTransactionByHash", json!([B256::repeat_byte(9)])));
+    corpus.push(req("eth_getTransactionReceipt", json!([B256::repeat_byte(9)])));
+    corpus.push(req("eth_getBalance", json!(["0x1234", "latest"])));
+
+    let mut compared = 0;
+    for body in &corpus {
+        let (o, t) = (ours(body), theirs(body));
+        if t.get("error").is_some() {
+            assert_eq!(o["error"]["code"], t["error"]["code"], "{body}: ours {o}, anvil {t}");
+        } else if let Some(d) = json_diff("", &o["result"], &t["result"]) {
+            panic!("{body}: {d}");
+        }
+        compared += 1;
+    }
+    // The same requests in batches of 10: one answer per call, each equal.
+    for chunk in corpus.chunks(10).take(10) {
+        let batch: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut r = r.clone();
+                r["id"] = json!(i);
+                r
+            })
+            .collect();
+        let (o, t) = (ours(&json!(batch)), theirs(&json!(batch)));
+        let by_id =
+            |v: &Value| -> Vec<Value> {
+                let mut items = v.as_array().cloned().unwrap_or_default();
+                items.sort_by_key(|i| i["id"].as_u64());
+                items
+                    .into_iter()
+                    .map(|i| {
+                        if i.get("error").is_some() {
+                            i["error"]["code"].clone()
+                        } else {
+                            i["result"].clone()
+                        }
+                    })
+                    .collect()
+            };
+        assert_eq!(by_id(&o), by_id(&t), "batch {chunk:?}");
+        compared += chunk.len();
+    }
+    eprintln!("{compared} requests answered like anvil");
+    assert!(compared >= 300, "the corpus must hold at least 300 requests, has {compared}");
+}
