@@ -954,6 +954,33 @@ fn rpc_call_and_estimate_equal_anvil() {
         }
     }
     assert_eq!(compared, 16);
+
+    // State and block overrides: code that returns SLOAD(0), NUMBER and TIMESTAMP, put on an empty address.
+    let probe = "0x00000000000000000000000000000000000c0de0";
+    let sload = "0x60005460005260206000f3";
+    let number = "0x4360005260206000f3";
+    let time = "0x4260005260206000f3";
+    for (code, state, block) in [
+        (sload, json!({"stateDiff": {format!("0x{}", word(0)): format!("0x{}", word(0x2a))}}), Value::Null),
+        (
+            sload,
+            json!({"state": {format!("0x{}", word(0)): format!("0x{}", word(7))}, "balance": "0x1"}),
+            Value::Null,
+        ),
+        (number, json!({}), json!({"number": "0x1234"})),
+        (time, json!({}), json!({"time": "0x99999"})),
+    ] {
+        let mut overrides = json!({probe: {"code": code}});
+        if let Value::Object(extra) = state {
+            for (k, v) in extra {
+                overrides[probe][k] = v;
+            }
+        }
+        let params = json!([{"to": probe}, "latest", overrides, block]);
+        let (o, t) = (ours("eth_call", params.clone()), theirs("eth_call", params.clone()));
+        assert_eq!(o["result"], t["result"], "eth_call {params}: {o} vs {t}");
+        assert!(o["result"].as_str().is_some_and(|r| r.len() == 66), "{o}");
+    }
 }
 
 /// Fee methods equal anvil's: eth_feeHistory (with and without percentiles), eth_gasPrice,

@@ -8,7 +8,8 @@ use revm::{
     bytecode::Bytecode,
     context::{result::ExecutionResult, BlockEnv, CfgEnv, Context, TxEnv},
     context_interface::block::BlobExcessGasAndPrice,
-    database_interface::{DBErrorMarker, DatabaseRef, WrapDatabaseRef},
+    database::CacheDB,
+    database_interface::{DBErrorMarker, Database, DatabaseRef},
     primitives::hardfork::SpecId,
     state::AccountInfo,
     ExecuteEvm, MainBuilder, MainContext,
@@ -80,6 +81,40 @@ pub struct CallRequest {
     pub access_list: Option<alloy_eips::eip2930::AccessList>,
 }
 
+/// One account's override for a call (the `eth_call` state override set).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountOverride {
+    pub balance: Option<U256>,
+    pub nonce: Option<alloy_primitives::U64>,
+    pub code: Option<Bytes>,
+    /// Replaces the whole storage.
+    pub state: Option<std::collections::HashMap<B256, B256>>,
+    /// Changes only these slots.
+    pub state_diff: Option<std::collections::HashMap<B256, B256>>,
+}
+
+/// The block override set of `eth_call`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockOverrides {
+    pub number: Option<U256>,
+    pub time: Option<alloy_primitives::U64>,
+    pub gas_limit: Option<alloy_primitives::U64>,
+    #[serde(alias = "coinbase")]
+    pub fee_recipient: Option<Address>,
+    #[serde(alias = "baseFeePerGas")]
+    pub base_fee: Option<U256>,
+    #[serde(alias = "random")]
+    pub prev_randao: Option<B256>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub state: Option<std::collections::HashMap<Address, AccountOverride>>,
+    pub block: Option<BlockOverrides>,
+}
+
 /// How a call ended.
 pub enum CallOutcome {
     Success { output: Bytes, gas_used: u64 },
@@ -94,12 +129,13 @@ pub fn call(
     req: &CallRequest,
     chain_id: u64,
     gas_cap: u64,
+    overrides: &Overrides,
 ) -> Result<CallOutcome, String> {
     let hash = store.canonical_hash(number).map_err(|e| e.to_string())?.ok_or("header not found")?;
     let block = store.block_by_hash(&hash).map_err(|e| e.to_string())?.ok_or("header not found")?;
     let h = Header::decode(&mut &block.header[..]).map_err(|e| e.to_string())?;
     let gas_limit = req.gas.map_or(gas_cap.min(h.gas_limit), |g| g.to::<u64>().min(gas_cap));
-    let block_env = BlockEnv {
+    let mut block_env = BlockEnv {
         number: U256::from(h.number),
         beneficiary: h.beneficiary,
         timestamp: U256::from(h.timestamp),
@@ -110,6 +146,50 @@ pub fn call(
         blob_excess_gas_and_price: h.excess_blob_gas.map(|e| BlobExcessGasAndPrice::new(e, 5_007_716)),
         ..Default::default()
     };
+    if let Some(b) = &overrides.block {
+        if let Some(n) = b.number {
+            block_env.number = n;
+        }
+        if let Some(t) = b.time {
+            block_env.timestamp = U256::from(t.to::<u64>());
+        }
+        if let Some(g) = b.gas_limit {
+            block_env.gas_limit = g.to();
+        }
+        if let Some(c) = b.fee_recipient {
+            block_env.beneficiary = c;
+        }
+        if let Some(f) = b.base_fee {
+            block_env.basefee = f.saturating_to();
+        }
+        if let Some(r) = b.prev_randao {
+            block_env.prevrandao = Some(r);
+        }
+    }
+    let mut db = CacheDB::new(StateAt { store, number });
+    for (address, o) in overrides.state.iter().flatten() {
+        let mut info = db.basic(*address).map_err(|e| e.to_string())?.unwrap_or_default();
+        if let Some(b) = o.balance {
+            info.balance = b;
+        }
+        if let Some(n) = o.nonce {
+            info.nonce = n.to();
+        }
+        if let Some(code) = &o.code {
+            let bytecode = Bytecode::new_raw(code.clone());
+            info.code_hash = bytecode.hash_slow();
+            info.code = Some(bytecode);
+        }
+        db.insert_account_info(*address, info);
+        let slot = |(k, v): (&B256, &B256)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0));
+        if let Some(state) = &o.state {
+            db.replace_account_storage(*address, state.iter().map(slot).collect())
+                .map_err(|e| e.to_string())?;
+        }
+        for (k, v) in o.state_diff.iter().flatten().map(slot) {
+            db.insert_account_storage(*address, k, v).map_err(|e| e.to_string())?;
+        }
+    }
     let mut cfg = CfgEnv::new_with_spec(SpecId::OSAKA);
     cfg.chain_id = chain_id;
     // As nodes do for eth_call: no base-fee floor, no nonce check; gas is charged only if a price is given.
@@ -132,11 +212,7 @@ pub fn call(
         .chain_id(Some(chain_id))
         .access_list(req.access_list.clone().unwrap_or_default())
         .build_fill();
-    let mut evm = Context::mainnet()
-        .with_db(WrapDatabaseRef(StateAt { store, number }))
-        .with_block(block_env)
-        .with_cfg(cfg)
-        .build_mainnet();
+    let mut evm = Context::mainnet().with_db(db).with_block(block_env).with_cfg(cfg).build_mainnet();
     let result = evm.transact(tx).map_err(|e| format!("{e:?}"))?;
     Ok(match result.result {
         ExecutionResult::Success { output, gas, .. } => {

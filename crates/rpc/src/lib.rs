@@ -330,8 +330,8 @@ pub fn module(
     )
     .expect(reg);
     m.register_async_method("eth_call", |p, c, _| async move {
-        let (req, n) = call_args(&c, &p)?;
-        match run_call(&c, req, n).await? {
+        let (req, n, overrides) = call_args(&c, &p)?;
+        match run_call(&c, req, n, overrides).await? {
             evm::CallOutcome::Success { output, .. } => Ok(output),
             evm::CallOutcome::Revert { output, .. } => Err(reverted(output)),
             evm::CallOutcome::Halt { reason, .. } => Err(server_error(format!("execution halted: {reason}"))),
@@ -339,8 +339,8 @@ pub fn module(
     })
     .expect(reg);
     m.register_async_method("eth_estimateGas", |p, c, _| async move {
-        let (req, n) = call_args(&c, &p)?;
-        estimate_gas(&c, req, n).await.map(U64::from)
+        let (req, n, overrides) = call_args(&c, &p)?;
+        estimate_gas(&c, req, n, overrides).await.map(U64::from)
     })
     .expect(reg);
     m.register_async_method("eth_sendRawTransaction", |p, c, _| async move {
@@ -364,18 +364,37 @@ fn reverted(output: Bytes) -> ErrorObjectOwned {
     ErrorObject::owned(3, "execution reverted", Some(output))
 }
 
-fn call_args(c: &Ctx, p: &Params) -> RpcResult<(evm::CallRequest, u64)> {
+fn call_args(c: &Ctx, p: &Params) -> RpcResult<(evm::CallRequest, u64, evm::Overrides)> {
     let args = positional(p)?;
     let req: evm::CallRequest = arg(&args, 0, "call object")?;
     let spec = block_id::parse(args.get(1)).map_err(invalid_params)?;
-    Ok((req, c.resolve(spec)?))
+    fn optional<T: serde::de::DeserializeOwned>(
+        args: &[Value],
+        i: usize,
+        name: &str,
+    ) -> RpcResult<Option<T>> {
+        match args.get(i) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => arg(args, i, name).map(Some),
+        }
+    }
+    let overrides = evm::Overrides {
+        state: optional(&args, 2, "state overrides")?,
+        block: optional(&args, 3, "block overrides")?,
+    };
+    Ok((req, c.resolve(spec)?, overrides))
 }
 
 /// Runs one call on a blocking thread, bounded by the gas cap and the timeout.
-async fn run_call(c: &Arc<Ctx>, req: evm::CallRequest, n: u64) -> RpcResult<evm::CallOutcome> {
+async fn run_call(
+    c: &Arc<Ctx>,
+    req: evm::CallRequest,
+    n: u64,
+    overrides: evm::Overrides,
+) -> RpcResult<evm::CallOutcome> {
     let chain_id = c.store.chain().map_err(server_error)?.map_or(0, |ch| ch.chain_id);
     let (store, cap, timeout) = (c.store.clone(), c.limits.gas_cap, c.limits.call_timeout);
-    let job = tokio::task::spawn_blocking(move || evm::call(&store, n, &req, chain_id, cap));
+    let job = tokio::task::spawn_blocking(move || evm::call(&store, n, &req, chain_id, cap, &overrides));
     match tokio::time::timeout(timeout, job).await {
         Ok(Ok(Ok(outcome))) => Ok(outcome),
         Ok(Ok(Err(e))) => Err(server_error(e)),
@@ -385,10 +404,15 @@ async fn run_call(c: &Arc<Ctx>, req: evm::CallRequest, n: u64) -> RpcResult<evm:
 }
 
 /// The least gas limit with which the call succeeds (binary search, as nodes do).
-async fn estimate_gas(c: &Arc<Ctx>, req: evm::CallRequest, n: u64) -> RpcResult<u64> {
+async fn estimate_gas(
+    c: &Arc<Ctx>,
+    req: evm::CallRequest,
+    n: u64,
+    overrides: evm::Overrides,
+) -> RpcResult<u64> {
     let mut hi = req.gas.map_or(c.limits.gas_cap, |g| g.to::<u64>().min(c.limits.gas_cap));
     let with = |gas: u64| evm::CallRequest { gas: Some(U64::from(gas)), ..req.clone() };
-    let used = match run_call(c, with(hi), n).await? {
+    let used = match run_call(c, with(hi), n, overrides.clone()).await? {
         evm::CallOutcome::Success { gas_used, .. } => gas_used,
         evm::CallOutcome::Revert { output, .. } => return Err(reverted(output)),
         evm::CallOutcome::Halt { reason, .. } => {
@@ -398,7 +422,7 @@ async fn estimate_gas(c: &Arc<Ctx>, req: evm::CallRequest, n: u64) -> RpcResult<
     let mut lo = used.saturating_sub(1);
     while lo + 1 < hi {
         let mid = lo + (hi - lo) / 2;
-        match run_call(c, with(mid), n).await? {
+        match run_call(c, with(mid), n, overrides.clone()).await? {
             evm::CallOutcome::Success { .. } => hi = mid,
             _ => lo = mid,
         }
