@@ -829,11 +829,16 @@ fn raw_transaction_through_a_replica_is_mined() {
     );
 }
 
-/// Subscribes to newHeads at `url` and returns the next `n` notification results.
-async fn new_heads(url: String, n: usize, ready: tokio::sync::oneshot::Sender<()>) -> Vec<Value> {
+/// Subscribes with `eth_subscribe(params)` at `url` and returns the next `n` notification results.
+async fn notifications(
+    url: String,
+    params: Value,
+    n: usize,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> Vec<Value> {
     use futures_util::{SinkExt, StreamExt};
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("websocket");
-    let req = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]});
+    let req = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": params});
     ws.send(tokio_tungstenite::tungstenite::Message::text(req.to_string())).await.expect("subscribe");
     let mut out = Vec::new();
     let mut ready = Some(ready);
@@ -867,8 +872,8 @@ fn new_heads_subscription_equals_anvil() {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let (ours_ready, ours_rx) = tokio::sync::oneshot::channel();
     let (theirs_ready, theirs_rx) = tokio::sync::oneshot::channel();
-    let ours = rt.spawn(new_heads(format!("ws://127.0.0.1:{port}"), 3, ours_ready));
-    let theirs = rt.spawn(new_heads(c.anvil.ws_url(), 3, theirs_ready));
+    let ours = rt.spawn(notifications(format!("ws://127.0.0.1:{port}"), json!(["newHeads"]), 3, ours_ready));
+    let theirs = rt.spawn(notifications(c.anvil.ws_url(), json!(["newHeads"]), 3, theirs_ready));
     rt.block_on(async {
         ours_rx.await.expect("replica subscribed");
         theirs_rx.await.expect("anvil subscribed");
@@ -1239,4 +1244,70 @@ fn differential_corpus_equals_anvil() {
     }
     eprintln!("{compared} requests answered like anvil");
     assert!(compared >= 300, "the corpus must hold at least 300 requests, has {compared}");
+}
+
+/// eth_subscribe("logs", filter): the same logs as anvil sends; after a reorg, the abandoned block's logs come
+/// again with `removed: true`.
+#[test]
+fn logs_subscription_equals_anvil_and_reports_removed_logs() {
+    let c = Cluster::start(&[]);
+    let a = &c.anvil;
+    let deploy =
+        a.send(json!({"from": DEV[0], "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"}));
+    let contract = contract_address(a, deploy);
+    c.replay("seed");
+    let (_replica, port) = c.rpc_replica(&[]);
+    wait_for("the replica's RPC", Duration::from_secs(60), || {
+        http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}))
+            .is_some()
+    });
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let filter = json!(["logs", {"address": contract}]);
+    let (ours_ready, ours_rx) = tokio::sync::oneshot::channel();
+    let (theirs_ready, theirs_rx) = tokio::sync::oneshot::channel();
+    // Ours: 3 logs, then the reverted one again (removed) and the new branch's log.
+    let ours = rt.spawn(notifications(format!("ws://127.0.0.1:{port}"), filter.clone(), 5, ours_ready));
+    let theirs = rt.spawn(notifications(a.ws_url(), filter, 3, theirs_ready));
+    rt.block_on(async {
+        ours_rx.await.expect("replica subscribed");
+        theirs_rx.await.expect("anvil subscribed");
+    });
+    for i in 0..3u64 {
+        let tx = a.send(
+            json!({"from": DEV[1], "to": contract, "data": call_data(60 + i, i + 1), "gas": "0x20000"}),
+        );
+        mined(a, tx);
+    }
+    let theirs = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), theirs)
+            .await
+            .expect("anvil logs in time")
+            .expect("task")
+    });
+    // Let the replica see the three blocks before the chain changes under it.
+    c.replay("before-reorg");
+    a.call(
+        "anvil_reorg",
+        json!([1, [[{"from": DEV[2], "to": contract, "data": call_data(70, 7), "gas": "0x20000"}, 0]]]),
+    );
+    let ours = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), ours)
+            .await
+            .expect("replica logs in time")
+            .expect("task")
+    });
+    for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
+        if let Some(d) = json_diff("", o, t) {
+            panic!("log {i}: {d}");
+        }
+    }
+    let removed = &ours[3];
+    assert_eq!(removed["removed"], json!(true), "{removed}");
+    assert_eq!(
+        removed["transactionHash"], theirs[2]["transactionHash"],
+        "the reverted block's log comes back removed"
+    );
+    assert_eq!(ours[4]["removed"], json!(false));
+    assert_eq!(ours[4]["topics"][0], json!(format!("0x{}", word(70))), "then the new branch's log");
 }

@@ -137,6 +137,7 @@ fn replay(args: Args) -> anyhow::Result<()> {
                 store: StoreOptions::default(),
                 exit_when_caught_up: true,
                 progress_interval: Duration::from_secs(3600),
+                events: None,
             };
             let (tx, _rx) = tokio::sync::watch::channel(Status::default());
             let started = Instant::now();

@@ -116,13 +116,14 @@ fn bench(args: &Args, anvil_port: u16, brokers: &str, genesis: &str) -> anyhow::
             store: StoreOptions::default(),
             exit_when_caught_up: false,
             progress_interval: Duration::from_secs(3600),
+                events: None,
         };
         tokio::spawn(ec_replica::run_with_store(rcfg, store.clone(), status, std::future::pending()));
         let head = args.blocks;
         rx.wait_for(|s| s.head_block.is_some_and(|h| h >= head)).await?;
         let rpc_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{rpc_port}").parse()?;
-        let _server = ec_rpc::serve(addr, store, None, ec_rpc::Limits::default(), None).await?;
+        let _server = ec_rpc::serve(addr, store, None, ec_rpc::Limits::default(), None, None).await?;
         let replica_url = format!("http://127.0.0.1:{rpc_port}");
 
         let tx_hash: Value = post(

@@ -133,6 +133,7 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         store: StoreOptions { undo_window: args.undo_window, sync_writes: args.sync_writes },
         exit_when_caught_up: args.exit_when_caught_up,
         progress_interval: Duration::from_secs_f64(args.progress_interval.max(0.1)),
+        events: Some(tokio::sync::broadcast::channel(1024).0),
     };
     let (status, status_rx) = watch::channel(Status::default());
     let extra_metrics = ec_replica::health::ExtraMetrics::default();
@@ -178,12 +179,13 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
     };
     if let Some(addr) = args.rpc_addr {
         let (store, mut caught_up, heads) = (store.clone(), status.subscribe(), status.subscribe());
+        let events = cfg.events.clone();
         tokio::spawn(async move {
             // RPC only from a replica that has replayed its backlog: never serve a stale snapshot's state.
             if caught_up.wait_for(|s| s.caught_up).await.is_err() {
                 return;
             }
-            match ec_rpc::serve(addr, store, tx_producer, limits, Some(heads)).await {
+            match ec_rpc::serve(addr, store, tx_producer, limits, Some(heads), events).await {
                 Ok((handle, rpc_metrics)) => {
                     let _ = extra_metrics.set(Box::new(move || rpc_metrics.render()));
                     tracing::info!(%addr, "JSON-RPC open");

@@ -31,6 +31,17 @@ pub struct ReplicaConfig {
     /// Stop once caught up instead of following the topic (seeding a volume, tests, benchmarks).
     pub exit_when_caught_up: bool,
     pub progress_interval: Duration,
+    /// Where to announce blocks applied and reverted (log subscriptions); `None` announces nothing.
+    pub events: Option<tokio::sync::broadcast::Sender<ChainEvent>>,
+}
+
+/// A change of the canonical chain, announced after it is committed.
+#[derive(Debug, Clone)]
+pub enum ChainEvent {
+    /// Block `hash` is now canonical; read it from the store.
+    Applied { hash: alloy_primitives::B256 },
+    /// This block left the canonical chain (a reorg); it is gone from the store, so it travels here.
+    Reverted(Box<ec_store::tables::StoredBlock>),
 }
 
 /// What the rest of the process (health endpoints, RPC) can see of the replay.
@@ -202,6 +213,11 @@ pub async fn run_with_store(
         })?;
         let Some(rec) = assembled else { continue };
         status.send_modify(|s| s.next_offset = next_offset);
+        // A revert deletes the block: keep it to announce its logs as removed.
+        let reverted = match (&rec.record, &cfg.events) {
+            (Record::Revert(r), Some(_)) => store.block_by_hash(&r.hash).ok().flatten(),
+            _ => None,
+        };
         let apply_err = |source| ReplicaError::Apply { topic: cfg.topic.clone(), offset, source };
         match store.apply(&rec).map_err(apply_err)? {
             ApplyOutcome::Duplicate { applied } => {
@@ -217,6 +233,17 @@ pub async fn run_with_store(
             Record::Block(_) | Record::Genesis(_) => progress.blocks += 1,
             Record::Revert(_) => progress.reverts += 1,
             Record::Heartbeat(_) => {}
+        }
+        if let Some(events) = &cfg.events {
+            // No subscriber is not an error: send fails only when nobody listens.
+            let _ = match &rec.record {
+                Record::Block(b) => events.send(ChainEvent::Applied { hash: b.hash }),
+                Record::Revert(_) => match reverted {
+                    Some(b) => events.send(ChainEvent::Reverted(Box::new(b))),
+                    None => Ok(0),
+                },
+                _ => Ok(0),
+            };
         }
         let position = Position { kafka_offset: rec.last_offset, sequence: rec.envelope.sequence };
         let head = match &rec.record {

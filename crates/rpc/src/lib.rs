@@ -13,7 +13,7 @@ pub mod fees;
 pub mod logs;
 pub mod metrics;
 pub mod send_tx;
-mod subscriptions;
+pub mod subscriptions;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -35,6 +35,8 @@ pub struct Ctx {
     pub limits: Limits,
     /// The replay's progress, for `eth_subscribe("newHeads")`; `None` serves no subscriptions.
     pub status: Option<tokio::sync::watch::Receiver<ec_replica::Status>>,
+    /// Blocks applied and reverted, for `eth_subscribe("logs")`.
+    pub events: Option<tokio::sync::broadcast::Sender<ec_replica::ChainEvent>>,
 }
 
 /// Caps that keep one request from costing without bound.
@@ -73,12 +75,12 @@ pub(crate) fn server_error(msg: impl std::fmt::Display) -> ErrorObjectOwned {
     ErrorObject::owned(-32000, msg.to_string(), None::<()>)
 }
 
-fn positional(params: &Params) -> RpcResult<Vec<Value>> {
+pub(crate) fn positional(params: &Params) -> RpcResult<Vec<Value>> {
     let v: Option<Vec<Value>> = params.parse().map_err(|e| invalid_params(e.message()))?;
     Ok(v.unwrap_or_default())
 }
 
-fn arg<T: serde::de::DeserializeOwned>(args: &[Value], i: usize, name: &str) -> RpcResult<T> {
+pub(crate) fn arg<T: serde::de::DeserializeOwned>(args: &[Value], i: usize, name: &str) -> RpcResult<T> {
     let v = args.get(i).ok_or_else(|| invalid_params(format!("missing {name}")))?;
     serde_json::from_value(v.clone()).map_err(|e| invalid_params(format!("{name}: {e}")))
 }
@@ -165,8 +167,9 @@ pub fn module(
     tx_producer: Option<ec_kafka::TxProducer>,
     limits: Limits,
     status: Option<tokio::sync::watch::Receiver<ec_replica::Status>>,
+    events: Option<tokio::sync::broadcast::Sender<ec_replica::ChainEvent>>,
 ) -> RpcModule<Ctx> {
-    let mut m = RpcModule::new(Ctx { store, tx_producer, limits, status });
+    let mut m = RpcModule::new(Ctx { store, tx_producer, limits, status, events });
     let chain_id = |c: &Ctx| -> RpcResult<u64> {
         Ok(c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?.chain_id)
     };
@@ -303,31 +306,9 @@ pub fn module(
         logs::get_logs(c, &f)
     })
     .expect(reg);
-    m.register_subscription(
-        "eth_subscribe",
-        "eth_subscription",
-        "eth_unsubscribe",
-        |p, pending, c, _| async move {
-            let kind = positional(&p).and_then(|a| arg::<String>(&a, 0, "subscription kind"));
-            let status = match (kind.as_deref(), &c.status) {
-                (Ok("newHeads"), Some(status)) => status.clone(),
-                (Ok(other), _) => {
-                    pending
-                        .reject(invalid_params(format!(
-                            "unsupported subscription {other:?} (newHeads is served)"
-                        )))
-                        .await;
-                    return Ok(());
-                }
-                (Err(e), _) => {
-                    pending.reject(e.clone()).await;
-                    return Ok(());
-                }
-            };
-            let sink = pending.accept().await?;
-            subscriptions::new_heads(&c, status, sink).await
-        },
-    )
+    m.register_subscription("eth_subscribe", "eth_subscription", "eth_unsubscribe", |p, pending, c, _| {
+        subscriptions::subscribe(p, pending, c)
+    })
     .expect(reg);
     m.register_async_method("eth_call", |p, c, _| async move {
         let (req, n, overrides) = call_args(&c, &p)?;
@@ -440,6 +421,7 @@ pub async fn serve(
     tx_producer: Option<ec_kafka::TxProducer>,
     limits: Limits,
     status: Option<tokio::sync::watch::Receiver<ec_replica::Status>>,
+    events: Option<tokio::sync::broadcast::Sender<ec_replica::ChainEvent>>,
 ) -> std::io::Result<(ServerHandle, Arc<metrics::RpcMetrics>)> {
     // Bounded requests and responses: no input can make the server allocate without limit.
     let config = jsonrpsee::server::ServerConfig::builder()
@@ -448,7 +430,7 @@ pub async fn serve(
         .set_batch_request_config(jsonrpsee::server::BatchRequestConfig::Limit(MAX_BATCH))
         .set_id_provider(subscriptions::HexIdProvider::default())
         .build();
-    let module = module(store, tx_producer, limits, status);
+    let module = module(store, tx_producer, limits, status, events);
     let rpc_metrics = Arc::new(metrics::RpcMetrics::new(module.method_names().map(str::to_owned)));
     let m = rpc_metrics.clone();
     let middleware = jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new()

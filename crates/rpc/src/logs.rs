@@ -37,6 +37,17 @@ fn one_or_many<T: serde::de::DeserializeOwned>(v: &Value, what: &str) -> Result<
     }
 }
 
+impl Filter {
+    /// Every log (a `logs` subscription without a filter).
+    pub fn any() -> Self {
+        Filter {
+            range: Range::Blocks { from: BlockSpec::Latest, to: BlockSpec::Latest },
+            addresses: vec![],
+            topics: vec![],
+        }
+    }
+}
+
 pub fn parse_filter(v: &Value) -> Result<Filter, String> {
     let o = v.as_object().ok_or("the filter must be an object")?;
     let range = match o.get("blockHash") {
@@ -67,7 +78,7 @@ pub fn parse_filter(v: &Value) -> Result<Filter, String> {
     Ok(Filter { range, addresses, topics })
 }
 
-fn matches(f: &Filter, log: &Log) -> bool {
+pub fn matches(f: &Filter, log: &Log) -> bool {
     (f.addresses.is_empty() || f.addresses.contains(&log.address()))
         && f.topics
             .iter()

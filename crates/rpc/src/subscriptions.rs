@@ -2,12 +2,68 @@
 //! the header fields and transaction hashes (the shape `eth_getBlockByNumber(n, false)` has). After a reorg the
 //! new branch's blocks are sent from the fork on.
 
-use jsonrpsee::{core::SubscriptionError, SubscriptionMessage, SubscriptionSink};
+use std::sync::Arc;
+
+use jsonrpsee::{
+    core::SubscriptionError, types::Params, PendingSubscriptionSink, SubscriptionMessage, SubscriptionSink,
+};
 use tokio::sync::watch;
 
-use crate::{convert, Ctx};
+use crate::{arg, convert, invalid_params, logs, positional, server_error, Ctx};
 
-pub async fn new_heads(
+/// `eth_subscribe`: `newHeads`, or `logs` with an optional filter (address, topics).
+pub async fn subscribe(
+    p: Params<'static>,
+    pending: PendingSubscriptionSink,
+    c: Arc<Ctx>,
+) -> Result<(), SubscriptionError> {
+    let args = match positional(&p) {
+        Ok(a) => a,
+        Err(e) => {
+            pending.reject(e).await;
+            return Ok(());
+        }
+    };
+    let kind = match arg::<String>(&args, 0, "subscription kind") {
+        Ok(k) => k,
+        Err(e) => {
+            pending.reject(e).await;
+            return Ok(());
+        }
+    };
+    match kind.as_str() {
+        "newHeads" => {
+            let Some(status) = c.status.clone() else {
+                pending.reject(server_error("this replica serves no subscriptions")).await;
+                return Ok(());
+            };
+            let sink = pending.accept().await?;
+            new_heads(&c, status, sink).await
+        }
+        "logs" => {
+            let filter = match args.get(1).map_or(Ok(logs::Filter::any()), logs::parse_filter) {
+                Ok(f) => f,
+                Err(e) => {
+                    pending.reject(invalid_params(e)).await;
+                    return Ok(());
+                }
+            };
+            let Some(events) = c.events.as_ref().map(|e| e.subscribe()) else {
+                pending.reject(server_error("this replica serves no log subscriptions")).await;
+                return Ok(());
+            };
+            let sink = pending.accept().await?;
+            logs_subscription(&c, filter, events, sink).await
+        }
+        other => {
+            let msg = format!("unsupported subscription {other:?} (newHeads and logs are served)");
+            pending.reject(invalid_params(msg)).await;
+            Ok(())
+        }
+    }
+}
+
+async fn new_heads(
     c: &Ctx,
     mut status: watch::Receiver<ec_replica::Status>,
     sink: SubscriptionSink,
@@ -41,6 +97,45 @@ pub async fn new_heads(
             }
         }
         last = head;
+    }
+}
+
+/// `eth_subscribe("logs", filter)`: every matching log of each block that becomes canonical, in order; when a
+/// reorg removes a block, its matching logs again with `removed: true`.
+async fn logs_subscription(
+    c: &Ctx,
+    filter: logs::Filter,
+    mut events: tokio::sync::broadcast::Receiver<ec_replica::ChainEvent>,
+    sink: SubscriptionSink,
+) -> Result<(), SubscriptionError> {
+    use ec_replica::ChainEvent;
+    loop {
+        let event = tokio::select! {
+            _ = sink.closed() => return Ok(()),
+            e = events.recv() => e,
+        };
+        let (block, removed) = match event {
+            Ok(ChainEvent::Applied { hash }) => {
+                match c.store.block_by_hash(&hash).map_err(|e| e.to_string())? {
+                    Some(b) => (b, false),
+                    None => continue, // reverted again meanwhile
+                }
+            }
+            Ok(ChainEvent::Reverted(b)) => (*b, true),
+            // Too slow to keep up: the subscriber missed logs; end the subscription rather than hide it.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                return Err(format!("subscription fell {n} blocks behind and was closed").into())
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+        };
+        for mut log in convert::logs(&block).into_iter().filter(|l| logs::matches(&filter, l)) {
+            log.removed = removed;
+            let msg = SubscriptionMessage::new("eth_subscription", sink.subscription_id(), &log)
+                .map_err(|e| e.to_string())?;
+            if sink.send(msg).await.is_err() {
+                return Ok(());
+            }
+        }
     }
 }
 
