@@ -553,6 +553,7 @@ fn readiness_follows_the_publisher() {
     assert!(position["block_number"].as_u64().is_some_and(|n| n >= 3), "{position}");
     let (_, metrics) = http_get(port, "/metrics").expect("metrics");
     assert!(metrics.contains("ether_cattle_replica_ready 1"), "{metrics}");
+    assert!(metrics.contains("ether_cattle_replica_head_age_seconds "), "{metrics}");
 
     if let Some(mut p) = c.publisher.take() {
         p.0.kill().expect("SIGKILL");
@@ -960,6 +961,25 @@ fn rpc_call_and_estimate_equal_anvil() {
     }
     assert_eq!(compared, 16);
 
+    // eth_createAccessList: a storage write, a history-contract read, a transfer, a revert.
+    for call in &calls {
+        for block in [json!("latest"), json!(format!("{:#x}", head - 1))] {
+            let params = json!([call, block]);
+            let (o, t) = (
+                ours("eth_createAccessList", params.clone()),
+                theirs("eth_createAccessList", params.clone()),
+            );
+            if t.get("error").is_some() {
+                assert_eq!(
+                    o["error"]["code"], t["error"]["code"],
+                    "eth_createAccessList {params}: {o} vs {t}"
+                );
+            } else {
+                assert_eq!(o["result"], t["result"], "eth_createAccessList {params}: {o} vs {t}");
+            }
+        }
+    }
+
     // State and block overrides: code that returns SLOAD(0), NUMBER and TIMESTAMP, put on an empty address.
     let probe = "0x00000000000000000000000000000000000c0de0";
     let sload = "0x60005460005260206000f3";
@@ -1195,6 +1215,11 @@ fn differential_corpus_equals_anvil() {
         }
     }
     corpus.push(req("eth_feeHistory", json!(["0x3", "latest", [25, 75]])));
+    corpus.push(req(
+        "eth_createAccessList",
+        json!([{"from": DEV[2], "to": contract, "data": call_data(9, 1)}, "latest"]),
+    ));
+    corpus.push(req("eth_createAccessList", json!([{"from": DEV[2], "to": contract, "data": "0x"}, "0x3"])));
     // Error cases: unknown methods, unknown blocks and transactions, bad params.
     corpus.push(req("admin_nodeInfo", json!([])));
     corpus.push(req("eth_getBlockByHash", json!([B256::repeat_byte(9), false])));

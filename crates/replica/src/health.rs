@@ -123,6 +123,13 @@ async fn metrics(State(s): State<Arc<Shared>>) -> String {
         o.silence.map_or(-1.0, |d| d.as_secs_f64()),
     );
     g("records_applied_total", "counter", "Records applied since start.", st.records_applied as f64);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    g(
+        "head_age_seconds",
+        "gauge",
+        "Seconds between now and the head block's timestamp: how far behind the chain the replica serves.",
+        st.head_timestamp.map_or(-1.0, |t| now.saturating_sub(t) as f64),
+    );
     if let Some(extra) = s.extra.get() {
         out.push_str(&extra());
     }

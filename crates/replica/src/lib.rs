@@ -52,6 +52,8 @@ pub struct Status {
     pub position: Option<Position>,
     pub head_block: Option<u64>,
     pub head_hash: Option<alloy_primitives::B256>,
+    /// Timestamp of the head block (seconds since the epoch), for the lag-in-seconds metric.
+    pub head_timestamp: Option<u64>,
     /// The partition's high watermark, refreshed every second.
     pub high_watermark: Option<i64>,
     /// The next offset the replica will read.
@@ -250,6 +252,8 @@ pub async fn run_with_store(
             Record::Heartbeat(_) => None,
             _ => store.head().ok().flatten(),
         };
+        let head_timestamp =
+            head.and_then(|h| store.block_by_hash(&h.hash).ok().flatten()).map(|b| b.timestamp);
         status.send_modify(|s| {
             // Only records that move the database count as "heard from the publisher": a stream of
             // duplicates (a publisher replaying an old log) must not keep a stale replica ready.
@@ -259,6 +263,7 @@ pub async fn run_with_store(
             if let Some(h) = head {
                 s.head_block = Some(h.number);
                 s.head_hash = Some(h.hash);
+                s.head_timestamp = head_timestamp;
             }
         });
     }

@@ -131,6 +131,41 @@ pub fn call(
     gas_cap: u64,
     overrides: &Overrides,
 ) -> Result<CallOutcome, String> {
+    execute(store, number, req, chain_id, gas_cap, overrides, &mut None)
+}
+
+/// The access list a call needs (`eth_createAccessList`): what it touched, and the gas it uses with that
+/// list applied.
+pub fn access_list(
+    store: &Store,
+    number: u64,
+    req: &CallRequest,
+    chain_id: u64,
+    gas_cap: u64,
+    overrides: &Overrides,
+) -> Result<(CallOutcome, alloy_eips::eip2930::AccessList), String> {
+    let mut touched = None;
+    let first = execute(store, number, req, chain_id, gas_cap, overrides, &mut touched)?;
+    if !matches!(first, CallOutcome::Success { .. }) {
+        return Ok((first, Default::default()));
+    }
+    let mut items = touched.unwrap_or_default();
+    items.sort_by_key(|i| i.address);
+    let list = alloy_eips::eip2930::AccessList(items);
+    let with_list = CallRequest { access_list: Some(list.clone()), ..req.clone() };
+    Ok((execute(store, number, &with_list, chain_id, gas_cap, overrides, &mut None)?, list))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    store: &Store,
+    number: u64,
+    req: &CallRequest,
+    chain_id: u64,
+    gas_cap: u64,
+    overrides: &Overrides,
+    touched_out: &mut Option<Vec<alloy_eips::eip2930::AccessListItem>>,
+) -> Result<CallOutcome, String> {
     let hash = store.canonical_hash(number).map_err(|e| e.to_string())?.ok_or("header not found")?;
     let block = store.block_by_hash(&hash).map_err(|e| e.to_string())?.ok_or("header not found")?;
     let h = Header::decode(&mut &block.header[..]).map_err(|e| e.to_string())?;
@@ -212,8 +247,29 @@ pub fn call(
         .chain_id(Some(chain_id))
         .access_list(req.access_list.clone().unwrap_or_default())
         .build_fill();
+    let beneficiary = block_env.beneficiary;
     let mut evm = Context::mainnet().with_db(db).with_block(block_env).with_cfg(cfg).build_mainnet();
     let result = evm.transact(tx).map_err(|e| format!("{e:?}"))?;
+    // What the call touched, as an access list: every account it loaded with the slots it read or wrote,
+    // except the sender, precompiles and the fee recipient; the callee only when it touched storage.
+    let touched = result
+        .state
+        .iter()
+        .filter(|(a, acc)| {
+            let precompile =
+                a.0[..18].iter().all(|b| *b == 0) && u16::from_be_bytes([a.0[18], a.0[19]]) <= 0x100;
+            **a != req.from.unwrap_or_default()
+                && **a != beneficiary
+                && !precompile
+                && (Some(**a) != req.to || !acc.storage.is_empty())
+        })
+        .map(|(a, acc)| {
+            let mut keys: Vec<B256> = acc.storage.keys().map(|k| B256::from(*k)).collect();
+            keys.sort();
+            alloy_eips::eip2930::AccessListItem { address: *a, storage_keys: keys }
+        })
+        .collect::<Vec<_>>();
+    *touched_out = Some(touched);
     Ok(match result.result {
         ExecutionResult::Success { output, gas, .. } => {
             CallOutcome::Success { output: output.into_data(), gas_used: gas.tx_gas_used() }

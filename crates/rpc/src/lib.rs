@@ -319,6 +319,27 @@ pub fn module(
         }
     })
     .expect(reg);
+    m.register_async_method("eth_createAccessList", |p, c, _| async move {
+        let (req, n, overrides) = call_args(&c, &p)?;
+        let chain_id = c.store.chain().map_err(server_error)?.map_or(0, |ch| ch.chain_id);
+        let (store, cap, timeout) = (c.store.clone(), c.limits.gas_cap, c.limits.call_timeout);
+        let job =
+            tokio::task::spawn_blocking(move || evm::access_list(&store, n, &req, chain_id, cap, &overrides));
+        let (outcome, list) = match tokio::time::timeout(timeout, job).await {
+            Ok(Ok(Ok(r))) => r,
+            Ok(Ok(Err(e))) => return Err(server_error(e)),
+            Ok(Err(e)) => return Err(server_error(format!("execution failed: {e}"))),
+            Err(_) => return Err(server_error(format!("execution timed out after {timeout:?}"))),
+        };
+        match outcome {
+            evm::CallOutcome::Success { gas_used, .. } => {
+                Ok(serde_json::json!({"accessList": list, "gasUsed": U64::from(gas_used)}))
+            }
+            evm::CallOutcome::Revert { output, .. } => Err(reverted(output)),
+            evm::CallOutcome::Halt { reason, .. } => Err(server_error(format!("execution halted: {reason}"))),
+        }
+    })
+    .expect(reg);
     m.register_async_method("eth_estimateGas", |p, c, _| async move {
         let (req, n, overrides) = call_args(&c, &p)?;
         estimate_gas(&c, req, n, overrides).await.map(U64::from)
