@@ -248,22 +248,28 @@ pub async fn run_with_store(
             };
         }
         let position = Position { kafka_offset: rec.last_offset, sequence: rec.envelope.sequence };
+        // The new head and its timestamp come with the record; only a revert has to read its parent.
         let head = match &rec.record {
+            Record::Block(b) | Record::Genesis(ec_log::Genesis { block: b, .. }) => {
+                Some((ec_log::BlockRef { number: b.number, hash: b.hash }, Some(b.timestamp)))
+            }
+            Record::Revert(_) => store
+                .head()
+                .ok()
+                .flatten()
+                .map(|h| (h, store.block_by_hash(&h.hash).ok().flatten().map(|b| b.timestamp))),
             Record::Heartbeat(_) => None,
-            _ => store.head().ok().flatten(),
         };
-        let head_timestamp =
-            head.and_then(|h| store.block_by_hash(&h.hash).ok().flatten()).map(|b| b.timestamp);
         status.send_modify(|s| {
             // Only records that move the database count as "heard from the publisher": a stream of
             // duplicates (a publisher replaying an old log) must not keep a stale replica ready.
             s.last_record_at = Some(std::time::Instant::now());
             s.position = Some(position);
             s.records_applied += 1;
-            if let Some(h) = head {
+            if let Some((h, timestamp)) = head {
                 s.head_block = Some(h.number);
                 s.head_hash = Some(h.hash);
-                s.head_timestamp = head_timestamp;
+                s.head_timestamp = timestamp;
             }
         });
     }
