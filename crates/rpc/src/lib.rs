@@ -321,16 +321,10 @@ pub fn module(
     .expect(reg);
     m.register_async_method("eth_createAccessList", |p, c, _| async move {
         let (req, n, overrides) = call_args(&c, &p)?;
-        let chain_id = c.store.chain().map_err(server_error)?.map_or(0, |ch| ch.chain_id);
-        let (store, cap, timeout) = (c.store.clone(), c.limits.gas_cap, c.limits.call_timeout);
-        let job =
-            tokio::task::spawn_blocking(move || evm::access_list(&store, n, &req, chain_id, cap, &overrides));
-        let (outcome, list) = match tokio::time::timeout(timeout, job).await {
-            Ok(Ok(Ok(r))) => r,
-            Ok(Ok(Err(e))) => return Err(server_error(e)),
-            Ok(Err(e)) => return Err(server_error(format!("execution failed: {e}"))),
-            Err(_) => return Err(server_error(format!("execution timed out after {timeout:?}"))),
-        };
+        let (outcome, list) = on_evm_thread(&c, move |store, chain_id, cap| {
+            evm::access_list(store, n, &req, chain_id, cap, &overrides)
+        })
+        .await?;
         match outcome {
             evm::CallOutcome::Success { gas_used, .. } => {
                 Ok(serde_json::json!({"accessList": list, "gasUsed": U64::from(gas_used)}))
@@ -394,14 +388,23 @@ async fn run_call(
     n: u64,
     overrides: evm::Overrides,
 ) -> RpcResult<evm::CallOutcome> {
+    on_evm_thread(c, move |store, chain_id, cap| evm::call(store, n, &req, chain_id, cap, &overrides)).await
+}
+
+/// Runs EVM work on a blocking thread, given the store, the chain id and the gas cap, bounded by the call
+/// timeout.
+async fn on_evm_thread<T: Send + 'static>(
+    c: &Arc<Ctx>,
+    work: impl FnOnce(&Store, u64, u64) -> Result<T, String> + Send + 'static,
+) -> RpcResult<T> {
     let chain_id = c.store.chain().map_err(server_error)?.map_or(0, |ch| ch.chain_id);
     let (store, cap, timeout) = (c.store.clone(), c.limits.gas_cap, c.limits.call_timeout);
-    let job = tokio::task::spawn_blocking(move || evm::call(&store, n, &req, chain_id, cap, &overrides));
+    let job = tokio::task::spawn_blocking(move || work(&store, chain_id, cap));
     match tokio::time::timeout(timeout, job).await {
-        Ok(Ok(Ok(outcome))) => Ok(outcome),
+        Ok(Ok(Ok(out))) => Ok(out),
         Ok(Ok(Err(e))) => Err(server_error(e)),
         Ok(Err(e)) => Err(server_error(format!("execution failed: {e}"))),
-        Err(_) => Err(server_error(format!("execution timed out after {:?}", timeout))),
+        Err(_) => Err(server_error(format!("execution timed out after {timeout:?}"))),
     }
 }
 
