@@ -135,12 +135,12 @@ pub fn logs(b: &StoredBlock) -> Vec<Log> {
 /// Every receipt of a stored block, as `eth_getBlockReceipts` returns them.
 pub fn receipts(b: &StoredBlock) -> Result<Vec<Value>, String> {
     let txs = envelopes(b)?;
-    let all_logs = logs(b);
+    // The block's logs in order; each receipt takes its own from the front (one pass, not one per receipt).
+    let mut all_logs = logs(b).into_iter();
     let mut out = Vec::with_capacity(txs.len());
     for (i, ((tx, stored), r)) in txs.iter().zip(&b.transactions).zip(&b.receipts).enumerate() {
         let hash = *tx.tx_hash();
-        let logs: Vec<Log> =
-            all_logs.iter().filter(|l| l.transaction_index == Some(i as u64)).cloned().collect();
+        let logs: Vec<Log> = all_logs.by_ref().take(r.logs.len()).collect();
         let mut bloom = Bloom::default();
         for l in &r.logs {
             bloom.accrue_raw_log(l.address, &l.topics);
