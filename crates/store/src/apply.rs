@@ -200,19 +200,23 @@ impl Store {
         // A destroyed account has no storage; so does one that no longer exists at all.
         let wipe = change.storage_wiped || change.account.is_none();
 
-        // slot -> new value; the prior value is read from the database (still pre-block).
-        let mut slots: BTreeMap<B256, B256> = BTreeMap::new();
+        // slot -> (value before the block, value after). A wipe's scan already read the prior values; the
+        // others are read from the database, which still holds the pre-block state.
+        let mut slots: BTreeMap<B256, (Option<B256>, B256)> = BTreeMap::new();
         if wipe {
-            for (key, _) in self.scan_prefix::<Storage>(address.as_slice())? {
-                slots.insert(slot_of(&key, address)?, B256::ZERO);
+            for (key, before) in self.scan_prefix::<Storage>(address.as_slice())? {
+                slots.insert(slot_of(&key, address)?, (Some(before), B256::ZERO));
             }
         }
         for s in &change.storage {
-            slots.insert(s.slot, s.value);
+            slots.entry(s.slot).and_modify(|e| e.1 = s.value).or_insert((None, s.value));
         }
-        for (slot, value) in &slots {
+        for (slot, (before, value)) in &slots {
             if undoable {
-                let before = self.storage(&address, slot)?;
+                let before = match before {
+                    Some(b) => *b,
+                    None => self.storage(&address, slot)?,
+                };
                 self.put::<StorageHistory>(batch, &(address, *slot, number), &before);
             }
             if value.is_zero() {
