@@ -589,13 +589,8 @@ fn rpc_state_methods_equal_anvil() {
     let health_addr = format!("127.0.0.1:{health}");
     let (_replica, port) = c.rpc_replica(&["--max-log-block-range", "2", "--health-addr", &health_addr]);
     let (head, head_hash) = a.head();
-    let ours = |method: &str, params: Value| -> Value {
-        http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-            .unwrap_or(Value::Null)
-    };
-    wait_for("the replica's RPC to reach anvil's head", Duration::from_secs(60), || {
-        ours("eth_blockNumber", json!([]))["result"] == json!(format!("{head:#x}"))
-    });
+    let ours = |method: &str, params: Value| rpc_call(port, method, params);
+    wait_rpc_head(port, head);
     let theirs = |method: &'static str, params: Value| -> Value { a.call(method, params) };
     // Safe and finalized come with heartbeats (every 500 ms here): wait for one written after the last block.
     wait_for("a heartbeat naming anvil's safe block", Duration::from_secs(30), || {
@@ -729,14 +724,8 @@ fn rpc_blocks_transactions_and_receipts_equal_anvil() {
     c.replay("seed");
     let (_replica, port) = c.rpc_replica(&[]);
     let (head, _) = a.head();
-    let ours = |method: &str, params: Value| -> Value {
-        http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-            .map(|v| v["result"].clone())
-            .unwrap_or(Value::Null)
-    };
-    wait_for("the replica's RPC to reach anvil's head", Duration::from_secs(60), || {
-        ours("eth_blockNumber", json!([])) == json!(format!("{head:#x}"))
-    });
+    let ours = |method: &str, params: Value| rpc_call(port, method, params)["result"].clone();
+    wait_rpc_head(port, head);
     let mut compared = 0;
     let mut check = |method: &'static str, params: Value| {
         let (mine, theirs) = (ours(method, params.clone()), a.call(method, params.clone()));
@@ -922,13 +911,8 @@ fn rpc_call_and_estimate_equal_anvil() {
     c.replay("seed");
     let (_replica, port) = c.rpc_replica(&[]);
     let (head, _) = a.head();
-    let ours = |method: &str, params: Value| -> Value {
-        http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-            .unwrap_or(Value::Null)
-    };
-    wait_for("the replica's RPC to reach anvil's head", Duration::from_secs(60), || {
-        ours("eth_blockNumber", json!([]))["result"] == json!(format!("{head:#x}"))
-    });
+    let ours = |method: &str, params: Value| rpc_call(port, method, params);
+    wait_rpc_head(port, head);
     let theirs = |method: &str, params: Value| -> Value {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         http_post_json(a.port, &body).unwrap_or(Value::Null)
@@ -1022,14 +1006,8 @@ fn rpc_fees_equal_anvil() {
     c.replay("seed");
     let (_replica, port) = c.rpc_replica(&[]);
     let (head, _) = a.head();
-    let ours = |method: &str, params: Value| -> Value {
-        http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-            .map(|v| v["result"].clone())
-            .unwrap_or(Value::Null)
-    };
-    wait_for("the replica's RPC to reach anvil's head", Duration::from_secs(60), || {
-        ours("eth_blockNumber", json!([])) == json!(format!("{head:#x}"))
-    });
+    let ours = |method: &str, params: Value| rpc_call(port, method, params)["result"].clone();
+    wait_rpc_head(port, head);
     for (method, params) in [
         ("eth_gasPrice", json!([])),
         ("eth_maxPriorityFeePerGas", json!([])),

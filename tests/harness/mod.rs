@@ -232,3 +232,17 @@ pub fn http_post_raw(port: u16, body: &[u8]) -> Option<(u16, String)> {
     let code = text.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
 }
+
+/// One JSON-RPC call on 127.0.0.1:`port`: the whole response, or `null` when nothing answers.
+pub fn rpc_call(port: u16, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    http_post_json(port, &body).unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits until the replica serving JSON-RPC on `port` reports block `head` as its newest.
+pub fn wait_rpc_head(port: u16, head: u64) {
+    let want = serde_json::json!(format!("{head:#x}"));
+    wait_for("the replica's RPC to reach anvil's head", Duration::from_secs(60), || {
+        rpc_call(port, "eth_blockNumber", serde_json::json!([]))["result"] == want
+    });
+}
