@@ -8,7 +8,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # C toolchain pieces for the -sys crates: bindgen (rocksdb) needs libclang; rdkafka's bundled librdkafka
 # builds with TLS (MSK) and zstd; zlib for libz-sys.
-packages=(build-essential pkg-config cmake libclang-dev libssl-dev zlib1g-dev)
+# curl: the local cluster's traffic generator and status line.
+packages=(build-essential pkg-config cmake libclang-dev libssl-dev zlib1g-dev curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
