@@ -1,7 +1,9 @@
 //! `ether-cattle`: the replica, and the tools around it.
 
+mod balancer_cmd;
 mod kafka_args;
 mod publisher_cmd;
+mod snapshot_cmd;
 mod synth;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -37,6 +39,10 @@ enum Command {
     },
     /// Write a deterministic synthetic log to a topic (for demos, tests and benchmarks).
     SynthLog(synth::SynthArgs),
+    /// Balance JSON-RPC over replicas, routing only to ready ones (the local cluster's ALB).
+    Balancer(balancer_cmd::BalancerArgs),
+    /// Take a local snapshot (RocksDB checkpoint) of a running replica's database.
+    Snapshot(snapshot_cmd::SnapshotArgs),
 }
 
 #[derive(clap::Args)]
@@ -85,6 +91,12 @@ struct ReplicaArgs {
     /// Ready only while a publisher record arrived within this many seconds (heartbeats come every few).
     #[arg(long, env = "EC_MAX_SILENCE_SECS", default_value_t = 30.0)]
     max_silence_secs: f64,
+    /// Enables `POST /admin/snapshot` on the health port: local snapshots go into this directory.
+    #[arg(long, env = "EC_SNAPSHOT_DIR")]
+    snapshot_dir: Option<PathBuf>,
+    /// Start from this local snapshot when the data directory is empty (ignored once it holds a database).
+    #[arg(long, env = "EC_FROM_SNAPSHOT")]
+    from_snapshot: Option<PathBuf>,
     /// Seconds between progress lines while replaying.
     #[arg(long, env = "EC_PROGRESS_INTERVAL", default_value_t = 5.0)]
     progress_interval: f64,
@@ -112,6 +124,8 @@ fn main() -> ExitCode {
         Command::Checksum { data_dir } => report(checksum(&data_dir)),
         Command::Status { data_dir } => report(status(&data_dir)),
         Command::SynthLog(args) => report(runtime.block_on(synth::run(args))),
+        Command::Balancer(args) => report(runtime.block_on(balancer_cmd::run(args, shutdown_signal()))),
+        Command::Snapshot(args) => report(runtime.block_on(snapshot_cmd::run(args))),
     }
 }
 
@@ -135,21 +149,17 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         progress_interval: Duration::from_secs_f64(args.progress_interval.max(0.1)),
         events: Some(tokio::sync::broadcast::channel(1024).0),
     };
-    let (status, status_rx) = watch::channel(Status::default());
-    let extra_metrics = ec_replica::health::ExtraMetrics::default();
-    if let Some(addr) = args.health_addr {
-        let readiness = ec_replica::readiness::ReadinessConfig {
-            max_lag_records: args.max_lag_records,
-            max_silence: Duration::from_secs_f64(args.max_silence_secs.max(0.0)),
-        };
-        let router =
-            ec_replica::health::router(status_rx, readiness, cfg.topic.clone(), extra_metrics.clone());
-        // Bound before the replay starts, so the load balancer sees "not ready" (503), not "down".
-        tokio::spawn(async move {
-            if let Err(e) = ec_replica::health::serve(addr, router).await {
-                tracing::error!(%addr, error = %e, "health endpoint failed");
+    if let Some(snapshot) = &args.from_snapshot {
+        match ec_replica::snapshot::restore(snapshot, &cfg.data_dir) {
+            Ok(true) => {
+                tracing::info!(snapshot = %snapshot.display(), "data directory created from the snapshot")
             }
-        });
+            Ok(false) => tracing::info!("data directory already holds a database; --from-snapshot ignored"),
+            Err(e) => {
+                eprintln!("error: starting from snapshot: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let store = match ec_store::Store::open(&cfg.data_dir, cfg.store.clone()) {
         Ok(s) => std::sync::Arc::new(s),
@@ -158,6 +168,34 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (status, status_rx) = watch::channel(Status::default());
+    let extra_metrics = ec_replica::health::ExtraMetrics::default();
+    if let Some(addr) = args.health_addr {
+        let readiness = ec_replica::readiness::ReadinessConfig {
+            max_lag_records: args.max_lag_records,
+            max_silence: Duration::from_secs_f64(args.max_silence_secs.max(0.0)),
+        };
+        let snapshots = args.snapshot_dir.map(|dir| {
+            std::sync::Arc::new(ec_replica::snapshot::LocalSnapshots {
+                store: store.clone(),
+                dir,
+                topic: cfg.topic.clone(),
+            })
+        });
+        let router = ec_replica::health::router(
+            status_rx,
+            readiness,
+            cfg.topic.clone(),
+            extra_metrics.clone(),
+            snapshots,
+        );
+        // Bound before the replay starts, so the load balancer sees "not ready" (503), not "down".
+        tokio::spawn(async move {
+            if let Err(e) = ec_replica::health::serve(addr, router).await {
+                tracing::error!(%addr, error = %e, "health endpoint failed");
+            }
+        });
+    }
     let tx_producer = match args.tx_topic.as_deref() {
         Some("none") => None,
         other => {

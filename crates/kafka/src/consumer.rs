@@ -84,20 +84,28 @@ impl PartitionConsumer {
     }
 
     /// The next message, or the news that the partition's end was reached.
+    ///
+    /// Broker outages (a restart, a rolling MSK update, a network blip) are waited out here: librdkafka
+    /// reconnects by itself, and the caller's readiness turns 503 on its own once records stop arriving.
     pub async fn next(&self) -> Result<Fetched, KafkaIoError> {
-        match self.consumer.recv().await {
-            Ok(m) => {
-                let payload = m
-                    .payload()
-                    .ok_or(KafkaIoError::EmptyMessage { topic: self.topic.clone(), offset: m.offset() })?
-                    .to_vec();
-                Ok(Fetched::Message { offset: m.offset(), payload })
+        loop {
+            match self.consumer.recv().await {
+                Ok(m) => {
+                    let payload = m
+                        .payload()
+                        .ok_or(KafkaIoError::EmptyMessage { topic: self.topic.clone(), offset: m.offset() })?
+                        .to_vec();
+                    return Ok(Fetched::Message { offset: m.offset(), payload });
+                }
+                Err(KafkaError::PartitionEOF(_)) => {
+                    let next_offset = self.position().unwrap_or(-1);
+                    return Ok(Fetched::EndOfPartition { next_offset });
+                }
+                Err(source) if is_transient(&source) => {
+                    tracing::warn!(topic = %self.topic, error = %source, "broker unreachable; librdkafka reconnects");
+                }
+                Err(source) => return Err(KafkaIoError::Fetch { topic: self.topic.clone(), source }),
             }
-            Err(KafkaError::PartitionEOF(_)) => {
-                let next_offset = self.position().unwrap_or(-1);
-                Ok(Fetched::EndOfPartition { next_offset })
-            }
-            Err(source) => Err(KafkaIoError::Fetch { topic: self.topic.clone(), source }),
         }
     }
 
@@ -105,6 +113,28 @@ impl PartitionConsumer {
         let tpl = self.consumer.position().ok()?;
         tpl.find_partition(&self.topic, PARTITION)?.offset().to_raw()
     }
+}
+
+/// Whether a consumer error only reports a broker connection problem that librdkafka recovers from by
+/// itself (it surfaces them as errors, but keeps reconnecting and fetching).
+pub fn is_transient(err: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            AllBrokersDown
+                | BrokerTransportFailure
+                | Resolve
+                | OperationTimedOut
+                | RequestTimedOut
+                | NetworkException
+                | BrokerNotAvailable
+                | LeaderNotAvailable
+                | NotLeaderForPartition
+                | CoordinatorNotAvailable
+                | NotCoordinator
+        )
+    )
 }
 
 /// Whether a fetch error means "the offset is no longer in the topic".
@@ -156,6 +186,9 @@ impl TxConsumer {
                     return Ok(TxMessage { offset: m.offset(), payload });
                 }
                 Err(KafkaError::PartitionEOF(_)) => continue,
+                Err(source) if is_transient(&source) => {
+                    tracing::warn!(topic = %self.topic, error = %source, "broker unreachable; librdkafka reconnects");
+                }
                 Err(source) => return Err(KafkaIoError::Fetch { topic: self.topic.clone(), source }),
             }
         }

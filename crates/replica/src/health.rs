@@ -6,15 +6,24 @@
 //! - `GET /health/ready`: 200 while [`crate::readiness`] says ready, else 503; JSON body either way.
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /admin/position`: JSON: topic, applied Kafka offset and sequence, head block number and hash.
+//! - `POST /admin/snapshot[?name=NAME]`: only with `--snapshot-dir`: a local snapshot (RocksDB checkpoint)
+//!   of the running database; JSON: its path and position (see [`crate::snapshot`]).
 
 use std::{fmt::Write, net::SocketAddr, sync::Arc, time::Instant};
 
-use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use axum::{
+    extract::State,
+    http::{StatusCode, Uri},
+    response::IntoResponse,
+    routing::{get, post},
+    Json, Router,
+};
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::{
     readiness::{readiness, ReadinessConfig},
+    snapshot::{LocalSnapshots, SnapshotError},
     Status,
 };
 
@@ -26,6 +35,7 @@ struct Shared {
     readiness: ReadinessConfig,
     topic: String,
     extra: ExtraMetrics,
+    snapshots: Option<Arc<LocalSnapshots>>,
 }
 
 pub fn router(
@@ -33,13 +43,15 @@ pub fn router(
     readiness: ReadinessConfig,
     topic: String,
     extra: ExtraMetrics,
+    snapshots: Option<Arc<LocalSnapshots>>,
 ) -> Router {
-    let shared = Arc::new(Shared { status, readiness, topic, extra });
+    let shared = Arc::new(Shared { status, readiness, topic, extra, snapshots });
     Router::new()
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/admin/position", get(position))
+        .route("/admin/snapshot", post(snapshot))
         .with_state(shared)
 }
 
@@ -83,6 +95,35 @@ async fn position(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             "block_hash": st.head_hash,
         })),
     )
+}
+
+async fn snapshot(State(s): State<Arc<Shared>>, uri: Uri) -> impl IntoResponse {
+    let Some(snapshots) = s.snapshots.clone() else {
+        let msg = "local snapshots are off: start the replica with --snapshot-dir";
+        return (StatusCode::NOT_FOUND, Json(json!({ "error": msg })));
+    };
+    let name =
+        uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("name="))).map(str::to_owned);
+    // A checkpoint flushes the memtable and links files: blocking work, off the async threads.
+    let taken = tokio::task::spawn_blocking(move || snapshots.take(name.as_deref())).await;
+    match taken {
+        Ok(Ok(info)) => {
+            tracing::info!(path = %info.path.display(), sequence = info.sequence, "local snapshot taken");
+            (StatusCode::OK, Json(json!(info)))
+        }
+        Ok(Err(e)) => {
+            let code = match e {
+                SnapshotError::BadName(_) => StatusCode::BAD_REQUEST,
+                SnapshotError::Exists(_) => StatusCode::CONFLICT,
+                SnapshotError::Empty => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (code, Json(json!({ "error": e.to_string() })))
+        }
+        Err(e) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": format!("snapshot task: {e}") })))
+        }
+    }
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> String {

@@ -8,6 +8,7 @@
 pub mod health;
 mod progress;
 pub mod readiness;
+pub mod snapshot;
 pub mod startup;
 
 use std::{future::Future, path::PathBuf, time::Duration};
