@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job (README.md): a local cluster on 127.0.0.1 — a Kafka-protocol broker (tansu), anvil started
-# from config/genesis-local.json mining a block every second with a small traffic generator, the publisher
-# following it, and two replicas following the topic. Prints a status line per second; Ctrl-C stops all.
+# from config/genesis-local.json mining a block every second with a small traffic generator (transfers, and
+# calls of a contract that stores a value and emits a log), the publisher following it, two replicas
+# following the topic, and a balancer in front of them that routes only to ready replicas (the ALB's
+# stand-in). Prints a status line per second; Ctrl-C stops all.
 #
 #   scripts/local-cluster.sh [DATA_DIR]     (default: ./local-cluster)
 set -euo pipefail
@@ -11,7 +13,7 @@ PORT="${EC_LOCAL_KAFKA_PORT:-19092}"
 ANVIL_PORT="${EC_LOCAL_ANVIL_PORT:-18545}"
 METRICS_PORT="${EC_LOCAL_METRICS_PORT:-19101}"
 HEALTH_BASE="${EC_LOCAL_HEALTH_BASE:-19080}"   # replica r serves health on HEALTH_BASE + r
-RPC_BASE="${EC_LOCAL_RPC_BASE:-18550}"         # and JSON-RPC on RPC_BASE + r
+RPC_BASE="${EC_LOCAL_RPC_BASE:-18550}"         # and JSON-RPC on RPC_BASE + r; the balancer on RPC_BASE
 TOPIC="local-cluster"
 
 ./scripts/setup.sh
@@ -22,7 +24,7 @@ TANSU="$HOME/.cache/tansu/bin/tansu"
 ANVIL="$HOME/.cache/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 
 for p in "$PORT" "$ANVIL_PORT" "$METRICS_PORT" "$((HEALTH_BASE + 1))" "$((HEALTH_BASE + 2))" \
-  "$((RPC_BASE + 1))" "$((RPC_BASE + 2))"; do
+  "$RPC_BASE" "$((RPC_BASE + 1))" "$((RPC_BASE + 2))"; do
   if (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "port $p on 127.0.0.1 is taken; stop what listens there or set EC_LOCAL_*_PORT" >&2
     exit 1
@@ -65,16 +67,33 @@ for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$ANVIL_PORT") 2>/dev/null && 
   --metrics-addr "127.0.0.1:$METRICS_PORT" >"$DATA/logs/publisher.log" 2>&1 &
 pids+=($!)
 
-# Traffic: a transfer or two every second from anvil's unlocked dev accounts.
+rpc() { curl -s -H 'content-type: application/json' "http://127.0.0.1:$ANVIL_PORT" \
+  --data "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$1\",\"params\":$2}"; }
+ACCOUNTS=(0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 \
+  0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC 0x90F79bf6EB2c4f870365E785982E1f101E93b906)
+# A contract for the traffic to call: it stores the first word of its calldata in slot 0 and emits it as a
+# log with topic 0x00..0c4771e (init code, then runtime: CALLDATALOAD, SSTORE, MSTORE, LOG1).
+TOPIC0="$(printf '%064x' 0xc4771e)"
+CODE="0x603180600b6000396000f3600035806000556000527f${TOPIC0}60206000a100"
+DEPLOY=$(rpc eth_sendTransaction "[{\"from\":\"${ACCOUNTS[0]}\",\"data\":\"$CODE\"}]" | sed -n 's/.*"result":"\(0x[0-9a-f]*\)".*/\1/p')
+CONTRACT=""
+for _ in $(seq 50); do
+  CONTRACT=$(rpc eth_getTransactionReceipt "[\"$DEPLOY\"]" | sed -n 's/.*"contractAddress":"\(0x[0-9a-fA-F]*\)".*/\1/p')
+  [ -n "$CONTRACT" ] && break
+  sleep 0.2
+done
+[ -n "$CONTRACT" ] || { echo "deploying the traffic contract failed; see $DATA/logs/anvil.log" >&2; exit 1; }
+
+# Traffic: a transfer every 0.7 s from anvil's unlocked dev accounts, and every other time a contract call.
 (
   i=0
   while true; do
-    from=$(( i % 4 ))
-    accounts=(0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 \
-      0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC 0x90F79bf6EB2c4f870365E785982E1f101E93b906)
+    from=${ACCOUNTS[$(( i % 4 ))]}
     to=$(printf '0x%040x' $(( 0xbeef00 + i % 16 )))
-    curl -s -o /dev/null -H 'content-type: application/json' "http://127.0.0.1:$ANVIL_PORT" \
-      --data "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_sendTransaction\",\"params\":[{\"from\":\"${accounts[$from]}\",\"to\":\"$to\",\"value\":\"0x$((i + 1))\"}]}" || true
+    rpc eth_sendTransaction "[{\"from\":\"$from\",\"to\":\"$to\",\"value\":\"0x$((i + 1))\"}]" || true
+    if (( i % 2 == 0 )); then
+      rpc eth_sendTransaction "[{\"from\":\"$from\",\"to\":\"$CONTRACT\",\"data\":\"0x$(printf '%064x' "$i")\"}]" || true
+    fi
     i=$(( i + 1 ))
     sleep 0.7
   done
@@ -84,26 +103,39 @@ pids+=($!)
 for r in 1 2; do
   "$BIN" replica --brokers "127.0.0.1:$PORT" --topic "$TOPIC" --data-dir "$DATA/replica-$r" \
     --health-addr "127.0.0.1:$(( HEALTH_BASE + r ))" --rpc-addr "127.0.0.1:$(( RPC_BASE + r ))" \
-    >"$DATA/logs/replica-$r.log" 2>&1 &
+    --snapshot-dir "$DATA/snapshots" >"$DATA/logs/replica-$r.log" 2>&1 &
   pids+=($!)
 done
 
-echo "anvil      http://127.0.0.1:$ANVIL_PORT (the execution client)"
+"$BIN" balancer --listen "127.0.0.1:$RPC_BASE" \
+  --backend "http://127.0.0.1:$((RPC_BASE + 1)),http://127.0.0.1:$((HEALTH_BASE + 1))/health/ready" \
+  --backend "http://127.0.0.1:$((RPC_BASE + 2)),http://127.0.0.1:$((HEALTH_BASE + 2))/health/ready" \
+  >"$DATA/logs/balancer.log" 2>&1 &
+pids+=($!)
+
+echo "RPC        http://127.0.0.1:$RPC_BASE   <- use this: the balancer, routing to ready replicas only"
+echo "           (status http://127.0.0.1:$RPC_BASE/balancer/status, metrics /balancer/metrics)"
+echo "replicas   rpc http://127.0.0.1:$((RPC_BASE + 1)), http://127.0.0.1:$((RPC_BASE + 2)) (HTTP + websocket)"
+echo "health     http://127.0.0.1:$((HEALTH_BASE + 1))/health/ready, http://127.0.0.1:$((HEALTH_BASE + 2))/health/ready"
+echo "metrics    http://127.0.0.1:$((HEALTH_BASE + 1))/metrics, http://127.0.0.1:$((HEALTH_BASE + 2))/metrics, publisher http://127.0.0.1:$METRICS_PORT/metrics"
+echo "anvil      http://127.0.0.1:$ANVIL_PORT (the execution client; traffic contract $CONTRACT)"
 echo "broker     127.0.0.1:$PORT (topic $TOPIC)"
-echo "publisher  metrics http://127.0.0.1:$METRICS_PORT/metrics"
-echo "replicas   $DATA/replica-1, $DATA/replica-2 (logs in $DATA/logs)"
-echo "rpc        http://127.0.0.1:$((RPC_BASE + 1)), http://127.0.0.1:$((RPC_BASE + 2)) (state methods so far, docs/rpc.md)"
-echo "health     http://127.0.0.1:$((HEALTH_BASE + 1))/health/ready, http://127.0.0.1:$((HEALTH_BASE + 2))/health/ready (also /metrics, /admin/position)"
-echo "compare    $BIN checksum --data-dir $DATA/replica-1"
+echo "data       $DATA (logs in $DATA/logs)"
+echo "snapshot   $BIN snapshot --admin-url http://127.0.0.1:$((HEALTH_BASE + 1))   (into $DATA/snapshots)"
+echo "new replica from it: $BIN replica --brokers 127.0.0.1:$PORT --topic $TOPIC --data-dir $DATA/replica-3 \\"
+echo "             --from-snapshot $DATA/snapshots/<name> --rpc-addr 127.0.0.1:$((RPC_BASE + 3)) --health-addr 127.0.0.1:$((HEALTH_BASE + 3))"
 echo "Ctrl-C stops everything."
 while true; do
   line=""
   for r in 1 2; do
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$(( HEALTH_BASE + r ))/health/ready" || true)
-    s=$("$BIN" status --data-dir "$DATA/replica-$r" 2>/dev/null | sed 's/position //' || echo "starting")
-    line="$line | replica-$r [ready $code]: ${s:0:48}"
+    body=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$(( HEALTH_BASE + r ))/health/ready" || true)
+    code=${body##* }
+    head=$(sed -n 's/.*"head_block":\([0-9]*\).*/\1/p' <<<"$body")
+    lag=$(sed -n 's/.*"lag_records":\([0-9]*\).*/\1/p' <<<"$body")
+    case "$code" in 200) state=ready ;; 503) state="not ready" ;; *) state=starting ;; esac
+    line="$line | replica-$r: $state, head ${head:--}, lag ${lag:--} records"
   done
-  printf '\r%s ' "${line:3}"
+  printf '\r%s   ' "${line:3}"
   for pid in "${pids[@]}"; do
     kill -0 "$pid" 2>/dev/null || { echo; echo "a process exited; see $DATA/logs"; exit 1; }
   done

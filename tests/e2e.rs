@@ -49,11 +49,13 @@ impl Proc {
         Proc { child: Killed(child), log }
     }
 
-    /// SIGTERM, then waits for the exit status (SIGKILL after 20 s).
-    fn terminate(&mut self) -> Option<i32> {
-        let pid = self.child.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
+    fn sigterm(&self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.0.id().to_string()]).status();
+    }
+
+    /// Waits for the exit status; SIGKILL after `timeout` (and `None`).
+    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.0.try_wait() {
                 return status.code();
@@ -64,6 +66,12 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// SIGTERM, then the exit status (SIGKILL after 20 s).
+    fn terminate(&mut self) -> Option<i32> {
+        self.sigterm();
+        self.wait_exit(Duration::from_secs(20))
     }
 
     fn kill9(&mut self) {
@@ -95,12 +103,16 @@ fn wait_until(what: &str, timeout: Duration, procs: &[&Proc], mut cond: impl FnM
 fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawns");
     let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    // Kills the command only if it has not finished: the PID could belong to another process afterwards.
     let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(timeout);
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        if finished.recv_timeout(timeout).is_err() {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
     });
     let out = child.wait_with_output().expect("runs");
-    drop(watchdog);
+    let _ = done.send(());
+    let _ = watchdog.join();
     out
 }
 
@@ -199,7 +211,7 @@ impl Bed {
                 &format!("127.0.0.1:{health}"),
             ])
             .args(["--max-silence-secs", &opts.max_silence_secs.unwrap_or(3.0).to_string()])
-            .args(["--progress-interval", "1"])
+            .args(["--progress-interval", "1", "--drain-secs", "2"])
             .arg("--snapshot-dir")
             .arg(self.path("snapshots"));
         if let Some(s) = &opts.from_snapshot {
@@ -551,8 +563,19 @@ fn cluster_refresh_with_no_failed_request() {
         http_get(port, "/balancer/status").is_some_and(|(_, b)| b.matches("\"ready\":true").count() == 2)
     });
     std::thread::sleep(Duration::from_secs(3));
-    // Cut-over: blue's replica leaves first (SIGTERM), then its publisher.
-    assert_eq!(blue.proc.terminate(), Some(0), "blue replica stops cleanly:\n{}", blue.proc.tail());
+    // Cut-over: blue's replica leaves first (SIGTERM), then its publisher. On SIGTERM a replica turns 503
+    // at once and keeps serving for --drain-secs, so the balancer moves away before its port closes.
+    blue.proc.sigterm();
+    wait_until("blue to report draining", Duration::from_secs(5), &[&blue.proc], || {
+        blue.ready_code() == Some(503)
+    });
+    assert!(blue.head().is_some(), "a draining replica still answers RPC");
+    assert_eq!(
+        blue.proc.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "blue replica stops cleanly:\n{}",
+        blue.proc.tail()
+    );
     assert_eq!(blue_pub.terminate(), Some(0), "blue publisher stops cleanly:\n{}", blue_pub.tail());
     std::thread::sleep(Duration::from_secs(3));
     let stats = load.finish();

@@ -97,6 +97,10 @@ struct ReplicaArgs {
     /// Start from this local snapshot when the data directory is empty (ignored once it holds a database).
     #[arg(long, env = "EC_FROM_SNAPSHOT")]
     from_snapshot: Option<PathBuf>,
+    /// On SIGTERM: seconds to keep serving with readiness 503, so the load balancer stops routing here
+    /// before the RPC port closes (match the balancer's health-check interval × unhealthy threshold).
+    #[arg(long, env = "EC_DRAIN_SECS", default_value_t = 5.0)]
+    drain_secs: f64,
     /// Seconds between progress lines while replaying.
     #[arg(long, env = "EC_PROGRESS_INTERVAL", default_value_t = 5.0)]
     progress_interval: f64,
@@ -215,26 +219,61 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         gas_cap: args.rpc_gas_cap,
         call_timeout: Duration::from_secs_f64(args.rpc_call_timeout_secs.max(0.01)),
     };
-    if let Some(addr) = args.rpc_addr {
+    // Stopping (SIGTERM from ECS/ASG, or Ctrl-C) is staged so that no request is cut off: readiness turns
+    // 503 at once, RPC keeps serving for --drain-secs while the balancer takes the replica out, then the RPC
+    // server stops accepting and finishes what is in flight, and only then does replay stop and the
+    // database close (RocksDB flushes on close; the WAL would replay anything unflushed anyway).
+    let (stop_rpc, stop_rpc_rx) = watch::channel(false);
+    let rpc_task = args.rpc_addr.map(|addr| {
         let (store, mut caught_up, heads) = (store.clone(), status.subscribe(), status.subscribe());
         let events = cfg.events.clone();
+        let mut stop = stop_rpc_rx;
         tokio::spawn(async move {
             // RPC only from a replica that has replayed its backlog: never serve a stale snapshot's state.
-            if caught_up.wait_for(|s| s.caught_up).await.is_err() {
-                return;
+            // (`wait_for` hands back a read guard; the inner async blocks drop it so the task stays `Send`.)
+            tokio::select! {
+                r = caught_up.wait_for(|s| s.caught_up) => if r.is_err() { return },
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
             }
             match ec_rpc::serve(addr, store, tx_producer, limits, Some(heads), events).await {
                 Ok((handle, rpc_metrics)) => {
                     let _ = extra_metrics.set(Box::new(move || rpc_metrics.render()));
                     tracing::info!(%addr, "JSON-RPC open");
-                    handle.stopped().await;
+                    tokio::select! {
+                        _ = handle.clone().stopped() => {}
+                        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                            let _ = handle.stop();
+                            handle.stopped().await;
+                            tracing::info!(%addr, "JSON-RPC closed; in-flight requests finished");
+                        }
+                    }
                 }
                 Err(e) => tracing::error!(%addr, error = %e, "JSON-RPC server failed"),
             }
-        });
-    }
-    match ec_replica::run_with_store(cfg, store, status, shutdown_signal()).await {
-        Ok(_) => ExitCode::SUCCESS,
+        })
+    });
+    let drain = Duration::from_secs_f64(args.drain_secs.max(0.0));
+    let status_ctl = status.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        status_ctl.send_modify(|s| s.draining = true);
+        tracing::info!(
+            drain_secs = drain.as_secs_f64(),
+            "stopping: readiness is 503; still serving while draining"
+        );
+        tokio::time::sleep(drain).await;
+        let _ = stop_rpc.send(true);
+        if let Some(task) = rpc_task {
+            if tokio::time::timeout(Duration::from_secs(30), task).await.is_err() {
+                tracing::warn!("in-flight RPC requests did not finish within 30 s; stopping anyway");
+            }
+        }
+    };
+    match ec_replica::run_with_store(cfg, store, status, shutdown).await {
+        Ok(_) => {
+            tracing::info!("replica stopped cleanly");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             tracing::error!("replica stopped: {e}");
             eprintln!("error: {e}");

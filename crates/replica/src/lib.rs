@@ -62,6 +62,8 @@ pub struct Status {
     /// When the last complete record arrived (applied or skipped as a duplicate).
     pub last_record_at: Option<std::time::Instant>,
     pub records_applied: u64,
+    /// Asked to stop: readiness turns 503 while in-flight requests finish.
+    pub draining: bool,
 }
 
 impl Status {
@@ -71,6 +73,7 @@ impl Status {
             caught_up: self.caught_up,
             lag_records: self.high_watermark.map(|h| (h - self.next_offset).max(0)),
             silence: self.last_record_at.map(|t| now.saturating_duration_since(t)),
+            draining: self.draining,
         }
     }
 }

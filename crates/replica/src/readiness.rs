@@ -29,6 +29,8 @@ pub struct Observed {
     pub lag_records: Option<i64>,
     /// Time since the last record was received; `None` when none has been since start.
     pub silence: Option<Duration>,
+    /// The process was asked to stop (SIGTERM) and is draining: still serving, but leaving the balancer.
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,6 +61,9 @@ pub fn readiness(o: &Observed, cfg: &ReadinessConfig) -> Readiness {
         Some(_) => {}
         None => failing.push("publisher silent: no record received since start".to_string()),
     }
+    if o.draining {
+        failing.push("shutting down: draining in-flight requests".to_string());
+    }
     Readiness { ready: failing.is_empty(), failing }
 }
 
@@ -71,30 +76,51 @@ mod tests {
         let cfg = ReadinessConfig { max_lag_records: 10, max_silence: Duration::from_secs(30) };
         let s = |secs| Some(Duration::from_secs(secs));
         let cases = [
-            ("caught up, fresh", Observed { caught_up: true, lag_records: Some(0), silence: s(1) }, true, 0),
-            ("at the lag limit", Observed { caught_up: true, lag_records: Some(10), silence: s(1) }, true, 0),
+            (
+                "caught up, fresh",
+                Observed { caught_up: true, lag_records: Some(0), silence: s(1), draining: false },
+                true,
+                0,
+            ),
+            (
+                "at the lag limit",
+                Observed { caught_up: true, lag_records: Some(10), silence: s(1), draining: false },
+                true,
+                0,
+            ),
             (
                 "over the lag limit",
-                Observed { caught_up: true, lag_records: Some(11), silence: s(1) },
+                Observed { caught_up: true, lag_records: Some(11), silence: s(1), draining: false },
                 false,
                 1,
             ),
             (
                 "publisher silent",
-                Observed { caught_up: true, lag_records: Some(0), silence: s(31) },
+                Observed { caught_up: true, lag_records: Some(0), silence: s(31), draining: false },
                 false,
                 1,
             ),
             (
                 "still replaying",
-                Observed { caught_up: false, lag_records: Some(500), silence: s(0) },
+                Observed { caught_up: false, lag_records: Some(500), silence: s(0), draining: false },
                 false,
                 2,
             ),
-            ("nothing known", Observed { caught_up: false, lag_records: None, silence: None }, false, 3),
+            (
+                "nothing known",
+                Observed { caught_up: false, lag_records: None, silence: None, draining: false },
+                false,
+                3,
+            ),
+            (
+                "draining after SIGTERM",
+                Observed { caught_up: true, lag_records: Some(0), silence: s(1), draining: true },
+                false,
+                1,
+            ),
             (
                 "silence at the limit",
-                Observed { caught_up: true, lag_records: Some(0), silence: s(30) },
+                Observed { caught_up: true, lag_records: Some(0), silence: s(30), draining: false },
                 true,
                 0,
             ),
