@@ -35,8 +35,12 @@ pids=()
 cleanup() {
   trap - INT TERM EXIT
   echo; echo "stopping..."
-  # Newest first: replicas and publisher before the broker they talk to.
-  for (( i=${#pids[@]}-1; i>=0; i-- )); do kill "${pids[$i]}" 2>/dev/null || true; sleep 0.2; done
+  # Newest first, each one gone before the next: the balancer, then the replicas (each drains its RPC
+  # requests for a few seconds), the publisher, and only then the broker and anvil they talk to.
+  for (( i=${#pids[@]}-1; i>=0; i-- )); do
+    kill "${pids[$i]}" 2>/dev/null || continue
+    for _ in $(seq 300); do kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.1; done
+  done
   wait 2>/dev/null || true
   echo "stopped; data kept in $DATA"
   exit 0
