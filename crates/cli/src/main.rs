@@ -1,5 +1,7 @@
 //! `ether-cattle`: the replica, and the tools around it.
 
+mod availability;
+mod healthcheck;
 mod kafka_args;
 mod publisher_cmd;
 mod synth;
@@ -37,6 +39,10 @@ enum Command {
     },
     /// Write a deterministic synthetic log to a topic (for demos, tests and benchmarks).
     SynthLog(synth::SynthArgs),
+    /// Availability of N independent clusters from MTBF and MTTR (the seed's formula), or clusters for a target.
+    Availability(availability::AvailabilityArgs),
+    /// GET a health URL; exit 0 on 2xx (the container image's HEALTHCHECK: no curl in the image).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 #[derive(clap::Args)]
@@ -112,6 +118,8 @@ fn main() -> ExitCode {
         Command::Checksum { data_dir } => report(checksum(&data_dir)),
         Command::Status { data_dir } => report(status(&data_dir)),
         Command::SynthLog(args) => report(runtime.block_on(synth::run(args))),
+        Command::Availability(args) => report(availability::run(args)),
+        Command::Healthcheck(args) => report(healthcheck::run(args)),
     }
 }
 
