@@ -3,6 +3,7 @@
 The templates are loaded with cfn-lint's decoder, which understands the short intrinsic tags (!Ref, !Sub, ...).
 """
 
+import json
 import os
 import re
 import shutil
@@ -346,3 +347,26 @@ def test_guard_rules_pass_the_templates():
         out = subprocess.run([cfn_guard(), "validate", "--rules", str(INFRA / "guard"), "--data", str(INFRA / name)],
                              capture_output=True, text=True, check=False)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------- user data is valid bash
+
+
+def rendered_user_data(template, name):
+    """The launch template's user data with every ${Param} replaced by a placeholder (and ${!x} by ${x})."""
+    body, _ = template["Resources"][name]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
+    body = re.sub(r"\$\{(?!!)([A-Za-z0-9:]+)\}", lambda m: "placeholder-" + m.group(1).replace(":", "-"), body)
+    return body.replace("${!", "${")
+
+
+@pytest.mark.parametrize("name", ["ReplicaLaunchTemplate", "PublisherLaunchTemplate"])
+def test_user_data_is_valid_bash(cluster, name):
+    script = rendered_user_data(cluster, name)
+    assert script.startswith("#!/bin/bash\n")
+    out = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    # The CloudWatch agent configuration it writes is valid JSON, in the contract's namespace.
+    m = re.search(r"cat > /etc/ether-cattle/cwagent.json <<'EOF'\n(.*?)\nEOF\n", script, re.S)
+    assert m, "no CloudWatch agent configuration"
+    config = json.loads(m.group(1))
+    assert config["logs"]["metrics_collected"]["prometheus"]["emf_processor"]["metric_namespace"] == "EtherCattle"
