@@ -45,11 +45,13 @@ if ! [ -x "$ANVIL_ROOT/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil" ]; 
   npm install --silent --prefix "$ANVIL_ROOT" @foundry-rs/anvil-linux-amd64@1.7.1 >/dev/null
 fi
 
-# CloudFormation checks (infra/): cfn-lint and pytest from PyPI, for the python3 on PATH.
-if ! python3 -c 'import cfnlint, pytest' >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1; then
-  echo "setup: installing cfn-lint and pytest"
-  python3 -m pip install --quiet cfn-lint pytest 2>/dev/null \
-    || python3 -m pip install --quiet --break-system-packages cfn-lint pytest
+# CloudFormation checks (infra/): cfn-lint, pytest, and moto (in-process AWS emulation the deploy test creates
+# the stacks in) from PyPI, for the python3 on PATH.
+if ! python3 -c 'import cfnlint, pytest, moto, boto3' >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1; then
+  echo "setup: installing cfn-lint, pytest, moto and boto3"
+  pyreqs=(cfn-lint pytest 'moto[cloudformation]' boto3)
+  python3 -m pip install --quiet "${pyreqs[@]}" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "${pyreqs[@]}"
 fi
 
 # cfn-guard (the project's guard rules, infra/guard), built once into the cache (about 3 minutes).

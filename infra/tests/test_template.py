@@ -256,8 +256,11 @@ def test_event_rules_and_permissions(cluster):
     events = {n: r["Properties"]["EventPattern"] for n, r in rules.items() if "EventPattern" in r["Properties"]}
     assert targets_of(cluster, "ScalerOnSnapshotRule") == ["ScalerFunction"]
     assert events["ScalerOnSnapshotRule"]["detail-type"] == ["EBS Snapshot Notification"]
-    assert events["ScalerOnReadyAlarmRule"]["resources"] == [{"Fn::GetAtt": ["ReadyReplicasLowAlarm", "Arn"]}]
-    assert events["SnapshotOnRetentionWarningRule"]["resources"] == [{"Fn::GetAtt": ["RetentionWarningAlarm", "Arn"]}]
+    for rule, alarm in [("ScalerOnReadyAlarmRule", "ReadyReplicasLowAlarm"),
+                        ("SnapshotOnRetentionWarningRule", "RetentionWarningAlarm")]:
+        name = cluster["Resources"][alarm]["Properties"]["AlarmName"]["Fn::Sub"]
+        (arn,) = events[rule]["resources"]
+        assert arn["Fn::Sub"].endswith(":alarm:" + name), (rule, arn)
     permissions = {(p["Properties"]["FunctionName"]["Ref"], p["Properties"]["SourceArn"]["Fn::GetAtt"][0])
                    for p in resources(cluster, "AWS::Lambda::Permission").values()}
     for rule in rules:
