@@ -135,8 +135,39 @@ done
 echo "image test: eth_blockNumber $rpc"
 
 # ---- 5. SIGTERM: podman stop sends the image's STOPSIGNAL, then SIGKILL after $STOP_TIMEOUT s ----------------
+# A request is in flight when the signal arrives (its body half sent): it must still be answered, and new
+# connections refused, before the process exits 0.
 t4=$(date +%s%N)
-"${PODMAN[@]}" stop -t "$STOP_TIMEOUT" "$NAME" >/dev/null 2>"$WORK/stop.err" || { cat "$WORK/stop.err" >&2; fail "podman stop failed"; }
+python3 - "$RPORT" "$WORK/stop.err" "$STOP_TIMEOUT" "$NAME" "${PODMAN[@]}" <<'PY' || fail "SIGTERM was not graceful"
+import socket, subprocess, sys, time
+port, err, timeout, name, podman = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+body = b'{"jsonrpc":"2.0","id":7,"method":"eth_blockNumber","params":[]}'
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"POST / HTTP/1.1\r\nHost: replica\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+          % len(body) + body[:12])
+time.sleep(0.3)
+with open(err, "w") as e:
+    stop = subprocess.Popen(podman + ["stop", "-t", timeout, name], stdout=subprocess.DEVNULL, stderr=e)
+time.sleep(1.0)  # the replica has the signal now
+s.sendall(body[12:])
+s.settimeout(10)
+answer = b""
+while b'"id":7' not in answer:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    answer += chunk
+if b'"result"' not in answer:
+    sys.exit(f"the in-flight request was not answered: {answer[-200:]!r}")
+print("image test: in-flight request answered after SIGTERM")
+try:
+    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    sys.exit("a new connection was accepted after SIGTERM")
+except OSError:
+    print("image test: new connections refused after SIGTERM")
+if stop.wait() != 0:
+    sys.exit(open(err).read() + "podman stop failed")
+PY
 t5=$(date +%s%N)
 code=$("${PODMAN[@]}" inspect "$NAME" --format '{{.State.ExitCode}}')
 stop_ms=$(( (t5 - t4) / 1000000 ))

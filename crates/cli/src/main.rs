@@ -185,10 +185,13 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         gas_cap: args.rpc_gas_cap,
         call_timeout: Duration::from_secs_f64(args.rpc_call_timeout_secs.max(0.01)),
     };
+    let (rpc_stop, rpc_stop_rx) = watch::channel(false);
+    let mut rpc_task = None;
     if let Some(addr) = args.rpc_addr {
         let (store, mut caught_up, heads) = (store.clone(), status.subscribe(), status.subscribe());
         let events = cfg.events.clone();
-        tokio::spawn(async move {
+        let mut stop = rpc_stop_rx;
+        rpc_task = Some(tokio::spawn(async move {
             // RPC only from a replica that has replayed its backlog: never serve a stale snapshot's state.
             if caught_up.wait_for(|s| s.caught_up).await.is_err() {
                 return;
@@ -197,13 +200,26 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
                 Ok((handle, rpc_metrics)) => {
                     let _ = extra_metrics.set(Box::new(move || rpc_metrics.render()));
                     tracing::info!(%addr, "JSON-RPC open");
-                    handle.stopped().await;
+                    tokio::select! {
+                        _ = handle.clone().stopped() => {}
+                        _ = stop.changed() => {
+                            // Shutting down: stop accepting connections, let in-flight calls finish.
+                            let _ = handle.stop();
+                            handle.stopped().await;
+                        }
+                    }
                 }
                 Err(e) => tracing::error!(%addr, error = %e, "JSON-RPC server failed"),
             }
-        });
+        }));
     }
-    match ec_replica::run_with_store(cfg, store, status, shutdown_signal()).await {
+    let result = ec_replica::run_with_store(cfg, store, status, shutdown_signal()).await;
+    let _ = rpc_stop.send(true);
+    if let Some(task) = rpc_task {
+        // Bounded: a client that keeps a connection busy must not hold up the exit.
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("replica stopped: {e}");
