@@ -9,7 +9,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # C toolchain pieces for the -sys crates: bindgen (rocksdb) needs libclang; rdkafka's bundled librdkafka
 # builds with TLS (MSK) and zstd; zlib for libz-sys.
 # curl: the local cluster's traffic generator and status line.
-packages=(build-essential pkg-config cmake libclang-dev libssl-dev zlib1g-dev curl)
+# podman, buildah, runc: CI builds and runs the replica image (replica-image/ci-image-test.sh; crun fails on
+# hybrid cgroups, so runc). python3-pip: cfn-lint and pytest for the CloudFormation checks.
+packages=(build-essential pkg-config cmake libclang-dev libssl-dev zlib1g-dev curl podman buildah runc python3-pip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -41,4 +43,21 @@ if ! [ -x "$ANVIL_ROOT/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil" ]; 
   command -v npm >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq npm >/dev/null; }
   mkdir -p "$ANVIL_ROOT"
   npm install --silent --prefix "$ANVIL_ROOT" @foundry-rs/anvil-linux-amd64@1.7.1 >/dev/null
+fi
+
+# CloudFormation checks (infra/): cfn-lint, pytest, and moto (in-process AWS emulation the deploy test creates
+# the stacks in) from PyPI, for the python3 on PATH.
+if ! python3 -c 'import cfnlint, pytest, moto, boto3' >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1; then
+  echo "setup: installing cfn-lint, pytest, moto and boto3"
+  pyreqs=(cfn-lint pytest 'moto[cloudformation]' boto3)
+  python3 -m pip install --quiet "${pyreqs[@]}" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "${pyreqs[@]}"
+fi
+
+# cfn-guard (the project's guard rules, infra/guard), built once into the cache (about 3 minutes).
+GUARD_ROOT="$HOME/.cache/cfn-guard"
+if ! [ -x "$GUARD_ROOT/bin/cfn-guard" ]; then
+  echo "setup: building cfn-guard from crates.io (about 3 minutes, once)"
+  CARGO_TARGET_DIR="$GUARD_ROOT/target" cargo install cfn-guard --locked --root "$GUARD_ROOT" --quiet
+  rm -rf "$GUARD_ROOT/target"
 fi

@@ -10,3 +10,11 @@ export TANSU_BIN="${TANSU_BIN:-$HOME/.cache/tansu/bin/tansu}"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# Infrastructure: the templates lint clean, pass the project's guard rules, and pass their tests.
+cfn-lint infra/shared.yaml infra/cluster.yaml
+"$HOME/.cache/cfn-guard/bin/cfn-guard" validate --rules infra/guard --data infra/shared.yaml --data infra/cluster.yaml
+python3 -m pytest -q infra/tests
+
+# The replica image: built FROM scratch with podman, run against a broker, healthy, stops cleanly on SIGTERM.
+./replica-image/ci-image-test.sh

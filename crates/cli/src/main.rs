@@ -1,6 +1,8 @@
 //! `ether-cattle`: the replica, and the tools around it.
 
+mod availability;
 mod balancer_cmd;
+mod healthcheck;
 mod kafka_args;
 mod publisher_cmd;
 mod snapshot_cmd;
@@ -43,6 +45,10 @@ enum Command {
     Balancer(balancer_cmd::BalancerArgs),
     /// Take a local snapshot (RocksDB checkpoint) of a running replica's database.
     Snapshot(snapshot_cmd::SnapshotArgs),
+    /// Availability of N independent clusters from MTBF and MTTR (the seed's formula), or clusters for a target.
+    Availability(availability::AvailabilityArgs),
+    /// GET a health URL; exit 0 on 2xx (the container image's HEALTHCHECK: no curl in the image).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 #[derive(clap::Args)]
@@ -130,6 +136,8 @@ fn main() -> ExitCode {
         Command::SynthLog(args) => report(runtime.block_on(synth::run(args))),
         Command::Balancer(args) => report(runtime.block_on(balancer_cmd::run(args, shutdown_signal()))),
         Command::Snapshot(args) => report(runtime.block_on(snapshot_cmd::run(args))),
+        Command::Availability(args) => report(availability::run(args)),
+        Command::Healthcheck(args) => report(healthcheck::run(args)),
     }
 }
 

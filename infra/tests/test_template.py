@@ -1,0 +1,375 @@
+"""Tests on the CloudFormation templates (scripts/test.sh runs them with pytest).
+
+The templates are loaded with cfn-lint's decoder, which understands the short intrinsic tags (!Ref, !Sub, ...).
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import decode
+
+INFRA = Path(__file__).resolve().parents[1]
+ROOT = INFRA.parent
+DOCS = [INFRA / "README.md", ROOT / "docs" / "operations.md"]
+
+# What each function's code calls (functions/README.md); the template grants exactly these.
+FUNCTION_ACTIONS = {
+    "SnapshotRole": {
+        "ec2:DescribeVolumes", "ec2:DescribeInstances", "ec2:CreateSnapshot", "ec2:CreateTags",
+        "ec2:DescribeSnapshots", "ec2:DeleteSnapshot", "ec2:DescribeLaunchTemplateVersions",
+        "autoscaling:DescribeAutoScalingGroups", "ebs:ListSnapshotBlocks", "ebs:ListChangedBlocks",
+        "cloudwatch:PutMetricData",
+    },
+    "RetentionGuardRole": {
+        "ec2:DescribeSnapshots", "kafka:DescribeClusterV2", "kafka:DescribeConfigurationRevision",
+        "kafka:GetBootstrapBrokers", "cloudwatch:PutMetricData",
+    },
+    "ScalerRole": {
+        "ec2:DescribeSnapshots", "ec2:DescribeLaunchTemplateVersions", "ec2:CreateLaunchTemplateVersion",
+        "ec2:ModifyLaunchTemplate", "autoscaling:DescribeAutoScalingGroups", "autoscaling:SetDesiredCapacity",
+        "elasticloadbalancing:DescribeTargetHealth", "cloudwatch:GetMetricStatistics", "cloudwatch:PutMetricData",
+    },
+}
+# Actions without resource-level permissions in their service: the only ones allowed on "*".
+UNSCOPABLE = {
+    "ec2:DescribeVolumes", "ec2:DescribeInstances", "ec2:DescribeSnapshots", "ec2:DescribeLaunchTemplateVersions",
+    "ec2:DescribeTags", "autoscaling:DescribeAutoScalingGroups", "elasticloadbalancing:DescribeTargetHealth",
+    "cloudwatch:GetMetricStatistics", "cloudwatch:PutMetricData",
+}
+CLUSTER_TAG = "ether-cattle:cluster"
+
+# docs/aws-contract.md: function environments.
+CONTRACT_ENV = {
+    "SnapshotFunction": {"CLUSTER_ID", "METRICS_NAMESPACE", "ADMIN_PORT", "KEEP_NEWEST", "KEEP_DAILY_DAYS"},
+    "RetentionGuardFunction": {
+        "CLUSTER_ID", "METRICS_NAMESPACE", "TOPIC", "KAFKA_BROKERS", "KAFKA_SECURITY_PROTOCOL", "MSK_CLUSTER_ARN",
+        "TROUBLESHOOT_ALLOWANCE_SECS",
+    },
+    "ScalerFunction": {
+        "CLUSTER_ID", "METRICS_NAMESPACE", "ASG_NAME", "LAUNCH_TEMPLATE_ID", "TARGET_GROUP_ARN", "MIN_REPLICAS",
+        "MAX_REPLICAS", "TARGET_REQUESTS_PER_REPLICA_PER_MIN", "COOLDOWN_SECS", "DATA_DEVICE_NAME",
+    },
+}
+
+
+def load(name):
+    template, matches = decode(str(INFRA / name))
+    assert not matches, f"{name} does not parse: {matches}"
+    return template
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    return load("cluster.yaml")
+
+
+@pytest.fixture(scope="module")
+def shared():
+    return load("shared.yaml")
+
+
+def resources(t, kind):
+    return {k: v for k, v in t["Resources"].items() if v["Type"] == kind}
+
+
+def as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def statements_of_role(t, role):
+    """Every inline statement that applies to `role`: its own Policies and AWS::IAM::Policy resources on it."""
+    out = []
+    for p in t["Resources"][role]["Properties"].get("Policies", []):
+        out += p["PolicyDocument"]["Statement"]
+    for p in resources(t, "AWS::IAM::Policy").values():
+        if {"Ref": role} in p["Properties"]["Roles"]:
+            out += p["Properties"]["PolicyDocument"]["Statement"]
+    return out
+
+
+def ref_name(v):
+    return v.get("Ref") if isinstance(v, dict) else None
+
+
+# ---------------------------------------------------------------- resources
+
+
+def test_cluster_resources_present(cluster):
+    want = {
+        "ReplicaLaunchTemplate": "AWS::EC2::LaunchTemplate",
+        "ReplicaGroup": "AWS::AutoScaling::AutoScalingGroup",
+        "SnapshotSourceGroup": "AWS::AutoScaling::AutoScalingGroup",
+        "PublisherGroup": "AWS::AutoScaling::AutoScalingGroup",
+        "PublisherLaunchTemplate": "AWS::EC2::LaunchTemplate",
+        "ClusterTargetGroup": "AWS::ElasticLoadBalancingV2::TargetGroup",
+        "ClusterListenerRule": "AWS::ElasticLoadBalancingV2::ListenerRule",
+        "SnapshotFunction": "AWS::Lambda::Function",
+        "RetentionGuardFunction": "AWS::Lambda::Function",
+        "ScalerFunction": "AWS::Lambda::Function",
+        "SnapshotAgeAlarm": "AWS::CloudWatch::Alarm",
+        "RetentionWarningAlarm": "AWS::CloudWatch::Alarm",
+        "RetentionCriticalAlarm": "AWS::CloudWatch::Alarm",
+        "ReadyReplicasLowAlarm": "AWS::CloudWatch::Alarm",
+        "ReplicaLagAlarm": "AWS::CloudWatch::Alarm",
+        "PublisherHeartbeatAlarm": "AWS::CloudWatch::Alarm",
+    }
+    for name, kind in want.items():
+        assert cluster["Resources"].get(name, {}).get("Type") == kind, name
+
+
+def test_shared_resources_present(shared):
+    kinds = {v["Type"] for v in shared["Resources"].values()}
+    for kind in ["AWS::ElasticLoadBalancingV2::LoadBalancer", "AWS::ElasticLoadBalancingV2::Listener",
+                 "AWS::ElasticLoadBalancingV2::TargetGroup", "AWS::MSK::Cluster", "AWS::MSK::Configuration"]:
+        assert kind in kinds, kind
+    assert shared["Resources"]["MskCluster"]["Condition"] == "MakeMsk"
+
+
+def test_data_volume_from_snapshot_per_contract(cluster):
+    data = cluster["Resources"]["ReplicaLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    sdf = [m for m in data["BlockDeviceMappings"] if m["DeviceName"] == "/dev/sdf"]
+    assert len(sdf) == 1
+    ebs = sdf[0]["Ebs"]
+    assert ebs["SnapshotId"] == {"Fn::If": ["HasSnapshot", {"Ref": "DataVolumeSnapshotId"}, {"Ref": "AWS::NoValue"}]}
+    assert ebs["Encrypted"] is True
+    user_data = str(data["UserData"])
+    assert "/data" in user_data and "nvme-Amazon_Elastic_Block_Store_" in user_data
+    assert "EC_HEALTH_ADDR=0.0.0.0:8081" in user_data and "EC_RPC_ADDR=0.0.0.0:8545" in user_data
+    volume_tags = [s for s in data["TagSpecifications"] if s["ResourceType"] == "volume"][0]["Tags"]
+    assert {"Key": CLUSTER_TAG, "Value": {"Ref": "ClusterId"}} in volume_tags
+
+
+def test_groups_and_roles(cluster):
+    r = cluster["Resources"]
+    replicas, source = r["ReplicaGroup"]["Properties"], r["SnapshotSourceGroup"]["Properties"]
+    assert replicas["TargetGroupARNs"] == [{"Ref": "ServingTargetGroupArn"}, {"Ref": "ClusterTargetGroup"}]
+    assert "TargetGroupARNs" not in source, "the snapshot source serves no traffic"
+    assert source["MaxSize"] == "1" and source["MinSize"] == "1"
+    for group, role in [(replicas, "replica"), (source, "snapshot-source")]:
+        assert {"Key": "ether-cattle:role", "Value": role, "PropagateAtLaunch": True} in group["Tags"]
+        assert {"Key": CLUSTER_TAG, "Value": {"Ref": "ClusterId"}, "PropagateAtLaunch": True} in group["Tags"]
+        assert group["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "ReplicaLaunchTemplate"}
+
+
+def test_health_checks_are_readiness(cluster, shared):
+    groups = list(resources(cluster, "AWS::ElasticLoadBalancingV2::TargetGroup").values())
+    groups += list(resources(shared, "AWS::ElasticLoadBalancingV2::TargetGroup").values())
+    assert len(groups) == 2
+    for g in groups:
+        p = g["Properties"]
+        assert (p["HealthCheckPath"], p["HealthCheckPort"], p["Port"]) == ("/health/ready", "8081", 8545)
+
+
+# ---------------------------------------------------------------- IAM
+
+
+@pytest.mark.parametrize("role", sorted(FUNCTION_ACTIONS))
+def test_function_actions_exactly_what_the_code_calls(cluster, role):
+    actions = set()
+    for s in statements_of_role(cluster, role):
+        assert s["Effect"] == "Allow"
+        actions |= set(as_list(s["Action"]))
+    assert actions == FUNCTION_ACTIONS[role]
+
+
+def test_no_wildcard_actions_and_data_actions_scoped(cluster, shared):
+    roles = list(resources(cluster, "AWS::IAM::Role")) + list(resources(shared, "AWS::IAM::Role"))
+    assert {"InstanceRole", "SnapshotRole", "RetentionGuardRole", "ScalerRole"} <= set(roles)
+    for t in (cluster, shared):
+        for role in resources(t, "AWS::IAM::Role"):
+            for s in statements_of_role(t, role):
+                for a in as_list(s["Action"]):
+                    assert "*" not in a, f"{role}: {a}"
+                if s["Resource"] == "*":
+                    extra = set(as_list(s["Action"])) - UNSCOPABLE
+                    assert not extra, f"{role}: {extra} on every resource"
+                if "cloudwatch:PutMetricData" in as_list(s["Action"]):
+                    assert s["Condition"] == {"StringEquals": {"cloudwatch:namespace": "EtherCattle"}}
+
+
+def test_data_actions_carry_the_cluster_tag_condition(cluster):
+    """Where the API supports tag conditions, the cluster's tag limits the function to its own resources."""
+    tagged = {"ec2:DeleteSnapshot", "ebs:ListSnapshotBlocks", "ebs:ListChangedBlocks", "ec2:CreateTags",
+              "ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate", "autoscaling:SetDesiredCapacity"}
+    seen = set()
+    for role in FUNCTION_ACTIONS:
+        for s in statements_of_role(cluster, role):
+            acts = set(as_list(s["Action"]))
+            if acts & tagged:
+                cond = s["Condition"]["StringEquals"]
+                keys = {k for k in cond if k.endswith("/" + CLUSTER_TAG)}
+                assert keys and all(cond[k] == {"Ref": "ClusterId"} for k in keys), s
+                seen |= acts & tagged
+            if "ec2:CreateSnapshot" in acts and "volume/" in str(s["Resource"]):
+                assert s["Condition"]["StringEquals"]["aws:ResourceTag/" + CLUSTER_TAG] == {"Ref": "ClusterId"}
+                seen.add("ec2:CreateSnapshot")
+    assert seen == tagged | {"ec2:CreateSnapshot"}
+
+
+# ---------------------------------------------------------------- functions, schedules, events
+
+
+def test_function_environment_matches_contract(cluster):
+    for name, keys in CONTRACT_ENV.items():
+        f = cluster["Resources"][name]["Properties"]
+        assert set(f["Environment"]["Variables"]) == keys, name
+        assert f["Environment"]["Variables"]["METRICS_NAMESPACE"] == "EtherCattle"
+        assert f["Runtime"] == "provided.al2023" and f["Handler"] == "bootstrap"
+        assert f["Code"]["S3Bucket"] == {"Ref": "LambdaCodeBucket"}
+
+
+def targets_of(cluster, rule):
+    return [t["Arn"]["Fn::GetAtt"][0] for t in cluster["Resources"][rule]["Properties"]["Targets"]]
+
+
+def test_schedules(cluster):
+    rules = resources(cluster, "AWS::Events::Rule")
+    scheduled = {n: r for n, r in rules.items() if "ScheduleExpression" in r["Properties"]}
+    by_function = {targets_of(cluster, n)[0]: r["Properties"]["ScheduleExpression"] for n, r in scheduled.items()}
+    assert by_function == {
+        "SnapshotFunction": {"Ref": "SnapshotSchedule"},
+        "RetentionGuardFunction": {"Ref": "RetentionGuardSchedule"},
+        "ScalerFunction": {"Ref": "ScalerSchedule"},
+    }
+    params = cluster["Parameters"]
+    seconds = {}
+    for p in ("SnapshotSchedule", "RetentionGuardSchedule", "ScalerSchedule"):
+        m = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", params[p]["Default"])
+        assert m, params[p]["Default"]
+        n, unit = int(m.group(1)), m.group(2).rstrip("s")
+        seconds[p] = n * {"minute": 60, "hour": 3600, "day": 86400}[unit]
+    # The seed's rule: snapshots much more often than retention, leaving the troubleshooting allowance.
+    retention = int(params["TopicRetentionHours"]["Default"]) * 3600
+    allowance = int(params["TroubleshootAllowanceSecs"]["Default"])
+    assert seconds["SnapshotSchedule"] * 2 <= retention - allowance
+    assert int(params["SnapshotMaxAgeSeconds"]["Default"]) < retention - allowance
+    assert seconds["RetentionGuardSchedule"] < seconds["SnapshotSchedule"]
+
+
+def test_event_rules_and_permissions(cluster):
+    rules = resources(cluster, "AWS::Events::Rule")
+    events = {n: r["Properties"]["EventPattern"] for n, r in rules.items() if "EventPattern" in r["Properties"]}
+    assert targets_of(cluster, "ScalerOnSnapshotRule") == ["ScalerFunction"]
+    assert events["ScalerOnSnapshotRule"]["detail-type"] == ["EBS Snapshot Notification"]
+    for rule, alarm in [("ScalerOnReadyAlarmRule", "ReadyReplicasLowAlarm"),
+                        ("SnapshotOnRetentionWarningRule", "RetentionWarningAlarm")]:
+        name = cluster["Resources"][alarm]["Properties"]["AlarmName"]["Fn::Sub"]
+        (arn,) = events[rule]["resources"]
+        assert arn["Fn::Sub"].endswith(":alarm:" + name), (rule, arn)
+    permissions = {(p["Properties"]["FunctionName"]["Ref"], p["Properties"]["SourceArn"]["Fn::GetAtt"][0])
+                   for p in resources(cluster, "AWS::Lambda::Permission").values()}
+    for rule in rules:
+        for fn in targets_of(cluster, rule):
+            assert (fn, rule) in permissions, f"{rule} cannot invoke {fn}"
+
+
+def test_alarms(cluster):
+    want = {
+        "SnapshotAgeAlarm": "SnapshotAgeSeconds",
+        "RetentionWarningAlarm": "RetentionStatus",
+        "RetentionCriticalAlarm": "RetentionStatus",
+        "ReadyReplicasLowAlarm": "ReadyReplicas",
+        "ReplicaLagAlarm": "ether_cattle_replica_lag_records",
+        "PublisherHeartbeatAlarm": "ether_cattle_replica_seconds_since_last_record",
+    }
+    for name, metric in want.items():
+        p = cluster["Resources"][name]["Properties"]
+        assert (p["Namespace"], p["MetricName"]) == ("EtherCattle", metric), name
+        assert p["Dimensions"] == [{"Name": "Cluster", "Value": {"Ref": "ClusterId"}}]
+    assert cluster["Resources"]["RetentionWarningAlarm"]["Properties"]["Threshold"] == 1
+    assert cluster["Resources"]["RetentionCriticalAlarm"]["Properties"]["Threshold"] == 2
+    # The Prometheus metrics the lag and heartbeat alarms use are the ones the instances ship to CloudWatch.
+    user_data = str(cluster["Resources"]["ReplicaLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"])
+    for metric in ("ether_cattle_replica_lag_records", "ether_cattle_replica_seconds_since_last_record"):
+        assert f"^{metric}$" in user_data
+
+
+# ---------------------------------------------------------------- parameters documented
+
+
+def documented_defaults():
+    """Rows `| `Name` | default | ... |` of the parameter tables in infra/README.md and docs/operations.md."""
+    rows = {}
+    for path in DOCS:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            m = re.match(r"^\|\s*`([A-Za-z0-9]+)`\s*\|\s*([^|]*?)\s*\|", line)
+            if m:
+                rows.setdefault(m.group(1), m.group(2))
+    return rows
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "shared.yaml"])
+def test_every_parameter_documented_with_its_default(name):
+    template = load(name)
+    docs = documented_defaults()
+    for param, spec in template["Parameters"].items():
+        assert param in docs, f"{name} parameter {param} is not in a parameter table of {DOCS}"
+        cell = docs[param].strip("`")
+        if "Default" in spec:
+            default = str(spec["Default"])
+            want = "(empty)" if default == "" else default
+            assert cell == want, f"{param}: documented default {cell!r}, template {want!r}"
+        else:
+            assert cell == "(required)", f"{param} has no default: document it as (required), not {cell!r}"
+
+
+# ---------------------------------------------------------------- guard rules bite
+
+
+def cfn_guard():
+    for c in (os.environ.get("CFN_GUARD"), shutil.which("cfn-guard"),
+              str(Path.home() / ".cache/cfn-guard/bin/cfn-guard")):
+        if c and Path(c).exists():
+            return c
+    pytest.fail("cfn-guard not found (scripts/setup.sh installs it into ~/.cache/cfn-guard)")
+
+
+def test_guard_rules_fail_a_violating_template():
+    out = subprocess.run(
+        [cfn_guard(), "validate", "--rules", str(INFRA / "guard"), "--data", str(INFRA / "tests/fixtures/bad.yaml"),
+         "--show-summary", "fail", "-o", "single-line-summary"],
+        capture_output=True, text=True, check=False)
+    assert out.returncode != 0
+    rules = re.findall(r"^\S+\.guard/(\w+)\s+FAIL", out.stdout, re.M)
+    assert set(rules) == {
+        "msk_tls_in_transit", "listeners_https", "msk_encrypted_at_rest", "ebs_volumes_encrypted", "kms_rotation",
+        "iam_no_wildcard_actions", "iam_policy_no_wildcard_actions", "iam_data_actions_scoped",
+        "iam_policy_data_actions_scoped", "iam_metrics_namespace", "target_groups_check_readiness",
+    }, out.stdout
+
+
+def test_guard_rules_pass_the_templates():
+    for name in ("cluster.yaml", "shared.yaml"):
+        out = subprocess.run([cfn_guard(), "validate", "--rules", str(INFRA / "guard"), "--data", str(INFRA / name)],
+                             capture_output=True, text=True, check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------- user data is valid bash
+
+
+def rendered_user_data(template, name):
+    """The launch template's user data with every ${Param} replaced by a placeholder (and ${!x} by ${x})."""
+    body, _ = template["Resources"][name]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
+    body = re.sub(r"\$\{(?!!)([A-Za-z0-9:]+)\}", lambda m: "placeholder-" + m.group(1).replace(":", "-"), body)
+    return body.replace("${!", "${")
+
+
+@pytest.mark.parametrize("name", ["ReplicaLaunchTemplate", "PublisherLaunchTemplate"])
+def test_user_data_is_valid_bash(cluster, name):
+    script = rendered_user_data(cluster, name)
+    assert script.startswith("#!/bin/bash\n")
+    out = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    # The CloudWatch agent configuration it writes is valid JSON, in the contract's namespace.
+    m = re.search(r"cat > /etc/ether-cattle/cwagent.json <<'EOF'\n(.*?)\nEOF\n", script, re.S)
+    assert m, "no CloudWatch agent configuration"
+    config = json.loads(m.group(1))
+    assert config["logs"]["metrics_collected"]["prometheus"]["emf_processor"]["metric_namespace"] == "EtherCattle"
