@@ -135,36 +135,58 @@ done
 echo "image test: eth_blockNumber $rpc"
 
 # ---- 5. SIGTERM: podman stop sends the image's STOPSIGNAL, then SIGKILL after $STOP_TIMEOUT s ----------------
-# A request is in flight when the signal arrives (its body half sent): it must still be answered, and new
-# connections refused, before the process exits 0.
+# A request is in flight when the signal arrives (its body half sent). Graceful means: once the replica has
+# stopped consuming, the JSON-RPC server takes no new request (one sent on a new connection is never answered)
+# but still answers the one in flight, then the process exits 0. (A connect() itself still succeeds while the
+# server drains: the kernel queues it on the listening socket, which the server closes when it exits.)
 t4=$(date +%s%N)
 python3 - "$RPORT" "$WORK/stop.err" "$STOP_TIMEOUT" "$NAME" "${PODMAN[@]}" <<'PY' || fail "SIGTERM was not graceful"
 import socket, subprocess, sys, time
 port, err, timeout, name, podman = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
-body = b'{"jsonrpc":"2.0","id":7,"method":"eth_blockNumber","params":[]}'
-s = socket.create_connection(("127.0.0.1", port))
-s.sendall(b"POST / HTTP/1.1\r\nHost: replica\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
-          % len(body) + body[:12])
+def request(id):
+    body = b'{"jsonrpc":"2.0","id":%d,"method":"eth_blockNumber","params":[]}' % id
+    head = b"POST / HTTP/1.1\r\nHost: replica\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+    return head % len(body) + body
+def answer(sock, id):
+    sock.settimeout(15)
+    got = b""
+    try:
+        while b'"id":%d' % id not in got:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+    except OSError:
+        pass
+    return got
+in_flight = request(7)
+a = socket.create_connection(("127.0.0.1", port))
+a.sendall(in_flight[:-20])
 time.sleep(0.3)
 with open(err, "w") as e:
     stop = subprocess.Popen(podman + ["stop", "-t", timeout, name], stdout=subprocess.DEVNULL, stderr=e)
-time.sleep(1.0)  # the replica has the signal now
-s.sendall(body[12:])
-s.settimeout(10)
-answer = b""
-while b'"id":7' not in answer:
-    chunk = s.recv(4096)
-    if not chunk:
-        break
-    answer += chunk
-if b'"result"' not in answer:
-    sys.exit(f"the in-flight request was not answered: {answer[-200:]!r}")
-print("image test: in-flight request answered after SIGTERM")
+deadline = time.monotonic() + 20
+while b"shutdown requested" not in subprocess.run(podman + ["logs", name], capture_output=True).stderr:
+    if time.monotonic() > deadline:
+        sys.exit("no 'shutdown requested' within 20 s of SIGTERM")
+    time.sleep(0.1)
+time.sleep(0.5)
 try:
-    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    sys.exit("a new connection was accepted after SIGTERM")
+    b = socket.create_connection(("127.0.0.1", port))
+    b.sendall(request(8))
 except OSError:
-    print("image test: new connections refused after SIGTERM")
+    b = None  # the listener is closed: not taken either
+try:
+    a.sendall(in_flight[-20:])
+except OSError as e:
+    sys.exit(f"the connection of the request in flight was closed: {e}")
+got = answer(a, 7)
+if b'"result"' not in got:
+    sys.exit(f"the request in flight at SIGTERM was not answered: {got[-200:]!r}")
+print("image test: the request in flight at SIGTERM was answered")
+if b is not None and b'"result"' in answer(b, 8):
+    sys.exit("a request sent after shutdown began was served")
+print("image test: a request sent after shutdown began was not taken")
 if stop.wait() != 0:
     sys.exit(open(err).read() + "podman stop failed")
 PY
