@@ -149,7 +149,19 @@ s.sendall(b"POST / HTTP/1.1\r\nHost: replica\r\ncontent-type: application/json\r
 time.sleep(0.3)
 with open(err, "w") as e:
     stop = subprocess.Popen(podman + ["stop", "-t", timeout, name], stdout=subprocess.DEVNULL, stderr=e)
-time.sleep(1.0)  # the replica has the signal now
+# podman delivers the signal once its own start-up is done: poll until readiness says 503 (draining).
+deadline = time.time() + 10
+while True:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{hport}/health/ready", timeout=2)
+    except urllib.error.HTTPError as e:
+        if e.code != 503:
+            sys.exit(f"readiness answered {e.code} after SIGTERM, not 503")
+        print("image test: readiness 503 while draining")
+        break
+    if time.time() > deadline:
+        sys.exit("readiness still answers 200 10 s after SIGTERM")
+    time.sleep(0.1)
 s.sendall(body[12:])
 s.settimeout(10)
 answer = b""
@@ -160,14 +172,7 @@ while b'"id":7' not in answer:
     answer += chunk
 if b'"result"' not in answer:
     sys.exit(f"the in-flight request was not answered: {answer[-200:]!r}")
-print("image test: in-flight request answered after SIGTERM")
-try:
-    urllib.request.urlopen(f"http://127.0.0.1:{hport}/health/ready", timeout=2)
-    sys.exit("readiness still answers 200 after SIGTERM")
-except urllib.error.HTTPError as e:
-    if e.code != 503:
-        sys.exit(f"readiness answered {e.code} after SIGTERM, not 503")
-    print("image test: readiness 503 while draining")
+print("image test: the request in flight at SIGTERM was answered")
 deadline = time.time() + 15
 while True:
     try:
