@@ -42,3 +42,14 @@ if ! [ -x "$ANVIL_ROOT/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil" ]; 
   mkdir -p "$ANVIL_ROOT"
   npm install --silent --prefix "$ANVIL_ROOT" @foundry-rs/anvil-linux-amd64@1.7.1 >/dev/null
 fi
+
+# Python tools for the Lambda functions (functions/README.md): moto, the AWS API emulator their tests start,
+# and cargo-lambda (with zig) to build the functions. pip only when missing.
+pip_install() {
+  python3 -m pip install --quiet "$@" 2>/dev/null || python3 -m pip install --quiet --break-system-packages "$@"
+}
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3 python3-pip >/dev/null
+fi
+python3 -c 'import moto.server, flask' >/dev/null 2>&1 || { echo "setup: installing moto[server]"; pip_install 'moto[server]==5.2.1'; }
+cargo lambda --version >/dev/null 2>&1 || { echo "setup: installing cargo-lambda"; pip_install 'cargo-lambda==1.9.2'; }

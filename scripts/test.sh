@@ -10,3 +10,7 @@ export TANSU_BIN="${TANSU_BIN:-$HOME/.cache/tansu/bin/tansu}"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# The Lambda functions as deployed: one release build of all three (they share dependencies). `--compiler
+# cargo` builds natively for x86_64; see functions/README.md for arm64 with zig.
+cargo lambda build --release --locked --compiler cargo -p ec-snapshot -p ec-retention-guard -p ec-scaler
