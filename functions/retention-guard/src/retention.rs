@@ -121,11 +121,17 @@ pub fn assess(
             ),
         };
     }
+    // The topic ends before the snapshot: recreated, or emptied by retention on a broker that then reports
+    // its offsets as 0 (tansu). A replica refuses to start from it either way.
     if next > part.high {
-        return unknown(format!(
-            "the snapshot's offset {} is past the topic's end {}",
-            snap.kafka_offset, part.high
-        ));
+        return Assessment {
+            status: Status::Critical,
+            margin_secs: Some(0),
+            reason: format!(
+                "the snapshot's offset {} is past the topic's end {}: the topic was recreated or emptied",
+                snap.kafka_offset, part.high
+            ),
+        };
     }
     if !retention.is_known() {
         return unknown(format!("the topic's retention is unknown ({retention:?})"));
@@ -307,12 +313,12 @@ mod tests {
             ("no snapshot", None, ret(week, Unlimited), part(0, 200, Some(DAY)), Status::Unknown, None),
             ("partition unreadable", snap(100, DAY), ret(week, Unlimited), None, Status::Unknown, None),
             (
-                "snapshot past the topic's end (wrong topic?)",
-                snap(500, DAY),
-                ret(week, Unlimited),
-                part(0, 200, Some(DAY)),
-                Status::Unknown,
-                None,
+                "snapshot past the topic's end: recreated or emptied (tansu reports 0, 0)",
+                snap(20, DAY),
+                ret(Value(3000), Unlimited),
+                part(0, 0, None),
+                Status::Critical,
+                Some(0),
             ),
         ];
         for (name, s, r, p, status, margin) in cases {

@@ -46,6 +46,9 @@ pub trait Partition: Send + Sync {
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Kafka's `log.retention.hours` default, 168 hours.
+pub const KAFKA_DEFAULT_RETENTION_MS: i64 = 168 * 3_600_000;
+
 /// Kafka over its own protocol, with the project's connection settings.
 pub struct KafkaAdmin {
     pub config: KafkaConfig,
@@ -120,12 +123,24 @@ impl RetentionSource for KafkaAdmin {
             return Err(self.err("DescribeConfigs", topic, "no result"));
         };
         let resource = result.map_err(|code| self.err("DescribeConfigs", topic, code))?;
-        let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
-        Ok(Retention {
-            ms: Limit::parse(value("retention.ms").as_deref()),
-            bytes: Limit::parse(value("retention.bytes").as_deref()),
-            source: format!("topic {topic} (DescribeConfigs)"),
-        })
+        // Apache Kafka reports every topic config with its effective value (topic, broker or default). Some
+        // brokers (tansu) report only what was set on the topic: a key missing altogether is then the broker's
+        // built-in default, Kafka's. A key reported without a usable value stays unknown.
+        let mut defaulted = Vec::new();
+        let mut limit = |name: &'static str, default: Limit| match resource.get(name) {
+            Some(entry) => Limit::parse(entry.value.as_deref()),
+            None => {
+                defaulted.push(name);
+                default
+            }
+        };
+        let ms = limit("retention.ms", Limit::Value(KAFKA_DEFAULT_RETENTION_MS));
+        let bytes = limit("retention.bytes", Limit::Unlimited);
+        let mut source = format!("topic {topic} (DescribeConfigs)");
+        if !defaulted.is_empty() {
+            source.push_str(&format!("; not reported, Kafka's default: {}", defaulted.join(", ")));
+        }
+        Ok(Retention { ms, bytes, source })
     }
 }
 
@@ -211,7 +226,7 @@ pub fn broker_retention(properties: &str, source: String) -> Retention {
     let ms = scaled("log.retention.ms", 1)
         .or_else(|| scaled("log.retention.minutes", 60_000))
         .or_else(|| scaled("log.retention.hours", 3_600_000))
-        .unwrap_or(Limit::Value(168 * 3_600_000));
+        .unwrap_or(Limit::Value(KAFKA_DEFAULT_RETENTION_MS));
     let bytes = get("log.retention.bytes").map_or(Limit::Unlimited, |v| Limit::parse(Some(&v)));
     Retention { ms, bytes, source }
 }
