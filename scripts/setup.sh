@@ -45,14 +45,21 @@ if ! [ -x "$ANVIL_ROOT/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil" ]; 
   npm install --silent --prefix "$ANVIL_ROOT" @foundry-rs/anvil-linux-amd64@1.7.1 >/dev/null
 fi
 
-# CloudFormation checks (infra/): cfn-lint, pytest, and moto (in-process AWS emulation the deploy test creates
-# the stacks in) from PyPI, for the python3 on PATH.
-if ! python3 -c 'import cfnlint, pytest, moto, boto3' >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1; then
-  echo "setup: installing cfn-lint, pytest, moto and boto3"
-  pyreqs=(cfn-lint pytest 'moto[cloudformation]' boto3)
-  python3 -m pip install --quiet "${pyreqs[@]}" 2>/dev/null \
-    || python3 -m pip install --quiet --break-system-packages "${pyreqs[@]}"
+# Python tools from PyPI, for the python3 on PATH (pip only when something is missing):
+# - cfn-lint and pytest for the CloudFormation checks (infra/);
+# - moto, the AWS API emulator: the functions' tests start its server, the infra deploy test uses it in process;
+# - cargo-lambda (with zig) to build the Lambda functions (functions/README.md).
+pip_install() {
+  python3 -m pip install --quiet "$@" 2>/dev/null || python3 -m pip install --quiet --break-system-packages "$@"
+}
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3 python3-pip >/dev/null
 fi
+if ! python3 -c 'import cfnlint, pytest, moto.server, flask, boto3' >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1; then
+  echo "setup: installing cfn-lint, pytest, moto and boto3"
+  pip_install cfn-lint pytest 'moto[server,cloudformation]==5.2.1' boto3
+fi
+cargo lambda --version >/dev/null 2>&1 || { echo "setup: installing cargo-lambda"; pip_install 'cargo-lambda==1.9.2'; }
 
 # cfn-guard (the project's guard rules, infra/guard), built once into the cache (about 3 minutes).
 GUARD_ROOT="$HOME/.cache/cfn-guard"

@@ -1,0 +1,233 @@
+//! One run of the retention guard.
+
+use ec_functions::{newest_completed, ConfigError, Ec2, Env, Metric, Publisher, SnapshotCatalog, Unit};
+use ec_kafka::KafkaConfig;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    retention::{
+        assess, Assessment, Limit, PartitionState, Retention, SnapshotPoint, Status, UNLIMITED_MARGIN_SECS,
+    },
+    sources::{ClusterRetention, KafkaAdmin, Msk, Partition, RetentionSource},
+};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cluster: String,
+    pub namespace: String,
+    pub topic: String,
+    pub kafka: KafkaConfig,
+    /// The MSK cluster whose configuration is the fallback for the topic's retention.
+    pub msk_cluster_arn: Option<String>,
+    /// Margin below which the status is `warning`: time to notice and fix a failing snapshot.
+    pub allowance_secs: i64,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            cluster: env.cluster()?,
+            namespace: env.namespace(),
+            topic: env.required("TOPIC")?,
+            kafka: KafkaConfig {
+                brokers: env.required("KAFKA_BROKERS")?,
+                security_protocol: env.optional("KAFKA_SECURITY_PROTOCOL"),
+                sasl_mechanism: env.optional("KAFKA_SASL_MECHANISM"),
+                sasl_username: env.optional("KAFKA_SASL_USERNAME"),
+                sasl_password: env.optional("KAFKA_SASL_PASSWORD"),
+                ..KafkaConfig::default()
+            },
+            msk_cluster_arn: env.optional("MSK_CLUSTER_ARN"),
+            allowance_secs: env.parse_or("TROUBLESHOOT_ALLOWANCE_SECS", 86_400)?,
+        })
+    }
+}
+
+pub struct Deps<'a> {
+    pub snapshots: &'a dyn SnapshotCatalog,
+    pub topic: &'a dyn RetentionSource,
+    pub msk: &'a dyn ClusterRetention,
+    pub partition: &'a dyn Partition,
+    pub metrics: &'a Publisher,
+}
+
+/// The function with its Kafka and AWS adapters.
+pub struct Lambda {
+    pub config: Config,
+    pub ec2: Ec2,
+    pub kafka: KafkaAdmin,
+    pub msk: Msk,
+    pub metrics: Publisher,
+}
+
+impl Lambda {
+    pub fn new(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        let config = Config::from_env(env)?;
+        Ok(Self {
+            ec2: Ec2(aws_sdk_ec2::Client::new(sdk)),
+            kafka: KafkaAdmin { config: config.kafka.clone() },
+            msk: Msk(aws_sdk_kafka::Client::new(sdk)),
+            metrics: Publisher::cloudwatch(
+                &config.namespace,
+                &config.cluster,
+                aws_sdk_cloudwatch::Client::new(sdk),
+            ),
+            config,
+        })
+    }
+
+    pub async fn handle(&self, _event: Value) -> anyhow::Result<Value> {
+        let deps = Deps {
+            snapshots: &self.ec2,
+            topic: &self.kafka,
+            msk: &self.msk,
+            partition: &self.kafka,
+            metrics: &self.metrics,
+        };
+        let report = run(&self.config, &deps, ec_functions::unix_now()).await?;
+        Ok(serde_json::to_value(report)?)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub assessment: Assessment,
+    pub snapshot: Option<String>,
+    pub snapshot_offset: Option<i64>,
+    pub retention: Retention,
+    pub partition: Option<PartitionState>,
+    /// Reads that failed (each also logged with the call and resource).
+    pub problems: Vec<String>,
+}
+
+/// One run. Always publishes `RetentionStatus` (3 when it cannot decide, saying why); fails only when the
+/// metrics cannot be published.
+pub async fn run(cfg: &Config, d: &Deps<'_>, now: i64) -> anyhow::Result<Report> {
+    let mut problems = Vec::new();
+    let mut problem = |p: String| {
+        tracing::error!(problem = %p);
+        problems.push(p);
+    };
+
+    let snaps = d.snapshots.list_snapshots(&cfg.cluster).await.map_err(|e| problem(e.to_string())).ok();
+    let newest = snaps.as_deref().and_then(newest_completed);
+    let (snapshot, point) = match newest {
+        Some((s, p)) if p.topic != cfg.topic => {
+            problem(format!("newest snapshot {} is of topic {}, not {}", s.id, p.topic, cfg.topic));
+            (Some(s.id.clone()), None)
+        }
+        Some((s, p)) => {
+            (Some(s.id.clone()), Some(SnapshotPoint { kafka_offset: p.kafka_offset, taken_at: p.taken_at }))
+        }
+        None => (None, None),
+    };
+
+    let retention = match d.topic.topic_retention(&cfg.topic).await {
+        Ok(r) if r.is_known() => r,
+        other => {
+            match other {
+                Ok(r) => problem(format!("topic {} retention incomplete: {r:?}", cfg.topic)),
+                Err(e) => problem(e.to_string()),
+            }
+            match &cfg.msk_cluster_arn {
+                Some(arn) => d.msk.cluster_retention(arn).await.unwrap_or_else(|e| {
+                    problem(e.to_string());
+                    unknown_retention("MSK fallback failed")
+                }),
+                None => unknown_retention("topic unreadable and no MSK_CLUSTER_ARN to fall back on"),
+            }
+        }
+    };
+    let partition = d.partition.state(&cfg.topic).await.map_err(|e| problem(e.to_string())).ok();
+
+    let assessment = assess(point, &retention, partition, cfg.allowance_secs, now);
+    let (status, margin, reason) = (assessment.status, assessment.margin_secs, &assessment.reason);
+    match status {
+        Status::Ok => tracing::info!(?status, margin, %reason, "retention margin"),
+        Status::Warning => tracing::warn!(?status, margin, %reason, "retention margin"),
+        Status::Critical | Status::Unknown => tracing::error!(?status, margin, %reason, "retention margin"),
+    }
+    let mut metrics = vec![Metric::gauge("RetentionStatus", Unit::None, status.metric())];
+    // Unknown publishes no margin: a made-up number would hide the problem; the status says it.
+    let margin_metric = match (status, margin) {
+        (Status::Unknown, _) => None,
+        (_, Some(m)) => Some(m),
+        (_, None) => Some(UNLIMITED_MARGIN_SECS),
+    };
+    if let Some(m) = margin_metric {
+        metrics.push(Metric::gauge("RetentionMarginSeconds", Unit::Seconds, m as f64));
+    }
+    d.metrics.publish(&metrics).await?;
+    Ok(Report {
+        snapshot_offset: point.map(|p| p.kafka_offset),
+        assessment,
+        snapshot,
+        retention,
+        partition,
+        problems,
+    })
+}
+
+fn unknown_retention(why: &str) -> Retention {
+    Retention { ms: Limit::Unknown, bytes: Limit::Unknown, source: why.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use ec_functions::{snapshots::record, MemoryMetrics, MemorySnapshots, SnapshotState};
+
+    use super::*;
+    use crate::sources::Fixed;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn cfg(msk: bool) -> Config {
+        let mut pairs = vec![("CLUSTER_ID", "c"), ("TOPIC", "t"), ("KAFKA_BROKERS", "127.0.0.1:1")];
+        if msk {
+            pairs.push(("MSK_CLUSTER_ARN", "arn:aws:kafka:us-east-1:1:cluster/x/y"));
+        }
+        Config::from_env(&Env::from_pairs(pairs)).expect("config")
+    }
+
+    async fn go(
+        cfg: &Config,
+        topic: Result<Retention, String>,
+        msk: Result<Retention, String>,
+    ) -> (Report, MemoryMetrics) {
+        let snaps = MemorySnapshots::with(vec![record("s", "c", SnapshotState::Completed, NOW - 3600, 99)]);
+        let m = MemoryMetrics::default();
+        let publisher = m.publisher("c");
+        let partition =
+            Fixed(Ok(PartitionState { earliest: 0, high: 200, oldest_record_ms: Some((NOW - 7200) * 1000) }));
+        let deps = Deps {
+            snapshots: &snaps,
+            topic: &Fixed(topic),
+            msk: &Fixed(msk),
+            partition: &partition,
+            metrics: &publisher,
+        };
+        (run(cfg, &deps, NOW).await.expect("run"), m)
+    }
+
+    fn hours(h: i64, source: &str) -> Retention {
+        Retention { ms: Limit::Value(h * 3_600_000), bytes: Limit::Unlimited, source: source.into() }
+    }
+
+    #[tokio::test]
+    async fn topic_config_first_then_msk_then_unknown() {
+        let (r, m) = go(&cfg(true), Ok(hours(48, "topic")), Ok(hours(1, "msk"))).await;
+        assert_eq!((r.assessment.status, r.retention.source.as_str()), (Status::Ok, "topic"));
+        assert_eq!(m.value("RetentionMarginSeconds"), Some((47 * 3600) as f64));
+
+        let (r, _) = go(&cfg(true), Err("DescribeConfigs denied".into()), Ok(hours(20, "msk"))).await;
+        assert_eq!((r.assessment.status, r.retention.source.as_str()), (Status::Warning, "msk"));
+        assert!(r.problems.iter().any(|p| p.contains("DescribeConfigs denied")));
+
+        let (r, m) = go(&cfg(false), Err("down".into()), Ok(hours(20, "msk"))).await;
+        assert_eq!(r.assessment.status, Status::Unknown);
+        assert_eq!(m.value("RetentionStatus"), Some(3.0));
+        assert_eq!(m.value("RetentionMarginSeconds"), None);
+    }
+}

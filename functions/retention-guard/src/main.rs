@@ -1,0 +1,7 @@
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    ec_functions::logging::init();
+    let sdk = ec_functions::load_sdk_config().await;
+    let lambda = ec_retention_guard::Lambda::new(&ec_functions::Env::from_process(), &sdk)?;
+    ec_functions::serve(|event| lambda.handle(event)).await
+}

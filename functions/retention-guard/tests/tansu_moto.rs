@@ -1,0 +1,142 @@
+//! The retention guard against real services: the Kafka side against a tansu broker started here (topic
+//! configuration over `DescribeConfigs`, watermarks, the oldest record), snapshots and metrics against a
+//! moto server with the real AWS SDK clients. The MSK API calls go through the `ClusterRetention` test double:
+//! moto's answers to them do not parse (DescribeCluster) or do not exist (DescribeConfigurationRevision).
+
+use std::time::Duration;
+
+use ec_functions::{testing::tagged_snapshot, Ec2, Env, Publisher};
+use ec_kafka::KafkaConfig;
+use ec_retention_guard::{
+    handler::{run, Deps},
+    retention::{Limit, Retention, Status, UNLIMITED_MARGIN_SECS},
+    sources::{broker_retention, ClusterRetention, Fixed, KafkaAdmin, Msk, RetentionSource},
+};
+use ec_testkit::{MotoServer, TansuBroker};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::json;
+
+const CLUSTER: &str = "c1";
+
+fn produce(brokers: &str, topic: &str, n: usize) {
+    let producer: BaseProducer = KafkaConfig::plaintext(brokers).client_config().create().expect("producer");
+    for i in 0..n {
+        let payload = format!("record {i}");
+        producer.send(BaseRecord::<(), _>::to(topic).payload(&payload)).expect("send");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+fn env(brokers: &str, topic: &str) -> Env {
+    Env::from_pairs([("CLUSTER_ID", CLUSTER), ("TOPIC", topic), ("KAFKA_BROKERS", brokers)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_guard_on_tansu_and_moto() {
+    let mut broker = TansuBroker::start().expect("tansu broker (see docs/testing.md)");
+    let brokers = broker.bootstrap_servers();
+    let moto = MotoServer::start().expect("moto server must start (scripts/setup.sh installs it)");
+    let sdk = ec_functions::emulator_sdk_config(&moto.endpoint()).await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let cw = aws_sdk_cloudwatch::Client::new(&sdk);
+    let scheduled = json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+
+    // A topic with a 3 s retention and 50 records; the newest snapshot is at offset 20.
+    broker.create_topic("short", &["cleanup.policy=delete", "retention.ms=3000"]).expect("topic");
+    produce(&brokers, "short", 50);
+    tagged_snapshot(&ec2, CLUSTER, "short", 20).await;
+
+    // Fresh: the topic's own retention, read over the Kafka protocol; 3 s left is under the allowance.
+    let lambda = ec_retention_guard::Lambda::new(&env(&brokers, "short"), &sdk).expect("config");
+    let r = lambda.handle(scheduled.clone()).await.expect("run");
+    eprintln!("fresh: {r:#}");
+    assert_eq!(r["status"], "warning", "{r:#}");
+    assert_eq!(r["retention"]["ms"], json!({"Value": 3000}));
+    assert_eq!(r["partition"]["earliest"], 0);
+    assert_eq!(r["partition"]["high"], 50);
+    assert!(r["partition"]["oldest_record_ms"].as_i64().is_some());
+    let margin = r["margin_secs"].as_i64().expect("margin");
+    assert!((0..=3).contains(&margin), "margin {margin}");
+    assert_eq!(ec_functions::testing::metric_max(&cw, "RetentionStatus", CLUSTER).await, Some(1.0));
+
+    // Retention deletes the records (tansu applies it at start): the snapshot's next offset is gone, though
+    // tansu reports the partition's offsets as 0; and after new records, earliest offset 0 again, while the
+    // first record fetched is at 50. The guard must believe neither.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    broker.restart().expect("tansu restarts and applies retention");
+    let r = lambda.handle(scheduled.clone()).await.expect("run");
+    eprintln!("emptied: {r:#}");
+    assert_eq!(r["status"], "critical", "{r:#}");
+    // tansu reports the emptied partition as 0..0, which would read as "offset 20 still to come".
+    assert_eq!((r["partition"]["earliest"].as_i64(), r["partition"]["high"].as_i64()), (Some(0), Some(0)));
+    produce(&brokers, "short", 5);
+    let r = lambda.handle(scheduled.clone()).await.expect("run");
+    eprintln!("after the gap: {r:#}");
+    assert_eq!(r["status"], "critical", "{r:#}");
+    assert_eq!((r["partition"]["earliest"].as_i64(), r["partition"]["high"].as_i64()), (Some(50), Some(55)));
+    assert_eq!(r["margin_secs"], 0);
+    assert_eq!(ec_functions::testing::metric_max(&cw, "RetentionStatus", CLUSTER).await, Some(2.0));
+
+    // Unlimited retention on another cluster's topic: ok, and the unlimited margin published.
+    broker.create_topic("forever", &["retention.ms=-1"]).expect("topic");
+    produce(&brokers, "forever", 3);
+    let kafka = KafkaAdmin { config: KafkaConfig::plaintext(&brokers) };
+    let forever = kafka.topic_retention("forever").await.expect("DescribeConfigs");
+    assert_eq!(forever.ms, Limit::Unlimited, "{forever:?}");
+
+    // MSK fallback when the topic's configuration cannot be read: the real snapshot listing (moto), the real
+    // partition (tansu), the cluster configuration from the test double, metrics to moto.
+    let publisher = Publisher::cloudwatch("EtherCattle", "c2", cw.clone());
+    let denied: Fixed<Retention> = Fixed(Err("DescribeConfigs: TOPIC_AUTHORIZATION_FAILED".into()));
+    let msk = Fixed(Ok(broker_retention("log.retention.hours=48\n", "MSK configuration (double)".into())));
+    let cfg = ec_retention_guard::Config::from_env(&Env::from_pairs([
+        ("CLUSTER_ID", "c2"),
+        ("TOPIC", "forever"),
+        ("KAFKA_BROKERS", brokers.as_str()),
+        ("MSK_CLUSTER_ARN", "arn:aws:kafka:us-east-1:123456789012:cluster/c2/x"),
+    ]))
+    .expect("config");
+    let ec2_catalog = Ec2(ec2.clone());
+    // c2's snapshot: a fresh one of "forever" at offset 2.
+    tagged_snapshot(&ec2, "c2", "forever", 2).await;
+    let deps =
+        Deps { snapshots: &ec2_catalog, topic: &denied, msk: &msk, partition: &kafka, metrics: &publisher };
+    let report = run(&cfg, &deps, ec_functions::unix_now()).await.expect("run");
+    assert_eq!(report.retention.source, "MSK configuration (double)");
+    assert_eq!(report.assessment.status, Status::Ok, "{report:?}");
+    let m = report.assessment.margin_secs.expect("margin");
+    assert!((48 * 3600 - 5..=48 * 3600).contains(&m), "{m}");
+    assert!(report.problems.iter().any(|p| p.contains("TOPIC_AUTHORIZATION_FAILED")));
+
+    // The topic's own unlimited retention: ok, unlimited margin published.
+    let deps =
+        Deps { snapshots: &ec2_catalog, topic: &kafka, msk: &msk, partition: &kafka, metrics: &publisher };
+    let report = run(&cfg, &deps, ec_functions::unix_now()).await.expect("run");
+    assert_eq!((report.assessment.status, report.assessment.margin_secs), (Status::Ok, None), "{report:?}");
+    let published = ec_functions::testing::metric_max(&cw, "RetentionMarginSeconds", "c2").await;
+    assert_eq!(published, Some(UNLIMITED_MARGIN_SECS as f64));
+    assert!(report.partition.is_some_and(|p| p.earliest == 0 && p.high == 3));
+
+    // The real MSK adapter against moto: moto's DescribeCluster answer has a creation time without a zone
+    // (and a placeholder configuration ARN), which the SDK rejects; what matters here is that the failure
+    // names the call and the cluster, as the fallback's problems report it.
+    let kafka_api = aws_sdk_kafka::Client::new(&sdk);
+    let created = kafka_api
+        .create_cluster()
+        .cluster_name("c2")
+        .kafka_version("3.6.0")
+        .number_of_broker_nodes(3)
+        .broker_node_group_info(
+            aws_sdk_kafka::types::BrokerNodeGroupInfo::builder()
+                .instance_type("kafka.m5.large")
+                .client_subnets("subnet-1")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateCluster");
+    let arn = created.cluster_arn().expect("arn");
+    let err = Msk(kafka_api).cluster_retention(arn).await.expect_err("moto's DescribeCluster does not parse");
+    assert!(err.to_string().contains(&format!("AWS DescribeCluster on {arn} failed")), "{err}");
+}

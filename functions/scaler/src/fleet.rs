@@ -1,0 +1,337 @@
+//! The replicas as a fleet the scaler steers, behind [`ReplicaFleet`], and the load it reads, behind
+//! [`LoadSource`].
+//!
+//! Deployed shape (docs/aws-contract.md): an EC2 Auto Scaling group launching from a launch template whose
+//! data-volume mapping names the snapshot ([`AsgFleet`]). The trait is also what an ECS service would
+//! implement: `state` from `DescribeServices` (desiredCount, the service's
+//! `volumeConfigurations[].managedEBSVolume.snapshotId`, a `ether-cattle:scaled-at` service tag),
+//! `point_at` as `UpdateService` with a new `volumeConfigurations` (new tasks get volumes from the snapshot)
+//! and `set_desired` as `UpdateService` with `desiredCount`. It is not built: nothing deploys it, and the ECS
+//! SDK is minutes of compile time.
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag as AsgTag};
+use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+use aws_sdk_ec2::types::{
+    LaunchTemplateBlockDeviceMapping, LaunchTemplateBlockDeviceMappingRequest,
+    LaunchTemplateEbsBlockDeviceRequest, RequestLaunchTemplateData,
+};
+use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
+use ec_functions::AwsError;
+
+/// ASG tag: when the scaler last changed the desired count (RFC 3339), for the cool-down.
+pub const SCALED_AT_TAG: &str = "ether-cattle:scaled-at";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetState {
+    pub desired: u32,
+    /// The snapshot new replicas start from now.
+    pub snapshot_id: Option<String>,
+    pub last_change_at: Option<i64>,
+}
+
+#[async_trait::async_trait]
+pub trait ReplicaFleet: Send + Sync {
+    async fn state(&self) -> Result<FleetState, AwsError>;
+    /// Makes new replicas start from `snapshot_id`; returns what was changed, for the log.
+    async fn point_at(&self, snapshot_id: &str) -> Result<String, AwsError>;
+    async fn set_desired(&self, desired: u32, now: i64) -> Result<(), AwsError>;
+}
+
+#[async_trait::async_trait]
+pub trait LoadSource: Send + Sync {
+    /// Replicas the load balancer reports healthy.
+    async fn ready(&self) -> Result<u32, AwsError>;
+    /// Requests per minute per target, latest minute; `None` without data points.
+    async fn requests_per_target_per_min(&self, now: i64) -> Result<Option<f64>, AwsError>;
+}
+
+/// The Auto Scaling group and its launch template.
+pub struct AsgFleet {
+    pub asg: aws_sdk_autoscaling::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub asg_name: String,
+    pub launch_template_id: String,
+    /// The data volume's device in the launch template (`/dev/sdf`).
+    pub device_name: String,
+}
+
+impl AsgFleet {
+    async fn group(&self) -> Result<aws_sdk_autoscaling::types::AutoScalingGroup, AwsError> {
+        let out = self
+            .asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&self.asg_name)
+            .send()
+            .await
+            .map_err(|e| AwsError::new("DescribeAutoScalingGroups", &self.asg_name, e))?;
+        out.auto_scaling_groups()
+            .first()
+            .cloned()
+            .ok_or_else(|| AwsError::malformed("DescribeAutoScalingGroups", &self.asg_name, "no such group"))
+    }
+
+    /// The default version's number and block device mappings.
+    async fn default_version(&self) -> Result<(i64, Vec<LaunchTemplateBlockDeviceMapping>), AwsError> {
+        let lt = &self.launch_template_id;
+        let out = self
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_id(lt)
+            .versions("$Default")
+            .send()
+            .await
+            .map_err(|e| AwsError::new("DescribeLaunchTemplateVersions", lt, e))?;
+        let v = out.launch_template_versions().first().ok_or_else(|| {
+            AwsError::malformed("DescribeLaunchTemplateVersions", lt, "no $Default version")
+        })?;
+        let number = v
+            .version_number()
+            .ok_or_else(|| AwsError::malformed("DescribeLaunchTemplateVersions", lt, "no VersionNumber"))?;
+        let mappings =
+            v.launch_template_data().map(|d| d.block_device_mappings().to_vec()).unwrap_or_default();
+        Ok((number, mappings))
+    }
+}
+
+/// The request form of a mapping, with the data device's snapshot replaced (other fields kept, so size,
+/// type and encryption stay as the template had them).
+fn remap(
+    m: &LaunchTemplateBlockDeviceMapping,
+    device: &str,
+    snapshot_id: &str,
+) -> LaunchTemplateBlockDeviceMappingRequest {
+    let ebs = m.ebs().map(|e| {
+        let snap = if m.device_name() == Some(device) { Some(snapshot_id) } else { e.snapshot_id() };
+        LaunchTemplateEbsBlockDeviceRequest::builder()
+            .set_encrypted(e.encrypted())
+            .set_delete_on_termination(e.delete_on_termination())
+            .set_iops(e.iops())
+            .set_kms_key_id(e.kms_key_id().map(str::to_string))
+            .set_snapshot_id(snap.map(str::to_string))
+            .set_volume_size(e.volume_size())
+            .set_volume_type(e.volume_type().cloned())
+            .set_throughput(e.throughput())
+            .build()
+    });
+    LaunchTemplateBlockDeviceMappingRequest::builder()
+        .set_device_name(m.device_name().map(str::to_string))
+        .set_virtual_name(m.virtual_name().map(str::to_string))
+        .set_no_device(m.no_device().map(str::to_string))
+        .set_ebs(ebs)
+        .build()
+}
+
+#[async_trait::async_trait]
+impl ReplicaFleet for AsgFleet {
+    async fn state(&self) -> Result<FleetState, AwsError> {
+        let g = self.group().await?;
+        let desired = g.desired_capacity().and_then(|d| u32::try_from(d).ok()).ok_or_else(|| {
+            AwsError::malformed("DescribeAutoScalingGroups", &self.asg_name, "no DesiredCapacity")
+        })?;
+        let last_change_at = g
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(SCALED_AT_TAG))
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.value()?).ok())
+            .map(|t| t.timestamp());
+        let (_, mappings) = self.default_version().await?;
+        let snapshot_id = mappings
+            .iter()
+            .find(|m| m.device_name() == Some(self.device_name.as_str()))
+            .and_then(|m| m.ebs()?.snapshot_id())
+            .map(str::to_string);
+        Ok(FleetState { desired, snapshot_id, last_change_at })
+    }
+
+    async fn point_at(&self, snapshot_id: &str) -> Result<String, AwsError> {
+        let lt = &self.launch_template_id;
+        let (default, mappings) = self.default_version().await?;
+        let mut requests: Vec<_> =
+            mappings.iter().map(|m| remap(m, &self.device_name, snapshot_id)).collect();
+        if !mappings.iter().any(|m| m.device_name() == Some(self.device_name.as_str())) {
+            let ebs = LaunchTemplateEbsBlockDeviceRequest::builder().snapshot_id(snapshot_id).build();
+            requests.push(
+                LaunchTemplateBlockDeviceMappingRequest::builder()
+                    .device_name(&self.device_name)
+                    .ebs(ebs)
+                    .build(),
+            );
+        }
+        // SourceVersion: everything else of the default version carries over (AWS replaces the block device
+        // list as a whole, hence the full list above).
+        let data = RequestLaunchTemplateData::builder().set_block_device_mappings(Some(requests)).build();
+        let created = self
+            .ec2
+            .create_launch_template_version()
+            .launch_template_id(lt)
+            .source_version(default.to_string())
+            .version_description(format!("ether-cattle: data volume from {snapshot_id}"))
+            .launch_template_data(data)
+            .send()
+            .await
+            .map_err(|e| AwsError::new("CreateLaunchTemplateVersion", lt, e))?;
+        let number = created
+            .launch_template_version()
+            .and_then(|v| v.version_number())
+            .ok_or_else(|| AwsError::malformed("CreateLaunchTemplateVersion", lt, "no VersionNumber"))?;
+        self.ec2
+            .modify_launch_template()
+            .launch_template_id(lt)
+            .default_version(number.to_string())
+            .send()
+            .await
+            .map_err(|e| AwsError::new("ModifyLaunchTemplate", lt, e))?;
+        // A group pinned to a version number would not see the new default: pin it to the new one.
+        let g = self.group().await?;
+        let pinned = g.launch_template().and_then(|t| t.version()).filter(|v| !v.starts_with('$'));
+        if pinned.is_some() {
+            let spec = LaunchTemplateSpecification::builder()
+                .launch_template_id(lt)
+                .version(number.to_string())
+                .build();
+            self.asg
+                .update_auto_scaling_group()
+                .auto_scaling_group_name(&self.asg_name)
+                .launch_template(spec)
+                .send()
+                .await
+                .map_err(|e| AwsError::new("UpdateAutoScalingGroup", &self.asg_name, e))?;
+        }
+        Ok(format!("launch template {lt} version {number} (from {default}) is the default"))
+    }
+
+    async fn set_desired(&self, desired: u32, now: i64) -> Result<(), AwsError> {
+        self.asg
+            .set_desired_capacity()
+            .auto_scaling_group_name(&self.asg_name)
+            .desired_capacity(desired as i32)
+            .honor_cooldown(false)
+            .send()
+            .await
+            .map_err(|e| AwsError::new("SetDesiredCapacity", &self.asg_name, e))?;
+        let at = chrono::DateTime::from_timestamp(now, 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        let tag = AsgTag::builder()
+            .resource_id(&self.asg_name)
+            .resource_type("auto-scaling-group")
+            .key(SCALED_AT_TAG)
+            .value(at)
+            .propagate_at_launch(false)
+            .build();
+        self.asg
+            .create_or_update_tags()
+            .tags(tag)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::new("CreateOrUpdateTags", &self.asg_name, e))
+    }
+}
+
+/// The ALB target group: healthy targets, and CloudWatch's `RequestCountPerTarget`.
+pub struct AlbLoad {
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub target_group_arn: String,
+}
+
+impl AlbLoad {
+    /// The metric dimension: the ARN's resource part, `targetgroup/<name>/<id>`.
+    pub fn dimension(&self) -> String {
+        match self.target_group_arn.split_once(":targetgroup/") {
+            Some((_, rest)) => format!("targetgroup/{rest}"),
+            None => self.target_group_arn.clone(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LoadSource for AlbLoad {
+    async fn ready(&self) -> Result<u32, AwsError> {
+        let out = self
+            .elb
+            .describe_target_health()
+            .target_group_arn(&self.target_group_arn)
+            .send()
+            .await
+            .map_err(|e| AwsError::new("DescribeTargetHealth", &self.target_group_arn, e))?;
+        let healthy = out
+            .target_health_descriptions()
+            .iter()
+            .filter(|d| d.target_health().and_then(|h| h.state()) == Some(&TargetHealthStateEnum::Healthy))
+            .count();
+        Ok(healthy as u32)
+    }
+
+    async fn requests_per_target_per_min(&self, now: i64) -> Result<Option<f64>, AwsError> {
+        let dim = Dimension::builder().name("TargetGroup").value(self.dimension()).build();
+        let out = self
+            .cloudwatch
+            .get_metric_statistics()
+            .namespace("AWS/ApplicationELB")
+            .metric_name("RequestCountPerTarget")
+            .dimensions(dim)
+            .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(now - 600))
+            .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(now))
+            .period(60)
+            .statistics(Statistic::Sum)
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::new("GetMetricStatistics", format!("RequestCountPerTarget {}", self.dimension()), e)
+            })?;
+        let latest = out
+            .datapoints()
+            .iter()
+            .filter(|d| d.timestamp().is_some())
+            .max_by_key(|d| d.timestamp().map(|t| t.secs()));
+        Ok(latest.and_then(|d| d.sum()))
+    }
+}
+
+/// In-memory fleet and load, for handler tests.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryFleet {
+    pub state: Arc<Mutex<FleetState>>,
+    pub ready: u32,
+    pub per_target: Option<f64>,
+}
+
+impl Default for FleetState {
+    fn default() -> Self {
+        Self { desired: 2, snapshot_id: None, last_change_at: None }
+    }
+}
+
+#[async_trait::async_trait]
+impl ReplicaFleet for MemoryFleet {
+    async fn state(&self) -> Result<FleetState, AwsError> {
+        Ok(self.state.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    async fn point_at(&self, snapshot_id: &str) -> Result<String, AwsError> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).snapshot_id = Some(snapshot_id.into());
+        Ok(format!("memory fleet now on {snapshot_id}"))
+    }
+
+    async fn set_desired(&self, desired: u32, now: i64) -> Result<(), AwsError> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.desired = desired;
+        s.last_change_at = Some(now);
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl LoadSource for MemoryFleet {
+    async fn ready(&self) -> Result<u32, AwsError> {
+        Ok(self.ready)
+    }
+
+    async fn requests_per_target_per_min(&self, _now: i64) -> Result<Option<f64>, AwsError> {
+        Ok(self.per_target)
+    }
+}

@@ -1,0 +1,281 @@
+//! One run of the scaler.
+
+use ec_functions::{
+    newest_completed, ConfigError, Ec2, Env, Metric, Publisher, SnapshotCatalog, Trigger, Unit,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    fleet::{AlbLoad, AsgFleet, FleetState, LoadSource, ReplicaFleet},
+    scale::{decide, Change, Decision, Observed, ScalePolicy},
+};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cluster: String,
+    pub namespace: String,
+    pub asg_name: String,
+    pub launch_template_id: String,
+    pub target_group_arn: String,
+    pub device_name: String,
+    pub policy: ScalePolicy,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            cluster: env.cluster()?,
+            namespace: env.namespace(),
+            asg_name: env.required("ASG_NAME")?,
+            launch_template_id: env.required("LAUNCH_TEMPLATE_ID")?,
+            target_group_arn: env.required("TARGET_GROUP_ARN")?,
+            device_name: env.optional("DATA_DEVICE_NAME").unwrap_or_else(|| "/dev/sdf".into()),
+            policy: ScalePolicy {
+                min: env.parse_or("MIN_REPLICAS", 1)?,
+                max: env.parse_or("MAX_REPLICAS", 10)?,
+                target_per_replica: env.parse_or("TARGET_REQUESTS_PER_REPLICA_PER_MIN", 6000.0)?,
+                cooldown_secs: env.parse_or("COOLDOWN_SECS", 300)?,
+            },
+        })
+    }
+}
+
+pub struct Deps<'a> {
+    pub snapshots: &'a dyn SnapshotCatalog,
+    pub fleet: &'a dyn ReplicaFleet,
+    pub load: &'a dyn LoadSource,
+    pub metrics: &'a Publisher,
+}
+
+/// The function with its AWS adapters.
+pub struct Lambda {
+    pub config: Config,
+    pub ec2: Ec2,
+    pub fleet: AsgFleet,
+    pub load: AlbLoad,
+    pub metrics: Publisher,
+}
+
+impl Lambda {
+    pub fn new(env: &Env, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        let config = Config::from_env(env)?;
+        let cloudwatch = aws_sdk_cloudwatch::Client::new(sdk);
+        Ok(Self {
+            ec2: Ec2(aws_sdk_ec2::Client::new(sdk)),
+            fleet: AsgFleet {
+                asg: aws_sdk_autoscaling::Client::new(sdk),
+                ec2: aws_sdk_ec2::Client::new(sdk),
+                asg_name: config.asg_name.clone(),
+                launch_template_id: config.launch_template_id.clone(),
+                device_name: config.device_name.clone(),
+            },
+            load: AlbLoad {
+                elb: aws_sdk_elasticloadbalancingv2::Client::new(sdk),
+                cloudwatch: cloudwatch.clone(),
+                target_group_arn: config.target_group_arn.clone(),
+            },
+            metrics: Publisher::cloudwatch(&config.namespace, &config.cluster, cloudwatch),
+            config,
+        })
+    }
+
+    pub async fn handle(&self, event: Value) -> anyhow::Result<Value> {
+        let deps =
+            Deps { snapshots: &self.ec2, fleet: &self.fleet, load: &self.load, metrics: &self.metrics };
+        let trigger = Trigger::from_event(&event);
+        let report = run(&self.config, &deps, &trigger, ec_functions::unix_now()).await?;
+        Ok(serde_json::to_value(report)?)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub trigger: String,
+    /// The snapshot new replicas start from after this run, and what was changed to get there.
+    pub snapshot: Option<String>,
+    pub snapshot_change: Option<String>,
+    pub ready: Option<u32>,
+    pub load_per_min: Option<f64>,
+    pub decision: Decision,
+    pub problems: Vec<String>,
+}
+
+/// One run. Fails (doing nothing) when the fleet cannot be read; otherwise does what it safely can and lists
+/// the rest as problems.
+pub async fn run(cfg: &Config, d: &Deps<'_>, trigger: &Trigger, now: i64) -> anyhow::Result<Report> {
+    tracing::info!(cluster = %cfg.cluster, ?trigger, "scaler run");
+    let mut problems = Vec::new();
+    let mut problem = |p: String| {
+        tracing::error!(problem = %p);
+        problems.push(p);
+    };
+    if let Trigger::SnapshotCreated { snapshot_id, succeeded: false } = trigger {
+        problem(format!("snapshot {snapshot_id} failed (EBS notification)"));
+    }
+    let state = d.fleet.state().await.map_err(|e| anyhow::anyhow!("{e}; nothing done"))?;
+
+    let (snapshot, snapshot_change) = match point_new_replicas(cfg, d, &state).await {
+        Ok(r) => r,
+        Err(e) => {
+            problem(e);
+            (state.snapshot_id.clone(), None)
+        }
+    };
+
+    let ready = d.load.ready().await.map_err(|e| problem(e.to_string())).ok();
+    let per_target =
+        d.load.requests_per_target_per_min(now).await.map_err(|e| problem(e.to_string())).ok().flatten();
+    // RequestCountPerTarget is the group's requests divided by its healthy targets.
+    let load_per_min = match (ready, per_target) {
+        (Some(r), Some(p)) => Some(p * f64::from(r.max(1))),
+        _ => None,
+    };
+    let observed = Observed {
+        desired: state.desired,
+        ready: ready.unwrap_or(0),
+        load_per_min,
+        last_change_at: state.last_change_at,
+        alarm: matches!(trigger, Trigger::AlarmStateChange { state, .. } if state == "ALARM"),
+        now,
+    };
+    let decision = decide(&cfg.policy, &observed);
+    tracing::info!(desired = decision.desired, change = ?decision.change, reason = %decision.reason, "scale decision");
+    if decision.change != Change::None && decision.desired != state.desired {
+        if let Err(e) = d.fleet.set_desired(decision.desired, now).await {
+            problem(e.to_string());
+        }
+    }
+    let mut metrics = vec![Metric::gauge("DesiredReplicas", Unit::Count, f64::from(decision.desired))];
+    if let Some(r) = ready {
+        metrics.push(Metric::gauge("ReadyReplicas", Unit::Count, f64::from(r)));
+    }
+    if let Err(e) = d.metrics.publish(&metrics).await {
+        problem(e.to_string());
+    }
+    Ok(Report {
+        trigger: format!("{trigger:?}"),
+        snapshot,
+        snapshot_change,
+        ready,
+        load_per_min,
+        decision,
+        problems,
+    })
+}
+
+/// Moves new replicas to the newest usable snapshot when it is newer than the one they start from now.
+async fn point_new_replicas(
+    cfg: &Config,
+    d: &Deps<'_>,
+    state: &FleetState,
+) -> Result<(Option<String>, Option<String>), String> {
+    let snaps = d.snapshots.list_snapshots(&cfg.cluster).await.map_err(|e| e.to_string())?;
+    let Some((newest, pos)) = newest_completed(&snaps) else {
+        return Err(format!(
+            "cluster {} has no completed snapshot with a position; launch template unchanged",
+            cfg.cluster
+        ));
+    };
+    if state.snapshot_id.as_deref() == Some(newest.id.as_str()) {
+        return Ok((Some(newest.id.clone()), None));
+    }
+    // Never step back: a current snapshot that is newer (set by hand, say) stays.
+    let current = state.snapshot_id.as_deref().and_then(|id| snaps.iter().find(|s| s.id == id));
+    if let Some(cur) = current.and_then(|c| c.position().map(|p| (c, p))) {
+        if cur.1.kafka_offset >= pos.kafka_offset {
+            return Ok((Some(cur.0.id.clone()), None));
+        }
+    }
+    let change = d.fleet.point_at(&newest.id).await.map_err(|e| e.to_string())?;
+    tracing::info!(snapshot = %newest.id, kafka_offset = pos.kafka_offset, %change, "new replicas start from a newer snapshot");
+    Ok((Some(newest.id.clone()), Some(change)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use ec_functions::{snapshots::record, MemoryMetrics, MemorySnapshots, SnapshotState};
+
+    use super::*;
+    use crate::fleet::MemoryFleet;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn cfg() -> Config {
+        Config::from_env(&Env::from_pairs([
+            ("CLUSTER_ID", "c"),
+            ("ASG_NAME", "g"),
+            ("LAUNCH_TEMPLATE_ID", "lt-1"),
+            ("TARGET_GROUP_ARN", "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/tg/1"),
+            ("MIN_REPLICAS", "1"),
+            ("MAX_REPLICAS", "5"),
+            ("TARGET_REQUESTS_PER_REPLICA_PER_MIN", "100"),
+        ]))
+        .expect("config")
+    }
+
+    async fn go(
+        fleet: &MemoryFleet,
+        snaps: Vec<ec_functions::SnapshotRecord>,
+        trigger: Trigger,
+    ) -> (Report, MemoryMetrics) {
+        let m = MemoryMetrics::default();
+        let publisher = m.publisher("c");
+        let snaps = MemorySnapshots::with(snaps);
+        let deps = Deps { snapshots: &snaps, fleet, load: fleet, metrics: &publisher };
+        (run(&cfg(), &deps, &trigger, NOW).await.expect("run"), m)
+    }
+
+    fn fleet(desired: u32, snapshot: Option<&str>, ready: u32, per_target: Option<f64>) -> MemoryFleet {
+        MemoryFleet {
+            state: Arc::new(Mutex::new(FleetState {
+                desired,
+                snapshot_id: snapshot.map(String::from),
+                last_change_at: None,
+            })),
+            ready,
+            per_target,
+        }
+    }
+
+    #[tokio::test]
+    async fn points_at_the_newest_and_scales_out() {
+        let f = fleet(2, Some("old"), 2, Some(150.0));
+        let snaps = vec![
+            record("old", "c", SnapshotState::Completed, NOW - 7200, 10),
+            record("new", "c", SnapshotState::Completed, NOW - 60, 20),
+            record("pending", "c", SnapshotState::Pending, NOW - 10, 30),
+        ];
+        let created = Trigger::SnapshotCreated { snapshot_id: "new".into(), succeeded: true };
+        let (r, m) = go(&f, snaps, created).await;
+        assert_eq!(r.snapshot.as_deref(), Some("new"));
+        assert!(r.snapshot_change.is_some());
+        let s = f.state.lock().expect("lock").clone();
+        assert_eq!((s.snapshot_id.as_deref(), s.desired, s.last_change_at), (Some("new"), 3, Some(NOW)));
+        assert_eq!(m.value("DesiredReplicas"), Some(3.0));
+        assert_eq!(m.value("ReadyReplicas"), Some(2.0));
+    }
+
+    #[tokio::test]
+    async fn never_steps_back_and_unknown_load_keeps_the_count() {
+        let f = fleet(3, Some("manual"), 3, None);
+        let snaps = vec![
+            record("manual", "c", SnapshotState::Completed, NOW - 7200, 50),
+            record("newer-but-behind", "c", SnapshotState::Completed, NOW - 60, 40),
+        ];
+        let (r, _) = go(&f, snaps, Trigger::Scheduled).await;
+        assert_eq!((r.snapshot.as_deref(), r.snapshot_change.as_deref()), (Some("manual"), None));
+        assert_eq!((r.decision.desired, r.decision.change), (3, Change::None));
+    }
+
+    #[tokio::test]
+    async fn no_snapshot_is_a_problem_not_a_change() {
+        let f = fleet(2, None, 2, Some(10.0));
+        let (r, _) = go(&f, vec![], Trigger::Scheduled).await;
+        assert_eq!(r.snapshot, None);
+        assert!(r.problems.iter().any(|p| p.contains("no completed snapshot")), "{:?}", r.problems);
+        assert_eq!(r.decision.desired, 1, "scales in to what load needs");
+    }
+}
