@@ -42,28 +42,28 @@ async fn retention_guard_on_tansu_and_moto() {
     let cw = aws_sdk_cloudwatch::Client::new(&sdk);
     let scheduled = json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
 
-    // A topic with a 3 s retention and 50 records; the newest snapshot is at offset 20.
-    broker.create_topic("short", &["cleanup.policy=delete", "retention.ms=3000"]).expect("topic");
+    // A topic with a 6 s retention and 50 records; the newest snapshot is at offset 20.
+    broker.create_topic("short", &["cleanup.policy=delete", "retention.ms=6000"]).expect("topic");
     produce(&brokers, "short", 50);
     tagged_snapshot(&ec2, CLUSTER, "short", 20).await;
 
-    // Fresh: the topic's own retention, read over the Kafka protocol; 3 s left is under the allowance.
+    // Fresh: the topic's own retention, read over the Kafka protocol; 6 s left is under the allowance.
     let lambda = ec_retention_guard::Lambda::new(&env(&brokers, "short"), &sdk).expect("config");
     let r = lambda.handle(scheduled.clone()).await.expect("run");
     eprintln!("fresh: {r:#}");
     assert_eq!(r["status"], "warning", "{r:#}");
-    assert_eq!(r["retention"]["ms"], json!({"Value": 3000}));
+    assert_eq!(r["retention"]["ms"], json!({"Value": 6000}));
     assert_eq!(r["partition"]["earliest"], 0);
     assert_eq!(r["partition"]["high"], 50);
     assert!(r["partition"]["oldest_record_ms"].as_i64().is_some());
     let margin = r["margin_secs"].as_i64().expect("margin");
-    assert!((0..=3).contains(&margin), "margin {margin}");
+    assert!((1..=6).contains(&margin), "margin {margin}");
     assert_eq!(ec_functions::testing::metric_max(&cw, "RetentionStatus", CLUSTER).await, Some(1.0));
 
     // Retention deletes the records (tansu applies it at start): the snapshot's next offset is gone, though
     // tansu reports the partition's offsets as 0; and after new records, earliest offset 0 again, while the
     // first record fetched is at 50. The guard must believe neither.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    tokio::time::sleep(Duration::from_millis(6500)).await;
     broker.restart().expect("tansu restarts and applies retention");
     let r = lambda.handle(scheduled.clone()).await.expect("run");
     eprintln!("emptied: {r:#}");
