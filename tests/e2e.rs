@@ -25,6 +25,12 @@ use harness::{
 };
 use serde_json::{json, Value};
 
+/// The head block number served by the JSON-RPC port `port`, if it answers.
+fn rpc_head(port: u16) -> Option<u64> {
+    let v = rpc_call(port, "eth_blockNumber", json!([]));
+    v["result"].as_str().and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+}
+
 /// One e2e test at a time.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -133,8 +139,7 @@ impl Replica {
     }
 
     fn head(&self) -> Option<u64> {
-        let v = rpc_call(self.rpc, "eth_blockNumber", json!([]));
-        v["result"].as_str().and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+        rpc_head(self.rpc)
     }
 
     /// A local snapshot through the real `snapshot` command.
@@ -197,9 +202,21 @@ impl Bed {
         Proc::spawn(cmd, self.path(&format!("{name}.log")))
     }
 
+    /// A new replica named `name`: data in `<root>/<name>`, free ports, log `<name>.log`.
     fn replica(&self, topic: &str, name: &str, opts: ReplicaOpts) -> Replica {
-        let (rpc, health) = (free_port(), free_port());
-        let data = self.path(name);
+        self.replica_on(topic, self.path(name), free_port(), free_port(), &format!("{name}.log"), opts)
+    }
+
+    /// A replica process on a given data directory and ports (a restart reuses its predecessor's).
+    fn replica_on(
+        &self,
+        topic: &str,
+        data: PathBuf,
+        rpc: u16,
+        health: u16,
+        log: &str,
+        opts: ReplicaOpts,
+    ) -> Replica {
         let mut cmd = Command::new(bin());
         cmd.args(["replica", "--brokers", &self.broker.bootstrap_servers(), "--topic", topic])
             .arg("--data-dir")
@@ -217,7 +234,7 @@ impl Bed {
         if let Some(s) = &opts.from_snapshot {
             cmd.arg("--from-snapshot").arg(s);
         }
-        Replica { proc: Proc::spawn(cmd, self.path(&format!("{name}.log"))), rpc, health, data }
+        Replica { proc: Proc::spawn(cmd, self.path(log)), rpc, health, data }
     }
 
     fn balancer(&self, replicas: &[&Replica]) -> (Proc, u16) {
@@ -532,9 +549,7 @@ fn stale_publisher_takes_its_replicas_out_of_the_balancer() {
     wait_ready(&r1, "replica 1 ready again", &[&publisher]);
     wait_ready(&r2, "replica 2 ready again", &[&publisher]);
     wait_until("new blocks through the balancer", Duration::from_secs(30), &[&balancer, &publisher], || {
-        let v = rpc_call(port, "eth_blockNumber", json!([]));
-        v["result"].as_str().and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
-            > Some(before + 1)
+        rpc_head(port) > Some(before + 1)
     });
 }
 
@@ -617,23 +632,7 @@ fn broker_restart_and_replica_kill_under_load() {
     r2.proc.kill9();
     std::thread::sleep(Duration::from_secs(3));
     // Same data directory, same ports: RocksDB recovers from its write-ahead log, the replica resumes.
-    let r2 = Replica {
-        proc: {
-            let mut cmd = Command::new(bin());
-            cmd.args(["replica", "--brokers", &bed.broker.bootstrap_servers(), "--topic", "chaos"])
-                .arg("--data-dir")
-                .arg(&r2.data)
-                .args([
-                    "--rpc-addr",
-                    &format!("127.0.0.1:{}", r2.rpc),
-                    "--health-addr",
-                    &format!("127.0.0.1:{}", r2.health),
-                ])
-                .args(["--max-silence-secs", "15"]);
-            Proc::spawn(cmd, bed.path("replica-2-again.log"))
-        },
-        ..r2
-    };
+    let r2 = bed.replica_on("chaos", r2.data.clone(), r2.rpc, r2.health, "replica-2-again.log", opts);
     wait_ready(&r2, "replica 2 after kill -9", &[&publisher]);
     std::thread::sleep(Duration::from_secs(3));
     let stats = load.finish();

@@ -50,6 +50,12 @@ pub struct LocalSnapshots {
     pub topic: String,
 }
 
+/// `map_err` adapter: an I/O error with what was being done to which path.
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError {
+    let path = path.to_owned();
+    move |source| SnapshotError::Io { what, path, source }
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
@@ -60,10 +66,6 @@ fn valid_name(name: &str) -> bool {
 impl LocalSnapshots {
     /// Checkpoints the store into `dir/<name>` (default: `snap-<sequence>-<unix time>`).
     pub fn take(&self, name: Option<&str>) -> Result<SnapshotInfo, SnapshotError> {
-        let io = |what, path: &Path| {
-            let path = path.to_owned();
-            move |source| SnapshotError::Io { what, path, source }
-        };
         let taken_at =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let name = match name {
@@ -117,10 +119,6 @@ pub fn read_info(path: &Path, topic: &str) -> Result<SnapshotInfo, SnapshotError
 /// Fills an empty (or missing) `data_dir` from `snapshot`. Returns false, touching nothing, when `data_dir`
 /// already holds files: a restarted replica keeps its own, newer database.
 pub fn restore(snapshot: &Path, data_dir: &Path) -> Result<bool, SnapshotError> {
-    let io = |what, path: &Path| {
-        let path = path.to_owned();
-        move |source| SnapshotError::Io { what, path, source }
-    };
     if let Ok(mut entries) = std::fs::read_dir(data_dir) {
         if entries.next().is_some() {
             return Ok(false);
