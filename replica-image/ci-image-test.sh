@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI's image test (scripts/test.sh): build the replica image FROM scratch (Dockerfile.ci: the built binary, the
-# shared libraries it links, CA certificates, uid 10001) and run it against a real Kafka-protocol broker (tansu):
+# shared libraries it links, CA certificates, uid 10001) and run it against a genuine Apache Kafka broker:
 # it must start, pass its own HEALTHCHECK (ready: caught up, publisher records flowing), serve JSON-RPC, and on
 # SIGTERM (`podman stop`) exit 0 well before the kill timeout, leaving a database the `status` command reads.
 #
@@ -13,7 +13,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ec-target}"
 BIN="${EC_IMAGE_BIN:-$CARGO_TARGET_DIR/debug/ether-cattle}"
-TANSU="${TANSU_BIN:-$HOME/.cache/tansu/bin/tansu}"
 IMAGE="localhost/ether-cattle:ci"
 NAME="ec-image-test-$$"
 STOP_TIMEOUT=30
@@ -21,7 +20,6 @@ STOP_TIMEOUT=30
 fail() { echo "image test: FAIL: $*" >&2; exit 1; }
 command -v podman >/dev/null || fail "podman is not installed (scripts/setup.sh installs podman, buildah, runc)"
 command -v runc >/dev/null || fail "runc is not installed"
-[ -x "$TANSU" ] || fail "no tansu broker at $TANSU (scripts/setup.sh builds it)"
 [ "$(id -u)" -eq 0 ] || fail "rootful podman needed (run as root)"
 
 if [ -z "${EC_IMAGE_BIN:-}" ]; then cargo build --locked -p ether-cattle --quiet; fi
@@ -31,13 +29,13 @@ STORE="$HOME/.cache/ec-podman"
 PODMAN=(podman --root "$STORE/storage" --runroot "$STORE/run" --storage-driver vfs --runtime runc
   --cgroup-manager cgroupfs --events-backend file)
 WORK="$(mktemp -d /tmp/ec-image-test.XXXXXX)"
-tansu_pid=""
+broker_pid=""
 synth_pid=""
 cleanup() {
   set +e
   "${PODMAN[@]}" rm -f -t 0 "$NAME" >/dev/null 2>&1
   [ -n "$synth_pid" ] && kill "$synth_pid" 2>/dev/null
-  [ -n "$tansu_pid" ] && kill "$tansu_pid" 2>/dev/null
+  [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null
   wait 2>/dev/null
   rm -rf "$WORK"
 }
@@ -76,15 +74,11 @@ case "$health" in *healthcheck*10001:10001*SIGTERM*) ;; *) fail "image config lo
 
 # ---- 3. a broker and a stand-in publisher -------------------------------------------------------------------
 KPORT=$(free_port)
-mkdir -p "$WORK/broker"
-(cd "$WORK/broker" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$KPORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$KPORT" --storage-engine sqlite://tansu.db) \
-  >"$WORK/broker.log" 2>&1 &
-tansu_pid=$!
-for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$KPORT") 2>/dev/null && break; sleep 0.1; done
+./scripts/kafka-broker.sh "$WORK/broker" "$KPORT" "$(free_port)" >"$WORK/broker.log" 2>&1 &
+broker_pid=$!
+for _ in $(seq 600); do (echo >"/dev/tcp/127.0.0.1/$KPORT") 2>/dev/null && break; sleep 0.1; done
 TOPIC="image-test"
-"$TANSU" topic create --broker "tcp://127.0.0.1:$KPORT" --partitions 1 "$TOPIC" >/dev/null
-"$TANSU" topic create --broker "tcp://127.0.0.1:$KPORT" --partitions 1 "$TOPIC-tx" >/dev/null
+"$BIN" create-topics --brokers "127.0.0.1:$KPORT" --topic "$TOPIC" >/dev/null || fail "topics not created"
 "$BIN" synth-log --brokers "127.0.0.1:$KPORT" --topic "$TOPIC" --records 50 --follow-interval-ms 500 \
   >"$WORK/synth.log" 2>&1 &
 synth_pid=$!

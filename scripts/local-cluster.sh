@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job (README.md): a local cluster on 127.0.0.1 — a Kafka-protocol broker (tansu), anvil started
+# The main job (README.md): a local cluster on 127.0.0.1 — an Apache Kafka broker (KRaft), anvil started
 # from config/genesis-local.json mining a block every second with a small traffic generator (transfers, and
 # calls of a contract that stores a value and emits a log), the publisher following it, two replicas
 # following the topic, and a balancer in front of them that routes only to ready replicas (the ALB's
@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="$(realpath -m "${1:-./local-cluster}")"
 PORT="${EC_LOCAL_KAFKA_PORT:-19092}"
+CONTROLLER_PORT="${EC_LOCAL_KAFKA_CONTROLLER_PORT:-19093}"
 ANVIL_PORT="${EC_LOCAL_ANVIL_PORT:-18545}"
 METRICS_PORT="${EC_LOCAL_METRICS_PORT:-19101}"
 HEALTH_BASE="${EC_LOCAL_HEALTH_BASE:-19080}"   # replica r serves health on HEALTH_BASE + r
@@ -20,10 +21,9 @@ TOPIC="local-cluster"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ec-target}"
 cargo build --locked -p ether-cattle
 BIN="$CARGO_TARGET_DIR/debug/ether-cattle"
-TANSU="$HOME/.cache/tansu/bin/tansu"
 ANVIL="$HOME/.cache/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 
-for p in "$PORT" "$ANVIL_PORT" "$METRICS_PORT" "$((HEALTH_BASE + 1))" "$((HEALTH_BASE + 2))" \
+for p in "$PORT" "$CONTROLLER_PORT" "$ANVIL_PORT" "$METRICS_PORT" "$((HEALTH_BASE + 1))" "$((HEALTH_BASE + 2))" \
   "$RPC_BASE" "$((RPC_BASE + 1))" "$((RPC_BASE + 2))"; do
   if (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "port $p on 127.0.0.1 is taken; stop what listens there or set EC_LOCAL_*_PORT" >&2
@@ -47,18 +47,16 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-(cd "$DATA/broker" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$PORT" --storage-engine sqlite://tansu.db) \
-  >"$DATA/logs/broker.log" 2>&1 &
+./scripts/kafka-broker.sh "$DATA/broker" "$PORT" "$CONTROLLER_PORT" >"$DATA/logs/broker.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+# A JVM start: a few seconds, more on a busy machine.
+for _ in $(seq 600); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 
 # anvil keeps no state across runs, so each run is a new chain: a new topic name per run keeps old records
 # (and old replicas) out of the way.
 RUN="$(date +%s)"
 TOPIC="$TOPIC-$RUN"
-"$TANSU" topic create --broker "tcp://127.0.0.1:$PORT" --partitions 1 "$TOPIC" >/dev/null
-"$TANSU" topic create --broker "tcp://127.0.0.1:$PORT" --partitions 1 "$TOPIC-tx" >/dev/null
+"$BIN" create-topics --brokers "127.0.0.1:$PORT" --topic "$TOPIC" >/dev/null
 rm -rf "$DATA/replica-1" "$DATA/replica-2"
 
 "$ANVIL" --host 127.0.0.1 --port "$ANVIL_PORT" --chain-id 31337 --init config/genesis-local.json \

@@ -2,6 +2,7 @@
 # Installs what building and testing Ether Cattle needs on a fresh Debian machine. Idempotent: each step is
 # skipped when its result is already there, so the test and local-cluster commands can call it every time.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -27,14 +28,33 @@ fi
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
-# tansu, an independent Kafka-protocol broker the tests start (docs/testing.md). Built once into the cache.
-TANSU_ROOT="$HOME/.cache/tansu"
-if ! [ -x "$TANSU_ROOT/bin/tansu" ]; then
-  echo "setup: building tansu 0.6.0 from crates.io (about 8 minutes, once)"
-  CARGO_TARGET_DIR="$TANSU_ROOT/target" cargo install tansu --version 0.6.0 --locked --features libsql \
-    --root "$TANSU_ROOT" --quiet
-  rm -rf "$TANSU_ROOT/target"
+# Apache Kafka 4.x (KRaft), the tests' and the local cluster's broker (docs/testing.md): its jars resolved from
+# Maven Central by scripts/kafka/pom.xml into the cache, run with the machine's JDK by scripts/kafka-broker.sh.
+KAFKA_VERSION="4.1.1"
+KAFKA_LIBS="$HOME/.cache/kafka/$KAFKA_VERSION/libs"
+if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
+  echo "setup: installing a JDK and Maven"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
 fi
+if ! [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]; then
+  echo "setup: resolving Apache Kafka $KAFKA_VERSION from Maven Central (about a minute, once)"
+  rm -rf "$KAFKA_LIBS.partial"
+  mvn -q -B -f scripts/kafka/pom.xml -Dkafka.version="$KAFKA_VERSION" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS.partial"
+  rm -rf "$KAFKA_LIBS" && mv "$KAFKA_LIBS.partial" "$KAFKA_LIBS"
+fi
+
+# geth, the most deployed execution client: the publisher and conformance tests follow it. Built once with
+# the Go toolchain from the Go module proxy into the cache (about 5 minutes on 2 cores).
+GETH_VERSION="v1.17.10"
+GETH_ROOT="$HOME/.cache/geth/$GETH_VERSION"
+if ! [ -x "$GETH_ROOT/bin/geth" ]; then
+  command -v go >/dev/null 2>&1 || { echo "setup: Go is needed to build geth (https://go.dev/dl)" >&2; exit 1; }
+  echo "setup: building geth $GETH_VERSION with go install (about 5 minutes, once)"
+  GOBIN="$GETH_ROOT/bin" go install "github.com/ethereum/go-ethereum/cmd/geth@$GETH_VERSION"
+fi
+mkdir -p "$HOME/.cache/geth/bin"
+ln -sf "$GETH_ROOT/bin/geth" "$HOME/.cache/geth/bin/geth"
 
 # anvil, the Ethereum execution client the publisher tests follow (static binary from the npm registry).
 ANVIL_ROOT="$HOME/.cache/anvil"
@@ -61,10 +81,15 @@ if ! python3 -c 'import cfnlint, pytest, moto.server, flask, boto3' >/dev/null 2
 fi
 cargo lambda --version >/dev/null 2>&1 || { echo "setup: installing cargo-lambda"; pip_install 'cargo-lambda==1.9.2'; }
 
-# cfn-guard (the project's guard rules, infra/guard), built once into the cache (about 3 minutes).
+# cfn-guard (the project's guard rules, infra/guard): the static Linux binary that AWS's own npm package
+# @cdklabs/cdk-validator-cfnguard ships, unpacked into the cache (a download, where building it from crates.io
+# took 3 minutes).
 GUARD_ROOT="$HOME/.cache/cfn-guard"
 if ! [ -x "$GUARD_ROOT/bin/cfn-guard" ]; then
-  echo "setup: building cfn-guard from crates.io (about 3 minutes, once)"
-  CARGO_TARGET_DIR="$GUARD_ROOT/target" cargo install cfn-guard --locked --root "$GUARD_ROOT" --quiet
-  rm -rf "$GUARD_ROOT/target"
+  echo "setup: installing cfn-guard from the npm registry"
+  rm -rf "$GUARD_ROOT/pack" && mkdir -p "$GUARD_ROOT/pack" "$GUARD_ROOT/bin"
+  (cd "$GUARD_ROOT/pack" && npm pack --silent @cdklabs/cdk-validator-cfnguard@0.0.62 >/dev/null \
+    && tar xzf ./*.tgz package/bin/ubuntu/x86_64/cfn-guard)
+  install -m 0755 "$GUARD_ROOT/pack/package/bin/ubuntu/x86_64/cfn-guard" "$GUARD_ROOT/bin/cfn-guard"
+  rm -rf "$GUARD_ROOT/pack"
 fi

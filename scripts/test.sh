@@ -5,7 +5,6 @@ cd "$(dirname "$0")/.."
 
 ./scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ec-target}"
-export TANSU_BIN="${TANSU_BIN:-$HOME/.cache/tansu/bin/tansu}"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

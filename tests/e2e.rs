@@ -1,4 +1,4 @@
-//! The seed's operational procedures, end to end, with real processes: tansu as the broker, anvil as the
+//! The seed's operational procedures, end to end, with real processes: Apache Kafka as the broker, anvil as the
 //! execution client, and the `ether-cattle` binary as publisher, replicas and balancer.
 //!
 //! Each test builds its own cluster on free 127.0.0.1 ports and kills it when it ends. The tests of this file
@@ -17,10 +17,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ec_testkit::TansuBroker;
+use ec_testkit::KafkaBroker;
 use harness::{
     bin,
-    chain::{assert_replica_equals_anvil, free_port, genesis_file, touched, Anvil, DEV},
+    chain::{assert_replica_equals_upstream, free_port, genesis_file, touched, Upstream, DEV},
     http_get, http_post_json, http_post_raw, read_log, rpc_call, Killed,
 };
 use serde_json::{json, Value};
@@ -172,14 +172,14 @@ struct ReplicaOpts {
 /// The broker and the execution client every test starts with.
 struct Bed {
     root: tempfile::TempDir,
-    broker: TansuBroker,
-    anvil: Anvil,
+    broker: KafkaBroker,
+    anvil: Upstream,
 }
 
 impl Bed {
     fn new(anvil_args: &[&str]) -> Bed {
-        let broker = TansuBroker::start().expect("tansu broker (see docs/testing.md)");
-        let anvil = Anvil::start(anvil_args);
+        let broker = KafkaBroker::start().expect("Apache Kafka broker (see docs/testing.md)");
+        let anvil = Upstream::anvil(anvil_args);
         Bed { root: tempfile::tempdir().expect("tempdir"), broker, anvil }
     }
 
@@ -371,7 +371,7 @@ fn assert_no_failures(stats: &LoadStats, what: &str) {
 }
 
 /// Block hashes and chosen state read through RPC port `port` equal anvil's at block `n`.
-fn assert_rpc_equals_anvil_at(port: u16, anvil: &Anvil, n: u64) {
+fn assert_rpc_equals_anvil_at(port: u16, anvil: &Upstream, n: u64) {
     let tag = format!("{n:#x}");
     let ours = rpc_call(port, "eth_getBlockByNumber", json!([tag, false]));
     let theirs = anvil.call("eth_getBlockByNumber", json!([tag, false]));
@@ -452,7 +452,9 @@ fn cluster_initialization_from_a_snapshot() {
 fn snapshot_older_than_retention_is_refused() {
     let _serial = serial();
     let mut bed = Bed::new(&["--block-time", "1"]);
-    bed.topic("ret", &["cleanup.policy=delete", "retention.ms=3000"]);
+    // Segments roll every second (on the next append), so the oldest ones pass the 3 s retention while the
+    // publisher keeps writing, and the broker's retention pass (every second) deletes them.
+    bed.topic("ret", &["cleanup.policy=delete", "retention.ms=3000", "segment.ms=1000"]);
     let publisher = bed.publisher("ret", "publisher");
     let first =
         bed.replica("ret", "replica-1", ReplicaOpts { max_silence_secs: Some(30.0), ..Default::default() });
@@ -460,9 +462,15 @@ fn snapshot_older_than_retention_is_refused() {
     let old = first.snapshot("old");
     let old_offset = old["kafka_offset"].as_i64().expect("offset");
 
-    // tansu applies retention when it starts: past 3 s, the old snapshot's next record is gone.
-    std::thread::sleep(Duration::from_secs(5));
-    bed.broker.restart().expect("tansu restarts");
+    // Past 3 s, retention deletes the old snapshot's next record; the broker is restarted as well, so the
+    // first replica has to follow it through a restart.
+    wait_until(
+        "retention to pass the old snapshot",
+        Duration::from_secs(60),
+        &[&first.proc, &publisher],
+        || harness::watermarks(&bed.broker.bootstrap_servers(), "ret").0 > old_offset + 1,
+    );
+    bed.broker.restart().expect("Kafka restarts");
     let (earliest, _) = harness::watermarks(&bed.broker.bootstrap_servers(), "ret");
     assert!(
         earliest > old_offset + 1,
@@ -620,7 +628,7 @@ fn broker_restart_and_replica_kill_under_load() {
     let load = Load::start(port, 16);
     std::thread::sleep(Duration::from_secs(3));
 
-    bed.broker.restart().expect("tansu restarts");
+    bed.broker.restart().expect("Kafka restarts");
     let head = bed.anvil.head().0;
     wait_until(
         "replicas to follow the restarted broker",
@@ -650,7 +658,7 @@ fn broker_restart_and_replica_kill_under_load() {
     }
     let touched = touched(&read_log(&bed.broker.bootstrap_servers(), "chaos"));
     for r in [&r1, &r2] {
-        let compared = assert_replica_equals_anvil(&bed.anvil, &r.data, head, &touched);
+        let compared = assert_replica_equals_upstream(&bed.anvil, &r.data, head, &touched);
         assert!(compared > 0);
     }
 }

@@ -1,5 +1,5 @@
-//! The publisher against anvil and a real broker: the log it writes must rebuild anvil's chain and state
-//! exactly, through reorgs and kills.
+//! The publisher against anvil and geth and a real broker: the log it writes must rebuild the client's chain
+//! and state exactly, through reorgs (anvil) and kills.
 
 mod harness;
 
@@ -26,16 +26,21 @@ const KEY_5: &str = "8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092e
 
 struct Cluster {
     broker: MockBroker,
-    anvil: Anvil,
+    client: Upstream,
     publisher: Option<Killed>,
     tmp: tempfile::TempDir,
 }
 
 impl Cluster {
+    /// anvil with `anvil_args`, the broker and a publisher.
     fn start(anvil_args: &[&str]) -> Cluster {
+        Cluster::on(Upstream::anvil(anvil_args))
+    }
+
+    /// The broker and a publisher following `client`.
+    fn on(client: Upstream) -> Cluster {
         let broker = MockBroker::start(&["log", "log-tx"]).expect("mock broker");
-        let anvil = Anvil::start(anvil_args);
-        let mut c = Cluster { broker, anvil, publisher: None, tmp: tempdir() };
+        let mut c = Cluster { broker, client, publisher: None, tmp: tempdir() };
         c.start_publisher();
         c
     }
@@ -51,10 +56,10 @@ impl Cluster {
             "--brokers",
             &self.broker.bootstrap_servers(),
         ])
-        .args(["--rpc-url", &self.anvil.http_url(), "--ws-url", &self.anvil.ws_url()])
+        .args(["--rpc-url", &self.client.http_url(), "--ws-url", &self.client.ws_url()])
         .args(["--heartbeat-interval-ms", "500", "--poll-interval-ms", "100", "--reorg-window", "32"])
         .arg("--genesis")
-        .arg(genesis_file())
+        .arg(self.client.genesis())
         .env("RUST_LOG", "info,rdkafka=warn");
         cmd
     }
@@ -109,14 +114,14 @@ impl Cluster {
         loop {
             // anvil answers eth_sendTransaction before it mines: wait until nothing is pending, then compare
             // with its head as of now.
-            let pool = self.anvil.call("txpool_status", json!([]));
+            let pool = self.client.call("txpool_status", json!([]));
             if pool["pending"].as_str().is_some_and(|p| p != "0x0")
                 || pool["pending"].as_u64().is_some_and(|p| p > 0)
             {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
-            let (head, hash) = self.anvil.head();
+            let (head, hash) = self.client.head();
             if published_head(&read_log(&self.brokers(), "log")) == Some((head, hash)) {
                 break;
             }
@@ -167,7 +172,7 @@ fn call_data(slot: u64, value: u64) -> String {
 }
 
 /// The receipt, once the transaction is mined (anvil answers eth_sendTransaction before it mines).
-fn mined(anvil: &Anvil, tx: B256) -> Value {
+fn mined(anvil: &Upstream, tx: B256) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = anvil.receipt(tx);
@@ -179,12 +184,12 @@ fn mined(anvil: &Anvil, tx: B256) -> Value {
     }
 }
 
-fn contract_address(anvil: &Anvil, tx: B256) -> Address {
+fn contract_address(anvil: &Upstream, tx: B256) -> Address {
     let r = mined(anvil, tx);
     serde_json::from_value(r["contractAddress"].clone()).expect("contract address")
 }
 
-fn status(anvil: &Anvil, tx: B256) -> u64 {
+fn status(anvil: &Upstream, tx: B256) -> u64 {
     let r = mined(anvil, tx);
     u64::from_str_radix(r["status"].as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).unwrap_or(9)
 }
@@ -208,10 +213,11 @@ fn sign_authorization(key_hex: &str, chain_id: u64, delegate: Address, nonce: u6
     (serde_json::to_value(&signed).expect("json"), authority)
 }
 
-#[test]
-fn scripted_chain_is_rebuilt_exactly_by_a_replica() {
-    let c = Cluster::start(&[]);
-    let a = &c.anvil;
+/// The scripted chain: every transaction type the client takes, contract creation, storage writes,
+/// overwrites and writes to zero, logs, a revert, a self-destruct, a create-and-destroy in one transaction, an
+/// EIP-7702 delegation, and a block of 500 transactions. Returns the accounts and slots the script touched
+/// (compared whatever the traces said).
+fn run_script(a: &Upstream) -> std::collections::BTreeMap<Address, Vec<u64>> {
     let (d0, d1, d2) = (DEV[0], DEV[1], DEV[2]);
 
     // Plain transfers: legacy, EIP-1559 and EIP-2930.
@@ -239,52 +245,106 @@ fn scripted_chain_is_rebuilt_exactly_by_a_replica() {
     );
     assert_eq!(status(a, cd), 1);
     // EIP-7702: account 5 delegates to the contract; a call to it writes storage in account 5.
-    let (auth, authority) = sign_authorization(KEY_5, 31337, contract, 0);
+    let (auth, authority) = sign_authorization(KEY_5, a.chain_id, contract, 0);
     assert_eq!(authority, addr(DEV[5]), "the dev key must belong to dev account 5");
     let t7702 = a.send(json!({"from": d0, "to": authority, "data": call_data(9, 0x99), "gas": "0x40000",
                               "authorizationList": [auth]}));
     assert_eq!(status(a, t7702), 1, "the 7702 transaction must succeed");
     // A block of 500 transactions.
-    a.call("evm_setAutomine", json!([false]));
-    for i in 0..500u64 {
-        let from = DEV[1 + (i % 4) as usize];
-        a.send(json!({"from": from, "to": format!("0x{:040x}", 0xb000 + i % 50), "value": "0x1", "gas": "0x5208"}));
-    }
-    a.mine();
-    a.call("evm_setAutomine", json!([true]));
-    let (head, _) = a.head();
-    let big: Value = a.call("eth_getBlockByNumber", json!([format!("{head:#x}"), false]));
+    let transfer = |i: u64| {
+        json!({"from": DEV[1 + (i % 4) as usize], "to": format!("0x{:040x}", 0xb000 + i % 50), "value": "0x1",
+               "gas": "0x5208"})
+    };
+    let last = if a.is_geth() {
+        // geth mines on its clock: sign all 500 first, then send them in one JSON-RPC batch between blocks.
+        let mut nonces: Vec<u64> = (1..5)
+            .map(|d| {
+                let n = a.call("eth_getTransactionCount", json!([DEV[d], "pending"]));
+                u64::from_str_radix(n.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).expect("nonce")
+            })
+            .collect();
+        let batch: Vec<Value> = (0..500u64)
+            .map(|i| {
+                let d = (i % 4) as usize;
+                let raw = a.sign(transfer(i), Some(nonces[d]));
+                nonces[d] += 1;
+                json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [raw]})
+            })
+            .collect();
+        let answers = http_post_json(a.port, &Value::Array(batch)).expect("the batch is answered");
+        let hashes: Vec<B256> = answers
+            .as_array()
+            .expect("a batch answer")
+            .iter()
+            .map(|r| serde_json::from_value(r["result"].clone()).unwrap_or_else(|_| panic!("sent: {r}")))
+            .collect();
+        *hashes.last().expect("500 hashes")
+    } else {
+        a.call("evm_setAutomine", json!([false]));
+        let mut last = B256::ZERO;
+        for i in 0..500u64 {
+            last = a.send(transfer(i));
+        }
+        a.mine();
+        a.call("evm_setAutomine", json!([true]));
+        last
+    };
+    let r = mined(a, last);
+    let n = r["blockNumber"].clone();
+    let big: Value = a.call("eth_getBlockByNumber", json!([n, false]));
+    // anvil mines all 500 in one block; geth's clock may cut the batch in two.
+    let want = if a.is_geth() { 250 } else { 500 };
     assert!(
-        big["transactions"].as_array().map_or(0, Vec::len) >= 500,
-        "the last block must hold 500 transactions"
+        big["transactions"].as_array().map_or(0, Vec::len) >= want,
+        "block {n} must hold at least {want} of the 500 transactions"
     );
+    let head = a.head().0;
+    let mut touched = std::collections::BTreeMap::new();
+    touched.insert(contract, vec![1u64, 2, 5, 7, 9]);
+    touched.insert(authority, vec![9]);
+    touched.insert(
+        addr("0x0000F90827F1C53a10cb7A02335B175320002935"),
+        (0..=head).map(|n| n.saturating_sub(1) % 8191).collect(),
+    );
+    for d in DEV {
+        touched.insert(addr(d), Vec::new());
+    }
+    touched
+}
 
+/// Runs the script on `c`'s client, replays the log into a fresh replica and compares it with the client at
+/// every block.
+fn scripted_chain_is_rebuilt_on(c: Cluster) {
+    let extra = run_script(&c.client);
     let (dir, log) = c.replay("replica");
+    // geth keeps mining: compare up to the head the replica holds.
+    let (head, _) = published_head(&log).expect("a published head");
     let mut touched = touched(&log);
-    // Make sure the comparison covers what the script did, whatever the traces said.
-    for (a, slots) in [
-        (contract, vec![1u64, 2, 5, 7, 9]),
-        (authority, vec![9]),
-        (
-            addr("0x0000F90827F1C53a10cb7A02335B175320002935"),
-            (0..=head).map(|n| n.saturating_sub(1)).collect(),
-        ),
-    ] {
+    for (a, slots) in extra {
         touched.entry(a).or_default().extend(slots.into_iter().map(|s| B256::from(U256::from(s))));
     }
-    for d in DEV {
-        touched.entry(addr(d)).or_default();
-    }
-    let compared = assert_replica_equals_anvil(a, &dir, head, &touched);
+    let compared = assert_replica_equals_upstream(&c.client, &dir, head, &touched);
     eprintln!("{compared} values compared over {} blocks", head + 1);
     assert!(compared > 1000);
+}
+
+#[test]
+fn scripted_chain_is_rebuilt_exactly_by_a_replica() {
+    scripted_chain_is_rebuilt_on(Cluster::start(&[]));
+}
+
+/// The same script on geth (`--dev`, archive state): the publisher's prestate-tracer path on the most
+/// deployed client, unchanged.
+#[test]
+fn scripted_chain_on_geth_is_rebuilt_exactly_by_a_replica() {
+    scripted_chain_is_rebuilt_on(Cluster::on(Upstream::geth()));
 }
 
 /// Reorgs made with anvil_reorg and anvil_rollback, of depth 1, 3 and 20.
 #[test]
 fn reorgs_and_rollbacks_are_followed() {
     let c = Cluster::start(&[]);
-    let a = &c.anvil;
+    let a = &c.client;
     let tx = |i: u64| json!([{"from": DEV[0], "to": format!("0x{:040x}", 0xd000 + i), "value": "0x7"}, 0]);
     for i in 0..30 {
         a.send(json!({"from": DEV[1], "to": format!("0x{:040x}", 0xc000 + i % 5), "value": "0x9", "gas": "0x5208"}));
@@ -296,7 +356,7 @@ fn reorgs_and_rollbacks_are_followed() {
         a.call("anvil_reorg", json!([depth, txs]));
         let (dir, log) = c.replay(&format!("after-reorg-{depth}"));
         let (head, _) = a.head();
-        assert_replica_equals_anvil(a, &dir, head, &touched(&log));
+        assert_replica_equals_upstream(a, &dir, head, &touched(&log));
 
         a.call("anvil_rollback", json!([depth]));
         for i in 0..depth + 1 {
@@ -304,7 +364,7 @@ fn reorgs_and_rollbacks_are_followed() {
         }
         let (dir, log) = c.replay(&format!("after-rollback-{depth}"));
         let (head, _) = a.head();
-        assert_replica_equals_anvil(a, &dir, head, &touched(&log));
+        assert_replica_equals_upstream(a, &dir, head, &touched(&log));
     }
     let log = read_log(&c.brokers(), "log");
     let reverts = log.iter().filter(|r| matches!(r.record, ec_log::Record::Revert(_))).count();
@@ -320,7 +380,7 @@ fn killed_publisher_leaves_no_gap_and_no_duplicate() {
     for _kill in 0..10 {
         let until = Instant::now() + Duration::from_millis(rng.random_range(300..1500));
         while Instant::now() < until {
-            c.anvil.send(json!({"from": DEV[(i % 4) as usize], "to": format!("0x{:040x}", 0xf000 + i % 7), "value": "0x1", "gas": "0x5208"}));
+            c.client.send(json!({"from": DEV[(i % 4) as usize], "to": format!("0x{:040x}", 0xf000 + i % 7), "value": "0x1", "gas": "0x5208"}));
             i += 1;
             std::thread::sleep(Duration::from_millis(rng.random_range(5..60)));
         }
@@ -356,16 +416,16 @@ fn killed_publisher_leaves_no_gap_and_no_duplicate() {
         }
     }
     eprintln!("{} records, {duplicates} re-sent duplicates skipped, head {:?}", log.len(), chain.last());
-    let (head, _) = c.anvil.head();
+    let (head, _) = c.client.head();
     assert!(head >= 10, "anvil must have mined during the kills");
-    assert_replica_equals_anvil(&c.anvil, &dir, head, &touched(&log));
+    assert_replica_equals_upstream(&c.client, &dir, head, &touched(&log));
 }
 
 /// A raw transaction written to the tx topic is relayed to the client and mined.
 #[test]
 fn raw_transaction_on_the_tx_topic_is_mined() {
     let c = Cluster::start(&[]);
-    let a = &c.anvil;
+    let a = &c.client;
     let raw: String = serde_json::from_value(a.call(
         "eth_signTransaction",
         json!([{"from": DEV[3], "to": "0x000000000000000000000000000000000000beef", "value": "0x123",
@@ -390,7 +450,7 @@ fn raw_transaction_on_the_tx_topic_is_mined() {
 #[test]
 fn genesis_mismatch_is_refused() {
     let broker = MockBroker::start(&["log"]).expect("mock broker");
-    let anvil = Anvil::start(&[]);
+    let anvil = Upstream::anvil(&[]);
     let tmp = tempdir();
     let mut genesis: Value =
         serde_json::from_str(&std::fs::read_to_string(genesis_file()).expect("genesis")).expect("json");
@@ -424,7 +484,7 @@ fn genesis_mismatch_is_refused() {
 #[test]
 fn reorg_deeper_than_the_window_stops_the_publisher() {
     let broker = MockBroker::start(&["log"]).expect("mock broker");
-    let anvil = Anvil::start(&[]);
+    let anvil = Upstream::anvil(&[]);
     let metrics_port = free_port();
     let tmp = tempdir();
     let log_path = tmp.path().join("publisher.log");
@@ -490,10 +550,10 @@ fn reorg_deeper_than_the_window_stops_the_publisher() {
 fn broker_outage_skips_nothing() {
     let c = Cluster::start(&[]);
     let send = |i: u64| {
-        let tx = c.anvil.send(
+        let tx = c.client.send(
             json!({"from": DEV[1], "to": format!("0x{:040x}", 0xab00 + i), "value": "0x1", "gas": "0x5208"}),
         );
-        mined(&c.anvil, tx);
+        mined(&c.client, tx);
     };
     for i in 0..5 {
         send(i);
@@ -514,9 +574,9 @@ fn broker_outage_skips_nothing() {
         assert_eq!(r.envelope.sequence, next, "gap in the log");
         next += 1;
     }
-    let (head, _) = c.anvil.head();
+    let (head, _) = c.client.head();
     assert!(head >= 15);
-    assert_replica_equals_anvil(&c.anvil, &dir, head, &touched(&log));
+    assert_replica_equals_upstream(&c.client, &dir, head, &touched(&log));
     let said = c.publisher_log();
     assert!(
         said.contains("127.0.0.1") && said.to_lowercase().contains("fail"),
@@ -531,8 +591,8 @@ fn readiness_follows_the_publisher() {
     let mut c = Cluster::start(&[]);
     for i in 0..3u64 {
         let tx =
-            c.anvil.send(json!({"from": DEV[0], "to": format!("0x{:040x}", 0xac00 + i), "value": "0x1"}));
-        mined(&c.anvil, tx);
+            c.client.send(json!({"from": DEV[0], "to": format!("0x{:040x}", 0xac00 + i), "value": "0x1"}));
+        mined(&c.client, tx);
     }
     c.replay("seed");
     let port = free_port();
@@ -572,7 +632,7 @@ fn readiness_follows_the_publisher() {
 #[test]
 fn rpc_state_methods_equal_anvil() {
     let c = Cluster::start(&["--slots-in-an-epoch", "1"]);
-    let a = &c.anvil;
+    let a = &c.client;
     let deploy =
         a.send(json!({"from": DEV[0], "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"}));
     let contract = contract_address(a, deploy);
@@ -694,7 +754,7 @@ fn json_diff(path: &str, a: &Value, b: &Value) -> Option<String> {
 #[test]
 fn rpc_blocks_transactions_and_receipts_equal_anvil() {
     let c = Cluster::start(&[]);
-    let a = &c.anvil;
+    let a = &c.client;
     let mut txs = Vec::new();
     txs.push(a.send(json!({"from": DEV[0], "to": DEV[1], "value": "0x1000", "gasPrice": "0x77359400"})));
     let deploy =
@@ -776,7 +836,7 @@ fn rpc_blocks_transactions_and_receipts_equal_anvil() {
 #[test]
 fn raw_transaction_through_a_replica_is_mined() {
     let c = Cluster::start(&[]);
-    let a = &c.anvil;
+    let a = &c.client;
     c.replay("seed");
     let (_replica, port) = c.rpc_replica(&[]);
     let send = |raw: &str| {
@@ -863,15 +923,15 @@ fn new_heads_subscription_equals_anvil() {
     let (ours_ready, ours_rx) = tokio::sync::oneshot::channel();
     let (theirs_ready, theirs_rx) = tokio::sync::oneshot::channel();
     let ours = rt.spawn(notifications(format!("ws://127.0.0.1:{port}"), json!(["newHeads"]), 3, ours_ready));
-    let theirs = rt.spawn(notifications(c.anvil.ws_url(), json!(["newHeads"]), 3, theirs_ready));
+    let theirs = rt.spawn(notifications(c.client.ws_url(), json!(["newHeads"]), 3, theirs_ready));
     rt.block_on(async {
         ours_rx.await.expect("replica subscribed");
         theirs_rx.await.expect("anvil subscribed");
     });
     for i in 0..3u64 {
         let tx =
-            c.anvil.send(json!({"from": DEV[0], "to": format!("0x{:040x}", 0xae00 + i), "value": "0x1"}));
-        mined(&c.anvil, tx);
+            c.client.send(json!({"from": DEV[0], "to": format!("0x{:040x}", 0xae00 + i), "value": "0x1"}));
+        mined(&c.client, tx);
     }
     let (ours, theirs) = rt.block_on(async {
         let o = tokio::time::timeout(Duration::from_secs(60), ours)
@@ -899,7 +959,7 @@ fn new_heads_subscription_equals_anvil() {
 #[test]
 fn rpc_call_and_estimate_equal_anvil() {
     let c = Cluster::start(&[]);
-    let a = &c.anvil;
+    let a = &c.client;
     let deploy =
         a.send(json!({"from": DEV[0], "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"}));
     let contract = contract_address(a, deploy);
@@ -997,7 +1057,7 @@ fn rpc_call_and_estimate_equal_anvil() {
 #[test]
 fn rpc_fees_equal_anvil() {
     let c = Cluster::start(&[]);
-    let a = &c.anvil;
+    let a = &c.client;
     for i in 0..6u64 {
         let tx = a.send(json!({"from": DEV[(i % 3) as usize], "to": DEV[4], "value": "0x1",
                                "maxPriorityFeePerGas": format!("{:#x}", 1 + i * 7), "maxFeePerGas": "0x77359400"}));
@@ -1079,7 +1139,7 @@ fn rpc_survives_hostile_input() {
 #[test]
 fn differential_corpus_equals_anvil() {
     let c = Cluster::start(&["--slots-in-an-epoch", "1"]);
-    let a = &c.anvil;
+    let a = &c.client;
     let deploy =
         a.send(json!({"from": DEV[0], "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"}));
     let contract = contract_address(a, deploy);
@@ -1254,7 +1314,7 @@ fn differential_corpus_equals_anvil() {
 #[test]
 fn logs_subscription_equals_anvil_and_reports_removed_logs() {
     let c = Cluster::start(&[]);
-    let a = &c.anvil;
+    let a = &c.client;
     let deploy =
         a.send(json!({"from": DEV[0], "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"}));
     let contract = contract_address(a, deploy);

@@ -1,5 +1,5 @@
-//! anvil as the execution client of the tests, and the helpers that script a chain on it and compare a
-//! replica's state with anvil's, block by block.
+//! The execution clients the tests follow (anvil, and geth through `ec_testkit::Geth`), and the helpers that
+//! script a chain on them and compare a replica's state with the client's, block by block.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -9,11 +9,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alloy_primitives::{Address, Bytes, B256, U256};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{hex, Address, Bytes, B256, U256};
 use ec_publisher::rpc::RpcClient;
 use ec_store::Store;
+use ec_testkit::Geth;
 use serde_json::{json, Value};
 
+/// The well-known dev accounts of the "test test ... junk" mnemonic: anvil's unlocked accounts, and the
+/// accounts the tests fund on geth.
 pub const DEV: [&str; 6] = [
     "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
     "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
@@ -21,6 +25,16 @@ pub const DEV: [&str; 6] = [
     "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
     "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65",
     "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc",
+];
+
+/// Their private keys (public test keys: never hold value with them).
+pub const DEV_KEYS: [&str; 6] = [
+    "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    "47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+    "8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
 ];
 
 pub fn anvil_binary() -> PathBuf {
@@ -33,6 +47,7 @@ pub fn anvil_binary() -> PathBuf {
     p
 }
 
+/// The project's local chain (anvil's `--init`).
 pub fn genesis_file() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis-local.json")
 }
@@ -41,16 +56,24 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
-/// anvil on 127.0.0.1 from the project's genesis file; killed on drop.
-pub struct Anvil {
-    child: Child,
+enum Process {
+    Anvil(Child),
+    Geth(Box<Geth>),
+}
+
+/// An execution client on 127.0.0.1, killed on drop: anvil from the project's genesis file, or `geth --dev`.
+pub struct Upstream {
+    process: Process,
     pub port: u16,
+    pub chain_id: u64,
+    genesis: PathBuf,
     pub rt: tokio::runtime::Runtime,
     pub rpc: RpcClient,
 }
 
-impl Anvil {
-    pub fn start(extra: &[&str]) -> Anvil {
+impl Upstream {
+    /// anvil with `extra` flags (automine unless told otherwise).
+    pub fn anvil(extra: &[&str]) -> Upstream {
         let port = free_port();
         let child = Command::new(anvil_binary())
             .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--chain-id", "31337", "--silent"])
@@ -61,16 +84,36 @@ impl Anvil {
             .stderr(Stdio::null())
             .spawn()
             .expect("anvil starts");
+        Upstream::connect(Process::Anvil(child), port, 31337, genesis_file())
+    }
+
+    /// `geth --dev`, a block a second, with the dev accounts funded (transactions signed here).
+    pub fn geth() -> Upstream {
+        let geth = Geth::dev(&DEV, 1).unwrap_or_else(|e| panic!("geth --dev must start: {e}"));
+        let (port, chain_id, genesis) = (geth.http_port(), geth.chain_id(), geth.dev_genesis_path());
+        Upstream::connect(Process::Geth(Box::new(geth)), port, chain_id, genesis)
+    }
+
+    fn connect(process: Process, port: u16, chain_id: u64, genesis: PathBuf) -> Upstream {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let rpc =
             RpcClient::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(300)).expect("client");
-        let anvil = Anvil { child, port, rt, rpc };
+        let up = Upstream { process, port, chain_id, genesis, rt, rpc };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while anvil.rt.block_on(anvil.rpc.block_number()).is_err() {
-            assert!(Instant::now() < deadline, "anvil did not answer in 20s");
+        while up.rt.block_on(up.rpc.block_number()).is_err() {
+            assert!(Instant::now() < deadline, "the execution client did not answer in 20s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        anvil
+        up
+    }
+
+    pub fn is_geth(&self) -> bool {
+        matches!(self.process, Process::Geth(_))
+    }
+
+    /// The genesis file of its chain (for the publisher's `--genesis`).
+    pub fn genesis(&self) -> &Path {
+        &self.genesis
     }
 
     pub fn http_url(&self) -> String {
@@ -78,7 +121,10 @@ impl Anvil {
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.port)
+        match &self.process {
+            Process::Anvil(_) => format!("ws://127.0.0.1:{}", self.port),
+            Process::Geth(g) => g.ws_url(),
+        }
     }
 
     pub fn call(&self, method: &'static str, params: Value) -> Value {
@@ -101,24 +147,82 @@ impl Anvil {
             .map(|b| b.1)
     }
 
-    /// Sends a transaction from an unlocked dev account; returns its hash.
+    /// Sends a transaction from a dev account; returns its hash. anvil signs it (unlocked accounts); for
+    /// geth it is completed (nonce, gas, fees) and signed here with the account's key.
     pub fn send(&self, tx: Value) -> B256 {
-        serde_json::from_value(self.call("eth_sendTransaction", json!([tx]))).expect("tx hash")
+        if !self.is_geth() {
+            return serde_json::from_value(self.call("eth_sendTransaction", json!([tx]))).expect("tx hash");
+        }
+        let raw = self.sign(tx, None);
+        serde_json::from_value(self.call("eth_sendRawTransaction", json!([raw]))).expect("tx hash")
+    }
+
+    /// Signs `tx` (JSON in `eth_sendTransaction`'s shape) with its sender's dev key: the raw transaction.
+    /// `nonce` overrides the sender's pending nonce (for several transactions sent at once).
+    pub fn sign(&self, mut tx: Value, nonce: Option<u64>) -> String {
+        use alloy_consensus::SignableTransaction;
+        use k256::ecdsa::SigningKey;
+        let from: Address = serde_json::from_value(tx["from"].clone()).expect("a from address");
+        let key = DEV
+            .iter()
+            .position(|d| d.parse::<Address>().ok() == Some(from))
+            .map(|i| DEV_KEYS[i])
+            .unwrap_or_else(|| panic!("{from} is not a dev account"));
+        let nonce = match nonce {
+            Some(n) => n,
+            None => {
+                let n = self.call("eth_getTransactionCount", json!([from, "pending"]));
+                u64::from_str_radix(n.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).expect("nonce")
+            }
+        };
+        tx["nonce"] = json!(format!("{nonce:#x}"));
+        tx["chainId"] = json!(format!("{:#x}", self.chain_id));
+        if tx.get("gasPrice").is_none() && tx.get("maxFeePerGas").is_none() {
+            tx["maxFeePerGas"] = json!("0x174876e800"); // 100 gwei
+            tx["maxPriorityFeePerGas"] = json!("0x3b9aca00"); // 1 gwei
+        } else if tx.get("maxFeePerGas").is_some() && tx.get("maxPriorityFeePerGas").is_none() {
+            tx["maxPriorityFeePerGas"] = json!("0x1");
+        }
+        if tx.get("gas").is_none() {
+            let mut estimate = tx.clone();
+            estimate.as_object_mut().map(|o| o.remove("nonce"));
+            tx["gas"] = self.call("eth_estimateGas", json!([estimate]));
+        }
+        let mut request: alloy_rpc_types_eth::TransactionRequest =
+            serde_json::from_value(tx.clone()).unwrap_or_else(|e| panic!("transaction {tx}: {e}"));
+        // No `to`: a contract creation.
+        request.to.get_or_insert(alloy_primitives::TxKind::Create);
+        let unsigned = request.build_typed_tx().unwrap_or_else(|r| panic!("incomplete transaction {r:?}"));
+        let signer = SigningKey::from_slice(&hex::decode(key).expect("hex")).expect("key");
+        let (sig, recid) =
+            signer.sign_prehash_recoverable(unsigned.signature_hash().as_slice()).expect("signs");
+        let bytes = sig.to_bytes();
+        let signature = alloy_primitives::Signature::new(
+            U256::from_be_slice(&bytes[..32]),
+            U256::from_be_slice(&bytes[32..]),
+            recid.is_y_odd(),
+        );
+        let envelope = alloy_consensus::TxEnvelope::from(unsigned.into_signed(signature));
+        format!("0x{}", hex::encode(envelope.encoded_2718()))
     }
 
     pub fn receipt(&self, hash: B256) -> Value {
         self.call("eth_getTransactionReceipt", json!([hash]))
     }
 
+    /// Mines a block now (anvil only: geth --dev mines on its own clock).
     pub fn mine(&self) {
+        assert!(!self.is_geth(), "geth --dev mines on its own clock");
         self.call("evm_mine", json!([]));
     }
 }
 
-impl Drop for Anvil {
+impl Drop for Upstream {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Process::Anvil(child) = &mut self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -138,11 +242,11 @@ pub fn touched(records: &[ec_log::Assembled]) -> BTreeMap<Address, BTreeSet<B256
     out
 }
 
-/// Asserts that the replica database at `dir` holds anvil's canonical chain for every block up to `head`,
-/// and for every block the same balance, nonce, code and storage of every touched account and slot.
+/// Asserts that the replica database at `dir` holds the client's canonical chain for every block up to
+/// `head`, and for every block the same balance, nonce, code and storage of every touched account and slot.
 /// Returns how many values were compared.
-pub fn assert_replica_equals_anvil(
-    anvil: &Anvil,
+pub fn assert_replica_equals_upstream(
+    anvil: &Upstream,
     dir: &Path,
     head: u64,
     touched: &BTreeMap<Address, BTreeSet<B256>>,

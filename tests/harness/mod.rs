@@ -145,6 +145,18 @@ pub fn spawn_quiet(mut cmd: Command) -> Killed {
     Killed(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawns"))
 }
 
+/// Spawns `cmd` with its output appended to `log` (which failure messages can quote).
+pub fn spawn_logged(mut cmd: Command, log: &Path) -> Killed {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    let child = cmd
+        .stdout(Stdio::from(file.try_clone().expect("log file")))
+        .stderr(Stdio::from(file))
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .spawn()
+        .expect("spawns");
+    Killed(child)
+}
+
 /// Polls `cond` until it holds or `timeout` passes.
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();

@@ -7,6 +7,7 @@ mod kafka_args;
 mod publisher_cmd;
 mod snapshot_cmd;
 mod synth;
+mod topics_cmd;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -49,6 +50,8 @@ enum Command {
     Availability(availability::AvailabilityArgs),
     /// GET a health URL; exit 0 on 2xx (the container image's HEALTHCHECK: no curl in the image).
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Create a cluster's log and tx topics (one partition each) through the Kafka admin API; idempotent.
+    CreateTopics(topics_cmd::CreateTopicsArgs),
 }
 
 #[derive(clap::Args)]
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
         Command::Snapshot(args) => report(runtime.block_on(snapshot_cmd::run(args))),
         Command::Availability(args) => report(availability::run(args)),
         Command::Healthcheck(args) => report(healthcheck::run(args)),
+        Command::CreateTopics(args) => report(runtime.block_on(topics_cmd::run(args))),
     }
 }
 

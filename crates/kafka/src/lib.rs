@@ -2,9 +2,11 @@
 //!
 //! - [`KafkaConfig`]: brokers, TLS and SASL, so the same binary talks to a local broker or to MSK.
 //! - [`LogProducer`]: idempotent, `acks=all`; writes a record's frames in order and waits for every ack.
+//! - [`admin`]: topic creation and DeleteRecords through the admin API.
 //! - [`PartitionConsumer`]: assigns the cluster's single partition directly, at an explicit offset. There is
 //!   no consumer group: a replica's position lives in its own database, atomically with the data.
 
+pub mod admin;
 mod config;
 mod consumer;
 mod error;

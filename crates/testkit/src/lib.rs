@@ -1,15 +1,18 @@
-//! The test bed: a deterministic synthetic log, real Kafka-protocol brokers on 127.0.0.1, and a moto server
-//! (AWS API emulator) for the Lambda functions.
+//! The test bed: a deterministic synthetic log, real Kafka brokers on 127.0.0.1 (genuine Apache Kafka, and
+//! librdkafka's mock cluster for fault injection), geth as an Ethereum upstream, and a moto server (AWS API
+//! emulator) for the Lambda functions.
 //!
 //! Shared by the integration tests, the benchmark and the local demo, so all three exercise the same
 //! records.
 
 pub mod broker;
 pub mod gen;
+pub mod geth;
+pub mod kafka;
 pub mod moto;
-pub mod tansu;
 
 pub use broker::MockBroker;
 pub use gen::{GenOptions, LogGenerator};
+pub use geth::{Geth, GethError};
+pub use kafka::{KafkaBroker, KafkaBrokerError};
 pub use moto::{MotoError, MotoServer};
-pub use tansu::{TansuBroker, TansuError};
