@@ -451,7 +451,7 @@ fn cluster_initialization_from_a_snapshot() {
 #[test]
 fn snapshot_older_than_retention_is_refused() {
     let _serial = serial();
-    let mut bed = Bed::new(&["--block-time", "1"]);
+    let bed = Bed::new(&["--block-time", "1"]);
     // Segments roll every second (on the next append), so the oldest ones pass the 3 s retention while the
     // publisher keeps writing, and the broker's retention pass (every second) deletes them.
     bed.topic("ret", &["cleanup.policy=delete", "retention.ms=3000", "segment.ms=1000"]);
@@ -462,15 +462,16 @@ fn snapshot_older_than_retention_is_refused() {
     let old = first.snapshot("old");
     let old_offset = old["kafka_offset"].as_i64().expect("offset");
 
-    // Past 3 s, retention deletes the old snapshot's next record; the broker is restarted as well, so the
-    // first replica has to follow it through a restart.
+    // Past 3 s, the broker's retention pass deletes the old snapshot's next record while the first replica
+    // keeps following. (No broker restart here: a genuine broker takes longer to restart than this topic
+    // keeps records, so the running replica would fall out of retention too, and rightly refuse;
+    // `broker_restart_and_replica_kill_under_load` covers restarts.)
     wait_until(
         "retention to pass the old snapshot",
         Duration::from_secs(60),
         &[&first.proc, &publisher],
         || harness::watermarks(&bed.broker.bootstrap_servers(), "ret").0 > old_offset + 1,
     );
-    bed.broker.restart().expect("Kafka restarts");
     let (earliest, _) = harness::watermarks(&bed.broker.bootstrap_servers(), "ret");
     assert!(
         earliest > old_offset + 1,
@@ -495,10 +496,10 @@ fn snapshot_older_than_retention_is_refused() {
     assert_eq!(out.status.code(), Some(2), "a snapshot older than retention must be refused: {stderr}");
     assert!(stderr.contains("retention") && stderr.contains(&format!("offset {old_offset}")), "{stderr}");
 
-    // The first replica followed the broker through its restart; a snapshot of it now is resumable.
+    // The first replica kept following; a snapshot of it now is resumable.
     let head = bed.anvil.head().0;
     wait_until(
-        "the first replica to follow the restarted broker",
+        "the first replica to keep following",
         Duration::from_secs(60),
         &[&first.proc, &publisher],
         || first.head() >= Some(head),
@@ -610,8 +611,12 @@ fn cluster_refresh_with_no_failed_request() {
     assert_rpc_equals_anvil_at(port, &bed.anvil, head);
 }
 
-/// A broker restart mid-stream and a kill -9 of a replica under load: no request through the balancer
-/// fails while a replica is ready, and afterwards both replicas hold anvil's state.
+/// A broker crash (kill -9) and restart mid-stream, and a kill -9 of a replica, under load: no request
+/// through the balancer fails while a replica is ready, and afterwards both replicas hold anvil's state.
+///
+/// The replicas keep serving (slightly stale) data while the broker is away, as long as the outage is
+/// shorter than their silence limit: a genuine Kafka broker takes 5-20 s here to start and recover its log
+/// after a crash, so the limit is 60 s.
 #[test]
 fn broker_restart_and_replica_kill_under_load() {
     let _serial = serial();
@@ -619,7 +624,7 @@ fn broker_restart_and_replica_kill_under_load() {
     bed.topic("chaos", &[]);
     let (stop_traffic, traffic) = bed.traffic(Duration::from_millis(250));
     let publisher = bed.publisher("chaos", "publisher");
-    let opts = ReplicaOpts { max_silence_secs: Some(15.0), ..Default::default() };
+    let opts = ReplicaOpts { max_silence_secs: Some(60.0), ..Default::default() };
     let r1 = bed.replica("chaos", "replica-1", opts.clone());
     let mut r2 = bed.replica("chaos", "replica-2", opts.clone());
     wait_ready(&r1, "replica 1", &[&publisher]);
@@ -628,7 +633,9 @@ fn broker_restart_and_replica_kill_under_load() {
     let load = Load::start(port, 16);
     std::thread::sleep(Duration::from_secs(3));
 
+    let outage = Instant::now();
     bed.broker.restart().expect("Kafka restarts");
+    eprintln!("broker crashed and listening again after {:.1}s", outage.elapsed().as_secs_f64());
     let head = bed.anvil.head().0;
     wait_until(
         "replicas to follow the restarted broker",

@@ -62,11 +62,20 @@ pub fn produce_frames_with(
     })
 }
 
+/// The partition's (earliest, high) offsets. Retried for up to 60 s: a broker that has just restarted
+/// answers "not leader for partition" until its partitions are back online.
 pub fn watermarks(brokers: &str, topic: &str) -> (i64, i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
     // The stream consumer needs a tokio reactor to exist, even for this blocking call.
     runtime().block_on(async {
         let c = PartitionConsumer::new(&KafkaConfig::plaintext(brokers), topic).expect("consumer");
-        c.watermarks(Duration::from_secs(10)).expect("watermarks")
+        loop {
+            match c.watermarks(Duration::from_secs(10)) {
+                Ok(w) => return w,
+                Err(e) if Instant::now() > deadline => panic!("watermarks of {topic}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
     })
 }
 

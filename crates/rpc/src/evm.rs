@@ -236,6 +236,10 @@ fn execute(
     cfg.disable_block_gas_limit = true;
     cfg.tx_gas_limit_cap = Some(u64::MAX);
     let price = req.max_fee_per_gas.or(req.gas_price).unwrap_or_default();
+    if price.is_zero() {
+        // As geth: a call that pays nothing runs with BASEFEE 0 (no fee can be below it then).
+        block_env.basefee = 0;
+    }
     let tx = TxEnv::builder()
         .caller(req.from.unwrap_or_default())
         .kind(req.to.map_or(TxKind::Create, TxKind::Call))

@@ -12,6 +12,7 @@ pub mod evm;
 pub mod fees;
 pub mod logs;
 pub mod metrics;
+pub mod raw;
 pub mod send_tx;
 pub mod subscriptions;
 
@@ -65,6 +66,26 @@ impl Default for Limits {
 
 type RpcResult<T> = Result<T, ErrorObjectOwned>;
 
+/// Most storage keys one `eth_getStorageValues` request may ask for.
+const MAX_STORAGE_VALUES: usize = 1024;
+
+/// A storage key: hex of at most 32 bytes (shorter is left-padded), as geth takes it.
+fn storage_key(v: Option<&Value>) -> RpcResult<B256> {
+    let Some(Value::String(s)) = v else { return Err(invalid_params("missing storage key")) };
+    let digits =
+        s.strip_prefix("0x").ok_or_else(|| invalid_params(format!("storage key without 0x: {s:?}")))?;
+    if digits.len() > 64 {
+        return Err(ErrorObject::owned(
+            -32602,
+            format!("storage key too long (want at most 32 bytes): {s:?}"),
+            None::<()>,
+        ));
+    }
+    let value = U256::from_str_radix(if digits.is_empty() { "0" } else { digits }, 16)
+        .map_err(|e| invalid_params(format!("storage key {s:?}: {e}")))?;
+    Ok(B256::from(value))
+}
+
 /// -32602, with a message and no `data` field (as the execution APIs specify).
 pub(crate) fn invalid_params(msg: impl std::fmt::Display) -> ErrorObjectOwned {
     ErrorObject::owned(-32602, format!("invalid params: {msg}"), None::<()>)
@@ -78,6 +99,16 @@ pub(crate) fn server_error(msg: impl std::fmt::Display) -> ErrorObjectOwned {
 pub(crate) fn positional(params: &Params) -> RpcResult<Vec<Value>> {
     let v: Option<Vec<Value>> = params.parse().map_err(|e| invalid_params(e.message()))?;
     Ok(v.unwrap_or_default())
+}
+
+/// A 32-byte hash parameter, `0x`-prefixed as the execution APIs require (geth refuses it without).
+pub(crate) fn hash_arg(args: &[Value], i: usize, name: &str) -> RpcResult<B256> {
+    match args.get(i) {
+        Some(Value::String(s)) if !s.starts_with("0x") => {
+            Err(invalid_params(format!("{name}: hex string without 0x prefix")))
+        }
+        _ => arg(args, i, name),
+    }
 }
 
 pub(crate) fn arg<T: serde::de::DeserializeOwned>(args: &[Value], i: usize, name: &str) -> RpcResult<T> {
@@ -201,8 +232,52 @@ pub fn module(
     .expect(reg);
     m.register_method("eth_getStorageAt", |p, c, _| -> RpcResult<B256> {
         let (a, n, args) = c.account_args(&p, 2)?;
-        let slot: U256 = arg(&args, 1, "slot")?;
-        c.store.storage_at(&a, &B256::from(slot), n).map_err(server_error)
+        let slot = storage_key(args.get(1))?;
+        c.store.storage_at(&a, &slot, n).map_err(server_error)
+    })
+    .expect(reg);
+    m.register_method("eth_getStorageValues", |p, c, _| -> RpcResult<serde_json::Map<String, Value>> {
+        let args = positional(&p)?;
+        let Some(Value::Object(request)) = args.first() else {
+            return Err(invalid_params("expected a map of address to storage keys"));
+        };
+        if request.is_empty() {
+            return Err(invalid_params("empty request"));
+        }
+        let keys: usize = request.values().map(|v| v.as_array().map_or(0, Vec::len)).sum();
+        if keys > MAX_STORAGE_VALUES {
+            return Err(invalid_params(format!(
+                "too many storage keys: {keys}, at most {MAX_STORAGE_VALUES}"
+            )));
+        }
+        let n = c.resolve(block_id::parse(args.get(1)).map_err(invalid_params)?)?;
+        let mut out = serde_json::Map::new();
+        for (address, slots) in request {
+            let a: Address = serde_json::from_value(Value::String(address.clone()))
+                .map_err(|e| invalid_params(format!("address {address}: {e}")))?;
+            let slots =
+                slots.as_array().ok_or_else(|| invalid_params(format!("{address}: expected a list")))?;
+            let mut values = Vec::with_capacity(slots.len());
+            for s in slots {
+                let v = c.store.storage_at(&a, &storage_key(Some(s))?, n).map_err(server_error)?;
+                values.push(Value::String(v.to_string()));
+            }
+            out.insert(address.clone(), Value::Array(values));
+        }
+        Ok(out)
+    })
+    .expect(reg);
+    m.register_method("debug_getRawHeader", |p, c, _| -> RpcResult<Option<Bytes>> {
+        Ok(c.block_arg(&p)?.0.map(|b| raw::header(&b)))
+    })
+    .expect(reg);
+    m.register_method("debug_getRawBlock", |p, c, _| -> RpcResult<Option<Bytes>> {
+        c.block_arg(&p)?.0.map(|b| raw::block(&b).map_err(server_error)).transpose()
+    })
+    .expect(reg);
+    m.register_method("debug_getRawTransaction", |p, c, _| -> RpcResult<Option<Bytes>> {
+        let hash = hash_arg(&positional(&p)?, 0, "transaction hash")?;
+        Ok(c.tx_block(&hash)?.and_then(|(b, i)| raw::transaction(&b, i)))
     })
     .expect(reg);
     for name in ["eth_getBlockByNumber", "eth_getBlockByHash"] {
@@ -236,13 +311,13 @@ pub fn module(
         .expect(reg);
     }
     m.register_method("eth_getTransactionByHash", |p, c, _| -> RpcResult<Value> {
-        let hash: B256 = arg(&positional(&p)?, 0, "transaction hash")?;
+        let hash = hash_arg(&positional(&p)?, 0, "transaction hash")?;
         let Some((b, i)) = c.tx_block(&hash)? else { return Ok(Value::Null) };
         Ok(convert::transaction(&b, i).map_err(server_error)?.unwrap_or(Value::Null))
     })
     .expect(reg);
     m.register_method("eth_getTransactionReceipt", |p, c, _| -> RpcResult<Value> {
-        let hash: B256 = arg(&positional(&p)?, 0, "transaction hash")?;
+        let hash = hash_arg(&positional(&p)?, 0, "transaction hash")?;
         let Some((b, i)) = c.tx_block(&hash)? else { return Ok(Value::Null) };
         Ok(convert::receipts(&b).map_err(server_error)?.into_iter().nth(i).unwrap_or(Value::Null))
     })
@@ -263,6 +338,12 @@ pub fn module(
     .expect(reg);
     m.register_method("eth_gasPrice", move |_, c, _| -> RpcResult<U256> {
         Ok(U256::from(fees::next_base_fee(&latest_header(c)?) + fees::SUGGESTED_TIP))
+    })
+    .expect(reg);
+    m.register_method("eth_baseFee", move |_, c, _| -> RpcResult<Option<U256>> {
+        // The next block's base fee (none before London).
+        let h = latest_header(c)?;
+        Ok(h.base_fee_per_gas.map(|_| U256::from(fees::next_base_fee(&h))))
     })
     .expect(reg);
     m.register_method("eth_blobBaseFee", move |_, c, _| -> RpcResult<U256> {
@@ -329,7 +410,10 @@ pub fn module(
             evm::CallOutcome::Success { gas_used, .. } => {
                 Ok(serde_json::json!({"accessList": list, "gasUsed": U64::from(gas_used)}))
             }
-            evm::CallOutcome::Revert { output, .. } => Err(reverted(output)),
+            // As geth: the slots the call touched before it reverted, and the failure in `error`.
+            evm::CallOutcome::Revert { gas_used, .. } => Ok(serde_json::json!({
+                "accessList": list, "error": "execution reverted", "gasUsed": U64::from(gas_used)
+            })),
             evm::CallOutcome::Halt { reason, .. } => Err(server_error(format!("execution halted: {reason}"))),
         }
     })

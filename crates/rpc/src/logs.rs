@@ -98,7 +98,16 @@ pub fn get_logs(c: &Ctx, f: &Filter) -> Result<Vec<Log>, ErrorObjectOwned> {
             let b = b.ok_or_else(|| server_error(format!("block {h} not found")))?;
             (b.number, b.number)
         }
-        Range::Blocks { from, to } => (c.resolve(from)?, c.resolve(to)?),
+        Range::Blocks { from, to } => {
+            // A range reaching past the head is the caller's mistake (-32602), as geth answers it.
+            let head = c.resolve(BlockSpec::Latest)?;
+            for spec in [from, to] {
+                if matches!(spec, BlockSpec::Number(n) if n > head) {
+                    return Err(crate::invalid_params("block range extends beyond current head block"));
+                }
+            }
+            (c.resolve(from)?, c.resolve(to)?)
+        }
     };
     if from > to {
         return Err(crate::invalid_params(format!("fromBlock {from} is after toBlock {to}")));
