@@ -30,4 +30,6 @@ cfn-lint infra/shared.yaml infra/cluster.yaml
 python3 -m pytest -q infra/tests
 
 # The replica image: built FROM scratch with podman, run against a broker, healthy, stops cleanly on SIGTERM.
-./replica-image/ci-image-test.sh
+# It takes the binary the tests above ran (a `cargo build -p ether-cattle` of its own would resolve features
+# for that package alone and recompile part of the dependency tree).
+EC_IMAGE_BIN="$CARGO_TARGET_DIR/debug/ether-cattle" ./replica-image/ci-image-test.sh

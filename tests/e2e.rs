@@ -21,7 +21,7 @@ use ec_testkit::KafkaBroker;
 use harness::{
     bin,
     chain::{assert_replica_equals_upstream, free_port, genesis_file, touched, Upstream, DEV},
-    http_get, http_post_json, http_post_raw, read_log, rpc_call, Killed,
+    http_get, http_post_json, http_post_raw, read_log, rpc_call, spawn_logged, Killed,
 };
 use serde_json::{json, Value};
 
@@ -44,15 +44,8 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
-        let child = cmd
-            .stdout(Stdio::from(file.try_clone().expect("log file")))
-            .stderr(Stdio::from(file))
-            .env("RUST_LOG", "info,rdkafka=warn")
-            .spawn()
-            .expect("spawns");
-        Proc { child: Killed(child), log }
+    fn spawn(cmd: Command, log: PathBuf) -> Proc {
+        Proc { child: spawn_logged(cmd, &log), log }
     }
 
     fn sigterm(&self) {

@@ -338,4 +338,9 @@ fn kafka_retention_refuses_an_old_snapshot_and_resumes_a_newer_one() {
     run_replica_ok(&new, &brokers, "ret");
     assert_eq!(position(&new).map(|p| p.sequence), Some(129));
     assert_eq!(checksum(&new), apply_direct(&path(&tmp, "direct"), &records, chunky()));
+
+    // DeleteRecords, an operator's way to trim a topic, moves the earliest offset at once.
+    let (_, high) = watermarks(&brokers, "ret");
+    assert_eq!(broker.delete_records_before("ret", high - 10).expect("DeleteRecords"), high - 10);
+    assert_eq!(watermarks(&brokers, "ret"), (high - 10, high));
 }
