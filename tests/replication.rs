@@ -301,7 +301,7 @@ fn replica_on_apache_kafka_equals_a_clean_replay() {
 #[test]
 fn kafka_retention_refuses_an_old_snapshot_and_resumes_a_newer_one() {
     let broker = KafkaBroker::start().expect("Apache Kafka broker (see docs/testing.md)");
-    broker.create_topic("ret", &["cleanup.policy=delete", "retention.ms=2000"]).expect("topic");
+    broker.create_topic("ret", &["cleanup.policy=delete", "retention.ms=8000"]).expect("topic");
     let brokers = broker.bootstrap_servers();
     let records = LogGenerator::records(GenOptions { big_block_chance: 0.0, ..gen_opts(23) }, 130);
     let tmp = tempdir();
