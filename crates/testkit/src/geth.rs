@@ -16,7 +16,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -56,10 +56,6 @@ pub fn geth_binary() -> Result<PathBuf, GethError> {
     }
     let cached = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/geth/bin/geth"));
     cached.filter(|p| p.is_file()).ok_or(GethError::NotFound)
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A geth process on 127.0.0.1.
@@ -127,9 +123,9 @@ impl Geth {
             bin: geth_binary()?,
             dir: tempfile::tempdir()?,
             child: None,
-            http_port: free_port()?,
-            ws_port: free_port()?,
-            auth_port: free_port()?,
+            http_port: crate::free_port()?,
+            ws_port: crate::free_port()?,
+            auth_port: crate::free_port()?,
             jwt,
             chain_id: 0,
         })

@@ -7,7 +7,7 @@
 //! A missing JDK or jar is an error naming what to run, never a skipped test.
 
 use std::{
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -32,10 +32,6 @@ pub fn broker_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka-broker.sh")
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// A single-node Apache Kafka cluster on 127.0.0.1.
 pub struct KafkaBroker {
     dir: tempfile::TempDir,
@@ -55,8 +51,8 @@ impl KafkaBroker {
     pub fn start_with(props: &[&str]) -> Result<Self, KafkaBrokerError> {
         let mut broker = KafkaBroker {
             dir: tempfile::tempdir()?,
-            port: free_port()?,
-            controller_port: free_port()?,
+            port: crate::free_port()?,
+            controller_port: crate::free_port()?,
             props: props.iter().map(|p| p.to_string()).collect(),
             child: None,
         };

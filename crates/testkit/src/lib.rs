@@ -16,3 +16,8 @@ pub use gen::{GenOptions, LogGenerator};
 pub use geth::{Geth, GethError};
 pub use kafka::{KafkaBroker, KafkaBrokerError};
 pub use moto::{MotoError, MotoServer};
+
+/// A port on 127.0.0.1 that the OS reports free; the server started next binds it.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
