@@ -1,12 +1,19 @@
 //! AWS client construction and error wrapping.
 
 use aws_config::BehaviorVersion;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
 /// The shared SDK configuration: region and credentials from the Lambda environment. `AWS_ENDPOINT_URL`
 /// (and the per-service `AWS_ENDPOINT_URL_<SERVICE>`) is honoured by the loader, which is how the tests point
 /// every client at a moto server.
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest()).http_client(https_client()).load().await
+}
+
+/// The HTTPS client every AWS call goes through: hyper on rustls with the ring crypto provider (the SDK's
+/// default would be aws-lc, a C build the project does not otherwise need; see the workspace Cargo.toml).
+fn https_client() -> aws_sdk_ec2::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
 /// An AWS call that failed, naming the API call and the resource it was about, with the SDK's full error
@@ -38,6 +45,7 @@ impl AwsError {
 pub async fn emulator_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     let creds = aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "emulator");
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(creds)
