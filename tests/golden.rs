@@ -1,4 +1,4 @@
-//! Golden vectors for log format v1 (`docs/log-format.md`).
+//! Golden vectors for log format v2 (`docs/log-format.md`).
 //!
 //! The files in `tests/golden/` are the bytes this format puts on the wire. If the encoding drifts (a field
 //! reordered, a type changed, a header byte moved) these tests fail; a deliberate change must bump the format
@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use alloy_primitives::{address, b256, bytes, keccak256, Bytes, B256, U256};
 use ec_log::{
-    encode_record, AccountChange, AccountState, Assembler, Block, BlockRef, EncodeOptions, Genesis,
-    Heartbeat, Log, Receipt, Record, Revert, StorageSlot, Transaction, Withdrawal,
+    encode_record, AccountChange, AccountState, Assembler, Block, BlockRef, ChainSpecSource, EncodeOptions,
+    Genesis, Heartbeat, Log, Receipt, Record, Revert, StorageSlot, Transaction, Withdrawal,
 };
 
 const CLUSTER: &str = "golden";
@@ -89,6 +89,7 @@ fn vectors() -> Vec<(&'static str, u64, Record, EncodeOptions)> {
     let genesis_header = bytes!("f90200");
     let genesis = Genesis {
         chain_id: 31337,
+        spec: ChainSpecSource::Config(r#"{"chainId":31337,"londonBlock":0,"cancunTime":0}"#.to_string()),
         block: Block {
             number: 0,
             hash: keccak256(&genesis_header),
@@ -106,9 +107,12 @@ fn vectors() -> Vec<(&'static str, u64, Record, EncodeOptions)> {
             }],
         },
     };
+    let named =
+        Genesis { chain_id: 11_155_111, spec: ChainSpecSource::Named("sepolia".into()), ..genesis.clone() };
     let head = BlockRef { number: 7, hash: block().hash };
     vec![
         ("genesis", 0, Record::Genesis(genesis), plain),
+        ("genesis-named", 0, Record::Genesis(named), plain),
         ("block", 7, Record::Block(block()), plain),
         ("revert", 8, Record::Revert(Revert { number: 7, hash: block().hash }), plain),
         (
@@ -128,7 +132,7 @@ fn vectors() -> Vec<(&'static str, u64, Record, EncodeOptions)> {
 }
 
 fn frame_path(name: &str, index: usize) -> PathBuf {
-    dir().join(format!("v1-{name}-{index}.bin"))
+    dir().join(format!("v{}-{name}-{index}.bin", ec_log::FORMAT_VERSION))
 }
 
 fn read_frames(name: &str) -> Vec<Vec<u8>> {
@@ -202,10 +206,20 @@ fn truncated_and_unknown_version_frames_are_rejected() {
     let f = &frames[0];
     let err = decode(&[f[..f.len() - 1].to_vec()]).unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
-    let mut v2 = f.clone();
-    v2[2] = 2;
-    let err = decode(&[v2]).unwrap_err();
-    assert!(err.to_string().contains("unknown log format version 2"), "{err}");
+    let mut v3 = f.clone();
+    v3[2] = 3;
+    let err = decode(&[v3]).unwrap_err();
+    assert!(err.to_string().contains("unknown log format version 3"), "{err}");
     let empty: Vec<u8> = Bytes::new().to_vec();
     assert!(decode(&[empty]).is_err());
+}
+
+/// A frame of the first format (kept as `tests/golden/v1-genesis-0.bin`) is refused before its body is read,
+/// with a message naming its version and the one this build reads.
+#[test]
+fn a_v1_frame_is_refused_naming_both_versions() {
+    let v1 = std::fs::read(dir().join("v1-genesis-0.bin")).expect("the v1 vector is kept");
+    let err = decode(&[v1]).unwrap_err();
+    assert_eq!(err, ec_log::LogError::UnknownVersion { found: 1, supported: 2 });
+    assert_eq!(err.to_string(), "unknown log format version 1 (this build reads version 2)");
 }

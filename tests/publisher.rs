@@ -772,6 +772,8 @@ fn json_diff_exact(path: &str, a: &Value, b: &Value) -> Option<String> {
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
             x.iter().zip(y).enumerate().find_map(|(i, (a, b))| json_diff_exact(&format!("{path}[{i}]"), a, b))
         }
+        // 0 and 0.0 are the same ratio (geth writes whole floats without a fraction).
+        (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => None,
         _ if a == b => None,
         _ => Some(format!("{path}: ours {a}, anvil {b}")),
     }
@@ -1023,6 +1025,18 @@ fn rpc_call_and_estimate_equal_anvil() {
                         "{method} {call} at {block}: {o} vs {t}"
                     );
                     assert_eq!(o["error"].get("data"), t["error"].get("data"), "{method} {call}: {o} vs {t}");
+                } else if method == "eth_estimateGas" {
+                    // anvil bisects to the exact minimum; the replica stops as geth does, within 1.5% above
+                    // it (exact equality with geth: rpc_fees_and_estimates_equal_geth).
+                    let gas = |v: &Value| {
+                        u64::from_str_radix(v["result"].as_str().unwrap().trim_start_matches("0x"), 16)
+                            .unwrap()
+                    };
+                    let (ours, anvil) = (gas(&o), gas(&t));
+                    assert!(
+                        ours >= anvil && ours as f64 <= anvil as f64 * 1.016,
+                        "{method} {call} at {block}: ours {ours}, anvil's minimum {anvil}"
+                    );
                 } else {
                     assert_eq!(o["result"], t["result"], "{method} {call} at {block}: {o} vs {t}");
                 }
@@ -1084,8 +1098,8 @@ fn rpc_call_and_estimate_equal_anvil() {
     }
 }
 
-/// Fee methods equal anvil's: eth_feeHistory (with and without percentiles), eth_gasPrice,
-/// eth_maxPriorityFeePerGas, eth_blobBaseFee.
+/// Fee methods equal anvil's: eth_feeHistory (with and without percentiles), eth_blobBaseFee. (The suggested
+/// tip and gas price follow geth's oracle: rpc_fees_and_estimates_equal_geth.)
 #[test]
 fn rpc_fees_equal_anvil() {
     let c = Cluster::start(&[]);
@@ -1101,8 +1115,6 @@ fn rpc_fees_equal_anvil() {
     let ours = |method: &str, params: Value| rpc_call(port, method, params)["result"].clone();
     wait_rpc_head(port, head);
     for (method, params) in [
-        ("eth_gasPrice", json!([])),
-        ("eth_maxPriorityFeePerGas", json!([])),
         ("eth_blobBaseFee", json!([])),
         ("eth_feeHistory", json!(["0x4", "latest", [10, 50, 90]])),
         // (Ending before the head, anvil's last base fee is the one after its head, not after the range's end
@@ -1114,6 +1126,49 @@ fn rpc_fees_equal_anvil() {
             panic!("{method} {params}: {d}");
         }
     }
+}
+
+/// On geth: the tip oracle (eth_maxPriorityFeePerGas, eth_gasPrice), the fee history, the blob base fee, and
+/// eth_estimateGas (geth's search, with its 1.5% stop and EIP-7825 bound) equal geth's own answers, for a chain
+/// of transactions paying different tips from several senders.
+#[test]
+fn rpc_fees_and_estimates_equal_geth() {
+    // On demand: a block per transaction and none in between, so geth's head holds still while both answer.
+    let c = Cluster::on(Upstream::geth_on_demand());
+    let g = &c.client;
+    for i in 0..12u64 {
+        let tip = format!("{:#x}", 1_000_000 + i * 37_000_000);
+        let tx = g.send(json!({"from": DEV[(i % 4) as usize], "to": DEV[5], "value": "0x1",
+                               "maxPriorityFeePerGas": tip, "maxFeePerGas": "0xe8d4a51000"}));
+        mined(g, tx);
+    }
+    // A contract whose calls cost different gas: stores its calldata's first word at slot 0.
+    let deploy = g.send(json!({"from": DEV[0], "data": "0x600a600c600039600a6000f3600035600055"}));
+    let contract = contract_address(g, deploy);
+    let (head, _) = g.head();
+    c.replay("seed");
+    let (_replica, port) = c.rpc_replica(&[]);
+    wait_rpc_head(port, head);
+    let ours = |method: &str, params: Value| rpc_call(port, method, params);
+    let mut compared = 0;
+    for (method, params) in [
+        ("eth_gasPrice", json!([])),
+        ("eth_maxPriorityFeePerGas", json!([])),
+        ("eth_blobBaseFee", json!([])),
+        ("eth_feeHistory", json!(["0x5", "latest", [10, 50, 90]])),
+        ("eth_estimateGas", json!([{"from": DEV[1], "to": contract, "data": format!("0x{}", word(7))}])),
+        ("eth_estimateGas", json!([{"from": DEV[1], "to": contract, "data": format!("0x{}", word(0))}])),
+        ("eth_estimateGas", json!([{"from": DEV[1], "to": DEV[2], "value": "0x5"}])),
+        ("eth_estimateGas", json!([{"from": DEV[1], "data": "0x600a600c600039600a6000f3600035600055"}])),
+    ] {
+        let (o, t) = (ours(method, params.clone()), g.call(method, params.clone()));
+        // (json_diff_exact: numbers compare by value, so geth's 0 equals the replica's 0.0.)
+        if let Some(d) = json_diff_exact("", &o["result"], &t) {
+            panic!("{method} {params}: ours {o}, geth {t}: {d}");
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 8);
 }
 
 /// Garbage, wrong types and oversized input get JSON-RPC errors, and the server keeps answering.
@@ -1220,8 +1275,8 @@ fn differential_corpus_equals_anvil() {
         "eth_chainId",
         "net_version",
         "eth_blockNumber",
-        "eth_gasPrice",
-        "eth_maxPriorityFeePerGas",
+        // (eth_gasPrice and eth_maxPriorityFeePerGas follow geth's oracle, not anvil's fixed tip:
+        // rpc_fees_and_estimates_equal_geth.)
         "eth_blobBaseFee",
     ] {
         corpus.push(req(m, json!([])));
@@ -1302,6 +1357,16 @@ fn differential_corpus_equals_anvil() {
     let same = |body: &Value, o: &Value, t: &Value| {
         if body["method"] == "eth_createAccessList" && t["error"]["message"] == "execution reverted" {
             assert_eq!(o["result"]["error"], "execution reverted", "{body}: ours {o}");
+        } else if body["method"] == "eth_estimateGas" && t.get("result").is_some() {
+            // anvil bisects to the exact minimum; the replica stops within 1.5% above it, as geth.
+            let gas = |v: &Value| {
+                u64::from_str_radix(v.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).unwrap()
+            };
+            let (ours, anvil) = (gas(&o["result"]), gas(&t["result"]));
+            assert!(
+                ours >= anvil && ours as f64 <= anvil as f64 * 1.016,
+                "{body}: ours {ours}, anvil {anvil}"
+            );
         } else if t.get("error").is_some() {
             assert_eq!(o["error"]["code"], t["error"]["code"], "{body}: ours {o}, anvil {t}");
         } else if let Some(d) = json_diff("", &o["result"], &t["result"]) {

@@ -94,6 +94,14 @@ impl Upstream {
         Upstream::connect(Process::Geth(Box::new(geth)), port, chain_id, genesis)
     }
 
+    /// `geth --dev` on demand: a block per transaction, none in between, so the chain holds still between
+    /// a test's transactions.
+    pub fn geth_on_demand() -> Upstream {
+        let geth = Geth::dev(&DEV, 0).unwrap_or_else(|e| panic!("geth --dev must start: {e}"));
+        let (port, chain_id, genesis) = (geth.http_port(), geth.chain_id(), geth.dev_genesis_path());
+        Upstream::connect(Process::Geth(Box::new(geth)), port, chain_id, genesis)
+    }
+
     fn connect(process: Process, port: u16, chain_id: u64, genesis: PathBuf) -> Upstream {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let rpc =
@@ -206,8 +214,15 @@ impl Upstream {
         format!("0x{}", hex::encode(envelope.encoded_2718()))
     }
 
+    /// The receipt, or null while there is none. (A freshly started geth answers "transaction indexing is
+    /// in progress" for a while: that is "none yet" too.)
     pub fn receipt(&self, hash: B256) -> Value {
-        self.call("eth_getTransactionReceipt", json!([hash]))
+        let params = json!([hash]);
+        match self.rt.block_on(self.rpc.call::<Value>("eth_getTransactionReceipt", params)) {
+            Ok(r) => r,
+            Err(e) if e.to_string().contains("indexing is in progress") => Value::Null,
+            Err(e) => panic!("eth_getTransactionReceipt {hash}: {e}"),
+        }
     }
 
     /// Mines a block now (anvil only: geth --dev mines on its own clock).

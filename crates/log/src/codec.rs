@@ -54,7 +54,7 @@ pub fn encode_payload(record: &Record, zstd_level: i32) -> Result<(u8, Vec<u8>),
     Ok((FLAG_ZSTD, compressed))
 }
 
-/// Decompresses and deserialises a complete payload. Rejects trailing bytes: a v1 payload is exactly one
+/// Decompresses and deserialises a complete payload. Rejects trailing bytes: a v2 payload is exactly one
 /// record.
 pub fn decode_payload(
     kind: RecordKind,
@@ -65,7 +65,7 @@ pub fn decode_payload(
     let owned;
     let raw = if flags & FLAG_ZSTD != 0 {
         let decompress_err = |reason: String| LogError::Decompress { sequence, reason };
-        // v1 requires the zstd frame to declare its decompressed size (one-shot compression always does):
+        // The format requires the zstd frame to declare its decompressed size (one-shot compression always does):
         // the buffer is sized exactly, and a hostile size is refused before anything is allocated.
         let size = match zstd::zstd_safe::get_frame_content_size(payload) {
             Ok(Some(n)) if n <= MAX_RECORD_BYTES as u64 => n as usize,

@@ -2,11 +2,11 @@ use thiserror::Error;
 
 /// Everything that can be wrong with bytes read from the log.
 ///
-/// Every variant means "this input is not a valid v1 record"; none of them is transient, so a replica that
+/// Every variant means "this input is not a valid record of this format"; none of them is transient, so a replica that
 /// meets one stops rather than guessing (see `docs/log-format.md`, "Failure handling").
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LogError {
-    #[error("frame too short: {len} bytes, a v1 frame header needs at least {needed}")]
+    #[error("frame too short: {len} bytes, a frame header needs at least {needed}")]
     ShortFrame { len: usize, needed: usize },
     #[error("bad magic {found:02x?}: not an Ether Cattle log frame")]
     BadMagic { found: [u8; 2] },

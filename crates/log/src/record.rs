@@ -72,7 +72,18 @@ impl Record {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Genesis {
     pub chain_id: u64,
+    /// The chain's rules (fork schedule, blob schedule): replicas run every block under them.
+    pub spec: ChainSpecSource,
     pub block: Block,
+}
+
+/// Where a topic's chain takes its rules from (resolved by the `ec-chainspec` crate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChainSpecSource {
+    /// A network whose schedule the binary carries: `mainnet`, `sepolia`, `holesky` or `hoodi`.
+    Named(String),
+    /// The geth-style `config` object of a genesis file, as JSON (fork blocks and times, blob schedule).
+    Config(String),
 }
 
 /// The complete logical change of one canonical block.

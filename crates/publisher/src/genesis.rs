@@ -8,6 +8,7 @@ use std::path::Path;
 
 use alloy_genesis::Genesis as GenesisFile;
 use alloy_primitives::{keccak256, B256, U256};
+use ec_chainspec::{ChainSpec, SpecError};
 use ec_log::{AccountChange, AccountState, Block, Genesis, StorageSlot};
 use thiserror::Error;
 
@@ -25,6 +26,8 @@ pub enum GenesisError {
     ChainId { file: u64, client: u64 },
     #[error("the client's block 0 state differs from the genesis file in {count} place(s), first: {first}")]
     Mismatch { count: usize, first: String },
+    #[error("the genesis file's chain specification: {0}")]
+    Spec(#[from] SpecError),
 }
 
 pub fn load(path: &Path) -> Result<GenesisFile, GenesisError> {
@@ -33,13 +36,28 @@ pub fn load(path: &Path) -> Result<GenesisFile, GenesisError> {
     serde_json::from_str(&text).map_err(|e| err(e.to_string()))
 }
 
+/// The rules of the file's chain: a network whose schedule the binary carries when the chain id is one
+/// (mainnet, Sepolia, Holesky, Hoodi: their files from geth do not place the merge by block), otherwise the
+/// file's own `config`.
+pub fn chain_spec(file: &GenesisFile) -> Result<ChainSpec, GenesisError> {
+    match ChainSpec::for_chain_id(file.config.chain_id) {
+        Some(named) => Ok(named),
+        None => Ok(ChainSpec::from_config(file.config.clone())?),
+    }
+}
+
 /// The genesis record, after checking the client against the file.
-pub async fn genesis_record(rpc: &RpcClient, file: &GenesisFile) -> Result<Genesis, GenesisError> {
+pub async fn genesis_record(
+    rpc: &RpcClient,
+    file: &GenesisFile,
+    spec: &ChainSpec,
+) -> Result<Genesis, GenesisError> {
     let client_chain = rpc.chain_id().await?;
     if file.config.chain_id != client_chain {
         return Err(GenesisError::ChainId { file: file.config.chain_id, client: client_chain });
     }
     let block0 = rpc.block(BlockId::Number(0)).await?.ok_or(GenesisError::NoBlockZero)?;
+    spec.check_supported(0, block0.header.inner.timestamp)?;
     let header_rlp = alloy_rlp::encode(&block0.header.inner);
     let mut mismatches = Vec::new();
     let mut state = Vec::with_capacity(file.alloc.len());
@@ -87,6 +105,7 @@ pub async fn genesis_record(rpc: &RpcClient, file: &GenesisFile) -> Result<Genes
     let hash: B256 = keccak256(&header_rlp);
     Ok(Genesis {
         chain_id: client_chain,
+        spec: spec.source(),
         block: Block {
             number: 0,
             hash,

@@ -34,7 +34,9 @@ pub struct PublisherConfig {
     pub kafka: KafkaConfig,
     pub topic: String,
     pub cluster_id: String,
-    /// Required for a new cluster (empty topic); ignored otherwise.
+    /// The chain's genesis file: its state starts a new cluster (empty topic), its `config` is the chain's
+    /// fork schedule. Needed on every start for a chain that is not a network the binary knows (blocks past
+    /// a fork this binary does not implement are refused).
     pub genesis: Option<PathBuf>,
     /// `None`: detect at start-up.
     pub trace_mode: Option<TraceMode>,
@@ -76,6 +78,13 @@ pub enum PublisherError {
     ReorgTooDeep { number: u64, hash: alloy_primitives::B256, window: u64 },
     #[error("the client's genesis block {client} differs from the log's {log}")]
     GenesisChanged { log: alloy_primitives::B256, client: alloy_primitives::B256 },
+    #[error(
+        "chain {0} is not a network this binary knows: pass --genesis (the chain's genesis file) so the \
+         publisher knows its fork schedule"
+    )]
+    NeedChainSpec(u64),
+    #[error("block {number} is not published: {source}")]
+    UnsupportedFork { number: u64, source: ec_chainspec::SpecError },
 }
 
 /// See [`Publisher::compare_chains`].
@@ -106,6 +115,8 @@ pub struct Publisher {
     producer: LogProducer,
     published: Published,
     mode: TraceMode,
+    /// The chain's rules: a block at or past a fork this binary cannot run stops the publisher.
+    spec: ec_chainspec::ChainSpec,
     metrics: Arc<Metrics>,
     last_heartbeat: Instant,
 }
@@ -120,6 +131,16 @@ impl Publisher {
             None => detect_trace_mode(&rpc).await?,
         };
         info!(?mode, client = %cfg.rpc_url, "publisher connected");
+        let genesis_file = cfg.genesis.as_deref().map(genesis::load).transpose()?;
+        let spec = match &genesis_file {
+            Some(file) => genesis::chain_spec(file)?,
+            None => {
+                let chain_id = rpc.chain_id().await?;
+                ec_chainspec::ChainSpec::for_chain_id(chain_id)
+                    .ok_or(PublisherError::NeedChainSpec(chain_id))?
+            }
+        };
+        info!(chain = spec.name(), chain_id = spec.chain_id(), "chain specification");
         let producer = LogProducer::new(&cfg.kafka, &cfg.topic, cfg.encode.max_frame_bytes)?;
         let keep = cfg.reorg_window as usize + 1;
         let recovered =
@@ -129,6 +150,7 @@ impl Publisher {
             producer,
             published: Published { next_sequence: 0, chain: Default::default() },
             mode,
+            spec,
             metrics,
             last_heartbeat: Instant::now(),
             cfg,
@@ -139,13 +161,9 @@ impl Publisher {
                 publisher.published = p;
             }
             None => {
-                let path = publisher
-                    .cfg
-                    .genesis
-                    .clone()
-                    .ok_or_else(|| PublisherError::NeedGenesis(publisher.cfg.topic.clone()))?;
-                let file = genesis::load(&path)?;
-                let record = genesis::genesis_record(&publisher.rpc, &file).await?;
+                let file =
+                    genesis_file.ok_or_else(|| PublisherError::NeedGenesis(publisher.cfg.topic.clone()))?;
+                let record = genesis::genesis_record(&publisher.rpc, &file, &publisher.spec).await?;
                 info!(accounts = record.block.state.len(), hash = %record.block.hash, "new cluster: writing genesis");
                 publisher.write(Record::Genesis(record)).await?;
             }
@@ -220,6 +238,10 @@ impl Publisher {
             if block.parent_hash != ours.hash {
                 return Ok(()); // the chain moved meanwhile: the next wake-up sees how
             }
+            // A fork this binary does not implement: replicas would run the block's calls under old rules.
+            self.spec
+                .check_supported(block.number, block.timestamp)
+                .map_err(|source| PublisherError::UnsupportedFork { number: block.number, source })?;
             // The chain may have moved while the block was traced: publish only what is still canonical.
             match self.rpc.block_hash(BlockId::Number(next)).await? {
                 Some((_, hash)) if hash == block.hash => {}

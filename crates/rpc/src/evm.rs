@@ -1,4 +1,7 @@
-//! `eth_call` and `eth_estimateGas`: revm over the replica's state as of a block.
+//! `eth_call`, `eth_estimateGas` and `eth_createAccessList`: revm over the replica's state as of a block,
+//! under the chain's rules at that block (`ec-chainspec`), stopped by a deadline checked inside the EVM.
+
+use std::{sync::Arc, time::Instant};
 
 use alloy_consensus::Header;
 use alloy_primitives::{Address, Bytes, TxKind, B256, U256};
@@ -7,12 +10,13 @@ use ec_store::Store;
 use revm::{
     bytecode::Bytecode,
     context::{result::ExecutionResult, BlockEnv, CfgEnv, Context, TxEnv},
-    context_interface::block::BlobExcessGasAndPrice,
+    context_interface::{block::BlobExcessGasAndPrice, ContextTr},
     database::CacheDB,
     database_interface::{DBErrorMarker, Database, DatabaseRef},
+    interpreter::{interpreter::EthInterpreter, InstructionResult, Interpreter},
     primitives::hardfork::SpecId,
     state::AccountInfo,
-    ExecuteEvm, MainBuilder, MainContext,
+    InspectEvm, Inspector, MainBuilder, MainContext,
 };
 use serde::Deserialize;
 
@@ -117,21 +121,190 @@ pub struct Overrides {
 
 /// How a call ended.
 pub enum CallOutcome {
-    Success { output: Bytes, gas_used: u64 },
-    Revert { output: Bytes, gas_used: u64 },
-    Halt { reason: String, gas_used: u64 },
+    /// `gas_spent` is the gas used before the refund (what the call needed at its peak).
+    Success {
+        output: Bytes,
+        gas_used: u64,
+        gas_spent: u64,
+    },
+    Revert {
+        output: Bytes,
+        gas_used: u64,
+    },
+    Halt {
+        reason: String,
+        gas_used: u64,
+    },
 }
 
-/// Runs `req` on top of block `number` (its header gives the block environment), spending at most `gas_cap`.
+/// What every call runs under: the chain's rules, the RPC gas cap, and the moment it must stop by.
+#[derive(Clone)]
+pub struct CallEnv {
+    pub spec: Arc<ec_chainspec::ChainSpec>,
+    pub gas_cap: u64,
+    pub deadline: Instant,
+    /// The configured timeout, for the error message.
+    pub timeout: std::time::Duration,
+}
+
+impl CallEnv {
+    fn timed_out(&self) -> String {
+        format!("execution aborted (timeout = {:?})", self.timeout)
+    }
+}
+
+/// Stops the EVM at the deadline: checked every [`DeadlineInspector::EVERY`] instructions; once past it,
+/// every frame halts at its next instruction, so the whole call unwinds within microseconds. (Only waiting
+/// for the result would leave the EVM thread running a long loop to its gas limit.)
+struct DeadlineInspector {
+    deadline: Instant,
+    steps: u32,
+    expired: bool,
+}
+
+impl DeadlineInspector {
+    const EVERY: u32 = 4096;
+}
+
+impl<CTX: ContextTr> Inspector<CTX, EthInterpreter> for DeadlineInspector {
+    fn step(&mut self, interp: &mut Interpreter<EthInterpreter>, _context: &mut CTX) {
+        if !self.expired {
+            self.steps = self.steps.wrapping_add(1);
+            if !self.steps.is_multiple_of(Self::EVERY) || Instant::now() < self.deadline {
+                return;
+            }
+            self.expired = true;
+        }
+        // Out of gas, not FatalExternalError (which revm treats as an internal bug and panics on): the
+        // result is discarded for the timeout error anyway.
+        interp.halt(InstructionResult::OutOfGas);
+    }
+}
+
+/// Runs `req` on top of block `number` (its header gives the block environment), spending at most the gas
+/// cap.
 pub fn call(
     store: &Store,
     number: u64,
     req: &CallRequest,
-    chain_id: u64,
-    gas_cap: u64,
+    env: &CallEnv,
     overrides: &Overrides,
 ) -> Result<CallOutcome, String> {
-    execute(store, number, req, chain_id, gas_cap, overrides, &mut None)
+    execute(store, number, req, env, overrides, &mut None)
+}
+
+/// Why an estimate has no answer.
+pub enum EstimateError {
+    /// The call reverts whatever its gas: code 3 with the revert data.
+    Reverted(Bytes),
+    /// Anything else, with geth's message.
+    Failed(String),
+}
+
+/// The least gas with which the call succeeds, searched as geth does (`eth/gasestimator`): the upper bound
+/// is the call's gas or the block's gas limit, capped by EIP-7825 from Osaka, by what the sender's balance
+/// pays at the given fee cap, and by the RPC gas cap; one run at the bound (a failure there is final), an
+/// optimistic run at (peak gas + call stipend) × 64/63, then bisection skewed low until within 1.5%. Every
+/// run shares the one deadline of `env`.
+pub fn estimate_gas(
+    store: &Store,
+    number: u64,
+    req: &CallRequest,
+    env: &CallEnv,
+    overrides: &Overrides,
+) -> Result<u64, EstimateError> {
+    const TX_GAS: u64 = 21_000;
+    const CALL_STIPEND: u64 = 2_300;
+    const ERROR_RATIO: f64 = 0.015;
+    let failed = EstimateError::Failed;
+    let h = header_at(store, number).map_err(failed)?;
+    let timestamp = overrides.block.as_ref().and_then(|b| b.time).map_or(h.timestamp, |t| t.to::<u64>());
+    let mut hi = match req.gas.map(|g| g.to::<u64>()) {
+        Some(g) if g >= TX_GAS => g,
+        _ => overrides.block.as_ref().and_then(|b| b.gas_limit).map_or(h.gas_limit, |g| g.to()),
+    };
+    if let Some(cap) = env.spec.tx_gas_limit_cap(timestamp) {
+        hi = hi.min(cap);
+    }
+    let fee_cap = req.max_fee_per_gas.or(req.gas_price).unwrap_or_default();
+    if !fee_cap.is_zero() {
+        let from = req.from.unwrap_or_default();
+        let overridden = overrides.state.as_ref().and_then(|s| s.get(&from)).and_then(|o| o.balance);
+        let balance = match overridden {
+            Some(b) => b,
+            None => store
+                .account_at(&from, number)
+                .map_err(|e| failed(e.to_string()))?
+                .map_or(U256::ZERO, |a| a.balance),
+        };
+        let value = req.value.unwrap_or_default();
+        if value >= balance && !value.is_zero() {
+            return Err(failed("insufficient funds for transfer".into()));
+        }
+        let allowance = (balance - value.min(balance)) / fee_cap;
+        if allowance < U256::from(hi) {
+            hi = allowance.to();
+        }
+    }
+    hi = hi.min(env.gas_cap);
+    let run = |gas: u64| {
+        let with = CallRequest { gas: Some(alloy_primitives::U64::from(gas)), ..req.clone() };
+        execute(store, number, &with, env, overrides, &mut None)
+    };
+    let ok = |o: &CallOutcome| matches!(o, CallOutcome::Success { .. });
+    // A plain transfer to an account without code costs exactly what one run at 21000 uses.
+    let data = req.input.as_ref().or(req.data.as_ref());
+    if data.is_none_or(|d| d.is_empty()) {
+        if let Some(to) = req.to {
+            let code = store.account_at(&to, number).map_err(|e| failed(e.to_string()))?;
+            let overridden = overrides.state.as_ref().and_then(|s| s.get(&to)).and_then(|o| o.code.as_ref());
+            let has_code = overridden.is_some_and(|c| !c.is_empty())
+                || code.is_some_and(|a| a.code_hash != alloy_primitives::KECCAK256_EMPTY);
+            if !has_code {
+                if let Ok(CallOutcome::Success { gas_used, .. }) = run(TX_GAS) {
+                    return Ok(gas_used);
+                }
+            }
+        }
+    }
+    let (used, spent) = match run(hi).map_err(failed)? {
+        CallOutcome::Success { gas_used, gas_spent, .. } => (gas_used, gas_spent),
+        CallOutcome::Revert { output, .. } => return Err(EstimateError::Reverted(output)),
+        CallOutcome::Halt { reason, .. } if reason.contains("OutOfGas") => {
+            return Err(failed(format!("gas required exceeds allowance ({hi})")))
+        }
+        CallOutcome::Halt { reason, .. } => return Err(failed(reason)),
+    };
+    let mut lo = used.saturating_sub(1);
+    let optimistic = (spent + CALL_STIPEND) * 64 / 63;
+    if optimistic < hi {
+        if ok(&run(optimistic).map_err(failed)?) {
+            hi = optimistic;
+        } else {
+            lo = optimistic;
+        }
+    }
+    while lo + 1 < hi {
+        if ((hi - lo) as f64) / (hi as f64) < ERROR_RATIO {
+            break;
+        }
+        let mut mid = lo + (hi - lo) / 2;
+        if mid > lo.saturating_mul(2) {
+            mid = lo * 2;
+        }
+        if ok(&run(mid).map_err(failed)?) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
+}
+
+fn header_at(store: &Store, number: u64) -> Result<Header, String> {
+    let hash = store.canonical_hash(number).map_err(|e| e.to_string())?.ok_or("header not found")?;
+    let block = store.block_by_hash(&hash).map_err(|e| e.to_string())?.ok_or("header not found")?;
+    Header::decode(&mut &block.header[..]).map_err(|e| e.to_string())
 }
 
 /// The access list a call needs (`eth_createAccessList`): what it touched, and the gas it uses with that
@@ -140,12 +313,11 @@ pub fn access_list(
     store: &Store,
     number: u64,
     req: &CallRequest,
-    chain_id: u64,
-    gas_cap: u64,
+    env: &CallEnv,
     overrides: &Overrides,
 ) -> Result<(CallOutcome, alloy_eips::eip2930::AccessList), String> {
     let mut touched = None;
-    let first = execute(store, number, req, chain_id, gas_cap, overrides, &mut touched)?;
+    let first = execute(store, number, req, env, overrides, &mut touched)?;
     if !matches!(first, CallOutcome::Success { .. }) {
         return Ok((first, Default::default()));
     }
@@ -153,23 +325,24 @@ pub fn access_list(
     items.sort_by_key(|i| i.address);
     let list = alloy_eips::eip2930::AccessList(items);
     let with_list = CallRequest { access_list: Some(list.clone()), ..req.clone() };
-    Ok((execute(store, number, &with_list, chain_id, gas_cap, overrides, &mut None)?, list))
+    Ok((execute(store, number, &with_list, env, overrides, &mut None)?, list))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn execute(
     store: &Store,
     number: u64,
     req: &CallRequest,
-    chain_id: u64,
-    gas_cap: u64,
+    env: &CallEnv,
     overrides: &Overrides,
     touched_out: &mut Option<Vec<alloy_eips::eip2930::AccessListItem>>,
 ) -> Result<CallOutcome, String> {
-    let hash = store.canonical_hash(number).map_err(|e| e.to_string())?.ok_or("header not found")?;
-    let block = store.block_by_hash(&hash).map_err(|e| e.to_string())?.ok_or("header not found")?;
-    let h = Header::decode(&mut &block.header[..]).map_err(|e| e.to_string())?;
-    let gas_limit = req.gas.map_or(gas_cap.min(h.gas_limit), |g| g.to::<u64>().min(gas_cap));
+    if Instant::now() >= env.deadline {
+        return Err(env.timed_out());
+    }
+    let h = header_at(store, number)?;
+    let chain_id = env.spec.chain_id();
+    // As geth: the call's gas, or the RPC gas cap when it gives none; never above the cap.
+    let gas_limit = req.gas.map_or(env.gas_cap, |g| g.to::<u64>().min(env.gas_cap));
     let mut block_env = BlockEnv {
         number: U256::from(h.number),
         beneficiary: h.beneficiary,
@@ -178,7 +351,6 @@ fn execute(
         basefee: h.base_fee_per_gas.unwrap_or_default(),
         difficulty: h.difficulty,
         prevrandao: Some(h.mix_hash),
-        blob_excess_gas_and_price: h.excess_blob_gas.map(|e| BlobExcessGasAndPrice::new(e, 5_007_716)),
         ..Default::default()
     };
     if let Some(b) = &overrides.block {
@@ -225,7 +397,19 @@ fn execute(
             db.insert_account_storage(*address, k, v).map_err(|e| e.to_string())?;
         }
     }
-    let mut cfg = CfgEnv::new_with_spec(SpecId::OSAKA);
+    // The rules of the (possibly overridden) block: its fork, and its blob price under that fork's
+    // parameters (none before Cancun; the difficulty, not PREVRANDAO, before the merge).
+    let (number_env, time_env) =
+        (block_env.number.saturating_to::<u64>(), block_env.timestamp.saturating_to::<u64>());
+    let spec_id = env.spec.spec_id(number_env, time_env).map_err(|e| e.to_string())?;
+    if !spec_id.is_enabled_in(SpecId::MERGE) {
+        block_env.prevrandao = None;
+    }
+    block_env.blob_excess_gas_and_price = env
+        .spec
+        .blob_params(time_env)
+        .map(|p| BlobExcessGasAndPrice::new(h.excess_blob_gas.unwrap_or_default(), p.update_fraction as u64));
+    let mut cfg = CfgEnv::new_with_spec(spec_id);
     cfg.chain_id = chain_id;
     // As nodes do for eth_call: no base-fee floor, no nonce check; gas is charged only if a price is given.
     cfg.disable_base_fee = true;
@@ -252,8 +436,17 @@ fn execute(
         .access_list(req.access_list.clone().unwrap_or_default())
         .build_fill();
     let beneficiary = block_env.beneficiary;
-    let mut evm = Context::mainnet().with_db(db).with_block(block_env).with_cfg(cfg).build_mainnet();
-    let result = evm.transact(tx).map_err(|e| format!("{e:?}"))?;
+    let inspector = DeadlineInspector { deadline: env.deadline, steps: 0, expired: false };
+    let mut evm = Context::mainnet()
+        .with_db(db)
+        .with_block(block_env)
+        .with_cfg(cfg)
+        .build_mainnet_with_inspector(inspector);
+    let result = evm.inspect_tx(tx);
+    if evm.inspector.expired {
+        return Err(env.timed_out());
+    }
+    let result = result.map_err(|e| format!("{e:?}"))?;
     // What the call touched, as an access list: every account it loaded with the slots it read or wrote,
     // except the sender, precompiles and the fee recipient; the callee only when it touched storage.
     let touched = result
@@ -275,9 +468,11 @@ fn execute(
         .collect::<Vec<_>>();
     *touched_out = Some(touched);
     Ok(match result.result {
-        ExecutionResult::Success { output, gas, .. } => {
-            CallOutcome::Success { output: output.into_data(), gas_used: gas.tx_gas_used() }
-        }
+        ExecutionResult::Success { output, gas, .. } => CallOutcome::Success {
+            output: output.into_data(),
+            gas_used: gas.tx_gas_used(),
+            gas_spent: gas.total_gas_spent(),
+        },
         ExecutionResult::Revert { output, gas, .. } => {
             CallOutcome::Revert { output, gas_used: gas.tx_gas_used() }
         }

@@ -38,6 +38,10 @@ pub struct Ctx {
     pub status: Option<tokio::sync::watch::Receiver<ec_replica::Status>>,
     /// Blocks applied and reverted, for `eth_subscribe("logs")`.
     pub events: Option<tokio::sync::broadcast::Sender<ec_replica::ChainEvent>>,
+    /// The chain's rules, resolved from the genesis record on first use (the store has none before it).
+    pub spec: std::sync::OnceLock<Arc<ec_chainspec::ChainSpec>>,
+    /// The tip oracle's last answer and the head it was for (geth reuses it for empty blocks).
+    pub last_tip: std::sync::Mutex<Option<(B256, u128)>>,
 }
 
 /// Caps that keep one request from costing without bound.
@@ -117,6 +121,18 @@ pub(crate) fn arg<T: serde::de::DeserializeOwned>(args: &[Value], i: usize, name
 }
 
 impl Ctx {
+    /// The chain's rules, as the genesis record names them.
+    pub(crate) fn chain_spec(&self) -> RpcResult<Arc<ec_chainspec::ChainSpec>> {
+        if let Some(spec) = self.spec.get() {
+            return Ok(spec.clone());
+        }
+        let chain =
+            self.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?;
+        let spec = ec_chainspec::ChainSpec::from_source(&chain.spec, chain.chain_id)
+            .map_err(|e| server_error(format!("the chain's specification: {e}")))?;
+        Ok(self.spec.get_or_init(|| Arc::new(spec)).clone())
+    }
+
     /// The block number a block parameter names on this replica's canonical chain.
     pub(crate) fn resolve(&self, spec: BlockSpec) -> RpcResult<u64> {
         let head = self.store.head().map_err(server_error)?.ok_or_else(|| server_error("no blocks yet"))?;
@@ -200,7 +216,15 @@ pub fn module(
     status: Option<tokio::sync::watch::Receiver<ec_replica::Status>>,
     events: Option<tokio::sync::broadcast::Sender<ec_replica::ChainEvent>>,
 ) -> RpcModule<Ctx> {
-    let mut m = RpcModule::new(Ctx { store, tx_producer, limits, status, events });
+    let mut m = RpcModule::new(Ctx {
+        store,
+        tx_producer,
+        limits,
+        status,
+        events,
+        spec: Default::default(),
+        last_tip: Default::default(),
+    });
     let chain_id = |c: &Ctx| -> RpcResult<u64> {
         Ok(c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?.chain_id)
     };
@@ -332,23 +356,44 @@ pub fn module(
         let b = c.find_block(BlockSpec::Number(n))?.ok_or_else(|| server_error("no blocks yet"))?;
         fees::header(&b).map_err(server_error)
     };
-    m.register_method("eth_maxPriorityFeePerGas", |_, _, _| -> RpcResult<U256> {
-        Ok(U256::from(fees::SUGGESTED_TIP))
+    // The suggested tip: geth's oracle over the newest blocks (up to twice its 20, see fees::TipOracle).
+    let suggested_tip = |c: &Ctx| -> RpcResult<u128> {
+        let head = c.store.head().map_err(server_error)?.ok_or_else(|| server_error("no blocks yet"))?;
+        let last = *c.last_tip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, price)) = last.filter(|(hash, _)| *hash == head.hash) {
+            return Ok(price);
+        }
+        let mut blocks = Vec::new();
+        for n in (1..=head.number).rev().take(fees::TipOracle::BLOCKS * 2) {
+            blocks.extend(c.find_block(BlockSpec::Number(n))?);
+        }
+        let last_price = last.map_or(fees::TipOracle::START_PRICE, |(_, p)| p);
+        let price = fees::TipOracle::suggest(&blocks, last_price).map_err(server_error)?;
+        *c.last_tip.lock().unwrap_or_else(|e| e.into_inner()) = Some((head.hash, price));
+        Ok(price)
+    };
+    m.register_method("eth_maxPriorityFeePerGas", move |_, c, _| -> RpcResult<U256> {
+        Ok(U256::from(suggested_tip(c)?))
     })
     .expect(reg);
     m.register_method("eth_gasPrice", move |_, c, _| -> RpcResult<U256> {
-        Ok(U256::from(fees::next_base_fee(&latest_header(c)?) + fees::SUGGESTED_TIP))
+        // As geth: the suggested tip plus the head's base fee.
+        let base = latest_header(c)?.base_fee_per_gas.unwrap_or_default() as u128;
+        Ok(U256::from(suggested_tip(c)? + base))
     })
     .expect(reg);
     m.register_method("eth_baseFee", move |_, c, _| -> RpcResult<Option<U256>> {
         // The next block's base fee (none before London).
-        let h = latest_header(c)?;
-        Ok(h.base_fee_per_gas.map(|_| U256::from(fees::next_base_fee(&h))))
+        let (h, spec) = (latest_header(c)?, c.chain_spec()?);
+        Ok(h.base_fee_per_gas.map(|_| U256::from(fees::next_base_fee(&spec, &h))))
     })
     .expect(reg);
     m.register_method("eth_blobBaseFee", move |_, c, _| -> RpcResult<U256> {
+        // The head's blob base fee under the head's blob parameters, as geth answers.
         let h = latest_header(c)?;
-        Ok(U256::from(alloy_eips::eip4844::calc_blob_gasprice(h.excess_blob_gas.unwrap_or_default())))
+        let fee = fees::blob_base_fee(c.chain_spec()?.as_ref(), &h)
+            .ok_or_else(|| server_error("blob base fee is not available before Cancun"))?;
+        Ok(U256::from(fee))
     })
     .expect(reg);
     m.register_method("eth_feeHistory", |p, c, _| -> RpcResult<fees::FeeHistory> {
@@ -378,7 +423,7 @@ pub fn module(
         for n in oldest..=newest {
             blocks.extend(c.find_block(BlockSpec::Number(n))?);
         }
-        fees::fee_history(&blocks, percentiles.as_deref()).map_err(server_error)
+        fees::fee_history(c.chain_spec()?.as_ref(), &blocks, percentiles.as_deref()).map_err(server_error)
     })
     .expect(reg);
     m.register_method("eth_getLogs", |p, c, _| -> RpcResult<Vec<alloy_rpc_types_eth::Log>> {
@@ -402,10 +447,8 @@ pub fn module(
     .expect(reg);
     m.register_async_method("eth_createAccessList", |p, c, _| async move {
         let (req, n, overrides) = call_args(&c, &p)?;
-        let (outcome, list) = on_evm_thread(&c, move |store, chain_id, cap| {
-            evm::access_list(store, n, &req, chain_id, cap, &overrides)
-        })
-        .await?;
+        let (outcome, list) =
+            on_evm_thread(&c, move |store, env| evm::access_list(store, n, &req, env, &overrides)).await?;
         match outcome {
             evm::CallOutcome::Success { gas_used, .. } => {
                 Ok(serde_json::json!({"accessList": list, "gasUsed": U64::from(gas_used)}))
@@ -472,51 +515,47 @@ async fn run_call(
     n: u64,
     overrides: evm::Overrides,
 ) -> RpcResult<evm::CallOutcome> {
-    on_evm_thread(c, move |store, chain_id, cap| evm::call(store, n, &req, chain_id, cap, &overrides)).await
+    on_evm_thread(c, move |store, env| evm::call(store, n, &req, env, &overrides)).await
 }
 
-/// Runs EVM work on a blocking thread, given the store, the chain id and the gas cap, bounded by the call
-/// timeout.
+/// Runs EVM work on a blocking thread, given the store and the call environment (the chain's rules, the gas
+/// cap, one deadline for all the work). The EVM stops itself at the deadline; the wait here is only a
+/// backstop for work stuck outside it (a slow disk).
 async fn on_evm_thread<T: Send + 'static>(
     c: &Arc<Ctx>,
-    work: impl FnOnce(&Store, u64, u64) -> Result<T, String> + Send + 'static,
+    work: impl FnOnce(&Store, &evm::CallEnv) -> Result<T, String> + Send + 'static,
 ) -> RpcResult<T> {
-    let chain_id = c.store.chain().map_err(server_error)?.map_or(0, |ch| ch.chain_id);
-    let (store, cap, timeout) = (c.store.clone(), c.limits.gas_cap, c.limits.call_timeout);
-    let job = tokio::task::spawn_blocking(move || work(&store, chain_id, cap));
-    match tokio::time::timeout(timeout, job).await {
+    let timeout = c.limits.call_timeout;
+    let env = evm::CallEnv {
+        spec: c.chain_spec()?,
+        gas_cap: c.limits.gas_cap,
+        deadline: std::time::Instant::now() + timeout,
+        timeout,
+    };
+    let store = c.store.clone();
+    let job = tokio::task::spawn_blocking(move || work(&store, &env));
+    match tokio::time::timeout(timeout * 2, job).await {
         Ok(Ok(Ok(out))) => Ok(out),
         Ok(Ok(Err(e))) => Err(server_error(e)),
         Ok(Err(e)) => Err(server_error(format!("execution failed: {e}"))),
-        Err(_) => Err(server_error(format!("execution timed out after {timeout:?}"))),
+        Err(_) => Err(server_error(format!("execution aborted (timeout = {timeout:?})"))),
     }
 }
 
-/// The least gas limit with which the call succeeds (binary search, as nodes do).
+/// The least gas limit with which the call succeeds (`evm::estimate_gas`), on one EVM thread and deadline.
 async fn estimate_gas(
     c: &Arc<Ctx>,
     req: evm::CallRequest,
     n: u64,
     overrides: evm::Overrides,
 ) -> RpcResult<u64> {
-    let mut hi = req.gas.map_or(c.limits.gas_cap, |g| g.to::<u64>().min(c.limits.gas_cap));
-    let with = |gas: u64| evm::CallRequest { gas: Some(U64::from(gas)), ..req.clone() };
-    let used = match run_call(c, with(hi), n, overrides.clone()).await? {
-        evm::CallOutcome::Success { gas_used, .. } => gas_used,
-        evm::CallOutcome::Revert { output, .. } => return Err(reverted(output)),
-        evm::CallOutcome::Halt { reason, .. } => {
-            return Err(server_error(format!("execution halted: {reason}")))
-        }
-    };
-    let mut lo = used.saturating_sub(1);
-    while lo + 1 < hi {
-        let mid = lo + (hi - lo) / 2;
-        match run_call(c, with(mid), n, overrides.clone()).await? {
-            evm::CallOutcome::Success { .. } => hi = mid,
-            _ => lo = mid,
-        }
+    let outcome =
+        on_evm_thread(c, move |store, env| Ok(evm::estimate_gas(store, n, &req, env, &overrides))).await?;
+    match outcome {
+        Ok(gas) => Ok(gas),
+        Err(evm::EstimateError::Reverted(output)) => Err(reverted(output)),
+        Err(evm::EstimateError::Failed(message)) => Err(server_error(message)),
     }
-    Ok(hi)
 }
 
 /// Most calls in one batch request.

@@ -76,6 +76,7 @@ impl Store {
                     cluster_id: rec.envelope.cluster_id.clone(),
                     chain_id: g.chain_id,
                     genesis_hash: g.block.hash,
+                    spec: g.spec.clone(),
                 };
                 self.put::<Meta>(&mut batch, &MetaKey::Chain, &info.encode().into());
             }

@@ -262,4 +262,6 @@ pub struct ChainInfo {
     pub cluster_id: String,
     pub chain_id: u64,
     pub genesis_hash: B256,
+    /// The chain's rules, as its genesis record named them (resolved by `ec-chainspec`).
+    pub spec: ec_log::ChainSpecSource,
 }

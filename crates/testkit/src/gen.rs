@@ -89,7 +89,11 @@ impl LogGenerator {
         let Some(head) = self.head() else {
             let block = self.block(0, B256::ZERO, true);
             self.chain.push(BlockRef { number: 0, hash: block.hash });
-            return Record::Genesis(Genesis { chain_id: self.chain_id, block });
+            let spec = ec_log::ChainSpecSource::Config(format!(
+                r#"{{"chainId":{},"londonBlock":0}}"#,
+                self.chain_id
+            ));
+            return Record::Genesis(Genesis { chain_id: self.chain_id, spec, block });
         };
         if self.pending_reverts > 0 && head.number > 0 {
             self.pending_reverts -= 1;
