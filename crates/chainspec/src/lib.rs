@@ -18,7 +18,7 @@
 use alloy_eips::{eip1559::BaseFeeParams, eip7840::BlobParams, eip7892::BlobScheduleBlobParams};
 use alloy_genesis::ChainConfig;
 use alloy_hardforks::{EthereumChainHardforks, EthereumHardfork, EthereumHardforks, ForkCondition};
-use alloy_primitives::U256;
+use alloy_primitives::{Address, B256, U256};
 use ec_log::ChainSpecSource;
 use revm::primitives::hardfork::SpecId;
 
@@ -89,10 +89,21 @@ impl ChainSpec {
                 "hoodi" => ("hoodi", EthereumHardfork::hoodi().to_vec(), 560_048),
                 _ => return Err(SpecError::UnknownNetwork(name.to_string())),
             };
-        let config = config_from_forks(chain_id, &forks);
-        let mut spec = Self::from_config(config)?;
-        spec.name = Some(name);
-        Ok(spec)
+        let mut config = config_from_forks(chain_id, &forks);
+        if name == "mainnet" {
+            config.deposit_contract_address = Some(alloy_eips::eip6110::MAINNET_DEPOSIT_CONTRACT_ADDRESS);
+        }
+        // The schedule itself straight from alloy-hardforks: its merge entries carry both the first
+        // post-merge block and the fork block EIP-2124 counts (a geth-style config of these networks places
+        // the merge by total difficulty only).
+        Ok(Self {
+            chain_id,
+            name: Some(name),
+            blobs: config.blob_schedule_blob_params(),
+            forks: EthereumChainHardforks::new(forks),
+            config,
+            unsupported: Vec::new(),
+        })
     }
 
     /// The named network with this chain id, if the binary carries one.
@@ -240,6 +251,105 @@ impl ChainSpec {
     }
 }
 
+impl ChainSpec {
+    /// EIP-7910 `eth_config`, as geth answers it: the configuration of the timestamp fork active at
+    /// `head_time` (`current`), of the next scheduled one and of the last one (both `null` when nothing is
+    /// scheduled). Before Shanghai there is no timestamp fork: `current` is `null`.
+    pub fn eth_config(&self, genesis_hash: B256, genesis_time: u64, head_time: u64) -> serde_json::Value {
+        let times: Vec<u64> = self
+            .forks()
+            .into_iter()
+            .filter_map(|(_, c)| match c {
+                ForkCondition::Timestamp(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        let current = times.iter().copied().filter(|t| *t <= head_time).max();
+        let next = times.iter().copied().filter(|t| *t > head_time).min();
+        let last = times.iter().copied().max();
+        let assemble = |t: Option<u64>| {
+            t.map_or(serde_json::Value::Null, |t| self.fork_config(genesis_hash, genesis_time, t))
+        };
+        let next_config = assemble(next);
+        let last_config = if next.is_some() { assemble(last) } else { serde_json::Value::Null };
+        serde_json::json!({ "current": assemble(current), "next": next_config, "last": last_config })
+    }
+
+    /// One entry of `eth_config`: the fork active at time `t`.
+    fn fork_config(&self, genesis_hash: B256, genesis_time: u64, t: u64) -> serde_json::Value {
+        use alloy_eips::{eip2935, eip4788, eip7002, eip7251};
+        use revm::precompile::{PrecompileSpecId, Precompiles};
+        let spec = alloy_evm::spec_by_timestamp_and_block_number(&self.forks, t, u64::MAX);
+        let mut precompiles = serde_json::Map::new();
+        for p in Precompiles::new(PrecompileSpecId::from_spec_id(spec)).inner().values() {
+            precompiles.insert(p.id().name().to_string(), serde_json::json!(p.address()));
+        }
+        if spec.is_enabled_in(SpecId::CANCUN) {
+            // This build leaves out the KZG library (a C build): the precompile is part of the fork all the
+            // same, and of its configuration.
+            precompiles
+                .entry("KZG_POINT_EVALUATION")
+                .or_insert(serde_json::json!(Address::with_last_byte(0x0a)));
+        }
+        let mut system = serde_json::Map::new();
+        if spec.is_enabled_in(SpecId::CANCUN) {
+            system.insert("BEACON_ROOTS_ADDRESS".into(), serde_json::json!(eip4788::BEACON_ROOTS_ADDRESS));
+        }
+        if spec.is_enabled_in(SpecId::PRAGUE) {
+            let deposit = self.config.deposit_contract_address.unwrap_or_default();
+            system.insert(
+                "CONSOLIDATION_REQUEST_PREDEPLOY_ADDRESS".into(),
+                serde_json::json!(eip7251::CONSOLIDATION_REQUEST_PREDEPLOY_ADDRESS),
+            );
+            system.insert("DEPOSIT_CONTRACT_ADDRESS".into(), serde_json::json!(deposit));
+            system.insert(
+                "HISTORY_STORAGE_ADDRESS".into(),
+                serde_json::json!(eip2935::HISTORY_STORAGE_ADDRESS),
+            );
+            system.insert(
+                "WITHDRAWAL_REQUEST_PREDEPLOY_ADDRESS".into(),
+                serde_json::json!(eip7002::WITHDRAWAL_REQUEST_PREDEPLOY_ADDRESS),
+            );
+        }
+        let blobs = self.blob_params(t).map_or(serde_json::Value::Null, |p| {
+            serde_json::json!({"target": p.target_blob_count, "max": p.max_blob_count, "baseFeeUpdateFraction": p.update_fraction})
+        });
+        serde_json::json!({
+            "activationTime": if t <= genesis_time { 0 } else { t },
+            "blobSchedule": blobs,
+            "chainId": format!("{:#x}", self.chain_id),
+            "forkId": format!("0x{}", alloy_primitives::hex::encode(self.fork_hash(genesis_hash, genesis_time, t).0)),
+            "precompiles": precompiles,
+            "systemContracts": system,
+        })
+    }
+
+    /// The EIP-2124 fork hash at time `t` with every block fork passed: the genesis hash, then each distinct
+    /// fork block after 0 and each distinct fork time after genesis up to `t`, in order.
+    pub fn fork_hash(&self, genesis_hash: B256, genesis_time: u64, t: u64) -> alloy_eip2124::ForkHash {
+        let mut blocks = Vec::new();
+        let mut times = Vec::new();
+        for (_, condition) in self.forks() {
+            match condition {
+                ForkCondition::Block(b) | ForkCondition::TTD { fork_block: Some(b), .. } if b > 0 => {
+                    blocks.push(b)
+                }
+                ForkCondition::Timestamp(ts) if ts > genesis_time && ts <= t => times.push(ts),
+                _ => {}
+            }
+        }
+        blocks.sort_unstable();
+        blocks.dedup();
+        times.sort_unstable();
+        times.dedup();
+        let mut hash = alloy_eip2124::ForkHash::from(genesis_hash);
+        for v in blocks.into_iter().chain(times) {
+            hash += v;
+        }
+        hash
+    }
+}
+
 /// The geth-style config of a schedule from `alloy-hardforks` (the named networks carry no config file).
 fn config_from_forks(chain_id: u64, forks: &[(EthereumHardfork, ForkCondition)]) -> ChainConfig {
     use EthereumHardfork as H;
@@ -248,6 +358,10 @@ fn config_from_forks(chain_id: u64, forks: &[(EthereumHardfork, ForkCondition)])
         Some(ForkCondition::TTD { activation_block_number, .. }) => Some(activation_block_number),
         _ => None,
     };
+    let merge_fork_block = forks.iter().find_map(|(f, c)| match (f, c) {
+        (H::Paris, ForkCondition::TTD { fork_block, .. }) => *fork_block,
+        _ => None,
+    });
     let time = |fork| match forks.iter().find(|(f, _)| *f == fork).map(|(_, c)| *c) {
         Some(ForkCondition::Timestamp(t)) => Some(t),
         _ => None,
@@ -274,7 +388,9 @@ fn config_from_forks(chain_id: u64, forks: &[(EthereumHardfork, ForkCondition)])
         london_block: block(H::London),
         arrow_glacier_block: block(H::ArrowGlacier),
         gray_glacier_block: block(H::GrayGlacier),
-        merge_netsplit_block: block(H::Paris),
+        // The merge's fork block (EIP-2124), where the network has one (Sepolia); a named network's spec
+        // places the merge from alloy-hardforks, not from this config.
+        merge_netsplit_block: merge_fork_block.or(block(H::Paris).filter(|b| *b == 0)),
         terminal_total_difficulty: ttd,
         terminal_total_difficulty_passed: ttd.is_some(),
         shanghai_time: time(H::Shanghai),
@@ -343,7 +459,11 @@ fn forks_from_config(
         };
         forks.push((
             H::Paris,
-            ForkCondition::TTD { activation_block_number: block, fork_block: None, total_difficulty: ttd },
+            ForkCondition::TTD {
+                activation_block_number: block,
+                fork_block: c.merge_netsplit_block,
+                total_difficulty: ttd,
+            },
         ));
     }
     let times = [

@@ -205,3 +205,27 @@ fn a_dev_chain_runs_osaka_from_genesis_with_geths_dev_blob_schedule() {
     let blobs = spec.blob_params(0).unwrap();
     assert_eq!((blobs.target_blob_count, blobs.max_blob_count), (6, 9));
 }
+
+#[test]
+fn fork_hashes_of_mainnet_match_eip_2124() {
+    let mainnet = ChainSpec::named("mainnet").unwrap();
+    let genesis = alloy_primitives::b256!("d4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3");
+    // (time, fork hash): Shanghai, Cancun, Prague (EIP-2124's published values).
+    for (t, want) in [
+        (1_681_338_455, [0xdc, 0xe9, 0x6c, 0x2d]),
+        (1_710_338_135, [0x9f, 0x3d, 0x22, 0x54]),
+        (1_746_612_311, [0xc3, 0x76, 0xcf, 0x8b]),
+    ] {
+        assert_eq!(mainnet.fork_hash(genesis, 0, t).0, want, "at {t}");
+    }
+    let config = mainnet.eth_config(genesis, 0, 1_746_612_311);
+    assert_eq!(config["current"]["activationTime"], 1_746_612_311);
+    assert_eq!(config["current"]["blobSchedule"]["max"], 9);
+    assert_eq!(
+        config["current"]["systemContracts"]["DEPOSIT_CONTRACT_ADDRESS"],
+        "0x00000000219ab540356cbb839cbe05303d7705fa"
+    );
+    assert_eq!(config["next"]["activationTime"], 1_764_798_551);
+    assert_eq!(config["next"]["precompiles"]["P256VERIFY"], "0x0000000000000000000000000000000000000100");
+    assert_eq!(config["last"]["blobSchedule"]["max"], 21);
+}

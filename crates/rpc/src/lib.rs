@@ -396,6 +396,13 @@ pub fn module(
         Ok(U256::from(fee))
     })
     .expect(reg);
+    m.register_method("eth_config", move |_, c, _| -> RpcResult<Value> {
+        // EIP-7910, from the chain specification of the genesis record (`ChainSpec::eth_config`).
+        let spec = c.chain_spec()?;
+        let genesis = c.find_block(BlockSpec::Number(0))?.ok_or_else(|| server_error("no genesis yet"))?;
+        Ok(spec.eth_config(genesis.hash, genesis.timestamp, latest_header(c)?.timestamp))
+    })
+    .expect(reg);
     m.register_method("eth_feeHistory", |p, c, _| -> RpcResult<fees::FeeHistory> {
         let args = positional(&p)?;
         let count: u64 = match args.first() {
