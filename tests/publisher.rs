@@ -1144,6 +1144,16 @@ fn rpc_fees_and_estimates_equal_geth() {
     }
     // A contract whose calls cost different gas: stores its calldata's first word at slot 0.
     let deploy = g.send(json!({"from": DEV[0], "data": "0x600a600c600039600a6000f3600035600055"}));
+    // Blob traffic (type-3 transactions of all-zero blobs), 6 and 3 blobs a block: blob gas used ratios
+    // against each fork's maximum (9 here; Cancun's 6 would give other ratios). On demand geth seals a block
+    // per transaction, so blocks stay at or under the target and the excess (and the blob fee, at its 1 wei
+    // floor) rarely moves: pricing above the floor per fork is fees.rs's blob_fees_follow_each_forks_update_fraction.
+    for _ in 0..3 {
+        let a = g.send_zero_blobs(DEV[3], DEV[5], 6);
+        let b = g.send_zero_blobs(DEV[4], DEV[5], 3);
+        mined(g, a);
+        mined(g, b);
+    }
     let contract = contract_address(g, deploy);
     let (head, _) = g.head();
     c.replay("seed");
@@ -1156,6 +1166,9 @@ fn rpc_fees_and_estimates_equal_geth() {
         ("eth_maxPriorityFeePerGas", json!([])),
         ("eth_blobBaseFee", json!([])),
         ("eth_feeHistory", json!(["0x5", "latest", [10, 50, 90]])),
+        ("eth_feeHistory", json!(["0xa", "latest", [25, 75]])),
+        // BLOBBASEFEE inside the EVM (init code returning it): the block's blob fee under its parameters.
+        ("eth_call", json!([{"from": DEV[1], "data": "0x4a60005260206000f3"}, "latest"])),
         ("eth_estimateGas", json!([{"from": DEV[1], "to": contract, "data": format!("0x{}", word(7))}])),
         ("eth_estimateGas", json!([{"from": DEV[1], "to": contract, "data": format!("0x{}", word(0))}])),
         ("eth_estimateGas", json!([{"from": DEV[1], "to": DEV[2], "value": "0x5"}])),
@@ -1168,7 +1181,10 @@ fn rpc_fees_and_estimates_equal_geth() {
         }
         compared += 1;
     }
-    assert_eq!(compared, 8);
+    assert_eq!(compared, 10);
+    // The blob traffic is in the compared blocks (else the blob fields above compared only zeros).
+    let latest = g.call("eth_getBlockByNumber", json!(["latest", false]));
+    assert_eq!(latest["blobGasUsed"], "0x60000", "the head holds the 3-blob transaction: {latest}");
 }
 
 /// Garbage, wrong types and oversized input get JSON-RPC errors, and the server keeps answering.

@@ -165,9 +165,41 @@ impl Upstream {
         serde_json::from_value(self.call("eth_sendRawTransaction", json!([raw]))).expect("tx hash")
     }
 
+    /// Sends a blob transaction (type 3) from a dev account to `to` carrying `blobs` all-zero blobs (geth
+    /// only; signed here). An all-zero blob's KZG commitment and every cell proof are the point at
+    /// infinity, so no KZG library is needed to make a sidecar geth accepts (EIP-7594 cell proofs, as Osaka
+    /// requires). Returns the transaction hash.
+    pub fn send_zero_blobs(&self, from: &str, to: &str, blobs: usize) -> B256 {
+        use alloy_eips::{eip4844, eip7594};
+        let mut infinity = [0u8; 48];
+        infinity[0] = 0xc0;
+        let commitment = alloy_primitives::FixedBytes::<48>::from(infinity);
+        let sidecar = eip7594::BlobTransactionSidecarEip7594 {
+            blobs: vec![eip4844::Blob::ZERO; blobs],
+            commitments: vec![commitment; blobs],
+            cell_proofs: vec![commitment; blobs * eip7594::CELLS_PER_EXT_BLOB],
+        };
+        let hashes = vec![eip4844::kzg_to_versioned_hash(infinity.as_slice()); blobs];
+        let tx = json!({"from": from, "to": to, "value": "0x0", "gas": "0x5208",
+                        "maxFeePerGas": "0x174876e800", "maxPriorityFeePerGas": "0x3b9aca00",
+                        "maxFeePerBlobGas": "0x3b9aca00", "blobVersionedHashes": hashes});
+        let raw =
+            self.sign_with_sidecar(tx, None, Some(eip7594::BlobTransactionSidecarVariant::Eip7594(sidecar)));
+        serde_json::from_value(self.call("eth_sendRawTransaction", json!([raw]))).expect("tx hash")
+    }
+
     /// Signs `tx` (JSON in `eth_sendTransaction`'s shape) with its sender's dev key: the raw transaction.
     /// `nonce` overrides the sender's pending nonce (for several transactions sent at once).
-    pub fn sign(&self, mut tx: Value, nonce: Option<u64>) -> String {
+    pub fn sign(&self, tx: Value, nonce: Option<u64>) -> String {
+        self.sign_with_sidecar(tx, nonce, None)
+    }
+
+    fn sign_with_sidecar(
+        &self,
+        mut tx: Value,
+        nonce: Option<u64>,
+        sidecar: Option<alloy_eips::eip7594::BlobTransactionSidecarVariant>,
+    ) -> String {
         use alloy_consensus::SignableTransaction;
         use k256::ecdsa::SigningKey;
         let from: Address = serde_json::from_value(tx["from"].clone()).expect("a from address");
@@ -198,6 +230,7 @@ impl Upstream {
         }
         let mut request: alloy_rpc_types_eth::TransactionRequest =
             serde_json::from_value(tx.clone()).unwrap_or_else(|e| panic!("transaction {tx}: {e}"));
+        request.sidecar = sidecar;
         // No `to`: a contract creation.
         request.to.get_or_insert(alloy_primitives::TxKind::Create);
         let unsigned = request.build_typed_tx().unwrap_or_else(|r| panic!("incomplete transaction {r:?}"));

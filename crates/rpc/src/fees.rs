@@ -254,6 +254,26 @@ mod tests {
         }
     }
 
+    /// The blob base fee of a header under the parameters of its own time: the same excess prices
+    /// differently under Cancun, Prague, BPO1 and BPO2 on mainnet (values from the EIP-4844 formula).
+    #[test]
+    fn blob_fees_follow_each_forks_update_fraction() {
+        let mainnet = ChainSpec::named("mainnet").unwrap();
+        let cases = [
+            (1_710_338_134, 10_000_000, None), // before Cancun: no blob fee
+            (1_710_338_135, 10_000_000, Some(19)),
+            (1_746_612_311, 10_000_000, Some(7)),
+            (1_765_290_071, 10_000_000, Some(3)),
+            (1_767_747_671, 10_000_000, Some(2)),
+            (1_710_338_135, 50_000_000, Some(3_194_333)),
+            (1_767_747_671, 50_000_000, Some(72)),
+        ];
+        for (timestamp, excess, want) in cases {
+            let h = Header { timestamp, excess_blob_gas: Some(excess), ..Default::default() };
+            assert_eq!(blob_base_fee(&mainnet, &h), want, "at {timestamp}, excess {excess}");
+        }
+    }
+
     #[test]
     fn only_the_newest_blocks_are_sampled() {
         // 20 blocks of three 1 gwei tips, then older blocks of 100 gwei: the older ones are not read.
