@@ -150,6 +150,48 @@ impl ChainSpec {
         Self::from_config(config).expect("the dev schedule only holds forks this binary runs")
     }
 
+    /// Refuses a genesis-file config that schedules a timestamp fork this specification does not have: a
+    /// named network's file from a newer client knows a fork this binary's schedule lacks, and following the
+    /// chain past it would run old rules. Forks the config leaves out are not an error (geth's files omit
+    /// nothing this check needs).
+    pub fn check_covers(&self, config: &ChainConfig) -> Result<(), SpecError> {
+        let ours: Vec<u64> = self
+            .forks()
+            .into_iter()
+            .filter_map(|(_, c)| match c {
+                ForkCondition::Timestamp(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        let theirs = [
+            ("Shanghai", config.shanghai_time),
+            ("Cancun", config.cancun_time),
+            ("Prague", config.prague_time),
+            ("Osaka", config.osaka_time),
+            ("BPO1", config.bpo1_time),
+            ("BPO2", config.bpo2_time),
+            ("BPO3", config.bpo3_time),
+            ("BPO4", config.bpo4_time),
+            ("BPO5", config.bpo5_time),
+            ("Amsterdam", config.amsterdam_time),
+            ("Bogota", config.bogota_time),
+        ];
+        let extra =
+            config.extra_fields.iter().filter_map(|(k, v)| Some((k.strip_suffix("Time")?, v.as_u64())));
+        for (fork, time) in theirs.into_iter().chain(extra) {
+            match time {
+                Some(t) if !ours.contains(&t) => {
+                    return Err(SpecError::UnsupportedFork {
+                        fork: fork.to_string(),
+                        at: format!("timestamp {t}"),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// What a topic's first record carries to name this specification.
     pub fn source(&self) -> ChainSpecSource {
         match self.name {

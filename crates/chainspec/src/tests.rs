@@ -229,3 +229,15 @@ fn fork_hashes_of_mainnet_match_eip_2124() {
     assert_eq!(config["next"]["precompiles"]["P256VERIFY"], "0x0000000000000000000000000000000000000100");
     assert_eq!(config["last"]["blobSchedule"]["max"], 21);
 }
+
+#[test]
+fn a_named_networks_file_with_a_fork_the_binary_lacks_is_refused() {
+    let mainnet = ChainSpec::named("mainnet").unwrap();
+    let mut config = mainnet.config().clone();
+    assert_eq!(mainnet.check_covers(&config), Ok(()));
+    config.amsterdam_time = Some(1_800_000_000);
+    assert_eq!(
+        mainnet.check_covers(&config),
+        Err(SpecError::UnsupportedFork { fork: "Amsterdam".into(), at: "timestamp 1800000000".into() })
+    );
+}

@@ -41,7 +41,11 @@ pub fn load(path: &Path) -> Result<GenesisFile, GenesisError> {
 /// file's own `config`.
 pub fn chain_spec(file: &GenesisFile) -> Result<ChainSpec, GenesisError> {
     match ChainSpec::for_chain_id(file.config.chain_id) {
-        Some(named) => Ok(named),
+        Some(named) => {
+            // A file from a newer client may schedule a fork this binary's table does not have yet.
+            named.check_covers(&file.config)?;
+            Ok(named)
+        }
         None => Ok(ChainSpec::from_config(file.config.clone())?),
     }
 }
