@@ -1187,6 +1187,51 @@ fn rpc_fees_and_estimates_equal_geth() {
     assert_eq!(latest["blobGasUsed"], "0x60000", "the head holds the 3-blob transaction: {latest}");
 }
 
+/// Blob traffic above the target on geth (a block a second; 6 + 3 blobs sent together land in one block, over
+/// the target of 6): the excess blob gas moves, and the replica's fee history (blob fees and ratios) and
+/// `BLOBBASEFEE` inside `eth_call` equal geth's at the blocks after.
+#[test]
+fn blob_fees_above_the_target_equal_geth() {
+    let c = Cluster::on(Upstream::geth());
+    let g = &c.client;
+    let number =
+        |v: &Value| u64::from_str_radix(v.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).unwrap();
+    let mut packed = Vec::new();
+    for _ in 0..6 {
+        let a = g.send_zero_blobs(DEV[3], DEV[5], 6);
+        let b = g.send_zero_blobs(DEV[4], DEV[5], 3);
+        let (ra, rb) = (mined(g, a), mined(g, b));
+        if ra["blockNumber"] == rb["blockNumber"] {
+            packed.push(number(&ra["blockNumber"]));
+        }
+    }
+    assert!(!packed.is_empty(), "no block held both blob transactions");
+    let after = packed[0] + 1;
+    let block = g.call("eth_getBlockByNumber", json!([format!("{after:#x}"), false]));
+    assert_ne!(block["excessBlobGas"], "0x0", "a block over the blob target raised no excess: {block}");
+    let (head, _) = g.head();
+    c.replay("seed");
+    let (_replica, port) = c.rpc_replica(&[]);
+    // geth keeps mining: wait until the replica holds the traffic, not for an exact head.
+    wait_for("the replica to hold the blob traffic", Duration::from_secs(60), || {
+        number(&rpc_call(port, "eth_blockNumber", json!([]))["result"]) >= head
+    });
+    let at = json!(format!("{after:#x}"));
+    let mut compared = 0;
+    for (method, params) in [
+        ("eth_feeHistory", json!(["0xc", at, [50]])),
+        ("eth_call", json!([{"from": DEV[1], "data": "0x4a60005260206000f3"}, at])),
+        ("eth_getBlockByNumber", json!([at, false])),
+    ] {
+        let (o, t) = (rpc_call(port, method, params.clone()), g.call(method, params.clone()));
+        if let Some(d) = json_diff("", &o["result"], &t) {
+            panic!("{method} {params}: {d}");
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 3);
+}
+
 /// Garbage, wrong types and oversized input get JSON-RPC errors, and the server keeps answering.
 #[test]
 fn rpc_survives_hostile_input() {

@@ -155,14 +155,7 @@ impl ChainSpec {
     /// chain past it would run old rules. Forks the config leaves out are not an error (geth's files omit
     /// nothing this check needs).
     pub fn check_covers(&self, config: &ChainConfig) -> Result<(), SpecError> {
-        let ours: Vec<u64> = self
-            .forks()
-            .into_iter()
-            .filter_map(|(_, c)| match c {
-                ForkCondition::Timestamp(t) => Some(t),
-                _ => None,
-            })
-            .collect();
+        let ours = self.fork_times();
         let theirs = [
             ("Shanghai", config.shanghai_time),
             ("Cancun", config.cancun_time),
@@ -283,6 +276,17 @@ impl ChainSpec {
         self.forks.is_osaka_active_at_timestamp(timestamp).then_some(OSAKA_TX_GAS_LIMIT_CAP)
     }
 
+    /// The activation times of the timestamp forks, oldest first.
+    fn fork_times(&self) -> Vec<u64> {
+        self.forks()
+            .into_iter()
+            .filter_map(|(_, c)| match c {
+                ForkCondition::Timestamp(t) => Some(t),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The fork schedule, oldest first, as (fork, activation).
     pub fn forks(&self) -> Vec<(EthereumHardfork, ForkCondition)> {
         EthereumHardfork::VARIANTS
@@ -298,14 +302,7 @@ impl ChainSpec {
     /// `head_time` (`current`), of the next scheduled one and of the last one (both `null` when nothing is
     /// scheduled). Before Shanghai there is no timestamp fork: `current` is `null`.
     pub fn eth_config(&self, genesis_hash: B256, genesis_time: u64, head_time: u64) -> serde_json::Value {
-        let times: Vec<u64> = self
-            .forks()
-            .into_iter()
-            .filter_map(|(_, c)| match c {
-                ForkCondition::Timestamp(t) => Some(t),
-                _ => None,
-            })
-            .collect();
+        let times = self.fork_times();
         let current = times.iter().copied().filter(|t| *t <= head_time).max();
         let next = times.iter().copied().filter(|t| *t > head_time).min();
         let last = times.iter().copied().max();

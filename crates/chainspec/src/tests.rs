@@ -80,7 +80,14 @@ fn blob_parameters_follow_the_blob_schedule_and_bpo_forks() {
         ("mainnet", 1_767_747_670, Some((10, 15, 8_346_193))),
         ("mainnet", 1_767_747_671, Some((14, 21, 11_684_671))),
         ("sepolia", 1_706_655_072, Some((3, 6, 3_338_477))),
+        ("sepolia", 1_761_017_183, Some((6, 9, 5_007_716))),
+        ("sepolia", 1_761_017_184, Some((10, 15, 8_346_193))),
+        ("sepolia", 1_761_607_008, Some((14, 21, 11_684_671))),
         ("hoodi", 0, Some((3, 6, 3_338_477))),
+        ("hoodi", 1_762_365_719, Some((6, 9, 5_007_716))),
+        ("hoodi", 1_762_365_720, Some((10, 15, 8_346_193))),
+        ("hoodi", 1_762_955_543, Some((10, 15, 8_346_193))),
+        ("hoodi", 1_762_955_544, Some((14, 21, 11_684_671))),
     ];
     for (network, timestamp, want) in cases {
         let spec = ChainSpec::named(network).unwrap();
