@@ -247,9 +247,16 @@ pub fn estimate_gas(
         }
     }
     hi = hi.min(env.gas_cap);
+    // A limit below the intrinsic gas (or EIP-7623's calldata floor) is refused before execution; geth's
+    // search counts that as "needs more gas", as it does an out-of-gas halt.
     let run = |gas: u64| {
         let with = CallRequest { gas: Some(alloy_primitives::U64::from(gas)), ..req.clone() };
-        execute(store, number, &with, env, overrides, &mut None)
+        match execute(store, number, &with, env, overrides, &mut None) {
+            Err(e) if e.contains("GasCostMoreThanGasLimit") || e.contains("GasFloorMoreThanGasLimit") => {
+                Ok(CallOutcome::Halt { reason: format!("OutOfGas ({e})"), gas_used: gas })
+            }
+            other => other,
+        }
     };
     let ok = |o: &CallOutcome| matches!(o, CallOutcome::Success { .. });
     // A plain transfer to an account without code costs exactly what one run at 21000 uses.
