@@ -254,6 +254,14 @@ pub fn http_post_raw(port: u16, body: &[u8]) -> Option<(u16, String)> {
     Some((code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
 }
 
+/// A JSON-RPC quantity ("0x2a") as a number; panics, naming the value, on anything else.
+pub fn quantity(v: &serde_json::Value) -> u64 {
+    v.as_str()
+        .and_then(|s| s.strip_prefix("0x"))
+        .and_then(|digits| u64::from_str_radix(digits, 16).ok())
+        .unwrap_or_else(|| panic!("not a JSON-RPC quantity: {v}"))
+}
+
 /// One JSON-RPC call on 127.0.0.1:`port`: the whole response, or `null` when nothing answers.
 pub fn rpc_call(port: u16, method: &str, params: serde_json::Value) -> serde_json::Value {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});

@@ -156,30 +156,13 @@ impl ChainSpec {
     /// nothing this check needs).
     pub fn check_covers(&self, config: &ChainConfig) -> Result<(), SpecError> {
         let ours = self.fork_times();
-        let theirs = [
-            ("Shanghai", config.shanghai_time),
-            ("Cancun", config.cancun_time),
-            ("Prague", config.prague_time),
-            ("Osaka", config.osaka_time),
-            ("BPO1", config.bpo1_time),
-            ("BPO2", config.bpo2_time),
-            ("BPO3", config.bpo3_time),
-            ("BPO4", config.bpo4_time),
-            ("BPO5", config.bpo5_time),
-            ("Amsterdam", config.amsterdam_time),
-            ("Bogota", config.bogota_time),
-        ];
-        let extra =
-            config.extra_fields.iter().filter_map(|(k, v)| Some((k.strip_suffix("Time")?, v.as_u64())));
-        for (fork, time) in theirs.into_iter().chain(extra) {
-            match time {
-                Some(t) if !ours.contains(&t) => {
-                    return Err(SpecError::UnsupportedFork {
-                        fork: fork.to_string(),
-                        at: format!("timestamp {t}"),
-                    })
+        let runnable =
+            time_forks(config).into_iter().map(|(f, t)| (f.to_string(), ForkCondition::Timestamp(t)));
+        for (fork, condition) in runnable.chain(unsupported_forks(config)) {
+            if let ForkCondition::Timestamp(t) = condition {
+                if !ours.contains(&t) {
+                    return Err(SpecError::UnsupportedFork { fork, at: activation(&condition) });
                 }
-                _ => {}
             }
         }
         Ok(())
@@ -232,12 +215,7 @@ impl ChainSpec {
                 _ => false,
             };
             if active {
-                let at = match condition {
-                    ForkCondition::Timestamp(t) => format!("timestamp {t}"),
-                    ForkCondition::Block(b) => format!("block {b}"),
-                    _ => String::new(),
-                };
-                return Err(SpecError::UnsupportedFork { fork: fork.clone(), at });
+                return Err(SpecError::UnsupportedFork { fork: fork.clone(), at: activation(condition) });
             }
         }
         Ok(())
@@ -505,6 +483,13 @@ fn forks_from_config(
             },
         ));
     }
+    forks.extend(time_forks(c).into_iter().map(|(f, t)| (f, ForkCondition::Timestamp(t))));
+    Ok((forks, unsupported_forks(c)))
+}
+
+/// The timestamp forks a geth-style config schedules that this binary runs, with their times.
+fn time_forks(c: &ChainConfig) -> Vec<(EthereumHardfork, u64)> {
+    use EthereumHardfork as H;
     let times = [
         (H::Shanghai, c.shanghai_time),
         (H::Cancun, c.cancun_time),
@@ -517,9 +502,12 @@ fn forks_from_config(
         (H::Bpo5, c.bpo5_time),
         (H::Amsterdam, c.amsterdam_time),
     ];
-    forks.extend(times.into_iter().filter_map(|(f, t)| Some((f, ForkCondition::Timestamp(t?)))));
+    times.into_iter().filter_map(|(f, t)| Some((f, t?))).collect()
+}
 
-    // Forks alloy-evm does not map to a revm specification, and fork fields this build does not know.
+/// The forks a geth-style config schedules that this binary does not implement: Bogota (alloy-evm maps no
+/// revm specification to it), and every `…Time` or `…Block` field this build does not know.
+fn unsupported_forks(c: &ChainConfig) -> Vec<(String, ForkCondition)> {
     let mut unsupported = Vec::new();
     if let Some(t) = c.bogota_time {
         unsupported.push(("Bogota".to_string(), ForkCondition::Timestamp(t)));
@@ -532,7 +520,18 @@ fn forks_from_config(
             unsupported.push((name.to_string(), ForkCondition::Block(n)));
         }
     }
-    Ok((forks, unsupported))
+    unsupported
+}
+
+/// When a fork activates, for messages: "timestamp T" or "block N".
+fn activation(condition: &ForkCondition) -> String {
+    match condition {
+        ForkCondition::Timestamp(t) => format!("timestamp {t}"),
+        ForkCondition::Block(b) | ForkCondition::TTD { activation_block_number: b, .. } => {
+            format!("block {b}")
+        }
+        ForkCondition::Never => "never".to_string(),
+    }
 }
 
 #[cfg(test)]

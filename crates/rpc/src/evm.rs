@@ -190,7 +190,7 @@ pub fn call(
     env: &CallEnv,
     overrides: &Overrides,
 ) -> Result<CallOutcome, String> {
-    execute(store, number, req, env, overrides, &mut None)
+    execute(store, &header_at(store, number)?, req, env, overrides, &mut None)
 }
 
 /// Why an estimate has no answer.
@@ -251,7 +251,7 @@ pub fn estimate_gas(
     // search counts that as "needs more gas", as it does an out-of-gas halt.
     let run = |gas: u64| {
         let with = CallRequest { gas: Some(alloy_primitives::U64::from(gas)), ..req.clone() };
-        match execute(store, number, &with, env, overrides, &mut None) {
+        match execute(store, &h, &with, env, overrides, &mut None) {
             Err(e) if e.contains("GasCostMoreThanGasLimit") || e.contains("GasFloorMoreThanGasLimit") => {
                 Ok(CallOutcome::Halt { reason: format!("OutOfGas ({e})"), gas_used: gas })
             }
@@ -323,8 +323,9 @@ pub fn access_list(
     env: &CallEnv,
     overrides: &Overrides,
 ) -> Result<(CallOutcome, alloy_eips::eip2930::AccessList), String> {
+    let h = header_at(store, number)?;
     let mut touched = None;
-    let first = execute(store, number, req, env, overrides, &mut touched)?;
+    let first = execute(store, &h, req, env, overrides, &mut touched)?;
     if !matches!(first, CallOutcome::Success { .. }) {
         return Ok((first, Default::default()));
     }
@@ -332,12 +333,14 @@ pub fn access_list(
     items.sort_by_key(|i| i.address);
     let list = alloy_eips::eip2930::AccessList(items);
     let with_list = CallRequest { access_list: Some(list.clone()), ..req.clone() };
-    Ok((execute(store, number, &with_list, env, overrides, &mut None)?, list))
+    Ok((execute(store, &h, &with_list, env, overrides, &mut None)?, list))
 }
 
+/// Runs `req` on top of the canonical block with header `h` (read once by the caller: an estimate runs the
+/// same block a dozen times).
 fn execute(
     store: &Store,
-    number: u64,
+    h: &Header,
     req: &CallRequest,
     env: &CallEnv,
     overrides: &Overrides,
@@ -346,7 +349,7 @@ fn execute(
     if Instant::now() >= env.deadline {
         return Err(env.timed_out());
     }
-    let h = header_at(store, number)?;
+    let number = h.number;
     let chain_id = env.spec.chain_id();
     // As geth: the call's gas, or the RPC gas cap when it gives none; never above the cap.
     let gas_limit = req.gas.map_or(env.gas_cap, |g| g.to::<u64>().min(env.gas_cap));
