@@ -114,7 +114,9 @@ pub struct Publisher {
     rpc: Arc<RpcClient>,
     producer: LogProducer,
     published: Published,
-    mode: TraceMode,
+    /// Configured, or probed on the first block after genesis (a client cannot trace genesis: geth answers
+    /// "genesis is not traceable", and a fresh dev chain has no other block yet).
+    mode: Option<TraceMode>,
     /// The chain's rules: a block at or past a fork this binary cannot run stops the publisher.
     spec: ec_chainspec::ChainSpec,
     metrics: Arc<Metrics>,
@@ -126,9 +128,11 @@ impl Publisher {
     /// cluster).
     pub async fn start(cfg: PublisherConfig, metrics: Arc<Metrics>) -> Result<Self, PublisherError> {
         let rpc = Arc::new(RpcClient::new(&cfg.rpc_url, Duration::from_secs(300))?);
+        let head = rpc.block_number().await?;
         let mode = match cfg.trace_mode {
-            Some(m) => m,
-            None => detect_trace_mode(&rpc).await?,
+            Some(m) => Some(m),
+            None if head > 0 => Some(detect_trace_mode(&rpc, head).await?),
+            None => None,
         };
         info!(?mode, client = %cfg.rpc_url, "publisher connected");
         let genesis_file = cfg.genesis.as_deref().map(genesis::load).transpose()?;
@@ -176,6 +180,17 @@ impl Publisher {
 
     pub fn rpc(&self) -> Arc<RpcClient> {
         self.rpc.clone()
+    }
+
+    /// The trace mode, probed on `number` the first time a block needs tracing.
+    async fn trace_mode(&mut self, number: u64) -> Result<TraceMode, PublisherError> {
+        if let Some(mode) = self.mode {
+            return Ok(mode);
+        }
+        let mode = detect_trace_mode(&self.rpc, number).await?;
+        info!(?mode, "trace mode detected");
+        self.mode = Some(mode);
+        Ok(mode)
     }
 
     /// Follows the client until `shutdown` resolves or an error stops it.
@@ -232,7 +247,8 @@ impl Publisher {
                 }
             }
             let next = ours.number + 1;
-            let Some((block, timings)) = fetch_block(&self.rpc, next, self.mode).await? else {
+            let mode = self.trace_mode(next).await?;
+            let Some((block, timings)) = fetch_block(&self.rpc, next, mode).await? else {
                 return Ok(());
             };
             if block.parent_hash != ours.hash {
@@ -370,8 +386,7 @@ impl Publisher {
 
 /// Prefers the prestate tracer: on clients that serve both, parity's stateDiff cannot express a deleted
 /// account (anvil omits it), while prestate diffs show deletions as absence from `post`.
-async fn detect_trace_mode(rpc: &RpcClient) -> Result<TraceMode, PublisherError> {
-    let head = rpc.block_number().await?;
+async fn detect_trace_mode(rpc: &RpcClient, head: u64) -> Result<TraceMode, PublisherError> {
     let prestate = rpc.prestate_diff(head).await;
     if prestate.is_ok() {
         return Ok(TraceMode::Prestate);
