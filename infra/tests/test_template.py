@@ -49,14 +49,17 @@ CLUSTER_TAG = "ether-cattle:cluster"
 
 # docs/aws-contract.md: function environments.
 CONTRACT_ENV = {
-    "SnapshotFunction": {"CLUSTER_ID", "METRICS_NAMESPACE", "ADMIN_PORT", "KEEP_NEWEST", "KEEP_DAILY_DAYS"},
+    "SnapshotFunction": {
+        "CLUSTER_ID", "METRICS_NAMESPACE", "ADMIN_PORT", "KEEP_NEWEST", "KEEP_DAILY_DAYS", "MAX_SOURCE_LAG_RECORDS",
+    },
     "RetentionGuardFunction": {
         "CLUSTER_ID", "METRICS_NAMESPACE", "TOPIC", "KAFKA_BROKERS", "KAFKA_SECURITY_PROTOCOL", "MSK_CLUSTER_ARN",
         "TROUBLESHOOT_ALLOWANCE_SECS",
     },
     "ScalerFunction": {
-        "CLUSTER_ID", "METRICS_NAMESPACE", "ASG_NAME", "LAUNCH_TEMPLATE_ID", "TARGET_GROUP_ARN", "MIN_REPLICAS",
-        "MAX_REPLICAS", "TARGET_REQUESTS_PER_REPLICA_PER_MIN", "COOLDOWN_SECS", "DATA_DEVICE_NAME",
+        "CLUSTER_ID", "METRICS_NAMESPACE", "ASG_NAME", "SNAPSHOT_SOURCE_ASG_NAME", "LAUNCH_TEMPLATE_ID",
+        "SERVING_TARGET_GROUP_ARN", "TARGET_GROUP_ARN", "MIN_REPLICAS", "MAX_REPLICAS",
+        "TARGET_REQUESTS_PER_REPLICA_PER_MIN", "COOLDOWN_SECS", "DATA_DEVICE_NAME",
     },
 }
 
@@ -158,6 +161,41 @@ def test_groups_and_roles(cluster):
         assert {"Key": "ether-cattle:role", "Value": role, "PropagateAtLaunch": True} in group["Tags"]
         assert {"Key": CLUSTER_TAG, "Value": {"Ref": "ClusterId"}, "PropagateAtLaunch": True} in group["Tags"]
         assert group["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "ReplicaLaunchTemplate"}
+        # A stack update's new template version reaches the groups (DefaultVersionNumber never moves).
+        assert group["LaunchTemplate"]["Version"] == {"Fn::GetAtt": ["ReplicaLaunchTemplate", "LatestVersionNumber"]}
+        # Readiness is the ALB's business: an outage that makes every replica unready must not terminate them.
+        assert group["HealthCheckType"] == "EC2"
+        assert group["HealthCheckGracePeriod"] == {"Ref": "ReplicaCatchUpSecs"}
+        (hook,) = group["LifecycleHookSpecificationList"]
+        assert hook == {"LifecycleHookName": "ether-cattle-ready", "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+                        "HeartbeatTimeout": {"Ref": "ReplicaCatchUpSecs"}, "DefaultResult": "ABANDON"}
+    assert int(cluster["Parameters"]["ReplicaCatchUpSecs"]["MaxValue"]) <= 7200, "the hook's timeout limit"
+    publisher = r["PublisherGroup"]["Properties"]["LaunchTemplate"]["Version"]
+    assert publisher == {"Fn::GetAtt": ["PublisherLaunchTemplate", "LatestVersionNumber"]}
+
+
+def test_publisher_creates_topics_with_the_projects_image(cluster):
+    """No image pulled from Docker Hub at boot: the topics come from `ether-cattle create-topics` (Kafka admin API)."""
+    data = cluster["Resources"]["PublisherLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    script = data["UserData"]["Fn::Base64"]["Fn::Sub"][0]
+    assert '"${ImageUri}" create-topics --topic "${Topic}"' in script
+    assert "docker.io" not in script and "kafka-topics.sh" not in script
+    assert "KafkaToolsImage" not in cluster["Parameters"]
+    assert script.index("docker login") < script.index("create-topics")
+
+
+def test_user_data_completes_the_launch_hook(cluster):
+    """The replica's user data abandons the launch on any failed step and continues it once /health/ready
+    answers; the instance role may complete only its own cluster's hooks."""
+    data = cluster["Resources"]["ReplicaLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    script = data["UserData"]["Fn::Base64"]["Fn::Sub"][0]
+    assert "--lifecycle-hook-name ether-cattle-ready" in script
+    assert "trap 'hook ABANDON' ERR" in script
+    ready = script.index("until curl -sf -o /dev/null http://127.0.0.1:8081/health/ready")
+    assert script.index('"${ImageUri}" replica') < ready < script.index("hook CONTINUE")
+    hooks = [s for s in statements_of_role(cluster, "InstanceRole")
+             if "autoscaling:CompleteLifecycleAction" in as_list(s["Action"])]
+    assert len(hooks) == 1 and hooks[0]["Resource"]["Fn::Sub"].endswith("autoScalingGroupName/ether-cattle-${ClusterId}-*")
 
 
 def test_health_checks_are_readiness(cluster, shared):
@@ -276,25 +314,60 @@ def test_event_rules_and_permissions(cluster):
             assert (fn, rule) in permissions, f"{rule} cannot invoke {fn}"
 
 
+def alarm_metric(p):
+    """(namespace, metric, dimensions, statistic, period) of an alarm on one metric or on one metric's math."""
+    if "MetricName" in p:
+        return p["Namespace"], p["MetricName"], p["Dimensions"], p["Statistic"], p["Period"]
+    (stat,) = [m["MetricStat"] for m in p["Metrics"] if "MetricStat" in m]
+    m = stat["Metric"]
+    return m["Namespace"], m["MetricName"], m["Dimensions"], stat["Stat"], stat["Period"]
+
+
+CLUSTER_DIM = {"Name": "Cluster", "Value": {"Ref": "ClusterId"}}
+SERVING_DIMS = [CLUSTER_DIM, {"Name": "Role", "Value": "replica"}]
+
+
 def test_alarms(cluster):
+    # name: (metric, dimensions, statistic, threshold, missing data)
     want = {
-        "SnapshotAgeAlarm": "SnapshotAgeSeconds",
-        "RetentionWarningAlarm": "RetentionStatus",
-        "RetentionCriticalAlarm": "RetentionStatus",
-        "ReadyReplicasLowAlarm": "ReadyReplicas",
-        "ReplicaLagAlarm": "ether_cattle_replica_lag_records",
-        "PublisherHeartbeatAlarm": "ether_cattle_replica_seconds_since_last_record",
+        "SnapshotAgeAlarm": ("SnapshotAgeSeconds", [CLUSTER_DIM], "Maximum", {"Ref": "SnapshotMaxAgeSeconds"}, "breaching"),
+        "RetentionWarningAlarm": ("RetentionStatus", [CLUSTER_DIM], "Maximum", 1, "breaching"),
+        "RetentionCriticalAlarm": ("RetentionStatus", [CLUSTER_DIM], "Maximum", 1, "notBreaching"),
+        "ReadyReplicasLowAlarm": ("ReadyReplicas", [CLUSTER_DIM], "Minimum", {"Ref": "MinReplicas"}, "breaching"),
+        "ReplicaLagAlarm": ("ether_cattle_replica_lag_records", SERVING_DIMS, "Maximum",
+                            {"Ref": "MaxReplicaLagRecords"}, "notBreaching"),
+        "PublisherHeartbeatAlarm": ("ether_cattle_replica_seconds_since_last_record", SERVING_DIMS, "Maximum",
+                                    {"Ref": "HeartbeatSilenceAlarmSecs"}, "breaching"),
+        "ReplicaHeadAgeAlarm": ("ether_cattle_replica_head_age_seconds", SERVING_DIMS, "Minimum",
+                                {"Ref": "MaxHeadAgeSecs"}, "breaching"),
+        "PublisherLagAlarm": ("ether_cattle_publisher_lag_blocks", [CLUSTER_DIM], "Maximum",
+                              {"Ref": "MaxPublisherLagBlocks"}, "breaching"),
+        "PublisherProduceFailuresAlarm": ("ether_cattle_publisher_produce_failures_total", [CLUSTER_DIM], "Maximum",
+                                          0, "notBreaching"),
     }
-    for name, metric in want.items():
-        p = cluster["Resources"][name]["Properties"]
-        assert (p["Namespace"], p["MetricName"]) == ("EtherCattle", metric), name
-        assert p["Dimensions"] == [{"Name": "Cluster", "Value": {"Ref": "ClusterId"}}]
-    assert cluster["Resources"]["RetentionWarningAlarm"]["Properties"]["Threshold"] == 1
-    assert cluster["Resources"]["RetentionCriticalAlarm"]["Properties"]["Threshold"] == 2
-    # The Prometheus metrics the lag and heartbeat alarms use are the ones the instances ship to CloudWatch.
-    user_data = str(cluster["Resources"]["ReplicaLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"])
-    for metric in ("ether_cattle_replica_lag_records", "ether_cattle_replica_seconds_since_last_record"):
-        assert f"^{metric}$" in user_data
+    alarms = resources(cluster, "AWS::CloudWatch::Alarm")
+    assert set(alarms) == set(want)
+    for name, (metric, dims, stat, threshold, missing) in want.items():
+        p = alarms[name]["Properties"]
+        namespace, got_metric, got_dims, got_stat, _ = alarm_metric(p)
+        assert (namespace, got_metric, got_dims, got_stat) == ("EtherCattle", metric, dims, stat), name
+        assert (p["Threshold"], p["TreatMissingData"]) == (threshold, missing), name
+    # Critical is status 2 exactly: "unknown" (3) during a cluster's first hours is the warning's.
+    critical = alarms["RetentionCriticalAlarm"]["Properties"]
+    assert [m["Expression"] for m in critical["Metrics"] if m.get("ReturnData")] == ["IF(status == 2, 1, 0)"]
+    # The snapshot age is written every guard run (15 minutes): a period shorter than that would flap.
+    age = alarms["SnapshotAgeAlarm"]["Properties"]
+    assert age["Period"] >= 1800 and age["DatapointsToAlarm"] == age["EvaluationPeriods"] == 2
+    # The Prometheus metrics the alarms use are the ones the instances ship to CloudWatch, with the dimensions
+    # the alarms ask for.
+    replica_ud = str(cluster["Resources"]["ReplicaLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"])
+    publisher_ud = str(cluster["Resources"]["PublisherLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"])
+    assert '"dimensions": [["Cluster"], ["Cluster", "Role"]]' in replica_ud
+    for _, (metric, *_rest) in want.items():
+        if metric.startswith("ether_cattle_replica_"):
+            assert f"^{metric}$" in replica_ud, metric
+        elif metric.startswith("ether_cattle_publisher_"):
+            assert f"^{metric}$" in publisher_ud, metric
 
 
 # ---------------------------------------------------------------- parameters documented
@@ -350,6 +423,7 @@ def test_guard_rules_fail_a_violating_template():
         "msk_tls_in_transit", "listeners_https", "msk_encrypted_at_rest", "ebs_volumes_encrypted", "kms_rotation",
         "iam_no_wildcard_actions", "iam_policy_no_wildcard_actions", "iam_data_actions_scoped",
         "iam_policy_data_actions_scoped", "iam_metrics_namespace", "target_groups_check_readiness",
+        "groups_health_is_ec2", "kafka_ingress_from_groups", "kafka_cidr_ingress_opt_in",
     }, out.stdout
 
 
