@@ -370,6 +370,17 @@ def test_alarms(cluster):
             assert f"^{metric}$" in publisher_ud, metric
 
 
+def test_dashboard_shows_the_alarmed_metrics(cluster):
+    """One dashboard per cluster, valid JSON once rendered, charting the metrics the alarms watch."""
+    body = cluster["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    rendered = json.loads(re.sub(r"\$\{[A-Za-z:]+\}", "x", body))
+    charted = {m for w in rendered["widgets"] for row in w["properties"]["metrics"] for m in row if isinstance(m, str)}
+    for metric in ("ReadyReplicas", "ether_cattle_replica_head_age_seconds", "ether_cattle_replica_lag_records",
+                   "ether_cattle_replica_seconds_since_last_record", "ether_cattle_publisher_lag_blocks",
+                   "SnapshotAgeSeconds", "RetentionMarginSeconds", "RetentionStatus"):
+        assert metric in charted, metric
+
+
 # ---------------------------------------------------------------- parameters documented
 
 
