@@ -237,6 +237,11 @@ def test_no_wildcard_actions_and_data_actions_scoped(cluster, shared):
                     assert s["Condition"] == {"StringEquals": {"cloudwatch:namespace": "EtherCattle"}}
 
 
+def test_snapshot_tags_only_on_create(cluster):
+    (tagging,) = [s for s in statements_of_role(cluster, "SnapshotRole") if "ec2:CreateTags" in as_list(s["Action"])]
+    assert tagging["Condition"]["StringEquals"]["ec2:CreateAction"] == "CreateSnapshot"
+
+
 def test_data_actions_carry_the_cluster_tag_condition(cluster):
     """Where the API supports tag conditions, the cluster's tag limits the function to its own resources."""
     tagged = {"ec2:DeleteSnapshot", "ebs:ListSnapshotBlocks", "ebs:ListChangedBlocks", "ec2:CreateTags",
