@@ -96,6 +96,8 @@ pub struct Report {
     pub assessment: Assessment,
     pub snapshot: Option<String>,
     pub snapshot_offset: Option<i64>,
+    /// The time of the record at `snapshot_offset + 1` (ms), from which the margin is measured.
+    pub resumes_at_record_ms: Option<i64>,
     pub retention: Retention,
     pub partition: Option<PartitionState>,
     /// Reads that failed (each also logged with the call and resource).
@@ -113,14 +115,15 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, now: i64) -> anyhow::Result<Report>
 
     let snaps = d.snapshots.list_snapshots(&cfg.cluster).await.map_err(|e| problem(e.to_string())).ok();
     let newest = snaps.as_deref().and_then(newest_completed);
-    let (snapshot, point) = match newest {
+    // The snapshot function publishes the age only when it runs (every few hours); published here too, the
+    // snapshot-age alarm sees a value every guard run instead of missing data most of the day.
+    let age = newest.as_ref().map(|(_, p)| (now - p.taken_at).max(0));
+    let (snapshot, offset) = match newest {
         Some((s, p)) if p.topic != cfg.topic => {
             problem(format!("newest snapshot {} is of topic {}, not {}", s.id, p.topic, cfg.topic));
             (Some(s.id.clone()), None)
         }
-        Some((s, p)) => {
-            (Some(s.id.clone()), Some(SnapshotPoint { kafka_offset: p.kafka_offset, taken_at: p.taken_at }))
-        }
+        Some((s, p)) => (Some(s.id.clone()), Some(p.kafka_offset)),
         None => (None, None),
     };
 
@@ -141,6 +144,18 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, now: i64) -> anyhow::Result<Report>
         }
     };
     let partition = d.partition.state(&cfg.topic).await.map_err(|e| problem(e.to_string())).ok();
+    // The record the snapshot resumes at: its time, not the snapshot's, starts the retention clock.
+    let mut point = None;
+    if let Some(offset) = offset {
+        let next = offset + 1;
+        let held = partition.is_some_and(|p| p.earliest <= next && next < p.high);
+        let next_record_ms = if held {
+            d.partition.record_time(&cfg.topic, next).await.map_err(|e| problem(e.to_string())).ok().flatten()
+        } else {
+            None
+        };
+        point = Some(SnapshotPoint { kafka_offset: offset, next_record_ms });
+    }
 
     let assessment = assess(point, &retention, partition, cfg.allowance_secs, now);
     let (status, margin, reason) = (assessment.status, assessment.margin_secs, &assessment.reason);
@@ -150,6 +165,9 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, now: i64) -> anyhow::Result<Report>
         Status::Critical | Status::Unknown => tracing::error!(?status, margin, %reason, "retention margin"),
     }
     let mut metrics = vec![Metric::gauge("RetentionStatus", Unit::None, status.metric())];
+    if let Some(age) = age {
+        metrics.push(Metric::gauge("SnapshotAgeSeconds", Unit::Seconds, age as f64));
+    }
     // Unknown publishes no margin: a made-up number would hide the problem; the status says it.
     let margin_metric = match (status, margin) {
         (Status::Unknown, _) => None,
@@ -161,7 +179,8 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, now: i64) -> anyhow::Result<Report>
     }
     d.metrics.publish(&metrics).await?;
     Ok(Report {
-        snapshot_offset: point.map(|p| p.kafka_offset),
+        snapshot_offset: offset,
+        resumes_at_record_ms: point.and_then(|p| p.next_record_ms),
         assessment,
         snapshot,
         retention,
@@ -219,7 +238,10 @@ mod tests {
     async fn topic_config_first_then_msk_then_unknown() {
         let (r, m) = go(&cfg(true), Ok(hours(48, "topic")), Ok(hours(1, "msk"))).await;
         assert_eq!((r.assessment.status, r.retention.source.as_str()), (Status::Ok, "topic"));
-        assert_eq!(m.value("RetentionMarginSeconds"), Some((47 * 3600) as f64));
+        // Measured from the next record (written 2 hours ago), not from the snapshot (1 hour ago).
+        assert_eq!(m.value("RetentionMarginSeconds"), Some((46 * 3600) as f64));
+        assert_eq!(r.resumes_at_record_ms, Some((NOW - 7200) * 1000));
+        assert_eq!(m.value("SnapshotAgeSeconds"), Some(3600.0));
 
         let (r, _) = go(&cfg(true), Err("DescribeConfigs denied".into()), Ok(hours(20, "msk"))).await;
         assert_eq!((r.assessment.status, r.retention.source.as_str()), (Status::Warning, "msk"));

@@ -1,15 +1,19 @@
 //! How long the newest snapshot can still resume: the pure margin and status decision.
 //!
 //! A replica started from a snapshot at offset `S` resumes at `S + 1`, so the snapshot is usable while the
-//! partition still holds `S + 1` (or `S + 1` is the next offset to be written). Two limits delete records:
-//! - time (`retention.ms`): record `S + 1` was written after the position was read (`taken_at`), so it is
-//!   deleted no earlier than `taken_at + retention.ms`; the margin `taken_at + retention.ms - now` is a lower
-//!   bound;
+//! partition still holds `S + 1` (or `S + 1` is the next offset to be written). The clock that matters is
+//! therefore the time record `S + 1` was written, not the time the snapshot was taken: a snapshot of a
+//! source that was stuck an hour behind is an hour closer to deletion than its creation time says. Two limits
+//! delete records:
+//! - time (`retention.ms`): a record is deleted no earlier than `retention.ms` after its timestamp (Kafka
+//!   deletes whole segments once their newest record is that old), so the margin is
+//!   `written(S + 1) + retention.ms - now`, a lower bound;
 //! - size (`retention.bytes`): the broker keeps a window of data; at a steady write rate, that window spans the
-//!   age of its oldest record, so the snapshot's record goes when it is that old: margin
-//!   `taken_at - oldest record's time`.
+//!   age of its oldest record, so record `S + 1` goes when it is that old: margin
+//!   `written(S + 1) - oldest record's time`.
 //!
-//! The margin is the smaller of the two that apply. An unreadable input makes the status `Unknown`, never ok.
+//! When `S + 1` is not written yet it will be written no earlier than now. The margin is the smaller of the two
+//! limits that apply. An unreadable input makes the status `Unknown`, never ok.
 
 use serde::Serialize;
 
@@ -57,11 +61,13 @@ pub struct PartitionState {
     pub oldest_record_ms: Option<i64>,
 }
 
-/// The newest completed snapshot's position.
+/// The newest completed snapshot's position, and the time of the record it resumes at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct SnapshotPoint {
     pub kafka_offset: i64,
-    pub taken_at: i64,
+    /// Timestamp of the record at `kafka_offset + 1`, ms since the epoch; `None` when it could not be read
+    /// (it is not consulted when that offset is not written yet).
+    pub next_record_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -136,14 +142,25 @@ pub fn assess(
     if !retention.is_known() {
         return unknown(format!("the topic's retention is unknown ({retention:?})"));
     }
+    // When the record the snapshot resumes at was written (seconds); not written yet: no earlier than now.
+    let written = if next < part.high {
+        match snap.next_record_ms {
+            Some(ms) => ms.div_euclid(1000),
+            None => {
+                return unknown(format!("the time of record {next}, where the snapshot resumes, is unknown"))
+            }
+        }
+    } else {
+        now
+    };
     let by_time = match retention.ms {
-        Limit::Value(ms) => Some(snap.taken_at + ms / 1000 - now),
+        Limit::Value(ms) => Some(written + ms / 1000 - now),
         _ => None,
     };
     // Size-limited retention: measured from the window the broker holds now. An empty partition is pushing
     // nothing out, so size gives no bound then.
     let by_size = match (retention.bytes, part.oldest_record_ms) {
-        (Limit::Value(_), Some(oldest)) => Some(snap.taken_at - oldest.div_euclid(1000)),
+        (Limit::Value(_), Some(oldest)) => Some(written - oldest.div_euclid(1000)),
         _ => None,
     };
     let margin = match (by_time, by_size) {
@@ -190,8 +207,9 @@ mod tests {
         Some(PartitionState { earliest, high, oldest_record_ms: oldest_age_secs.map(|a| (NOW - a) * 1000) })
     }
 
+    /// A snapshot at `offset` whose next record was written `age_secs` ago.
     fn snap(offset: i64, age_secs: i64) -> Option<SnapshotPoint> {
-        Some(SnapshotPoint { kafka_offset: offset, taken_at: NOW - age_secs })
+        Some(SnapshotPoint { kafka_offset: offset, next_record_ms: Some((NOW - age_secs) * 1000) })
     }
 
     #[test]
@@ -239,12 +257,36 @@ mod tests {
                 Some(6 * DAY),
             ),
             (
-                "boundary: next offset is the end (empty after snapshot)",
+                "boundary: next offset is the end (empty after snapshot): written no earlier than now",
                 snap(199, DAY),
                 ret(week, Unlimited),
                 part(200, 200, None),
                 Status::Ok,
-                Some(6 * DAY),
+                Some(7 * DAY),
+            ),
+            (
+                "stuck source: a fresh snapshot whose next record is 6.5 days old warns",
+                snap(100, 6 * DAY + DAY / 2),
+                ret(week, Unlimited),
+                part(50, 200, Some(7 * DAY)),
+                Status::Warning,
+                Some(DAY / 2),
+            ),
+            (
+                "next record's time unreadable",
+                Some(SnapshotPoint { kafka_offset: 100, next_record_ms: None }),
+                ret(week, Unlimited),
+                part(50, 200, Some(DAY)),
+                Status::Unknown,
+                None,
+            ),
+            (
+                "next record's time not needed when it is not written yet",
+                Some(SnapshotPoint { kafka_offset: 199, next_record_ms: None }),
+                ret(week, Unlimited),
+                part(150, 200, Some(DAY)),
+                Status::Ok,
+                Some(7 * DAY),
             ),
             (
                 "critical: past retention but not yet deleted",

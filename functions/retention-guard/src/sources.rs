@@ -42,6 +42,9 @@ pub trait ClusterRetention: Send + Sync {
 #[async_trait::async_trait]
 pub trait Partition: Send + Sync {
     async fn state(&self, topic: &str) -> Result<PartitionState, SourceError>;
+    /// The timestamp (ms) of the record at `offset`, or of the first one after it (a transaction marker
+    /// takes an offset but is no record); `None` when there is none up to the end.
+    async fn record_time(&self, topic: &str, offset: i64) -> Result<Option<i64>, SourceError>;
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -168,6 +171,16 @@ impl Partition for KafkaAdmin {
         }
         Err(self.err("Fetch", topic, "the low watermark kept moving out of range"))
     }
+
+    async fn record_time(&self, topic: &str, offset: i64) -> Result<Option<i64>, SourceError> {
+        let consumer = self.consumer(topic)?;
+        match self.first_from(&consumer, topic, offset).await {
+            Ok(Some((_, ts))) => Ok(ts),
+            Ok(None) => Ok(None),
+            Err(None) => Err(self.err("Fetch", topic, format!("offset {offset} is out of range"))),
+            Err(Some(e)) => Err(e),
+        }
+    }
 }
 
 /// The MSK API: the cluster's current configuration revision, parsed for the broker retention defaults.
@@ -248,10 +261,15 @@ impl ClusterRetention for Fixed<Retention> {
     }
 }
 
+/// Any record's time is the partition's oldest record's.
 #[async_trait::async_trait]
 impl Partition for Fixed<PartitionState> {
     async fn state(&self, _topic: &str) -> Result<PartitionState, SourceError> {
         self.0.clone().map_err(SourceError::Other)
+    }
+
+    async fn record_time(&self, _topic: &str, _offset: i64) -> Result<Option<i64>, SourceError> {
+        self.0.clone().map(|p| p.oldest_record_ms).map_err(SourceError::Other)
     }
 }
 

@@ -28,6 +28,19 @@ fn produce(brokers: &str, topic: &str, n: usize) {
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
+/// `n` records stamped `age_secs` in the past (CreateTime set by the producer, as a publisher's records
+/// are stamped when it writes them).
+fn produce_aged(brokers: &str, topic: &str, n: usize, age_secs: i64) {
+    let producer: BaseProducer = KafkaConfig::plaintext(brokers).client_config().create().expect("producer");
+    let ts = (ec_functions::unix_now() - age_secs) * 1000;
+    for i in 0..n {
+        let payload = format!("aged record {i}");
+        producer.send(BaseRecord::<(), _>::to(topic).payload(&payload).timestamp(ts)).expect("send");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
 fn env(brokers: &str, topic: &str) -> Env {
     Env::from_pairs([("CLUSTER_ID", CLUSTER), ("TOPIC", topic), ("KAFKA_BROKERS", brokers)])
 }
@@ -121,6 +134,34 @@ async fn retention_guard_on_kafka_and_moto() {
     let published = ec_functions::testing::metric_max(&cw, "RetentionMarginSeconds", "c2").await;
     assert_eq!(published, Some(UNLIMITED_MARGIN_SECS as f64));
     assert!(report.partition.is_some_and(|p| p.earliest == 0 && p.high == 3));
+
+    // A stuck snapshot source: its snapshot is minutes old, but the record it resumes at was written 6.5 days
+    // ago in a 7-day topic. Measured from the snapshot's creation this would look like 7 days of margin; from
+    // the record it is half a day, under the one-day allowance: a warning while there is still time to act,
+    // not critical.
+    broker.create_topic("stuck", &[&format!("retention.ms={}", 7 * 86_400_000)]).expect("topic");
+    produce_aged(&brokers, "stuck", 10, 6 * 86_400 + 43_200);
+    produce(&brokers, "stuck", 10);
+    tagged_snapshot(&ec2, "c3", "stuck", 5).await;
+    let cfg = ec_retention_guard::Config::from_env(&Env::from_pairs([
+        ("CLUSTER_ID", "c3"),
+        ("TOPIC", "stuck"),
+        ("KAFKA_BROKERS", brokers.as_str()),
+    ]))
+    .expect("config");
+    let publisher = Publisher::cloudwatch("EtherCattle", "c3", cw.clone());
+    let deps =
+        Deps { snapshots: &ec2_catalog, topic: &kafka, msk: &msk, partition: &kafka, metrics: &publisher };
+    let report = run(&cfg, &deps, ec_functions::unix_now()).await.expect("run");
+    eprintln!("stuck source: {report:?}");
+    assert_eq!(report.assessment.status, Status::Warning, "{report:?}");
+    let m = report.assessment.margin_secs.expect("margin");
+    assert!((43_200 - 60..=43_200).contains(&m), "margin {m}");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(ec_functions::testing::metric_max(&cw, "RetentionStatus", "c3").await, Some(1.0));
+    let age =
+        ec_functions::testing::metric_max(&cw, "SnapshotAgeSeconds", "c3").await.expect("age published");
+    assert!(age < 600.0, "the snapshot itself is fresh: {age}");
 
     // The real MSK adapter against moto: moto's DescribeCluster answer has a creation time without a zone
     // (and a placeholder configuration ARN), which the SDK rejects; what matters here is that the failure

@@ -43,48 +43,60 @@ pub trait ReplicaFleet: Send + Sync {
 pub trait LoadSource: Send + Sync {
     /// Replicas the load balancer reports healthy.
     async fn ready(&self) -> Result<u32, AwsError>;
-    /// Requests per minute per target, latest minute; `None` without data points.
+    /// Requests per minute per healthy target of the serving group, latest minute; `None` without data
+    /// points.
     async fn requests_per_target_per_min(&self, now: i64) -> Result<Option<f64>, AwsError>;
 }
 
-/// The Auto Scaling group and its launch template.
+/// The replica Auto Scaling group, the snapshot-source group sharing its launch template, and the template.
 pub struct AsgFleet {
     pub asg: aws_sdk_autoscaling::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub asg_name: String,
+    /// The one-instance snapshot-source group: moved to every new version with the replica group, so a
+    /// replaced source starts from the newest snapshot too.
+    pub snapshot_source_asg_name: Option<String>,
     pub launch_template_id: String,
     /// The data volume's device in the launch template (`/dev/sdf`).
     pub device_name: String,
 }
 
 impl AsgFleet {
-    async fn group(&self) -> Result<aws_sdk_autoscaling::types::AutoScalingGroup, AwsError> {
+    async fn group(&self, name: &str) -> Result<aws_sdk_autoscaling::types::AutoScalingGroup, AwsError> {
         let out = self
             .asg
             .describe_auto_scaling_groups()
-            .auto_scaling_group_names(&self.asg_name)
+            .auto_scaling_group_names(name)
             .send()
             .await
-            .map_err(|e| AwsError::new("DescribeAutoScalingGroups", &self.asg_name, e))?;
+            .map_err(|e| AwsError::new("DescribeAutoScalingGroups", name, e))?;
         out.auto_scaling_groups()
             .first()
             .cloned()
-            .ok_or_else(|| AwsError::malformed("DescribeAutoScalingGroups", &self.asg_name, "no such group"))
+            .ok_or_else(|| AwsError::malformed("DescribeAutoScalingGroups", name, "no such group"))
     }
 
-    /// The default version's number and block device mappings.
-    async fn default_version(&self) -> Result<(i64, Vec<LaunchTemplateBlockDeviceMapping>), AwsError> {
+    /// The number and block device mappings of the launch-template version the replica group launches now:
+    /// the number CloudFormation set (`LatestVersionNumber`, so a stack update's changes are in it), or what
+    /// `$Latest` / `$Default` resolve to for a group set up by hand.
+    async fn running_version(
+        &self,
+        group: &aws_sdk_autoscaling::types::AutoScalingGroup,
+    ) -> Result<(i64, Vec<LaunchTemplateBlockDeviceMapping>), AwsError> {
         let lt = &self.launch_template_id;
+        let version = group_version(group).unwrap_or("$Default");
         let out = self
             .ec2
             .describe_launch_template_versions()
             .launch_template_id(lt)
-            .versions("$Default")
+            .versions(version)
             .send()
             .await
-            .map_err(|e| AwsError::new("DescribeLaunchTemplateVersions", lt, e))?;
+            .map_err(|e| {
+                AwsError::new("DescribeLaunchTemplateVersions", format!("{lt} version {version}"), e)
+            })?;
         let v = out.launch_template_versions().first().ok_or_else(|| {
-            AwsError::malformed("DescribeLaunchTemplateVersions", lt, "no $Default version")
+            AwsError::malformed("DescribeLaunchTemplateVersions", lt, format!("no version {version}"))
         })?;
         let number = v
             .version_number()
@@ -93,6 +105,32 @@ impl AsgFleet {
             v.launch_template_data().map(|d| d.block_device_mappings().to_vec()).unwrap_or_default();
         Ok((number, mappings))
     }
+
+    /// Sets `version` on a group that names a version number (a group on `$Latest` or `$Default` follows by
+    /// itself once the new version is the latest and the default).
+    async fn move_group(&self, name: &str, version: i64) -> Result<bool, AwsError> {
+        let g = self.group(name).await?;
+        if group_version(&g).is_some_and(|v| v.starts_with('$')) {
+            return Ok(false);
+        }
+        let spec = LaunchTemplateSpecification::builder()
+            .launch_template_id(&self.launch_template_id)
+            .version(version.to_string())
+            .build();
+        self.asg
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_template(spec)
+            .send()
+            .await
+            .map_err(|e| AwsError::new("UpdateAutoScalingGroup", name, e))?;
+        Ok(true)
+    }
+}
+
+/// The launch-template version a group names (`"7"`, `"$Latest"`, `"$Default"`), if it launches from one.
+fn group_version(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Option<&str> {
+    g.launch_template().and_then(|t| t.version())
 }
 
 /// The request form of a mapping, with the data device's snapshot replaced (other fields kept, so size,
@@ -126,7 +164,7 @@ fn remap(
 #[async_trait::async_trait]
 impl ReplicaFleet for AsgFleet {
     async fn state(&self) -> Result<FleetState, AwsError> {
-        let g = self.group().await?;
+        let g = self.group(&self.asg_name).await?;
         let desired = g.desired_capacity().and_then(|d| u32::try_from(d).ok()).ok_or_else(|| {
             AwsError::malformed("DescribeAutoScalingGroups", &self.asg_name, "no DesiredCapacity")
         })?;
@@ -136,7 +174,7 @@ impl ReplicaFleet for AsgFleet {
             .find(|t| t.key() == Some(SCALED_AT_TAG))
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.value()?).ok())
             .map(|t| t.timestamp());
-        let (_, mappings) = self.default_version().await?;
+        let (_, mappings) = self.running_version(&g).await?;
         let snapshot_id = mappings
             .iter()
             .find(|m| m.device_name() == Some(self.device_name.as_str()))
@@ -147,7 +185,7 @@ impl ReplicaFleet for AsgFleet {
 
     async fn point_at(&self, snapshot_id: &str) -> Result<String, AwsError> {
         let lt = &self.launch_template_id;
-        let (default, mappings) = self.default_version().await?;
+        let (source, mappings) = self.running_version(&self.group(&self.asg_name).await?).await?;
         let mut requests: Vec<_> =
             mappings.iter().map(|m| remap(m, &self.device_name, snapshot_id)).collect();
         if !mappings.iter().any(|m| m.device_name() == Some(self.device_name.as_str())) {
@@ -159,14 +197,14 @@ impl ReplicaFleet for AsgFleet {
                     .build(),
             );
         }
-        // SourceVersion: everything else of the default version carries over (AWS replaces the block device
-        // list as a whole, hence the full list above).
+        // SourceVersion: everything else of the version the group runs carries over (image, user data: what the
+        // last stack update deployed); AWS replaces the block device list as a whole, hence the full list above.
         let data = RequestLaunchTemplateData::builder().set_block_device_mappings(Some(requests)).build();
         let created = self
             .ec2
             .create_launch_template_version()
             .launch_template_id(lt)
-            .source_version(default.to_string())
+            .source_version(source.to_string())
             .version_description(format!("ether-cattle: data volume from {snapshot_id}"))
             .launch_template_data(data)
             .send()
@@ -176,6 +214,7 @@ impl ReplicaFleet for AsgFleet {
             .launch_template_version()
             .and_then(|v| v.version_number())
             .ok_or_else(|| AwsError::malformed("CreateLaunchTemplateVersion", lt, "no VersionNumber"))?;
+        // The default too, for groups and people that launch `$Default`.
         self.ec2
             .modify_launch_template()
             .launch_template_id(lt)
@@ -183,23 +222,16 @@ impl ReplicaFleet for AsgFleet {
             .send()
             .await
             .map_err(|e| AwsError::new("ModifyLaunchTemplate", lt, e))?;
-        // A group pinned to a version number would not see the new default: pin it to the new one.
-        let g = self.group().await?;
-        let pinned = g.launch_template().and_then(|t| t.version()).filter(|v| !v.starts_with('$'));
-        if pinned.is_some() {
-            let spec = LaunchTemplateSpecification::builder()
-                .launch_template_id(lt)
-                .version(number.to_string())
-                .build();
-            self.asg
-                .update_auto_scaling_group()
-                .auto_scaling_group_name(&self.asg_name)
-                .launch_template(spec)
-                .send()
-                .await
-                .map_err(|e| AwsError::new("UpdateAutoScalingGroup", &self.asg_name, e))?;
+        let mut moved = Vec::new();
+        for name in std::iter::once(&self.asg_name).chain(self.snapshot_source_asg_name.as_ref()) {
+            if self.move_group(name, number).await? {
+                moved.push(name.as_str());
+            }
         }
-        Ok(format!("launch template {lt} version {number} (from {default}) is the default"))
+        Ok(format!(
+            "launch template {lt} version {number} (from version {source}, which {} ran) is the default; groups moved to it: {moved:?}",
+            self.asg_name
+        ))
     }
 
     async fn set_desired(&self, desired: u32, now: i64) -> Result<(), AwsError> {
@@ -231,19 +263,24 @@ impl ReplicaFleet for AsgFleet {
     }
 }
 
-/// The ALB target group: healthy targets, and CloudWatch's `RequestCountPerTarget`.
+/// The load balancer's view: this cluster's healthy targets (its own target group), and CloudWatch's
+/// `RequestCountPerTarget` of the shared serving target group, where every user request arrives (the cluster's
+/// own group receives only header-routed operator requests).
 pub struct AlbLoad {
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    /// This cluster's target group: its ready replicas.
     pub target_group_arn: String,
+    /// The serving target group all clusters' replicas join: the load.
+    pub serving_target_group_arn: String,
 }
 
 impl AlbLoad {
-    /// The metric dimension: the ARN's resource part, `targetgroup/<name>/<id>`.
+    /// The metric dimension of the serving group: the ARN's resource part, `targetgroup/<name>/<id>`.
     pub fn dimension(&self) -> String {
-        match self.target_group_arn.split_once(":targetgroup/") {
+        match self.serving_target_group_arn.split_once(":targetgroup/") {
             Some((_, rest)) => format!("targetgroup/{rest}"),
-            None => self.target_group_arn.clone(),
+            None => self.serving_target_group_arn.clone(),
         }
     }
 }

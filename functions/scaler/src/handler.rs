@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::{
     fleet::{AlbLoad, AsgFleet, FleetState, LoadSource, ReplicaFleet},
-    scale::{decide, Change, Decision, Observed, ScalePolicy},
+    scale::{cluster_load, decide, Change, Decision, Observed, ScalePolicy},
 };
 
 #[derive(Debug, Clone)]
@@ -16,8 +16,12 @@ pub struct Config {
     pub cluster: String,
     pub namespace: String,
     pub asg_name: String,
+    pub snapshot_source_asg_name: Option<String>,
     pub launch_template_id: String,
+    /// This cluster's target group (ready replicas).
     pub target_group_arn: String,
+    /// The shared serving target group (load).
+    pub serving_target_group_arn: String,
     pub device_name: String,
     pub policy: ScalePolicy,
 }
@@ -28,8 +32,10 @@ impl Config {
             cluster: env.cluster()?,
             namespace: env.namespace(),
             asg_name: env.required("ASG_NAME")?,
+            snapshot_source_asg_name: env.optional("SNAPSHOT_SOURCE_ASG_NAME"),
             launch_template_id: env.required("LAUNCH_TEMPLATE_ID")?,
             target_group_arn: env.required("TARGET_GROUP_ARN")?,
+            serving_target_group_arn: env.required("SERVING_TARGET_GROUP_ARN")?,
             device_name: env.optional("DATA_DEVICE_NAME").unwrap_or_else(|| "/dev/sdf".into()),
             policy: ScalePolicy {
                 min: env.parse_or("MIN_REPLICAS", 1)?,
@@ -67,6 +73,7 @@ impl Lambda {
                 asg: aws_sdk_autoscaling::Client::new(sdk),
                 ec2: aws_sdk_ec2::Client::new(sdk),
                 asg_name: config.asg_name.clone(),
+                snapshot_source_asg_name: config.snapshot_source_asg_name.clone(),
                 launch_template_id: config.launch_template_id.clone(),
                 device_name: config.device_name.clone(),
             },
@@ -74,6 +81,7 @@ impl Lambda {
                 elb: aws_sdk_elasticloadbalancingv2::Client::new(sdk),
                 cloudwatch: cloudwatch.clone(),
                 target_group_arn: config.target_group_arn.clone(),
+                serving_target_group_arn: config.serving_target_group_arn.clone(),
             },
             metrics: Publisher::cloudwatch(&config.namespace, &config.cluster, cloudwatch),
             config,
@@ -126,11 +134,7 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, trigger: &Trigger, now: i64) -> any
     let ready = d.load.ready().await.map_err(|e| problem(e.to_string())).ok();
     let per_target =
         d.load.requests_per_target_per_min(now).await.map_err(|e| problem(e.to_string())).ok().flatten();
-    // RequestCountPerTarget is the group's requests divided by its healthy targets.
-    let load_per_min = match (ready, per_target) {
-        (Some(r), Some(p)) => Some(p * f64::from(r.max(1))),
-        _ => None,
-    };
+    let load_per_min = cluster_load(per_target, ready);
     let observed = Observed {
         desired: state.desired,
         ready: ready.unwrap_or(0),
@@ -209,6 +213,7 @@ mod tests {
             ("ASG_NAME", "g"),
             ("LAUNCH_TEMPLATE_ID", "lt-1"),
             ("TARGET_GROUP_ARN", "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/tg/1"),
+            ("SERVING_TARGET_GROUP_ARN", "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/serving/2"),
             ("MIN_REPLICAS", "1"),
             ("MAX_REPLICAS", "5"),
             ("TARGET_REQUESTS_PER_REPLICA_PER_MIN", "100"),

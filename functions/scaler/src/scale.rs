@@ -54,6 +54,20 @@ pub struct Decision {
     pub reason: String,
 }
 
+/// Requests per minute arriving at this cluster.
+///
+/// User traffic reaches every cluster through the shared serving target group, which spreads it evenly over
+/// its healthy targets; CloudWatch's `RequestCountPerTarget` of that group is its requests divided by them.
+/// This cluster's share is its healthy targets over the group's, so its load is the per-target figure times
+/// its own healthy targets. With none ready yet it is counted as one: the replicas it is starting will carry
+/// at least a target's share. `None` when either figure is unknown.
+pub fn cluster_load(serving_per_target: Option<f64>, cluster_ready: Option<u32>) -> Option<f64> {
+    match (serving_per_target, cluster_ready) {
+        (Some(p), Some(r)) if p.is_finite() && p >= 0.0 => Some(p * f64::from(r.max(1))),
+        _ => None,
+    }
+}
+
 pub fn decide(p: &ScalePolicy, o: &Observed) -> Decision {
     let keep = |reason: String| Decision { desired: o.desired, change: Change::None, reason };
     if p.min > p.max {
@@ -199,6 +213,22 @@ mod tests {
             }
         }
         assert_eq!((desired, changes), (4, 1), "one step out at 3050, and no step back in");
+    }
+
+    #[test]
+    fn cluster_load_table() {
+        let cases = [
+            ("one of two equal clusters: its half of the group", Some(500.0), Some(3), Some(1500.0)),
+            ("none ready yet counts as one target", Some(500.0), Some(0), Some(500.0)),
+            ("no requests", Some(0.0), Some(4), Some(0.0)),
+            ("metric missing", None, Some(3), None),
+            ("health unreadable", Some(500.0), None, None),
+            ("nonsense metric", Some(f64::NAN), Some(3), None),
+            ("negative metric", Some(-1.0), Some(3), None),
+        ];
+        for (name, per_target, ready, want) in cases {
+            assert_eq!(cluster_load(per_target, ready), want, "{name}");
+        }
     }
 
     #[test]

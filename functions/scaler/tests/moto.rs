@@ -1,5 +1,6 @@
-//! The scaler against a moto server with the real AWS SDK clients: an Auto Scaling group launching from a
-//! launch template, an ALB target group with healthy targets, `RequestCountPerTarget` in CloudWatch. The
+//! The scaler against a moto server with the real AWS SDK clients: the replica and snapshot-source Auto
+//! Scaling groups on a launch-template version number (as CloudFormation sets them), the shared serving target
+//! group and the cluster's own, `RequestCountPerTarget` in CloudWatch where the ALB writes it. The
 //! handler is invoked with the events EventBridge sends: an EBS snapshot notification, a schedule tick within
 //! the cool-down, and the load alarm entering ALARM.
 
@@ -48,7 +49,8 @@ async fn put_load(cw: &aws_sdk_cloudwatch::Client, dimension: &str, per_target: 
         .expect("PutMetricData");
 }
 
-/// (snapshot on /dev/sdf, root volume size) of the template's default version.
+/// (snapshot on /dev/sdf, root volume size) of the template's default version (the scaler makes each new
+/// version the default).
 async fn default_mappings(ec2: &aws_sdk_ec2::Client, lt: &str) -> (Option<String>, Option<i32>) {
     let v = ec2.describe_launch_template_versions().launch_template_id(lt).versions("$Default").send().await;
     let v = v.expect("DescribeLaunchTemplateVersions");
@@ -99,24 +101,46 @@ async fn scaler_on_moto() {
         .await
         .expect("CreateLaunchTemplate");
     let lt = lt.launch_template().and_then(|t| t.launch_template_id()).expect("lt id").to_string();
-    asg.create_auto_scaling_group()
-        .auto_scaling_group_name("c1-replicas")
-        .launch_template(
-            LaunchTemplateSpecification::builder().launch_template_id(&lt).version("$Default").build(),
-        )
-        .min_size(0)
-        .max_size(10)
-        .desired_capacity(2)
-        .availability_zones("us-east-1a")
+    // A stack update made version 2 (a bigger root volume) and set it on both groups by number, as
+    // CloudFormation's LatestVersionNumber does; the default stays 1 (CloudFormation never moves it).
+    let update = RequestLaunchTemplateData::builder()
+        .image_id(&image)
+        .block_device_mappings(mapping("/dev/xvda", None, Some(24)))
+        .block_device_mappings(mapping("/dev/sdf", Some(&old), None))
+        .build();
+    ec2.create_launch_template_version()
+        .launch_template_id(&lt)
+        .launch_template_data(update)
         .send()
         .await
-        .expect("CreateAutoScalingGroup");
+        .expect("CreateLaunchTemplateVersion");
+    for (name, desired) in [("c1-replicas", 2), ("c1-snapshot-source", 1)] {
+        asg.create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_template(
+                LaunchTemplateSpecification::builder().launch_template_id(&lt).version("2").build(),
+            )
+            .min_size(0)
+            .max_size(10)
+            .desired_capacity(desired)
+            .availability_zones("us-east-1a")
+            .send()
+            .await
+            .expect("CreateAutoScalingGroup");
+    }
 
     let vpc = ec2.create_vpc().cidr_block("10.0.0.0/16").send().await.expect("CreateVpc");
     let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
-    let tg =
-        elb.create_target_group().name("c1-rpc").protocol("HTTP".into()).port(8545).vpc_id(&vpc).send().await;
-    let tg = tg.expect("CreateTargetGroup").target_groups()[0].target_group_arn().expect("arn").to_string();
+    // The shared serving group (all clusters' replicas, all user traffic) and this cluster's own group.
+    let mut groups = Vec::new();
+    for name in ["shared-rpc", "c1-rpc"] {
+        let tg =
+            elb.create_target_group().name(name).protocol("HTTP".into()).port(8545).vpc_id(&vpc).send().await;
+        groups.push(
+            tg.expect("CreateTargetGroup").target_groups()[0].target_group_arn().expect("arn").to_string(),
+        );
+    }
+    let (serving, tg) = (groups[0].clone(), groups[1].clone());
     let targets: Vec<TargetDescription> = group(&asg)
         .await
         .instances()
@@ -125,18 +149,22 @@ async fn scaler_on_moto() {
         .map(|id| TargetDescription::builder().id(id).port(8545).build())
         .collect();
     assert_eq!(targets.len(), 2);
-    elb.register_targets()
-        .target_group_arn(&tg)
-        .set_targets(Some(targets))
-        .send()
-        .await
-        .expect("RegisterTargets");
+    for arn in [&serving, &tg] {
+        elb.register_targets()
+            .target_group_arn(arn)
+            .set_targets(Some(targets.clone()))
+            .send()
+            .await
+            .expect("RegisterTargets");
+    }
 
     let env = Env::from_pairs([
         ("CLUSTER_ID", CLUSTER),
         ("ASG_NAME", "c1-replicas"),
+        ("SNAPSHOT_SOURCE_ASG_NAME", "c1-snapshot-source"),
         ("LAUNCH_TEMPLATE_ID", lt.as_str()),
         ("TARGET_GROUP_ARN", tg.as_str()),
+        ("SERVING_TARGET_GROUP_ARN", serving.as_str()),
         ("MIN_REPLICAS", "1"),
         ("MAX_REPLICAS", "5"),
         ("TARGET_REQUESTS_PER_REPLICA_PER_MIN", "300"),
@@ -144,9 +172,13 @@ async fn scaler_on_moto() {
     ]);
     let lambda = ec_scaler::Lambda::new(&env, &sdk).expect("config");
     let dimension = lambda.load.dimension();
-    assert!(dimension.starts_with("targetgroup/c1-rpc/"), "{dimension}");
+    assert!(dimension.starts_with("targetgroup/shared-rpc/"), "{dimension}");
+    // Header-routed operator requests on the cluster's own group: not the load.
+    let own = format!("targetgroup/{}", tg.split_once(":targetgroup/").expect("tg arn").1);
+    put_load(&cw, &own, 9000.0, 120).await;
 
-    // A snapshot completed: new replicas start from it; 2 × 600 req/min at 300 each needs 4.
+    // A snapshot completed: new replicas start from it; 2 ready × 600 req/min per serving target at 300 each
+    // needs 4.
     put_load(&cw, &dimension, 600.0, 120).await;
     let created = json!({"version": "0", "detail-type": "EBS Snapshot Notification", "source": "aws.ec2",
         "region": "us-east-1", "resources": [format!("arn:aws:ec2::us-east-1:snapshot/{new}")],
@@ -157,9 +189,15 @@ async fn scaler_on_moto() {
     assert_eq!(r["snapshot"], json!(new));
     assert_eq!(
         default_mappings(&ec2, &lt).await,
-        (Some(new.clone()), Some(16)),
-        "data volume swapped, root kept"
+        (Some(new.clone()), Some(24)),
+        "data volume swapped; the rest from version 2, the one the group ran, not the old default"
     );
+    for name in ["c1-replicas", "c1-snapshot-source"] {
+        let g = asg.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await;
+        let g = g.expect("DescribeAutoScalingGroups").auto_scaling_groups()[0].clone();
+        let version = g.launch_template().and_then(|t| t.version()).map(String::from);
+        assert_eq!(version.as_deref(), Some("3"), "{name} moved to the new version");
+    }
     let g = group(&asg).await;
     assert_eq!(g.desired_capacity(), Some(4));
     assert!(g.tags().iter().any(|t| t.key() == Some(SCALED_AT_TAG)), "cool-down start recorded");

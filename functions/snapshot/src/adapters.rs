@@ -8,8 +8,9 @@ use ec_functions::{
     tags, AwsError,
 };
 
-use crate::ports::{
-    AdminPosition, BlockCheck, BlockSummary, PositionError, ReplicaPosition, SourceVolume, Volumes,
+use crate::{
+    ports::{AdminPosition, BlockCheck, BlockSummary, PositionError, ReplicaPosition, SourceVolume, Volumes},
+    source::SourceHealth,
 };
 
 #[async_trait::async_trait]
@@ -245,5 +246,25 @@ impl ReplicaPosition for HttpPosition {
             return Err(PositionError::Status { url, status: status.as_u16(), body });
         }
         resp.json().await.map_err(http)
+    }
+
+    /// `/health/ready` beside `/admin/position`: 200 or 503 with the same JSON body, both answers.
+    async fn health(&self, volume: &SourceVolume) -> Result<SourceHealth, PositionError> {
+        let position_url = self.url(volume)?;
+        let url = match position_url.strip_suffix("/admin/position") {
+            Some(base) => format!("{base}/health/ready"),
+            None => {
+                return Err(PositionError::Http {
+                    url: position_url,
+                    message: "ADMIN_URL must end in /admin/position (the health URL is derived from it)"
+                        .into(),
+                })
+            }
+        };
+        let http = |e: reqwest::Error| PositionError::Http { url: url.clone(), message: e.to_string() };
+        let resp = self.client.get(&url).send().await.map_err(http)?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(http)?;
+        serde_json::from_str(&body).map_err(|_| PositionError::Status { url, status, body })
     }
 }

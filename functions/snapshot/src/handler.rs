@@ -12,6 +12,7 @@ use crate::{
     adapters::{Ebs, HttpPosition},
     ports::{BlockCheck, ReplicaPosition, Volumes},
     prune::{self, Plan, PrunePolicy},
+    source::check_source,
 };
 
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct Config {
     pub admin_url: Option<String>,
     /// A snapshot still pending after this long is reported as a problem.
     pub pending_warn_secs: i64,
+    /// The source must be ready and at most this many messages behind the topic (`MAX_SOURCE_LAG_RECORDS`).
+    pub max_source_lag_records: i64,
 }
 
 impl Config {
@@ -39,6 +42,7 @@ impl Config {
             admin_port: env.parse_or("ADMIN_PORT", 8081)?,
             admin_url: env.optional("ADMIN_URL"),
             pending_warn_secs: env.parse_or("PENDING_WARN_SECS", 6 * 3600)?,
+            max_source_lag_records: env.parse_or("MAX_SOURCE_LAG_RECORDS", 50)?,
         })
     }
 }
@@ -196,6 +200,8 @@ async fn take_snapshot(
             return Err(format!("several snapshot-source volumes for cluster {}: {ids:?}", cfg.cluster));
         }
     };
+    let health = d.position.health(source).await.map_err(|e| e.to_string())?;
+    check_source(&health, cfg.max_source_lag_records)?;
     let p = d.position.position(source).await.map_err(|e| e.to_string())?;
     let (Some(block_number), Some(block_hash)) = (p.block_number, p.block_hash.clone()) else {
         return Err(format!("replica on {} reports no head block: {p:?}", source.volume_id));
@@ -276,7 +282,10 @@ mod tests {
     use ec_functions::{snapshots::record, MemoryMetrics, MemorySnapshots};
 
     use super::*;
-    use crate::ports::{AdminPosition, FixedPosition, MemoryBlocks, MemoryEc2, SourceVolume};
+    use crate::{
+        ports::{AdminPosition, FixedPosition, MemoryBlocks, MemoryEc2, SourceVolume},
+        source::SourceHealth,
+    };
 
     const NOW: i64 = 1_800_000_000;
 
@@ -310,7 +319,7 @@ mod tests {
             ("s2".to_string(), BTreeMap::from([(0, 1), (1, 1), (2, 1)])),
             ("s3".to_string(), BTreeMap::from([(0, 1), (1, 2), (2, 1), (3, 1)])),
         ]));
-        (ec2, blocks, FixedPosition(position), MemoryMetrics::default())
+        (ec2, blocks, FixedPosition(position, SourceHealth::ready(0)), MemoryMetrics::default())
     }
 
     fn pos(offset: i64) -> AdminPosition {
@@ -366,6 +375,25 @@ mod tests {
         let (ec2, blocks, p, m) = fixture(Some(pos(25)));
         let err = go(&ec2, &blocks, &p, &m).await.expect_err("must fail");
         assert!(err.to_string().contains("behind the newest snapshot s3"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unready_or_lagging_source_is_not_snapshotted() {
+        let unready = SourceHealth {
+            ready: false,
+            failing: vec!["publisher silent: no record for 90s (limit 30s)".into()],
+            lag_records: Some(0),
+        };
+        for (health, why) in
+            [(unready, "not ready (publisher silent"), (SourceHealth::ready(51), "51 messages behind")]
+        {
+            let (ec2, blocks, _, m) = fixture(Some(pos(40)));
+            let p = FixedPosition(Some(pos(40)), health);
+            let err = go(&ec2, &blocks, &p, &m).await.expect_err("must refuse");
+            assert!(err.to_string().contains(why), "{err}");
+            assert!(ec2.snapshots.all().iter().all(|s| s.state == SnapshotState::Completed), "none taken");
+            assert_eq!(m.value("SnapshotAgeSeconds"), Some(1000.0), "the age still reported");
+        }
     }
 
     #[tokio::test]

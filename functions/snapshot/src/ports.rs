@@ -1,5 +1,5 @@
 //! The outside world of the snapshot function, behind traits: EC2 (volumes, snapshots, launch templates), the
-//! EBS direct APIs, and the replica's admin endpoint. AWS/HTTP adapters are in `adapters`; the in-memory ones
+//! EBS direct APIs, and the replica's private HTTP port (admin position, readiness). AWS/HTTP adapters are in `adapters`; the in-memory ones
 //! here serve the handler tests.
 
 use std::{
@@ -9,6 +9,8 @@ use std::{
 
 use ec_functions::{tags, AwsError, MemorySnapshots, SnapshotCatalog, SnapshotRecord, SnapshotState};
 use serde::Deserialize;
+
+use crate::source::SourceHealth;
 
 /// A volume tagged as the cluster's snapshot source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +80,8 @@ pub trait ReplicaPosition: Send + Sync {
     /// The position of the replica serving `volume` (its admin URL is derived from the instance IP unless
     /// overridden).
     async fn position(&self, volume: &SourceVolume) -> Result<AdminPosition, PositionError>;
+    /// Its readiness and lag (`GET /health/ready` on the same port).
+    async fn health(&self, volume: &SourceVolume) -> Result<SourceHealth, PositionError>;
 }
 
 /// In-memory EC2: snapshots, source volumes and names in use.
@@ -163,9 +167,9 @@ impl BlockCheck for MemoryBlocks {
     }
 }
 
-/// A fixed answer from the admin endpoint.
+/// Fixed answers from the admin endpoint: the position (`None`: an empty database) and the health.
 #[derive(Debug, Clone)]
-pub struct FixedPosition(pub Option<AdminPosition>);
+pub struct FixedPosition(pub Option<AdminPosition>, pub SourceHealth);
 
 #[async_trait::async_trait]
 impl ReplicaPosition for FixedPosition {
@@ -175,6 +179,10 @@ impl ReplicaPosition for FixedPosition {
             status: 503,
             body: "empty database".into(),
         })
+    }
+
+    async fn health(&self, _volume: &SourceVolume) -> Result<SourceHealth, PositionError> {
+        Ok(self.1.clone())
     }
 }
 

@@ -70,18 +70,26 @@ async fn seed_snapshot(
     id
 }
 
-/// The replica's own health router, serving a replica at `offset`.
-async fn admin_endpoint(offset: i64) -> String {
+/// The replica's own health router, serving a replica at `offset` that is `lag` messages behind the topic and
+/// hears its publisher (a record every second).
+async fn admin_endpoint(offset: i64, lag: i64) -> String {
     let status = ec_replica::Status {
         caught_up: true,
         position: Some(ec_store::Position { kafka_offset: offset, sequence: offset as u64 }),
         head_block: Some(offset as u64),
         head_hash: Some(alloy_primitives::B256::repeat_byte(0xab)),
+        next_offset: offset + 1,
+        high_watermark: Some(offset + 1 + lag),
+        last_record_at: Some(std::time::Instant::now()),
         ..Default::default()
     };
-    let (_tx, rx) = tokio::sync::watch::channel(status);
-    // Keep the sender alive for the test's lifetime.
-    std::mem::forget(_tx);
+    let (tx, rx) = tokio::sync::watch::channel(status);
+    tokio::spawn(async move {
+        while !tx.is_closed() {
+            tx.send_modify(|s| s.last_record_at = Some(std::time::Instant::now()));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
     let router = ec_replica::health::router(rx, Default::default(), "blocks".into(), Arc::default(), None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -162,7 +170,7 @@ async fn snapshot_function_on_moto() {
         (s3.clone(), BTreeMap::from([(0, 1), (1, 2), (2, 1)])),
     ]));
 
-    let admin = admin_endpoint(45).await;
+    let admin = admin_endpoint(45, 0).await;
     let env = Env::from_pairs([
         ("CLUSTER_ID", CLUSTER),
         ("KEEP_NEWEST", "2"),
@@ -223,6 +231,19 @@ async fn snapshot_function_on_moto() {
     assert_eq!(stats, Some(CHANGED as f64));
     let age = ec_functions::testing::metric_max(&cw, "SnapshotAgeSeconds", CLUSTER).await.expect("age");
     assert!((3590.0..3700.0).contains(&age), "age {age}");
+
+    // A source 500 messages behind (say, a stuck consumer): no snapshot, and the run fails saying why, with
+    // the real HTTP adapter reading the replica's 503 body.
+    let lagging = admin_endpoint(46, 500).await;
+    let cfg = Config::from_env(&Env::from_pairs([("CLUSTER_ID", CLUSTER), ("ADMIN_URL", lagging.as_str())]))
+        .expect("config");
+    let position = HttpPosition::new(cfg.admin_port, cfg.admin_url.clone());
+    let deps = Deps { ec2: &Ec2(ec2.clone()), ebs: &blocks, position: &position, metrics: &publisher };
+    let err = run(&cfg, &deps, ec_functions::unix_now()).await.expect_err("a lagging source is refused");
+    assert!(err.to_string().contains("500 messages behind"), "{err:#}");
+    let now_there =
+        ec2.describe_snapshots().owner_ids("self").filters(tag_filter(tags::CLUSTER, CLUSTER)).send().await;
+    assert_eq!(now_there.expect("DescribeSnapshots").snapshots().len(), want.len(), "nothing created");
 
     // The whole function (all real adapters) with a replica that cannot answer: no snapshot, and the run
     // fails saying why.
