@@ -237,6 +237,32 @@ def test_no_wildcard_actions_and_data_actions_scoped(cluster, shared):
                     assert s["Condition"] == {"StringEquals": {"cloudwatch:namespace": "EtherCattle"}}
 
 
+def test_logs_go_to_groups_with_retention(cluster):
+    groups = resources(cluster, "AWS::Logs::LogGroup")
+    names = {g["Properties"]["LogGroupName"]["Fn::Sub"]: n for n, g in groups.items()}
+    for g in groups.values():
+        assert g["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    for fn in resources(cluster, "AWS::Lambda::Function").values():
+        assert fn["Properties"]["LoggingConfig"] == {"LogGroup": {"Ref": "FunctionLogGroup"}}
+    # The containers log to the groups the stack made (awslogs driver), the agent's EMF lines to its group.
+    for lt, group in [("ReplicaLaunchTemplate", "/ether-cattle/${ClusterId}/replicas"),
+                      ("PublisherLaunchTemplate", "/ether-cattle/${ClusterId}/publisher")]:
+        script = cluster["Resources"][lt]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"][0]
+        assert f"--log-driver awslogs --log-opt awslogs-group={group}" in script, lt
+        assert group in names and "/ether-cattle/${ClusterId}/prometheus" in script and "/ether-cattle/${ClusterId}/prometheus" in names
+
+
+def test_data_disk_usage_is_shipped_and_alarmed(cluster):
+    script = cluster["Resources"]["ReplicaLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"][0]
+    cw = script[script.index("cwagent.json <<'EOF'"):]
+    assert '"disk": {"resources": ["/data"], "measurement": ["used_percent"]' in cw
+    assert '"aggregation_dimensions": [["AutoScalingGroupName"]]' in cw
+    alarm = cluster["Resources"]["DataDiskAlarm"]["Properties"]
+    groups = {m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Fn::Sub"] for m in alarm["Metrics"] if "MetricStat" in m}
+    assert groups == {"ether-cattle-${ClusterId}-replicas", "ether-cattle-${ClusterId}-snapshot-source"}
+    assert alarm["Threshold"] == {"Ref": "DataDiskAlarmPercent"}
+
+
 def test_snapshot_tags_only_on_create(cluster):
     (tagging,) = [s for s in statements_of_role(cluster, "SnapshotRole") if "ec2:CreateTags" in as_list(s["Action"])]
     assert tagging["Condition"]["StringEquals"]["ec2:CreateAction"] == "CreateSnapshot"
@@ -350,7 +376,7 @@ def test_alarms(cluster):
         "PublisherProduceFailuresAlarm": ("ether_cattle_publisher_produce_failures_total", [CLUSTER_DIM], "Maximum",
                                           0, "notBreaching"),
     }
-    alarms = resources(cluster, "AWS::CloudWatch::Alarm")
+    alarms = {n: a for n, a in resources(cluster, "AWS::CloudWatch::Alarm").items() if n != "DataDiskAlarm"}
     assert set(alarms) == set(want)
     for name, (metric, dims, stat, threshold, missing) in want.items():
         p = alarms[name]["Properties"]
@@ -440,6 +466,7 @@ def test_guard_rules_fail_a_violating_template():
         "iam_no_wildcard_actions", "iam_policy_no_wildcard_actions", "iam_data_actions_scoped",
         "iam_policy_data_actions_scoped", "iam_metrics_namespace", "target_groups_check_readiness",
         "groups_health_is_ec2", "kafka_ingress_from_groups", "kafka_cidr_ingress_opt_in",
+        "log_groups_have_retention", "functions_log_to_a_retained_group",
     }, out.stdout
 
 
