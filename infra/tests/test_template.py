@@ -32,8 +32,8 @@ FUNCTION_ACTIONS = {
     "ScalerRole": {
         "ec2:DescribeSnapshots", "ec2:DescribeLaunchTemplateVersions", "ec2:CreateLaunchTemplateVersion",
         "ec2:ModifyLaunchTemplate", "autoscaling:DescribeAutoScalingGroups", "autoscaling:SetDesiredCapacity",
-        "autoscaling:CreateOrUpdateTags", "autoscaling:UpdateAutoScalingGroup",
-        "elasticloadbalancing:DescribeTargetHealth", "cloudwatch:GetMetricStatistics", "cloudwatch:PutMetricData",
+        "autoscaling:CreateOrUpdateTags", "autoscaling:UpdateAutoScalingGroup", "autoscaling:StartInstanceRefresh",
+        "autoscaling:DescribeInstanceRefreshes", "elasticloadbalancing:DescribeTargetHealth", "cloudwatch:GetMetricStatistics", "cloudwatch:PutMetricData",
         # UpdateAutoScalingGroup onto a launch template: AWS checks the caller may launch it.
         "ec2:RunInstances", "iam:PassRole",
     },
@@ -42,7 +42,8 @@ FUNCTION_ACTIONS = {
 UNSCOPABLE = {
     "ec2:DescribeVolumes", "ec2:DescribeInstances", "ec2:DescribeSnapshots", "ec2:DescribeLaunchTemplates",
     "ec2:DescribeLaunchTemplateVersions",
-    "ec2:DescribeTags", "autoscaling:DescribeAutoScalingGroups", "elasticloadbalancing:DescribeTargetHealth",
+    "ec2:DescribeTags", "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeInstanceRefreshes",
+    "elasticloadbalancing:DescribeTargetHealth",
     "cloudwatch:GetMetricStatistics", "cloudwatch:PutMetricData",
 }
 CLUSTER_TAG = "ether-cattle:cluster"
@@ -272,7 +273,7 @@ def test_data_actions_carry_the_cluster_tag_condition(cluster):
     """Where the API supports tag conditions, the cluster's tag limits the function to its own resources."""
     tagged = {"ec2:DeleteSnapshot", "ebs:ListSnapshotBlocks", "ebs:ListChangedBlocks", "ec2:CreateTags",
               "ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate", "autoscaling:SetDesiredCapacity",
-              "autoscaling:CreateOrUpdateTags", "autoscaling:UpdateAutoScalingGroup"}
+              "autoscaling:CreateOrUpdateTags", "autoscaling:UpdateAutoScalingGroup", "autoscaling:StartInstanceRefresh"}
     seen = set()
     for role in FUNCTION_ACTIONS:
         for s in statements_of_role(cluster, role):

@@ -11,14 +11,23 @@
 
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag as AsgTag};
+use std::{
+    collections::hash_map::DefaultHasher,
+    hash::{Hash, Hasher},
+};
+
+use aws_sdk_autoscaling::types::{
+    InstanceRefreshStatus, LaunchTemplateSpecification, LifecycleState, RefreshPreferences, Tag as AsgTag,
+};
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use aws_sdk_ec2::types::{
     LaunchTemplateBlockDeviceMapping, LaunchTemplateBlockDeviceMappingRequest,
-    LaunchTemplateEbsBlockDeviceRequest, RequestLaunchTemplateData,
+    LaunchTemplateEbsBlockDeviceRequest, RequestLaunchTemplateData, ResponseLaunchTemplateData,
 };
 use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
 use ec_functions::AwsError;
+
+use crate::roll::LaunchConfig;
 
 /// ASG tag: when the scaler last changed the desired count (RFC 3339), for the cool-down.
 pub const SCALED_AT_TAG: &str = "ether-cattle:scaled-at";
@@ -31,12 +40,26 @@ pub struct FleetState {
     pub last_change_at: Option<i64>,
 }
 
+/// What a group launches now and what its in-service instances were launched with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfigs {
+    pub group: LaunchConfig,
+    pub instances: Vec<Option<LaunchConfig>>,
+}
+
 #[async_trait::async_trait]
 pub trait ReplicaFleet: Send + Sync {
     async fn state(&self) -> Result<FleetState, AwsError>;
     /// Makes new replicas start from `snapshot_id`; returns what was changed, for the log.
     async fn point_at(&self, snapshot_id: &str) -> Result<String, AwsError>;
     async fn set_desired(&self, desired: u32, now: i64) -> Result<(), AwsError>;
+    /// The groups whose instances are rolled when their launch configuration changes.
+    fn roll_groups(&self) -> Vec<String>;
+    async fn launch_configs(&self, group: &str) -> Result<GroupConfigs, AwsError>;
+    async fn refresh_in_progress(&self, group: &str) -> Result<bool, AwsError>;
+    /// Replaces the group's instances that do not match its launch configuration, each replacement ready
+    /// before the instance it replaces goes; returns what was started, for the log.
+    async fn start_refresh(&self, group: &str) -> Result<String, AwsError>;
 }
 
 #[async_trait::async_trait]
@@ -131,6 +154,46 @@ impl AsgFleet {
 /// The launch-template version a group names (`"7"`, `"$Latest"`, `"$Default"`), if it launches from one.
 fn group_version(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Option<&str> {
     g.launch_template().and_then(|t| t.version())
+}
+
+/// A version's launch configuration without the snapshot of the data device: what decides whether a running
+/// instance is outdated. User data (which the SDK's Debug output redacts) enters as a hash.
+fn launch_config(d: &ResponseLaunchTemplateData, data_device: &str) -> LaunchConfig {
+    let volumes: Vec<String> = d
+        .block_device_mappings()
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            if m.device_name.as_deref() == Some(data_device) {
+                if let Some(ebs) = m.ebs.as_mut() {
+                    ebs.snapshot_id = None;
+                }
+            }
+            format!("{m:?}")
+        })
+        .collect();
+    let mut user_data = DefaultHasher::new();
+    d.user_data().hash(&mut user_data);
+    LaunchConfig(format!(
+        "image {:?} type {:?} profile {:?} security groups {:?} user data {:x} volumes {volumes:?}",
+        d.image_id(),
+        d.instance_type(),
+        d.iam_instance_profile(),
+        d.security_group_ids(),
+        user_data.finish()
+    ))
+}
+
+/// Instance refresh states during which another must not be started.
+fn refresh_running(s: &InstanceRefreshStatus) -> bool {
+    matches!(
+        s,
+        InstanceRefreshStatus::Pending
+            | InstanceRefreshStatus::InProgress
+            | InstanceRefreshStatus::Cancelling
+            | InstanceRefreshStatus::RollbackInProgress
+            | InstanceRefreshStatus::Baking
+    )
 }
 
 /// The request form of a mapping, with the data device's snapshot replaced (other fields kept, so size,
@@ -261,6 +324,89 @@ impl ReplicaFleet for AsgFleet {
             .map(|_| ())
             .map_err(|e| AwsError::new("CreateOrUpdateTags", &self.asg_name, e))
     }
+
+    fn roll_groups(&self) -> Vec<String> {
+        std::iter::once(self.asg_name.clone()).chain(self.snapshot_source_asg_name.clone()).collect()
+    }
+
+    async fn launch_configs(&self, name: &str) -> Result<GroupConfigs, AwsError> {
+        let lt = &self.launch_template_id;
+        let g = self.group(name).await?;
+        let group_version = group_version(&g).unwrap_or("$Default").to_string();
+        let instance_versions: Vec<Option<String>> = g
+            .instances()
+            .iter()
+            .filter(|i| i.lifecycle_state() == Some(&LifecycleState::InService))
+            .map(|i| {
+                i.launch_template()
+                    .filter(|t| t.launch_template_id() == Some(lt.as_str()))
+                    .and_then(|t| t.version())
+                    .map(str::to_string)
+            })
+            .collect();
+        let mut wanted: Vec<String> = instance_versions.iter().flatten().cloned().collect();
+        wanted.push(group_version.clone());
+        wanted.sort();
+        wanted.dedup();
+        let out = self
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_id(lt)
+            .set_versions(Some(wanted.clone()))
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::new("DescribeLaunchTemplateVersions", format!("{lt} versions {wanted:?}"), e)
+            })?;
+        // By number; `$Latest`/`$Default` (a group set up by hand) by what they resolve to now.
+        let config_of = |version: &str| -> Option<LaunchConfig> {
+            let v = out.launch_template_versions().iter().find(|v| match version {
+                "$Latest" => false,
+                "$Default" => v.default_version() == Some(true),
+                n => v.version_number().map(|x| x.to_string()).as_deref() == Some(n),
+            });
+            let v = match (v, version) {
+                (None, "$Latest") => out.launch_template_versions().iter().max_by_key(|v| v.version_number()),
+                (v, _) => v,
+            };
+            v.and_then(|v| v.launch_template_data()).map(|d| launch_config(d, &self.device_name))
+        };
+        let group = config_of(&group_version).ok_or_else(|| {
+            AwsError::malformed("DescribeLaunchTemplateVersions", lt, format!("no version {group_version}"))
+        })?;
+        let instances = instance_versions.iter().map(|v| v.as_deref().and_then(config_of)).collect();
+        Ok(GroupConfigs { group, instances })
+    }
+
+    async fn refresh_in_progress(&self, name: &str) -> Result<bool, AwsError> {
+        let out = self
+            .asg
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(name)
+            .send()
+            .await
+            .map_err(|e| AwsError::new("DescribeInstanceRefreshes", name, e))?;
+        Ok(out.instance_refreshes().iter().any(|r| r.status().is_some_and(refresh_running)))
+    }
+
+    async fn start_refresh(&self, name: &str) -> Result<String, AwsError> {
+        // Replacements first (up to twice the group), every ready instance kept until its replacement is in
+        // service (the launch hook: ready), instances already on the group's configuration left alone.
+        let preferences = RefreshPreferences::builder()
+            .min_healthy_percentage(100)
+            .max_healthy_percentage(200)
+            .skip_matching(true)
+            .build();
+        let out = self
+            .asg
+            .start_instance_refresh()
+            .auto_scaling_group_name(name)
+            .preferences(preferences)
+            .send()
+            .await
+            .map_err(|e| AwsError::new("StartInstanceRefresh", name, e))?;
+        Ok(format!("instance refresh {} of {name} started", out.instance_refresh_id().unwrap_or("(no id)")))
+    }
 }
 
 /// The load balancer's view: this cluster's healthy targets (its own target group), and CloudWatch's
@@ -329,12 +475,17 @@ impl LoadSource for AlbLoad {
     }
 }
 
-/// In-memory fleet and load, for handler tests.
+/// In-memory fleet and load, for handler tests: one group, `replicas`, whose launch configurations are
+/// `configs` (none: nothing to roll).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryFleet {
     pub state: Arc<Mutex<FleetState>>,
     pub ready: u32,
     pub per_target: Option<f64>,
+    pub configs: Option<GroupConfigs>,
+    pub refreshing: bool,
+    /// Groups an instance refresh was started for.
+    pub refreshes: Arc<Mutex<Vec<String>>>,
 }
 
 impl Default for FleetState {
@@ -360,6 +511,23 @@ impl ReplicaFleet for MemoryFleet {
         s.last_change_at = Some(now);
         Ok(())
     }
+
+    fn roll_groups(&self) -> Vec<String> {
+        self.configs.iter().map(|_| "replicas".to_string()).collect()
+    }
+
+    async fn launch_configs(&self, group: &str) -> Result<GroupConfigs, AwsError> {
+        self.configs.clone().ok_or_else(|| AwsError::malformed("launch_configs", group, "no such group"))
+    }
+
+    async fn refresh_in_progress(&self, _group: &str) -> Result<bool, AwsError> {
+        Ok(self.refreshing)
+    }
+
+    async fn start_refresh(&self, group: &str) -> Result<String, AwsError> {
+        self.refreshes.lock().unwrap_or_else(|e| e.into_inner()).push(group.to_string());
+        Ok(format!("memory refresh of {group}"))
+    }
 }
 
 #[async_trait::async_trait]
@@ -370,5 +538,54 @@ impl LoadSource for MemoryFleet {
 
     async fn requests_per_target_per_min(&self, _now: i64) -> Result<Option<f64>, AwsError> {
         Ok(self.per_target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ec2::types::{InstanceType, LaunchTemplateEbsBlockDevice};
+
+    use super::*;
+
+    fn data(image: &str, snapshot: &str, user_data: &str, size: i32) -> ResponseLaunchTemplateData {
+        let ebs = |snapshot: Option<&str>| {
+            LaunchTemplateEbsBlockDevice::builder()
+                .set_snapshot_id(snapshot.map(String::from))
+                .volume_size(size)
+                .build()
+        };
+        ResponseLaunchTemplateData::builder()
+            .image_id(image)
+            .instance_type(InstanceType::M6iXlarge)
+            .user_data(user_data)
+            .block_device_mappings(
+                LaunchTemplateBlockDeviceMapping::builder().device_name("/dev/xvda").ebs(ebs(None)).build(),
+            )
+            .block_device_mappings(
+                LaunchTemplateBlockDeviceMapping::builder()
+                    .device_name("/dev/sdf")
+                    .ebs(ebs(Some(snapshot)))
+                    .build(),
+            )
+            .build()
+    }
+
+    #[test]
+    fn launch_configs_ignore_only_the_data_snapshot() {
+        let base = launch_config(&data("ami-1", "snap-1", "#!/bin/bash\nrun v1", 500), "/dev/sdf");
+        let cases = [
+            ("another snapshot", data("ami-1", "snap-2", "#!/bin/bash\nrun v1", 500), true),
+            ("another image", data("ami-2", "snap-1", "#!/bin/bash\nrun v1", 500), false),
+            ("other user data", data("ami-1", "snap-1", "#!/bin/bash\nrun v2", 500), false),
+            ("other volume size", data("ami-1", "snap-1", "#!/bin/bash\nrun v1", 600), false),
+        ];
+        for (name, d, same) in cases {
+            assert_eq!(launch_config(&d, "/dev/sdf") == base, same, "{name}");
+        }
+        // The snapshot of another device than the data device counts.
+        assert_ne!(
+            launch_config(&data("ami-1", "snap-2", "x", 500), "/dev/xvdz"),
+            launch_config(&data("ami-1", "snap-1", "x", 500), "/dev/xvdz")
+        );
     }
 }

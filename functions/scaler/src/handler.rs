@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::{
     fleet::{AlbLoad, AsgFleet, FleetState, LoadSource, ReplicaFleet},
+    roll::{decide_roll, outdated, Roll},
     scale::{cluster_load, decide, Change, Decision, Observed, ScalePolicy},
 };
 
@@ -24,6 +25,8 @@ pub struct Config {
     pub serving_target_group_arn: String,
     pub device_name: String,
     pub policy: ScalePolicy,
+    /// Start instance refreshes for instances on an older launch configuration (`ROLL_INSTANCES`).
+    pub roll_instances: bool,
 }
 
 impl Config {
@@ -37,6 +40,7 @@ impl Config {
             target_group_arn: env.required("TARGET_GROUP_ARN")?,
             serving_target_group_arn: env.required("SERVING_TARGET_GROUP_ARN")?,
             device_name: env.optional("DATA_DEVICE_NAME").unwrap_or_else(|| "/dev/sdf".into()),
+            roll_instances: env.parse_or("ROLL_INSTANCES", true)?,
             policy: ScalePolicy {
                 min: env.parse_or("MIN_REPLICAS", 1)?,
                 max: env.parse_or("MAX_REPLICAS", 10)?,
@@ -106,7 +110,16 @@ pub struct Report {
     pub ready: Option<u32>,
     pub load_per_min: Option<f64>,
     pub decision: Decision,
+    /// Per group: roll its instances or not, and the refresh started.
+    pub rolls: Vec<GroupRoll>,
     pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupRoll {
+    pub group: String,
+    pub decision: Roll,
+    pub started: Option<String>,
 }
 
 /// One run. Fails (doing nothing) when the fleet cannot be read; otherwise does what it safely can and lists
@@ -150,6 +163,12 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, trigger: &Trigger, now: i64) -> any
             problem(e.to_string());
         }
     }
+    let mut rolls = Vec::new();
+    if cfg.roll_instances {
+        let (done, errors) = roll_outdated(d).await;
+        rolls = done;
+        errors.into_iter().for_each(&mut problem);
+    }
     let mut metrics = vec![Metric::gauge("DesiredReplicas", Unit::Count, f64::from(decision.desired))];
     if let Some(r) = ready {
         metrics.push(Metric::gauge("ReadyReplicas", Unit::Count, f64::from(r)));
@@ -164,8 +183,38 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, trigger: &Trigger, now: i64) -> any
         ready,
         load_per_min,
         decision,
+        rolls,
         problems,
     })
+}
+
+/// Starts an instance refresh for each group whose instances run an older launch configuration than the
+/// group's (after a stack update; never for snapshot-only changes): the decision is [`decide_roll`].
+async fn roll_outdated(d: &Deps<'_>) -> (Vec<GroupRoll>, Vec<String>) {
+    let (mut rolls, mut errors) = (Vec::new(), Vec::new());
+    for group in d.fleet.roll_groups() {
+        let configs = match d.fleet.launch_configs(&group).await {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        // The refresh state is read only when there is something to roll.
+        let in_progress = if outdated(&configs.group, &configs.instances) > 0 {
+            d.fleet.refresh_in_progress(&group).await.map_err(|e| errors.push(e.to_string())).ok()
+        } else {
+            None
+        };
+        let decision = decide_roll(&configs.group, &configs.instances, in_progress);
+        let mut started = None;
+        if let Roll::Start(why) = &decision {
+            tracing::info!(%group, reason = %why, "rolling outdated instances");
+            started = d.fleet.start_refresh(&group).await.map_err(|e| errors.push(e.to_string())).ok();
+        }
+        rolls.push(GroupRoll { group, decision, started });
+    }
+    (rolls, errors)
 }
 
 /// Moves new replicas to the newest usable snapshot when it is newer than the one they start from now.
@@ -203,7 +252,10 @@ mod tests {
     use ec_functions::{snapshots::record, MemoryMetrics, MemorySnapshots, SnapshotState};
 
     use super::*;
-    use crate::fleet::MemoryFleet;
+    use crate::{
+        fleet::{GroupConfigs, MemoryFleet},
+        roll::LaunchConfig,
+    };
 
     const NOW: i64 = 1_800_000_000;
 
@@ -242,7 +294,35 @@ mod tests {
             })),
             ready,
             per_target,
+            ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn outdated_instances_are_rolled_once() {
+        let config = |s: &str| LaunchConfig(s.into());
+        let snaps = vec![record("s", "c", SnapshotState::Completed, NOW - 60, 20)];
+        let mut f = fleet(2, Some("s"), 2, Some(150.0));
+        f.configs = Some(GroupConfigs {
+            group: config("image-2"),
+            instances: vec![Some(config("image-1")), Some(config("image-2"))],
+        });
+        let (r, _) = go(&f, snaps.clone(), Trigger::Scheduled).await;
+        assert!(matches!(r.rolls[0].decision, Roll::Start(_)), "{:?}", r.rolls);
+        assert_eq!(f.refreshes.lock().expect("lock").as_slice(), ["replicas"]);
+
+        // A refresh already running: nothing more started.
+        f.refreshing = true;
+        let (r, _) = go(&f, snaps.clone(), Trigger::Scheduled).await;
+        assert!(matches!(r.rolls[0].decision, Roll::Keep(_)) && r.rolls[0].started.is_none());
+        assert_eq!(f.refreshes.lock().expect("lock").len(), 1);
+
+        // All current: nothing to roll.
+        f.refreshing = false;
+        f.configs = Some(GroupConfigs { group: config("image-2"), instances: vec![Some(config("image-2"))] });
+        let (r, _) = go(&f, snaps, Trigger::Scheduled).await;
+        assert!(matches!(r.rolls[0].decision, Roll::Keep(_)));
+        assert_eq!(f.refreshes.lock().expect("lock").len(), 1);
     }
 
     #[tokio::test]

@@ -2,11 +2,14 @@
 //! [`scale::decide`]. Invoked by EventBridge on a completed snapshot, on a schedule, and on the load alarm's
 //! state changes.
 //!
+//! [`roll`] decides whether running instances are replaced after a stack update changed what they launch with.
+//!
 //! [`fleet`] holds the traits over the deployment (ASG + launch template; ECS designed for) and the load
 //! (ALB target health, `RequestCountPerTarget`), their AWS adapters and an in-memory double.
 
 pub mod fleet;
 pub mod handler;
+pub mod roll;
 pub mod scale;
 
 pub use handler::{Config, Lambda};
