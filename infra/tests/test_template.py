@@ -28,6 +28,8 @@ FUNCTION_ACTIONS = {
     "RetentionGuardRole": {
         "ec2:DescribeSnapshots", "kafka:DescribeCluster", "kafka:DescribeConfigurationRevision",
         "cloudwatch:PutMetricData",
+        # SCRAM: the secret and its key (only with SASL_SSL).
+        "secretsmanager:GetSecretValue", "kms:Decrypt",
     },
     "ScalerRole": {
         "ec2:DescribeSnapshots", "ec2:DescribeLaunchTemplateVersions", "ec2:CreateLaunchTemplateVersion",
@@ -55,7 +57,7 @@ CONTRACT_ENV = {
     },
     "RetentionGuardFunction": {
         "CLUSTER_ID", "METRICS_NAMESPACE", "TOPIC", "KAFKA_BROKERS", "KAFKA_SECURITY_PROTOCOL", "MSK_CLUSTER_ARN",
-        "TROUBLESHOOT_ALLOWANCE_SECS",
+        "TROUBLESHOOT_ALLOWANCE_SECS", "KAFKA_SASL_SECRET_ARN",
     },
     "ScalerFunction": {
         "CLUSTER_ID", "METRICS_NAMESPACE", "ASG_NAME", "SNAPSHOT_SOURCE_ASG_NAME", "LAUNCH_TEMPLATE_ID",
@@ -262,6 +264,18 @@ def test_data_disk_usage_is_shipped_and_alarmed(cluster):
     groups = {m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Fn::Sub"] for m in alarm["Metrics"] if "MetricStat" in m}
     assert groups == {"ether-cattle-${ClusterId}-replicas", "ether-cattle-${ClusterId}-snapshot-source"}
     assert alarm["Threshold"] == {"Ref": "DataDiskAlarmPercent"}
+
+
+def test_scram_secret_and_its_key_for_instances_and_guard(cluster):
+    policy = cluster["Resources"]["KafkaCredentialsPolicy"]
+    assert policy["Condition"] == "HasSaslSecret"
+    assert policy["Properties"]["Roles"] == [{"Ref": "InstanceRole"}, {"Ref": "RetentionGuardRole"}]
+    by_action = {s["Action"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+    assert by_action["secretsmanager:GetSecretValue"]["Resource"] == {"Ref": "KafkaSaslSecretArn"}
+    assert by_action["kms:Decrypt"]["Resource"]["Fn::If"][:2] == ["HasSaslKey", {"Ref": "KafkaSaslSecretKmsKeyArn"}]
+    assert "kms:ViaService" in by_action["kms:Decrypt"]["Condition"]["StringEquals"]
+    env = cluster["Resources"]["RetentionGuardFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["KAFKA_SASL_SECRET_ARN"] == {"Ref": "KafkaSaslSecretArn"}
 
 
 def test_snapshot_tags_only_on_create(cluster):

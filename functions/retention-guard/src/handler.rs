@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
+    credentials::{secret_string, with_scram, SecretError},
     retention::{
         assess, Assessment, Limit, PartitionState, Retention, SnapshotPoint, Status, UNLIMITED_MARGIN_SECS,
     },
@@ -20,6 +21,9 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// The MSK cluster whose configuration is the fallback for the topic's retention.
     pub msk_cluster_arn: Option<String>,
+    /// A Secrets Manager secret with SCRAM credentials for Kafka (`KAFKA_SASL_SECRET_ARN`), read at the first
+    /// run; credentials in `KAFKA_SASL_USERNAME`/`_PASSWORD` are used as they are.
+    pub kafka_sasl_secret_arn: Option<String>,
     /// Margin below which the status is `warning`: time to notice and fix a failing snapshot.
     pub allowance_secs: i64,
 }
@@ -39,6 +43,7 @@ impl Config {
                 ..KafkaConfig::default()
             },
             msk_cluster_arn: env.optional("MSK_CLUSTER_ARN"),
+            kafka_sasl_secret_arn: env.optional("KAFKA_SASL_SECRET_ARN"),
             allowance_secs: env.parse_or("TROUBLESHOOT_ALLOWANCE_SECS", 86_400)?,
         })
     }
@@ -56,8 +61,10 @@ pub struct Deps<'a> {
 pub struct Lambda {
     pub config: Config,
     pub ec2: Ec2,
-    pub kafka: KafkaAdmin,
     pub msk: Msk,
+    pub secrets: aws_sdk_secretsmanager::Client,
+    /// The Kafka client configuration with the secret's credentials, once read.
+    kafka: tokio::sync::OnceCell<KafkaConfig>,
     pub metrics: Publisher,
 }
 
@@ -66,8 +73,9 @@ impl Lambda {
         let config = Config::from_env(env)?;
         Ok(Self {
             ec2: Ec2(aws_sdk_ec2::Client::new(sdk)),
-            kafka: KafkaAdmin { config: config.kafka.clone() },
             msk: Msk(aws_sdk_kafka::Client::new(sdk)),
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            kafka: tokio::sync::OnceCell::new(),
             metrics: Publisher::cloudwatch(
                 &config.namespace,
                 &config.cluster,
@@ -78,15 +86,44 @@ impl Lambda {
     }
 
     pub async fn handle(&self, _event: Value) -> anyhow::Result<Value> {
+        // An unreadable secret is reported with the run, whose Kafka reads then fail and make the status
+        // unknown (published, alarmed), rather than failing before anything is published.
+        let (kafka, secret_problem) = match self.kafka_config().await {
+            Ok(c) => (c.clone(), None),
+            Err(e) => (self.config.kafka.clone(), Some(e.to_string())),
+        };
+        let kafka = KafkaAdmin { config: kafka };
         let deps = Deps {
             snapshots: &self.ec2,
-            topic: &self.kafka,
+            topic: &kafka,
             msk: &self.msk,
-            partition: &self.kafka,
+            partition: &kafka,
             metrics: &self.metrics,
         };
-        let report = run(&self.config, &deps, ec_functions::unix_now()).await?;
+        let mut report = run(&self.config, &deps, ec_functions::unix_now()).await?;
+        if let Some(p) = secret_problem {
+            tracing::error!(problem = %p);
+            report.problems.insert(0, p);
+        }
         Ok(serde_json::to_value(report)?)
+    }
+
+    /// The configured Kafka client settings, with the SCRAM secret's credentials when one is named.
+    pub async fn kafka_config(&self) -> Result<&KafkaConfig, SecretError> {
+        // Boxed: the SDK call's future nested in the cell's would make the handler's future type too deep
+        // for the compiler's layout computation.
+        self.kafka
+            .get_or_try_init(|| {
+                Box::pin(async {
+                    match &self.config.kafka_sasl_secret_arn {
+                        Some(arn) if self.config.kafka.sasl_username.is_none() => {
+                            with_scram(&self.config.kafka, arn, &secret_string(&self.secrets, arn).await?)
+                        }
+                        _ => Ok(self.config.kafka.clone()),
+                    }
+                })
+            })
+            .await
     }
 }
 

@@ -3,8 +3,9 @@
 //! (`RetentionStatus`: ok, warning, critical, unknown).
 //!
 //! [`retention`] is the pure decision; [`sources`] the Kafka/MSK adapters and their test doubles;
-//! [`handler`] one run.
+//! [`credentials`] the SCRAM secret; [`handler`] one run.
 
+pub mod credentials;
 pub mod handler;
 pub mod retention;
 pub mod sources;

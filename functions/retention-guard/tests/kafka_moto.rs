@@ -163,6 +163,38 @@ async fn retention_guard_on_kafka_and_moto() {
         ec_functions::testing::metric_max(&cw, "SnapshotAgeSeconds", "c3").await.expect("age published");
     assert!(age < 600.0, "the snapshot itself is fresh: {age}");
 
+    // SCRAM credentials from the secret the instances read (Secrets Manager in moto), read once per container.
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let secret = secrets
+        .create_secret()
+        .name("AmazonMSK_ether-cattle")
+        .secret_string(r#"{"username":"guard","password":"s3cret"}"#)
+        .send()
+        .await
+        .expect("CreateSecret");
+    let arn = secret.arn().expect("secret arn").to_string();
+    let with_secret = |arn: &str| {
+        Env::from_pairs([
+            ("CLUSTER_ID", CLUSTER),
+            ("TOPIC", "short"),
+            ("KAFKA_BROKERS", brokers.as_str()),
+            ("KAFKA_SASL_SECRET_ARN", arn),
+        ])
+    };
+    let lambda = ec_retention_guard::Lambda::new(&with_secret(&arn), &sdk).expect("config");
+    let kafka = lambda.kafka_config().await.expect("secret read");
+    assert_eq!(
+        (kafka.sasl_mechanism.as_deref(), kafka.sasl_username.as_deref(), kafka.sasl_password.as_deref()),
+        (Some("SCRAM-SHA-512"), Some("guard"), Some("s3cret"))
+    );
+    // A secret that cannot be read: the run still publishes a status, and says why Kafka was not authenticated.
+    let missing = arn.replace("AmazonMSK_ether-cattle", "AmazonMSK_missing");
+    let lambda = ec_retention_guard::Lambda::new(&with_secret(&missing), &sdk).expect("config");
+    let r = lambda.handle(scheduled.clone()).await.expect("run");
+    let first = r["problems"][0].as_str().unwrap_or_default();
+    assert!(first.contains("GetSecretValue") && first.contains("AmazonMSK_missing"), "{r:#}");
+    assert!(r["status"].is_string(), "{r:#}");
+
     // The real MSK adapter against moto: moto's DescribeCluster answer has a creation time without a zone
     // (and a placeholder configuration ARN), which the SDK rejects; what matters here is that the failure
     // names the call and the cluster, as the fallback's problems report it.
