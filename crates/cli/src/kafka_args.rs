@@ -1,5 +1,6 @@
 //! Kafka connection flags, shared by every subcommand that talks to a broker.
 
+use anyhow::Context;
 use ec_kafka::KafkaConfig;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -10,7 +11,8 @@ pub struct KafkaArgs {
     /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
     #[arg(long, env = "EC_KAFKA_SECURITY_PROTOCOL")]
     pub kafka_security_protocol: Option<String>,
-    /// SASL mechanism, e.g. SCRAM-SHA-512 (MSK).
+    /// SASL mechanism: SCRAM-SHA-512 (MSK SCRAM), or AWS_MSK_IAM for MSK IAM access control (OAUTHBEARER
+    /// tokens signed with the process's AWS credentials; brokers on port 9098).
     #[arg(long, env = "EC_KAFKA_SASL_MECHANISM")]
     pub kafka_sasl_mechanism: Option<String>,
     #[arg(long, env = "EC_KAFKA_SASL_USERNAME")]
@@ -34,6 +36,31 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
 }
 
 impl KafkaArgs {
+    /// The configuration, with MSK IAM authentication started when the SASL mechanism is `AWS_MSK_IAM`: AWS
+    /// credentials and region from the SDK's usual chain (environment, instance profile, ...), refreshed in
+    /// the background for as long as the process runs.
+    pub async fn connect(self) -> anyhow::Result<KafkaConfig> {
+        let cfg = self.into_config();
+        if cfg.is_msk_iam() {
+            let tls = aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            );
+            let http = aws_smithy_http_client::Builder::new().tls_provider(tls).build_https();
+            let sdk =
+                aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).load().await;
+            let region = sdk
+                .region()
+                .map(|r| r.to_string())
+                .context("MSK IAM needs an AWS region (AWS_REGION, or the instance's metadata)")?;
+            let provider = sdk.credentials_provider().context("MSK IAM needs an AWS credentials provider")?;
+            ec_kafka::msk_iam::MskIam::start(&region, provider)
+                .await
+                .context("starting MSK IAM authentication")?;
+            tracing::info!(%region, "Kafka: MSK IAM authentication (SASL/OAUTHBEARER)");
+        }
+        Ok(cfg)
+    }
+
     pub fn into_config(self) -> KafkaConfig {
         KafkaConfig {
             brokers: self.brokers,

@@ -156,9 +156,16 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 async fn replica(args: ReplicaArgs) -> ExitCode {
+    let kafka = match args.kafka.connect().await {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cfg = ReplicaConfig {
         data_dir: args.data_dir,
-        kafka: args.kafka.into_config(),
+        kafka,
         topic: args.topic,
         store: StoreOptions { undo_window: args.undo_window, sync_writes: args.sync_writes },
         exit_when_caught_up: args.exit_when_caught_up,

@@ -57,7 +57,7 @@ pub async fn run(args: PublisherArgs, shutdown: impl std::future::Future<Output 
         "state-diff" => Some(TraceMode::StateDiff),
         other => anyhow::bail!("--trace-mode must be auto, prestate or state-diff, not {other:?}"),
     };
-    let kafka = args.kafka.into_config();
+    let kafka = args.kafka.connect().await?;
     let tx_topic = match args.tx_topic.as_deref() {
         Some("none") => None,
         Some(t) => Some(t.to_owned()),

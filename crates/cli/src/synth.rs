@@ -31,7 +31,7 @@ pub struct SynthArgs {
 }
 
 pub async fn run(args: SynthArgs) -> anyhow::Result<()> {
-    let producer = LogProducer::new(&args.kafka.into_config(), &args.topic, args.max_frame_bytes)?;
+    let producer = LogProducer::new(&args.kafka.connect().await?, &args.topic, args.max_frame_bytes)?;
     let opts = EncodeOptions { max_frame_bytes: args.max_frame_bytes, ..EncodeOptions::default() };
     let mut gen = LogGenerator::new(GenOptions { seed: args.seed, ..GenOptions::default() });
     let started = Instant::now();

@@ -23,7 +23,7 @@ pub struct CreateTopicsArgs {
 }
 
 pub async fn run(args: CreateTopicsArgs) -> anyhow::Result<()> {
-    let kafka = args.kafka.into_config();
+    let kafka = args.kafka.connect().await?;
     let configs: Vec<(&str, &str)> = args.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     ec_kafka::admin::create_topic(&kafka, &args.topic, args.replication_factor, &configs).await?;
     println!("topic {} ready", args.topic);

@@ -6,20 +6,23 @@ use std::time::Duration;
 
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     types::RDKafkaErrorCode,
     Offset, TopicPartitionList,
 };
 
-use crate::{KafkaConfig, KafkaIoError, PARTITION};
+use crate::{KafkaConfig, KafkaContext, KafkaIoError, PARTITION};
 
 /// How long an admin request may take before it is reported as failed.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn admin_client(cfg: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, KafkaIoError> {
-    cfg.client_config()
-        .create()
-        .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })
+fn admin_client(cfg: &KafkaConfig) -> Result<AdminClient<KafkaContext>, KafkaIoError> {
+    let admin: AdminClient<KafkaContext> = cfg
+        .client_config()
+        .create_with_context(KafkaContext)
+        .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
+    crate::context::prime_token(admin.inner(), cfg)
+        .map_err(|message| KafkaIoError::Auth { brokers: cfg.brokers.clone(), message })?;
+    Ok(admin)
 }
 
 fn options() -> AdminOptions {

@@ -4,8 +4,9 @@ use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
 /// Where the brokers are and how to authenticate. The defaults suit a local plaintext broker; for MSK set
-/// `security_protocol` to `SSL` (TLS, port 9094) or `SASL_SSL` with `sasl_mechanism = "SCRAM-SHA-512"`
-/// (port 9096).
+/// `security_protocol` to `SSL` (TLS, port 9094), `SASL_SSL` with `sasl_mechanism = "SCRAM-SHA-512"`
+/// (port 9096), or `sasl_mechanism = "AWS_MSK_IAM"` for IAM access control (port 9098; the process must
+/// start [`crate::msk_iam::MskIam`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`: comma-separated `host:port`.
@@ -25,6 +26,11 @@ pub struct KafkaConfig {
 impl KafkaConfig {
     pub fn plaintext(brokers: impl Into<String>) -> Self {
         Self { brokers: brokers.into(), ..Self::default() }
+    }
+
+    /// Whether the SASL mechanism is MSK IAM ([`crate::msk_iam::MECHANISM`]).
+    pub fn is_msk_iam(&self) -> bool {
+        self.sasl_mechanism.as_deref() == Some(crate::msk_iam::MECHANISM)
     }
 
     /// The librdkafka configuration common to every client.
@@ -51,6 +57,12 @@ impl KafkaConfig {
                 c.set(key, v);
             }
         }
+        // MSK IAM is SASL/OAUTHBEARER over TLS (port 9098) with tokens from crate::msk_iam, which the
+        // clients' context asks for.
+        if self.is_msk_iam() {
+            c.set("sasl.mechanism", "OAUTHBEARER");
+            c.set("security.protocol", self.security_protocol.as_deref().unwrap_or("SASL_SSL"));
+        }
         for (k, v) in defaults {
             c.set(*k, *v);
         }
@@ -58,5 +70,31 @@ impl KafkaConfig {
             c.set(k, v);
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msk_iam_asks_for_oauthbearer_over_tls() {
+        let iam =
+            KafkaConfig { sasl_mechanism: Some("AWS_MSK_IAM".into()), ..KafkaConfig::plaintext("b-1:9098") };
+        let c = iam.client_config();
+        assert_eq!(
+            (c.get("sasl.mechanism"), c.get("security.protocol")),
+            (Some("OAUTHBEARER"), Some("SASL_SSL"))
+        );
+        let scram = KafkaConfig {
+            security_protocol: Some("SASL_SSL".into()),
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            ..KafkaConfig::plaintext("b-1:9096")
+        };
+        assert_eq!(scram.client_config().get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert!(!scram.is_msk_iam() && iam.is_msk_iam());
+        // A test broker's SASL_PLAINTEXT listener with MSK IAM's mechanism (the OAUTHBEARER path, no TLS).
+        let plain = KafkaConfig { security_protocol: Some("SASL_PLAINTEXT".into()), ..iam };
+        assert_eq!(plain.client_config().get("security.protocol"), Some("SASL_PLAINTEXT"));
     }
 }

@@ -3,15 +3,14 @@
 use std::time::Duration;
 
 use rdkafka::{
-    client::ClientContext,
-    consumer::{Consumer, ConsumerContext, StreamConsumer},
+    consumer::{Consumer, StreamConsumer},
     error::KafkaError,
     message::Message,
     types::RDKafkaErrorCode,
     Offset, TopicPartitionList,
 };
 
-use crate::{config::KafkaConfig, error::KafkaIoError, PARTITION};
+use crate::{config::KafkaConfig, context::KafkaContext, error::KafkaIoError, PARTITION};
 
 /// What one fetch gave.
 #[derive(Debug)]
@@ -26,24 +25,8 @@ pub enum Fetched {
     },
 }
 
-/// Logs librdkafka's errors through `tracing`, except "end of partition", which for a replica is the
-/// normal news that it has caught up and is reported through [`Fetched::EndOfPartition`] instead.
-struct ReplicaContext;
-
-impl ClientContext for ReplicaContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let eof = matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
-        if !eof {
-            tracing::error!("librdkafka: {error}: {reason}");
-        }
-    }
-}
-
-impl ConsumerContext for ReplicaContext {}
-
 pub struct PartitionConsumer {
-    consumer: StreamConsumer<ReplicaContext>,
+    consumer: StreamConsumer<KafkaContext>,
     topic: String,
 }
 
@@ -58,8 +41,8 @@ impl PartitionConsumer {
         c.set("enable.partition.eof", "true");
         // An offset that fell out of the topic must be an error the replica reports, never a silent jump.
         c.set("auto.offset.reset", "error");
-        let consumer: StreamConsumer<ReplicaContext> = c
-            .create_with_context(ReplicaContext)
+        let consumer: StreamConsumer<KafkaContext> = c
+            .create_with_context(KafkaContext)
             .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
         Ok(Self { consumer, topic: topic.to_owned() })
     }
@@ -157,7 +140,7 @@ pub struct TxMessage {
 /// The publisher's consumer of the transaction topic: a consumer group (one publisher per cluster, but a
 /// restarted one resumes where the last committed), committed by hand after each transaction is handled.
 pub struct TxConsumer {
-    consumer: StreamConsumer<ReplicaContext>,
+    consumer: StreamConsumer<KafkaContext>,
     topic: String,
 }
 
@@ -167,8 +150,8 @@ impl TxConsumer {
         c.set("group.id", group);
         c.set("enable.auto.commit", "false");
         c.set("auto.offset.reset", "earliest");
-        let consumer: StreamConsumer<ReplicaContext> = c
-            .create_with_context(ReplicaContext)
+        let consumer: StreamConsumer<KafkaContext> = c
+            .create_with_context(KafkaContext)
             .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
         consumer.subscribe(&[topic]).map_err(|source| KafkaIoError::Assign {
             topic: topic.to_owned(),

@@ -5,6 +5,8 @@ use thiserror::Error;
 pub enum KafkaIoError {
     #[error("kafka client for {brokers}: {source}")]
     Client { brokers: String, source: KafkaError },
+    #[error("kafka client for {brokers}: authentication: {message}")]
+    Auth { brokers: String, message: String },
     #[error("topic {topic}: reading watermarks: {source}")]
     Watermarks { topic: String, source: KafkaError },
     #[error("topic {topic}: assigning partition 0 at offset {offset}: {source}")]

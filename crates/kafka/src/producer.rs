@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use crate::{config::KafkaConfig, error::KafkaIoError, PARTITION};
+use crate::{config::KafkaConfig, context::KafkaContext, error::KafkaIoError, PARTITION};
 
 pub struct LogProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaContext>,
     topic: String,
 }
 
@@ -25,8 +25,9 @@ impl LogProducer {
         // keeps in order: a retried batch can neither duplicate nor reorder frames.
         c.set("enable.idempotence", "true");
         c.set("acks", "all");
-        let producer =
-            c.create().map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
+        let producer = c
+            .create_with_context(KafkaContext)
+            .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
         Ok(Self { producer, topic: topic.to_owned() })
     }
 
@@ -117,7 +118,7 @@ impl PendingRecord {
 
 /// The replicas' producer of raw transactions for the tx topic (idempotent, `acks=all`).
 pub struct TxProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaContext>,
     topic: String,
 }
 
@@ -126,8 +127,9 @@ impl TxProducer {
         let mut c = cfg.client_config_with(&[("linger.ms", "0")]);
         c.set("enable.idempotence", "true");
         c.set("acks", "all");
-        let producer =
-            c.create().map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
+        let producer = c
+            .create_with_context(KafkaContext)
+            .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
         Ok(Self { producer, topic: topic.to_owned() })
     }
 

@@ -60,6 +60,37 @@ impl KafkaBroker {
         Ok(broker)
     }
 
+    /// Starts a broker with a second listener, SASL_PLAINTEXT with OAUTHBEARER, validated by Kafka's
+    /// built-in unsecured JWT validator (an unsigned JWT with a subject and an unexpired `exp` passes): the
+    /// OAUTHBEARER client path of MSK IAM, without AWS. Returns the broker and that listener's address.
+    pub fn start_with_oauthbearer() -> Result<(Self, String), KafkaBrokerError> {
+        let (port, controller_port, sasl) = (crate::free_port()?, crate::free_port()?, crate::free_port()?);
+        let props = vec![
+            format!(
+                "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},\
+                 SASL_PLAINTEXT://127.0.0.1:{sasl}"
+            ),
+            format!("advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl}"),
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+                .to_string(),
+            "sasl.enabled.mechanisms=OAUTHBEARER".to_string(),
+            "listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config=\
+             org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;"
+                .to_string(),
+        ];
+        let mut broker = KafkaBroker { dir: tempfile::tempdir()?, port, controller_port, props, child: None };
+        broker.spawn()?;
+        let addr = format!("127.0.0.1:{sasl}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&addr).is_err() {
+            if Instant::now() > deadline {
+                return Err(KafkaBrokerError::NotListening { addr, secs: 30, log: broker.log() });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok((broker, addr))
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("broker.log")
     }

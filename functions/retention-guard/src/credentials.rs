@@ -1,6 +1,6 @@
-//! SCRAM credentials for the guard's Kafka client, from the same Secrets Manager secret the publisher and the
-//! replicas read (`{"username": ..., "password": ...}`, an `AmazonMSK_*` secret). Read once per container, at
-//! the first run, and kept: Lambda reuses the container for later runs.
+//! Kafka credentials for the guard: SCRAM from the same Secrets Manager secret the publisher and the replicas
+//! read (`{"username": ..., "password": ...}`, an `AmazonMSK_*` secret), or MSK IAM tokens signed with the
+//! function's role. Set up once per container, at the first run, and kept: Lambda reuses the container.
 
 use ec_functions::AwsError;
 use ec_kafka::KafkaConfig;
@@ -18,6 +18,8 @@ pub enum SecretError {
     Aws(#[from] AwsError),
     #[error("secret {arn} is not SCRAM credentials ({{\"username\", \"password\"}}): {reason}")]
     Shape { arn: String, reason: String },
+    #[error("MSK IAM: {0}")]
+    MskIam(String),
 }
 
 /// `config` with the secret's SCRAM credentials (mechanism SCRAM-SHA-512 unless one is set).
@@ -29,6 +31,17 @@ pub fn with_scram(config: &KafkaConfig, arn: &str, secret: &str) -> Result<Kafka
     c.sasl_username = Some(s.username);
     c.sasl_password = Some(s.password);
     Ok(c)
+}
+
+/// Starts MSK IAM tokens for this process from the function's region and role.
+pub async fn start_msk_iam(sdk: &aws_config::SdkConfig) -> Result<(), SecretError> {
+    let region = sdk.region().ok_or_else(|| SecretError::MskIam("no AWS region".into()))?;
+    let provider =
+        sdk.credentials_provider().ok_or_else(|| SecretError::MskIam("no credentials provider".into()))?;
+    ec_kafka::msk_iam::MskIam::start(region.as_ref(), provider)
+        .await
+        .map(|_| ())
+        .map_err(|e| SecretError::MskIam(e.to_string()))
 }
 
 /// `GetSecretValue`'s string.

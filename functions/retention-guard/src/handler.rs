@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
-    credentials::{secret_string, with_scram, SecretError},
+    credentials::{secret_string, start_msk_iam, with_scram, SecretError},
     retention::{
         assess, Assessment, Limit, PartitionState, Retention, SnapshotPoint, Status, UNLIMITED_MARGIN_SECS,
     },
@@ -63,6 +63,8 @@ pub struct Lambda {
     pub ec2: Ec2,
     pub msk: Msk,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// Region and credentials, for MSK IAM tokens.
+    sdk: aws_config::SdkConfig,
     /// The Kafka client configuration with the secret's credentials, once read.
     kafka: tokio::sync::OnceCell<KafkaConfig>,
     pub metrics: Publisher,
@@ -75,6 +77,7 @@ impl Lambda {
             ec2: Ec2(aws_sdk_ec2::Client::new(sdk)),
             msk: Msk(aws_sdk_kafka::Client::new(sdk)),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            sdk: sdk.clone(),
             kafka: tokio::sync::OnceCell::new(),
             metrics: Publisher::cloudwatch(
                 &config.namespace,
@@ -115,6 +118,9 @@ impl Lambda {
         self.kafka
             .get_or_try_init(|| {
                 Box::pin(async {
+                    if self.config.kafka.is_msk_iam() {
+                        start_msk_iam(&self.sdk).await?;
+                    }
                     match &self.config.kafka_sasl_secret_arn {
                         Some(arn) if self.config.kafka.sasl_username.is_none() => {
                             with_scram(&self.config.kafka, arn, &secret_string(&self.secrets, arn).await?)

@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use aws_sdk_kafka::primitives::Blob;
 use ec_functions::AwsError;
-use ec_kafka::{KafkaConfig, PARTITION};
+use ec_kafka::{KafkaConfig, KafkaContext, PARTITION};
 use rdkafka::{
     admin::{AdminClient, AdminOptions, ResourceSpecifier},
-    client::DefaultClientContext,
     consumer::{Consumer, StreamConsumer},
     error::{KafkaError, RDKafkaErrorCode},
     Message, Offset, TopicPartitionList,
@@ -67,7 +66,7 @@ impl KafkaAdmin {
         }
     }
 
-    fn consumer(&self, topic: &str) -> Result<StreamConsumer, SourceError> {
+    fn consumer(&self, topic: &str) -> Result<StreamConsumer<KafkaContext>, SourceError> {
         let mut c = self.config.client_config_with(&[("fetch.wait.max.ms", "100")]);
         // A group id librdkafka insists on; nothing is committed to it.
         c.set("group.id", "ether-cattle-retention-guard");
@@ -75,17 +74,21 @@ impl KafkaAdmin {
         c.set("enable.partition.eof", "true");
         // An offset that fell out of the topic is reported, never silently replaced.
         c.set("auto.offset.reset", "error");
-        c.create().map_err(|e| self.err("create consumer", topic, e))
+        c.create_with_context(KafkaContext).map_err(|e| self.err("create consumer", topic, e))
     }
 
-    fn watermarks(&self, consumer: &StreamConsumer, topic: &str) -> Result<(i64, i64), SourceError> {
+    fn watermarks(
+        &self,
+        consumer: &StreamConsumer<KafkaContext>,
+        topic: &str,
+    ) -> Result<(i64, i64), SourceError> {
         consumer.fetch_watermarks(topic, PARTITION, TIMEOUT).map_err(|e| self.err("ListOffsets", topic, e))
     }
 
     /// The record at `offset` (or the first after it), `Ok(None)` at the end, `Err(None)` if out of range.
     async fn first_from(
         &self,
-        consumer: &StreamConsumer,
+        consumer: &StreamConsumer<KafkaContext>,
         topic: &str,
         offset: i64,
     ) -> Result<Option<(i64, Option<i64>)>, Option<SourceError>> {
@@ -115,8 +118,13 @@ impl KafkaAdmin {
 #[async_trait::async_trait]
 impl RetentionSource for KafkaAdmin {
     async fn topic_retention(&self, topic: &str) -> Result<Retention, SourceError> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.config.client_config().create().map_err(|e| self.err("create admin client", topic, e))?;
+        let admin: AdminClient<KafkaContext> = self
+            .config
+            .client_config()
+            .create_with_context(KafkaContext)
+            .map_err(|e| self.err("create admin client", topic, e))?;
+        ec_kafka::context::prime_token(admin.inner(), &self.config)
+            .map_err(|e| self.err("authenticate admin client", topic, e))?;
         let opts = AdminOptions::new().request_timeout(Some(TIMEOUT));
         let results = admin
             .describe_configs(&[ResourceSpecifier::Topic(topic)], &opts)

@@ -1,0 +1,77 @@
+//! SASL/OAUTHBEARER end to end against a genuine Apache Kafka broker: every client kind of ec-kafka (admin,
+//! producer, consumer) gets its token from the process's token source through [`KafkaContext`], as MSK IAM
+//! does. The broker validates with Kafka's unsecured JWT validator, so the token here is an unsigned JWT;
+//! MSK IAM's token (a presigned SigV4 URL) is checked for shape in `msk_iam`'s unit tests.
+
+use std::{
+    error::Error,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime},
+};
+
+use base64::Engine;
+use ec_kafka::{
+    context::{install_token_source, TokenSource},
+    Fetched, KafkaConfig, LogProducer, PartitionConsumer,
+};
+use ec_testkit::KafkaBroker;
+use rdkafka::client::OAuthToken;
+
+/// Unsigned JWTs (`alg: none`) for one subject, counting how often librdkafka asked.
+struct UnsecuredJwt {
+    subject: String,
+    asked: AtomicU32,
+}
+
+impl TokenSource for UnsecuredJwt {
+    fn token(&self) -> Result<OAuthToken, Box<dyn Error>> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs();
+        let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let header = b64(r#"{"alg":"none"}"#.to_string());
+        let claims = b64(format!(r#"{{"sub":"{}","iat":{now},"exp":{}}}"#, self.subject, now + 900));
+        Ok(OAuthToken {
+            token: format!("{header}.{claims}."),
+            principal_name: self.subject.clone(),
+            lifetime_ms: ((now + 900) * 1000) as i64,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_authenticates_with_the_installed_token_source() {
+    let (broker, sasl) =
+        KafkaBroker::start_with_oauthbearer().expect("Apache Kafka broker (see docs/testing.md)");
+    let source = Arc::new(UnsecuredJwt { subject: "ether-cattle-test".into(), asked: AtomicU32::new(0) });
+    install_token_source(source.clone());
+    let cfg = KafkaConfig {
+        security_protocol: Some("SASL_PLAINTEXT".into()),
+        sasl_mechanism: Some("OAUTHBEARER".into()),
+        ..KafkaConfig::plaintext(&sasl)
+    };
+
+    ec_kafka::admin::create_topic(&cfg, "oauth", None, &[])
+        .await
+        .unwrap_or_else(|e| panic!("admin over OAUTHBEARER: {e}\nbroker log:\n{}", broker.log()));
+    let producer = LogProducer::new(&cfg, "oauth", 1 << 20).expect("producer");
+    let offsets =
+        tokio::time::timeout(Duration::from_secs(60), producer.send_frames(0, &[b"frame".to_vec()]))
+            .await
+            .expect("produce within 60 s")
+            .expect("produce over OAUTHBEARER");
+    assert_eq!(offsets, vec![0]);
+
+    let consumer = PartitionConsumer::new(&cfg, "oauth").expect("consumer");
+    consumer.assign(0).expect("assign at 0");
+    let fetched =
+        tokio::time::timeout(Duration::from_secs(60), consumer.next()).await.expect("fetch within 60 s");
+    match fetched.expect("fetch over OAUTHBEARER") {
+        Fetched::Message { offset, payload } => assert_eq!((offset, payload.as_slice()), (0, &b"frame"[..])),
+        other => panic!("expected the record, got {other:?}"),
+    }
+    // Each client asked for its own token.
+    assert!(source.asked.load(Ordering::SeqCst) >= 3, "asked {} times", source.asked.load(Ordering::SeqCst));
+}
