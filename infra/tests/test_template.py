@@ -28,8 +28,10 @@ FUNCTION_ACTIONS = {
     "RetentionGuardRole": {
         "ec2:DescribeSnapshots", "kafka:DescribeCluster", "kafka:DescribeConfigurationRevision",
         "cloudwatch:PutMetricData",
-        # SCRAM: the secret and its key (only with SASL_SSL).
+        # SCRAM: the secret and its key; MSK IAM: its topic (each only with that mechanism).
         "secretsmanager:GetSecretValue", "kms:Decrypt",
+        "kafka-cluster:Connect", "kafka-cluster:DescribeTopic", "kafka-cluster:DescribeTopicDynamicConfiguration",
+        "kafka-cluster:ReadData", "kafka-cluster:DescribeGroup",
     },
     "ScalerRole": {
         "ec2:DescribeSnapshots", "ec2:DescribeLaunchTemplateVersions", "ec2:CreateLaunchTemplateVersion",
@@ -57,7 +59,7 @@ CONTRACT_ENV = {
     },
     "RetentionGuardFunction": {
         "CLUSTER_ID", "METRICS_NAMESPACE", "TOPIC", "KAFKA_BROKERS", "KAFKA_SECURITY_PROTOCOL", "MSK_CLUSTER_ARN",
-        "TROUBLESHOOT_ALLOWANCE_SECS", "KAFKA_SASL_SECRET_ARN",
+        "TROUBLESHOOT_ALLOWANCE_SECS", "KAFKA_SASL_SECRET_ARN", "KAFKA_SASL_MECHANISM",
     },
     "ScalerFunction": {
         "CLUSTER_ID", "METRICS_NAMESPACE", "ASG_NAME", "SNAPSHOT_SOURCE_ASG_NAME", "LAUNCH_TEMPLATE_ID",
@@ -269,13 +271,58 @@ def test_data_disk_usage_is_shipped_and_alarmed(cluster):
 def test_scram_secret_and_its_key_for_instances_and_guard(cluster):
     policy = cluster["Resources"]["KafkaCredentialsPolicy"]
     assert policy["Condition"] == "HasSaslSecret"
-    assert policy["Properties"]["Roles"] == [{"Ref": "InstanceRole"}, {"Ref": "RetentionGuardRole"}]
+    assert policy["Properties"]["Roles"] == [
+        {"Ref": "InstanceRole"}, {"Ref": "PublisherInstanceRole"}, {"Ref": "RetentionGuardRole"}]
     by_action = {s["Action"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
     assert by_action["secretsmanager:GetSecretValue"]["Resource"] == {"Ref": "KafkaSaslSecretArn"}
     assert by_action["kms:Decrypt"]["Resource"]["Fn::If"][:2] == ["HasSaslKey", {"Ref": "KafkaSaslSecretKmsKeyArn"}]
     assert "kms:ViaService" in by_action["kms:Decrypt"]["Condition"]["StringEquals"]
     env = cluster["Resources"]["RetentionGuardFunction"]["Properties"]["Environment"]["Variables"]
-    assert env["KAFKA_SASL_SECRET_ARN"] == {"Ref": "KafkaSaslSecretArn"}
+    assert env["KAFKA_SASL_SECRET_ARN"] == {"Fn::If": ["IsScram", {"Ref": "KafkaSaslSecretArn"}, ""]}
+    assert env["KAFKA_SASL_MECHANISM"] == {"Fn::If": ["IsIam", "AWS_MSK_IAM", ""]}
+
+
+def kafka_grants(cluster, policy):
+    """{resource name (topic, group or the cluster): actions} of an MSK IAM policy."""
+    grants = {}
+    for st in cluster["Resources"][policy]["Properties"]["PolicyDocument"]["Statement"]:
+        for r in as_list(st["Resource"]):
+            if r == {"Ref": "MskClusterArn"}:
+                name = "cluster"
+            else:
+                parts = r["Fn::Join"][1]
+                kind = parts[1].strip(":/")
+                name = kind + ":" + "".join(p if isinstance(p, str) else "{" + p["Ref"] + "}" for p in parts[3:]).lstrip("/")
+            grants.setdefault(name, set()).update(as_list(st["Action"]))
+    return grants
+
+
+def test_msk_iam_least_privilege(cluster):
+    """The publisher writes the log; replicas read it and write only the tx topic; the guard only reads."""
+    assert cluster["Parameters"]["KafkaSaslMechanism"]["Default"] == "AWS_MSK_IAM"
+    assert cluster["Parameters"]["KafkaSecurityProtocol"]["Default"] == "SASL_SSL"
+    W, R, D = "kafka-cluster:WriteData", "kafka-cluster:ReadData", "kafka-cluster:DescribeTopic"
+    publisher = kafka_grants(cluster, "PublisherKafkaPolicy")
+    replica = kafka_grants(cluster, "ReplicaKafkaPolicy")
+    guard = kafka_grants(cluster, "RetentionGuardKafkaPolicy")
+    assert {W, R, D, "kafka-cluster:CreateTopic"} <= publisher["topic:{Topic}"]
+    assert W in publisher["topic:{Topic}-tx"] and R in publisher["topic:{Topic}-tx"]
+    assert replica["topic:{Topic}"] == {D, R}, "replicas never write the log"
+    assert replica["topic:{Topic}-tx"] == {D, W}, "replicas only write transactions"
+    assert W not in guard["topic:{Topic}"] and R in guard["topic:{Topic}"]
+    assert set(guard) == {"cluster", "topic:{Topic}", "group:ether-cattle-retention-guard"}
+    for grants in (publisher, replica, guard):
+        assert "kafka-cluster:Connect" in grants["cluster"]
+        assert all("*" not in a for actions in grants.values() for a in actions)
+    for name in ("PublisherKafkaPolicy", "ReplicaKafkaPolicy", "RetentionGuardKafkaPolicy"):
+        assert cluster["Resources"][name]["Condition"] == "IsIamOnMsk"
+    roles = {n: cluster["Resources"][n]["Properties"]["Roles"] for n in ("PublisherKafkaPolicy", "ReplicaKafkaPolicy")}
+    assert roles == {"PublisherKafkaPolicy": [{"Ref": "PublisherInstanceRole"}], "ReplicaKafkaPolicy": [{"Ref": "InstanceRole"}]}
+    publisher_lt = cluster["Resources"]["PublisherLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    assert publisher_lt["IamInstanceProfile"]["Arn"] == {"Fn::GetAtt": ["PublisherInstanceProfile", "Arn"]}
+    for lt in ("ReplicaLaunchTemplate", "PublisherLaunchTemplate"):
+        script = cluster["Resources"][lt]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"][0]
+        assert "EC_KAFKA_SASL_MECHANISM=AWS_MSK_IAM" in script, lt
 
 
 def test_snapshot_tags_only_on_create(cluster):
