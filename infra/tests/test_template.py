@@ -142,6 +142,21 @@ def test_shared_resources_present(shared):
     assert shared["Resources"]["MskCluster"]["Condition"] == "MakeMsk"
 
 
+def test_serving_alarms(shared):
+    """Healthy hosts, 5xx and p99 latency of the serving target group, where every user request goes."""
+    want = {"ServingHealthyHostsAlarm": ("HealthyHostCount", "LessThanThreshold", {"Ref": "MinHealthyReplicas"}),
+            "Serving5xxAlarm": ("HTTPCode_Target_5XX_Count", "GreaterThanThreshold", {"Ref": "Max5xxPerMinute"}),
+            "ServingLatencyAlarm": ("TargetResponseTime", "GreaterThanThreshold", {"Ref": "MaxP99LatencySecs"})}
+    for name, (metric, comparison, threshold) in want.items():
+        p = shared["Resources"][name]["Properties"]
+        assert (p["Namespace"], p["MetricName"]) == ("AWS/ApplicationELB", metric), name
+        assert (p["ComparisonOperator"], p["Threshold"]) == (comparison, threshold), name
+        dims = {d["Name"]: d["Value"]["Fn::GetAtt"] for d in p["Dimensions"]}
+        assert dims == {"TargetGroup": ["ServingTargetGroup", "TargetGroupFullName"],
+                        "LoadBalancer": ["LoadBalancer", "LoadBalancerFullName"]}, name
+    assert shared["Resources"]["ServingLatencyAlarm"]["Properties"]["ExtendedStatistic"] == "p99"
+
+
 def test_data_volume_from_snapshot_per_contract(cluster):
     data = cluster["Resources"]["ReplicaLaunchTemplate"]["Properties"]["LaunchTemplateData"]
     sdf = [m for m in data["BlockDeviceMappings"] if m["DeviceName"] == "/dev/sdf"]
