@@ -192,6 +192,11 @@ def test_groups_and_roles(cluster):
     assert int(cluster["Parameters"]["ReplicaCatchUpSecs"]["MaxValue"]) <= 7200, "the hook's timeout limit"
     publisher = r["PublisherGroup"]["Properties"]["LaunchTemplate"]["Version"]
     assert publisher == {"Fn::GetAtt": ["PublisherLaunchTemplate", "LatestVersionNumber"]}
+    (hook,) = r["PublisherGroup"]["Properties"]["LifecycleHookSpecificationList"]
+    assert (hook["LifecycleHookName"], hook["DefaultResult"]) == ("ether-cattle-ready", "ABANDON")
+    script = r["PublisherLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"][0]
+    assert script.index("trap 'hook ABANDON' ERR") < script.index("create-topics")
+    assert script.index('"${ImageUri}" publisher') < script.index("127.0.0.1:9101/metrics; do") < script.index("hook CONTINUE")
 
 
 def test_publisher_creates_topics_with_the_projects_image(cluster):
