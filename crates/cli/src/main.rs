@@ -52,6 +52,10 @@ enum Command {
     Healthcheck(healthcheck::HealthcheckArgs),
     /// Create a cluster's log and tx topics (one partition each) through the Kafka admin API; idempotent.
     CreateTopics(topics_cmd::CreateTopicsArgs),
+    /// Change a topic's settings (e.g. retention.ms) through the Kafka admin API, keeping its others.
+    AlterTopic(topics_cmd::AlterTopicArgs),
+    /// Delete a retired cluster's log and tx topics through the Kafka admin API.
+    DeleteTopics(topics_cmd::DeleteTopicsArgs),
 }
 
 #[derive(clap::Args)]
@@ -142,6 +146,8 @@ fn main() -> ExitCode {
         Command::Availability(args) => report(availability::run(args)),
         Command::Healthcheck(args) => report(healthcheck::run(args)),
         Command::CreateTopics(args) => report(runtime.block_on(topics_cmd::run(args))),
+        Command::AlterTopic(args) => report(runtime.block_on(topics_cmd::alter(args))),
+        Command::DeleteTopics(args) => report(runtime.block_on(topics_cmd::delete(args))),
     }
 }
 

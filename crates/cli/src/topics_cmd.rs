@@ -1,6 +1,9 @@
-//! `ether-cattle create-topics`: create a cluster's two topics (the log and its tx topic) through the Kafka
-//! admin API. Idempotent, so start-up scripts can run it every time. The log topic must have exactly one
-//! partition (offsets totally order it); both are created with one.
+//! A cluster's topics through the Kafka admin API, with the same connection settings (TLS, SCRAM, MSK IAM) as
+//! the publisher and the replicas, so the runbook needs no other Kafka tools:
+//! - `ether-cattle create-topics`: the log and its tx topic. Idempotent, so start-up scripts can run it every
+//!   time. The log topic must have exactly one partition (offsets totally order it); both are created with one.
+//! - `ether-cattle alter-topic`: change topic settings (e.g. `retention.ms`), keeping the others.
+//! - `ether-cattle delete-topics`: a retired cluster's log and tx topics.
 
 use crate::kafka_args::{parse_key_value, KafkaArgs};
 
@@ -36,5 +39,43 @@ pub async fn run(args: CreateTopicsArgs) -> anyhow::Result<()> {
         ec_kafka::admin::create_topic(&kafka, &tx, args.replication_factor, &[]).await?;
         println!("topic {tx} ready");
     }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct AlterTopicArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[arg(long, env = "EC_TOPIC")]
+    topic: String,
+    /// A setting, `key=value` (e.g. `retention.ms=604800000`); repeatable. The topic's other settings stay.
+    #[arg(long = "config", value_parser = parse_key_value, required = true)]
+    configs: Vec<(String, String)>,
+}
+
+pub async fn alter(args: AlterTopicArgs) -> anyhow::Result<()> {
+    let kafka = args.kafka.connect().await?;
+    let changes: Vec<(&str, &str)> = args.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let settings = ec_kafka::admin::alter_topic_config(&kafka, &args.topic, &changes).await?;
+    for (k, v) in settings {
+        println!("{}: {k}={v}", args.topic);
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct DeleteTopicsArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// The retired cluster's log topic; its tx topic `<topic>-tx` goes with it.
+    #[arg(long)]
+    topic: String,
+}
+
+pub async fn delete(args: DeleteTopicsArgs) -> anyhow::Result<()> {
+    let kafka = args.kafka.connect().await?;
+    let tx = format!("{}-tx", args.topic);
+    ec_kafka::admin::delete_topics(&kafka, &[&args.topic, &tx]).await?;
+    println!("topics {} and {tx} deleted", args.topic);
     Ok(())
 }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use rdkafka::{
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    admin::{
+        AdminClient, AdminOptions, AlterConfig, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication,
+    },
     types::RDKafkaErrorCode,
     Offset, TopicPartitionList,
 };
@@ -74,4 +76,68 @@ pub async fn delete_records_before(cfg: &KafkaConfig, topic: &str, offset: i64) 
         Offset::Offset(low) => Ok(low),
         other => Err(admin_error(format!("unexpected low watermark {other:?}"))),
     }
+}
+
+/// Sets `changes` on a topic's configuration, keeping its other topic-level settings. Kafka's AlterConfigs
+/// replaces a topic's whole dynamic configuration, so the current one is read first and sent back with the
+/// changes applied. Returns the topic's settings as sent.
+pub async fn alter_topic_config(
+    cfg: &KafkaConfig,
+    topic: &str,
+    changes: &[(&str, &str)],
+) -> Result<Vec<(String, String)>, KafkaIoError> {
+    let admin = admin_client(cfg)?;
+    let admin_error = |what, detail: String| KafkaIoError::Admin { topic: topic.into(), what, detail };
+    let resource = ResourceSpecifier::Topic(topic);
+    let described = admin
+        .describe_configs([&resource], &options())
+        .await
+        .map_err(|e| admin_error("describe configs", e.to_string()))?;
+    let current = described
+        .into_iter()
+        .next()
+        .ok_or_else(|| admin_error("describe configs", "no answer".into()))?
+        .map_err(|code| admin_error("describe configs", code.to_string()))?;
+    let mut settings: Vec<(String, String)> = current
+        .entries
+        .iter()
+        .filter(|e| e.source == ConfigSource::DynamicTopic)
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect();
+    for (k, v) in changes {
+        settings.retain(|(name, _)| name != k);
+        settings.push((k.to_string(), v.to_string()));
+    }
+    let mut alter = AlterConfig::new(resource);
+    for (k, v) in &settings {
+        alter = alter.set(k, v);
+    }
+    let results = admin
+        .alter_configs([&alter], &options())
+        .await
+        .map_err(|e| admin_error("alter configs", e.to_string()))?;
+    for result in results {
+        result.map_err(|(_, code)| admin_error("alter configs", code.to_string()))?;
+    }
+    settings.sort();
+    Ok(settings)
+}
+
+/// Deletes topics; a topic that does not exist is not an error (a retired cluster's clean-up may run twice).
+pub async fn delete_topics(cfg: &KafkaConfig, topics: &[&str]) -> Result<(), KafkaIoError> {
+    let admin = admin_client(cfg)?;
+    let results = admin.delete_topics(topics, &options()).await.map_err(|e| KafkaIoError::Admin {
+        topic: topics.join(","),
+        what: "delete topics",
+        detail: e.to_string(),
+    })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaIoError::Admin { topic, what: "delete topics", detail: code.to_string() })
+            }
+        }
+    }
+    Ok(())
 }
