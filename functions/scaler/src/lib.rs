@@ -1,5 +1,5 @@
 //! The scaler: points new replicas at the newest usable snapshot and sets the replica count from
-//! [`scale::decide`]. Invoked by EventBridge on a completed snapshot, on a schedule, and on the load alarm's
+//! [`scale::decide`]. Invoked by EventBridge on a schedule (which picks up completed snapshots) and on the load alarm's
 //! state changes.
 //!
 //! [`roll`] decides whether running instances are replaced after a stack update changed what they launch with.
