@@ -214,6 +214,7 @@ fn remap(
             .set_volume_size(e.volume_size())
             .set_volume_type(e.volume_type().cloned())
             .set_throughput(e.throughput())
+            .set_volume_initialization_rate(e.volume_initialization_rate())
             .build()
     });
     LaunchTemplateBlockDeviceMappingRequest::builder()
@@ -568,6 +569,32 @@ mod tests {
                     .build(),
             )
             .build()
+    }
+
+    #[test]
+    fn remapping_swaps_only_the_data_snapshot() {
+        let ebs = LaunchTemplateEbsBlockDevice::builder()
+            .snapshot_id("snap-old")
+            .volume_size(500)
+            .iops(6000)
+            .throughput(500)
+            .volume_initialization_rate(300)
+            .encrypted(true)
+            .build();
+        let m = LaunchTemplateBlockDeviceMapping::builder().device_name("/dev/sdf").ebs(ebs).build();
+        let r = remap(&m, "/dev/sdf", "snap-new");
+        let e = r.ebs().expect("ebs");
+        assert_eq!(e.snapshot_id(), Some("snap-new"));
+        assert_eq!(
+            (e.volume_size(), e.iops(), e.throughput(), e.volume_initialization_rate(), e.encrypted()),
+            (Some(500), Some(6000), Some(500), Some(300), Some(true))
+        );
+        let root = remap(&m, "/dev/xvda", "snap-new");
+        assert_eq!(
+            root.ebs().and_then(|e| e.snapshot_id()),
+            Some("snap-old"),
+            "another device keeps its own"
+        );
     }
 
     #[test]
