@@ -28,6 +28,9 @@ pub struct Config {
     pub pending_warn_secs: i64,
     /// The source must be ready and at most this many messages behind the topic (`MAX_SOURCE_LAG_RECORDS`).
     pub max_source_lag_records: i64,
+    /// Time allowed to each EBS direct API count of the newest snapshot (`EBS_CHECK_SECS`): listing a large
+    /// snapshot's blocks takes many pages, and taking the new snapshot must not wait for it.
+    pub ebs_check: std::time::Duration,
 }
 
 impl Config {
@@ -43,6 +46,7 @@ impl Config {
             admin_url: env.optional("ADMIN_URL"),
             pending_warn_secs: env.parse_or("PENDING_WARN_SECS", 6 * 3600)?,
             max_source_lag_records: env.parse_or("MAX_SOURCE_LAG_RECORDS", 50)?,
+            ebs_check: std::time::Duration::from_secs_f64(env.parse_or("EBS_CHECK_SECS", 30.0f64)?.max(0.0)),
         })
     }
 }
@@ -167,19 +171,25 @@ async fn check_earlier(
     };
     report.newest_completed = Some(newest.id.clone());
     metrics.push(Metric::gauge("SnapshotAgeSeconds", Unit::Seconds, (now - pos.taken_at).max(0) as f64));
-    match d.ebs.snapshot_blocks(&newest.id).await {
-        Ok(b) if b.blocks == 0 => report.problem(format!("snapshot {} lists no blocks", newest.id)),
-        Ok(b) => report.newest_blocks = Some(b.blocks),
-        Err(e) => report.problem(e),
+    // Counts of a completed snapshot (never of the one this run starts): a sanity check and a change metric,
+    // each bounded by `ebs_check`.
+    let late =
+        |what: &str| format!("{what} of snapshot {} not done in {:?}: skipped", newest.id, cfg.ebs_check);
+    match tokio::time::timeout(cfg.ebs_check, d.ebs.snapshot_blocks(&newest.id)).await {
+        Err(_) => report.problem(late("counting the blocks")),
+        Ok(Ok(b)) if b.blocks == 0 => report.problem(format!("snapshot {} lists no blocks", newest.id)),
+        Ok(Ok(b)) => report.newest_blocks = Some(b.blocks),
+        Ok(Err(e)) => report.problem(e),
     }
     let older: Vec<SnapshotRecord> = snaps.iter().filter(|s| s.id != newest.id).cloned().collect();
     if let Some((previous, _)) = newest_completed(&older) {
-        match d.ebs.changed_bytes(&previous.id, &newest.id).await {
-            Ok(bytes) => {
+        match tokio::time::timeout(cfg.ebs_check, d.ebs.changed_bytes(&previous.id, &newest.id)).await {
+            Err(_) => report.problem(late("counting the changed blocks")),
+            Ok(Ok(bytes)) => {
                 report.changed_bytes = Some(bytes);
                 metrics.push(Metric::gauge("SnapshotChangedBytes", Unit::Bytes, bytes as f64));
             }
-            Err(e) => report.problem(e),
+            Ok(Err(e)) => report.problem(e),
         }
     }
 }
@@ -394,6 +404,39 @@ mod tests {
             assert!(ec2.snapshots.all().iter().all(|s| s.state == SnapshotState::Completed), "none taken");
             assert_eq!(m.value("SnapshotAgeSeconds"), Some(1000.0), "the age still reported");
         }
+    }
+
+    /// EBS direct APIs that take longer than the run allows.
+    struct SlowBlocks;
+
+    #[async_trait::async_trait]
+    impl crate::ports::BlockCheck for SlowBlocks {
+        async fn snapshot_blocks(
+            &self,
+            _id: &str,
+        ) -> Result<crate::ports::BlockSummary, ec_functions::AwsError> {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            Ok(crate::ports::BlockSummary { blocks: 1, block_size: 1 })
+        }
+        async fn changed_bytes(&self, _a: &str, _b: &str) -> Result<u64, ec_functions::AwsError> {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            Ok(1)
+        }
+    }
+
+    #[tokio::test]
+    async fn slow_ebs_counts_are_skipped_and_the_snapshot_still_taken() {
+        let (ec2, _, p, m) = fixture(Some(pos(40)));
+        let mut cfg = cfg();
+        cfg.ebs_check = std::time::Duration::from_millis(50);
+        let publisher = m.publisher("c");
+        let deps = Deps { ec2: &ec2, ebs: &SlowBlocks, position: &p, metrics: &publisher };
+        let started = std::time::Instant::now();
+        let r = run(&cfg, &deps, NOW).await.expect("run");
+        assert!(started.elapsed() < std::time::Duration::from_secs(4), "bounded: {:?}", started.elapsed());
+        assert!(r.created.is_some());
+        assert_eq!((r.newest_blocks, r.changed_bytes), (None, None));
+        assert_eq!(r.problems.iter().filter(|p| p.contains("not done in")).count(), 2, "{:?}", r.problems);
     }
 
     #[tokio::test]
