@@ -1538,3 +1538,68 @@ fn logs_subscription_equals_anvil_and_reports_removed_logs() {
     assert_eq!(ours[4]["removed"], json!(false));
     assert_eq!(ours[4]["topics"][0], json!(format!("0x{}", word(70))), "then the new branch's log");
 }
+
+/// Issue 14, point 5: on a chain with a short epoch (safe and finalized move) and a reorg in its history, the
+/// replica answers `safe` and `finalized` with the client's blocks, with and without a publisher restart.
+#[test]
+fn safe_and_finalized_follow_the_client_through_a_reorg() {
+    let mut c = Cluster::start(&["--slots-in-an-epoch", "4"]);
+    // As a new user would: the chain, with its reorg, exists before the publisher first starts.
+    if let Some(mut p) = c.publisher.take() {
+        p.0.kill().expect("SIGKILL");
+        let _ = p.0.wait();
+    }
+    let a = &c.client;
+    for i in 0..12u64 {
+        a.send(
+            json!({"from": DEV[1], "to": format!("0x{:040x}", 0xa000 + i), "value": "0x9", "gas": "0x5208"}),
+        );
+    }
+    let txs: Vec<Value> = (0..5u64)
+        .map(|i| json!([{"from": DEV[0], "to": format!("0x{:040x}", 0xb000 + i), "value": "0x7"}, 0]))
+        .collect();
+    a.call("anvil_reorg", json!([5, txs]));
+    for i in 0..8u64 {
+        a.send(
+            json!({"from": DEV[2], "to": format!("0x{:040x}", 0xa100 + i), "value": "0x3", "gas": "0x5208"}),
+        );
+    }
+    let check = |c: &Cluster, when: &str| {
+        c.replay(when);
+        let (replica, port) = c.rpc_replica(&[]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for tag in ["safe", "finalized"] {
+            let want = c.client.call("eth_getBlockByNumber", json!([tag, false]));
+            assert!(!want.is_null(), "anvil has a {tag} block");
+            loop {
+                let got = harness::rpc_call(port, "eth_getBlockByNumber", json!([tag, false]));
+                if got.get("result").is_some_and(|r| r["hash"] == want["hash"]) {
+                    break;
+                }
+                let heartbeats: Vec<String> = read_log(&c.brokers(), "log")
+                    .iter()
+                    .rev()
+                    .filter(|r| matches!(r.record, ec_log::Record::Heartbeat(_)))
+                    .take(1)
+                    .map(|r| format!("{:?}", r.record))
+                    .collect();
+                assert!(
+                    Instant::now() < deadline,
+                    "{when}: the replica answers {tag} with {got}, anvil with {} {}; last heartbeat {heartbeats:?}",
+                    want["number"],
+                    want["hash"]
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        drop(replica);
+    };
+    c.start_publisher();
+    check(&c, "first-start");
+    if let Some(mut p) = c.publisher.take() {
+        p.0.kill().expect("SIGKILL");
+        let _ = p.0.wait();
+    }
+    c.start_publisher();
+    check(&c, "after-restart");
+}
