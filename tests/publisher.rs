@@ -1559,11 +1559,6 @@ fn safe_and_finalized_follow_the_client_through_a_reorg() {
         .map(|i| json!([{"from": DEV[0], "to": format!("0x{:040x}", 0xb000 + i), "value": "0x7"}, 0]))
         .collect();
     a.call("anvil_reorg", json!([5, txs]));
-    for i in 0..8u64 {
-        a.send(
-            json!({"from": DEV[2], "to": format!("0x{:040x}", 0xa100 + i), "value": "0x3", "gas": "0x5208"}),
-        );
-    }
     let check = |c: &Cluster, when: &str| {
         c.replay(when);
         let (replica, port) = c.rpc_replica(&[]);
