@@ -73,18 +73,31 @@ pub struct Upstream {
 
 impl Upstream {
     /// anvil with `extra` flags (automine unless told otherwise).
+    ///
+    /// The port is free when picked but may be taken before anvil binds it (tests run in parallel and start
+    /// servers of their own): anvil then exits at once, while whatever took the port may answer in its place.
+    /// So anvil must still be running once the port answers; otherwise it is started again on another port.
     pub fn anvil(extra: &[&str]) -> Upstream {
-        let port = free_port();
-        let child = Command::new(anvil_binary())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--chain-id", "31337", "--silent"])
-            .arg("--init")
-            .arg(genesis_file())
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("anvil starts");
-        Upstream::connect(Process::Anvil(child), port, 31337, genesis_file())
+        for _attempt in 0..5 {
+            let port = free_port();
+            let child = Command::new(anvil_binary())
+                .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--chain-id", "31337", "--silent"])
+                .arg("--init")
+                .arg(genesis_file())
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("anvil starts");
+            let mut up = Upstream::connect(Process::Anvil(child), port, 31337, genesis_file());
+            std::thread::sleep(Duration::from_millis(200));
+            if let Process::Anvil(c) = &mut up.process {
+                if c.try_wait().ok().flatten().is_none() {
+                    return up;
+                }
+            }
+        }
+        panic!("anvil exited right after start five times (its port taken each time?)");
     }
 
     /// `geth --dev`, a block a second, with the dev accounts funded (transactions signed here).
