@@ -197,7 +197,9 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (status, status_rx) = watch::channel(Status::default());
+    // With JSON-RPC configured, the replica is not ready until its port is open (it opens once caught up).
+    let (status, status_rx) =
+        watch::channel(Status { rpc_pending: args.rpc_addr.is_some(), ..Status::default() });
     let extra_metrics = ec_replica::health::ExtraMetrics::default();
     if let Some(addr) = args.health_addr {
         let readiness = ec_replica::readiness::ReadinessConfig {
@@ -251,6 +253,7 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
     let (stop_rpc, stop_rpc_rx) = watch::channel(false);
     let rpc_task = args.rpc_addr.map(|addr| {
         let (store, mut caught_up, heads) = (store.clone(), status.subscribe(), status.subscribe());
+        let opened = status.clone();
         let events = cfg.events.clone();
         let mut stop = stop_rpc_rx;
         tokio::spawn(async move {
@@ -263,6 +266,7 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
             match ec_rpc::serve(addr, store, tx_producer, limits, Some(heads), events).await {
                 Ok((handle, rpc_metrics)) => {
                     let _ = extra_metrics.set(Box::new(move || rpc_metrics.render()));
+                    opened.send_modify(|s| s.rpc_pending = false);
                     tracing::info!(%addr, "JSON-RPC open");
                     tokio::select! {
                         _ = handle.clone().stopped() => {}

@@ -64,6 +64,8 @@ pub struct Status {
     pub records_applied: u64,
     /// Asked to stop: readiness turns 503 while in-flight requests finish.
     pub draining: bool,
+    /// JSON-RPC is configured and not open yet.
+    pub rpc_pending: bool,
 }
 
 impl Status {
@@ -74,6 +76,7 @@ impl Status {
             lag_records: self.high_watermark.map(|h| (h - self.next_offset).max(0)),
             silence: self.last_record_at.map(|t| now.saturating_duration_since(t)),
             draining: self.draining,
+            rpc_pending: self.rpc_pending,
         }
     }
 }

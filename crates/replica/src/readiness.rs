@@ -31,6 +31,9 @@ pub struct Observed {
     pub silence: Option<Duration>,
     /// The process was asked to stop (SIGTERM) and is draining: still serving, but leaving the balancer.
     pub draining: bool,
+    /// JSON-RPC is configured but its port is not open yet (it opens once caught up): a balancer that routed
+    /// here now would get refused connections.
+    pub rpc_pending: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -64,6 +67,9 @@ pub fn readiness(o: &Observed, cfg: &ReadinessConfig) -> Readiness {
     if o.draining {
         failing.push("shutting down: draining in-flight requests".to_string());
     }
+    if o.rpc_pending {
+        failing.push("JSON-RPC not open yet".to_string());
+    }
     Readiness { ready: failing.is_empty(), failing }
 }
 
@@ -78,49 +84,109 @@ mod tests {
         let cases = [
             (
                 "caught up, fresh",
-                Observed { caught_up: true, lag_records: Some(0), silence: s(1), draining: false },
+                Observed {
+                    caught_up: true,
+                    lag_records: Some(0),
+                    silence: s(1),
+                    draining: false,
+                    rpc_pending: false,
+                },
                 true,
                 0,
             ),
             (
                 "at the lag limit",
-                Observed { caught_up: true, lag_records: Some(10), silence: s(1), draining: false },
+                Observed {
+                    caught_up: true,
+                    lag_records: Some(10),
+                    silence: s(1),
+                    draining: false,
+                    rpc_pending: false,
+                },
                 true,
                 0,
             ),
             (
                 "over the lag limit",
-                Observed { caught_up: true, lag_records: Some(11), silence: s(1), draining: false },
+                Observed {
+                    caught_up: true,
+                    lag_records: Some(11),
+                    silence: s(1),
+                    draining: false,
+                    rpc_pending: false,
+                },
                 false,
                 1,
             ),
             (
                 "publisher silent",
-                Observed { caught_up: true, lag_records: Some(0), silence: s(31), draining: false },
+                Observed {
+                    caught_up: true,
+                    lag_records: Some(0),
+                    silence: s(31),
+                    draining: false,
+                    rpc_pending: false,
+                },
                 false,
                 1,
             ),
             (
                 "still replaying",
-                Observed { caught_up: false, lag_records: Some(500), silence: s(0), draining: false },
+                Observed {
+                    caught_up: false,
+                    lag_records: Some(500),
+                    silence: s(0),
+                    draining: false,
+                    rpc_pending: false,
+                },
                 false,
                 2,
             ),
             (
                 "nothing known",
-                Observed { caught_up: false, lag_records: None, silence: None, draining: false },
+                Observed {
+                    caught_up: false,
+                    lag_records: None,
+                    silence: None,
+                    draining: false,
+                    rpc_pending: false,
+                },
                 false,
                 3,
             ),
             (
                 "draining after SIGTERM",
-                Observed { caught_up: true, lag_records: Some(0), silence: s(1), draining: true },
+                Observed {
+                    caught_up: true,
+                    lag_records: Some(0),
+                    silence: s(1),
+                    draining: true,
+                    rpc_pending: false,
+                },
+                false,
+                1,
+            ),
+            (
+                "caught up, but the RPC port is not open yet",
+                Observed {
+                    caught_up: true,
+                    lag_records: Some(0),
+                    silence: s(1),
+                    draining: false,
+                    rpc_pending: true,
+                },
                 false,
                 1,
             ),
             (
                 "silence at the limit",
-                Observed { caught_up: true, lag_records: Some(0), silence: s(30), draining: false },
+                Observed {
+                    caught_up: true,
+                    lag_records: Some(0),
+                    silence: s(30),
+                    draining: false,
+                    rpc_pending: false,
+                },
                 true,
                 0,
             ),
