@@ -17,7 +17,9 @@ use crate::{KafkaConfig, KafkaContext, KafkaIoError, PARTITION};
 /// How long an admin request may take before it is reported as failed.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn admin_client(cfg: &KafkaConfig) -> Result<AdminClient<KafkaContext>, KafkaIoError> {
+/// An admin client for `cfg`, with its OAUTHBEARER token already set when it needs one (rust-rdkafka's admin
+/// client never polls for it): every admin client of the project is made here.
+pub fn admin_client(cfg: &KafkaConfig) -> Result<AdminClient<KafkaContext>, KafkaIoError> {
     let admin: AdminClient<KafkaContext> = cfg
         .client_config()
         .create_with_context(KafkaContext)

@@ -38,7 +38,7 @@ pub fn install_token_source(source: Arc<dyn TokenSource>) {
 /// queue, but rust-rdkafka's admin client polls only its own result queue, so an OAUTHBEARER admin client
 /// would wait for a token for ever. Admin clients here are made for one request each, well within a token's
 /// lifetime: one token set when the client is made is enough.
-pub fn prime_token<C: ClientContext>(
+pub(crate) fn prime_token<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
     config: &crate::KafkaConfig,
 ) -> Result<(), String> {

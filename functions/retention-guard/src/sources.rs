@@ -7,7 +7,7 @@ use aws_sdk_kafka::primitives::Blob;
 use ec_functions::AwsError;
 use ec_kafka::{KafkaConfig, KafkaContext, PARTITION};
 use rdkafka::{
-    admin::{AdminClient, AdminOptions, ResourceSpecifier},
+    admin::{AdminOptions, ResourceSpecifier},
     consumer::{Consumer, StreamConsumer},
     error::{KafkaError, RDKafkaErrorCode},
     Message, Offset, TopicPartitionList,
@@ -118,13 +118,8 @@ impl KafkaAdmin {
 #[async_trait::async_trait]
 impl RetentionSource for KafkaAdmin {
     async fn topic_retention(&self, topic: &str) -> Result<Retention, SourceError> {
-        let admin: AdminClient<KafkaContext> = self
-            .config
-            .client_config()
-            .create_with_context(KafkaContext)
+        let admin = ec_kafka::admin::admin_client(&self.config)
             .map_err(|e| self.err("create admin client", topic, e))?;
-        ec_kafka::context::prime_token(admin.inner(), &self.config)
-            .map_err(|e| self.err("authenticate admin client", topic, e))?;
         let opts = AdminOptions::new().request_timeout(Some(TIMEOUT));
         let results = admin
             .describe_configs(&[ResourceSpecifier::Topic(topic)], &opts)

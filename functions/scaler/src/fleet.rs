@@ -9,11 +9,10 @@
 //! and `set_desired` as `UpdateService` with `desiredCount`. It is not built: nothing deploys it, and the ECS
 //! SDK is minutes of compile time.
 
-use std::sync::{Arc, Mutex};
-
 use std::{
     collections::hash_map::DefaultHasher,
     hash::{Hash, Hasher},
+    sync::{Arc, Mutex},
 };
 
 use aws_sdk_autoscaling::types::{
@@ -129,11 +128,20 @@ impl AsgFleet {
         Ok((number, mappings))
     }
 
-    /// Sets `version` on a group that names a version number (a group on `$Latest` or `$Default` follows by
-    /// itself once the new version is the latest and the default).
-    async fn move_group(&self, name: &str, version: i64) -> Result<bool, AwsError> {
-        let g = self.group(name).await?;
-        if group_version(&g).is_some_and(|v| v.starts_with('$')) {
+    /// The replica group, then the snapshot-source group: the groups that launch from the template.
+    fn group_names(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.asg_name).chain(self.snapshot_source_asg_name.as_ref())
+    }
+
+    /// Sets `version` on group `name` (as described in `g`) if it names a version number (a group on
+    /// `$Latest` or `$Default` follows by itself once the new version is the latest and the default).
+    async fn move_group(
+        &self,
+        name: &str,
+        g: &aws_sdk_autoscaling::types::AutoScalingGroup,
+        version: i64,
+    ) -> Result<bool, AwsError> {
+        if group_version(g).is_some_and(|v| v.starts_with('$')) {
             return Ok(false);
         }
         let spec = LaunchTemplateSpecification::builder()
@@ -249,7 +257,8 @@ impl ReplicaFleet for AsgFleet {
 
     async fn point_at(&self, snapshot_id: &str) -> Result<String, AwsError> {
         let lt = &self.launch_template_id;
-        let (source, mappings) = self.running_version(&self.group(&self.asg_name).await?).await?;
+        let replicas = self.group(&self.asg_name).await?;
+        let (source, mappings) = self.running_version(&replicas).await?;
         let mut requests: Vec<_> =
             mappings.iter().map(|m| remap(m, &self.device_name, snapshot_id)).collect();
         if !mappings.iter().any(|m| m.device_name() == Some(self.device_name.as_str())) {
@@ -287,8 +296,10 @@ impl ReplicaFleet for AsgFleet {
             .await
             .map_err(|e| AwsError::new("ModifyLaunchTemplate", lt, e))?;
         let mut moved = Vec::new();
-        for name in std::iter::once(&self.asg_name).chain(self.snapshot_source_asg_name.as_ref()) {
-            if self.move_group(name, number).await? {
+        for name in self.group_names() {
+            // The replica group was described above; only the snapshot-source group is read here.
+            let g = if *name == self.asg_name { replicas.clone() } else { self.group(name).await? };
+            if self.move_group(name, &g, number).await? {
                 moved.push(name.as_str());
             }
         }
@@ -327,7 +338,7 @@ impl ReplicaFleet for AsgFleet {
     }
 
     fn roll_groups(&self) -> Vec<String> {
-        std::iter::once(self.asg_name.clone()).chain(self.snapshot_source_asg_name.clone()).collect()
+        self.group_names().cloned().collect()
     }
 
     async fn launch_configs(&self, name: &str) -> Result<GroupConfigs, AwsError> {
@@ -360,15 +371,14 @@ impl ReplicaFleet for AsgFleet {
                 AwsError::new("DescribeLaunchTemplateVersions", format!("{lt} versions {wanted:?}"), e)
             })?;
         // By number; `$Latest`/`$Default` (a group set up by hand) by what they resolve to now.
+        let versions = out.launch_template_versions();
         let config_of = |version: &str| -> Option<LaunchConfig> {
-            let v = out.launch_template_versions().iter().find(|v| match version {
-                "$Latest" => false,
-                "$Default" => v.default_version() == Some(true),
-                n => v.version_number().map(|x| x.to_string()).as_deref() == Some(n),
-            });
-            let v = match (v, version) {
-                (None, "$Latest") => out.launch_template_versions().iter().max_by_key(|v| v.version_number()),
-                (v, _) => v,
+            let v = match version {
+                "$Latest" => versions.iter().max_by_key(|v| v.version_number()),
+                "$Default" => versions.iter().find(|v| v.default_version() == Some(true)),
+                n => {
+                    versions.iter().find(|v| v.version_number().map(|x| x.to_string()).as_deref() == Some(n))
+                }
             };
             v.and_then(|v| v.launch_template_data()).map(|d| launch_config(d, &self.device_name))
         };
