@@ -1,4 +1,4 @@
-//! Golden vectors for log format v2 (`docs/log-format.md`).
+//! Golden vectors for log format v3 (`docs/log-format.md`).
 //!
 //! The files in `tests/golden/` are the bytes this format puts on the wire. If the encoding drifts (a field
 //! reordered, a type changed, a header byte moved) these tests fail; a deliberate change must bump the format
@@ -11,8 +11,9 @@ use std::path::PathBuf;
 
 use alloy_primitives::{address, b256, bytes, keccak256, Bytes, B256, U256};
 use ec_log::{
-    encode_record, AccountChange, AccountState, Assembler, Block, BlockRef, ChainSpecSource, EncodeOptions,
-    Genesis, Heartbeat, Log, Receipt, Record, Revert, StorageSlot, Transaction, Withdrawal,
+    encode_record, AccountChange, AccountState, Assembler, Block, BlockRef, ChainSpecSource, ClientHead,
+    EncodeOptions, Genesis, Heartbeat, Log, PublisherState, Receipt, Record, Revert, StorageSlot,
+    Transaction, Withdrawal,
 };
 
 const CLUSTER: &str = "golden";
@@ -123,6 +124,13 @@ fn vectors() -> Vec<(&'static str, u64, Record, EncodeOptions)> {
                 head,
                 safe: Some(head),
                 finalized: None,
+                client_head: Some(ClientHead { number: 9, timestamp: 1_700_000_108 }),
+                state: PublisherState::Stuck {
+                    number: 8,
+                    since_ms: 1_700_000_089_000,
+                    error: "decode".into(),
+                },
+                reorg_window: 64,
             }),
             plain,
         ),
@@ -206,20 +214,25 @@ fn truncated_and_unknown_version_frames_are_rejected() {
     let f = &frames[0];
     let err = decode(&[f[..f.len() - 1].to_vec()]).unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
-    let mut v3 = f.clone();
-    v3[2] = 3;
-    let err = decode(&[v3]).unwrap_err();
-    assert!(err.to_string().contains("unknown log format version 3"), "{err}");
+    let mut v4 = f.clone();
+    v4[2] = 4;
+    let err = decode(&[v4]).unwrap_err();
+    assert!(err.to_string().contains("unknown log format version 4"), "{err}");
     let empty: Vec<u8> = Bytes::new().to_vec();
     assert!(decode(&[empty]).is_err());
 }
 
-/// A frame of the first format (kept as `tests/golden/v1-genesis-0.bin`) is refused before its body is read,
-/// with a message naming its version and the one this build reads.
+/// Frames of older formats (kept as `tests/golden/v1-genesis-0.bin` and `v2-heartbeat-0.bin`) are refused
+/// before their body is read, with a message naming their version and the one this build reads.
 #[test]
-fn a_v1_frame_is_refused_naming_both_versions() {
-    let v1 = std::fs::read(dir().join("v1-genesis-0.bin")).expect("the v1 vector is kept");
-    let err = decode(&[v1]).unwrap_err();
-    assert_eq!(err, ec_log::LogError::UnknownVersion { found: 1, supported: 2 });
-    assert_eq!(err.to_string(), "unknown log format version 1 (this build reads version 2)");
+fn older_frames_are_refused_naming_both_versions() {
+    for (file, found) in [("v1-genesis-0.bin", 1), ("v2-heartbeat-0.bin", 2)] {
+        let old = std::fs::read(dir().join(file)).expect("the old vector is kept");
+        let err = decode(&[old]).unwrap_err();
+        assert_eq!(err, ec_log::LogError::UnknownVersion { found, supported: 3 });
+        assert_eq!(
+            err.to_string(),
+            format!("unknown log format version {found} (this build reads version 3)")
+        );
+    }
 }

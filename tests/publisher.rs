@@ -29,6 +29,9 @@ struct Cluster {
     client: Upstream,
     publisher: Option<Killed>,
     tmp: tempfile::TempDir,
+    /// The publisher's JSON-RPC endpoint when not the client itself (a proxy), and more flags.
+    rpc_url: Option<String>,
+    publisher_args: Vec<String>,
 }
 
 impl Cluster {
@@ -40,9 +43,14 @@ impl Cluster {
     /// The broker and a publisher following `client`.
     fn on(client: Upstream) -> Cluster {
         let broker = MockBroker::start(&["log", "log-tx"]).expect("mock broker");
-        let mut c = Cluster { broker, client, publisher: None, tmp: tempdir() };
+        let mut c = Cluster::idle(client, broker);
         c.start_publisher();
         c
+    }
+
+    /// The broker and `client`, no publisher yet.
+    fn idle(client: Upstream, broker: MockBroker) -> Cluster {
+        Cluster { broker, client, publisher: None, tmp: tempdir(), rpc_url: None, publisher_args: Vec::new() }
     }
 
     fn publisher_cmd(&self) -> Command {
@@ -56,8 +64,10 @@ impl Cluster {
             "--brokers",
             &self.broker.bootstrap_servers(),
         ])
-        .args(["--rpc-url", &self.client.http_url(), "--ws-url", &self.client.ws_url()])
+        .args(["--rpc-url", &self.rpc_url.clone().unwrap_or_else(|| self.client.http_url())])
+        .args(["--ws-url", &self.client.ws_url()])
         .args(["--heartbeat-interval-ms", "500", "--poll-interval-ms", "100", "--reorg-window", "32"])
+        .args(&self.publisher_args)
         .arg("--genesis")
         .arg(self.client.genesis())
         .env("RUST_LOG", "info,rdkafka=warn");
@@ -1559,33 +1569,39 @@ fn safe_and_finalized_follow_the_client_through_a_reorg() {
         .map(|i| json!([{"from": DEV[0], "to": format!("0x{:040x}", 0xb000 + i), "value": "0x7"}, 0]))
         .collect();
     a.call("anvil_reorg", json!([5, txs]));
+    // The first answer must be right: a replica that has replayed the log answers the tags at once (the
+    // publisher announces them right after catching up, not at its next heartbeat tick).
     let check = |c: &Cluster, when: &str| {
         c.replay(when);
         let (replica, port) = c.rpc_replica(&[]);
+        let (head, _) = c.client.head();
         let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = harness::rpc_call(port, "eth_blockNumber", json!([]));
+            if got.get("result").and_then(Value::as_str) == Some(format!("{head:#x}").as_str()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{when}: the replica did not reach block {head}: {got}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         for tag in ["safe", "finalized"] {
             let want = c.client.call("eth_getBlockByNumber", json!([tag, false]));
             assert!(!want.is_null(), "anvil has a {tag} block");
-            loop {
-                let got = harness::rpc_call(port, "eth_getBlockByNumber", json!([tag, false]));
-                if got.get("result").is_some_and(|r| r["hash"] == want["hash"]) {
-                    break;
-                }
-                let heartbeats: Vec<String> = read_log(&c.brokers(), "log")
-                    .iter()
-                    .rev()
-                    .filter(|r| matches!(r.record, ec_log::Record::Heartbeat(_)))
-                    .take(1)
-                    .map(|r| format!("{:?}", r.record))
-                    .collect();
-                assert!(
-                    Instant::now() < deadline,
-                    "{when}: the replica answers {tag} with {got}, anvil with {} {}; last heartbeat {heartbeats:?}",
-                    want["number"],
-                    want["hash"]
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            let got = harness::rpc_call(port, "eth_getBlockByNumber", json!([tag, false]));
+            let heartbeats: Vec<String> = read_log(&c.brokers(), "log")
+                .iter()
+                .rev()
+                .filter(|r| matches!(r.record, ec_log::Record::Heartbeat(_)))
+                .take(1)
+                .map(|r| format!("{:?}", r.record))
+                .collect();
+            assert_eq!(
+                got.get("result").map(|r| &r["hash"]),
+                Some(&want["hash"]),
+                "{when}: the replica answers {tag} with {got}, anvil with {} {}; last heartbeat {heartbeats:?}",
+                want["number"],
+                want["hash"]
+            );
         }
         drop(replica);
     };
@@ -1597,4 +1613,278 @@ fn safe_and_finalized_follow_the_client_through_a_reorg() {
     }
     c.start_publisher();
     check(&c, "after-restart");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// One trustworthy writer: stale heads, state checked against the chain, fenced publishers.
+
+/// Waits until the replica's readiness answers `want`; returns the body.
+fn wait_ready(port: u16, want: u16, secs: u64, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let answer = http_get(port, "/health/ready");
+        match answer {
+            Some((code, body)) if code == want => return body,
+            _ => assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}: {answer:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for the publisher process to exit; returns its log.
+fn wait_publisher_exit(c: &mut Cluster, secs: u64) -> String {
+    let p = c.publisher.as_mut().expect("a publisher runs");
+    wait_for("the publisher to stop", Duration::from_secs(secs), || p.0.try_wait().ok().flatten().is_some());
+    c.publisher_log()
+}
+
+/// A replica turns 503 within its head-age limit when the client stalls (heartbeats still flowing), when
+/// the client is unreachable, and at once when the publisher stops on an undecodable block; each time it
+/// returns to 200 by itself once the cause is gone.
+#[test]
+fn stale_heads_take_replicas_out_and_back() {
+    let client = Upstream::anvil(&["--block-time", "1"]);
+    // Block times from the wall clock (anvil counts on from the genesis file's 2023 timestamp otherwise).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    client.call("evm_setNextBlockTimestamp", json!([now + 1]));
+    let proxy = harness::proxy::Proxy::start(format!("127.0.0.1:{}", client.port));
+    let mut c = Cluster::idle(client, MockBroker::start(&["log", "log-tx"]).expect("mock broker"));
+    c.rpc_url = Some(proxy.url());
+    c.start_publisher();
+    let health = free_port();
+    let health_addr = format!("127.0.0.1:{health}");
+    let _replica = c.rpc_replica(&[
+        "--health-addr",
+        &health_addr,
+        "--max-head-age-secs",
+        "4",
+        "--publisher-grace-secs",
+        "2",
+    ]);
+    wait_ready(health, 200, 120, "the replica to be ready");
+
+    // 1. The client stops producing blocks; the publisher is healthy and keeps sending heartbeats.
+    c.client.call("evm_setIntervalMining", json!([0]));
+    let body = wait_ready(health, 503, 20, "503 with the client stalled");
+    assert!(body.contains("stale head"), "{body}");
+    c.client.call("evm_setIntervalMining", json!([1]));
+    wait_ready(health, 200, 30, "200 once blocks flow again");
+
+    // 2. The client is unreachable.
+    proxy.set_down(true);
+    let body = wait_ready(health, 503, 20, "503 with the client unreachable");
+    let (_, metrics) = http_get(health, "/metrics").expect("metrics");
+    proxy.set_down(false);
+    assert!(body.contains("stale head") || body.contains("client unreachable"), "{body}");
+    assert!(metrics.contains("ether_cattle_replica_publisher_state 1"), "{metrics}");
+    wait_ready(health, 200, 30, "200 once the client answers again");
+
+    // 3. A block whose transaction type this build cannot decode: the publisher stops, says so in a last
+    //    heartbeat, and the replica leaves at once (without waiting for its head to age).
+    proxy.set_rewrite(Some(Box::new(|method, params, result| {
+        let full = method == "eth_getBlockByNumber" && params[1] == json!(true);
+        match result.get_mut("transactions").and_then(|t| t.get_mut(0)) {
+            Some(tx) if full && tx.is_object() => {
+                tx["type"] = json!("0x7f");
+                true
+            }
+            _ => false,
+        }
+    })));
+    c.client.send(json!({"from": DEV[0], "to": format!("0x{:040x}", 0xde00), "value": "0x1"}));
+    let log = wait_publisher_exit(&mut c, 60);
+    assert!(log.contains("does not decode"), "{log}");
+    let body = wait_ready(health, 503, 10, "503 with the publisher stopped");
+    assert!(body.contains("publisher stopped"), "{body}");
+    proxy.set_rewrite(None);
+    c.start_publisher();
+    wait_ready(health, 200, 60, "200 once a fixed publisher runs");
+}
+
+/// A tracer that reports a live contract as deleted (geth's prestate tracer did, for post-Cancun
+/// SELFDESTRUCT callers): the publisher asks the client, writes the contract as the client has it, and
+/// counts the disagreement; the replica equals anvil.
+#[test]
+fn a_false_deletion_is_written_as_the_client_has_it() {
+    let client = Upstream::anvil(&[]);
+    let deploy =
+        client.send(json!({"from": DEV[0], "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"}));
+    let contract = contract_address(&client, deploy);
+    let proxy = harness::proxy::Proxy::start(format!("127.0.0.1:{}", client.port));
+    let key = format!("{contract:#x}");
+    proxy.set_rewrite(Some(Box::new(move |method, _, result| {
+        let mut changed = false;
+        if method != "debug_traceBlockByNumber" {
+            return false;
+        }
+        for tx in result.as_array_mut().into_iter().flatten() {
+            let frame = &mut tx["result"];
+            let known =
+                |m: &Value| m.as_object().and_then(|o| o.keys().find(|k| k.to_lowercase() == key).cloned());
+            if let (Some(_), Some(k)) = (known(&frame["pre"]), known(&frame["post"])) {
+                frame["post"].as_object_mut().map(|o| o.remove(&k));
+                changed = true;
+            }
+        }
+        changed
+    })));
+    let metrics = free_port();
+    let mut c = Cluster::idle(client, MockBroker::start(&["log", "log-tx"]).expect("mock broker"));
+    c.rpc_url = Some(proxy.url());
+    c.publisher_args = vec!["--metrics-addr".into(), format!("127.0.0.1:{metrics}")];
+    c.start_publisher();
+    for (slot, value) in [(5u64, 0x42u64), (1, 0), (5, 0x43)] {
+        let tx = c.client.send(json!({"from": DEV[1], "to": contract, "data": call_data(slot, value)}));
+        assert_eq!(status(&c.client, tx), 1);
+    }
+    let (dir, log) = c.replay("false-deletion");
+    assert!(proxy.rewritten.load(std::sync::atomic::Ordering::Relaxed) >= 3, "the proxy rewrote the traces");
+    let (_, text) = http_get(metrics, "/metrics").expect("publisher metrics");
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ether_cattle_publisher_tracer_disagreements_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(count.is_some_and(|n| n >= 3), "{text}");
+    let (head, _) = c.client.head();
+    assert_replica_equals_upstream(&c.client, &dir, head, &touched(&log));
+}
+
+/// With the verifier on for every account, a trace that falsifies a balance stops the publisher before
+/// the block is written, naming the account and both values; true blocks before it pass the check.
+#[test]
+fn the_verifier_stops_a_falsified_balance_before_it_is_written() {
+    let client = Upstream::anvil(&[]);
+    let proxy = harness::proxy::Proxy::start(format!("127.0.0.1:{}", client.port));
+    let victim = format!("0x{:040x}", 0xbad0);
+    let mut c = Cluster::idle(client, MockBroker::start(&["log", "log-tx"]).expect("mock broker"));
+    c.rpc_url = Some(proxy.url());
+    c.publisher_args = vec!["--verify-rate".into(), "1".into()];
+    c.start_publisher();
+    for i in 0..3u64 {
+        let tx = c.client.send(json!({"from": DEV[0], "to": format!("0x{:040x}", 0xb0 + i), "value": "0x5"}));
+        mined(&c.client, tx);
+    }
+    c.replay("verified");
+    let needle = victim.clone();
+    proxy.set_rewrite(Some(Box::new(move |method, _, result| {
+        let mut changed = false;
+        if method != "debug_traceBlockByNumber" {
+            return false;
+        }
+        for tx in result.as_array_mut().into_iter().flatten() {
+            let post = &mut tx["result"]["post"];
+            let Some(k) =
+                post.as_object().and_then(|o| o.keys().find(|k| k.to_lowercase() == needle).cloned())
+            else {
+                continue;
+            };
+            post[&k]["balance"] = json!("0x7");
+            changed = true;
+        }
+        changed
+    })));
+    let tx = c.client.send(json!({"from": DEV[0], "to": victim, "value": "0x5"}));
+    let block =
+        mined(&c.client, tx)["blockNumber"].as_str().map(|n| u64::from_str_radix(&n[2..], 16).unwrap_or(0));
+    let log = wait_publisher_exit(&mut c, 60);
+    assert!(log.contains("disagrees with the chain's state root"), "{log}");
+    assert!(
+        log.to_lowercase().contains(&victim[2..])
+            && log.contains("record says the balance is 7")
+            && log.contains("says 5"),
+        "{log}"
+    );
+    let written = read_log(&c.brokers(), "log");
+    assert!(
+        !written.iter().any(|r| matches!(&r.record, ec_log::Record::Block(b) if Some(b.number) == block)),
+        "the falsified block {block:?} must not be in the log"
+    );
+}
+
+/// Publishers of one cluster racing for its log (a second one started beside the first, kill -9, standbys
+/// taking over, the broker stopped and restarted under them) never write a conflicting record, and a
+/// replica of the log equals anvil. Needs a broker with transactions: genuine Apache Kafka.
+#[test]
+fn rival_publishers_never_write_a_conflicting_record() {
+    let mut broker = ec_testkit::KafkaBroker::start().expect("kafka broker");
+    broker.create_topic("log", &[]).expect("topic");
+    let brokers = broker.bootstrap_servers();
+    let client = Upstream::anvil(&[]);
+    let tmp = tempdir();
+    let publisher = |name: &str, extra: &[&str]| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["publisher", "--topic", "log", "--cluster-id", CLUSTER, "--brokers", &brokers])
+            .args(["--rpc-url", &client.http_url(), "--tx-topic", "none"])
+            .args([
+                "--heartbeat-interval-ms",
+                "300",
+                "--poll-interval-ms",
+                "100",
+                "--takeover-after-secs",
+                "2",
+            ])
+            .args(extra)
+            .arg("--genesis")
+            .arg(client.genesis());
+        spawn_logged(cmd, &tmp.path().join(format!("{name}.log")))
+    };
+    let log_of =
+        |name: &str| std::fs::read_to_string(tmp.path().join(format!("{name}.log"))).unwrap_or_default();
+    let traffic = |n: u64| {
+        for i in 0..n {
+            let tx =
+                client.send(json!({"from": DEV[2], "to": format!("0x{:040x}", 0xf00 + i), "value": "0x3"}));
+            mined(&client, tx);
+        }
+    };
+    let caught_up = |what: &str| {
+        wait_for(what, Duration::from_secs(90), || {
+            published_head(&read_log(&brokers, "log")) == Some(client.head())
+        })
+    };
+
+    let mut a = publisher("a", &[]);
+    traffic(4);
+    caught_up("publisher a to follow");
+    // A second active publisher fences the first: a stops, saying why; b carries on.
+    let _b = publisher("b", &[]);
+    wait_for("a to be fenced", Duration::from_secs(60), || a.0.try_wait().ok().flatten().is_some());
+    assert!(log_of("a").contains("took over the log"), "{}", log_of("a"));
+    traffic(4);
+    caught_up("publisher b to follow");
+    drop(_b); // kill -9
+              // Standbys: the first takes over once the log is silent; the second waits behind it.
+    let a2 = publisher("a2", &["--standby"]);
+    traffic(3);
+    caught_up("standby a2 to take over");
+    let _b2 = publisher("b2", &["--standby"]);
+    traffic(2);
+    caught_up("a2 to follow with b2 waiting");
+    // The broker goes away under them (a standby may take over meanwhile: still one writer).
+    broker.stop();
+    traffic(3);
+    std::thread::sleep(Duration::from_secs(3));
+    broker.start_again().expect("broker restarts");
+    caught_up("the log to continue after the broker's restart");
+    drop(a2); // kill -9: b2 (if not already active) takes over
+    traffic(3);
+    caught_up("b2 to take over");
+
+    let log = read_log(&brokers, "log");
+    let mut seen: std::collections::BTreeMap<u64, u32> = Default::default();
+    for r in &log {
+        let crc = *seen.entry(r.envelope.sequence).or_insert(r.record_crc);
+        assert_eq!(
+            crc, r.record_crc,
+            "record {} was written twice with different contents",
+            r.envelope.sequence
+        );
+    }
+    let max = *seen.keys().last().expect("records");
+    assert_eq!(seen.len() as u64, max + 1, "sequences 0..={max} without a gap");
+    let dir = tmp.path().join("replica");
+    run_replica_ok(&dir, &brokers, "log");
+    let (head, _) = client.head();
+    let compared = assert_replica_equals_upstream(&client, &dir, head, &touched(&log));
+    assert!(compared > 0);
 }

@@ -184,6 +184,7 @@ pub fn path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
 }
 
 pub mod chain;
+pub mod proxy;
 
 /// Every complete record in the topic, in order (duplicates included).
 pub fn read_log(brokers: &str, topic: &str) -> Vec<ec_log::Assembled> {

@@ -13,6 +13,7 @@ use ec_replica::{ReplicaConfig, Status};
 use ec_store::{Store, StoreOptions};
 use ec_testkit::{GenOptions, LogGenerator, MockBroker};
 
+mod backlog;
 mod publisher;
 mod rpc;
 
@@ -24,6 +25,8 @@ enum Cmd {
     Rpc(rpc::Args),
     /// The publisher's per-block time split (fetch, trace, encode, produce) on anvil blocks of given sizes.
     Publisher(publisher::Args),
+    /// The publisher catching up on a backlog of blocks, sequential next to pipelined, on anvil and geth.
+    Backlog(backlog::Args),
 }
 
 #[derive(clap::Args)]
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Replay(args) => replay(args),
         Cmd::Publisher(args) => publisher::run(args),
         Cmd::Rpc(args) => rpc::run(args),
+        Cmd::Backlog(args) => backlog::run(args),
     }
 }
 

@@ -9,7 +9,11 @@ use std::{
 use anyhow::Context;
 use ec_kafka::{KafkaConfig, LogProducer};
 use ec_log::{encode_record, EncodeOptions, Record};
-use ec_publisher::{fetch::fetch_block, rpc::RpcClient, TraceMode};
+use ec_publisher::{
+    fetch::{fetch_block, FetchOptions},
+    rpc::RpcClient,
+    TraceMode,
+};
 use ec_testkit::MockBroker;
 use serde_json::json;
 
@@ -85,7 +89,9 @@ fn bench(port: u16, sizes: &[usize]) -> anyhow::Result<()> {
             rpc.call::<serde_json::Value>("evm_mine", json!([])).await?;
             let number = rpc.block_number().await?;
             for mode in [TraceMode::StateDiff, TraceMode::Prestate] {
-                let (block, t) = fetch_block(&rpc, number, mode).await?.context("block just mined")?;
+                let (block, t) = fetch_block(&rpc, number, mode, &FetchOptions::default())
+                    .await?
+                    .context("block just mined")?;
                 anyhow::ensure!(block.transactions.len() == n, "block has {} txs", block.transactions.len());
                 let started = Instant::now();
                 let frames =

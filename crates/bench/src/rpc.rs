@@ -103,6 +103,10 @@ fn bench(args: &Args, anvil_port: u16, brokers: &str, genesis: &str) -> anyhow::
             reorg_window: 64,
             tail_messages: 10_000,
             encode: EncodeOptions::default(),
+            standby: false,
+            takeover_after: Duration::from_secs(10),
+            pipeline_depth: 8,
+            verify_rate: 0.0,
         };
         let publisher = Publisher::start(cfg, Arc::new(Metrics::default())).await?;
         tokio::spawn(publisher.run(std::future::pending()));

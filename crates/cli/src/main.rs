@@ -104,6 +104,15 @@ struct ReplicaArgs {
     /// Ready only while a publisher record arrived within this many seconds (heartbeats come every few).
     #[arg(long, env = "EC_MAX_SILENCE_SECS", default_value_t = 30.0)]
     max_silence_secs: f64,
+    /// Ready only while the head block is at most this many seconds old (0: no limit). Unset: 60 on the
+    /// public networks this build knows, no limit on a chain from a genesis file (its block time is
+    /// unknown; set this for any such chain that produces blocks on a schedule).
+    #[arg(long, env = "EC_MAX_HEAD_AGE_SECS")]
+    max_head_age_secs: Option<f64>,
+    /// Seconds the publisher may report trouble (client unreachable, a block failing) before the replica
+    /// leaves the balancer. A publisher that reports it stopped makes it leave at once.
+    #[arg(long, env = "EC_PUBLISHER_GRACE_SECS", default_value_t = 20.0)]
+    publisher_grace_secs: f64,
     /// Enables `POST /admin/snapshot` on the health port: local snapshots go into this directory.
     #[arg(long, env = "EC_SNAPSHOT_DIR")]
     snapshot_dir: Option<PathBuf>,
@@ -205,6 +214,8 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         let readiness = ec_replica::readiness::ReadinessConfig {
             max_lag_records: args.max_lag_records,
             max_silence: Duration::from_secs_f64(args.max_silence_secs.max(0.0)),
+            max_head_age: args.max_head_age_secs.map(|s| Duration::from_secs_f64(s.max(0.0))),
+            publisher_grace: Duration::from_secs_f64(args.publisher_grace_secs.max(0.0)),
         };
         let snapshots = args.snapshot_dir.map(|dir| {
             std::sync::Arc::new(ec_replica::snapshot::LocalSnapshots {

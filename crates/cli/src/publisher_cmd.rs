@@ -45,6 +45,21 @@ pub struct PublisherArgs {
     tail_messages: i64,
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     max_frame_bytes: usize,
+    /// Wait until the topic has been silent for --takeover-after-secs before taking over: run every
+    /// publisher of a cluster (the active one, standbys, a restarted one) with this, so that a restart never
+    /// fences a healthy active publisher. Without it the publisher takes over at once.
+    #[arg(long, env = "EC_STANDBY")]
+    standby: bool,
+    /// How long a standby waits for silence; above the heartbeat interval, below the replicas' silence limit.
+    #[arg(long, env = "EC_TAKEOVER_AFTER_SECS", default_value_t = 10.0)]
+    takeover_after_secs: f64,
+    /// Blocks fetched and traced concurrently while catching up (1: one after another).
+    #[arg(long, env = "EC_PIPELINE_DEPTH", default_value_t = 8)]
+    pipeline_depth: usize,
+    /// Fraction of every block's changed accounts checked against eth_getProof proofs of the block's state
+    /// root before the block is written; a mismatch stops the publisher (0: off, 1: every account).
+    #[arg(long, env = "EC_VERIFY_RATE", default_value_t = 0.02)]
+    verify_rate: f64,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101).
     #[arg(long, env = "EC_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -76,6 +91,10 @@ pub async fn run(args: PublisherArgs, shutdown: impl std::future::Future<Output 
         reorg_window: args.reorg_window,
         tail_messages: args.tail_messages,
         encode: EncodeOptions { max_frame_bytes: args.max_frame_bytes, ..EncodeOptions::default() },
+        standby: args.standby,
+        takeover_after: Duration::from_secs_f64(args.takeover_after_secs.max(0.0)),
+        pipeline_depth: args.pipeline_depth.max(1),
+        verify_rate: args.verify_rate.clamp(0.0, 1.0),
     };
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = args.metrics_addr {

@@ -17,6 +17,8 @@ pub enum KafkaIoError {
     EmptyMessage { topic: String, offset: i64 },
     #[error("topic {topic}: producing frame {index} of record {sequence}: {source}")]
     Produce { topic: String, sequence: u64, index: usize, source: KafkaError },
+    #[error("the log's transaction ({what}): {source}")]
+    Transaction { what: &'static str, source: KafkaError },
     #[error("topic {topic}: admin request ({what}) failed: {detail}")]
     Admin { topic: String, what: &'static str, detail: String },
     #[error("topic {topic}: frame {index} of record {sequence} went to partition {partition}, not 0")]

@@ -9,26 +9,123 @@ use crate::{config::KafkaConfig, context::KafkaContext, error::KafkaIoError, PAR
 pub struct LogProducer {
     producer: FutureProducer<KafkaContext>,
     topic: String,
+    /// Set for a transactional producer: every write is one Kafka transaction.
+    transactional_id: Option<String>,
 }
 
+/// How long a transaction may stay open before the broker aborts it. Short: a publisher killed mid-record
+/// holds back every consumer (they read committed records only) until its transaction ends, by this
+/// timeout or by the next publisher's `init_transactions`.
+const TRANSACTION_TIMEOUT_MS: &str = "10000";
+/// How long the blocking transaction calls (init, commit, abort) may wait for the broker.
+const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl LogProducer {
-    /// `max_message_bytes` must be at least the largest frame the caller will send.
+    /// An idempotent producer, for tools that write a log outside a cluster's publisher (synthetic logs,
+    /// benchmarks). `max_message_bytes` must be at least the largest frame the caller will send.
     pub fn new(cfg: &KafkaConfig, topic: &str, max_message_bytes: usize) -> Result<Self, KafkaIoError> {
+        Self::create(cfg, topic, max_message_bytes, None)
+    }
+
+    /// A transactional producer with `transactional.id` = `transactional_id` (the cluster id): the
+    /// publisher's. Exactly one producer of an id can write: [`LogProducer::init_transactions`] fences every
+    /// older one (its next write fails with a fatal "fenced" error) and aborts whatever it left open, and
+    /// consumers read committed records only. Call `init_transactions` before the first write.
+    pub fn transactional(
+        cfg: &KafkaConfig,
+        topic: &str,
+        max_message_bytes: usize,
+        transactional_id: &str,
+    ) -> Result<Self, KafkaIoError> {
+        Self::create(cfg, topic, max_message_bytes, Some(transactional_id))
+    }
+
+    fn create(
+        cfg: &KafkaConfig,
+        topic: &str,
+        max_message_bytes: usize,
+        transactional_id: Option<&str>,
+    ) -> Result<Self, KafkaIoError> {
         let max = (max_message_bytes + 4096).to_string();
         let mut c = cfg.client_config_with(&[
             ("message.max.bytes", &max),
             // Frames are already zstd-compressed by the log codec.
             ("compression.type", "none"),
             ("linger.ms", "5"),
+            ("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS),
         ]);
         // Not overridable. Idempotence implies acks=all and at most 5 requests in flight, which librdkafka
         // keeps in order: a retried batch can neither duplicate nor reorder frames.
         c.set("enable.idempotence", "true");
         c.set("acks", "all");
+        if let Some(id) = transactional_id {
+            c.set("transactional.id", id);
+        }
         let producer = c
             .create_with_context(KafkaContext)
             .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
-        Ok(Self { producer, topic: topic.to_owned() })
+        Ok(Self { producer, topic: topic.to_owned(), transactional_id: transactional_id.map(str::to_owned) })
+    }
+
+    /// Registers this producer as the only writer of its transactional id: fences older producers of the
+    /// id and aborts their open transaction. Blocks (off the async workers) until the broker answers.
+    pub async fn init_transactions(&self) -> Result<(), KafkaIoError> {
+        use rdkafka::producer::Producer;
+        let producer = self.producer.clone();
+        self.blocking("init_transactions", move || producer.init_transactions(TRANSACTION_CALL_TIMEOUT)).await
+    }
+
+    /// Writes several records (each a list of frames) as one transaction, in order, and returns once the
+    /// transaction is committed: either all of them are visible to consumers or none is. On error the
+    /// transaction is aborted (when it can be) and nothing was written; [`LogProducer::fatal_error`] tells
+    /// whether this producer can write again (it cannot once fenced).
+    pub async fn send_transaction(&self, records: &[(u64, Vec<Vec<u8>>)]) -> Result<(), KafkaIoError> {
+        use rdkafka::producer::Producer;
+        let Some(&(first, _)) = records.first() else { return Ok(()) };
+        let txn_err =
+            |source| KafkaIoError::Produce { topic: self.topic.clone(), sequence: first, index: 0, source };
+        self.producer.begin_transaction().map_err(txn_err)?;
+        let result = async {
+            let mut pending = Vec::with_capacity(records.len());
+            for (sequence, frames) in records {
+                pending.push(self.enqueue(*sequence, frames)?);
+            }
+            for p in pending {
+                p.wait().await?;
+            }
+            let producer = self.producer.clone();
+            self.blocking("commit_transaction", move || producer.commit_transaction(TRANSACTION_CALL_TIMEOUT))
+                .await
+        }
+        .await;
+        if result.is_err() && self.fatal_error().is_none() {
+            // Abortable (a timeout, a broker gone mid-transaction): end it so the next one can begin.
+            let producer = self.producer.clone();
+            if let Err(e) = self
+                .blocking("abort_transaction", move || producer.abort_transaction(TRANSACTION_CALL_TIMEOUT))
+                .await
+            {
+                tracing::warn!(error = %e, "aborting the failed transaction failed too");
+            }
+        }
+        result
+    }
+
+    /// Whether this producer writes in transactions.
+    pub fn is_transactional(&self) -> bool {
+        self.transactional_id.is_some()
+    }
+
+    async fn blocking(
+        &self,
+        what: &'static str,
+        call: impl FnOnce() -> rdkafka::error::KafkaResult<()> + Send + 'static,
+    ) -> Result<(), KafkaIoError> {
+        let topic = self.topic.clone();
+        match tokio::task::spawn_blocking(call).await {
+            Ok(r) => r.map_err(|source| KafkaIoError::Transaction { what, source }),
+            Err(e) => Err(KafkaIoError::Admin { topic, what, detail: e.to_string() }),
+        }
     }
 
     pub fn topic(&self) -> &str {

@@ -223,6 +223,9 @@ mod tests {
             head: crate::BlockRef { number: 1, hash: B256::ZERO },
             safe: None,
             finalized: None,
+            client_head: None,
+            state: crate::PublisherState::Following,
+            reorg_window: 64,
         });
         let frames = encode_record("c", 9, &rec, EncodeOptions::default()).expect("encodes");
         assert_eq!(frames.len(), 1);

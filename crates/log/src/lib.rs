@@ -20,6 +20,6 @@ pub use codec::{decode_payload, encode_payload, encode_record, EncodeOptions, DE
 pub use error::LogError;
 pub use frame::{Frame, FrameHeader, FLAG_ZSTD, FORMAT_VERSION, MAGIC, MAX_CLUSTER_ID_LEN};
 pub use record::{
-    AccountChange, AccountState, Block, BlockRef, ChainSpecSource, Envelope, Genesis, Heartbeat, Log,
-    Receipt, Record, RecordKind, Revert, StorageSlot, Transaction, Withdrawal,
+    AccountChange, AccountState, Block, BlockRef, ChainSpecSource, ClientHead, Envelope, Genesis, Heartbeat,
+    Log, PublisherState, Receipt, Record, RecordKind, Revert, StorageSlot, Transaction, Withdrawal,
 };

@@ -197,7 +197,7 @@ pub struct BlockRef {
 }
 
 /// Written at a fixed interval even when no block arrives, so replicas can tell "no new block" from
-/// "publisher gone".
+/// "publisher gone", and a publisher in trouble from one with nothing to publish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// Publisher wall clock, milliseconds since the Unix epoch.
@@ -205,4 +205,65 @@ pub struct Heartbeat {
     pub head: BlockRef,
     pub safe: Option<BlockRef>,
     pub finalized: Option<BlockRef>,
+    /// The client's newest block as the publisher last saw it; `None` before the client first answered.
+    pub client_head: Option<ClientHead>,
+    /// Whether the publisher is following the client, and if not, why.
+    pub state: PublisherState,
+    /// The deepest reorg the publisher follows (`--reorg-window`): a replica whose undo window is smaller
+    /// could not apply the reverts of such a reorg, and refuses to start.
+    pub reorg_window: u64,
+}
+
+/// A block of the client's chain, by number and header timestamp (seconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHead {
+    pub number: u64,
+    pub timestamp: u64,
+}
+
+/// The publisher's own health, as it reports it in every heartbeat. Replicas leave the balancer when it is
+/// not `Following` for longer than their configured grace (see the replica's readiness policy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PublisherState {
+    /// Publishing every canonical block as the client reports it.
+    Following,
+    /// The client has not answered since `since_ms` (Unix epoch milliseconds).
+    ClientUnreachable { since_ms: u64, error: String },
+    /// Block `number` has failed to publish since `since_ms`; the publisher keeps retrying.
+    Stuck { number: u64, since_ms: u64, error: String },
+    /// The publisher stopped on an error retrying cannot fix (an undecodable block, a fork this build does
+    /// not implement, a reorg deeper than its window): an operator must act. The last heartbeat it writes.
+    Stopped { error: String },
+}
+
+impl PublisherState {
+    /// One line for logs and the readiness body.
+    pub fn describe(&self) -> String {
+        match self {
+            PublisherState::Following => "following".into(),
+            PublisherState::ClientUnreachable { error, .. } => format!("client unreachable: {error}"),
+            PublisherState::Stuck { number, error, .. } => format!("stuck on block {number}: {error}"),
+            PublisherState::Stopped { error } => format!("stopped: {error}"),
+        }
+    }
+
+    /// A number for the `/metrics` gauge: 0 following, 1 client unreachable, 2 stuck, 3 stopped.
+    pub fn code(&self) -> u8 {
+        match self {
+            PublisherState::Following => 0,
+            PublisherState::ClientUnreachable { .. } => 1,
+            PublisherState::Stuck { .. } => 2,
+            PublisherState::Stopped { .. } => 3,
+        }
+    }
+
+    /// Since when (Unix epoch milliseconds) the trouble lasts; `None` when following or stopped.
+    pub fn since_ms(&self) -> Option<u64> {
+        match self {
+            PublisherState::ClientUnreachable { since_ms, .. } | PublisherState::Stuck { since_ms, .. } => {
+                Some(*since_ms)
+            }
+            PublisherState::Following | PublisherState::Stopped { .. } => None,
+        }
+    }
 }

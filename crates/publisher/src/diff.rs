@@ -34,6 +34,9 @@ pub struct Partial {
     /// delegation cleared to nothing leaves empty code, which diff mode omits from `post` exactly like
     /// unchanged code.)
     pub recheck_code: bool,
+    /// Every slot of this account any transaction's trace named (before or after), kept through a deletion:
+    /// if the client contradicts a deletion, these are the slots to read back.
+    pub touched: std::collections::BTreeSet<B256>,
 }
 
 impl Partial {
@@ -43,7 +46,8 @@ impl Partial {
     }
 
     fn delete(&mut self) {
-        *self = Partial { deleted: true, wiped: true, ..Partial::default() };
+        let touched = std::mem::take(&mut self.touched);
+        *self = Partial { deleted: true, wiped: true, touched, ..Partial::default() };
     }
 
     fn revive(&mut self) {
@@ -66,6 +70,8 @@ pub fn merge_prestate<'a>(txs: impl IntoIterator<Item = &'a DiffMode>) -> Partia
         for address in addresses {
             let acc = out.entry(*address).or_default();
             let pre = tx.pre.get(address);
+            let named = pre.into_iter().chain(tx.post.get(address)).flat_map(|a| a.storage.keys());
+            acc.touched.extend(named);
             let Some(post) = tx.post.get(address) else {
                 acc.delete();
                 continue;
@@ -97,6 +103,7 @@ pub fn merge_state_diff<'a>(txs: impl IntoIterator<Item = &'a BTreeMap<Address, 
     for tx in txs {
         for (address, d) in tx {
             let acc = out.entry(*address).or_default();
+            acc.touched.extend(d.storage.keys());
             let removed = matches!(d.balance, Delta::Removed(_)) && matches!(d.nonce, Delta::Removed(_));
             if removed {
                 acc.delete();

@@ -4,13 +4,13 @@
 use std::time::{Duration, Instant};
 
 use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{address, keccak256, Address, B256};
+use alloy_primitives::{address, keccak256, Address, B256, U256};
 use alloy_rpc_types_trace::{common::TraceResult, geth::PreStateFrame};
 use ec_log::{Block, Log, Receipt, Transaction, Withdrawal};
 use thiserror::Error;
 
 use crate::{
-    diff::{self, Partials},
+    diff,
     rpc::{BlockId, RpcClient, RpcError},
 };
 
@@ -44,22 +44,46 @@ pub enum FetchError {
     Inconsistent { number: u64, reason: String },
     #[error("block {number}: tracing transaction {tx:?} failed: {error}")]
     Trace { number: u64, tx: Option<B256>, error: String },
+    #[error(
+        "block {number}: the client's {method} answer does not decode ({reason}); an unknown transaction type or \
+         a client this build cannot read: the block is not published"
+    )]
+    Undecodable { number: u64, method: &'static str, reason: String },
+    #[error("block {number} is not published: its record disagrees with the chain's state root: {mismatch}")]
+    StateMismatch { number: u64, mismatch: crate::verify::Mismatch },
 }
 
-/// Time spent per phase, for metrics and the benchmark.
+/// Time spent per phase, and what the checks found, for metrics and the benchmark.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
     pub fetch: Duration,
     pub trace: Duration,
+    pub verify: Duration,
+    /// Accounts checked against a proof.
+    pub verified_accounts: u64,
+    /// Deletions the tracer reported and the client contradicted.
+    pub disagreements: u64,
+}
+
+/// What the publisher checks while fetching a block.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FetchOptions {
+    /// Fraction of each block's changed accounts checked against `eth_getProof` (0: none, 1: all).
+    pub verify_rate: f64,
 }
 
 pub async fn fetch_block(
     rpc: &RpcClient,
     number: u64,
     mode: TraceMode,
+    opts: &FetchOptions,
 ) -> Result<Option<(Block, Timings)>, FetchError> {
     let started = Instant::now();
-    let Some(rpc_block) = rpc.block(BlockId::Number(number)).await? else { return Ok(None) };
+    let rpc_block = rpc.block(BlockId::Number(number)).await.map_err(|e| match e {
+        RpcError::Decode { method, reason } => FetchError::Undecodable { number, method, reason },
+        other => other.into(),
+    })?;
+    let Some(rpc_block) = rpc_block else { return Ok(None) };
     let inconsistent = |reason: String| FetchError::Inconsistent { number, reason };
     let header = rpc_block.header.inner.clone();
     let header_rlp = alloy_rlp::encode(&header);
@@ -179,52 +203,153 @@ pub async fn fetch_block(
     };
     let trace = started.elapsed();
 
-    // What no transaction trace shows: read the post-block values from the client.
+    // What no transaction trace shows, and what the traces say but the client must confirm: read from the
+    // client at the block, in as few JSON-RPC batches as possible (one round trip each).
     let started = Instant::now();
+    let mut probe = Reads::default();
+    let history = (number > 0).then(|| probe.code(HISTORY_STORAGE, number));
+    let beacon = probe.code(BEACON_ROOTS, number);
+    let queues = [WITHDRAWAL_REQUESTS, CONSOLIDATION_REQUESTS].map(|q| (q, probe.code(q, number)));
+    let pow = !header.difficulty.is_zero();
+    let uncles: Vec<usize> = if pow {
+        (0..rpc_block.uncles.len())
+            .map(|i| {
+                probe.push(
+                    "eth_getUncleByBlockNumberAndIndex",
+                    serde_json::json!([BlockId::Number(number).to_json(), format!("{i:#x}")]),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let probed = probe.run(rpc).await?;
+    let has_code = |i: usize| -> Result<bool, RpcError> {
+        Ok(!probed.get::<alloy_primitives::Bytes>(i, "eth_getCode")?.is_empty())
+    };
+
     let mut extra: Vec<(Address, Vec<B256>)> = Vec::new();
     for w in withdrawals.iter().flatten() {
         extra.push((w.address, Vec::new()));
     }
-    if !header.difficulty.is_zero() {
+    if pow {
         // Proof of work: block and uncle rewards.
         extra.push((header.beneficiary, Vec::new()));
-        for index in 0..rpc_block.uncles.len() {
-            if let Some(miner) = rpc.uncle_miner(number, index as u64).await? {
+        for i in uncles {
+            let uncle: Option<serde_json::Value> = probed.get(i, "eth_getUncleByBlockNumberAndIndex")?;
+            if let Some(miner) =
+                uncle.and_then(|u| u.get("miner").cloned()).and_then(|m| serde_json::from_value(m).ok())
+            {
                 extra.push((miner, Vec::new()));
             }
         }
     }
-    if number > 0 && has_code(rpc, HISTORY_STORAGE, number).await? {
-        extra.push((
-            HISTORY_STORAGE,
-            vec![B256::from(alloy_primitives::U256::from((number - 1) % HISTORY_SERVE_WINDOW))],
-        ));
+    if let Some(i) = history {
+        if has_code(i)? {
+            extra.push((HISTORY_STORAGE, vec![slot((number - 1) % HISTORY_SERVE_WINDOW)]));
+        }
     }
-    if has_code(rpc, BEACON_ROOTS, number).await? {
+    if has_code(beacon)? {
         let i = header.timestamp % BEACON_ROOTS_BUFFER;
         extra.push((BEACON_ROOTS, vec![slot(i), slot(i + BEACON_ROOTS_BUFFER)]));
     }
-    for queue in [WITHDRAWAL_REQUESTS, CONSOLIDATION_REQUESTS] {
-        if has_code(rpc, queue, number).await? {
+    for (queue, i) in queues {
+        if has_code(i)? {
             extra.push((queue, (0..4).map(slot).collect()));
         }
     }
-    for (address, slots) in extra {
-        let p = partials.entry(address).or_default();
+    for (address, _) in &extra {
+        let p = partials.entry(*address).or_default();
         p.deleted = false;
-        p.balance = Some(rpc.balance(address, number).await?);
-        p.nonce = Some(rpc.nonce(address, number).await?);
-        for s in slots {
-            p.storage.insert(s, rpc.storage(address, s, number).await?);
+        p.balance = None;
+        p.nonce = None;
+    }
+    let extra_slots: Vec<(Address, B256)> =
+        extra.iter().flat_map(|(a, slots)| slots.iter().map(move |s| (*a, *s))).collect();
+
+    // Second batch: every value still unknown, the code of accounts whose code may have changed, and the
+    // state of every account a trace says was deleted (confirmed with the client before it is written).
+    let mut reads = Reads::default();
+    let mut wanted = Vec::new();
+    for (address, p) in partials.iter() {
+        let account = p.needs_account() || p.deleted;
+        let balance =
+            (account && (p.deleted || p.balance.is_none())).then(|| reads.balance(*address, number));
+        let nonce = (account && (p.deleted || p.nonce.is_none())).then(|| reads.nonce(*address, number));
+        // A deleted account: its code is part of the confirmation.
+        let code = (p.recheck_code || p.deleted).then(|| reads.code(*address, number));
+        wanted.push((*address, balance, nonce, code));
+    }
+    let slot_reads: Vec<usize> = extra_slots.iter().map(|(a, s)| reads.storage(*a, *s, number)).collect();
+    let got = reads.run(rpc).await?;
+    let mut contradicted = Vec::new();
+    for (address, balance, nonce, code) in wanted {
+        let Some(p) = partials.get_mut(&address) else { continue };
+        let balance: Option<U256> = balance.map(|i| got.get(i, "eth_getBalance")).transpose()?;
+        let nonce: Option<U256> = nonce.map(|i| got.get(i, "eth_getTransactionCount")).transpose()?;
+        let code: Option<alloy_primitives::Bytes> = code.map(|i| got.get(i, "eth_getCode")).transpose()?;
+        if p.deleted {
+            let exists = balance.is_some_and(|b| !b.is_zero())
+                || nonce.is_some_and(|n| !n.is_zero())
+                || code.as_ref().is_some_and(|c| !c.is_empty());
+            if !exists {
+                continue;
+            }
+            // The tracer says deleted, the client still has the account: write it as the client has it
+            // (its storage was never wiped either), and count the disagreement.
+            tracing::warn!(block = number, %address, "tracer reported a deletion the client contradicts; writing the client's state");
+            p.deleted = false;
+            p.wiped = false;
+            p.storage.clear();
+            p.code = code;
+            contradicted.push(address);
+        } else if code.is_some() {
+            p.code = code;
+        }
+        if let Some(b) = balance {
+            p.balance = Some(b);
+        }
+        if let Some(n) = nonce {
+            p.nonce = Some(n.saturating_to());
         }
     }
-    fill_unknown_accounts(rpc, number, &mut partials).await?;
-    for (address, p) in partials.iter_mut() {
-        if p.recheck_code && !p.deleted {
-            p.code = Some(rpc.code(*address, number).await?);
+    for ((address, s), i) in extra_slots.iter().zip(slot_reads) {
+        let value: B256 = got.get(i, "eth_getStorageAt")?;
+        partials.entry(*address).or_default().storage.insert(*s, value);
+    }
+    if !contradicted.is_empty() {
+        if mode == TraceMode::Prestate {
+            // Diff mode's `pre` omits slots that were zero before the block, and the false deletion took
+            // the account's `post` with it: ask the tracer which slots the block accessed at all.
+            for r in rpc.prestate_accessed(number).await? {
+                if let TraceResult::Success { result: PreStateFrame::Default(accessed), .. } = r {
+                    for address in &contradicted {
+                        if let (Some(p), Some(a)) = (partials.get_mut(address), accessed.0.get(address)) {
+                            p.touched.extend(a.storage.keys());
+                        }
+                    }
+                }
+            }
+        }
+        let mut reads = Reads::default();
+        let mut slots = Vec::new();
+        for address in &contradicted {
+            for s in partials.get(address).map(|p| p.touched.clone()).unwrap_or_default() {
+                slots.push((*address, s, reads.storage(*address, s, number)));
+            }
+        }
+        let got = reads.run(rpc).await?;
+        for (address, s, i) in slots {
+            let value: B256 = got.get(i, "eth_getStorageAt")?;
+            partials.entry(address).or_default().storage.insert(s, value);
         }
     }
     let fetch = fetch + started.elapsed();
+
+    let state = diff::finish(partials);
+    let started = Instant::now();
+    let verified = verify_state(rpc, number, header.state_root, &state, opts.verify_rate).await?;
+    let verify = started.elapsed();
 
     let block = Block {
         number,
@@ -235,34 +360,93 @@ pub async fn fetch_block(
         transactions,
         receipts,
         withdrawals,
-        state: diff::finish(partials),
+        state,
     };
-    Ok(Some((block, Timings { fetch, trace })))
+    let timings = Timings {
+        fetch,
+        trace,
+        verify,
+        verified_accounts: verified,
+        disagreements: contradicted.len() as u64,
+    };
+    Ok(Some((block, timings)))
+}
+
+/// Checks a sample (`rate`) of the block's account changes against `eth_getProof` proofs at the block,
+/// verified against its state root ([`crate::verify`]); returns how many accounts were checked.
+async fn verify_state(
+    rpc: &RpcClient,
+    number: u64,
+    state_root: B256,
+    state: &[ec_log::AccountChange],
+    rate: f64,
+) -> Result<u64, FetchError> {
+    let chosen: Vec<&ec_log::AccountChange> =
+        state.iter().filter(|c| crate::verify::sampled(&c.address, number, rate)).collect();
+    if chosen.is_empty() {
+        return Ok(0);
+    }
+    let mut reads = Reads::default();
+    let ids: Vec<usize> = chosen
+        .iter()
+        .map(|c| {
+            let slots: Vec<B256> = c.storage.iter().map(|s| s.slot).collect();
+            reads.push(
+                "eth_getProof",
+                serde_json::json!([c.address, slots, BlockId::Number(number).to_json()]),
+            )
+        })
+        .collect();
+    let got = reads.run(rpc).await?;
+    for (change, i) in chosen.iter().zip(ids) {
+        let proof: alloy_rpc_types_eth::EIP1186AccountProofResponse = got.get(i, "eth_getProof")?;
+        crate::verify::check_account(state_root, change, &proof)
+            .map_err(|mismatch| FetchError::StateMismatch { number, mismatch })?;
+    }
+    Ok(chosen.len() as u64)
+}
+
+/// Reads gathered for one JSON-RPC batch.
+#[derive(Default)]
+struct Reads {
+    calls: Vec<(&'static str, serde_json::Value)>,
+}
+
+impl Reads {
+    fn push(&mut self, method: &'static str, params: serde_json::Value) -> usize {
+        self.calls.push((method, params));
+        self.calls.len() - 1
+    }
+    fn code(&mut self, a: Address, n: u64) -> usize {
+        self.push("eth_getCode", serde_json::json!([a, BlockId::Number(n).to_json()]))
+    }
+    fn balance(&mut self, a: Address, n: u64) -> usize {
+        self.push("eth_getBalance", serde_json::json!([a, BlockId::Number(n).to_json()]))
+    }
+    fn nonce(&mut self, a: Address, n: u64) -> usize {
+        self.push("eth_getTransactionCount", serde_json::json!([a, BlockId::Number(n).to_json()]))
+    }
+    fn storage(&mut self, a: Address, s: B256, n: u64) -> usize {
+        self.push("eth_getStorageAt", serde_json::json!([a, s, BlockId::Number(n).to_json()]))
+    }
+    async fn run(self, rpc: &RpcClient) -> Result<Answers, RpcError> {
+        Ok(Answers(rpc.batch(&self.calls).await?))
+    }
+}
+
+struct Answers(Vec<Result<serde_json::Value, RpcError>>);
+
+impl Answers {
+    fn get<T: serde::de::DeserializeOwned>(&self, i: usize, method: &'static str) -> Result<T, RpcError> {
+        match self.0.get(i) {
+            Some(Ok(v)) => serde_json::from_value(v.clone())
+                .map_err(|e| RpcError::Decode { method, reason: e.to_string() }),
+            Some(Err(e)) => Err(RpcError::Remote { method, code: 0, message: e.to_string() }),
+            None => Err(RpcError::Decode { method, reason: "missing from the batch".into() }),
+        }
+    }
 }
 
 fn slot(i: u64) -> B256 {
     B256::from(alloy_primitives::U256::from(i))
-}
-
-async fn has_code(rpc: &RpcClient, address: Address, number: u64) -> Result<bool, RpcError> {
-    Ok(!rpc.code(address, number).await?.is_empty())
-}
-
-/// `stateDiff` leaves unchanged balances and nonces unsaid: read them at the block.
-async fn fill_unknown_accounts(
-    rpc: &RpcClient,
-    number: u64,
-    partials: &mut Partials,
-) -> Result<(), RpcError> {
-    for (address, p) in partials.iter_mut() {
-        if p.needs_account() {
-            if p.balance.is_none() {
-                p.balance = Some(rpc.balance(*address, number).await?);
-            }
-            if p.nonce.is_none() {
-                p.nonce = Some(rpc.nonce(*address, number).await?);
-            }
-        }
-    }
-    Ok(())
 }

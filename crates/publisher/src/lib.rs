@@ -4,6 +4,7 @@
 //!
 //! - [`rpc`]: the JSON-RPC calls; [`fetch`]: one block as a log record; [`diff`]: trace merging (pure);
 //! - [`genesis`]: the initial-state record; [`tail`]: recovering the position from the topic;
+//! - [`verify`]: records checked against `eth_getProof` proofs of the state root (pure);
 //! - [`publisher`]: the loop; [`relay`]: the tx topic; [`metrics`]: Prometheus text.
 
 pub mod diff;
@@ -14,6 +15,7 @@ pub mod publisher;
 pub mod relay;
 pub mod rpc;
 pub mod tail;
+pub mod verify;
 mod wake;
 
 pub use fetch::TraceMode;

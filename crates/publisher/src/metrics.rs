@@ -26,6 +26,11 @@ pub struct Metrics {
     pub last_trace_micros: AtomicU64,
     pub relayed_ok: AtomicU64,
     pub relayed_rejected: AtomicU64,
+    pub verify_micros_total: AtomicU64,
+    pub verified_accounts: AtomicU64,
+    pub tracer_disagreements: AtomicU64,
+    /// The state the heartbeats report: 0 following, 1 client unreachable, 2 stuck, 3 stopped.
+    pub state: AtomicU64,
 }
 
 impl Metrics {
@@ -131,6 +136,34 @@ impl Metrics {
             "counter",
             "Transactions the client rejected.",
             self.relayed_rejected.load(Relaxed),
+        );
+        g(
+            &mut out,
+            "verify_microseconds_total",
+            "counter",
+            "Time checking records against eth_getProof proofs.",
+            self.verify_micros_total.load(Relaxed),
+        );
+        g(
+            &mut out,
+            "verified_accounts_total",
+            "counter",
+            "Account changes checked against a proof of the block's state root.",
+            self.verified_accounts.load(Relaxed),
+        );
+        g(
+            &mut out,
+            "tracer_disagreements_total",
+            "counter",
+            "Deletions the client's tracer reported and the client's state contradicted (written as the state has them).",
+            self.tracer_disagreements.load(Relaxed),
+        );
+        g(
+            &mut out,
+            "state",
+            "gauge",
+            "0 following, 1 client unreachable, 2 stuck on a block, 3 stopped.",
+            self.state.load(Relaxed),
         );
         out
     }

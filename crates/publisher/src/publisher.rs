@@ -1,10 +1,14 @@
-//! The publisher's main loop: follow the client's canonical chain and write it to the log, one record at a
-//! time, each acknowledged by Kafka before the next is written.
+//! The publisher's main loop: follow the client's canonical chain and write it to the log.
 //!
-//! Order of every step matters for crash safety: the topic is the only state. On start the publisher reads
-//! the topic's tail ([`crate::tail`]) to learn the next sequence and the recent chain; a crash between any
-//! two writes therefore resumes exactly after the last acknowledged record (a record written but not
-//! acknowledged is written again with the same sequence, which replicas skip).
+//! Order of every step matters for crash safety: the topic is the only state. On start the publisher
+//! registers as the cluster's only writer (a Kafka transactional producer whose id is the cluster id: that
+//! fences any older publisher and aborts what it left open), then reads the topic's tail ([`crate::tail`])
+//! to learn the next sequence and the recent chain. Records are written in transactions, committed before
+//! the publisher goes on; a crash between any two commits therefore resumes exactly after the last committed
+//! record, and replicas (which read committed records only) never see a half-written one.
+//!
+//! Blocks are fetched and traced up to `pipeline_depth` ahead, concurrently, and published strictly in
+//! order, one transaction per run of blocks, after checking the newest is still canonical.
 
 use std::{
     path::PathBuf,
@@ -13,12 +17,13 @@ use std::{
 };
 
 use ec_kafka::{KafkaConfig, LogProducer};
-use ec_log::{encode_record, BlockRef, EncodeOptions, Heartbeat, Record, Revert};
+use ec_log::{encode_record, BlockRef, ClientHead, EncodeOptions, Heartbeat, PublisherState, Record, Revert};
+use futures_util::StreamExt;
 use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::{
-    fetch::{fetch_block, FetchError, TraceMode},
+    fetch::{fetch_block, FetchError, FetchOptions, TraceMode},
     genesis::{self, GenesisError},
     metrics::Metrics,
     rpc::{BlockId, RpcClient, RpcError},
@@ -47,6 +52,15 @@ pub struct PublisherConfig {
     /// Messages read back from the topic's end at start-up.
     pub tail_messages: i64,
     pub encode: EncodeOptions,
+    /// Wait, before taking over, until the topic has been silent for `takeover_after` (the active
+    /// publisher is gone). Without it the publisher takes over at once, fencing any active one.
+    pub standby: bool,
+    pub takeover_after: Duration,
+    /// Blocks fetched and traced concurrently ahead of the one being published (1: one after another).
+    pub pipeline_depth: usize,
+    /// Fraction of each block's changed accounts checked against `eth_getProof` before the block is
+    /// written (0: off; 1: all).
+    pub verify_rate: f64,
 }
 
 #[derive(Debug, Error)]
@@ -65,6 +79,11 @@ pub enum PublisherError {
     Encode { sequence: u64, source: ec_log::LogError },
     #[error("the Kafka producer failed for good while writing record {sequence} ({reason}); restart the publisher")]
     KafkaFatal { sequence: u64, reason: String },
+    #[error(
+        "another publisher of cluster {cluster} took over the log (this one is fenced: {reason}); nothing more \
+         is written by this process. Run publishers with --standby so that a restarted one waits"
+    )]
+    Fenced { cluster: String, reason: String },
     #[error("topic {0} is empty: a new cluster needs --genesis")]
     NeedGenesis(String),
     #[error(
@@ -98,14 +117,22 @@ impl PublisherError {
     /// Errors worth retrying: the client's answers (transport, remote errors, a block that changed under
     /// the fetch). The rest (Kafka fatal, a reorg too deep, a changed genesis, a header that does not hash to
     /// its hash) need an operator.
+    ///
+    /// An answer that does not decode (an unknown transaction type, a client that changed its format) is not
+    /// transient: the same answer comes back on every retry, so the publisher stops and says so.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            PublisherError::Rpc(_)
-                | PublisherError::Fetch(
-                    FetchError::Rpc(_) | FetchError::Inconsistent { .. } | FetchError::Trace { .. }
-                )
-        )
+        match self {
+            PublisherError::Rpc(e) | PublisherError::Fetch(FetchError::Rpc(e)) => {
+                !matches!(e, RpcError::Decode { .. })
+            }
+            PublisherError::Fetch(FetchError::Inconsistent { .. } | FetchError::Trace { .. }) => true,
+            _ => false,
+        }
+    }
+
+    /// The client did not answer at all (as opposed to answering badly).
+    fn is_unreachable(&self) -> bool {
+        matches!(self, PublisherError::Rpc(e) | PublisherError::Fetch(FetchError::Rpc(e)) if e.is_unreachable())
     }
 }
 
@@ -121,6 +148,11 @@ pub struct Publisher {
     spec: ec_chainspec::ChainSpec,
     metrics: Arc<Metrics>,
     last_heartbeat: Instant,
+    /// What the heartbeats report.
+    state: PublisherState,
+    client_head: Option<ClientHead>,
+    /// Blocks or reverts were written since the last heartbeat.
+    unannounced: bool,
 }
 
 impl Publisher {
@@ -145,7 +177,15 @@ impl Publisher {
             }
         };
         info!(chain = spec.name(), chain_id = spec.chain_id(), "chain specification");
-        let producer = LogProducer::new(&cfg.kafka, &cfg.topic, cfg.encode.max_frame_bytes)?;
+        let producer =
+            LogProducer::transactional(&cfg.kafka, &cfg.topic, cfg.encode.max_frame_bytes, &cfg.cluster_id)?;
+        if cfg.standby {
+            tail::wait_for_silence(&cfg.kafka, &cfg.topic, cfg.takeover_after).await?;
+        }
+        // Fences every older publisher of this cluster and aborts its open transaction; only then is the
+        // tail final (nothing can be appended behind it).
+        producer.init_transactions().await?;
+        info!(cluster = %cfg.cluster_id, "registered as the cluster's only writer");
         let keep = cfg.reorg_window as usize + 1;
         let recovered =
             tail::read_tail(&cfg.kafka, &cfg.topic, &cfg.cluster_id, cfg.tail_messages, keep).await?;
@@ -157,6 +197,9 @@ impl Publisher {
             spec,
             metrics,
             last_heartbeat: Instant::now(),
+            state: PublisherState::Following,
+            client_head: None,
+            unannounced: true,
             cfg,
         };
         match recovered {
@@ -169,7 +212,7 @@ impl Publisher {
                     genesis_file.ok_or_else(|| PublisherError::NeedGenesis(publisher.cfg.topic.clone()))?;
                 let record = genesis::genesis_record(&publisher.rpc, &file, &publisher.spec).await?;
                 info!(accounts = record.block.state.len(), hash = %record.block.hash, "new cluster: writing genesis");
-                publisher.write(Record::Genesis(record)).await?;
+                publisher.write(vec![Record::Genesis(record)]).await?;
             }
         }
         if let Some(head) = publisher.published.head() {
@@ -200,6 +243,9 @@ impl Publisher {
     ) -> Result<(), PublisherError> {
         let mut wake = Wake::new(self.cfg.ws_url.clone(), self.cfg.poll_interval);
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval);
+        // The first heartbeat waits for the first sync: a publisher restarted into the same failure must
+        // not report itself following in between.
+        heartbeat.tick().await;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -213,17 +259,67 @@ impl Publisher {
                     }
                 }
                 _ = wake.wait() => {
-                    if let Err(e) = self.sync().await {
-                        if !e.is_transient() {
+                    match self.sync().await {
+                        Ok(()) => {
+                            self.set_state(PublisherState::Following);
+                            // Caught up with new blocks: tell replicas at once where safe and finalized
+                            // are now, rather than at the next tick (they would answer null meanwhile).
+                            if self.unannounced {
+                                self.heartbeat().await?;
+                            }
+                        }
+                        Err(e) if e.is_transient() => {
+                            // The client hiccuped or changed its chain mid-fetch: the log is untouched; retry.
+                            // The heartbeats say so meanwhile, and replicas leave the balancer if it lasts.
+                            warn!(error = %e, "sync failed; retrying at the next wake-up");
+                            self.note_trouble(&e);
+                            tokio::time::sleep(self.cfg.poll_interval).await;
+                        }
+                        Err(e) => {
+                            error!(error = %e, "stopping: this error needs an operator");
+                            self.set_state(PublisherState::Stopped { error: e.to_string() });
+                            // Best effort: replicas learn why at once instead of after their silence limit.
+                            if !matches!(e, PublisherError::Fenced { .. } | PublisherError::KafkaFatal { .. }) {
+                                if let Err(hb) = self.heartbeat().await {
+                                    warn!(error = %hb, "the last heartbeat (stopped) could not be written");
+                                }
+                            }
                             return Err(e);
                         }
-                        // The client hiccuped or changed its chain mid-fetch: the log is untouched; retry.
-                        warn!(error = %e, "sync failed; retrying at the next wake-up");
-                        tokio::time::sleep(self.cfg.poll_interval).await;
                     }
                 }
             }
         }
+    }
+
+    fn set_state(&mut self, state: PublisherState) {
+        if state != self.state {
+            info!(state = %state.describe(), "publisher state");
+        }
+        self.metrics.state.store(state.code() as u64, Relaxed);
+        self.state = state;
+    }
+
+    /// A transient failure: the client is unreachable, or the next block keeps failing. The trouble's start
+    /// is kept while the same trouble lasts.
+    fn note_trouble(&mut self, e: &PublisherError) {
+        let now = now_ms();
+        let error = e.to_string();
+        let state = if e.is_unreachable() {
+            let since_ms = match &self.state {
+                PublisherState::ClientUnreachable { since_ms, .. } => *since_ms,
+                _ => now,
+            };
+            PublisherState::ClientUnreachable { since_ms, error }
+        } else {
+            let number = self.head().number + 1;
+            let since_ms = match &self.state {
+                PublisherState::Stuck { number: n, since_ms, .. } if *n == number => *since_ms,
+                _ => now,
+            };
+            PublisherState::Stuck { number, since_ms, error }
+        };
+        self.set_state(state);
     }
 
     /// Publishes every canonical block the log does not have yet, unwinding first if the chain moved away.
@@ -248,28 +344,74 @@ impl Publisher {
             }
             let next = ours.number + 1;
             let mode = self.trace_mode(next).await?;
-            let Some((block, timings)) = fetch_block(&self.rpc, next, mode).await? else {
-                return Ok(());
+            let last = client_head.min(ours.number + self.cfg.pipeline_depth.max(1) as u64);
+            let (blocks, failed) = self.fetch_run(ours, next, last, mode).await;
+            let complete = failed.is_none() && blocks.len() as u64 == last - ours.number;
+            if let Some(newest) = blocks.last() {
+                // The chain may have moved while the blocks were traced: publish only what is still
+                // canonical. The blocks link parent to child, so the newest being canonical covers them all.
+                match self.rpc.block_hash(BlockId::Number(newest.number)).await? {
+                    Some((_, hash)) if hash == newest.hash => {}
+                    _ => return Ok(()), // the next wake-up sees how it moved
+                }
+                let count = blocks.len() as u64;
+                let newest = newest.number;
+                self.write(blocks.into_iter().map(Record::Block).collect()).await?;
+                self.metrics.blocks_published.fetch_add(count, Relaxed);
+                self.metrics.head_published.store(newest, Relaxed);
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if !complete {
+                return Ok(()); // a block vanished or the chain moved meanwhile
+            }
+        }
+    }
+
+    /// Fetches and traces blocks `next..=last` concurrently (at most `pipeline_depth` at once) and returns,
+    /// in order, the longest run that links to `ours` parent by parent, with the error that ended it early.
+    async fn fetch_run(
+        &self,
+        ours: BlockRef,
+        next: u64,
+        last: u64,
+        mode: TraceMode,
+    ) -> (Vec<ec_log::Block>, Option<PublisherError>) {
+        let opts = FetchOptions { verify_rate: self.cfg.verify_rate };
+        let rpc = self.rpc.clone();
+        let mut fetches = futures_util::stream::iter(next..=last)
+            .map(|n| {
+                let rpc = rpc.clone();
+                async move { fetch_block(&rpc, n, mode, &opts).await }
+            })
+            .buffered(self.cfg.pipeline_depth.max(1));
+        let mut blocks: Vec<ec_log::Block> = Vec::new();
+        let mut parent = ours.hash;
+        while let Some(fetched) = fetches.next().await {
+            let (block, timings) = match fetched {
+                Ok(Some(found)) => found,
+                Ok(None) => break,
+                Err(e) => return (blocks, Some(e.into())),
             };
-            if block.parent_hash != ours.hash {
-                return Ok(()); // the chain moved meanwhile: the next wake-up sees how
+            if block.parent_hash != parent {
+                break; // the chain moved meanwhile: the next wake-up sees how
             }
             // A fork this binary does not implement: replicas would run the block's calls under old rules.
-            self.spec
-                .check_supported(block.number, block.timestamp)
-                .map_err(|source| PublisherError::UnsupportedFork { number: block.number, source })?;
-            // The chain may have moved while the block was traced: publish only what is still canonical.
-            match self.rpc.block_hash(BlockId::Number(next)).await? {
-                Some((_, hash)) if hash == block.hash => {}
-                _ => return Ok(()),
+            if let Err(source) = self.spec.check_supported(block.number, block.timestamp) {
+                return (blocks, Some(PublisherError::UnsupportedFork { number: block.number, source }));
             }
-            self.metrics.fetch_micros_total.fetch_add(timings.fetch.as_micros() as u64, Relaxed);
-            self.metrics.trace_micros_total.fetch_add(timings.trace.as_micros() as u64, Relaxed);
-            self.metrics.last_trace_micros.store(timings.trace.as_micros() as u64, Relaxed);
-            self.write(Record::Block(block)).await?;
-            self.metrics.blocks_published.fetch_add(1, Relaxed);
-            self.metrics.head_published.store(next, Relaxed);
+            let m = &self.metrics;
+            m.fetch_micros_total.fetch_add(timings.fetch.as_micros() as u64, Relaxed);
+            m.trace_micros_total.fetch_add(timings.trace.as_micros() as u64, Relaxed);
+            m.last_trace_micros.store(timings.trace.as_micros() as u64, Relaxed);
+            m.verify_micros_total.fetch_add(timings.verify.as_micros() as u64, Relaxed);
+            m.verified_accounts.fetch_add(timings.verified_accounts, Relaxed);
+            m.tracer_disagreements.fetch_add(timings.disagreements, Relaxed);
+            parent = block.hash;
+            blocks.push(block);
         }
+        (blocks, None)
     }
 
     /// How the client's chain relates to the log's, judged at the highest height both have.
@@ -323,7 +465,7 @@ impl Publisher {
         };
         let depth = head.number - fork.number;
         while let Some(top) = self.published.head().filter(|t| t.number > fork.number) {
-            self.write(Record::Revert(Revert { number: top.number, hash: top.hash })).await?;
+            self.write(vec![Record::Revert(Revert { number: top.number, hash: top.hash })]).await?;
             self.metrics.reverts_written.fetch_add(1, Relaxed);
         }
         warn!(depth, new_head = fork.number, "reorg: reverted {depth} block(s)");
@@ -333,55 +475,100 @@ impl Publisher {
 
     async fn heartbeat(&mut self) -> Result<(), PublisherError> {
         let head = self.head();
-        // Safe and finalized as the client sees them, if the log already holds those blocks.
-        let tag0 =
-            |r: Option<(u64, alloy_primitives::B256)>| r.map(|(number, hash)| BlockRef { number, hash });
-        // Only tags that name a block the log holds (or older than what the publisher remembers).
-        let chain = &self.published.chain;
-        let oldest = chain.front().map_or(0, |b| b.number);
-        let tag = |r: Option<BlockRef>| {
-            r.filter(|t| t.number < oldest || chain.iter().any(|b| b.number == t.number && b.hash == t.hash))
+        match self.rpc.block_summary(BlockId::Latest).await {
+            Ok(Some((number, _, timestamp))) => self.client_head = Some(ClientHead { number, timestamp }),
+            Ok(None) => {}
+            Err(e) if e.is_unreachable() && self.state == PublisherState::Following => {
+                self.set_state(PublisherState::ClientUnreachable { since_ms: now_ms(), error: e.to_string() })
+            }
+            Err(_) => {}
+        }
+        let safe = self.tag(BlockId::Safe, head).await;
+        let finalized = self.tag(BlockId::Finalized, head).await;
+        let record = Heartbeat {
+            time_ms: now_ms(),
+            head,
+            safe,
+            finalized,
+            client_head: self.client_head,
+            state: self.state.clone(),
+            reorg_window: self.cfg.reorg_window,
         };
-        let safe = tag(tag0(self.rpc.block_hash(BlockId::Safe).await.unwrap_or(None)));
-        let finalized = tag(tag0(self.rpc.block_hash(BlockId::Finalized).await.unwrap_or(None)));
-        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        self.write(Record::Heartbeat(Heartbeat { time_ms, head, safe, finalized })).await?;
+        self.write(vec![Record::Heartbeat(record)]).await?;
         self.metrics.heartbeats_written.fetch_add(1, Relaxed);
         Ok(())
     }
 
-    /// Writes one record and waits for Kafka to acknowledge it. While Kafka refuses, retries the same record
-    /// (same sequence) and goes no further: nothing is ever skipped.
-    async fn write(&mut self, record: Record) -> Result<(), PublisherError> {
-        let sequence = self.published.next_sequence;
-        let frames = encode_record(&self.cfg.cluster_id, sequence, &record, self.cfg.encode)
-            .map_err(|source| PublisherError::Encode { sequence, source })?;
+    /// The client's safe or finalized block, as a block the log holds: the tag itself when the log has it
+    /// (or it is older than what the publisher remembers); the log's head when the tag is above it (a
+    /// publisher catching up) and the head is on the client's chain, since a block below a safe block of
+    /// the same chain is itself safe; else nothing.
+    async fn tag(&self, id: BlockId, head: BlockRef) -> Option<BlockRef> {
+        let (number, hash) = self.rpc.block_hash(id).await.ok().flatten()?;
+        if number > head.number {
+            let (_, canonical) = self.rpc.block_hash(BlockId::Number(head.number)).await.ok().flatten()?;
+            return (canonical == head.hash).then_some(head);
+        }
+        let chain = &self.published.chain;
+        let oldest = chain.front().map_or(0, |b| b.number);
+        let held = number < oldest || chain.iter().any(|b| b.number == number && b.hash == hash);
+        held.then_some(BlockRef { number, hash })
+    }
+
+    /// Writes records as one Kafka transaction and waits for its commit. While Kafka refuses, retries the
+    /// same records (same sequences, same bytes) and goes no further: nothing is ever skipped. A fenced
+    /// producer (another publisher took over) stops the publisher.
+    async fn write(&mut self, records: Vec<Record>) -> Result<(), PublisherError> {
+        let first = self.published.next_sequence;
+        let mut encoded = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            let sequence = first + i as u64;
+            let frames = encode_record(&self.cfg.cluster_id, sequence, record, self.cfg.encode)
+                .map_err(|source| PublisherError::Encode { sequence, source })?;
+            encoded.push((sequence, frames));
+        }
         let started = Instant::now();
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self.producer.send_frames(sequence, &frames).await {
-                Ok(_) => break,
+            match self.producer.send_transaction(&encoded).await {
+                Ok(()) => break,
                 Err(e) => {
                     self.metrics.produce_failures.fetch_add(1, Relaxed);
                     if let Some(fatal) = self.producer.fatal_error() {
                         // Retrying cannot help; a restart resumes from the topic's tail with nothing lost.
-                        return Err(PublisherError::KafkaFatal { sequence, reason: fatal });
+                        if fatal.to_lowercase().contains("fenced") || fatal.contains("InvalidProducerEpoch") {
+                            return Err(PublisherError::Fenced {
+                                cluster: self.cfg.cluster_id.clone(),
+                                reason: fatal,
+                            });
+                        }
+                        return Err(PublisherError::KafkaFatal { sequence: first, reason: fatal });
                     }
-                    error!(sequence, error = %e, "Kafka refuses the record; retrying it, publishing nothing else meanwhile");
+                    error!(sequence = first, error = %e, "Kafka refuses the records; retrying them, publishing nothing else meanwhile");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }
         self.metrics.produce_micros_total.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
-        self.metrics.records_written.fetch_add(1, Relaxed);
-        self.metrics.bytes_written.fetch_add(frames.iter().map(|f| f.len() as u64).sum(), Relaxed);
-        self.published.follow(sequence, &record, self.cfg.reorg_window as usize + 1);
-        if matches!(record, Record::Heartbeat(_)) {
-            self.last_heartbeat = Instant::now();
+        let bytes: usize = encoded.iter().flat_map(|(_, frames)| frames.iter().map(Vec::len)).sum();
+        self.metrics.bytes_written.fetch_add(bytes as u64, Relaxed);
+        for (record, (sequence, _)) in records.iter().zip(&encoded) {
+            self.metrics.records_written.fetch_add(1, Relaxed);
+            self.published.follow(*sequence, record, self.cfg.reorg_window as usize + 1);
+            if matches!(record, Record::Heartbeat(_)) {
+                self.last_heartbeat = Instant::now();
+                self.unannounced = false;
+            } else {
+                self.unannounced = true;
+            }
         }
         Ok(())
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Prefers the prestate tracer: on clients that serve both, parity's stateDiff cannot express a deleted

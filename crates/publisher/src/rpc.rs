@@ -29,11 +29,28 @@ pub enum RpcError {
 }
 
 impl RpcError {
+    /// The client could not be reached at all (refused, reset, timed out), as opposed to answering badly.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, RpcError::Transport { source, .. } if !source.is_decode())
+    }
+
     /// "Method not found" and friends: the client does not serve this call (used to detect trace support).
     pub fn is_unsupported(&self) -> bool {
         matches!(self, RpcError::Remote { code: -32601 | -32600, .. })
             || matches!(self, RpcError::Remote { message, .. } if message.to_lowercase().contains("not found") || message.to_lowercase().contains("not supported"))
     }
+}
+
+/// The `result` of one JSON-RPC answer, or its `error` as [`RpcError::Remote`].
+fn answer(method: &'static str, resp: &Value) -> Result<Value, RpcError> {
+    if let Some(err) = resp.get("error") {
+        return Err(RpcError::Remote {
+            method,
+            code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
+            message: err.get("message").and_then(Value::as_str).unwrap_or("").to_owned(),
+        });
+    }
+    Ok(resp.get("result").cloned().unwrap_or(Value::Null))
 }
 
 /// A block number or tag, as JSON-RPC spells it.
@@ -46,7 +63,7 @@ pub enum BlockId {
 }
 
 impl BlockId {
-    fn to_json(self) -> Value {
+    pub(crate) fn to_json(self) -> Value {
         match self {
             BlockId::Number(n) => json!(format!("{n:#x}")),
             BlockId::Latest => json!("latest"),
@@ -82,26 +99,64 @@ impl RpcClient {
     ) -> Result<T, RpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let transport = |source| RpcError::Transport { method, url: self.url.clone(), source };
-        let resp: Value = self
-            .http
-            .post(&self.url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(transport)?
-            .json()
-            .await
-            .map_err(transport)?;
-        if let Some(err) = resp.get("error") {
-            return Err(RpcError::Remote {
-                method,
-                code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-                message: err.get("message").and_then(Value::as_str).unwrap_or("").to_owned(),
-            });
-        }
-        let result = resp.get("result").cloned().unwrap_or(Value::Null);
+        let result = answer(method, &self.post(method, &body).await?)?;
         serde_json::from_value(result).map_err(|e| RpcError::Decode { method, reason: e.to_string() })
+    }
+
+    /// One HTTP POST; the JSON body of the answer. (`method` names the call in errors.)
+    async fn post(&self, method: &'static str, body: &Value) -> Result<Value, RpcError> {
+        let transport = |source| RpcError::Transport { method, url: self.url.clone(), source };
+        self.http.post(&self.url).json(body).send().await.map_err(transport)?.json().await.map_err(transport)
+    }
+
+    /// Several calls in one JSON-RPC batch (one HTTP round trip); the answers in the order of `calls`. A
+    /// remote error in one answer is that call's error; a transport error fails them all.
+    pub async fn batch(
+        &self,
+        calls: &[(&'static str, Value)],
+    ) -> Result<Vec<Result<Value, RpcError>>, RpcError> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.next_id.fetch_add(calls.len() as u64, Ordering::Relaxed);
+        let body: Value = calls
+            .iter()
+            .enumerate()
+            .map(|(i, (method, params))| {
+                json!({"jsonrpc": "2.0", "id": first + i as u64, "method": method, "params": params})
+            })
+            .collect();
+        let method = calls[0].0;
+        let resp = self.post(method, &body).await?;
+        let Value::Array(answers) = resp else {
+            return Err(RpcError::Decode { method, reason: format!("a batch answered with {resp}") });
+        };
+        // Answers may come in any order: match them by id.
+        let mut out: Vec<Option<Result<Value, RpcError>>> = (0..calls.len()).map(|_| None).collect();
+        for a in answers {
+            let Some(i) = a.get("id").and_then(Value::as_u64).and_then(|id| id.checked_sub(first)) else {
+                continue;
+            };
+            let Some(slot) = out.get_mut(i as usize) else { continue };
+            *slot = Some(answer(calls[i as usize].0, &a));
+        }
+        Ok(out
+            .into_iter()
+            .zip(calls)
+            .map(|(a, (method, _))| {
+                a.unwrap_or_else(|| Err(RpcError::Decode { method, reason: "no answer in the batch".into() }))
+            })
+            .collect())
+    }
+
+    /// `eth_getProof`: the account and `slots` with Merkle proofs against block `n`'s state root.
+    pub async fn proof(
+        &self,
+        a: Address,
+        slots: &[B256],
+        n: u64,
+    ) -> Result<alloy_rpc_types_eth::EIP1186AccountProofResponse, RpcError> {
+        self.call("eth_getProof", json!([a, slots, BlockId::Number(n).to_json()])).await
     }
 
     pub async fn chain_id(&self) -> Result<u64, RpcError> {
@@ -121,15 +176,26 @@ impl RpcClient {
 
     /// Number and hash only (no transactions): cheap canonical-chain checks.
     pub async fn block_hash(&self, id: BlockId) -> Result<Option<(u64, B256)>, RpcError> {
+        Ok(self.block_summary(id).await?.map(|(number, hash, _)| (number, hash)))
+    }
+
+    /// Number, hash and timestamp of a block (no transactions).
+    pub async fn block_summary(&self, id: BlockId) -> Result<Option<(u64, B256, u64)>, RpcError> {
         let b: Option<Value> = self.call("eth_getBlockByNumber", json!([id.to_json(), false])).await?;
         let Some(b) = b else { return Ok(None) };
-        let decode =
-            |what: &str| RpcError::Decode { method: "eth_getBlockByNumber", reason: format!("no {what}") };
-        let number: U256 = serde_json::from_value(b.get("number").cloned().ok_or_else(|| decode("number"))?)
-            .map_err(|e| RpcError::Decode { method: "eth_getBlockByNumber", reason: e.to_string() })?;
-        let hash: B256 = serde_json::from_value(b.get("hash").cloned().ok_or_else(|| decode("hash"))?)
-            .map_err(|e| RpcError::Decode { method: "eth_getBlockByNumber", reason: e.to_string() })?;
-        Ok(Some((number.saturating_to(), hash)))
+        fn field<T: DeserializeOwned>(b: &Value, name: &str) -> Result<T, RpcError> {
+            let v = b.get(name).cloned().ok_or_else(|| RpcError::Decode {
+                method: "eth_getBlockByNumber",
+                reason: format!("no {name}"),
+            })?;
+            serde_json::from_value(v).map_err(|e| RpcError::Decode {
+                method: "eth_getBlockByNumber",
+                reason: format!("{name}: {e}"),
+            })
+        }
+        let number: U256 = field(&b, "number")?;
+        let timestamp: U256 = field(&b, "timestamp")?;
+        Ok(Some((number.saturating_to(), field(&b, "hash")?, timestamp.saturating_to())))
     }
 
     /// The beneficiary of an uncle (proof-of-work chains: uncle rewards).
@@ -157,6 +223,16 @@ impl RpcClient {
         number: u64,
     ) -> Result<Vec<TraceResult<PreStateFrame, String>>, RpcError> {
         let opts = json!({"tracer": "prestateTracer", "tracerConfig": {"diffMode": true}});
+        self.call("debug_traceBlockByNumber", json!([BlockId::Number(number).to_json(), opts])).await
+    }
+
+    /// geth's prestate tracer in its default mode: every account and slot each transaction accessed, with
+    /// its value before the transaction (zero-valued slots included, unlike diff mode's `pre`).
+    pub async fn prestate_accessed(
+        &self,
+        number: u64,
+    ) -> Result<Vec<TraceResult<PreStateFrame, String>>, RpcError> {
+        let opts = json!({"tracer": "prestateTracer"});
         self.call("debug_traceBlockByNumber", json!([BlockId::Number(number).to_json(), opts])).await
     }
 

@@ -55,6 +55,31 @@ impl Published {
     }
 }
 
+/// For a standby publisher: returns once no record has arrived on the topic for `silence` (the active
+/// publisher, whose heartbeats come every few seconds, is gone). The caller then takes over.
+pub async fn wait_for_silence(kafka: &KafkaConfig, topic: &str, silence: Duration) -> Result<(), TailError> {
+    let consumer = PartitionConsumer::new(kafka, topic)?;
+    let (_, high) = consumer.watermarks(Duration::from_secs(10))?;
+    consumer.assign(high)?;
+    tracing::info!(
+        topic,
+        silence_secs = silence.as_secs_f64(),
+        "standby: waiting for the active publisher to go silent"
+    );
+    let mut deadline = tokio::time::Instant::now() + silence;
+    loop {
+        match tokio::time::timeout_at(deadline, consumer.next()).await {
+            Err(_elapsed) => {
+                tracing::warn!(topic, "no record for {:.0}s: taking over", silence.as_secs_f64());
+                return Ok(());
+            }
+            Ok(Ok(Fetched::Message { .. })) => deadline = tokio::time::Instant::now() + silence,
+            Ok(Ok(Fetched::EndOfPartition { .. })) => {}
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
 /// Reads the last `messages` messages of the topic. `None` when the topic is empty (a new cluster).
 pub async fn read_tail(
     kafka: &KafkaConfig,

@@ -63,7 +63,7 @@ pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<()> {
 
 async fn ready(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let status = s.status.borrow().clone();
-    let o = status.observed(Instant::now());
+    let o = status.observed(Instant::now(), std::time::SystemTime::now());
     let r = readiness(&o, &s.readiness);
     let code = if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
@@ -73,6 +73,9 @@ async fn ready(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         "lag_records": o.lag_records,
         "seconds_since_last_record": o.silence.map(|d| d.as_secs_f64()),
         "head_block": status.head_block,
+        "head_age_seconds": o.head_age.map(|d| d.as_secs()),
+        "publisher": o.publisher.as_ref().map(|p| p.describe()),
+        "client_head": status.client_head.map(|c| c.number),
     });
     (code, Json(body))
 }
@@ -128,7 +131,7 @@ async fn snapshot(State(s): State<Arc<Shared>>, uri: Uri) -> impl IntoResponse {
 
 async fn metrics(State(s): State<Arc<Shared>>) -> String {
     let st = s.status.borrow().clone();
-    let o = st.observed(Instant::now());
+    let o = st.observed(Instant::now(), std::time::SystemTime::now());
     let r = readiness(&o, &s.readiness);
     let mut out = String::new();
     let mut g = |name: &str, kind: &str, help: &str, v: f64| {
@@ -170,6 +173,25 @@ async fn metrics(State(s): State<Arc<Shared>>) -> String {
         "gauge",
         "Seconds between now and the head block's timestamp: how far behind the chain the replica serves.",
         st.head_timestamp.map_or(-1.0, |t| now.saturating_sub(t) as f64),
+    );
+    g(
+        "publisher_state",
+        "gauge",
+        "The publisher's state from its last heartbeat: 0 following, 1 client unreachable, 2 stuck on a \
+         block, 3 stopped; -1 before the first heartbeat.",
+        st.publisher.as_ref().map_or(-1.0, |p| p.code() as f64),
+    );
+    g(
+        "publisher_trouble_seconds",
+        "gauge",
+        "How long the publisher has reported trouble (client unreachable, stuck); 0 while following.",
+        o.publisher_trouble_for.map_or(0.0, |d| d.as_secs_f64()),
+    );
+    g(
+        "client_head_block",
+        "gauge",
+        "The execution client's head block as the publisher last reported it.",
+        st.client_head.map_or(-1.0, |c| c.number as f64),
     );
     if let Some(extra) = s.extra.get() {
         out.push_str(&extra());

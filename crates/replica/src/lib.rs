@@ -66,18 +66,41 @@ pub struct Status {
     pub draining: bool,
     /// JSON-RPC is configured and not open yet.
     pub rpc_pending: bool,
+    /// What the last heartbeat said of the publisher; `None` before the first one.
+    pub publisher: Option<ec_log::PublisherState>,
+    /// The client's head as the last heartbeat reported it.
+    pub client_head: Option<ec_log::ClientHead>,
+    /// The chain's default head-age limit, once the chain is known.
+    pub chain_max_head_age: Option<Duration>,
 }
 
 impl Status {
-    /// The facts readiness is decided on, as of `now`.
-    pub fn observed(&self, now: std::time::Instant) -> readiness::Observed {
+    /// The facts readiness is decided on, as of `now` (and `wall`, the same instant on the wall clock, which
+    /// block timestamps and the publisher's reports are measured in).
+    pub fn observed(&self, now: std::time::Instant, wall: std::time::SystemTime) -> readiness::Observed {
+        let wall_ms = wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         readiness::Observed {
             caught_up: self.caught_up,
             lag_records: self.high_watermark.map(|h| (h - self.next_offset).max(0)),
             silence: self.last_record_at.map(|t| now.saturating_duration_since(t)),
             draining: self.draining,
             rpc_pending: self.rpc_pending,
+            head_age: self.head_age(wall),
+            chain_max_head_age: self.chain_max_head_age,
+            publisher: self.publisher.clone(),
+            publisher_trouble_for: self
+                .publisher
+                .as_ref()
+                .and_then(|p| p.since_ms())
+                .map(|since| Duration::from_millis(wall_ms.saturating_sub(since))),
         }
+    }
+
+    /// Wall-clock age of the head block; zero for a timestamp in the future (dev chains run ahead).
+    pub fn head_age(&self, wall: std::time::SystemTime) -> Option<Duration> {
+        let ts = self.head_timestamp?;
+        let now = wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Some(Duration::from_secs(now.saturating_sub(ts)))
     }
 }
 
@@ -93,6 +116,12 @@ pub enum ReplicaError {
     Log { topic: String, offset: i64, source: LogError },
     #[error("cannot apply the record ending at offset {offset} of topic {topic}: {source}")]
     Apply { topic: String, offset: i64, source: StoreError },
+    #[error(
+        "the publisher follows reorgs up to {reorg_window} blocks deep (its last heartbeat says), but this \
+         replica keeps undo data for {undo_window} blocks only: restart it with --undo-window {reorg_window} \
+         or more"
+    )]
+    UndoWindowTooSmall { reorg_window: u64, undo_window: u64 },
 }
 
 impl ReplicaError {
@@ -102,7 +131,7 @@ impl ReplicaError {
         match self {
             ReplicaError::Start(_) => 2,
             ReplicaError::Log { .. } | ReplicaError::Apply { .. } => 3,
-            ReplicaError::Kafka(_) | ReplicaError::Open(_) => 1,
+            ReplicaError::Kafka(_) | ReplicaError::Open(_) | ReplicaError::UndoWindowTooSmall { .. } => 1,
         }
     }
 }
@@ -126,6 +155,17 @@ pub async fn run_with_store(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Progress, ReplicaError> {
     let stored = store.position().map_err(ReplicaError::Open)?;
+    let last_heartbeat = store.last_heartbeat().map_err(ReplicaError::Open)?;
+    if let Some(hb) = &last_heartbeat {
+        let undo_window = store.options().undo_window;
+        if hb.reorg_window > undo_window {
+            return Err(ReplicaError::UndoWindowTooSmall { reorg_window: hb.reorg_window, undo_window });
+        }
+    }
+    let chain_max_head_age = store
+        .chain()
+        .map_err(ReplicaError::Open)?
+        .and_then(|c| readiness::chain_default_max_head_age(&c.spec));
     let consumer = PartitionConsumer::new(&cfg.kafka, &cfg.topic)?;
     let (earliest, high) = consumer.watermarks(Duration::from_secs(10))?;
     let start = startup::start_offset(&cfg.topic, stored, earliest, high)?;
@@ -141,6 +181,11 @@ pub async fn run_with_store(
         let head = store.head().ok().flatten();
         s.head_block = head.map(|h| h.number);
         s.head_hash = head.map(|h| h.hash);
+        s.head_timestamp =
+            head.and_then(|h| store.block_by_hash(&h.hash).ok().flatten()).map(|b| b.timestamp);
+        s.publisher = last_heartbeat.as_ref().map(|h| h.state.clone());
+        s.client_head = last_heartbeat.as_ref().and_then(|h| h.client_head);
+        s.chain_max_head_age = chain_max_head_age;
         s.high_watermark = Some(high);
         s.next_offset = start;
     });
@@ -149,7 +194,9 @@ pub async fn run_with_store(
 
     let mut assembler = Assembler::new();
     let mut progress = Progress::default();
-    let mut first_message = true;
+    // The offset of the first message read, checked against the first whole record's sequence.
+    let mut first_offset = None;
+    let mut first_checked = false;
     let mut next_offset = start;
     let mut tick = tokio::time::interval(cfg.progress_interval);
     tick.tick().await;
@@ -178,11 +225,14 @@ pub async fn run_with_store(
         };
         let (offset, payload) = match fetched {
             Ok(Fetched::Message { offset, payload }) => (offset, payload),
-            Ok(Fetched::EndOfPartition { .. }) => {
+            Ok(Fetched::EndOfPartition { next_offset: position }) => {
                 if assembler.pending().is_some() {
                     // The publisher is between chunks of one record: not caught up until it is whole.
                     continue;
                 }
+                // The consumer's position is past the last transaction's commit marker, which is no message:
+                // counting from it, a caught-up replica is 0 messages behind, not 1.
+                next_offset = next_offset.max(position);
                 if !status.borrow().caught_up {
                     info!("caught up: {}", progress.report(next_offset, Some(next_offset)));
                 }
@@ -210,10 +260,7 @@ pub async fn run_with_store(
             }
             Err(e) => return Err(e.into()),
         };
-        if first_message {
-            startup::check_first_offset(&cfg.topic, stored, start, offset)?;
-            first_message = false;
-        }
+        first_offset.get_or_insert(offset);
         next_offset = offset + 1;
         let assembled = assembler.push(offset, &payload).map_err(|source| ReplicaError::Log {
             topic: cfg.topic.clone(),
@@ -221,6 +268,10 @@ pub async fn run_with_store(
             source,
         })?;
         let Some(rec) = assembled else { continue };
+        if let Some(got) = first_offset.filter(|_| !first_checked) {
+            startup::check_first_record(&cfg.topic, stored, start, got, rec.envelope.sequence)?;
+            first_checked = true;
+        }
         status.send_modify(|s| s.next_offset = next_offset);
         // A revert deletes the block: keep it to announce its logs as removed.
         let reverted = match (&rec.record, &cfg.events) {
@@ -277,6 +328,14 @@ pub async fn run_with_store(
                 s.head_block = Some(h.number);
                 s.head_hash = Some(h.hash);
                 s.head_timestamp = timestamp;
+            }
+            match &rec.record {
+                Record::Heartbeat(hb) => {
+                    s.publisher = Some(hb.state.clone());
+                    s.client_head = hb.client_head;
+                }
+                Record::Genesis(g) => s.chain_max_head_age = readiness::chain_default_max_head_age(&g.spec),
+                _ => {}
             }
         });
     }

@@ -49,16 +49,22 @@ pub fn start_offset(
     Ok(needed)
 }
 
-/// Checks the first message actually fetched. Some brokers report an earliest offset of 0 for a partition
-/// that retention emptied, so the watermarks alone cannot be trusted: if the first message is not at the
-/// offset asked for, the records in between are gone.
-pub fn check_first_offset(
+/// Checks the first record actually read. Some brokers report an earliest offset of 0 for a partition that
+/// retention emptied, so the watermarks alone cannot be trusted.
+///
+/// The first message (at offset `got`) need not be at `needed`: the publisher writes each record in a Kafka
+/// transaction, whose commit marker takes an offset no consumer sees, and a fenced publisher's aborted
+/// records are skipped too. So the test is the record's sequence: if the first whole record (`sequence`)
+/// is later than the one the database needs next, the records in between are gone.
+pub fn check_first_record(
     topic: &str,
     stored: Option<Position>,
     needed: i64,
     got: i64,
+    sequence: u64,
 ) -> Result<(), StartError> {
-    if got == needed {
+    let expected = stored.map_or(0, |p| p.sequence + 1);
+    if got == needed || sequence <= expected {
         return Ok(());
     }
     Err(StartError::RetentionExceeded {
@@ -107,10 +113,15 @@ mod tests {
     }
 
     #[test]
-    fn first_offset_table() {
-        assert_eq!(check_first_offset("t", at(9), 10, 10), Ok(()));
-        assert_eq!(check_first_offset("t", None, 0, 0), Ok(()));
-        let err = check_first_offset("t", at(9), 10, 250).unwrap_err();
+    fn first_record_table() {
+        assert_eq!(check_first_record("t", at(9), 10, 10, 10), Ok(()));
+        assert_eq!(check_first_record("t", None, 0, 0, 0), Ok(()));
+        // A transaction marker at offset 10: the next record is at 11, with the next sequence.
+        assert_eq!(check_first_record("t", at(9), 10, 11, 10), Ok(()));
+        // A fenced publisher's aborted records skipped, then a record already applied: a duplicate.
+        assert_eq!(check_first_record("t", at(9), 10, 40, 9), Ok(()));
+        assert_eq!(check_first_record("t", None, 0, 2, 0), Ok(()));
+        let err = check_first_record("t", at(9), 10, 250, 248).unwrap_err();
         assert_eq!(
             err,
             StartError::RetentionExceeded { topic: "t".into(), stored: Some(9), needed: 10, earliest: 250 }

@@ -106,6 +106,13 @@ impl Store {
             }
             Record::Revert(r) => self.write_revert(&mut batch, sequence, r)?,
             Record::Heartbeat(h) => {
+                if h.reorg_window > self.opts.undo_window {
+                    return Err(StoreError::UndoWindowTooSmall {
+                        sequence,
+                        reorg_window: h.reorg_window,
+                        undo_window: self.opts.undo_window,
+                    });
+                }
                 let bytes = postcard::to_stdvec(h).unwrap_or_default();
                 self.put::<Meta>(&mut batch, &MetaKey::Heartbeat, &bytes.into());
             }

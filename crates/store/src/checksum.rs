@@ -3,7 +3,8 @@
 //!
 //! Every table is walked in key order and hashed with keccak256 over length-prefixed keys and values. The
 //! Kafka offset is left out on purpose: it names a place in one particular topic, and the same log copied to
-//! another topic (or replayed from another cluster's broker) must give the same digest.
+//! another topic (or replayed from another cluster's broker) must give the same digest. So is the undo
+//! window the database was opened with: configuration of one replica, not content of the log.
 
 use std::fmt;
 
@@ -49,7 +50,8 @@ impl fmt::Display for Checksum {
 
 impl Store {
     pub fn checksum(&self) -> Result<Checksum> {
-        let skip = MetaKey::KafkaOffset.encode();
+        // The Kafka offset names a place in one topic; the undo window is this replica's configuration.
+        let skip = [MetaKey::KafkaOffset.encode(), MetaKey::UndoWindow.encode()];
         let mut total = Keccak256::new();
         let mut tables = Vec::with_capacity(ALL_TABLES.len());
         for &name in ALL_TABLES {
@@ -57,7 +59,7 @@ impl Store {
             let mut entries = 0u64;
             let mut it = self.raw_iter(name);
             while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                if !(name == Meta::NAME && k == skip.as_slice()) {
+                if !(name == Meta::NAME && skip.iter().any(|s| k == s.as_slice())) {
                     h.update((k.len() as u64).to_be_bytes());
                     h.update(k);
                     h.update((v.len() as u64).to_be_bytes());

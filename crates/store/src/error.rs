@@ -38,6 +38,12 @@ pub enum StoreError {
     RevertNotHead { sequence: u64, number: u64, hash: B256, head_number: u64, head_hash: B256 },
     #[error("record {sequence}: cannot revert block {number}: its undo data is gone (older than the undo window of {window} blocks, or genesis)")]
     RevertOutsideWindow { sequence: u64, number: u64, window: u64 },
+    #[error(
+        "record {sequence}: the publisher follows reorgs up to {reorg_window} blocks deep, but this database \
+         keeps undo data for {undo_window} blocks only: a deep reorg would stop it. Restart it with \
+         --undo-window {reorg_window} or more (or lower the publisher's --reorg-window)"
+    )]
+    UndoWindowTooSmall { sequence: u64, reorg_window: u64, undo_window: u64 },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -62,7 +62,54 @@ impl Store {
         });
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
-        Ok(Store { db, opts })
+        let store = Store { db, opts };
+        store.adopt_undo_window()?;
+        Ok(store)
+    }
+
+    /// Reconciles the configured undo window with the one the database was last opened with, so that a
+    /// change across restarts is never silently wrong:
+    /// - larger: accepted. Blocks applied under the old window have no undo entry beyond it, and a revert
+    ///   that would need one is refused by the missing entry ([`StoreError::RevertOutsideWindow`]); the full
+    ///   depth is reached once the new window's worth of blocks has been applied.
+    /// - smaller: the entries that fell out of the new window are deleted now (apply only ever drops the one
+    ///   entry that leaves the window, so they would otherwise stay for ever).
+    fn adopt_undo_window(&self) -> Result<()> {
+        use tables::{BlockChanges, Meta, MetaKey, Table};
+        let configured = self.opts.undo_window;
+        let stored = match self.get::<Meta>(&MetaKey::UndoWindow)? {
+            Some(b) => Some(u64::from_be_bytes(b.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                table: Meta::NAME,
+                reason: format!("undo_window is {} bytes, expected 8", b.len()),
+            })?)),
+            None => None,
+        };
+        if stored == Some(configured) {
+            return Ok(());
+        }
+        let mut batch = batch::Batch::default();
+        if let (Some(old), Some(head)) = (stored, self.head()?) {
+            if configured < old {
+                let keep_from = head.number.saturating_sub(configured) + 1;
+                let drop_from = head.number.saturating_sub(old) + 1;
+                for number in drop_from..keep_from {
+                    self.delete::<BlockChanges>(&mut batch, &number);
+                }
+                tracing::warn!(
+                    old,
+                    new = configured,
+                    "undo window shrunk: reverts now reach {configured} blocks back"
+                );
+            } else {
+                tracing::warn!(
+                    old,
+                    new = configured,
+                    "undo window grown: reverts reach {old} blocks back now, {configured} once that many more blocks are applied"
+                );
+            }
+        }
+        self.put::<Meta>(&mut batch, &MetaKey::UndoWindow, &configured.to_be_bytes().to_vec().into());
+        self.commit(batch)
     }
 
     /// Opens an existing database read-only, beside a replica that may be writing it (for the checksum

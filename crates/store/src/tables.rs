@@ -119,6 +119,9 @@ pub enum MetaKey {
     Head,
     /// The last heartbeat, as an `ec_log::Heartbeat`.
     Heartbeat,
+    /// The undo window (u64, big-endian) the database was last opened with: local configuration, not log
+    /// content (left out of the checksum), kept so that a change across restarts is seen and handled.
+    UndoWindow,
 }
 
 impl MetaKey {
@@ -130,6 +133,7 @@ impl MetaKey {
             MetaKey::Chain => "chain",
             MetaKey::Head => "head",
             MetaKey::Heartbeat => "heartbeat",
+            MetaKey::UndoWindow => "undo_window",
         }
     }
 }

@@ -6,8 +6,8 @@
 
 use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
 use ec_log::{
-    AccountChange, AccountState, Block, BlockRef, Genesis, Heartbeat, Log, Receipt, Record, Revert,
-    StorageSlot, Transaction, Withdrawal,
+    AccountChange, AccountState, Block, BlockRef, ClientHead, Genesis, Heartbeat, Log, PublisherState,
+    Receipt, Record, Revert, StorageSlot, Transaction, Withdrawal,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -109,6 +109,12 @@ impl LogGenerator {
                 head,
                 safe,
                 finalized,
+                client_head: Some(ClientHead {
+                    number: head.number,
+                    timestamp: 1_700_000_000 + head.number * 12,
+                }),
+                state: PublisherState::Following,
+                reorg_window: self.opts.max_reorg_depth,
             });
         }
         if head.number > self.opts.max_reorg_depth && self.rng.random_bool(self.opts.reorg_chance) {

@@ -1,0 +1,232 @@
+//! The state verifier: checks what a block record says against the chain's own commitment, the state root in
+//! the block's header, through `eth_getProof` Merkle proofs. Pure: the proofs come from the caller.
+//!
+//! Why: the record is derived from the client's tracer, and tracers have had bugs exactly here (geth's
+//! prestate tracer before v1.16.6 reported post-Cancun SELFDESTRUCT callers as deleted). A proof that
+//! verifies against the header's root is the chain's state, whatever any tracer said; a record that differs
+//! from it must never reach the log.
+
+use alloy_primitives::{keccak256, Address, B256, U256};
+use alloy_rlp::Encodable;
+use alloy_rpc_types_eth::EIP1186AccountProofResponse;
+use alloy_trie::{proof::verify_proof, Nibbles, TrieAccount, EMPTY_ROOT_HASH, KECCAK_EMPTY};
+use ec_log::AccountChange;
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Mismatch {
+    #[error("account {address}: the client's proof does not verify against the state root {root}: {reason}")]
+    BadProof { address: Address, root: B256, reason: String },
+    #[error(
+        "account {address}: the record says {what} is {record}, the chain (a verified proof) says {chain}"
+    )]
+    Differs { address: Address, what: String, record: String, chain: String },
+}
+
+/// Whether `address` is in the sample verified at block `number`: a fraction `rate` of the accounts, chosen
+/// by hash so every block checks different ones (1.0: all of them; 0: none).
+pub fn sampled(address: &Address, number: u64, rate: f64) -> bool {
+    if rate >= 1.0 {
+        return true;
+    }
+    if rate <= 0.0 {
+        return false;
+    }
+    let mut key = [0u8; 28];
+    key[..20].copy_from_slice(address.as_slice());
+    key[20..].copy_from_slice(&number.to_be_bytes());
+    let h = keccak256(key);
+    let x = u64::from_be_bytes(h[..8].try_into().unwrap_or_default());
+    (x as f64) < rate * u64::MAX as f64
+}
+
+/// Checks one account's change against a proof at the block: first that the proof verifies against
+/// `state_root` (so its values are the chain's), then that the record agrees with it. The proof must hold
+/// every slot the change writes.
+pub fn check_account(
+    state_root: B256,
+    change: &AccountChange,
+    proof: &EIP1186AccountProofResponse,
+) -> Result<(), Mismatch> {
+    let address = change.address;
+    let bad = |reason: String| Mismatch::BadProof { address, root: state_root, reason };
+    // An absent account: clients answer zeros (geth: a zero code hash and storage root, others the empty
+    // ones); its proof is a proof of exclusion.
+    let empty = proof.nonce == 0
+        && proof.balance.is_zero()
+        && (proof.code_hash == KECCAK_EMPTY || proof.code_hash.is_zero())
+        && (proof.storage_hash == EMPTY_ROOT_HASH || proof.storage_hash.is_zero());
+    let expected = (!empty).then(|| {
+        let account = TrieAccount::new(proof.nonce, proof.balance, proof.storage_hash, proof.code_hash);
+        let mut out = Vec::new();
+        account.encode(&mut out);
+        out
+    });
+    verify_proof(state_root, Nibbles::unpack(keccak256(address)), expected, &proof.account_proof)
+        .map_err(|e| bad(format!("account proof: {e}")))?;
+
+    let differs = |what: &str, record: String, chain: String| Mismatch::Differs {
+        address,
+        what: what.to_owned(),
+        record,
+        chain,
+    };
+    let Some(account) = &change.account else {
+        if !empty {
+            return Err(differs(
+                "existence",
+                "deleted".into(),
+                format!("balance {}, nonce {}, code hash {}", proof.balance, proof.nonce, proof.code_hash),
+            ));
+        }
+        return Ok(());
+    };
+    if account.balance != proof.balance {
+        return Err(differs("the balance", account.balance.to_string(), proof.balance.to_string()));
+    }
+    if account.nonce != proof.nonce {
+        return Err(differs("the nonce", account.nonce.to_string(), proof.nonce.to_string()));
+    }
+    if let Some(code) = &account.code {
+        let hash = if code.is_empty() { KECCAK_EMPTY } else { keccak256(code) };
+        let chain = if proof.code_hash.is_zero() { KECCAK_EMPTY } else { proof.code_hash };
+        if hash != chain {
+            return Err(differs("the code hash", hash.to_string(), chain.to_string()));
+        }
+    }
+    for slot in &change.storage {
+        let Some(p) = proof.storage_proof.iter().find(|p| p.key.as_b256() == slot.slot) else {
+            return Err(bad(format!("no storage proof for slot {}", slot.slot)));
+        };
+        let value = U256::from_be_bytes(slot.value.0);
+        if value != p.value {
+            return Err(differs(&format!("slot {}", slot.slot), value.to_string(), p.value.to_string()));
+        }
+        let encoded = (!p.value.is_zero()).then(|| alloy_rlp::encode(p.value));
+        let root = if proof.storage_hash.is_zero() { EMPTY_ROOT_HASH } else { proof.storage_hash };
+        let key = Nibbles::unpack(keccak256(slot.slot));
+        verify_proof(root, key, encoded.clone(), &p.proof)
+            .or_else(|e| match encoded {
+                // anvil keeps zeroed slots in its trie (its roots are not canonical): a zero proven by
+                // inclusion is still a zero.
+                None => verify_proof(root, key, Some(alloy_rlp::encode(U256::ZERO)), &p.proof).map_err(|_| e),
+                Some(_) => Err(e),
+            })
+            .map_err(|e| bad(format!("storage proof of slot {}: {e}", slot.slot)))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_primitives::{address, Bytes};
+    use alloy_trie::{proof::ProofRetainer, HashBuilder};
+    use ec_log::{AccountState, StorageSlot};
+
+    /// A one-account state trie holding `account` at `address`, and the proof of it.
+    fn state_with(address: Address, account: Option<TrieAccount>) -> (B256, Vec<Bytes>) {
+        let key = Nibbles::unpack(keccak256(address));
+        let other = Nibbles::unpack(keccak256(address!("00000000000000000000000000000000000000ff")));
+        let mut leaves = vec![(other, {
+            let mut v = Vec::new();
+            TrieAccount::new(1, U256::from(5), EMPTY_ROOT_HASH, KECCAK_EMPTY).encode(&mut v);
+            v
+        })];
+        if let Some(a) = account {
+            let mut v = Vec::new();
+            a.encode(&mut v);
+            leaves.push((key, v));
+        }
+        leaves.sort_by_key(|a| a.0);
+        let mut hb = HashBuilder::default().with_proof_retainer(ProofRetainer::from_iter([key]));
+        for (k, v) in &leaves {
+            hb.add_leaf(*k, v);
+        }
+        let root = hb.root();
+        let proof = hb.take_proof_nodes().into_nodes_sorted().into_iter().map(|(_, n)| n).collect();
+        (root, proof)
+    }
+
+    fn response(
+        address: Address,
+        account: Option<TrieAccount>,
+        proof: Vec<Bytes>,
+    ) -> EIP1186AccountProofResponse {
+        let a = account.unwrap_or(TrieAccount::new(0, U256::ZERO, B256::ZERO, B256::ZERO));
+        EIP1186AccountProofResponse {
+            address,
+            balance: a.balance,
+            code_hash: a.code_hash,
+            nonce: a.nonce,
+            storage_hash: a.storage_root,
+            account_proof: proof,
+            storage_proof: vec![],
+        }
+    }
+
+    fn change(address: Address, account: Option<(u64, u64)>) -> AccountChange {
+        AccountChange {
+            address,
+            storage_wiped: false,
+            account: account.map(|(balance, nonce)| AccountState {
+                balance: U256::from(balance),
+                nonce,
+                code: None,
+            }),
+            storage: vec![],
+        }
+    }
+
+    #[test]
+    fn records_are_checked_against_verified_proofs() {
+        let a = address!("00000000000000000000000000000000000000a1");
+        let live = TrieAccount::new(3, U256::from(100), EMPTY_ROOT_HASH, KECCAK_EMPTY);
+        let (root, proof) = state_with(a, Some(live));
+        let r = response(a, Some(live), proof.clone());
+        assert_eq!(check_account(root, &change(a, Some((100, 3))), &r), Ok(()));
+        // A falsified balance in the record.
+        let err = check_account(root, &change(a, Some((101, 3))), &r).unwrap_err();
+        assert_eq!(
+            err,
+            Mismatch::Differs {
+                address: a,
+                what: "the balance".into(),
+                record: "101".into(),
+                chain: "100".into()
+            }
+        );
+        // A false deletion (the tracer bug): the chain still holds the account.
+        let err = check_account(root, &change(a, None), &r).unwrap_err();
+        assert!(matches!(&err, Mismatch::Differs { what, .. } if what == "existence"), "{err}");
+        // A client that lies in its answer: the values do not match the proof.
+        let lying = EIP1186AccountProofResponse { balance: U256::from(101), ..r.clone() };
+        assert!(matches!(
+            check_account(root, &change(a, Some((101, 3))), &lying),
+            Err(Mismatch::BadProof { .. })
+        ));
+        // A real deletion: a proof of exclusion.
+        let (root, proof) = state_with(a, None);
+        assert_eq!(check_account(root, &change(a, None), &response(a, None, proof)), Ok(()));
+    }
+
+    #[test]
+    fn a_slot_the_proof_does_not_cover_is_a_bad_proof() {
+        let a = address!("00000000000000000000000000000000000000a1");
+        let live = TrieAccount::new(0, U256::from(1), EMPTY_ROOT_HASH, KECCAK_EMPTY);
+        let (root, proof) = state_with(a, Some(live));
+        let mut c = change(a, Some((1, 0)));
+        c.storage = vec![StorageSlot { slot: B256::with_last_byte(1), value: B256::with_last_byte(2) }];
+        let err = check_account(root, &c, &response(a, Some(live), proof)).unwrap_err();
+        assert!(err.to_string().contains("no storage proof"), "{err}");
+    }
+
+    #[test]
+    fn sampling_is_a_fraction() {
+        let hits = (0..1000u64)
+            .filter(|n| sampled(&address!("00000000000000000000000000000000000000a1"), *n, 0.25))
+            .count();
+        assert!((150..350).contains(&hits), "{hits}");
+        assert!(sampled(&Address::ZERO, 1, 1.0) && !sampled(&Address::ZERO, 1, 0.0));
+    }
+}
