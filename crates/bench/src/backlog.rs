@@ -41,6 +41,9 @@ pub struct Args {
     /// Fraction of accounts checked with eth_getProof (the publisher's --verify-rate).
     #[arg(long, default_value_t = 0.0)]
     verify_rate: f64,
+    /// geth --dev's block period in seconds: long enough for a block's transactions to be sent within one.
+    #[arg(long, default_value_t = 4)]
+    geth_period: u64,
     /// anvil binary (default: where scripts/setup.sh installs it).
     #[arg(long, env = "ANVIL_BIN")]
     anvil: Option<String>,
@@ -65,8 +68,18 @@ struct Chain {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     println!(
-        "{:<6} {:>6} {:>7} {:>6} {:>9} {:>10} {:>9}",
-        "client", "txs", "avg txs", "depth", "blocks", "seconds", "blocks/s"
+        "{:<6} {:>6} {:>7} {:>6} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "client",
+        "txs",
+        "avg txs",
+        "depth",
+        "blocks",
+        "seconds",
+        "blocks/s",
+        "fetch ms",
+        "trace ms",
+        "verify ms",
+        "produce ms"
     );
     for client in &args.clients {
         for &size in &args.sizes {
@@ -74,10 +87,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let avg = rt.block_on(build_backlog(&chain, client, size, args.blocks))?;
             let mut rates = Vec::new();
             for &depth in &args.depths {
-                let (blocks, secs) = rt.block_on(publish_backlog(&chain, depth, args.verify_rate))?;
+                let (blocks, secs, m) = rt.block_on(publish_backlog(&chain, depth, args.verify_rate))?;
                 let rate = blocks as f64 / secs;
                 rates.push(rate);
-                println!("{client:<6} {size:>6} {avg:>7.0} {depth:>6} {blocks:>9} {secs:>10.2} {rate:>9.2}");
+                // Per block, summed over the blocks in flight (with depth > 1 they overlap).
+                let per_block =
+                    |total: &std::sync::atomic::AtomicU64| total.load(Relaxed) as f64 / 1e3 / blocks as f64;
+                println!(
+                    "{client:<6} {size:>6} {avg:>7.0} {depth:>6} {blocks:>7} {secs:>8.2} {rate:>9.2} {:>9.1} {:>9.1} {:>9.1} {:>10.1}",
+                    per_block(&m.fetch_micros_total),
+                    per_block(&m.trace_micros_total),
+                    per_block(&m.verify_micros_total),
+                    per_block(&m.produce_micros_total),
+                );
             }
             if let (Some(first), Some(last)) = (rates.first(), rates.last()) {
                 println!("{client:<6} {size:>6}: pipelined / sequential = {:.2}x", last / first);
@@ -124,7 +146,8 @@ fn start_client(client: &str, args: &Args) -> anyhow::Result<Chain> {
         "geth" => {
             let funded: Vec<String> = KEYS.iter().map(|k| format!("{}", address_of(k))).collect();
             let funded: Vec<&str> = funded.iter().map(String::as_str).collect();
-            let geth = ec_testkit::Geth::dev(&funded, 2).map_err(|e| anyhow::anyhow!("geth --dev: {e}"))?;
+            let geth = ec_testkit::Geth::dev(&funded, args.geth_period)
+                .map_err(|e| anyhow::anyhow!("geth --dev: {e}"))?;
             Ok(Chain {
                 url: format!("http://127.0.0.1:{}", geth.http_port()),
                 genesis: geth.dev_genesis_path(),
@@ -196,7 +219,7 @@ async fn build_backlog(chain: &Chain, client: &str, size: usize, blocks: usize) 
         if client == "anvil" {
             rpc.call::<serde_json::Value>("evm_mine", json!([])).await?;
         } else {
-            // geth mines every 2 s: wait for the block that takes them.
+            // geth mines every --geth-period seconds: wait for the block that takes them.
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 let status: serde_json::Value = rpc.call("txpool_status", json!([])).await?;
@@ -214,8 +237,12 @@ async fn build_backlog(chain: &Chain, client: &str, size: usize, blocks: usize) 
     Ok(sent as f64 / built as f64)
 }
 
-/// Publishes the whole chain onto a new topic with `depth`; returns (blocks, seconds).
-async fn publish_backlog(chain: &Chain, depth: usize, verify_rate: f64) -> anyhow::Result<(u64, f64)> {
+/// Publishes the whole chain onto a new topic with `depth`; returns (blocks, seconds, the publisher's metrics).
+async fn publish_backlog(
+    chain: &Chain,
+    depth: usize,
+    verify_rate: f64,
+) -> anyhow::Result<(u64, f64, Arc<Metrics>)> {
     let broker = MockBroker::start(&["backlog"])?;
     let rpc = RpcClient::new(&chain.url, Duration::from_secs(600))?;
     let head = rpc.block_number().await?;
@@ -253,5 +280,5 @@ async fn publish_backlog(chain: &Chain, depth: usize, verify_rate: f64) -> anyho
     let secs = started.elapsed().as_secs_f64();
     let _ = stop.send(());
     task.await??;
-    Ok((head, secs))
+    Ok((head, secs, metrics))
 }

@@ -223,3 +223,68 @@ fn reverts_deeper_than_the_undo_window_are_refused() {
         matches!(e, StoreError::RevertOutsideWindow { number: 6, window: 3, .. })
     });
 }
+
+/// The undo window is stored with the database: reopened with a smaller one, the undo data beyond it is gone
+/// at once (a revert that deep is refused, not half applied); reopened with a larger one, reverts still stop
+/// where the undo data ends.
+#[test]
+fn an_undo_window_changed_across_restarts_is_never_silently_wrong() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = LogGenerator::records(
+        GenOptions { reorg_chance: 0.0, heartbeat_chance: 0.0, ..GenOptions::default() },
+        20,
+    );
+    {
+        let store = open(&dir, 10);
+        for (seq, rec) in &records {
+            store.apply(&assembled(*seq, rec.clone())).expect("applies");
+        }
+    }
+    // Head 19, window 10 held undo data for blocks 10..=19. Reopened with 3: only 17..=19 remain.
+    let store = open(&dir, 3);
+    let revert = |store: &Store, seq: u64, n: u64| {
+        let hash = store.canonical_hash(n).expect("reads").expect("canonical");
+        store.apply(&assembled(seq, Record::Revert(Revert { number: n, hash })))
+    };
+    for (i, n) in (17..=19).rev().enumerate() {
+        revert(&store, 20 + i as u64, n).expect("inside the new window");
+    }
+    let err = revert(&store, 23, 16).expect_err("block 16's undo data was dropped with the smaller window");
+    assert!(matches!(err, StoreError::RevertOutsideWindow { number: 16, window: 3, .. }), "{err}");
+    drop(store);
+    // Reopened with 50: the data for 16 is still gone, so the revert is still refused.
+    let store = open(&dir, 50);
+    let err = revert(&store, 23, 16).expect_err("no undo data for block 16");
+    assert!(matches!(err, StoreError::RevertOutsideWindow { number: 16, .. }), "{err}");
+}
+
+/// A publisher that follows reorgs deeper than this database can undo is refused at its heartbeat, with
+/// both numbers named.
+#[test]
+fn a_reorg_window_deeper_than_the_undo_window_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 16);
+    let records = LogGenerator::records(
+        GenOptions { reorg_chance: 0.0, heartbeat_chance: 0.0, ..GenOptions::default() },
+        3,
+    );
+    for (seq, rec) in &records {
+        store.apply(&assembled(*seq, rec.clone())).expect("applies");
+    }
+    let head = store.head().expect("reads").expect("a head");
+    let heartbeat = |reorg_window| {
+        Record::Heartbeat(ec_log::Heartbeat {
+            time_ms: 1,
+            head,
+            safe: None,
+            finalized: None,
+            client_head: None,
+            state: ec_log::PublisherState::Following,
+            reorg_window,
+        })
+    };
+    store.apply(&assembled(3, heartbeat(16))).expect("a window equal to the undo window is fine");
+    let err = store.apply(&assembled(4, heartbeat(64))).expect_err("deeper than the undo window");
+    assert!(matches!(err, StoreError::UndoWindowTooSmall { reorg_window: 64, undo_window: 16, .. }), "{err}");
+    assert!(err.to_string().contains("--undo-window 64"), "{err}");
+}

@@ -85,6 +85,9 @@ impl Geth {
             config.remove("bogotaTime");
             config.remove("amsterdamTime");
         }
+        // 60M gas from the first block (geth's developer genesis starts at 11.5M and `--miner.gaslimit` only
+        // moves it by 1/1024 a block): room for blocks of a thousand and more transfers.
+        genesis["gasLimit"] = json!("0x3938700");
         let million_ether = "0xd3c21bcecceda1000000";
         for address in funded {
             genesis["alloc"][address.to_lowercase()] = json!({ "balance": million_ether });
