@@ -186,14 +186,27 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, now: i64) -> anyhow::Result<Report>
             }
         }
     };
-    let partition = d.partition.state(&cfg.topic).await.map_err(|e| problem(e.to_string())).ok();
+    let mut partition = d.partition.state(&cfg.topic).await.map_err(|e| problem(e.to_string())).ok();
     // The record the snapshot resumes at: its time, not the snapshot's, starts the retention clock.
     let mut point = None;
     if let Some(offset) = offset {
         let next = offset + 1;
         let held = partition.is_some_and(|p| p.earliest <= next && next < p.high);
         let next_record_ms = if held {
-            d.partition.record_time(&cfg.topic, next).await.map_err(|e| problem(e.to_string())).ok().flatten()
+            match d.partition.record_time(&cfg.topic, next).await {
+                Ok(Some(ms)) => Some(ms),
+                read => {
+                    // Retention may have deleted the record between the two reads: if the partition now
+                    // starts after it, that is the answer (critical), not "cannot tell".
+                    let again = d.partition.state(&cfg.topic).await.ok();
+                    if again.is_some_and(|p| p.earliest > next) {
+                        partition = again;
+                    } else if let Err(e) = read {
+                        problem(e.to_string());
+                    }
+                    None
+                }
+            }
         } else {
             None
         };
@@ -241,7 +254,7 @@ mod tests {
     use ec_functions::{snapshots::record, MemoryMetrics, MemorySnapshots, SnapshotState};
 
     use super::*;
-    use crate::sources::Fixed;
+    use crate::sources::{Fixed, SourceError};
 
     const NOW: i64 = 1_800_000_000;
 
@@ -294,5 +307,37 @@ mod tests {
         assert_eq!(r.assessment.status, Status::Unknown);
         assert_eq!(m.value("RetentionStatus"), Some(3.0));
         assert_eq!(m.value("RetentionMarginSeconds"), None);
+    }
+
+    /// Retention deletes the snapshot's next record between the guard's two reads: the answer is
+    /// "critical" (the record is gone), not "cannot tell".
+    #[tokio::test]
+    async fn a_record_deleted_between_the_reads_is_critical() {
+        struct Vanishing(std::sync::atomic::AtomicBool);
+        #[async_trait::async_trait]
+        impl Partition for Vanishing {
+            async fn state(&self, _topic: &str) -> Result<PartitionState, SourceError> {
+                let gone = self.0.load(std::sync::atomic::Ordering::Relaxed);
+                Ok(PartitionState { earliest: if gone { 150 } else { 0 }, high: 200, oldest_record_ms: None })
+            }
+            async fn record_time(&self, _topic: &str, _offset: i64) -> Result<Option<i64>, SourceError> {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(SourceError::Other("offset out of range".into()))
+            }
+        }
+        let snaps = MemorySnapshots::with(vec![record("s", "c", SnapshotState::Completed, NOW - 3600, 99)]);
+        let m = MemoryMetrics::default();
+        let publisher = m.publisher("c");
+        let deps = Deps {
+            snapshots: &snaps,
+            topic: &Fixed(Ok(hours(48, "topic"))),
+            msk: &Fixed(Err("unused".into())),
+            partition: &Vanishing(Default::default()),
+            metrics: &publisher,
+        };
+        let r = run(&cfg(false), &deps, NOW).await.expect("run");
+        assert_eq!(r.assessment.status, Status::Critical, "{}", r.assessment.reason);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(m.value("RetentionStatus"), Some(2.0));
     }
 }
