@@ -84,8 +84,8 @@ impl LogProducer {
         let Some(&(first, _)) = records.first() else { return Ok(()) };
         let txn_err =
             |source| KafkaIoError::Produce { topic: self.topic.clone(), sequence: first, index: 0, source };
-        self.producer.begin_transaction().map_err(txn_err)?;
         let result = async {
+            self.producer.begin_transaction().map_err(txn_err)?;
             let mut pending = Vec::with_capacity(records.len());
             for (sequence, frames) in records {
                 pending.push(self.enqueue(*sequence, frames)?);
@@ -99,7 +99,8 @@ impl LogProducer {
         }
         .await;
         if result.is_err() && self.fatal_error().is_none() {
-            // Abortable (a timeout, a broker gone mid-transaction): end it so the next one can begin.
+            // Abortable (a timeout, a broker gone mid-transaction, or one left in that state by an earlier
+            // failed abort, which makes `begin` fail): end it so the next one can begin.
             let producer = self.producer.clone();
             if let Err(e) = self
                 .blocking("abort_transaction", move || producer.abort_transaction(TRANSACTION_CALL_TIMEOUT))
