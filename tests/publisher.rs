@@ -1631,6 +1631,33 @@ fn wait_ready(port: u16, want: u16, secs: u64, what: &str) -> String {
     }
 }
 
+/// `n` mined transfers from `from` to addresses `base..base + n`.
+fn transfers(client: &Upstream, from: &str, base: u64, n: u64) {
+    for i in 0..n {
+        let tx = client.send(json!({"from": from, "to": format!("0x{:040x}", base + i), "value": "0x3"}));
+        mined(client, tx);
+    }
+}
+
+/// Waits until the log's head is the client's head.
+fn wait_log_at_head(brokers: &str, client: &Upstream, what: &str) {
+    wait_for(what, Duration::from_secs(120), || {
+        published_head(&read_log(brokers, "log")) == Some(client.head())
+    });
+}
+
+/// Every sequence from 0 to the last appears, and every copy of a sequence (a record written again after a
+/// failure) has the same contents: the log had one writer at a time.
+fn assert_one_writer(log: &[ec_log::Assembled]) {
+    let mut seen: std::collections::BTreeMap<u64, u32> = Default::default();
+    for r in log {
+        let crc = *seen.entry(r.envelope.sequence).or_insert(r.record_crc);
+        assert_eq!(crc, r.record_crc, "record {} written twice with different contents", r.envelope.sequence);
+    }
+    let max = *seen.keys().last().expect("records");
+    assert_eq!(seen.len() as u64, max + 1, "sequences 0..={max} without a gap");
+}
+
 /// Waits for the publisher process to exit; returns its log.
 fn wait_publisher_exit(c: &mut Cluster, secs: u64) -> String {
     let p = c.publisher.as_mut().expect("a publisher runs");
@@ -1830,18 +1857,8 @@ fn rival_publishers_never_write_a_conflicting_record() {
     };
     let log_of =
         |name: &str| std::fs::read_to_string(tmp.path().join(format!("{name}.log"))).unwrap_or_default();
-    let traffic = |n: u64| {
-        for i in 0..n {
-            let tx =
-                client.send(json!({"from": DEV[2], "to": format!("0x{:040x}", 0xf00 + i), "value": "0x3"}));
-            mined(&client, tx);
-        }
-    };
-    let caught_up = |what: &str| {
-        wait_for(what, Duration::from_secs(90), || {
-            published_head(&read_log(&brokers, "log")) == Some(client.head())
-        })
-    };
+    let traffic = |n: u64| transfers(&client, DEV[2], 0xf00, n);
+    let caught_up = |what: &str| wait_log_at_head(&brokers, &client, what);
 
     let mut a = publisher("a", &[]);
     traffic(4);
@@ -1871,20 +1888,63 @@ fn rival_publishers_never_write_a_conflicting_record() {
     caught_up("b2 to take over");
 
     let log = read_log(&brokers, "log");
-    let mut seen: std::collections::BTreeMap<u64, u32> = Default::default();
-    for r in &log {
-        let crc = *seen.entry(r.envelope.sequence).or_insert(r.record_crc);
-        assert_eq!(
-            crc, r.record_crc,
-            "record {} was written twice with different contents",
-            r.envelope.sequence
-        );
-    }
-    let max = *seen.keys().last().expect("records");
-    assert_eq!(seen.len() as u64, max + 1, "sequences 0..={max} without a gap");
+    assert_one_writer(&log);
     let dir = tmp.path().join("replica");
     run_replica_ok(&dir, &brokers, "log");
     let (head, _) = client.head();
     let compared = assert_replica_equals_upstream(&client, &dir, head, &touched(&log));
     assert!(compared > 0);
+}
+
+/// A broker outage longer than the publisher's transaction timeout fails the open transaction (and can leave
+/// the producer unusable): the publisher recovers by itself, without a restart, a gap or a duplicate.
+#[test]
+fn a_transaction_that_outlives_a_broker_outage_is_recovered() {
+    let mut broker = ec_testkit::KafkaBroker::start().expect("kafka broker");
+    broker.create_topic("log", &[]).expect("topic");
+    let brokers = broker.bootstrap_servers();
+    let client = Upstream::anvil(&[]);
+    let tmp = tempdir();
+    let mut cmd = Command::new(bin());
+    cmd.args(["publisher", "--topic", "log", "--cluster-id", CLUSTER, "--brokers", &brokers])
+        .args(["--rpc-url", &client.http_url(), "--tx-topic", "none"])
+        .args(["--heartbeat-interval-ms", "300", "--poll-interval-ms", "100"])
+        .args(["--kafka-option", "transaction.timeout.ms=2000"])
+        .arg("--genesis")
+        .arg(client.genesis());
+    let log_path = tmp.path().join("publisher.log");
+    let mut publisher = spawn_logged(cmd, &log_path);
+    let traffic = |n: u64| transfers(&client, DEV[3], 0xe00, n);
+    let caught_up = |what: &str| wait_log_at_head(&brokers, &client, what);
+    traffic(3);
+    caught_up("the publisher to follow");
+    broker.stop();
+    traffic(3);
+    std::thread::sleep(Duration::from_secs(8));
+    broker.start_again().expect("broker restarts");
+    traffic(2);
+    caught_up("the log to continue after the outage");
+    assert!(
+        publisher.0.try_wait().ok().flatten().is_none(),
+        "the publisher must still run:\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        text.contains("refuses the records") || text.contains("replacing it"),
+        "the outage must have failed a transaction:\n{text}"
+    );
+    eprintln!(
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("refuses") || l.contains("replacing"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let log = read_log(&brokers, "log");
+    assert_one_writer(&log);
+    let dir = tmp.path().join("replica");
+    run_replica_ok(&dir, &brokers, "log");
+    let (head, _) = client.head();
+    assert_replica_equals_upstream(&client, &dir, head, &touched(&log));
 }

@@ -13,10 +13,12 @@ pub struct LogProducer {
     transactional_id: Option<String>,
 }
 
-/// How long a transaction may stay open before the broker aborts it. Short: a publisher killed mid-record
-/// holds back every consumer (they read committed records only) until its transaction ends, by this
-/// timeout or by the next publisher's `init_transactions`.
-const TRANSACTION_TIMEOUT_MS: &str = "10000";
+/// How long a transaction may stay open before the broker aborts it, and (librdkafka caps it so) how long a
+/// message may wait for a broker. A killed publisher's open transaction holds back every consumer (they read
+/// committed records only) until it ends: by the next publisher's `init_transactions` (a restart, a standby
+/// taking over), or by this timeout. Long enough to ride out a broker restart without failing the
+/// transaction; a failed one is recovered anyway (the publisher replaces its producer).
+const TRANSACTION_TIMEOUT_MS: &str = "60000";
 /// How long the blocking transaction calls (init, commit, abort) may wait for the broker.
 const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 

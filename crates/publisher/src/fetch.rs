@@ -49,6 +49,8 @@ pub enum FetchError {
          a client this build cannot read: the block is not published"
     )]
     Undecodable { number: u64, method: &'static str, reason: String },
+    #[error("the state verifier needs eth_getProof, which the client does not serve ({reason}); run with --verify-rate 0")]
+    NoProofs { reason: String },
     #[error("block {number} is not published: its record disagrees with the chain's state root: {mismatch}")]
     StateMismatch { number: u64, mismatch: crate::verify::Mismatch },
 }
@@ -399,7 +401,12 @@ async fn verify_state(
         .collect();
     let got = reads.run(rpc).await?;
     for (change, i) in chosen.iter().zip(ids) {
-        let proof: alloy_rpc_types_eth::EIP1186AccountProofResponse = got.get(i, "eth_getProof")?;
+        let proof: alloy_rpc_types_eth::EIP1186AccountProofResponse =
+            got.get(i, "eth_getProof").map_err(|e| match e {
+                // Retrying cannot help: the publisher would be stuck on this block for ever.
+                e if e.is_unsupported() => FetchError::NoProofs { reason: e.to_string() },
+                e => e.into(),
+            })?;
         crate::verify::check_account(state_root, change, &proof)
             .map_err(|mismatch| FetchError::StateMismatch { number, mismatch })?;
     }
@@ -441,6 +448,9 @@ impl Answers {
         match self.0.get(i) {
             Some(Ok(v)) => serde_json::from_value(v.clone())
                 .map_err(|e| RpcError::Decode { method, reason: e.to_string() }),
+            Some(Err(RpcError::Remote { code, message, .. })) => {
+                Err(RpcError::Remote { method, code: *code, message: message.clone() })
+            }
             Some(Err(e)) => Err(RpcError::Remote { method, code: 0, message: e.to_string() }),
             None => Err(RpcError::Decode { method, reason: "missing from the batch".into() }),
         }

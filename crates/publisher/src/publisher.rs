@@ -535,14 +535,20 @@ impl Publisher {
                 Err(e) => {
                     self.metrics.produce_failures.fetch_add(1, Relaxed);
                     if let Some(fatal) = self.producer.fatal_error() {
-                        // Retrying cannot help; a restart resumes from the topic's tail with nothing lost.
                         if fatal.to_lowercase().contains("fenced") || fatal.contains("InvalidProducerEpoch") {
                             return Err(PublisherError::Fenced {
                                 cluster: self.cfg.cluster_id.clone(),
                                 reason: fatal,
                             });
                         }
-                        return Err(PublisherError::KafkaFatal { sequence: first, reason: fatal });
+                        // This producer can write nothing more (e.g. a transaction that outlived a broker
+                        // outage). A new one, registered under the same id, learns from the topic whether the
+                        // records made it: what a restart would do, without the restart.
+                        warn!(sequence = first, reason = %fatal, "the Kafka producer failed for good; replacing it");
+                        match self.replace_producer(first, encoded.len() as u64).await? {
+                            Replaced::Written => break,
+                            Replaced::Retry => continue,
+                        }
                     }
                     error!(sequence = first, error = %e, "Kafka refuses the records; retrying them, publishing nothing else meanwhile");
                     tokio::time::sleep(backoff).await;
@@ -564,6 +570,56 @@ impl Publisher {
             }
         }
         Ok(())
+    }
+}
+
+/// What a replaced producer found in the topic about the records being written.
+enum Replaced {
+    /// They were committed before the old producer failed.
+    Written,
+    /// They were not: write them again.
+    Retry,
+}
+
+impl Publisher {
+    /// Replaces a producer that failed for good with a new one of the same transactional id (which fences
+    /// the old and aborts its open transaction), retrying while Kafka is unreachable, then reads the tail to
+    /// learn whether the records `first..first + count` were committed.
+    async fn replace_producer(&mut self, first: u64, count: u64) -> Result<Replaced, PublisherError> {
+        let cfg = &self.cfg;
+        let mut backoff = Duration::from_millis(500);
+        let producer = loop {
+            let attempt = async {
+                let p = LogProducer::transactional(
+                    &cfg.kafka,
+                    &cfg.topic,
+                    cfg.encode.max_frame_bytes,
+                    &cfg.cluster_id,
+                )?;
+                p.init_transactions().await?;
+                Ok::<_, ec_kafka::KafkaIoError>(p)
+            };
+            match attempt.await {
+                Ok(p) => break p,
+                Err(e) => {
+                    error!(error = %e, "a new Kafka producer cannot register yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        let keep = cfg.reorg_window as usize + 1;
+        let tail = tail::read_tail(&cfg.kafka, &cfg.topic, &cfg.cluster_id, cfg.tail_messages, keep).await?;
+        self.producer = producer;
+        let next = tail.map_or(0, |t| t.next_sequence);
+        match next {
+            n if n == first => Ok(Replaced::Retry),
+            n if n == first + count => Ok(Replaced::Written),
+            n => Err(PublisherError::Fenced {
+                cluster: cfg.cluster_id.clone(),
+                reason: format!("the log continues at record {n} while this publisher was writing {first}"),
+            }),
+        }
     }
 }
 
