@@ -9,8 +9,6 @@ use crate::{config::KafkaConfig, context::KafkaContext, error::KafkaIoError, PAR
 pub struct LogProducer {
     producer: FutureProducer<KafkaContext>,
     topic: String,
-    /// Set for a transactional producer: every write is one Kafka transaction.
-    transactional_id: Option<String>,
 }
 
 /// How long a transaction may stay open before the broker aborts it, and (librdkafka caps it so) how long a
@@ -66,7 +64,7 @@ impl LogProducer {
         let producer = c
             .create_with_context(KafkaContext)
             .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
-        Ok(Self { producer, topic: topic.to_owned(), transactional_id: transactional_id.map(str::to_owned) })
+        Ok(Self { producer, topic: topic.to_owned() })
     }
 
     /// Registers this producer as the only writer of its transactional id: fences older producers of the
@@ -112,11 +110,6 @@ impl LogProducer {
             }
         }
         result
-    }
-
-    /// Whether this producer writes in transactions.
-    pub fn is_transactional(&self) -> bool {
-        self.transactional_id.is_some()
     }
 
     async fn blocking(

@@ -149,16 +149,6 @@ impl RpcClient {
             .collect())
     }
 
-    /// `eth_getProof`: the account and `slots` with Merkle proofs against block `n`'s state root.
-    pub async fn proof(
-        &self,
-        a: Address,
-        slots: &[B256],
-        n: u64,
-    ) -> Result<alloy_rpc_types_eth::EIP1186AccountProofResponse, RpcError> {
-        self.call("eth_getProof", json!([a, slots, BlockId::Number(n).to_json()])).await
-    }
-
     pub async fn chain_id(&self) -> Result<u64, RpcError> {
         let id: U256 = self.call("eth_chainId", json!([])).await?;
         Ok(id.saturating_to())
@@ -196,17 +186,6 @@ impl RpcClient {
         let number: U256 = field(&b, "number")?;
         let timestamp: U256 = field(&b, "timestamp")?;
         Ok(Some((number.saturating_to(), field(&b, "hash")?, timestamp.saturating_to())))
-    }
-
-    /// The beneficiary of an uncle (proof-of-work chains: uncle rewards).
-    pub async fn uncle_miner(&self, number: u64, index: u64) -> Result<Option<Address>, RpcError> {
-        let u: Option<Value> = self
-            .call(
-                "eth_getUncleByBlockNumberAndIndex",
-                json!([BlockId::Number(number).to_json(), format!("{index:#x}")]),
-            )
-            .await?;
-        Ok(u.and_then(|u| u.get("miner").cloned()).and_then(|m| serde_json::from_value(m).ok()))
     }
 
     pub async fn block_receipts(&self, number: u64) -> Result<Option<Vec<TransactionReceipt>>, RpcError> {
