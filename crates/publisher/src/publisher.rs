@@ -177,14 +177,12 @@ impl Publisher {
             }
         };
         info!(chain = spec.name(), chain_id = spec.chain_id(), "chain specification");
-        let producer =
-            LogProducer::transactional(&cfg.kafka, &cfg.topic, cfg.encode.max_frame_bytes, &cfg.cluster_id)?;
         if cfg.standby {
             tail::wait_for_silence(&cfg.kafka, &cfg.topic, cfg.takeover_after).await?;
         }
         // Fences every older publisher of this cluster and aborts its open transaction; only then is the
         // tail final (nothing can be appended behind it).
-        producer.init_transactions().await?;
+        let producer = register(&cfg).await;
         info!(cluster = %cfg.cluster_id, "registered as the cluster's only writer");
         let keep = cfg.reorg_window as usize + 1;
         let recovered =
@@ -586,28 +584,8 @@ impl Publisher {
     /// the old and aborts its open transaction), retrying while Kafka is unreachable, then reads the tail to
     /// learn whether the records `first..first + count` were committed.
     async fn replace_producer(&mut self, first: u64, count: u64) -> Result<Replaced, PublisherError> {
+        let producer = register(&self.cfg).await;
         let cfg = &self.cfg;
-        let mut backoff = Duration::from_millis(500);
-        let producer = loop {
-            let attempt = async {
-                let p = LogProducer::transactional(
-                    &cfg.kafka,
-                    &cfg.topic,
-                    cfg.encode.max_frame_bytes,
-                    &cfg.cluster_id,
-                )?;
-                p.init_transactions().await?;
-                Ok::<_, ec_kafka::KafkaIoError>(p)
-            };
-            match attempt.await {
-                Ok(p) => break p,
-                Err(e) => {
-                    error!(error = %e, "a new Kafka producer cannot register yet; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        };
         let keep = cfg.reorg_window as usize + 1;
         let tail = tail::read_tail(&cfg.kafka, &cfg.topic, &cfg.cluster_id, cfg.tail_messages, keep).await?;
         self.producer = producer;
@@ -619,6 +597,33 @@ impl Publisher {
                 cluster: cfg.cluster_id.clone(),
                 reason: format!("the log continues at record {n} while this publisher was writing {first}"),
             }),
+        }
+    }
+}
+
+/// A transactional producer registered as the cluster's only writer (`init_transactions`), retried while
+/// Kafka is unreachable: a standby taking over during a broker outage, or a producer replaced after one, must
+/// wait for the broker rather than exit.
+async fn register(cfg: &PublisherConfig) -> LogProducer {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let attempt = async {
+            let p = LogProducer::transactional(
+                &cfg.kafka,
+                &cfg.topic,
+                cfg.encode.max_frame_bytes,
+                &cfg.cluster_id,
+            )?;
+            p.init_transactions().await?;
+            Ok::<_, ec_kafka::KafkaIoError>(p)
+        };
+        match attempt.await {
+            Ok(p) => return p,
+            Err(e) => {
+                error!(error = %e, "cannot register as the cluster's writer yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
         }
     }
 }
