@@ -1,4 +1,4 @@
-//! Golden vectors for log format v3 (`docs/log-format.md`).
+//! Golden vectors for log format v4 (`docs/log-format.md`).
 //!
 //! The files in `tests/golden/` are the bytes this format puts on the wire. If the encoding drifts (a field
 //! reordered, a type changed, a header byte moved) these tests fail; a deliberate change must bump the format
@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use alloy_primitives::{address, b256, bytes, keccak256, Bytes, B256, U256};
 use ec_log::{
-    encode_record, AccountChange, AccountState, Assembler, Block, BlockRef, ChainSpecSource, ClientHead,
-    EncodeOptions, Genesis, Heartbeat, Log, PublisherState, Receipt, Record, Revert, StorageSlot,
+    encode_record, AccountChange, AccountState, Assembler, Block, BlockRef, ChainSpecSource, Checkpoint,
+    ClientHead, EncodeOptions, Genesis, Heartbeat, Log, PublisherState, Receipt, Record, Revert, StorageSlot,
     Transaction, Withdrawal,
 };
 
@@ -111,9 +111,18 @@ fn vectors() -> Vec<(&'static str, u64, Record, EncodeOptions)> {
     let named =
         Genesis { chain_id: 11_155_111, spec: ChainSpecSource::Named("sepolia".into()), ..genesis.clone() };
     let head = BlockRef { number: 7, hash: block().hash };
+    let checkpoint = Checkpoint {
+        chain_id: 11_155_111,
+        spec: ChainSpecSource::Named("sepolia".into()),
+        genesis_hash: b256!("25a5cc106eea7138acab33231d7160d69cb777ee0c2c553fcddf5138993e6dd9"),
+        genesis_timestamp: 1_633_267_481,
+        block: Block { state: vec![], ..block() },
+        ancestors: vec![B256::repeat_byte(0x05), block().parent_hash],
+    };
     vec![
         ("genesis", 0, Record::Genesis(genesis), plain),
         ("genesis-named", 0, Record::Genesis(named), plain),
+        ("checkpoint", 0, Record::Checkpoint(checkpoint), plain),
         ("block", 7, Record::Block(block()), plain),
         ("revert", 8, Record::Revert(Revert { number: 7, hash: block().hash }), plain),
         (
@@ -214,25 +223,35 @@ fn truncated_and_unknown_version_frames_are_rejected() {
     let f = &frames[0];
     let err = decode(&[f[..f.len() - 1].to_vec()]).unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
-    let mut v4 = f.clone();
-    v4[2] = 4;
-    let err = decode(&[v4]).unwrap_err();
-    assert!(err.to_string().contains("unknown log format version 4"), "{err}");
+    let mut v5 = f.clone();
+    v5[2] = 5;
+    let err = decode(&[v5]).unwrap_err();
+    assert!(err.to_string().contains("unknown log format version 5"), "{err}");
     let empty: Vec<u8> = Bytes::new().to_vec();
     assert!(decode(&[empty]).is_err());
 }
 
-/// Frames of older formats (kept as `tests/golden/v1-genesis-0.bin` and `v2-heartbeat-0.bin`) are refused
-/// before their body is read, with a message naming their version and the one this build reads.
+/// Frames of older formats (kept as `tests/golden/v1-genesis-0.bin`, `v2-heartbeat-0.bin` and
+/// `v3-genesis-0.bin`) are refused before their body is read, with a message naming their version and the one
+/// this build reads.
 #[test]
 fn older_frames_are_refused_naming_both_versions() {
-    for (file, found) in [("v1-genesis-0.bin", 1), ("v2-heartbeat-0.bin", 2)] {
+    for (file, found) in [("v1-genesis-0.bin", 1), ("v2-heartbeat-0.bin", 2), ("v3-genesis-0.bin", 3)] {
         let old = std::fs::read(dir().join(file)).expect("the old vector is kept");
         let err = decode(&[old]).unwrap_err();
-        assert_eq!(err, ec_log::LogError::UnknownVersion { found, supported: 3 });
+        assert_eq!(err, ec_log::LogError::UnknownVersion { found, supported: 4 });
         assert_eq!(
             err.to_string(),
-            format!("unknown log format version {found} (this build reads version 3)")
+            format!("unknown log format version {found} (this build reads version 4)")
         );
     }
+}
+
+/// The checkpoint's state root is read from its header without decoding the rest.
+#[test]
+fn a_checkpoint_names_its_state_root() {
+    let header = alloy_consensus::Header { state_root: B256::repeat_byte(0x42), ..Default::default() };
+    let rlp = alloy_rlp::encode(&header);
+    assert_eq!(ec_log::state_root_of_header(&rlp), Ok(B256::repeat_byte(0x42)));
+    assert!(ec_log::state_root_of_header(&rlp[..10]).is_err());
 }

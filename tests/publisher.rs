@@ -159,6 +159,7 @@ fn published_head(log: &[ec_log::Assembled]) -> Option<(u64, B256)> {
         next = r.envelope.sequence + 1;
         match &r.record {
             ec_log::Record::Genesis(g) => chain.push((0, g.block.hash)),
+            ec_log::Record::Checkpoint(c) => chain.push((c.block.number, c.block.hash)),
             ec_log::Record::Block(b) => chain.push((b.number, b.hash)),
             ec_log::Record::Revert(_) => {
                 chain.pop();
@@ -414,6 +415,7 @@ fn killed_publisher_leaves_no_gap_and_no_duplicate() {
         next += 1;
         match &r.record {
             ec_log::Record::Genesis(g) => chain.push((0, g.block.hash)),
+            ec_log::Record::Checkpoint(c) => chain.push((c.block.number, c.block.hash)),
             ec_log::Record::Block(b) => {
                 let top = chain.last().copied().expect("genesis first");
                 assert_eq!((b.number, b.parent_hash), (top.0 + 1, top.1), "block {} out of place", b.number);

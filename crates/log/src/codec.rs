@@ -44,6 +44,7 @@ pub fn encode_payload(record: &Record, zstd_level: i32) -> Result<(u8, Vec<u8>),
         Record::Block(r) => postcard::to_stdvec(r),
         Record::Revert(r) => postcard::to_stdvec(r),
         Record::Heartbeat(r) => postcard::to_stdvec(r),
+        Record::Checkpoint(r) => postcard::to_stdvec(r),
     }
     .map_err(|e| LogError::Encode(e.to_string()))?;
     if zstd_level == 0 {
@@ -105,6 +106,7 @@ pub fn decode_payload(
         RecordKind::Block => Record::Block(body(raw, sequence, kind)?),
         RecordKind::Revert => Record::Revert(body(raw, sequence, kind)?),
         RecordKind::Heartbeat => Record::Heartbeat(body(raw, sequence, kind)?),
+        RecordKind::Checkpoint => Record::Checkpoint(body(raw, sequence, kind)?),
     })
 }
 

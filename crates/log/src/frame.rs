@@ -3,8 +3,8 @@
 //! ```text
 //! offset  size  field
 //! 0       2     magic 0xEC 0xA7
-//! 2       1     format version (2)
-//! 3       1     record kind (1 genesis, 2 block, 3 revert, 4 heartbeat)
+//! 2       1     format version (4)
+//! 3       1     record kind (1 genesis, 2 block, 3 revert, 4 heartbeat, 5 checkpoint)
 //! 4       1     flags (bit 0: payload is zstd-compressed; other bits must be 0)
 //! 5       1     cluster id length L (1..=255)
 //! 6       L     cluster id, UTF-8
@@ -20,7 +20,7 @@
 use crate::{error::LogError, record::RecordKind};
 
 pub const MAGIC: [u8; 2] = [0xEC, 0xA7];
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 pub const FLAG_ZSTD: u8 = 0b0000_0001;
 pub const MAX_CLUSTER_ID_LEN: usize = 255;
 const FIXED_HEADER: usize = 2 + 1 + 1 + 1 + 1 + 8 + 4 + 4 + 4 + 4 + 4;

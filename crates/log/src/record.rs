@@ -25,6 +25,7 @@ pub enum RecordKind {
     Block = 2,
     Revert = 3,
     Heartbeat = 4,
+    Checkpoint = 5,
 }
 
 impl RecordKind {
@@ -34,6 +35,7 @@ impl RecordKind {
             2 => Self::Block,
             3 => Self::Revert,
             4 => Self::Heartbeat,
+            5 => Self::Checkpoint,
             _ => return None,
         })
     }
@@ -44,6 +46,7 @@ impl RecordKind {
             Self::Block => "block",
             Self::Revert => "revert",
             Self::Heartbeat => "heartbeat",
+            Self::Checkpoint => "checkpoint",
         }
     }
 }
@@ -54,6 +57,7 @@ pub enum Record {
     Block(Block),
     Revert(Revert),
     Heartbeat(Heartbeat),
+    Checkpoint(Checkpoint),
 }
 
 impl Record {
@@ -63,6 +67,7 @@ impl Record {
             Record::Block(_) => RecordKind::Block,
             Record::Revert(_) => RecordKind::Revert,
             Record::Heartbeat(_) => RecordKind::Heartbeat,
+            Record::Checkpoint(_) => RecordKind::Checkpoint,
         }
     }
 }
@@ -75,6 +80,47 @@ pub struct Genesis {
     /// The chain's rules (fork schedule, blob schedule): replicas run every block under them.
     pub spec: ChainSpecSource,
     pub block: Block,
+}
+
+/// The first record of a cluster that starts at block N > 0 of a synced node, instead of [`Genesis`].
+///
+/// It carries block N without its state: the state at N is too large for a record (mainnet's is hundreds of
+/// gigabytes) and reaches replicas as a database built by `ether-cattle import-state` and verified against
+/// the header's state root. A replica applies a checkpoint only onto a database imported at the same block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub chain_id: u64,
+    /// The chain's rules, as in [`Genesis`].
+    pub spec: ChainSpecSource,
+    /// The hash and timestamp of the chain's block 0 (the fork id and `eth_config` are computed from them).
+    pub genesis_hash: B256,
+    pub genesis_timestamp: u64,
+    /// Block N with its transactions, receipts and withdrawals; `state` is empty.
+    pub block: Block,
+    /// The hashes of the blocks before N, oldest first, ending with N-1: 256 of them (fewer when N < 256),
+    /// for the EVM's `BLOCKHASH`.
+    pub ancestors: Vec<B256>,
+}
+
+impl Checkpoint {
+    /// The state root of block N, from its header (the imported state must hash to it).
+    pub fn state_root(&self) -> Result<B256, alloy_rlp::Error> {
+        state_root_of_header(&self.block.header)
+    }
+}
+
+/// The state root field of an RLP-encoded header: its fourth item (parent hash, ommers hash, beneficiary,
+/// state root, ...), read without decoding the rest.
+pub fn state_root_of_header(mut header: &[u8]) -> Result<B256, alloy_rlp::Error> {
+    use alloy_rlp::Decodable;
+    let list = alloy_rlp::Header::decode(&mut header)?;
+    if !list.list {
+        return Err(alloy_rlp::Error::UnexpectedString);
+    }
+    let _parent = B256::decode(&mut header)?;
+    let _ommers = B256::decode(&mut header)?;
+    let _beneficiary = Address::decode(&mut header)?;
+    B256::decode(&mut header)
 }
 
 /// Where a topic's chain takes its rules from (resolved by the `ec-chainspec` crate).

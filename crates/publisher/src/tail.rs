@@ -43,7 +43,9 @@ impl Published {
         self.next_sequence = sequence + 1;
         match record {
             Record::Genesis(g) => self.chain.push_back(BlockRef { number: 0, hash: g.block.hash }),
-            Record::Block(b) => self.chain.push_back(BlockRef { number: b.number, hash: b.hash }),
+            Record::Block(b) | Record::Checkpoint(ec_log::Checkpoint { block: b, .. }) => {
+                self.chain.push_back(BlockRef { number: b.number, hash: b.hash })
+            }
             Record::Revert(_) => {
                 self.chain.pop_back();
             }

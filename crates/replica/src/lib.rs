@@ -290,7 +290,7 @@ pub async fn run_with_store(
         progress.records += 1;
         progress.bytes += rec.payload_len as u64;
         match &rec.record {
-            Record::Block(_) | Record::Genesis(_) => progress.blocks += 1,
+            Record::Block(_) | Record::Genesis(_) | Record::Checkpoint(_) => progress.blocks += 1,
             Record::Revert(_) => progress.reverts += 1,
             Record::Heartbeat(_) => {}
         }
@@ -308,7 +308,9 @@ pub async fn run_with_store(
         let position = Position { kafka_offset: rec.last_offset, sequence: rec.envelope.sequence };
         // The new head and its timestamp come with the record; only a revert has to read its parent.
         let head = match &rec.record {
-            Record::Block(b) | Record::Genesis(ec_log::Genesis { block: b, .. }) => {
+            Record::Block(b)
+            | Record::Genesis(ec_log::Genesis { block: b, .. })
+            | Record::Checkpoint(ec_log::Checkpoint { block: b, .. }) => {
                 Some((ec_log::BlockRef { number: b.number, hash: b.hash }, Some(b.timestamp)))
             }
             Record::Revert(_) => store
@@ -334,7 +336,10 @@ pub async fn run_with_store(
                     s.publisher = Some(hb.state.clone());
                     s.client_head = hb.client_head;
                 }
-                Record::Genesis(g) => s.chain_max_head_age = readiness::chain_default_max_head_age(&g.spec),
+                Record::Genesis(ec_log::Genesis { spec, .. })
+                | Record::Checkpoint(ec_log::Checkpoint { spec, .. }) => {
+                    s.chain_max_head_age = readiness::chain_default_max_head_age(spec)
+                }
                 _ => {}
             }
         });

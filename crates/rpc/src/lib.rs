@@ -133,12 +133,18 @@ impl Ctx {
         Ok(self.spec.get_or_init(|| Arc::new(spec)).clone())
     }
 
+    /// The oldest block this replica holds: 0, or the block of the checkpoint its cluster started at. `earliest`
+    /// names it; older blocks answer `null`, older state an error.
+    pub(crate) fn first_block(&self) -> RpcResult<u64> {
+        Ok(self.store.chain().map_err(server_error)?.map_or(0, |c| c.first_block))
+    }
+
     /// The block number a block parameter names on this replica's canonical chain.
     pub(crate) fn resolve(&self, spec: BlockSpec) -> RpcResult<u64> {
         let head = self.store.head().map_err(server_error)?.ok_or_else(|| server_error("no blocks yet"))?;
         let n = match spec {
             BlockSpec::Latest | BlockSpec::Pending => head.number,
-            BlockSpec::Earliest => 0,
+            BlockSpec::Earliest => self.first_block()?,
             BlockSpec::Safe | BlockSpec::Finalized => {
                 let hb = self.store.last_heartbeat().map_err(server_error)?;
                 let tag = hb.and_then(|h| if spec == BlockSpec::Safe { h.safe } else { h.finalized });
@@ -399,8 +405,8 @@ pub fn module(
     m.register_method("eth_config", move |_, c, _| -> RpcResult<Value> {
         // EIP-7910, from the chain specification of the genesis record (`ChainSpec::eth_config`).
         let spec = c.chain_spec()?;
-        let genesis = c.find_block(BlockSpec::Number(0))?.ok_or_else(|| server_error("no genesis yet"))?;
-        Ok(spec.eth_config(genesis.hash, genesis.timestamp, latest_header(c)?.timestamp))
+        let chain = c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?;
+        Ok(spec.eth_config(chain.genesis_hash, chain.genesis_timestamp, latest_header(c)?.timestamp))
     })
     .expect(reg);
     m.register_method("eth_feeHistory", |p, c, _| -> RpcResult<fees::FeeHistory> {

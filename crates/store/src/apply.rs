@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::{keccak256, Address, Bytes, B256, KECCAK256_EMPTY};
-use ec_log::{AccountChange, Assembled, Block, BlockRef, Record, Revert};
+use ec_log::{AccountChange, Assembled, Block, BlockRef, Checkpoint, Genesis, Record, Revert};
 
 use crate::{
     batch::Batch,
@@ -59,8 +59,10 @@ impl Store {
                     found: rec.envelope.cluster_id.clone(),
                 })
             }
-            (Some(_), Record::Genesis(_)) => return Err(StoreError::UnexpectedGenesis { sequence }),
-            (None, Record::Genesis(_)) => {}
+            (Some(_), Record::Genesis(_) | Record::Checkpoint(_)) => {
+                return Err(StoreError::UnexpectedGenesis { sequence })
+            }
+            (None, Record::Genesis(_) | Record::Checkpoint(_)) => {}
             (None, other) => return Err(StoreError::MissingGenesis { sequence, kind: other.kind().name() }),
             (Some(_), _) => {}
         }
@@ -71,12 +73,29 @@ impl Store {
                 if g.block.number != 0 {
                     return Err(bad_block(sequence, &g.block, "a genesis block must be block 0".into()));
                 }
+                if let Some(imported) = self.imported()? {
+                    return Err(StoreError::ImportedButGenesis { sequence, number: imported.number });
+                }
                 self.write_block(&mut batch, sequence, &g.block, false)?;
                 let info = ChainInfo {
                     cluster_id: rec.envelope.cluster_id.clone(),
                     chain_id: g.chain_id,
                     genesis_hash: g.block.hash,
+                    genesis_timestamp: g.block.timestamp,
                     spec: g.spec.clone(),
+                    first_block: 0,
+                };
+                self.put::<Meta>(&mut batch, &MetaKey::Chain, &info.encode().into());
+            }
+            Record::Checkpoint(c) => {
+                self.write_checkpoint(&mut batch, sequence, c)?;
+                let info = ChainInfo {
+                    cluster_id: rec.envelope.cluster_id.clone(),
+                    chain_id: c.chain_id,
+                    genesis_hash: c.genesis_hash,
+                    genesis_timestamp: c.genesis_timestamp,
+                    spec: c.spec.clone(),
+                    first_block: c.block.number,
                 };
                 self.put::<Meta>(&mut batch, &MetaKey::Chain, &info.encode().into());
             }
@@ -121,7 +140,53 @@ impl Store {
         self.put::<Meta>(&mut batch, &MetaKey::Sequence, &sequence.to_be_bytes().to_vec().into());
         self.put::<Meta>(&mut batch, &MetaKey::SequenceCrc, &rec.record_crc.to_be_bytes().to_vec().into());
         self.commit(batch)?;
+        if let Record::Genesis(Genesis { block, .. }) | Record::Checkpoint(Checkpoint { block, .. }) =
+            &rec.record
+        {
+            self.set_first_state_block(block.number);
+        }
         Ok(ApplyOutcome::Applied)
+    }
+
+    /// Opens the log on a database seeded by `import-state`: block N's body, the hashes before it, and
+    /// nothing else (the state is already there, and was checked against N's state root at import).
+    fn write_checkpoint(&self, batch: &mut Batch, sequence: u64, c: &Checkpoint) -> Result<()> {
+        let b = &c.block;
+        let root = c
+            .state_root()
+            .map_err(|e| bad_block(sequence, b, format!("header does not decode to a state root: {e}")))?;
+        let imported =
+            self.imported()?.ok_or(StoreError::NotImported { sequence, number: b.number, hash: b.hash })?;
+        if (imported.number, imported.hash, imported.state_root) != (b.number, b.hash, root) {
+            return Err(StoreError::CheckpointMismatch {
+                sequence,
+                topic_number: b.number,
+                topic_hash: b.hash,
+                topic_root: root,
+                db_number: imported.number,
+                db_hash: imported.hash,
+                db_root: imported.state_root,
+            });
+        }
+        if !b.state.is_empty() {
+            return Err(bad_block(sequence, b, "a checkpoint carries no state change".into()));
+        }
+        let expected_ancestors = b.number.min(256);
+        if c.ancestors.len() as u64 != expected_ancestors {
+            let reason = format!("{} ancestor hashes, expected {expected_ancestors}", c.ancestors.len());
+            return Err(bad_block(sequence, b, reason));
+        }
+        if c.ancestors.last().is_some_and(|parent| *parent != b.parent_hash) {
+            return Err(bad_block(sequence, b, "the last ancestor is not the block's parent".into()));
+        }
+        self.write_block(batch, sequence, b, false)?;
+        // The ancestors go into the canonical index without bodies: the EVM's BLOCKHASH finds them there,
+        // and the block methods answer `null` for a number whose body is missing.
+        let first = b.number - expected_ancestors;
+        for (i, hash) in c.ancestors.iter().enumerate() {
+            self.put::<Canonical>(batch, &(first + i as u64), hash);
+        }
+        Ok(())
     }
 
     /// Writes a block's body, indexes and state change. `undoable` is false only for genesis, which is never
@@ -161,9 +226,10 @@ impl Store {
         let mut changes = ChangeSet::default();
         let mut new_code = BTreeSet::new();
         for change in &b.state {
-            let slots = self.write_account(batch, b.number, change, undoable, &mut new_code)?;
-            changes.accounts.push((change.address, slots));
+            changes.accounts.push(self.write_account(batch, b.number, change, undoable, &mut new_code)?);
         }
+        // Sorted by hashed address, as every state table is.
+        changes.accounts.sort_unstable_by_key(|(key, _)| *key);
         changes.new_code = new_code.into_iter().collect();
         if undoable {
             self.put::<BlockChanges>(batch, &b.number, &changes);
@@ -194,7 +260,8 @@ impl Store {
         Ok(())
     }
 
-    /// Applies one account's change; returns every slot it changed (for the undo index), sorted.
+    /// Applies one account's change; returns its hashed address and every (hashed) slot it changed, sorted,
+    /// for the undo index.
     fn write_account(
         &self,
         batch: &mut Batch,
@@ -202,43 +269,44 @@ impl Store {
         change: &AccountChange,
         undoable: bool,
         new_code: &mut BTreeSet<B256>,
-    ) -> Result<Vec<B256>> {
-        let address = change.address;
-        let prior = self.account(&address)?;
+    ) -> Result<(B256, Vec<B256>)> {
+        let account_key = keccak256(change.address);
+        let prior = self.get::<Accounts>(&account_key)?;
         // A destroyed account has no storage; so does one that no longer exists at all.
         let wipe = change.storage_wiped || change.account.is_none();
 
-        // slot -> (value before the block, value after). A wipe's scan already read the prior values; the
-        // others are read from the database, which still holds the pre-block state.
+        // hashed slot -> (value before the block, value after). A wipe's scan already read the prior values;
+        // the others are read from the database, which still holds the pre-block state.
         let mut slots: BTreeMap<B256, (Option<B256>, B256)> = BTreeMap::new();
         if wipe {
-            for (key, before) in self.scan_prefix::<Storage>(address.as_slice())? {
-                slots.insert(slot_of(&key, address)?, (Some(before), B256::ZERO));
+            for (key, before) in self.scan_prefix::<Storage>(account_key.as_slice())? {
+                slots.insert(slot_of(&key, change.address)?, (Some(before), B256::ZERO));
             }
         }
         for s in &change.storage {
-            slots.entry(s.slot).and_modify(|e| e.1 = s.value).or_insert((None, s.value));
+            let slot_key = keccak256(s.slot);
+            slots.entry(slot_key).and_modify(|e| e.1 = s.value).or_insert((None, s.value));
         }
         for (slot, (before, value)) in &slots {
             if undoable {
                 let before = match before {
                     Some(b) => *b,
-                    None => self.storage(&address, slot)?,
+                    None => self.get::<Storage>(&(account_key, *slot))?.unwrap_or_default(),
                 };
-                self.put::<StorageHistory>(batch, &(address, *slot, number), &before);
+                self.put::<StorageHistory>(batch, &(account_key, *slot, number), &before);
             }
             if value.is_zero() {
-                self.delete::<Storage>(batch, &(address, *slot));
+                self.delete::<Storage>(batch, &(account_key, *slot));
             } else {
-                self.put::<Storage>(batch, &(address, *slot), value);
+                self.put::<Storage>(batch, &(account_key, *slot), value);
             }
         }
 
         if undoable {
-            self.put::<AccountHistory>(batch, &(address, number), &PriorAccount(prior.clone()));
+            self.put::<AccountHistory>(batch, &(account_key, number), &PriorAccount(prior.clone()));
         }
         match &change.account {
-            None => self.delete::<Accounts>(batch, &address),
+            None => self.delete::<Accounts>(batch, &account_key),
             Some(state) => {
                 let code_hash = match &state.code {
                     Some(code) if code.is_empty() => KECCAK256_EMPTY,
@@ -257,10 +325,10 @@ impl Store {
                     },
                 };
                 let account = StoredAccount { balance: state.balance, nonce: state.nonce, code_hash };
-                self.put::<Accounts>(batch, &address, &account);
+                self.put::<Accounts>(batch, &account_key, &account);
             }
         }
-        Ok(slots.into_keys().collect())
+        Ok((account_key, slots.into_keys().collect()))
     }
 
     /// Undoes the head block from its undo index and history entries.
@@ -288,7 +356,7 @@ impl Store {
         for (address, slots) in &changes.accounts {
             let prior = self
                 .get::<AccountHistory>(&(*address, r.number))?
-                .ok_or_else(|| missing(format!("prior account {address}")))?;
+                .ok_or_else(|| missing(format!("prior account {address} (hashed)")))?;
             match prior.0 {
                 Some(account) => self.put::<Accounts>(batch, address, &account),
                 None => self.delete::<Accounts>(batch, address),
@@ -298,7 +366,7 @@ impl Store {
                 let key = (*address, *slot, r.number);
                 let before = self
                     .get::<StorageHistory>(&key)?
-                    .ok_or_else(|| missing(format!("prior value of {address} slot {slot}")))?;
+                    .ok_or_else(|| missing(format!("prior value of {address} slot {slot} (hashed)")))?;
                 if before.is_zero() {
                     self.delete::<Storage>(batch, &(*address, *slot));
                 } else {
@@ -340,10 +408,10 @@ fn bad_block(sequence: u64, b: &Block, reason: String) -> StoreError {
     StoreError::BadBlock { sequence, number: b.number, reason }
 }
 
-/// The slot part of a [`Storage`] key.
+/// The (hashed) slot part of a [`Storage`] key.
 fn slot_of(key: &[u8], address: Address) -> Result<B256> {
-    key.get(20..52).and_then(|s| B256::try_from(s).ok()).ok_or_else(|| StoreError::Corrupt {
+    key.get(32..64).and_then(|s| B256::try_from(s).ok()).ok_or_else(|| StoreError::Corrupt {
         table: "storage",
-        reason: format!("key of {address} is {} bytes, expected 52", key.len()),
+        reason: format!("key of {address} is {} bytes, expected 64", key.len()),
     })
 }

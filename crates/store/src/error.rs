@@ -24,7 +24,9 @@ pub enum StoreError {
     ConflictingDuplicate { sequence: u64 },
     #[error("record {sequence} belongs to cluster {found:?}, this database to cluster {expected:?}")]
     WrongCluster { sequence: u64, expected: String, found: String },
-    #[error("record {sequence}: a genesis record is only valid as record 0 of an empty database")]
+    #[error(
+        "record {sequence}: a genesis or checkpoint record is only valid as record 0 of an empty database"
+    )]
     UnexpectedGenesis { sequence: u64 },
     #[error("record {sequence} ({kind}) arrived before the genesis record: an empty database must start at record 0")]
     MissingGenesis { sequence: u64, kind: &'static str },
@@ -44,6 +46,35 @@ pub enum StoreError {
          --undo-window {reorg_window} or more (or lower the publisher's --reorg-window)"
     )]
     UndoWindowTooSmall { sequence: u64, reorg_window: u64, undo_window: u64 },
+    #[error(
+        "record {sequence}: the topic starts at a checkpoint of block {number} ({hash}), but this database \
+         holds no imported state: build it with `ether-cattle import-state` at that block"
+    )]
+    NotImported { sequence: u64, number: u64, hash: B256 },
+    #[error(
+        "record {sequence}: the topic's checkpoint is block {topic_number} ({topic_hash}, state root \
+         {topic_root}), but this database was imported at block {db_number} ({db_hash}, state root {db_root})"
+    )]
+    CheckpointMismatch {
+        sequence: u64,
+        topic_number: u64,
+        topic_hash: B256,
+        topic_root: B256,
+        db_number: u64,
+        db_hash: B256,
+        db_root: B256,
+    },
+    #[error(
+        "record {sequence}: this database was imported at block {number}, but the topic starts with a genesis \
+         record: start it from an empty database, or point it at the checkpoint's topic"
+    )]
+    ImportedButGenesis { sequence: u64, number: u64 },
+    #[error("cannot mark the database as imported: {reason}")]
+    Import { reason: String },
+    /// Asked for state older than the database holds: below the block the cluster started at, or older than
+    /// the history window.
+    #[error("historical state unavailable: block {number} is older than block {first}, the oldest whose state this replica keeps")]
+    StateUnavailable { number: u64, first: u64 },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -12,7 +12,10 @@ mod error;
 mod read;
 pub mod tables;
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
@@ -44,6 +47,9 @@ impl Default for StoreOptions {
 pub struct Store {
     db: DB,
     opts: StoreOptions,
+    /// The oldest block whose state reads answer (the block the cluster started at); cached because every
+    /// state read checks it.
+    first_state_block: AtomicU64,
 }
 
 impl Store {
@@ -62,7 +68,8 @@ impl Store {
         });
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
-        let store = Store { db, opts };
+        let store = Store { db, opts, first_state_block: AtomicU64::new(0) };
+        store.load_first_state_block()?;
         store.adopt_undo_window()?;
         Ok(store)
     }
@@ -121,7 +128,44 @@ impl Store {
         let db =
             DB::open_cf_for_read_only(&Options::default(), path, tables::ALL_TABLES.iter().copied(), false)
                 .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
-        Ok(Store { db, opts: StoreOptions::default() })
+        let store = Store { db, opts: StoreOptions::default(), first_state_block: AtomicU64::new(0) };
+        store.load_first_state_block()?;
+        Ok(store)
+    }
+
+    fn load_first_state_block(&self) -> Result<()> {
+        let first = match self.chain()? {
+            Some(chain) => chain.first_block,
+            None => self.imported()?.map_or(0, |i| i.number),
+        };
+        self.set_first_state_block(first);
+        Ok(())
+    }
+
+    pub(crate) fn set_first_state_block(&self, number: u64) {
+        self.first_state_block.store(number, Ordering::Relaxed);
+    }
+
+    /// The oldest block whose state this database answers for.
+    pub fn first_state_block(&self) -> u64 {
+        self.first_state_block.load(Ordering::Relaxed)
+    }
+
+    /// Records that the state tables hold block `imported.number`'s state, checked against its state root by
+    /// the caller (`ether-cattle import-state`). Only on a database that has applied no record: the topic's
+    /// checkpoint record is then the first one it applies.
+    pub fn mark_imported(&self, imported: &tables::ImportedState) -> Result<()> {
+        use tables::{Meta, MetaKey, Value};
+        if let Some(position) = self.position()? {
+            return Err(StoreError::Import {
+                reason: format!("the database has already applied records up to {}", position.sequence),
+            });
+        }
+        let mut batch = batch::Batch::default();
+        self.put::<Meta>(&mut batch, &MetaKey::Imported, &imported.encode().into());
+        self.commit(batch)?;
+        self.set_first_state_block(imported.number);
+        Ok(())
     }
 
     pub fn options(&self) -> &StoreOptions {

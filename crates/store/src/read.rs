@@ -1,6 +1,6 @@
 //! Reads: where the database stands in the log, the chain it follows, and state at any block it holds.
 
-use alloy_primitives::{Address, Bytes, B256};
+use alloy_primitives::{keccak256, Address, Bytes, B256};
 use ec_log::{BlockRef, Heartbeat};
 use serde::de::DeserializeOwned;
 
@@ -126,33 +126,52 @@ impl Store {
         self.get::<Code>(hash)
     }
 
+    /// Refuses a state read older than the database holds: with no history before the first block, the
+    /// lookup would otherwise answer with a newer value, silently wrong.
+    pub fn check_state_held(&self, number: u64) -> Result<()> {
+        let first = self.first_state_block();
+        if number < first {
+            return Err(StoreError::StateUnavailable { number, first });
+        }
+        Ok(())
+    }
+
+    /// The state `import-state` seeded this database with, if any.
+    pub fn imported(&self) -> Result<Option<crate::tables::ImportedState>> {
+        self.meta_postcard(MetaKey::Imported)
+    }
+
     /// The account at the head.
     pub fn account(&self, address: &Address) -> Result<Option<StoredAccount>> {
-        self.get::<Accounts>(address)
+        self.get::<Accounts>(&keccak256(address))
     }
 
     /// The account as it was after block `number`: the prior value recorded by the first change after
     /// `number`, or the current value when nothing changed it since.
     pub fn account_at(&self, address: &Address, number: u64) -> Result<Option<StoredAccount>> {
+        self.check_state_held(number)?;
+        let key = keccak256(address);
         let after = number.saturating_add(1);
-        match self.seek_in_prefix::<AccountHistory>(address.as_slice(), &(*address, after))? {
+        match self.seek_in_prefix::<AccountHistory>(key.as_slice(), &(key, after))? {
             Some(prior) => Ok(prior.0),
-            None => self.account(address),
+            None => self.get::<Accounts>(&key),
         }
     }
 
     /// A storage slot at the head (zero when absent).
     pub fn storage(&self, address: &Address, slot: &B256) -> Result<B256> {
-        Ok(self.get::<Storage>(&(*address, *slot))?.unwrap_or_default())
+        Ok(self.get::<Storage>(&(keccak256(address), keccak256(slot)))?.unwrap_or_default())
     }
 
     /// A storage slot as it was after block `number`.
     pub fn storage_at(&self, address: &Address, slot: &B256, number: u64) -> Result<B256> {
-        let prefix = [address.as_slice(), slot.as_slice()].concat();
+        self.check_state_held(number)?;
+        let (account_key, slot_key) = (keccak256(address), keccak256(slot));
+        let prefix = [account_key.as_slice(), slot_key.as_slice()].concat();
         let after = number.saturating_add(1);
-        match self.seek_in_prefix::<StorageHistory>(&prefix, &(*address, *slot, after))? {
+        match self.seek_in_prefix::<StorageHistory>(&prefix, &(account_key, slot_key, after))? {
             Some(prior) => Ok(prior),
-            None => self.storage(address, slot),
+            None => Ok(self.get::<Storage>(&(account_key, slot_key))?.unwrap_or_default()),
         }
     }
 }

@@ -1,8 +1,14 @@
 //! Typed tables: one RocksDB column family each, with one key type and one value type.
 //!
 //! Keys are fixed-width big-endian byte strings so that RocksDB's byte order is the logical order
-//! (block numbers ascend, an address's slots sit together, an account's history is sorted by block).
+//! (block numbers ascend, an account's slots sit together, an account's history is sorted by block).
 //! Values are postcard, or raw bytes where the value already is bytes.
+//!
+//! State is keyed by hashes, as geth's snapshot and reth's hashed tables are: an account by
+//! `keccak256(address)`, a slot by `(keccak256(address), keccak256(slot))`. A state dump of a node that kept
+//! no address preimages (every snap-synced geth) can then seed a replica, and the tables iterate in the
+//! state trie's order, so the state root is computed by one pass over them. The RPC hashes what it is asked
+//! for; nothing in the store needs a preimage.
 
 use alloy_primitives::{Address, Bytes, B256, U256};
 use serde::{Deserialize, Serialize};
@@ -49,12 +55,12 @@ table!(
     Blocks, "blocks", B256 => StoredBlock
 );
 table!(
-    /// Current (head) account state.
-    Accounts, "accounts", Address => StoredAccount
+    /// Current (head) account state, by `keccak256(address)`.
+    Accounts, "accounts", B256 => StoredAccount
 );
 table!(
-    /// Current (head) storage; only non-zero slots are present.
-    Storage, "storage", (Address, B256) => B256
+    /// Current (head) storage by `(keccak256(address), keccak256(slot))`; only non-zero slots are present.
+    Storage, "storage", (B256, B256) => B256
 );
 table!(
     /// Contract code by its keccak256 hash.
@@ -63,11 +69,13 @@ table!(
 table!(
     /// The account as it was *before* block N changed it (`None`: it did not exist). Serves reverts and
     /// state-at-block reads: the value at block M is the first entry after M, or the current value.
-    AccountHistory, "account_history", (Address, u64) => PriorAccount
+    /// Keyed by `(keccak256(address), N)`.
+    AccountHistory, "account_history", (B256, u64) => PriorAccount
 );
 table!(
-    /// A slot's value before block N changed it (zero: absent). Same scheme as [`AccountHistory`].
-    StorageHistory, "storage_history", (Address, B256, u64) => B256
+    /// A slot's value before block N changed it (zero: absent), by `(keccak256(address), keccak256(slot), N)`.
+    /// Same scheme as [`AccountHistory`].
+    StorageHistory, "storage_history", (B256, B256, u64) => B256
 );
 table!(
     /// The undo index of block N: which accounts, slots and code blobs it changed. Pruned beyond the undo
@@ -122,6 +130,9 @@ pub enum MetaKey {
     /// The undo window (u64, big-endian) the database was last opened with: local configuration, not log
     /// content (left out of the checksum), kept so that a change across restarts is seen and handled.
     UndoWindow,
+    /// [`ImportedState`]: the block whose state `ether-cattle import-state` wrote, checked against its state
+    /// root. Present before the topic's checkpoint record is applied.
+    Imported,
 }
 
 impl MetaKey {
@@ -134,6 +145,7 @@ impl MetaKey {
             MetaKey::Head => "head",
             MetaKey::Heartbeat => "heartbeat",
             MetaKey::UndoWindow => "undo_window",
+            MetaKey::Imported => "imported",
         }
     }
 }
@@ -162,7 +174,7 @@ impl Key for Address {
     }
 }
 
-impl Key for (Address, B256) {
+impl Key for (B256, B256) {
     fn encode(&self) -> Vec<u8> {
         [self.0.as_slice(), self.1.as_slice()].concat()
     }
@@ -180,7 +192,7 @@ impl Key for (B256, u64) {
     }
 }
 
-impl Key for (Address, B256, u64) {
+impl Key for (B256, B256, u64) {
     fn encode(&self) -> Vec<u8> {
         [self.0.as_slice(), self.1.as_slice(), &self.2.to_be_bytes()].concat()
     }
@@ -218,7 +230,7 @@ macro_rules! postcard_value {
     )*};
 }
 
-postcard_value!(StoredAccount, PriorAccount, StoredBlock, ChangeSet, TxLocation, ChainInfo);
+postcard_value!(StoredAccount, PriorAccount, StoredBlock, ChangeSet, TxLocation, ChainInfo, ImportedState);
 
 /// An account at the head. Code is stored once, by hash, in [`Code`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,8 +260,9 @@ pub struct StoredBlock {
 /// What one block changed, so a revert knows which history entries to restore.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeSet {
-    /// Each changed account with every slot whose value changed (written or wiped), sorted.
-    pub accounts: Vec<(Address, Vec<B256>)>,
+    /// Each changed account (hashed address) with every slot (hashed) whose value changed (written or
+    /// wiped), sorted.
+    pub accounts: Vec<(B256, Vec<B256>)>,
     /// Code blobs this block added to [`Code`] (absent before it).
     pub new_code: Vec<B256>,
 }
@@ -266,6 +279,18 @@ pub struct ChainInfo {
     pub cluster_id: String,
     pub chain_id: u64,
     pub genesis_hash: B256,
+    pub genesis_timestamp: u64,
     /// The chain's rules, as its genesis record named them (resolved by `ec-chainspec`).
     pub spec: ec_log::ChainSpecSource,
+    /// The block the cluster started at: 0 from a genesis record, N from a checkpoint. Nothing older is held
+    /// (no bodies, no state; `earliest` is this block).
+    pub first_block: u64,
+}
+
+/// The state a database was seeded with by `ether-cattle import-state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedState {
+    pub number: u64,
+    pub hash: B256,
+    pub state_root: B256,
 }

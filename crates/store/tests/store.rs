@@ -288,3 +288,100 @@ fn a_reorg_window_deeper_than_the_undo_window_is_refused() {
     assert!(matches!(err, StoreError::UndoWindowTooSmall { reorg_window: 64, undo_window: 16, .. }), "{err}");
     assert!(err.to_string().contains("--undo-window 64"), "{err}");
 }
+
+/// A block with a real RLP header (the checkpoint's state root is read from it).
+fn header_block(number: u64, parent_hash: B256, state_root: B256) -> ec_log::Block {
+    let header = alloy_consensus::Header { number, parent_hash, state_root, ..Default::default() };
+    let rlp = alloy_rlp::encode(&header);
+    ec_log::Block {
+        number,
+        hash: keccak256(&rlp),
+        parent_hash,
+        timestamp: 0,
+        header: rlp.into(),
+        transactions: vec![],
+        receipts: vec![],
+        withdrawals: None,
+        state: vec![],
+    }
+}
+
+fn checkpoint(number: u64, state_root: B256) -> ec_log::Checkpoint {
+    let ancestors: Vec<B256> = (number - 256..number).map(|n| keccak256(n.to_be_bytes())).collect();
+    let block = header_block(number, *ancestors.last().expect("256 ancestors"), state_root);
+    ec_log::Checkpoint {
+        chain_id: 31337,
+        spec: ec_log::ChainSpecSource::Config(r#"{"chainId":31337,"londonBlock":0}"#.into()),
+        genesis_hash: B256::repeat_byte(0x99),
+        genesis_timestamp: 0,
+        block,
+        ancestors,
+    }
+}
+
+#[test]
+fn a_checkpoint_opens_the_log_only_on_a_database_imported_at_its_block() {
+    let root = B256::repeat_byte(0x42);
+    let cp = checkpoint(1_000, root);
+    let imported = ec_store::tables::ImportedState { number: 1_000, hash: cp.block.hash, state_root: root };
+
+    // No imported state: refused, naming the block to import at.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 100);
+    let err = store.apply(&assembled(0, Record::Checkpoint(cp.clone()))).unwrap_err();
+    assert!(matches!(err, StoreError::NotImported { number: 1_000, .. }), "{err}");
+    assert!(err.to_string().contains("import-state"), "{err}");
+
+    // Imported at another state root: refused, naming both.
+    let other = B256::repeat_byte(0x43);
+    store.mark_imported(&ec_store::tables::ImportedState { state_root: other, ..imported.clone() }).unwrap();
+    let err = store.apply(&assembled(0, Record::Checkpoint(cp.clone()))).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::CheckpointMismatch { .. }), "{err}");
+    assert!(msg.contains(&root.to_string()) && msg.contains(&other.to_string()), "{msg}");
+    assert_eq!(store.position().unwrap(), None, "a refused checkpoint writes nothing");
+
+    // Imported at the checkpoint's block: it applies, and the chain goes on from there.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 100);
+    store.mark_imported(&imported).unwrap();
+    let genesis = LogGenerator::records(GenOptions::default(), 1).remove(0).1;
+    let err = store.apply(&assembled(0, genesis)).unwrap_err();
+    assert!(matches!(err, StoreError::ImportedButGenesis { number: 1_000, .. }), "{err}");
+    assert_eq!(store.apply(&assembled(0, Record::Checkpoint(cp.clone()))).unwrap(), ApplyOutcome::Applied);
+    assert_eq!(store.chain().unwrap().expect("chain").first_block, 1_000);
+    assert_eq!(store.canonical_hash(999).unwrap(), Some(cp.block.parent_hash));
+    assert_eq!(store.canonical_hash(744).unwrap(), Some(cp.ancestors[0]));
+    assert_eq!(store.canonical_hash(743).unwrap(), None);
+    assert!(store.block_by_hash(&cp.block.hash).unwrap().is_some());
+
+    let address = Address::repeat_byte(0xaa);
+    let mut next = header_block(1_001, cp.block.hash, B256::repeat_byte(0x44));
+    next.state = vec![ec_log::AccountChange {
+        address,
+        storage_wiped: false,
+        account: Some(ec_log::AccountState { balance: U256::from(7), nonce: 1, code: None }),
+        storage: vec![ec_log::StorageSlot { slot: B256::with_last_byte(1), value: B256::with_last_byte(2) }],
+    }];
+    assert_eq!(store.apply(&assembled(1, Record::Block(next))).unwrap(), ApplyOutcome::Applied);
+    assert_eq!(store.account_at(&address, 1_001).unwrap().map(|a| a.balance), Some(U256::from(7)));
+    assert_eq!(store.account_at(&address, 1_000).unwrap(), None);
+    assert_eq!(store.storage_at(&address, &B256::with_last_byte(1), 1_001).unwrap(), B256::with_last_byte(2));
+    // Below the checkpoint there is no history: an error, never the newer value.
+    for err in [
+        store.account_at(&address, 999).unwrap_err(),
+        store.storage_at(&address, &B256::with_last_byte(1), 999).unwrap_err(),
+    ] {
+        assert!(matches!(err, StoreError::StateUnavailable { number: 999, first: 1_000 }), "{err}");
+    }
+    // A reopened database still knows where its state starts.
+    drop(store);
+    let store = open(&dir, 100);
+    assert_eq!(store.first_state_block(), 1_000);
+    // The checkpoint block itself cannot be reverted: it has no undo data.
+    let revert = Revert { number: 1_001, hash: store.head().unwrap().unwrap().hash };
+    store.apply(&assembled(2, Record::Revert(revert))).unwrap();
+    let cp_ref = store.head().unwrap().unwrap();
+    let err = store.apply(&assembled(3, Record::Revert(Revert { number: cp_ref.number, hash: cp_ref.hash })));
+    assert!(matches!(err, Err(StoreError::RevertOutsideWindow { number: 1_000, .. })), "{err:?}");
+}
