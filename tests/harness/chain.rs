@@ -128,6 +128,14 @@ impl Upstream {
         up
     }
 
+    /// The geth process (to stop, dump and restart it); panics on anvil.
+    pub fn geth_mut(&mut self) -> &mut Geth {
+        match &mut self.process {
+            Process::Geth(g) => g,
+            Process::Anvil(_) => panic!("not geth"),
+        }
+    }
+
     pub fn is_geth(&self) -> bool {
         matches!(self.process, Process::Geth(_))
     }
@@ -312,9 +320,20 @@ pub fn assert_replica_equals_upstream(
     head: u64,
     touched: &BTreeMap<Address, BTreeSet<B256>>,
 ) -> usize {
+    assert_replica_equals_upstream_from(anvil, dir, 0, head, touched)
+}
+
+/// [`assert_replica_equals_upstream`] for the blocks `first..=head` (a cluster started at a checkpoint).
+pub fn assert_replica_equals_upstream_from(
+    anvil: &Upstream,
+    dir: &Path,
+    first: u64,
+    head: u64,
+    touched: &BTreeMap<Address, BTreeSet<B256>>,
+) -> usize {
     let store = Store::open_read_only(dir).expect("replica database");
     let mut compared = 0;
-    for n in 0..=head {
+    for n in first..=head {
         assert_eq!(store.canonical_hash(n).expect("reads"), anvil.hash_at(n), "canonical block {n}");
         for (address, slots) in touched {
             let ours = store.account_at(address, n).expect("reads");

@@ -247,6 +247,8 @@ async fn publish_backlog(
     let rpc = RpcClient::new(&chain.url, Duration::from_secs(600))?;
     let head = rpc.block_number().await?;
     let cfg = PublisherConfig {
+        start_block: None,
+        allow_unfinalized_start: false,
         rpc_url: chain.url.clone(),
         ws_url: None,
         kafka: KafkaConfig::plaintext(broker.bootstrap_servers()),

@@ -91,6 +91,8 @@ fn bench(args: &Args, anvil_port: u16, brokers: &str, genesis: &str) -> anyhow::
         }
         let kafka = KafkaConfig::plaintext(brokers);
         let cfg = PublisherConfig {
+            start_block: None,
+            allow_unfinalized_start: false,
             rpc_url: anvil_url.clone(),
             ws_url: None,
             kafka: kafka.clone(),

@@ -3,6 +3,7 @@
 mod availability;
 mod balancer_cmd;
 mod healthcheck;
+// PENDING mod import_cmd;
 mod kafka_args;
 mod publisher_cmd;
 mod snapshot_cmd;
@@ -30,6 +31,9 @@ enum Command {
     Replica(ReplicaArgs),
     /// Follow an execution client and write every block, reorg and heartbeat to the cluster's topic.
     Publisher(publisher_cmd::PublisherArgs),
+    /// Build a replica database at block N of a synced node from a dump of its state (checked against
+    /// block N's state root), for a cluster whose publisher starts with --start-block N.
+    // PENDING ImportState(import_cmd::ImportStateArgs),
     /// Print a digest of a database's logical content (works beside a running replica).
     Checksum {
         #[arg(long, env = "EC_DATA_DIR")]
@@ -71,6 +75,12 @@ struct ReplicaArgs {
     /// Blocks a reorg can reach back; deeper reverts are refused.
     #[arg(long, env = "EC_UNDO_WINDOW", default_value_t = DEFAULT_UNDO_WINDOW)]
     undo_window: u64,
+    /// Keep account and storage history for the newest K blocks only, pruning older history as blocks arrive
+    /// (the disk stops growing with state history; block bodies, receipts and logs are all kept). State
+    /// reads older than the window answer "historical state unavailable". At least --undo-window. Default:
+    /// keep all history.
+    #[arg(long, env = "EC_HISTORY_BLOCKS")]
+    history_blocks: Option<u64>,
     /// fsync every write batch (only needed against power loss; Kafka replays what is lost otherwise).
     #[arg(long, env = "EC_SYNC_WRITES")]
     sync_writes: bool,
@@ -147,6 +157,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Replica(args) => runtime.block_on(replica(args)),
         Command::Publisher(args) => report(runtime.block_on(publisher_cmd::run(args, shutdown_signal()))),
+        // PENDING Command::ImportState(args) => report(runtime.block_on(import_cmd::run(args))),
         Command::Checksum { data_dir } => report(checksum(&data_dir)),
         Command::Status { data_dir } => report(status(&data_dir)),
         Command::SynthLog(args) => report(runtime.block_on(synth::run(args))),
@@ -182,7 +193,11 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         data_dir: args.data_dir,
         kafka,
         topic: args.topic,
-        store: StoreOptions { undo_window: args.undo_window, sync_writes: args.sync_writes },
+        store: StoreOptions {
+            undo_window: args.undo_window,
+            sync_writes: args.sync_writes,
+            history_blocks: args.history_blocks,
+        },
         exit_when_caught_up: args.exit_when_caught_up,
         progress_interval: Duration::from_secs_f64(args.progress_interval.max(0.1)),
         events: Some(tokio::sync::broadcast::channel(1024).0),

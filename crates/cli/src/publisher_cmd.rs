@@ -29,6 +29,14 @@ pub struct PublisherArgs {
     /// geth-style genesis.json; needed to start a new cluster (empty topic).
     #[arg(long, env = "EC_GENESIS")]
     genesis: Option<PathBuf>,
+    /// Start a new cluster (empty topic) at this block of the client instead of genesis: writes a checkpoint
+    /// record and follows from the next block. Replicas start from a database imported at the same block
+    /// (`ether-cattle import-state`). Ignored when the topic already holds a log.
+    #[arg(long, env = "EC_START_BLOCK")]
+    start_block: Option<u64>,
+    /// Accept a --start-block the client does not report finalized (devnets that do not finalize).
+    #[arg(long, env = "EC_ALLOW_UNFINALIZED_START")]
+    allow_unfinalized_start: bool,
     /// auto, prestate (debug_traceBlockByNumber prestateTracer diffMode) or state-diff
     /// (trace_replayBlockTransactions stateDiff).
     #[arg(long, env = "EC_TRACE_MODE", default_value = "auto")]
@@ -85,6 +93,8 @@ pub async fn run(args: PublisherArgs, shutdown: impl std::future::Future<Output 
         topic: args.topic,
         cluster_id: args.cluster_id.clone(),
         genesis: args.genesis,
+        start_block: args.start_block,
+        allow_unfinalized_start: args.allow_unfinalized_start,
         trace_mode,
         heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms.max(10)),
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(10)),

@@ -74,13 +74,16 @@ pub struct FetchOptions {
     pub verify_rate: f64,
 }
 
-pub async fn fetch_block(
-    rpc: &RpcClient,
-    number: u64,
-    mode: TraceMode,
-    opts: &FetchOptions,
-) -> Result<Option<(Block, Timings)>, FetchError> {
-    let started = Instant::now();
+/// A block without its state change: what the client's block and receipts say.
+pub struct Body {
+    /// The log block with an empty `state`.
+    pub block: Block,
+    pub rpc: alloy_rpc_types_eth::Block,
+    pub header: alloy_consensus::Header,
+}
+
+/// Block `number`'s header (checked to hash to its hash), transactions, receipts and withdrawals.
+pub async fn fetch_body(rpc: &RpcClient, number: u64) -> Result<Option<Body>, FetchError> {
     let rpc_block = rpc.block(BlockId::Number(number)).await.map_err(|e| match e {
         RpcError::Decode { method, reason } => FetchError::Undecodable { number, method, reason },
         other => other.into(),
@@ -158,6 +161,33 @@ pub async fn fetch_block(
             })
             .collect::<Vec<_>>()
     });
+    let block = Block {
+        number,
+        hash: rpc_block.header.hash,
+        parent_hash: header.parent_hash,
+        timestamp: header.timestamp,
+        header: header_rlp.into(),
+        transactions,
+        receipts,
+        withdrawals,
+        state: Vec::new(),
+    };
+    Ok(Some(Body { block, rpc: rpc_block, header }))
+}
+
+pub async fn fetch_block(
+    rpc: &RpcClient,
+    number: u64,
+    mode: TraceMode,
+    opts: &FetchOptions,
+) -> Result<Option<(Block, Timings)>, FetchError> {
+    let started = Instant::now();
+    let Some(Body { block, rpc: rpc_block, header }) = fetch_body(rpc, number).await? else {
+        return Ok(None);
+    };
+    let inconsistent = |reason: String| FetchError::Inconsistent { number, reason };
+    let transactions = &block.transactions;
+    let withdrawals = &block.withdrawals;
     let fetch = started.elapsed();
 
     let started = Instant::now();
@@ -353,17 +383,7 @@ pub async fn fetch_block(
     let verified = verify_state(rpc, number, header.state_root, &state, opts.verify_rate).await?;
     let verify = started.elapsed();
 
-    let block = Block {
-        number,
-        hash: rpc_block.header.hash,
-        parent_hash: header.parent_hash,
-        timestamp: header.timestamp,
-        header: header_rlp.into(),
-        transactions,
-        receipts,
-        withdrawals,
-        state,
-    };
+    let block = Block { state, ..block };
     let timings = Timings {
         fetch,
         trace,

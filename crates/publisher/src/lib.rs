@@ -3,10 +3,11 @@
 //! heartbeats — and relays transactions from the tx topic to the client.
 //!
 //! - [`rpc`]: the JSON-RPC calls; [`fetch`]: one block as a log record; [`diff`]: trace merging (pure);
-//! - [`genesis`]: the initial-state record; [`tail`]: recovering the position from the topic;
+//! - [`genesis`]: the initial-state record; [`checkpoint`]: the record that starts a cluster at block N; [`tail`]: recovering the position from the topic;
 //! - [`verify`]: records checked against `eth_getProof` proofs of the state root (pure);
 //! - [`publisher`]: the loop; [`relay`]: the tx topic; [`metrics`]: Prometheus text.
 
+pub mod checkpoint;
 pub mod diff;
 pub mod fetch;
 pub mod genesis;

@@ -43,6 +43,11 @@ pub struct PublisherConfig {
     /// fork schedule. Needed on every start for a chain that is not a network the binary knows (blocks past
     /// a fork this binary does not implement are refused).
     pub genesis: Option<PathBuf>,
+    /// Start a new cluster (empty topic) at this block of the client, with a checkpoint record, instead of
+    /// genesis. The replicas' databases are imported at the same block (`ether-cattle import-state`).
+    pub start_block: Option<u64>,
+    /// Accept a start block the client does not report finalized (devnets, tests).
+    pub allow_unfinalized_start: bool,
     /// `None`: detect at start-up.
     pub trace_mode: Option<TraceMode>,
     pub heartbeat_interval: Duration,
@@ -74,6 +79,8 @@ pub enum PublisherError {
     #[error(transparent)]
     Tail(#[from] TailError),
     #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error(transparent)]
     Kafka(#[from] ec_kafka::KafkaIoError),
     #[error("encoding record {sequence}: {source}")]
     Encode { sequence: u64, source: ec_log::LogError },
@@ -84,7 +91,7 @@ pub enum PublisherError {
          is written by this process. Run publishers with --standby so that a restarted one waits"
     )]
     Fenced { cluster: String, reason: String },
-    #[error("topic {0} is empty: a new cluster needs --genesis")]
+    #[error("topic {0} is empty: a new cluster needs --genesis (start at block 0) or --start-block N (start at a checkpoint)")]
     NeedGenesis(String),
     #[error(
         "the client serves neither prestateTracer diffMode nor trace_replayBlockTransactions stateDiff: {0}"
@@ -204,6 +211,18 @@ impl Publisher {
             Some(p) => {
                 info!(next_sequence = p.next_sequence, head = ?p.head(), "resuming from the topic's tail");
                 publisher.published = p;
+            }
+            None if publisher.cfg.start_block.is_some_and(|n| n > 0) => {
+                let number = publisher.cfg.start_block.unwrap_or_default();
+                let record = crate::checkpoint::checkpoint_record(
+                    &publisher.rpc,
+                    &publisher.spec,
+                    number,
+                    publisher.cfg.allow_unfinalized_start,
+                )
+                .await?;
+                info!(number, hash = %record.block.hash, "new cluster: writing the checkpoint");
+                publisher.write(vec![Record::Checkpoint(record)]).await?;
             }
             None => {
                 let file =

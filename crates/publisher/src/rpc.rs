@@ -63,7 +63,7 @@ pub enum BlockId {
 }
 
 impl BlockId {
-    pub(crate) fn to_json(self) -> Value {
+    pub fn to_json(self) -> Value {
         match self {
             BlockId::Number(n) => json!(format!("{n:#x}")),
             BlockId::Latest => json!("latest"),

@@ -38,7 +38,8 @@ fn store_with_a_looping_contract(dir: &tempfile::TempDir) -> Store {
         }],
     };
     let record = Record::Genesis(Genesis { chain_id: 1337, spec: spec.source(), block });
-    let store = Store::open(dir.path(), StoreOptions { undo_window: 64, sync_writes: false }).expect("opens");
+    let store =
+        Store::open(dir.path(), StoreOptions { undo_window: 64, ..StoreOptions::default() }).expect("opens");
     let envelope =
         Envelope { version: FORMAT_VERSION, kind: record.kind(), cluster_id: "deadline".into(), sequence: 0 };
     let rec = Assembled { envelope, record, first_offset: 0, last_offset: 0, payload_len: 0, record_crc: 0 };

@@ -13,9 +13,9 @@ use crate::{
     batch::Batch,
     error::{Result, StoreError},
     tables::{
-        AccountHistory, Accounts, BlockChanges, Blocks, Canonical, ChainInfo, ChangeSet, Code, LogAddresses,
-        LogTopics, Meta, MetaKey, PriorAccount, Storage, StorageHistory, StoredAccount, StoredBlock, TxIndex,
-        TxLocation, Value,
+        AccountHistory, Accounts, BlockChanges, Blocks, Canonical, ChainInfo, ChangeSet, Code, ImportedState,
+        LogAddresses, LogTopics, Meta, MetaKey, PriorAccount, Storage, StorageHistory, StoredAccount,
+        StoredBlock, TxIndex, TxLocation, Value,
     },
     Store,
 };
@@ -68,6 +68,8 @@ impl Store {
         }
 
         let mut batch = Batch::default();
+        // Set when a block moves the history window: the new floor, stored with the block.
+        let mut history_floor = None;
         match &rec.record {
             Record::Genesis(g) => {
                 if g.block.number != 0 {
@@ -119,8 +121,18 @@ impl Store {
                 // one block at a time, so dropping the one entry that just left the window prunes every
                 // older one too. (Not a range delete: RocksDB re-fragments every range tombstone in the
                 // memtable on each read, which made replay twenty times slower.)
-                if let Some(expired) = b.number.checked_sub(self.opts.undo_window) {
-                    self.delete::<BlockChanges>(&mut batch, &expired);
+                match self.opts.history_blocks {
+                    None => {
+                        if let Some(expired) = b.number.checked_sub(self.opts.undo_window) {
+                            self.delete::<BlockChanges>(&mut batch, &expired);
+                        }
+                    }
+                    Some(k) => {
+                        if let Some(expired) = b.number.checked_sub(k) {
+                            self.prune_history(&mut batch, expired)?;
+                            history_floor = Some(expired);
+                        }
+                    }
                 }
             }
             Record::Revert(r) => self.write_revert(&mut batch, sequence, r)?,
@@ -139,13 +151,34 @@ impl Store {
         self.put::<Meta>(&mut batch, &MetaKey::KafkaOffset, &rec.last_offset.to_be_bytes().to_vec().into());
         self.put::<Meta>(&mut batch, &MetaKey::Sequence, &sequence.to_be_bytes().to_vec().into());
         self.put::<Meta>(&mut batch, &MetaKey::SequenceCrc, &rec.record_crc.to_be_bytes().to_vec().into());
+        if let Some(floor) = history_floor {
+            self.put::<Meta>(&mut batch, &MetaKey::HistoryFloor, &floor.to_be_bytes().to_vec().into());
+        }
         self.commit(batch)?;
+        if let Some(floor) = history_floor {
+            self.set_first_state_block(floor);
+        }
         if let Record::Genesis(Genesis { block, .. }) | Record::Checkpoint(Checkpoint { block, .. }) =
             &rec.record
         {
             self.set_first_state_block(block.number);
         }
         Ok(ApplyOutcome::Applied)
+    }
+
+    /// Drops the history entries block `number` wrote, and its undo index: after this no read at or after
+    /// `number` needs them (a read at block M uses the entries of blocks after M), and the block cannot be
+    /// reverted any more. Blocks applied under an older or no window may have left nothing: skipped.
+    fn prune_history(&self, batch: &mut Batch, number: u64) -> Result<()> {
+        let Some(changes) = self.get::<BlockChanges>(&number)? else { return Ok(()) };
+        for (account, slots) in &changes.accounts {
+            self.delete::<AccountHistory>(batch, &(*account, number));
+            for slot in slots {
+                self.delete::<StorageHistory>(batch, &(*account, *slot, number));
+            }
+        }
+        self.delete::<BlockChanges>(batch, &number);
+        Ok(())
     }
 
     /// Opens the log on a database seeded by `import-state`: block N's body, the hashes before it, and
@@ -160,12 +193,8 @@ impl Store {
         if (imported.number, imported.hash, imported.state_root) != (b.number, b.hash, root) {
             return Err(StoreError::CheckpointMismatch {
                 sequence,
-                topic_number: b.number,
-                topic_hash: b.hash,
-                topic_root: root,
-                db_number: imported.number,
-                db_hash: imported.hash,
-                db_root: imported.state_root,
+                topic: Box::new(ImportedState { number: b.number, hash: b.hash, state_root: root }),
+                db: Box::new(imported),
             });
         }
         if !b.state.is_empty() {

@@ -3,8 +3,9 @@
 //!
 //! Every table is walked in key order and hashed with keccak256 over length-prefixed keys and values. The
 //! Kafka offset is left out on purpose: it names a place in one particular topic, and the same log copied to
-//! another topic (or replayed from another cluster's broker) must give the same digest. So is the undo
-//! window the database was opened with: configuration of one replica, not content of the log.
+//! another topic (or replayed from another cluster's broker) must give the same digest. So are the undo
+//! window the database was opened with and the history window's floor: configuration of one replica, not
+//! content of the log. (History tables pruned by a history window do differ, as they should.)
 
 use std::fmt;
 
@@ -51,7 +52,8 @@ impl fmt::Display for Checksum {
 impl Store {
     pub fn checksum(&self) -> Result<Checksum> {
         // The Kafka offset names a place in one topic; the undo window is this replica's configuration.
-        let skip = [MetaKey::KafkaOffset.encode(), MetaKey::UndoWindow.encode()];
+        let skip =
+            [MetaKey::KafkaOffset.encode(), MetaKey::UndoWindow.encode(), MetaKey::HistoryFloor.encode()];
         let mut total = Keccak256::new();
         let mut tables = Vec::with_capacity(ALL_TABLES.len());
         for &name in ALL_TABLES {

@@ -52,23 +52,22 @@ pub enum StoreError {
     )]
     NotImported { sequence: u64, number: u64, hash: B256 },
     #[error(
-        "record {sequence}: the topic's checkpoint is block {topic_number} ({topic_hash}, state root \
-         {topic_root}), but this database was imported at block {db_number} ({db_hash}, state root {db_root})"
+        "record {sequence}: the topic's checkpoint is block {} ({}, state root {}), but this database was \
+         imported at block {} ({}, state root {})",
+        topic.number, topic.hash, topic.state_root, db.number, db.hash, db.state_root
     )]
     CheckpointMismatch {
         sequence: u64,
-        topic_number: u64,
-        topic_hash: B256,
-        topic_root: B256,
-        db_number: u64,
-        db_hash: B256,
-        db_root: B256,
+        topic: Box<crate::tables::ImportedState>,
+        db: Box<crate::tables::ImportedState>,
     },
     #[error(
         "record {sequence}: this database was imported at block {number}, but the topic starts with a genesis \
          record: start it from an empty database, or point it at the checkpoint's topic"
     )]
     ImportedButGenesis { sequence: u64, number: u64 },
+    #[error("store configuration: {reason}")]
+    Config { reason: String },
     #[error("cannot mark the database as imported: {reason}")]
     Import { reason: String },
     /// Asked for state older than the database holds: below the block the cluster started at, or older than

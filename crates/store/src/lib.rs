@@ -36,11 +36,16 @@ pub struct StoreOptions {
     /// an EBS snapshot is crash-consistent either way; on costs throughput, off may lose the last records on a
     /// power loss, which are then simply replayed from Kafka.
     pub sync_writes: bool,
+    /// Keep account and storage history for the newest K blocks only (`None`: all). Each block applied
+    /// drops the history of the block K behind it, so the history tables stop growing; state reads older
+    /// than the window answer [`StoreError::StateUnavailable`]. Must be at least `undo_window` (a revert
+    /// needs the history of the block it undoes); reverts then reach K blocks back.
+    pub history_blocks: Option<u64>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { undo_window: DEFAULT_UNDO_WINDOW, sync_writes: false }
+        Self { undo_window: DEFAULT_UNDO_WINDOW, sync_writes: false, history_blocks: None }
     }
 }
 
@@ -55,6 +60,15 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database at `path` with every table.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Self> {
+        if let Some(k) = opts.history_blocks.filter(|k| *k < opts.undo_window) {
+            return Err(StoreError::Config {
+                reason: format!(
+                    "a history window of {k} blocks is smaller than the undo window of {} blocks: a revert needs \
+                     the history of the block it undoes (lower --undo-window, or raise --history-blocks)",
+                    opts.undo_window
+                ),
+            });
+        }
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
@@ -129,6 +143,7 @@ impl Store {
             DB::open_cf_for_read_only(&Options::default(), path, tables::ALL_TABLES.iter().copied(), false)
                 .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         let store = Store { db, opts: StoreOptions::default(), first_state_block: AtomicU64::new(0) };
+        // Read-only: the history window is whatever the writer left (its floor is stored).
         store.load_first_state_block()?;
         Ok(store)
     }
@@ -138,12 +153,13 @@ impl Store {
             Some(chain) => chain.first_block,
             None => self.imported()?.map_or(0, |i| i.number),
         };
-        self.set_first_state_block(first);
+        self.set_first_state_block(first.max(self.history_floor()?.unwrap_or(0)));
         Ok(())
     }
 
+    /// Raises the oldest block whose state reads answer (never lowers it: pruned history does not come back).
     pub(crate) fn set_first_state_block(&self, number: u64) {
-        self.first_state_block.store(number, Ordering::Relaxed);
+        self.first_state_block.fetch_max(number, Ordering::Relaxed);
     }
 
     /// The oldest block whose state this database answers for.

@@ -136,6 +136,14 @@ impl Store {
         Ok(())
     }
 
+    /// The oldest block whose history the history window kept, if it pruned any.
+    pub fn history_floor(&self) -> Result<Option<u64>> {
+        match self.get::<Meta>(&MetaKey::HistoryFloor)? {
+            None => Ok(None),
+            Some(b) => Ok(Some(u64::from_be_bytes(fixed(MetaKey::HistoryFloor, &b)?))),
+        }
+    }
+
     /// The state `import-state` seeded this database with, if any.
     pub fn imported(&self) -> Result<Option<crate::tables::ImportedState>> {
         self.meta_postcard(MetaKey::Imported)

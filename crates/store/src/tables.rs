@@ -133,6 +133,9 @@ pub enum MetaKey {
     /// [`ImportedState`]: the block whose state `ether-cattle import-state` wrote, checked against its state
     /// root. Present before the topic's checkpoint record is applied.
     Imported,
+    /// The oldest block whose history the history window kept (u64, big-endian); absent when nothing was
+    /// pruned. Local configuration like the undo window: left out of the checksum.
+    HistoryFloor,
 }
 
 impl MetaKey {
@@ -146,6 +149,7 @@ impl MetaKey {
             MetaKey::Heartbeat => "heartbeat",
             MetaKey::UndoWindow => "undo_window",
             MetaKey::Imported => "imported",
+            MetaKey::HistoryFloor => "history_floor",
         }
     }
 }

@@ -43,7 +43,7 @@ fn assembled(sequence: u64, record: Record) -> Assembled {
 }
 
 fn open(dir: &tempfile::TempDir, undo_window: u64) -> Store {
-    Store::open(dir.path(), StoreOptions { undo_window, sync_writes: false }).expect("store opens")
+    Store::open(dir.path(), StoreOptions { undo_window, ..StoreOptions::default() }).expect("store opens")
 }
 
 fn state_digest(store: &Store) -> B256 {
@@ -384,4 +384,76 @@ fn a_checkpoint_opens_the_log_only_on_a_database_imported_at_its_block() {
     let cp_ref = store.head().unwrap().unwrap();
     let err = store.apply(&assembled(3, Record::Revert(Revert { number: cp_ref.number, hash: cp_ref.hash })));
     assert!(matches!(err, Err(StoreError::RevertOutsideWindow { number: 1_000, .. })), "{err:?}");
+}
+
+/// Entries in the two history tables.
+fn history_entries(store: &Store) -> u64 {
+    let sum = store.checksum().expect("checksum");
+    sum.tables.iter().filter(|(name, _, _)| name.ends_with("_history")).map(|(_, n, _)| n).sum()
+}
+
+#[test]
+fn a_history_window_bounds_the_history_and_answers_inside_it() {
+    let k = 50;
+    let opts = GenOptions { slots: 8, ..GenOptions::default() };
+    let addrs = addresses(&opts);
+    let slots: Vec<B256> = (0..opts.slots).map(|s| B256::from(U256::from(s))).collect();
+    let (full_dir, windowed_dir) =
+        (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let full = open(&full_dir, 10);
+    let windowed_opts = StoreOptions { undo_window: 10, history_blocks: Some(k), ..StoreOptions::default() };
+    let windowed = Store::open(windowed_dir.path(), windowed_opts.clone()).expect("opens");
+    let too_small = StoreOptions { undo_window: 100, history_blocks: Some(k), ..StoreOptions::default() };
+    let err = Store::open(tempfile::tempdir().expect("tempdir").path(), too_small).err().expect("refused");
+    assert!(err.to_string().contains("undo window"), "{err}");
+
+    // Growth: the full store's history grows with the chain; the windowed one's levels off.
+    let mut gen = LogGenerator::new(opts);
+    let mut samples = Vec::new();
+    for i in 0..1_500 {
+        let (seq, record) = gen.next_record();
+        full.apply(&assembled(seq, record.clone())).expect("applies");
+        windowed.apply(&assembled(seq, record)).expect("applies with a window");
+        if i % 300 == 299 {
+            samples.push((history_entries(&full), history_entries(&windowed)));
+        }
+    }
+    let (first, last) = (samples[0], samples[samples.len() - 1]);
+    assert!(last.0 > first.0 * 3, "full history grows: {samples:?}");
+    assert!(last.1 < first.1 * 3 / 2, "windowed history levels off: {samples:?}");
+    assert!(last.1 * 5 < last.0, "the window keeps a fraction of the history: {samples:?}");
+
+    // Inside the window: the same answers as the full store; below it: the documented error.
+    let head = windowed.head().expect("head").expect("head").number;
+    let floor = head - k;
+    assert_eq!(windowed.first_state_block(), floor);
+    for number in floor..=head {
+        for a in &addrs {
+            assert_eq!(
+                windowed.account_at(a, number).unwrap(),
+                full.account_at(a, number).unwrap(),
+                "{a} at {number}"
+            );
+            for s in &slots {
+                assert_eq!(
+                    windowed.storage_at(a, s, number).unwrap(),
+                    full.storage_at(a, s, number).unwrap()
+                );
+            }
+        }
+    }
+    let err = windowed.account_at(&addrs[0], floor - 1).unwrap_err();
+    assert!(matches!(err, StoreError::StateUnavailable { first, .. } if first == floor), "{err}");
+    assert!(err.to_string().contains("historical state unavailable"), "{err}");
+    // The floor survives a restart, and the checksum of the non-history tables matches the full store's.
+    drop(windowed);
+    let windowed = Store::open(windowed_dir.path(), windowed_opts).expect("reopens");
+    assert_eq!(windowed.first_state_block(), floor);
+    let same =
+        ["canonical", "blocks", "accounts", "storage", "code", "tx_index", "log_addresses", "log_topics"];
+    assert_eq!(
+        windowed.checksum().unwrap().of_tables(&same),
+        full.checksum().unwrap().of_tables(&same),
+        "the window prunes history only"
+    );
 }

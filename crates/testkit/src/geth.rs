@@ -68,6 +68,8 @@ pub struct Geth {
     auth_port: u16,
     jwt: [u8; 32],
     chain_id: u64,
+    /// The flags `spawn` was given, for [`Geth::restart`].
+    extra: Vec<String>,
 }
 
 impl Geth {
@@ -138,6 +140,7 @@ impl Geth {
             auth_port: crate::free_port()?,
             jwt,
             chain_id: 0,
+            extra: Vec::new(),
         })
     }
 
@@ -176,13 +179,16 @@ impl Geth {
             Command::new(&self.bin)
                 .arg("--datadir")
                 .arg(self.datadir())
-                .args(["--state.scheme", "hash", "init"])
+                // Preimages from genesis on (archive mode records the later ones): `geth dump` and
+                // `debug_accountRange` name every account by address only when geth knows it.
+                .args(["--state.scheme", "hash", "--cache.preimages", "init"])
                 .arg(genesis),
         )?;
         Ok(())
     }
 
     fn spawn(&mut self, extra: &[&str]) -> Result<(), GethError> {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
         let jwt_path = self.dir.path().join("jwt.hex");
         std::fs::write(&jwt_path, hex(&self.jwt))?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
@@ -228,6 +234,56 @@ impl Geth {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Stops geth the way an operator does (SIGINT) and waits for it to exit: it writes its state snapshot
+    /// on the way out, which `geth snapshot dump` needs (after a SIGKILL it refuses: "head doesn't match
+    /// snapshot").
+    pub fn stop(&mut self) -> Result<(), GethError> {
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let pid = child.id().to_string();
+        self.run_step("stop", Command::new("kill").args(["-INT", &pid]))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(GethError::NotAnswering { url: "SIGINT".into(), secs: 60, log: self.log() });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts a stopped geth again on the same data directory, ports and flags.
+    pub fn restart(&mut self) -> Result<(), GethError> {
+        let extra = self.extra.clone();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        self.spawn(&extra)
+    }
+
+    /// `geth snapshot dump` of the head state of a stopped geth into `out` (JSON lines: the root, then one
+    /// account per line, by hashed address).
+    pub fn snapshot_dump(&self, out: &Path) -> Result<(), GethError> {
+        let file = std::fs::File::create(out)?;
+        let status = Command::new(&self.bin)
+            .arg("--datadir")
+            .arg(self.datadir())
+            .args(["--state.scheme", "hash", "snapshot", "dump"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::piped())
+            .output()?;
+        if !status.status.success() {
+            return Err(GethError::Step {
+                step: "snapshot dump".into(),
+                status: status.status,
+                output: String::from_utf8_lossy(&status.stderr).into_owned(),
+            });
+        }
+        Ok(())
     }
 
     pub fn http_url(&self) -> String {

@@ -1,0 +1,210 @@
+//! Starting a cluster at block N of a synced node (issue: checkpoint start): geth mines a chain with
+//! traffic, is stopped at a finalized block N, its state is dumped (`geth snapshot dump`) and imported with
+//! `ether-cattle import-state`; a publisher started with `--start-block N` and a replica on the imported
+//! database then answer as geth does for every block from N to the head.
+
+mod harness;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use alloy_primitives::{Address, B256};
+use ec_testkit::MockBroker;
+use harness::{chain::*, *};
+use serde_json::{json, Value};
+
+const CLUSTER: &str = "checkpoint";
+/// Storage contract runtime: `SSTORE(calldata[0..32], calldata[32..64])` and a log (see tests/publisher.rs).
+const RUNTIME: &str = "368015602057600114602557602035806000526000358091905560206000a1005b600080fd5b33ff";
+/// Constructor: slot 1 = 0x11, slot 2 = 0x22, then returns RUNTIME.
+const INIT_PREFIX: &str = "601160015560226002556028601660003960286000f3";
+
+fn mined(client: &Upstream, tx: B256) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client.receipt(tx);
+        if !r.is_null() {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{tx} not mined in 30s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn store_slot(client: &Upstream, contract: Address, slot: u64, value: u64) {
+    let data = format!("0x{slot:064x}{value:064x}");
+    mined(client, client.send(json!({"from": DEV[0], "to": contract, "data": data, "gas": "0x30000"})));
+}
+
+fn transfer(client: &Upstream, from: &str, to: u64) {
+    mined(client, client.send(json!({"from": from, "to": format!("0x{to:040x}"), "value": "0x3"})));
+}
+
+fn import_state(data_dir: &Path, block: u64, rpc_url: &str, source: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("import-state")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--block", &block.to_string(), "--rpc-url", rpc_url])
+        .args(source)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("import-state runs")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The replica's JSON-RPC answer to one call, as the whole response object.
+fn replica_call(port: u16, method: &str, params: Value) -> Value {
+    rpc_call(port, method, params)
+}
+
+#[test]
+fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
+    let mut client = Upstream::geth_on_demand();
+    // Before N: a contract with storage, transfers; then blocks up to a multiple of 32, which geth --dev
+    // finalizes (its simulated beacon's epoch).
+    let deploy = mined(
+        &client,
+        client.send(json!({"from": DEV[0], "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"})),
+    );
+    let contract: Address = serde_json::from_value(deploy["contractAddress"].clone()).expect("created");
+    store_slot(&client, contract, 5, 0x77);
+    let mut next_address = 0x5000;
+    while !client.head().0.is_multiple_of(32) {
+        transfer(&client, DEV[1], next_address);
+        next_address += 1;
+    }
+    let n = client.head().0;
+    wait_for("geth to finalize the head", Duration::from_secs(30), || {
+        client.call("eth_getBlockByNumber", json!(["finalized", false]))["number"] == json!(format!("{n:#x}"))
+    });
+
+    // Stopped cleanly at N, dumped, and started again.
+    let tmp = tempdir();
+    let dump = tmp.path().join("state.jsonl");
+    client.geth_mut().stop().expect("geth stops");
+    client.geth_mut().snapshot_dump(&dump).expect("geth snapshot dump");
+    client.geth_mut().restart().expect("geth restarts");
+    assert_eq!(client.head().0, n, "geth restarts at N");
+
+    // The dump imports, and its root is block N's.
+    let data = tmp.path().join("replica");
+    let out = import_state(&data, n, &client.http_url(), &["--geth-dump", dump.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "import-state failed:\n{}", text(&out));
+
+    // An altered balance is refused by the root check, naming both roots.
+    let altered = tmp.path().join("altered.jsonl");
+    let original = std::fs::read_to_string(&dump).expect("dump");
+    let header_root: B256 = serde_json::from_value(
+        client.call("eth_getBlockByNumber", json!([format!("{n:#x}"), false]))["stateRoot"].clone(),
+    )
+    .expect("state root");
+    let mut changed = false;
+    let lines: Vec<String> = original
+        .lines()
+        .map(|line| {
+            if !changed && line.contains("\"balance\":\"") && !line.contains("\"balance\":\"0\"") {
+                changed = true;
+                line.replacen("\"balance\":\"", "\"balance\":\"1", 1)
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    assert!(changed, "the dump has an account with a balance");
+    std::fs::write(&altered, lines.join("\n") + "\n").expect("writes");
+    let bad_data = tmp.path().join("bad");
+    let out =
+        import_state(&bad_data, n, &client.http_url(), &["--geth-dump", altered.to_str().expect("utf-8")]);
+    let msg = text(&out);
+    assert!(!out.status.success(), "an altered dump must be refused:\n{msg}");
+    assert!(msg.contains(&header_root.to_string()), "the refusal names the header's root:\n{msg}");
+
+    // The publisher starts the log at N; traffic after N.
+    let broker = MockBroker::start(&["log", "log-tx"]).expect("mock broker");
+    let publisher_log = tmp.path().join("publisher.log");
+    let mut publisher_cmd = Command::new(bin());
+    publisher_cmd
+        .args(["publisher", "--topic", "log", "--cluster-id", CLUSTER, "--brokers"])
+        .arg(broker.bootstrap_servers())
+        .args(["--rpc-url", &client.http_url(), "--start-block", &n.to_string()])
+        .arg("--genesis")
+        .arg(client.genesis())
+        .args(["--poll-interval-ms", "50", "--heartbeat-interval-ms", "500", "--verify-rate", "1"])
+        .env("RUST_LOG", "info,rdkafka=warn");
+    let _publisher = spawn_logged(publisher_cmd, &publisher_log);
+    store_slot(&client, contract, 1, 0);
+    store_slot(&client, contract, 6, 0x66);
+    for _ in 0..3 {
+        transfer(&client, DEV[2], next_address);
+        next_address += 1;
+    }
+    let head = client.head().0;
+    wait_for("the log to reach geth's head", Duration::from_secs(120), || {
+        read_log(&broker.bootstrap_servers(), "log")
+            .iter()
+            .any(|r| matches!(&r.record, ec_log::Record::Block(b) if b.number == head))
+    });
+    let log = read_log(&broker.bootstrap_servers(), "log");
+    assert!(
+        matches!(&log[0].record, ec_log::Record::Checkpoint(c) if c.block.number == n),
+        "the log opens with the checkpoint of block {n}; publisher log:\n{}",
+        std::fs::read_to_string(&publisher_log).unwrap_or_default()
+    );
+
+    // The replica applies the checkpoint onto the imported state and follows.
+    run_replica_ok(&data, &broker.bootstrap_servers(), "log");
+    let mut touched: BTreeMap<Address, BTreeSet<B256>> = touched(&log);
+    touched
+        .entry(contract)
+        .or_default()
+        .extend([1u64, 2, 5, 6].map(|s| B256::from(alloy_primitives::U256::from(s))));
+    for dev in &DEV[..3] {
+        touched.entry(dev.parse().expect("address")).or_default();
+    }
+    let compared = assert_replica_equals_upstream_from(&client, &data, n, head, &touched);
+    assert!(compared > 50, "compared {compared} values");
+
+    // Over JSON-RPC: nothing below N, `earliest` is N, BLOCKHASH reaches before N.
+    let port = free_port();
+    let mut replica = replica_cmd(&data, &broker.bootstrap_servers(), "log");
+    replica.args(["--rpc-addr", &format!("127.0.0.1:{port}")]);
+    // Follow instead of exiting once caught up.
+    let args: Vec<_> =
+        replica.get_args().filter(|a| *a != "--exit-when-caught-up").map(|a| a.to_owned()).collect();
+    let mut follow = Command::new(bin());
+    follow.args(args).env("RUST_LOG", "info,rdkafka=warn");
+    let _replica = spawn_logged(follow, &tmp.path().join("replica.log"));
+    wait_rpc_head(port, head);
+    let earliest = replica_call(port, "eth_getBlockByNumber", json!(["earliest", false]));
+    assert_eq!(earliest["result"]["number"], json!(format!("{n:#x}")), "{earliest}");
+    let below = replica_call(port, "eth_getBlockByNumber", json!([format!("{:#x}", n - 1), false]));
+    assert_eq!(below["result"], Value::Null, "{below}");
+    let state_below = replica_call(port, "eth_getBalance", json!([DEV[0], format!("{:#x}", n - 1)]));
+    assert!(
+        state_below["error"]["message"].as_str().is_some_and(|m| m.contains("historical state")),
+        "{state_below}"
+    );
+    for number in [n, head] {
+        let ours = replica_call(port, "eth_getBlockByNumber", json!([format!("{number:#x}"), true]));
+        let theirs = client.call("eth_getBlockByNumber", json!([format!("{number:#x}"), true]));
+        for field in ["hash", "stateRoot", "transactions", "withdrawals"] {
+            assert_eq!(ours["result"][field], theirs[field], "block {number} {field}");
+        }
+    }
+    for target in [head - 1, n - 1, n - 10] {
+        // Init code of an eth_call without `to`: returns BLOCKHASH(target).
+        let code = format!("0x62{target:06x}4060005260206000f3");
+        let ours = replica_call(port, "eth_call", json!([{"data": code}, "latest"]));
+        let theirs = client.call("eth_call", json!([{"data": code}, "latest"]));
+        assert_eq!(ours["result"], theirs, "BLOCKHASH({target}) with N = {n}: {ours}");
+        assert_ne!(theirs, json!(format!("0x{}", "0".repeat(64))), "block {target} has a hash");
+    }
+}
