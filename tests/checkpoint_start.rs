@@ -9,7 +9,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
     process::{Command, Output},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use alloy_primitives::{Address, B256};
@@ -24,15 +24,7 @@ const RUNTIME: &str = "368015602057600114602557602035806000526000358091905560206
 const INIT_PREFIX: &str = "601160015560226002556028601660003960286000f3";
 
 fn mined(client: &Upstream, tx: B256) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = client.receipt(tx);
-        if !r.is_null() {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "{tx} not mined in 30s");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    client.mined(tx)
 }
 
 fn store_slot(client: &Upstream, contract: Address, slot: u64, value: u64) {
@@ -58,6 +50,38 @@ fn import_state(data_dir: &Path, block: u64, rpc_url: &str, source: &[&str]) -> 
 
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The digest of the state tables of a database (accounts, storage, code).
+fn state_digest(dir: &Path) -> B256 {
+    let store = ec_store::Store::open_read_only(dir).expect("imported database");
+    store.checksum().expect("checksum").of_tables(&["accounts", "storage", "code"])
+}
+
+/// Converts `geth dump` output (addresses, plain slots, trimmed hex values) into a reth `init-state` file.
+fn reth_init_state(trie_dump: &Path, out: &Path) {
+    let text = std::fs::read_to_string(trie_dump).expect("trie dump");
+    let mut lines = text.lines();
+    let root: Value = serde_json::from_str(lines.next().expect("root line")).expect("json");
+    let mut output = vec![json!({"root": root["root"]}).to_string()];
+    for line in lines {
+        let a: Value = serde_json::from_str(line).expect("account line");
+        let address = a["address"].as_str().unwrap_or_else(|| panic!("geth knows no address for {line}"));
+        let balance: alloy_primitives::U256 = a["balance"].as_str().expect("balance").parse().expect("decimal");
+        let mut account = json!({"address": address, "balance": format!("{balance:#x}"), "nonce": a["nonce"]});
+        if let Some(code) = a.get("code") {
+            account["code"] = code.clone();
+        }
+        if let Some(storage) = a["storage"].as_object() {
+            let slots: serde_json::Map<String, Value> = storage
+                .iter()
+                .map(|(slot, value)| (slot.clone(), json!(format!("0x{:0>64}", value.as_str().expect("hex")))))
+                .collect();
+            account["storage"] = Value::Object(slots);
+        }
+        output.push(account.to_string());
+    }
+    std::fs::write(out, output.join("\n") + "\n").expect("writes");
 }
 
 /// The replica's JSON-RPC answer to one call, as the whole response object.
@@ -91,6 +115,8 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     let dump = tmp.path().join("state.jsonl");
     client.geth_mut().stop().expect("geth stops");
     client.geth_mut().snapshot_dump(&dump).expect("geth snapshot dump");
+    let trie_dump = tmp.path().join("trie.jsonl");
+    client.geth_mut().trie_dump(n, &trie_dump).expect("geth dump");
     client.geth_mut().restart().expect("geth restarts");
     assert_eq!(client.head().0, n, "geth restarts at N");
 
@@ -98,6 +124,15 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     let data = tmp.path().join("replica");
     let out = import_state(&data, n, &client.http_url(), &["--geth-dump", dump.to_str().expect("utf-8")]);
     assert!(out.status.success(), "import-state failed:\n{}", text(&out));
+    let imported_state = state_digest(&data);
+
+    // The same state as a reth init-state file (plain addresses and slots) imports to the same tables.
+    let reth_file = tmp.path().join("reth.jsonl");
+    reth_init_state(&trie_dump, &reth_file);
+    let reth_data = tmp.path().join("reth");
+    let out = import_state(&reth_data, n, &client.http_url(), &["--reth-state", reth_file.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "import-state --reth-state failed:\n{}", text(&out));
+    assert_eq!(state_digest(&reth_data), imported_state, "reth-format import");
 
     // An altered balance is refused by the root check, naming both roots.
     let altered = tmp.path().join("altered.jsonl");
@@ -147,6 +182,14 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
         next_address += 1;
     }
     let head = client.head().0;
+
+    // Over JSON-RPC from geth itself (its debug_ namespace; block N+1 exists now, which geth's
+    // debug_storageRangeAt needs to show the state after N).
+    let rpc_data = tmp.path().join("rpc");
+    let out = import_state(&rpc_data, n, &client.http_url(), &["--from-rpc"]);
+    assert!(out.status.success(), "import-state --from-rpc failed:\n{}", text(&out));
+    assert_eq!(state_digest(&rpc_data), imported_state, "RPC import");
+
     wait_for("the log to reach geth's head", Duration::from_secs(120), || {
         read_log(&broker.bootstrap_servers(), "log")
             .iter()

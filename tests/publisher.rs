@@ -184,15 +184,7 @@ fn call_data(slot: u64, value: u64) -> String {
 
 /// The receipt, once the transaction is mined (anvil answers eth_sendTransaction before it mines).
 fn mined(anvil: &Upstream, tx: B256) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = anvil.receipt(tx);
-        if !r.is_null() {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "{tx} not mined in 30s");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    anvil.mined(tx)
 }
 
 fn contract_address(anvil: &Upstream, tx: B256) -> Address {

@@ -280,6 +280,19 @@ impl Upstream {
     }
 
     /// Mines a block now (anvil only: geth --dev mines on its own clock).
+    /// Waits (30 s at most) for `tx`'s receipt.
+    pub fn mined(&self, tx: B256) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.receipt(tx);
+            if !r.is_null() {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "{tx} not mined in 30s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn mine(&self) {
         assert!(!self.is_geth(), "geth --dev mines on its own clock");
         self.call("evm_mine", json!([]));

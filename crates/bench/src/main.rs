@@ -14,6 +14,7 @@ use ec_store::{Store, StoreOptions};
 use ec_testkit::{GenOptions, LogGenerator, MockBroker};
 
 mod backlog;
+mod import;
 mod publisher;
 mod rpc;
 
@@ -27,6 +28,8 @@ enum Cmd {
     Publisher(publisher::Args),
     /// The publisher catching up on a backlog of blocks, sequential next to pipelined, on anvil and geth.
     Backlog(backlog::Args),
+    /// The state import on a generated geth dump, next to RocksDB's raw ingest of the same entries.
+    Import(import::Args),
 }
 
 #[derive(clap::Args)]
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Publisher(args) => publisher::run(args),
         Cmd::Rpc(args) => rpc::run(args),
         Cmd::Backlog(args) => backlog::run(args),
+        Cmd::Import(args) => import::run(args),
     }
 }
 

@@ -286,6 +286,28 @@ impl Geth {
         Ok(())
     }
 
+    /// `geth dump <block>` of a stopped geth into `out`: the trie dump, one account per line with its
+    /// address and its storage by plain slot (geth knows the preimages: see `init`).
+    pub fn trie_dump(&self, block: u64, out: &Path) -> Result<(), GethError> {
+        let file = std::fs::File::create(out)?;
+        let status = Command::new(&self.bin)
+            .arg("--datadir")
+            .arg(self.datadir())
+            .args(["--state.scheme", "hash", "dump", &block.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::piped())
+            .output()?;
+        if !status.status.success() {
+            return Err(GethError::Step {
+                step: "dump".into(),
+                status: status.status,
+                output: String::from_utf8_lossy(&status.stderr).into_owned(),
+            });
+        }
+        Ok(())
+    }
+
     pub fn http_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }
