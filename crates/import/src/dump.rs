@@ -367,7 +367,7 @@ impl HexWord {
                 _ => return Err(format!("{s:?} is not hex")),
             };
             let pos = i + odd;
-            buf[pos / 2] |= if pos % 2 == 0 { nibble << 4 } else { nibble };
+            buf[pos / 2] |= if pos.is_multiple_of(2) { nibble << 4 } else { nibble };
         }
         Ok(Self { buf, len })
     }

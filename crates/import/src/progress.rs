@@ -54,7 +54,7 @@ impl Progress {
     /// Cheap enough to call per entry: it looks at the clock once in a thousand calls.
     pub(crate) fn tick(&mut self, counts: &Counts) {
         self.calls = self.calls.wrapping_add(1);
-        if self.calls % 1024 != 0 || self.last.elapsed() < EVERY {
+        if !self.calls.is_multiple_of(1024) || self.last.elapsed() < EVERY {
             return;
         }
         let now = Instant::now();

@@ -51,6 +51,7 @@ fn a_million_slot_line_is_imported_in_bounded_memory() {
     let summary = import(Source::GethDump(path), &store, &dir.path().join("work")).expect("import");
     let peak = PEAK.load(Ordering::Relaxed) - before;
 
+    eprintln!("peak heap during import: {peak} bytes");
     assert_eq!(summary.slots, SLOTS);
     assert_eq!(summary.state_root, generated.state_root);
     // 64 MB would hold the slots alone; the pending buffer (65,536 slots, 4 MiB) and I/O buffers fit in 16.

@@ -153,7 +153,7 @@ impl Store {
             accounts += 1;
             acc_it.next();
 
-            if accounts % 1024 == 0 && logged.elapsed() >= PROGRESS_EVERY {
+            if accounts.is_multiple_of(1024) && logged.elapsed() >= PROGRESS_EVERY {
                 logged = Instant::now();
                 // Hashed keys are uniform, so the key's leading bytes say how far through the state we are.
                 let h = hashed_address.0;

@@ -184,8 +184,10 @@ pub fn open_store(dir: &Path) -> Store {
     Store::open(dir, StoreOptions::default()).expect("open store")
 }
 
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Every key and value of the state tables, read straight from RocksDB.
-pub fn state_tables(db_dir: &Path) -> Vec<(&'static str, Vec<(Vec<u8>, Vec<u8>)>)> {
+pub fn state_tables(db_dir: &Path) -> Vec<(&'static str, Rows)> {
     let db = rocksdb::DB::open_cf_for_read_only(
         &rocksdb::Options::default(),
         db_dir,
