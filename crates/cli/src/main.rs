@@ -3,7 +3,7 @@
 mod availability;
 mod balancer_cmd;
 mod healthcheck;
-// PENDING mod import_cmd;
+mod import_cmd;
 mod kafka_args;
 mod publisher_cmd;
 mod snapshot_cmd;
@@ -33,7 +33,7 @@ enum Command {
     Publisher(publisher_cmd::PublisherArgs),
     /// Build a replica database at block N of a synced node from a dump of its state (checked against
     /// block N's state root), for a cluster whose publisher starts with --start-block N.
-    // PENDING ImportState(import_cmd::ImportStateArgs),
+    ImportState(import_cmd::ImportStateArgs),
     /// Print a digest of a database's logical content (works beside a running replica).
     Checksum {
         #[arg(long, env = "EC_DATA_DIR")]
@@ -157,7 +157,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Replica(args) => runtime.block_on(replica(args)),
         Command::Publisher(args) => report(runtime.block_on(publisher_cmd::run(args, shutdown_signal()))),
-        // PENDING Command::ImportState(args) => report(runtime.block_on(import_cmd::run(args))),
+        Command::ImportState(args) => report(runtime.block_on(import_cmd::run(args))),
         Command::Checksum { data_dir } => report(checksum(&data_dir)),
         Command::Status { data_dir } => report(status(&data_dir)),
         Command::SynthLog(args) => report(runtime.block_on(synth::run(args))),

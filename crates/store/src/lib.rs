@@ -9,6 +9,7 @@ mod apply;
 mod batch;
 mod checksum;
 mod error;
+mod ingest;
 mod read;
 pub mod tables;
 
@@ -22,6 +23,7 @@ use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 pub use apply::ApplyOutcome;
 pub use checksum::Checksum;
 pub use error::{Result, StoreError};
+pub use ingest::sst_options;
 pub use read::Position;
 
 /// How many blocks back a revert can reach by default. Deep enough for any reorg seen on a post-merge
