@@ -40,7 +40,7 @@ fn ingested_accounts_give_the_reference_root() {
         accounts.iter().map(|(a, acc)| (keccak256(a).to_vec(), acc.encode())).collect();
     rows.sort();
     let file = sst(dir.path(), "accounts.sst", &rows);
-    store.ingest_sst_files("accounts", &[file.clone()]).expect("ingest");
+    store.ingest_sst_files("accounts", std::slice::from_ref(&file)).expect("ingest");
     assert!(!file.exists(), "ingestion moves the file into the database");
 
     let expected = state_root_unhashed(accounts.iter().map(|(a, acc)| {
