@@ -67,15 +67,19 @@ fn reth_init_state(trie_dump: &Path, out: &Path) {
     for line in lines {
         let a: Value = serde_json::from_str(line).expect("account line");
         let address = a["address"].as_str().unwrap_or_else(|| panic!("geth knows no address for {line}"));
-        let balance: alloy_primitives::U256 = a["balance"].as_str().expect("balance").parse().expect("decimal");
-        let mut account = json!({"address": address, "balance": format!("{balance:#x}"), "nonce": a["nonce"]});
+        let balance: alloy_primitives::U256 =
+            a["balance"].as_str().expect("balance").parse().expect("decimal");
+        let mut account =
+            json!({"address": address, "balance": format!("{balance:#x}"), "nonce": a["nonce"]});
         if let Some(code) = a.get("code") {
             account["code"] = code.clone();
         }
         if let Some(storage) = a["storage"].as_object() {
             let slots: serde_json::Map<String, Value> = storage
                 .iter()
-                .map(|(slot, value)| (slot.clone(), json!(format!("0x{:0>64}", value.as_str().expect("hex")))))
+                .map(|(slot, value)| {
+                    (slot.clone(), json!(format!("0x{:0>64}", value.as_str().expect("hex"))))
+                })
                 .collect();
             account["storage"] = Value::Object(slots);
         }
@@ -118,6 +122,10 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     let trie_dump = tmp.path().join("trie.jsonl");
     client.geth_mut().trie_dump(n, &trie_dump).expect("geth dump");
     client.geth_mut().restart().expect("geth restarts");
+    // The client's pooled connection to the old process fails once: retry until the new one answers.
+    wait_for("geth to answer after its restart", Duration::from_secs(30), || {
+        client.rt.block_on(client.rpc.block_number()).is_ok()
+    });
     assert_eq!(client.head().0, n, "geth restarts at N");
 
     // The dump imports, and its root is block N's.
@@ -130,7 +138,12 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     let reth_file = tmp.path().join("reth.jsonl");
     reth_init_state(&trie_dump, &reth_file);
     let reth_data = tmp.path().join("reth");
-    let out = import_state(&reth_data, n, &client.http_url(), &["--reth-state", reth_file.to_str().expect("utf-8")]);
+    let out = import_state(
+        &reth_data,
+        n,
+        &client.http_url(),
+        &["--reth-state", reth_file.to_str().expect("utf-8")],
+    );
     assert!(out.status.success(), "import-state --reth-state failed:\n{}", text(&out));
     assert_eq!(state_digest(&reth_data), imported_state, "reth-format import");
 
@@ -214,6 +227,7 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     }
     let compared = assert_replica_equals_upstream_from(&client, &data, n, head, &touched);
     assert!(compared > 50, "compared {compared} values");
+    eprintln!("checkpoint at block {n}, head {head}: {compared} values equal to geth's");
 
     // Over JSON-RPC: nothing below N, `earliest` is N, BLOCKHASH reaches before N.
     let port = free_port();

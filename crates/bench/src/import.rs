@@ -98,7 +98,8 @@ type Pairs = Vec<(&'static str, Vec<(Vec<u8>, Vec<u8>)>)>;
 /// Every pair of the state tables, in key order.
 fn read_tables(db: &Path) -> anyhow::Result<Pairs> {
     let names = ec_store::tables::ALL_TABLES;
-    let db = rocksdb::DB::open_cf_for_read_only(&rocksdb::Options::default(), db, names.iter().copied(), false)?;
+    let db =
+        rocksdb::DB::open_cf_for_read_only(&rocksdb::Options::default(), db, names.iter().copied(), false)?;
     let mut out = Vec::new();
     for name in ["accounts", "storage", "code"] {
         let cf = db.cf_handle(name).context("state table")?;

@@ -78,7 +78,8 @@ pub async fn run(args: ImportStateArgs) -> anyhow::Result<()> {
         "state imported"
     );
     if summary.state_root != state_root {
-        let declared = summary.declared_root.map(|r| format!("; the source declares {r}")).unwrap_or_default();
+        let declared =
+            summary.declared_root.map(|r| format!("; the source declares {r}")).unwrap_or_default();
         bail!(
             "the imported state's root is {}, but block {}'s header says {state_root}{declared}: the dump is of \
              another block or was altered. The database at {} is not usable; delete it",
