@@ -174,6 +174,7 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     let msg = text(&out);
     assert!(!out.status.success(), "an altered dump must be refused:\n{msg}");
     assert!(msg.contains(&header_root.to_string()), "the refusal names the header's root:\n{msg}");
+    assert!(msg.contains("the imported state's root is 0x"), "the refusal names the imported root:\n{msg}");
 
     // The publisher starts the log at N; traffic after N.
     let broker = MockBroker::start(&["log", "log-tx"]).expect("mock broker");

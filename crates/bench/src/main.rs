@@ -14,7 +14,6 @@ use ec_store::{Store, StoreOptions};
 use ec_testkit::{GenOptions, LogGenerator, MockBroker};
 
 mod backlog;
-mod import;
 mod publisher;
 mod rpc;
 
@@ -28,8 +27,6 @@ enum Cmd {
     Publisher(publisher::Args),
     /// The publisher catching up on a backlog of blocks, sequential next to pipelined, on anvil and geth.
     Backlog(backlog::Args),
-    /// The state import on a generated geth dump, next to RocksDB's raw ingest of the same entries.
-    Import(import::Args),
 }
 
 #[derive(clap::Args)]
@@ -57,7 +54,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Publisher(args) => publisher::run(args),
         Cmd::Rpc(args) => rpc::run(args),
         Cmd::Backlog(args) => backlog::run(args),
-        Cmd::Import(args) => import::run(args),
     }
 }
 

@@ -1,5 +1,11 @@
-//! `ec-bench import`: the state import (`ether-cattle import-state`) on a generated geth dump, next to
-//! RocksDB's raw ingest of the same entries, in one run.
+//! The state import (`ether-cattle import-state`) on a generated geth dump, next to RocksDB's raw ingest of
+//! the same entries, in one run. A `cargo bench` target (harness = false) so that it runs optimised and
+//! builds only this crate's dependencies:
+//!
+//! ```text
+//! CARGO_TARGET_DIR=~/.cache/ec-target cargo bench -p ec-import --bench import
+//! EC_BENCH_ACCOUNTS=2500000 EC_BENCH_SLOTS=12 EC_BENCH_DIR=/data/bench cargo bench -p ec-import --bench import
+//! ```
 //!
 //! The import row is the whole command's work: parsing the JSONL dump, hashing, writing sorted SST files,
 //! ingesting them, and computing the state root from the stored tables (the check against the header). The
@@ -11,23 +17,33 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use ec_store::{Store, StoreOptions};
 
-#[derive(clap::Args)]
-pub struct Args {
-    /// Accounts in the generated dump; one in four is a contract with storage.
-    #[arg(long, default_value_t = 2_500_000)]
+type BoxError = Box<dyn std::error::Error>;
+
+struct Args {
+    /// Accounts in the generated dump; one in four is a contract with storage (`EC_BENCH_ACCOUNTS`).
     accounts: u64,
-    /// Non-zero slots per contract.
-    #[arg(long, default_value_t = 12)]
+    /// Non-zero slots per contract (`EC_BENCH_SLOTS`).
     slots_per_contract: u64,
-    /// Where the dump and databases go (default: a temporary directory, removed afterwards).
-    #[arg(long)]
+    /// Where the dump and databases go (`EC_BENCH_DIR`; default: a temporary directory, removed afterwards).
     dir: Option<PathBuf>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> Result<(), BoxError> {
+    // 2.5M accounts, a quarter of them contracts with 12 slots: 10M entries.
+    run(Args {
+        accounts: env("EC_BENCH_ACCOUNTS", 2_500_000),
+        slots_per_contract: env("EC_BENCH_SLOTS", 12),
+        dir: std::env::var_os("EC_BENCH_DIR").map(PathBuf::from),
+    })
+}
+
+fn run(args: Args) -> Result<(), BoxError> {
     let tmp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
@@ -50,16 +66,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let summary = ec_import::import(ec_import::Source::GethDump(dump.clone()), &store, &dir.join("work"))?;
     let import = started.elapsed();
-    anyhow::ensure!(
-        summary.state_root == generated.state_root,
-        "imported root {} differs from the generated {}",
-        summary.state_root,
-        generated.state_root
-    );
+    if summary.state_root != generated.state_root {
+        return Err(format!(
+            "imported root {} differs from the generated {}",
+            summary.state_root, generated.state_root
+        )
+        .into());
+    }
     let started = Instant::now();
     let root = store.state_root()?;
     let root_only = started.elapsed();
-    anyhow::ensure!(root == generated.state_root, "recomputed root differs");
+    if root != generated.state_root {
+        return Err("recomputed root differs".into());
+    }
     drop(store);
 
     // RocksDB's raw ingest of the same key/value pairs.
@@ -96,13 +115,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 type Pairs = Vec<(&'static str, Vec<(Vec<u8>, Vec<u8>)>)>;
 
 /// Every pair of the state tables, in key order.
-fn read_tables(db: &Path) -> anyhow::Result<Pairs> {
+fn read_tables(db: &Path) -> Result<Pairs, BoxError> {
     let names = ec_store::tables::ALL_TABLES;
     let db =
         rocksdb::DB::open_cf_for_read_only(&rocksdb::Options::default(), db, names.iter().copied(), false)?;
     let mut out = Vec::new();
     for name in ["accounts", "storage", "code"] {
-        let cf = db.cf_handle(name).context("state table")?;
+        let cf = db.cf_handle(name).ok_or("state table")?;
         let mut it = db.raw_iterator_cf(cf);
         it.seek_to_first();
         let mut pairs = Vec::new();
@@ -116,7 +135,7 @@ fn read_tables(db: &Path) -> anyhow::Result<Pairs> {
     Ok(out)
 }
 
-fn raw_ingest(dir: &Path, pairs: &Pairs) -> anyhow::Result<Duration> {
+fn raw_ingest(dir: &Path, pairs: &Pairs) -> Result<Duration, BoxError> {
     std::fs::create_dir_all(dir)?;
     let mut opts = rocksdb::Options::default();
     opts.create_if_missing(true);
@@ -138,7 +157,7 @@ fn raw_ingest(dir: &Path, pairs: &Pairs) -> anyhow::Result<Duration> {
         writer.finish()?;
         let mut ingest = rocksdb::IngestExternalFileOptions::default();
         ingest.set_move_files(true);
-        db.ingest_external_file_cf_opts(db.cf_handle(name).context("cf")?, &ingest, vec![file])?;
+        db.ingest_external_file_cf_opts(db.cf_handle(name).ok_or("cf")?, &ingest, vec![file])?;
     }
     Ok(started.elapsed())
 }
