@@ -25,6 +25,8 @@ pub enum ImportError {
     Duplicate { table: &'static str, key: String },
     #[error("the store already holds state (table {table} is not empty): import only into a new database")]
     NotEmpty { table: &'static str },
+    #[error("the table writer thread: {0}")]
+    Writer(&'static str),
     #[error("rpc {method}: {reason}")]
     Rpc { method: &'static str, reason: String },
 }

@@ -14,6 +14,7 @@
 mod dump;
 mod error;
 mod generate;
+mod pipeline;
 mod progress;
 mod rpc;
 mod writer;
@@ -180,6 +181,8 @@ fn read_file(
     let sorted = format == DumpFormat::GethSnapshot;
     let mut writer =
         StateWriter::new(scratch, sorted, opts.sort_chunk_bytes, Progress::new(Some((read, total))));
-    let root = dump::read_dump_from(format, reader, path, &mut writer, scratch, opts.pending_slots)?;
+    let root = pipeline::run(&mut writer, |sink| {
+        dump::read_dump_from(format, reader, path, sink, scratch, opts.pending_slots)
+    })?;
     Ok((writer, root))
 }
