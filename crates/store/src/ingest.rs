@@ -80,18 +80,45 @@ impl Store {
 
     /// The Merkle-Patricia root of the state in the `accounts` and `storage` tables (hashed keys).
     ///
-    /// One sequential pass over both tables: the account keys are the trie paths in trie order, and each
-    /// account's slots sit together right where its key sorts in `storage`, so the two iterators advance in
-    /// step and memory stays at one trie path per table, whatever the size of the state.
+    /// The account keys are the trie paths in trie order, and each account's slots sit together where its key
+    /// sorts in `storage`, so both tables are walked once, in order, and memory stays at one trie path per
+    /// walk whatever the size of the state. Storage roots (most of the work on any real state) are computed
+    /// on worker threads, one per range of hashed addresses, while this thread builds the account trie and
+    /// takes each account's storage root from the worker of its range, in order.
     pub fn state_root(&self) -> Result<B256> {
         let accounts_cf = self.cf_or_corrupt(Accounts::NAME)?;
-        let storage_cf = self.cf_or_corrupt(Storage::NAME)?;
-        let mut acc_it = self.db.raw_iterator_cf_opt(accounts_cf, scan_options());
-        let mut slot_it = self.db.raw_iterator_cf_opt(storage_cf, scan_options());
-        acc_it.seek_to_first();
-        slot_it.seek_to_first();
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+        // Range i holds the accounts whose first key byte is in [bounds[i], bounds[i + 1]).
+        let bounds: Vec<u16> = (0..=workers).map(|i| (i * 256 / workers) as u16).collect();
+        std::thread::scope(|scope| {
+            let mut ranges = Vec::with_capacity(workers);
+            for pair in bounds.windows(2) {
+                let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+                let (lo, hi) = (pair[0], pair[1]);
+                scope.spawn(move || {
+                    // An error ends the range: it is the last item the receiver sees.
+                    if let Err(e) = self.storage_roots(lo, hi, &tx) {
+                        let _ = tx.send(Err(e));
+                    }
+                });
+                ranges.push(rx.into_iter().peekable());
+            }
+            self.account_trie(accounts_cf, &bounds, &mut ranges)
+        })
+    }
 
+    /// The account trie over the `accounts` table, with storage roots from `ranges` (see [`Self::state_root`]).
+    fn account_trie(
+        &self,
+        accounts_cf: &rocksdb::ColumnFamily,
+        bounds: &[u16],
+        ranges: &mut [std::iter::Peekable<std::sync::mpsc::IntoIter<Result<StorageRoot>>>],
+    ) -> Result<B256> {
         let corrupt = |table: &'static str, reason: String| StoreError::Corrupt { table, reason };
+        let orphan =
+            |account: B256| corrupt(Storage::NAME, format!("slots of account {account} that does not exist"));
+        let mut acc_it = self.db.raw_iterator_cf_opt(accounts_cf, scan_options());
+        acc_it.seek_to_first();
         let mut state = HashBuilder::default();
         let mut leaf = Vec::with_capacity(128);
         let (mut accounts, mut slots) = (0u64, 0u64);
@@ -107,46 +134,26 @@ impl Store {
             })?;
             let account = StoredAccount::decode(value)
                 .map_err(|reason| corrupt(Accounts::NAME, format!("{hashed_address}: {reason}")))?;
-
-            let mut storage = HashBuilder::default();
-            let mut has_storage = false;
-            while let (Some(skey), Some(svalue)) = (slot_it.key(), slot_it.value()) {
-                if skey.len() != 64 {
-                    return Err(corrupt(Storage::NAME, format!("key of {} bytes, expected 64", skey.len())));
-                }
-                match skey[..32].cmp(hashed_address.as_slice()) {
-                    std::cmp::Ordering::Greater => break,
-                    std::cmp::Ordering::Less => {
-                        // A slot sorting before the current account belongs to no account at all: the
-                        // trie would silently drop it, so the database is not the state it claims to be.
-                        return Err(corrupt(
-                            Storage::NAME,
-                            format!(
-                                "slot {} of account {} that does not exist",
-                                B256::from_slice(&skey[32..]),
-                                B256::from_slice(&skey[..32])
-                            ),
-                        ));
+            let range = bounds.partition_point(|b| *b <= u16::from(hashed_address[0])) - 1;
+            let mut storage_root = EMPTY_ROOT_HASH;
+            // The range's next storage root belongs to this account, to a later one, or (an error) to an
+            // account that does not exist: its slots would silently drop out of the trie.
+            while let Some(next) = ranges[range].peek() {
+                match next {
+                    Err(_) => {
+                        if let Some(Err(e)) = ranges[range].next() {
+                            return Err(e);
+                        }
                     }
-                    std::cmp::Ordering::Equal => {}
+                    Ok(root) if root.account < hashed_address => return Err(orphan(root.account)),
+                    Ok(root) if root.account == hashed_address => {
+                        storage_root = root.root;
+                        slots += root.slots;
+                        ranges[range].next();
+                    }
+                    Ok(_) => break,
                 }
-                let value = B256::try_from(svalue).map_err(|_| {
-                    corrupt(Storage::NAME, format!("value of {} bytes, expected 32", svalue.len()))
-                })?;
-                if value.is_zero() {
-                    // A zero slot is an absent slot in the trie; storing one is a writer's bug.
-                    return Err(corrupt(Storage::NAME, format!("zero value stored for {hashed_address}")));
-                }
-                leaf.clear();
-                U256::from_be_bytes(value.0).encode(&mut leaf);
-                storage.add_leaf(Nibbles::unpack(&skey[32..]), &leaf);
-                has_storage = true;
-                slots += 1;
-                slot_it.next();
             }
-            slot_it.status()?;
-
-            let storage_root = if has_storage { storage.root() } else { EMPTY_ROOT_HASH };
             leaf.clear();
             trie_account(&account, storage_root).encode(&mut leaf);
             state.add_leaf(Nibbles::unpack(hashed_address), &leaf);
@@ -170,20 +177,73 @@ impl Store {
             }
         }
         acc_it.status()?;
-        if let Some(skey) = slot_it.key() {
-            return Err(corrupt(
-                Storage::NAME,
-                format!(
-                    "slots of account {} that does not exist",
-                    B256::from_slice(&skey[..32.min(skey.len())])
-                ),
-            ));
+        for range in ranges.iter_mut() {
+            match range.next() {
+                Some(Ok(root)) => return Err(orphan(root.account)),
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
         }
-        slot_it.status()?;
         let root = state.root();
         tracing::info!(accounts, slots, %root, elapsed_s = started.elapsed().as_secs(), "state root computed");
         Ok(root)
     }
+
+    /// The storage root of every account with slots whose first key byte is in `lo..hi`, in key order.
+    fn storage_roots(
+        &self,
+        lo: u16,
+        hi: u16,
+        out: &std::sync::mpsc::SyncSender<Result<StorageRoot>>,
+    ) -> Result<()> {
+        let corrupt = |reason: String| StoreError::Corrupt { table: Storage::NAME, reason };
+        let storage_cf = self.cf_or_corrupt(Storage::NAME)?;
+        let mut it = self.db.raw_iterator_cf_opt(storage_cf, scan_options());
+        it.seek([lo as u8]);
+        let mut leaf = Vec::with_capacity(40);
+        let mut current: Option<(B256, HashBuilder, u64)> = None;
+        // The receiver only hangs up after an error of its own: stop quietly then.
+        let emit = |done: Option<(B256, HashBuilder, u64)>| match done {
+            Some((account, mut trie, slots)) => {
+                out.send(Ok(StorageRoot { account, root: trie.root(), slots })).is_ok()
+            }
+            None => true,
+        };
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            if u16::from(key[0]) >= hi {
+                break;
+            }
+            if key.len() != 64 {
+                return Err(corrupt(format!("key of {} bytes, expected 64", key.len())));
+            }
+            let value = B256::try_from(value)
+                .map_err(|_| corrupt(format!("value of {} bytes, expected 32", value.len())))?;
+            let account = B256::from_slice(&key[..32]);
+            if value.is_zero() {
+                // A zero slot is an absent slot in the trie; storing one is a writer's bug.
+                return Err(corrupt(format!("zero value stored for {account}")));
+            }
+            if current.as_ref().is_none_or(|(a, _, _)| *a != account) && !emit(current.take()) {
+                return Ok(());
+            }
+            let (_, trie, slots) = current.get_or_insert_with(|| (account, HashBuilder::default(), 0));
+            leaf.clear();
+            U256::from_be_bytes(value.0).encode(&mut leaf);
+            trie.add_leaf(Nibbles::unpack(&key[32..]), &leaf);
+            *slots += 1;
+            it.next();
+        }
+        it.status()?;
+        emit(current.take());
+        Ok(())
+    }
+}
+
+/// One account's storage root, from a worker of [`Store::state_root`].
+struct StorageRoot {
+    account: B256,
+    root: B256,
+    slots: u64,
 }
 
 /// The account as the state trie encodes it.
