@@ -77,7 +77,7 @@ pub(crate) fn run<S: StateSink + Send, T>(
         let mut sender = Sender { batch: Vec::with_capacity(BATCH), tx };
         let produced = produce(&mut sender).and_then(|out| sender.flush().map(|()| out));
         drop(sender);
-        let written = writer.join().unwrap_or_else(|_| Err(ImportError::Writer("panicked")));
+        let written = writer.join().unwrap_or(Err(ImportError::Writer("panicked")));
         written?;
         produced
     })
