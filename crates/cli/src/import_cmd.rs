@@ -48,6 +48,9 @@ pub async fn run(args: ImportStateArgs) -> anyhow::Result<()> {
         (None, None, true) => Source::Rpc { url: args.rpc_url.clone(), block: args.block },
         _ => bail!("name one source: --geth-dump FILE, --reth-state FILE or --from-rpc"),
     };
+    if args.block == 0 {
+        bail!("block 0 is the genesis block: a cluster at block 0 starts from its genesis file (publisher --genesis), not an import");
+    }
     let (hash, state_root) = block_header(&args.rpc_url, args.block).await?;
     tracing::info!(block = args.block, %hash, %state_root, "importing the state of block {}", args.block);
 

@@ -69,7 +69,7 @@ pub async fn checkpoint_record(
     })
 }
 
-/// The hashes of the blocks before `number`, oldest first, checked to chain up to `parent` (one batch).
+/// The hashes of the blocks before `number`, oldest first, checked to chain up to `parent`.
 async fn ancestors(rpc: &RpcClient, number: u64, parent: B256) -> Result<Vec<B256>, CheckpointError> {
     let first = number.saturating_sub(ANCESTORS);
     let calls: Vec<(&'static str, serde_json::Value)> = (first..number)
@@ -77,7 +77,12 @@ async fn ancestors(rpc: &RpcClient, number: u64, parent: B256) -> Result<Vec<B25
         .collect();
     let mut hashes = Vec::with_capacity(calls.len());
     let mut parents = Vec::with_capacity(calls.len());
-    for (answer, n) in rpc.batch(&calls).await?.into_iter().zip(first..number) {
+    // Batches of 100: some clients and providers cap a batch there (bor's default).
+    let mut answers = Vec::with_capacity(calls.len());
+    for chunk in calls.chunks(100) {
+        answers.extend(rpc.batch(chunk).await?);
+    }
+    for (answer, n) in answers.into_iter().zip(first..number) {
         let block = answer?.as_object().cloned().ok_or(CheckpointError::NoBlock(n))?;
         let field = |name: &str| -> Result<B256, CheckpointError> {
             block.get(name).and_then(|v| serde_json::from_value(v.clone()).ok()).ok_or_else(|| {

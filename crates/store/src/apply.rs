@@ -130,7 +130,11 @@ impl Store {
                     Some(k) => {
                         if let Some(expired) = b.number.checked_sub(k) {
                             self.prune_history(&mut batch, expired)?;
-                            history_floor = Some(expired);
+                            // The floor only rises: after a reorg (or with a larger K since a restart) the
+                            // block leaving the window can be below it, and its history is long gone.
+                            if expired > self.first_state_block() {
+                                history_floor = Some(expired);
+                            }
                         }
                     }
                 }
@@ -153,11 +157,11 @@ impl Store {
         self.put::<Meta>(&mut batch, &MetaKey::SequenceCrc, &rec.record_crc.to_be_bytes().to_vec().into());
         if let Some(floor) = history_floor {
             self.put::<Meta>(&mut batch, &MetaKey::HistoryFloor, &floor.to_be_bytes().to_vec().into());
-        }
-        self.commit(batch)?;
-        if let Some(floor) = history_floor {
+            // Raised before the pruning commits: a read that checks the floor after its lookup (see
+            // `Store::account_at`) then never returns a value the pruning took away under it.
             self.set_first_state_block(floor);
         }
+        self.commit(batch)?;
         if let Record::Genesis(Genesis { block, .. }) | Record::Checkpoint(Checkpoint { block, .. }) =
             &rec.record
         {
@@ -204,6 +208,9 @@ impl Store {
         if c.ancestors.len() as u64 != expected_ancestors {
             let reason = format!("{} ancestor hashes, expected {expected_ancestors}", c.ancestors.len());
             return Err(bad_block(sequence, b, reason));
+        }
+        if b.number <= 256 && c.ancestors.first().is_some_and(|first| *first != c.genesis_hash) {
+            return Err(bad_block(sequence, b, "the first ancestor is not the genesis block".into()));
         }
         if c.ancestors.last().is_some_and(|parent| *parent != b.parent_hash) {
             return Err(bad_block(sequence, b, "the last ancestor is not the block's parent".into()));

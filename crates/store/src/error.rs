@@ -38,7 +38,7 @@ pub enum StoreError {
     BadBlock { sequence: u64, number: u64, reason: String },
     #[error("record {sequence}: revert of block {number} ({hash}) does not match the head {head_number} ({head_hash})")]
     RevertNotHead { sequence: u64, number: u64, hash: B256, head_number: u64, head_hash: B256 },
-    #[error("record {sequence}: cannot revert block {number}: its undo data is gone (older than the undo window of {window} blocks, or genesis)")]
+    #[error("record {sequence}: cannot revert block {number}: its undo data is gone (older than the undo window of {window} blocks or the history window, or the genesis or checkpoint block)")]
     RevertOutsideWindow { sequence: u64, number: u64, window: u64 },
     #[error(
         "record {sequence}: the publisher follows reorgs up to {reorg_window} blocks deep, but this database \

@@ -41,6 +41,12 @@ pub fn sst_options() -> &'static Options {
     })
 }
 
+/// Ranges of hashed addresses the storage roots are computed in (see [`Store::state_root`]).
+const STORAGE_RANGES: usize = 64;
+/// Storage roots a worker may compute ahead of the account trie, per range. The channels allocate this
+/// up front, so it is kept small: 64 ranges of 512 roots are a few megabytes.
+const RANGE_AHEAD: usize = 512;
+
 /// How often the state root computation reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -83,27 +89,44 @@ impl Store {
     /// The account keys are the trie paths in trie order, and each account's slots sit together where its key
     /// sorts in `storage`, so both tables are walked once, in order, and memory stays at one trie path per
     /// walk whatever the size of the state. Storage roots (most of the work on any real state) are computed
-    /// on worker threads, one per range of hashed addresses, while this thread builds the account trie and
-    /// takes each account's storage root from the worker of its range, in order.
+    /// on worker threads, by ranges of hashed addresses, while this thread builds the account trie and takes
+    /// each account's storage root from the channel of its range, in order.
     pub fn state_root(&self) -> Result<B256> {
         let accounts_cf = self.cf_or_corrupt(Accounts::NAME)?;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
-        // Range i holds the accounts whose first key byte is in [bounds[i], bounds[i + 1]).
-        let bounds: Vec<u16> = (0..=workers).map(|i| (i * 256 / workers) as u16).collect();
-        std::thread::scope(|scope| {
-            let mut ranges = Vec::with_capacity(workers);
-            for pair in bounds.windows(2) {
-                let (tx, rx) = std::sync::mpsc::sync_channel(4096);
-                let (lo, hi) = (pair[0], pair[1]);
+        // Range i holds the accounts whose first key byte is in [bounds[i], bounds[i + 1]). Many small ranges,
+        // dealt to the workers in turn: each worker then hashes at most a few ranges ahead of this thread
+        // (a range's channel is bounded), so all of them keep busy from the start to the end.
+        let bounds: Vec<u16> = (0..=STORAGE_RANGES).map(|i| (i * 256 / STORAGE_RANGES) as u16).collect();
+        let mut senders = Vec::with_capacity(STORAGE_RANGES);
+        let mut ranges = Vec::with_capacity(STORAGE_RANGES);
+        for _ in 0..STORAGE_RANGES {
+            let (tx, rx) = std::sync::mpsc::sync_channel(RANGE_AHEAD);
+            senders.push(Some(tx));
+            ranges.push(rx.into_iter().peekable());
+        }
+        std::thread::scope(move |scope| {
+            for worker in 0..workers {
+                let mine: Vec<(u16, u16, std::sync::mpsc::SyncSender<Result<StorageRoot>>)> = (worker
+                    ..STORAGE_RANGES)
+                    .step_by(workers)
+                    .filter_map(|r| senders[r].take().map(|tx| (bounds[r], bounds[r + 1], tx)))
+                    .collect();
                 scope.spawn(move || {
-                    // An error ends the range: it is the last item the receiver sees.
-                    if let Err(e) = self.storage_roots(lo, hi, &tx) {
-                        let _ = tx.send(Err(e));
+                    for (lo, hi, tx) in mine {
+                        // An error ends the range: it is the last item the receiver sees.
+                        if let Err(e) = self.storage_roots(lo, hi, &tx) {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
                     }
                 });
-                ranges.push(rx.into_iter().peekable());
             }
-            self.account_trie(accounts_cf, &bounds, &mut ranges)
+            let root = self.account_trie(accounts_cf, &bounds, &mut ranges);
+            // Before the scope joins the workers: a worker blocked on a full channel (this thread returned
+            // early, on an error) wakes up to a closed channel and exits.
+            drop(ranges);
+            root
         })
     }
 
@@ -210,11 +233,11 @@ impl Store {
             None => true,
         };
         while let (Some(key), Some(value)) = (it.key(), it.value()) {
-            if u16::from(key[0]) >= hi {
-                break;
-            }
             if key.len() != 64 {
                 return Err(corrupt(format!("key of {} bytes, expected 64", key.len())));
+            }
+            if u16::from(key[0]) >= hi {
+                break;
             }
             let value = B256::try_from(value)
                 .map_err(|_| corrupt(format!("value of {} bytes, expected 32", value.len())))?;

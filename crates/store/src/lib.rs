@@ -62,6 +62,9 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database at `path` with every table.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Self> {
+        if opts.history_blocks == Some(0) {
+            return Err(StoreError::Config { reason: "a history window must keep at least 1 block".into() });
+        }
         if let Some(k) = opts.history_blocks.filter(|k| *k < opts.undo_window) {
             return Err(StoreError::Config {
                 reason: format!(
@@ -112,7 +115,8 @@ impl Store {
         }
         let mut batch = batch::Batch::default();
         if let (Some(old), Some(head)) = (stored, self.head()?) {
-            if configured < old {
+            // With a history window the undo index lives as long as the history (pruned together).
+            if configured < old && self.opts.history_blocks.is_none() {
                 let keep_from = head.number.saturating_sub(configured) + 1;
                 let drop_from = head.number.saturating_sub(old) + 1;
                 for number in drop_from..keep_from {
@@ -161,12 +165,12 @@ impl Store {
 
     /// Raises the oldest block whose state reads answer (never lowers it: pruned history does not come back).
     pub(crate) fn set_first_state_block(&self, number: u64) {
-        self.first_state_block.fetch_max(number, Ordering::Relaxed);
+        self.first_state_block.fetch_max(number, Ordering::SeqCst);
     }
 
     /// The oldest block whose state this database answers for.
     pub fn first_state_block(&self) -> u64 {
-        self.first_state_block.load(Ordering::Relaxed)
+        self.first_state_block.load(Ordering::SeqCst)
     }
 
     /// Records that the state tables hold block `imported.number`'s state, checked against its state root by

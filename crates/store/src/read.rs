@@ -160,10 +160,13 @@ impl Store {
         self.check_state_held(number)?;
         let key = keccak256(address);
         let after = number.saturating_add(1);
-        match self.seek_in_prefix::<AccountHistory>(key.as_slice(), &(key, after))? {
-            Some(prior) => Ok(prior.0),
-            None => self.get::<Accounts>(&key),
-        }
+        let found = match self.seek_in_prefix::<AccountHistory>(key.as_slice(), &(key, after))? {
+            Some(prior) => prior.0,
+            None => self.get::<Accounts>(&key)?,
+        };
+        // Again after the lookup: a history window may have pruned what it read meanwhile.
+        self.check_state_held(number)?;
+        Ok(found)
     }
 
     /// A storage slot at the head (zero when absent).
@@ -177,9 +180,12 @@ impl Store {
         let (account_key, slot_key) = (keccak256(address), keccak256(slot));
         let prefix = [account_key.as_slice(), slot_key.as_slice()].concat();
         let after = number.saturating_add(1);
-        match self.seek_in_prefix::<StorageHistory>(&prefix, &(account_key, slot_key, after))? {
-            Some(prior) => Ok(prior),
-            None => Ok(self.get::<Storage>(&(account_key, slot_key))?.unwrap_or_default()),
-        }
+        let found = match self.seek_in_prefix::<StorageHistory>(&prefix, &(account_key, slot_key, after))? {
+            Some(prior) => prior,
+            None => self.get::<Storage>(&(account_key, slot_key))?.unwrap_or_default(),
+        };
+        // Again after the lookup: a history window may have pruned what it read meanwhile.
+        self.check_state_held(number)?;
+        Ok(found)
     }
 }

@@ -447,7 +447,7 @@ fn a_history_window_bounds_the_history_and_answers_inside_it() {
     assert!(err.to_string().contains("historical state unavailable"), "{err}");
     // The floor survives a restart, and the checksum of the non-history tables matches the full store's.
     drop(windowed);
-    let windowed = Store::open(windowed_dir.path(), windowed_opts).expect("reopens");
+    let windowed = Store::open(windowed_dir.path(), windowed_opts.clone()).expect("reopens");
     assert_eq!(windowed.first_state_block(), floor);
     let same =
         ["canonical", "blocks", "accounts", "storage", "code", "tx_index", "log_addresses", "log_topics"];
@@ -456,4 +456,24 @@ fn a_history_window_bounds_the_history_and_answers_inside_it() {
         full.checksum().unwrap().of_tables(&same),
         "the window prunes history only"
     );
+
+    // A reorg of two blocks, then one new block: the block leaving the window is below the floor now, whose
+    // history is gone. The floor must not go down, in memory or across a restart.
+    let mut sequence = windowed.position().unwrap().expect("position").sequence;
+    for _ in 0..2 {
+        let head = windowed.head().unwrap().expect("head");
+        sequence += 1;
+        windowed
+            .apply(&assembled(sequence, Record::Revert(Revert { number: head.number, hash: head.hash })))
+            .unwrap();
+    }
+    let parent = windowed.head().unwrap().expect("head");
+    sequence += 1;
+    let block = header_block(parent.number + 1, parent.hash, B256::repeat_byte(0x55));
+    windowed.apply(&assembled(sequence, Record::Block(block))).unwrap();
+    assert_eq!(windowed.first_state_block(), floor);
+    drop(windowed);
+    let windowed = Store::open(windowed_dir.path(), windowed_opts).expect("reopens");
+    assert_eq!(windowed.first_state_block(), floor, "the stored floor never goes down");
+    assert!(windowed.account_at(&addrs[0], floor - 1).is_err());
 }
