@@ -66,6 +66,11 @@ pub enum StoreError {
          record: start it from an empty database, or point it at the checkpoint's topic"
     )]
     ImportedButGenesis { sequence: u64, number: u64 },
+    #[error(
+        "{path} holds a database of layout {found}, this build reads layout {supported} (state under hashed \
+         keys): rebuild it (a new snapshot lineage, or import-state) with this version"
+    )]
+    Layout { path: String, found: u32, supported: u32 },
     #[error("store configuration: {reason}")]
     Config { reason: String },
     #[error("cannot mark the database as imported: {reason}")]

@@ -26,6 +26,11 @@ pub use error::{Result, StoreError};
 pub use ingest::sst_options;
 pub use read::Position;
 
+/// The on-disk layout this build reads and writes. 1: state keyed by address (before 2026-12-01, no layout
+/// key); 2: state keyed by `keccak256(address)` and `keccak256(slot)`, a checkpoint's first block, the
+/// history window.
+pub const LAYOUT_VERSION: u32 = 2;
+
 /// How many blocks back a revert can reach by default. Deep enough for any reorg seen on a post-merge
 /// chain by orders of magnitude; the undo index costs a few hundred bytes per block.
 pub const DEFAULT_UNDO_WINDOW: u64 = 10_000;
@@ -88,6 +93,7 @@ impl Store {
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         let store = Store { db, opts, first_state_block: AtomicU64::new(0) };
+        store.check_layout(path, true)?;
         store.load_first_state_block()?;
         store.adopt_undo_window()?;
         Ok(store)
@@ -149,9 +155,37 @@ impl Store {
             DB::open_cf_for_read_only(&Options::default(), path, tables::ALL_TABLES.iter().copied(), false)
                 .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         let store = Store { db, opts: StoreOptions::default(), first_state_block: AtomicU64::new(0) };
+        store.check_layout(path, false)?;
         // Read-only: the history window is whatever the writer left (its floor is stored).
         store.load_first_state_block()?;
         Ok(store)
+    }
+
+    /// Refuses a database of another layout before anything decodes its tables; stamps a new one.
+    fn check_layout(&self, path: &Path, writable: bool) -> Result<()> {
+        use tables::{Meta, MetaKey};
+        let found = match self.get::<Meta>(&MetaKey::Layout)? {
+            Some(b) => u32::from_be_bytes(b.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                table: "meta",
+                reason: format!("layout is {} bytes, expected 4", b.len()),
+            })?),
+            // Databases of the first layout carry no layout key, but they have applied records.
+            None if self.get::<Meta>(&MetaKey::Sequence)?.is_some() => 1,
+            None if writable => {
+                let mut batch = batch::Batch::default();
+                self.put::<Meta>(&mut batch, &MetaKey::Layout, &LAYOUT_VERSION.to_be_bytes().to_vec().into());
+                return self.commit(batch);
+            }
+            None => return Ok(()),
+        };
+        if found != LAYOUT_VERSION {
+            return Err(StoreError::Layout {
+                path: path.display().to_string(),
+                found,
+                supported: LAYOUT_VERSION,
+            });
+        }
+        Ok(())
     }
 
     fn load_first_state_block(&self) -> Result<()> {

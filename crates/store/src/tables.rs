@@ -136,6 +136,8 @@ pub enum MetaKey {
     /// The oldest block whose history the history window kept (u64, big-endian); absent when nothing was
     /// pruned. Local configuration like the undo window: left out of the checksum.
     HistoryFloor,
+    /// The database layout version (u32, big-endian): see `LAYOUT_VERSION` in the crate root.
+    Layout,
 }
 
 impl MetaKey {
@@ -150,6 +152,7 @@ impl MetaKey {
             MetaKey::UndoWindow => "undo_window",
             MetaKey::Imported => "imported",
             MetaKey::HistoryFloor => "history_floor",
+            MetaKey::Layout => "layout",
         }
     }
 }

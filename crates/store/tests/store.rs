@@ -477,3 +477,30 @@ fn a_history_window_bounds_the_history_and_answers_inside_it() {
     assert_eq!(windowed.first_state_block(), floor, "the stored floor never goes down");
     assert!(windowed.account_at(&addrs[0], floor - 1).is_err());
 }
+
+#[test]
+fn a_database_of_the_address_keyed_layout_is_refused_naming_both_layouts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(&dir, 100);
+        let genesis = LogGenerator::records(GenOptions::default(), 1).remove(0).1;
+        store.apply(&assembled(0, genesis)).expect("applies");
+    }
+    // What a database of the first layout looks like: records applied, no layout key.
+    {
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), ec_store::tables::ALL_TABLES)
+            .expect("opens raw");
+        db.delete_cf(db.cf_handle("meta").expect("meta"), b"layout").expect("deletes");
+    }
+    for err in [
+        Store::open(dir.path(), StoreOptions::default()).err().expect("refused"),
+        Store::open_read_only(dir.path()).err().expect("refused read-only"),
+    ] {
+        assert!(matches!(err, StoreError::Layout { found: 1, supported: 2, .. }), "{err}");
+        assert!(err.to_string().contains("rebuild"), "{err}");
+    }
+    // A new database is stamped and reopens.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    drop(open(&fresh, 100));
+    assert!(Store::open_read_only(fresh.path()).is_ok());
+}
