@@ -102,6 +102,11 @@ pub enum PublisherError {
          publisher knows no older block within {window} blocks to return to"
     )]
     ReorgTooDeep { number: u64, hash: alloy_primitives::B256, window: u64 },
+    #[error(
+        "the client's chain no longer holds block {number} ({hash}), the checkpoint this log starts at: a \
+         checkpoint cannot be reverted. Start a new cluster at a finalized block"
+    )]
+    CheckpointReorged { number: u64, hash: alloy_primitives::B256 },
     #[error("the client's genesis block {client} differs from the log's {log}")]
     GenesisChanged { log: alloy_primitives::B256, client: alloy_primitives::B256 },
     #[error(
@@ -197,7 +202,7 @@ impl Publisher {
         let mut publisher = Publisher {
             rpc,
             producer,
-            published: Published { next_sequence: 0, chain: Default::default() },
+            published: Published { next_sequence: 0, chain: Default::default(), checkpoint: None },
             mode,
             spec,
             metrics,
@@ -473,6 +478,9 @@ impl Publisher {
             if oldest.number == 0 {
                 let client = self.rpc.block_hash(BlockId::Number(0)).await?.map(|c| c.1).unwrap_or_default();
                 return Err(PublisherError::GenesisChanged { log: oldest.hash, client });
+            }
+            if self.published.checkpoint == Some(oldest) {
+                return Err(PublisherError::CheckpointReorged { number: oldest.number, hash: oldest.hash });
             }
             return Err(PublisherError::ReorgTooDeep {
                 number: head.number,

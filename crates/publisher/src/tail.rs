@@ -31,6 +31,9 @@ pub struct Published {
     pub next_sequence: u64,
     /// Recent canonical blocks, oldest first; the back is the head.
     pub chain: VecDeque<BlockRef>,
+    /// The checkpoint block the log starts at, when the tail reached back to it: a reorg below it cannot be
+    /// followed (a checkpoint has no undo data).
+    pub checkpoint: Option<BlockRef>,
 }
 
 impl Published {
@@ -43,8 +46,11 @@ impl Published {
         self.next_sequence = sequence + 1;
         match record {
             Record::Genesis(g) => self.chain.push_back(BlockRef { number: 0, hash: g.block.hash }),
-            Record::Block(b) | Record::Checkpoint(ec_log::Checkpoint { block: b, .. }) => {
-                self.chain.push_back(BlockRef { number: b.number, hash: b.hash })
+            Record::Block(b) => self.chain.push_back(BlockRef { number: b.number, hash: b.hash }),
+            Record::Checkpoint(c) => {
+                let block = BlockRef { number: c.block.number, hash: c.block.hash };
+                self.checkpoint = Some(block);
+                self.chain.push_back(block);
             }
             Record::Revert(_) => {
                 self.chain.pop_back();
@@ -102,7 +108,7 @@ pub async fn read_tail(
     let start = low.max(high - messages);
     consumer.assign(start)?;
     let mut assembler = Assembler::new();
-    let mut published = Published { next_sequence: 0, chain: VecDeque::new() };
+    let mut published = Published { next_sequence: 0, chain: VecDeque::new(), checkpoint: None };
     // The head named by the last heartbeat, if no block or revert came after it.
     let mut heartbeat_head = None;
     let mut offset = start;
