@@ -134,49 +134,83 @@ pub fn logs(b: &StoredBlock) -> Vec<Log> {
 
 /// Every receipt of a stored block, as `eth_getBlockReceipts` returns them.
 pub fn receipts(b: &StoredBlock) -> Result<Vec<Value>, String> {
-    let txs = envelopes(b)?;
-    // The block's logs in order; each receipt takes its own from the front (one pass, not one per receipt).
-    let mut all_logs = logs(b).into_iter();
-    let mut out = Vec::with_capacity(txs.len());
-    for (i, ((tx, stored), r)) in txs.iter().zip(&b.transactions).zip(&b.receipts).enumerate() {
-        let hash = *tx.tx_hash();
-        let logs: Vec<Log> = all_logs.by_ref().take(r.logs.len()).collect();
-        let mut bloom = Bloom::default();
-        for l in &r.logs {
-            bloom.accrue_raw_log(l.address, &l.topics);
-        }
-        let inner = ReceiptWithBloom {
-            receipt: Receipt {
-                status: Eip658Value::Eip658(r.success),
-                cumulative_gas_used: r.cumulative_gas_used,
-                logs,
-            },
-            logs_bloom: bloom,
-        };
-        let envelope = match TxType::try_from(tx.ty()).unwrap_or(TxType::Legacy) {
-            TxType::Legacy => ReceiptEnvelope::Legacy(inner),
-            TxType::Eip2930 => ReceiptEnvelope::Eip2930(inner),
-            TxType::Eip1559 => ReceiptEnvelope::Eip1559(inner),
-            TxType::Eip4844 => ReceiptEnvelope::Eip4844(inner),
-            TxType::Eip7702 => ReceiptEnvelope::Eip7702(inner),
-        };
-        let receipt = TransactionReceipt {
-            inner: envelope,
-            transaction_hash: hash,
-            transaction_index: Some(i as u64),
-            block_hash: Some(b.hash),
-            block_number: Some(b.number),
-            gas_used: r.gas_used,
-            effective_gas_price: r.effective_gas_price,
-            blob_gas_used: r.blob_gas_used,
-            blob_gas_price: r.blob_gas_price,
-            from: stored.sender,
-            to: tx.to(),
-            contract_address: r.contract_address,
-        };
-        // Without the block's timestamp, which clients built on alloy (anvil, reth) add and geth and the
-        // conformance suite do not.
-        out.push(serde_json::to_value(receipt).map_err(|e| e.to_string())?);
+    let mut out = Vec::with_capacity(b.transactions.len());
+    let mut first_log_index = 0u64;
+    for i in 0..b.transactions.len() {
+        out.push(receipt_json(b, i, first_log_index)?);
+        first_log_index += b.receipts.get(i).map_or(0, |r| r.logs.len() as u64);
     }
     Ok(out)
+}
+
+/// The receipt of transaction `i` alone (`eth_getTransactionReceipt`): only its own transaction is decoded
+/// and converted; the logs before it are counted, not built, for its first log index.
+pub fn receipt(b: &StoredBlock, i: usize) -> Result<Option<Value>, String> {
+    if i >= b.transactions.len() {
+        return Ok(None);
+    }
+    let first_log_index: u64 = b.receipts.iter().take(i).map(|r| r.logs.len() as u64).sum();
+    receipt_json(b, i, first_log_index).map(Some)
+}
+
+fn receipt_json(b: &StoredBlock, i: usize, first_log_index: u64) -> Result<Value, String> {
+    let stored = &b.transactions[i];
+    let r = b.receipts.get(i).ok_or_else(|| format!("block {}: no receipt for transaction {i}", b.number))?;
+    let tx = TxEnvelope::decode_2718(&mut &stored.encoded[..])
+        .map_err(|e| format!("block {}: stored tx: {e}", b.number))?;
+    let hash = *tx.tx_hash();
+    let logs: Vec<Log> = r
+        .logs
+        .iter()
+        .enumerate()
+        .map(|(k, l)| Log {
+            inner: PrimLog {
+                address: l.address,
+                data: LogData::new_unchecked(l.topics.clone(), l.data.clone()),
+            },
+            block_hash: Some(b.hash),
+            block_number: Some(b.number),
+            block_timestamp: Some(b.timestamp),
+            transaction_hash: Some(hash),
+            transaction_index: Some(i as u64),
+            log_index: Some(first_log_index + k as u64),
+            removed: false,
+        })
+        .collect();
+    let mut bloom = Bloom::default();
+    for l in &r.logs {
+        bloom.accrue_raw_log(l.address, &l.topics);
+    }
+    let inner = ReceiptWithBloom {
+        receipt: Receipt {
+            status: Eip658Value::Eip658(r.success),
+            cumulative_gas_used: r.cumulative_gas_used,
+            logs,
+        },
+        logs_bloom: bloom,
+    };
+    let envelope = match TxType::try_from(tx.ty()).unwrap_or(TxType::Legacy) {
+        TxType::Legacy => ReceiptEnvelope::Legacy(inner),
+        TxType::Eip2930 => ReceiptEnvelope::Eip2930(inner),
+        TxType::Eip1559 => ReceiptEnvelope::Eip1559(inner),
+        TxType::Eip4844 => ReceiptEnvelope::Eip4844(inner),
+        TxType::Eip7702 => ReceiptEnvelope::Eip7702(inner),
+    };
+    let receipt = TransactionReceipt {
+        inner: envelope,
+        transaction_hash: hash,
+        transaction_index: Some(i as u64),
+        block_hash: Some(b.hash),
+        block_number: Some(b.number),
+        gas_used: r.gas_used,
+        effective_gas_price: r.effective_gas_price,
+        blob_gas_used: r.blob_gas_used,
+        blob_gas_price: r.blob_gas_price,
+        from: stored.sender,
+        to: tx.to(),
+        contract_address: r.contract_address,
+    };
+    // Without the block's timestamp, which clients built on alloy (anvil, reth) add and geth and the
+    // conformance suite do not.
+    serde_json::to_value(receipt).map_err(|e| e.to_string())
 }

@@ -349,7 +349,7 @@ pub fn module(
     m.register_method("eth_getTransactionReceipt", |p, c, _| -> RpcResult<Value> {
         let hash = hash_arg(&positional(&p)?, 0, "transaction hash")?;
         let Some((b, i)) = c.tx_block(&hash)? else { return Ok(Value::Null) };
-        Ok(convert::receipts(&b).map_err(server_error)?.into_iter().nth(i).unwrap_or(Value::Null))
+        Ok(convert::receipt(&b, i).map_err(server_error)?.unwrap_or(Value::Null))
     })
     .expect(reg);
     m.register_method("eth_getBlockReceipts", |p, c, _| -> RpcResult<Value> {
