@@ -23,17 +23,9 @@ const RUNTIME: &str = "368015602057600114602557602035806000526000358091905560206
 /// Constructor: slot 1 = 0x11, slot 2 = 0x22, then returns RUNTIME.
 const INIT_PREFIX: &str = "601160015560226002556028601660003960286000f3";
 
-fn mined(client: &Upstream, tx: B256) -> Value {
-    client.mined(tx)
-}
-
 fn store_slot(client: &Upstream, contract: Address, slot: u64, value: u64) {
     let data = format!("0x{slot:064x}{value:064x}");
-    mined(client, client.send(json!({"from": DEV[0], "to": contract, "data": data, "gas": "0x30000"})));
-}
-
-fn transfer(client: &Upstream, from: &str, to: u64) {
-    mined(client, client.send(json!({"from": from, "to": format!("0x{to:040x}"), "value": "0x3"})));
+    client.mined(client.send(json!({"from": DEV[0], "to": contract, "data": data, "gas": "0x30000"})));
 }
 
 fn import_state(data_dir: &Path, block: u64, rpc_url: &str, source: &[&str]) -> Output {
@@ -88,25 +80,19 @@ fn reth_init_state(trie_dump: &Path, out: &Path) {
     std::fs::write(out, output.join("\n") + "\n").expect("writes");
 }
 
-/// The replica's JSON-RPC answer to one call, as the whole response object.
-fn replica_call(port: u16, method: &str, params: Value) -> Value {
-    rpc_call(port, method, params)
-}
-
 #[test]
 fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     let mut client = Upstream::geth_on_demand();
     // Before N: a contract with storage, transfers; then blocks up to a multiple of 32, which geth --dev
     // finalizes (its simulated beacon's epoch).
-    let deploy = mined(
-        &client,
+    let deploy = client.mined(
         client.send(json!({"from": DEV[0], "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"})),
     );
     let contract: Address = serde_json::from_value(deploy["contractAddress"].clone()).expect("created");
     store_slot(&client, contract, 5, 0x77);
     let mut next_address = 0x5000;
     while !client.head().0.is_multiple_of(32) {
-        transfer(&client, DEV[1], next_address);
+        client.transfers(DEV[1], next_address, 1);
         next_address += 1;
     }
     let n = client.head().0;
@@ -191,10 +177,7 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     let _publisher = spawn_logged(publisher_cmd, &publisher_log);
     store_slot(&client, contract, 1, 0);
     store_slot(&client, contract, 6, 0x66);
-    for _ in 0..3 {
-        transfer(&client, DEV[2], next_address);
-        next_address += 1;
-    }
+    client.transfers(DEV[2], next_address, 3);
     let head = client.head().0;
 
     // Over JSON-RPC from geth itself (its debug_ namespace; block N+1 exists now, which geth's
@@ -232,26 +215,21 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
 
     // Over JSON-RPC: nothing below N, `earliest` is N, BLOCKHASH reaches before N.
     let port = free_port();
-    let mut replica = replica_cmd(&data, &broker.bootstrap_servers(), "log");
-    replica.args(["--rpc-addr", &format!("127.0.0.1:{port}")]);
-    // Follow instead of exiting once caught up.
-    let args: Vec<_> =
-        replica.get_args().filter(|a| *a != "--exit-when-caught-up").map(|a| a.to_owned()).collect();
-    let mut follow = Command::new(bin());
-    follow.args(args).env("RUST_LOG", "info,rdkafka=warn");
+    let mut follow = replica_follow_cmd(&data, &broker.bootstrap_servers(), "log");
+    follow.args(["--rpc-addr", &format!("127.0.0.1:{port}")]);
     let _replica = spawn_logged(follow, &tmp.path().join("replica.log"));
     wait_rpc_head(port, head);
-    let earliest = replica_call(port, "eth_getBlockByNumber", json!(["earliest", false]));
+    let earliest = rpc_call(port, "eth_getBlockByNumber", json!(["earliest", false]));
     assert_eq!(earliest["result"]["number"], json!(format!("{n:#x}")), "{earliest}");
-    let below = replica_call(port, "eth_getBlockByNumber", json!([format!("{:#x}", n - 1), false]));
+    let below = rpc_call(port, "eth_getBlockByNumber", json!([format!("{:#x}", n - 1), false]));
     assert_eq!(below["result"], Value::Null, "{below}");
-    let state_below = replica_call(port, "eth_getBalance", json!([DEV[0], format!("{:#x}", n - 1)]));
+    let state_below = rpc_call(port, "eth_getBalance", json!([DEV[0], format!("{:#x}", n - 1)]));
     assert!(
         state_below["error"]["message"].as_str().is_some_and(|m| m.contains("historical state")),
         "{state_below}"
     );
     for number in [n, head] {
-        let ours = replica_call(port, "eth_getBlockByNumber", json!([format!("{number:#x}"), true]));
+        let ours = rpc_call(port, "eth_getBlockByNumber", json!([format!("{number:#x}"), true]));
         let theirs = client.call("eth_getBlockByNumber", json!([format!("{number:#x}"), true]));
         for field in ["hash", "stateRoot", "transactions", "withdrawals"] {
             assert_eq!(ours["result"][field], theirs[field], "block {number} {field}");
@@ -260,7 +238,7 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     for target in [head - 1, n - 1, n - 10] {
         // Init code of an eth_call without `to`: returns BLOCKHASH(target).
         let code = format!("0x62{target:06x}4060005260206000f3");
-        let ours = replica_call(port, "eth_call", json!([{"data": code}, "latest"]));
+        let ours = rpc_call(port, "eth_call", json!([{"data": code}, "latest"]));
         let theirs = client.call("eth_call", json!([{"data": code}, "latest"]));
         assert_eq!(ours["result"], theirs, "BLOCKHASH({target}) with N = {n}: {ours}");
         assert_ne!(theirs, json!(format!("0x{}", "0".repeat(64))), "block {target} has a hash");

@@ -1625,14 +1625,6 @@ fn wait_ready(port: u16, want: u16, secs: u64, what: &str) -> String {
     }
 }
 
-/// `n` mined transfers from `from` to addresses `base..base + n`.
-fn transfers(client: &Upstream, from: &str, base: u64, n: u64) {
-    for i in 0..n {
-        let tx = client.send(json!({"from": from, "to": format!("0x{:040x}", base + i), "value": "0x3"}));
-        mined(client, tx);
-    }
-}
-
 /// Waits until the log's head is the client's head.
 fn wait_log_at_head(brokers: &str, client: &Upstream, what: &str) {
     wait_for(what, Duration::from_secs(120), || {
@@ -1851,7 +1843,7 @@ fn rival_publishers_never_write_a_conflicting_record() {
     };
     let log_of =
         |name: &str| std::fs::read_to_string(tmp.path().join(format!("{name}.log"))).unwrap_or_default();
-    let traffic = |n: u64| transfers(&client, DEV[2], 0xf00, n);
+    let traffic = |n: u64| client.transfers(DEV[2], 0xf00, n);
     let caught_up = |what: &str| wait_log_at_head(&brokers, &client, what);
 
     let mut a = publisher("a", &[]);
@@ -1908,7 +1900,7 @@ fn a_transaction_that_outlives_a_broker_outage_is_recovered() {
         .arg(client.genesis());
     let log_path = tmp.path().join("publisher.log");
     let mut publisher = spawn_logged(cmd, &log_path);
-    let traffic = |n: u64| transfers(&client, DEV[3], 0xe00, n);
+    let traffic = |n: u64| client.transfers(DEV[3], 0xe00, n);
     let caught_up = |what: &str| wait_log_at_head(&brokers, &client, what);
     traffic(3);
     caught_up("the publisher to follow");

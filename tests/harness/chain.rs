@@ -293,6 +293,14 @@ impl Upstream {
         }
     }
 
+    /// `n` mined transfers from `from` to addresses `base..base + n`.
+    pub fn transfers(&self, from: &str, base: u64, n: u64) {
+        for i in 0..n {
+            let tx = self.send(json!({"from": from, "to": format!("0x{:040x}", base + i), "value": "0x3"}));
+            self.mined(tx);
+        }
+    }
+
     pub fn mine(&self) {
         assert!(!self.is_geth(), "geth --dev mines on its own clock");
         self.call("evm_mine", json!([]));

@@ -81,20 +81,18 @@ pub fn watermarks(brokers: &str, topic: &str) -> (i64, i64) {
 
 /// The replica command, catching up once and exiting.
 pub fn replica_cmd(data_dir: &Path, brokers: &str, topic: &str) -> Command {
+    let mut cmd = replica_follow_cmd(data_dir, brokers, topic);
+    cmd.arg("--exit-when-caught-up");
+    cmd
+}
+
+/// The replica command, following the topic until it is killed.
+pub fn replica_follow_cmd(data_dir: &Path, brokers: &str, topic: &str) -> Command {
     let mut cmd = Command::new(bin());
-    cmd.args([
-        "replica",
-        "--exit-when-caught-up",
-        "--progress-interval",
-        "0.5",
-        "--topic",
-        topic,
-        "--brokers",
-        brokers,
-    ])
-    .arg("--data-dir")
-    .arg(data_dir)
-    .env("RUST_LOG", "info,rdkafka=warn");
+    cmd.args(["replica", "--progress-interval", "0.5", "--topic", topic, "--brokers", brokers])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "info,rdkafka=warn");
     cmd
 }
 

@@ -267,42 +267,33 @@ impl Geth {
     /// `geth snapshot dump` of the head state of a stopped geth into `out` (JSON lines: the root, then one
     /// account per line, by hashed address).
     pub fn snapshot_dump(&self, out: &Path) -> Result<(), GethError> {
-        let file = std::fs::File::create(out)?;
-        let status = Command::new(&self.bin)
-            .arg("--datadir")
-            .arg(self.datadir())
-            .args(["--state.scheme", "hash", "snapshot", "dump"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file))
-            .stderr(Stdio::piped())
-            .output()?;
-        if !status.status.success() {
-            return Err(GethError::Step {
-                step: "snapshot dump".into(),
-                status: status.status,
-                output: String::from_utf8_lossy(&status.stderr).into_owned(),
-            });
-        }
-        Ok(())
+        self.run_to_file("snapshot dump", &["snapshot", "dump"], out)
     }
 
     /// `geth dump <block>` of a stopped geth into `out`: the trie dump, one account per line with its
     /// address and its storage by plain slot (geth knows the preimages: see `init`).
     pub fn trie_dump(&self, block: u64, out: &Path) -> Result<(), GethError> {
+        self.run_to_file("dump", &["dump", &block.to_string()], out)
+    }
+
+    /// A geth command on the stopped geth's data directory, its output written to `out` (too large to hold:
+    /// a dump is the whole state).
+    fn run_to_file(&self, step: &str, command: &[&str], out: &Path) -> Result<(), GethError> {
         let file = std::fs::File::create(out)?;
-        let status = Command::new(&self.bin)
+        let output = Command::new(&self.bin)
             .arg("--datadir")
             .arg(self.datadir())
-            .args(["--state.scheme", "hash", "dump", &block.to_string()])
+            .args(["--state.scheme", "hash"])
+            .args(command)
             .stdin(Stdio::null())
             .stdout(Stdio::from(file))
             .stderr(Stdio::piped())
             .output()?;
-        if !status.status.success() {
+        if !output.status.success() {
             return Err(GethError::Step {
-                step: "dump".into(),
-                status: status.status,
-                output: String::from_utf8_lossy(&status.stderr).into_owned(),
+                step: step.into(),
+                status: output.status,
+                output: String::from_utf8_lossy(&output.stderr).into_owned(),
             });
         }
         Ok(())
