@@ -36,6 +36,8 @@ pub enum CheckpointError {
         "block {number}'s ancestors changed while they were read (block {at} is not the parent of the next)"
     )]
     Ancestors { number: u64, at: u64 },
+    #[error("the chain specification is for chain {spec}, the client serves chain {client}")]
+    ChainId { spec: u64, client: u64 },
     #[error("block {number} is under rules this build does not implement: {source}")]
     Spec { number: u64, source: SpecError },
 }
@@ -47,6 +49,10 @@ pub async fn checkpoint_record(
     number: u64,
     allow_unfinalized: bool,
 ) -> Result<Checkpoint, CheckpointError> {
+    let chain_id = rpc.chain_id().await?;
+    if chain_id != spec.chain_id() {
+        return Err(CheckpointError::ChainId { spec: spec.chain_id(), client: chain_id });
+    }
     if !allow_unfinalized {
         let finalized = rpc.block_hash(BlockId::Finalized).await?.map(|(n, _)| n);
         if finalized.is_none_or(|f| f < number) {
@@ -60,7 +66,7 @@ pub async fn checkpoint_record(
         rpc.block_summary(BlockId::Number(0)).await?.ok_or(CheckpointError::NoBlock(0))?;
     let ancestors = ancestors(rpc, number, body.block.parent_hash).await?;
     Ok(Checkpoint {
-        chain_id: rpc.chain_id().await?,
+        chain_id,
         spec: spec.source(),
         genesis_hash,
         genesis_timestamp,
