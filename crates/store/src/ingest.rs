@@ -28,17 +28,12 @@ use crate::{
 
 /// Options for `rocksdb::SstFileWriter` when writing files for [`Store::ingest_sst_files`].
 ///
-/// They must agree with the column families' options in [`Store::open`] where it matters for the files'
-/// content: the comparator (the default bytewise one) and the compression (LZ4), so that ingested files look
+/// The tables' own options ([`crate::table_options`]: comparator, compression), so that ingested files look
 /// like the ones the store writes itself. Static because `SstFileWriter` borrows its options for its whole
 /// life, and a writer that lives in a struct cannot borrow from a sibling field.
 pub fn sst_options() -> &'static Options {
     static OPTS: OnceLock<Options> = OnceLock::new();
-    OPTS.get_or_init(|| {
-        let mut opts = Options::default();
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        opts
-    })
+    OPTS.get_or_init(crate::table_options)
 }
 
 /// Ranges of hashed addresses the storage roots are computed in (see [`Store::state_root`]).

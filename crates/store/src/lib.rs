@@ -56,6 +56,14 @@ impl Default for StoreOptions {
     }
 }
 
+/// Every table's column-family options: also the options of the SST files an import writes
+/// ([`sst_options`]), so that ingested files are like the ones the store writes itself.
+pub(crate) fn table_options() -> Options {
+    let mut opts = Options::default();
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts
+}
+
 pub struct Store {
     db: DB,
     opts: StoreOptions,
@@ -85,11 +93,7 @@ impl Store {
         db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         // Replay is write-heavy: a larger memtable means fewer flushes while catching up.
         db_opts.set_write_buffer_size(64 << 20);
-        let cfs = tables::ALL_TABLES.iter().map(|name| {
-            let mut cf_opts = Options::default();
-            cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            ColumnFamilyDescriptor::new(*name, cf_opts)
-        });
+        let cfs = tables::ALL_TABLES.iter().map(|name| ColumnFamilyDescriptor::new(*name, table_options()));
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         let store = Store { db, opts, first_state_block: AtomicU64::new(0) };
