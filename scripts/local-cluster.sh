@@ -102,8 +102,10 @@ done
 ) >/dev/null 2>&1 &
 pids+=($!)
 
+# Replica 2 also checks every block's prior values against its own state (--verify-priors).
 for r in 1 2; do
-  "$BIN" replica --brokers "127.0.0.1:$PORT" --topic "$TOPIC" --data-dir "$DATA/replica-$r" \
+  verify=(); [ "$r" = 2 ] && verify=(--verify-priors)
+  "$BIN" replica "${verify[@]}" --brokers "127.0.0.1:$PORT" --topic "$TOPIC" --data-dir "$DATA/replica-$r" \
     --health-addr "127.0.0.1:$(( HEALTH_BASE + r ))" --rpc-addr "127.0.0.1:$(( RPC_BASE + r ))" \
     --snapshot-dir "$DATA/snapshots" >"$DATA/logs/replica-$r.log" 2>&1 &
   pids+=($!)

@@ -211,19 +211,21 @@ impl Bed {
         opts: ReplicaOpts,
     ) -> Replica {
         let mut cmd = Command::new(bin());
-        cmd.args(["replica", "--brokers", &self.broker.bootstrap_servers(), "--topic", topic])
-            .arg("--data-dir")
-            .arg(&data)
-            .args([
-                "--rpc-addr",
-                &format!("127.0.0.1:{rpc}"),
-                "--health-addr",
-                &format!("127.0.0.1:{health}"),
-            ])
-            .args(["--max-silence-secs", &opts.max_silence_secs.unwrap_or(3.0).to_string()])
-            .args(["--progress-interval", "1", "--drain-secs", "2"])
-            .arg("--snapshot-dir")
-            .arg(self.path("snapshots"));
+        cmd.args([
+            "replica",
+            "--verify-priors",
+            "--brokers",
+            &self.broker.bootstrap_servers(),
+            "--topic",
+            topic,
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--rpc-addr", &format!("127.0.0.1:{rpc}"), "--health-addr", &format!("127.0.0.1:{health}")])
+        .args(["--max-silence-secs", &opts.max_silence_secs.unwrap_or(3.0).to_string()])
+        .args(["--progress-interval", "1", "--drain-secs", "2"])
+        .arg("--snapshot-dir")
+        .arg(self.path("snapshots"));
         if let Some(s) = &opts.from_snapshot {
             cmd.arg("--from-snapshot").arg(s);
         }
@@ -474,6 +476,7 @@ fn snapshot_older_than_retention_is_refused() {
     let mut cmd = Command::new(bin());
     cmd.args([
         "replica",
+        "--verify-priors",
         "--exit-when-caught-up",
         "--brokers",
         &bed.broker.bootstrap_servers(),
@@ -750,4 +753,80 @@ fn startup_time_from_a_snapshot_with_a_1000_block_backlog() {
         rpc_open.as_secs_f64()
     );
     assert_rpc_equals_anvil_at(second.rpc, &bed.anvil, head);
+}
+
+/// A replica flooded with heavy requests (calls that burn the whole gas cap, `eth_getLogs` over the whole
+/// chain) keeps replaying and keeps answering `/health/ready` within 100 ms: store-reading work runs on
+/// bounded blocking pools, never on the threads that replay and serve health.
+#[test]
+fn a_flood_of_heavy_requests_stalls_neither_replay_nor_health() {
+    let _serial = serial();
+    let bed = Bed::new(&["--block-time", "1"]);
+    bed.topic("flood", &[]);
+    let (stop_traffic, traffic) = bed.traffic(Duration::from_millis(100));
+    let publisher = bed.publisher("flood", "publisher");
+    let r = bed.replica("flood", "replica", ReplicaOpts::default());
+    wait_ready(&r, "the replica", &[&publisher]);
+
+    // An endless loop (JUMPDEST PUSH1 0 JUMP) placed at an address by a state override: each call runs until
+    // the replica's gas cap stops it.
+    const LOOP: &str = "0x00000000000000000000000000000000000100ff";
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new([std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)]);
+    let flood: Vec<JoinHandle<()>> = (0..32)
+        .map(|i: u64| {
+            let (stop, answered, port) = (stop.clone(), answered.clone(), r.rpc);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (kind, body) = if i.is_multiple_of(2) {
+                        let call = json!({"to": LOOP});
+                        let overrides = json!({ LOOP: {"code": "0x5b600056"} });
+                        (0, json!({"jsonrpc": "2.0", "id": i, "method": "eth_call", "params": [call, "latest", overrides]}))
+                    } else {
+                        let filter = json!({"fromBlock": "0x0", "toBlock": "latest"});
+                        (1, json!({"jsonrpc": "2.0", "id": i, "method": "eth_getLogs", "params": [filter]}))
+                    };
+                    if http_post_json(port, &body).is_some() {
+                        answered[kind].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let head =
+        |body: &str| -> Option<u64> { serde_json::from_str::<Value>(body).ok()?["head_block"].as_u64() };
+    let started = Instant::now();
+    let first = http_get(r.health, "/health/ready").and_then(|(_, b)| head(&b)).expect("a head");
+    let (mut worst, mut polls, mut last) = (Duration::ZERO, 0, first);
+    while started.elapsed() < Duration::from_secs(20) {
+        let t = Instant::now();
+        let answer = http_get(r.health, "/health/ready");
+        let took = t.elapsed();
+        let (code, body) = answer.expect("/health/ready answers during the flood");
+        assert!(
+            took < Duration::from_millis(100),
+            "/health/ready took {took:?} during the flood (poll {polls})"
+        );
+        assert_eq!(code, 200, "the replica stays ready during the flood: {body}");
+        worst = worst.max(took);
+        last = head(&body).unwrap_or(last);
+        polls += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let upstream = bed.anvil.head().0;
+    stop.store(true, Ordering::Relaxed);
+    for t in flood {
+        t.join().expect("flood thread");
+    }
+    stop_traffic.store(true, Ordering::Relaxed);
+    traffic.join().expect("traffic");
+    let (calls, scans) = (answered[0].load(Ordering::Relaxed), answered[1].load(Ordering::Relaxed));
+    eprintln!(
+        "FLOOD 20 s: {calls} gas-cap calls and {scans} whole-chain log scans answered; /health/ready worst \
+         {worst:?} over {polls} polls; replica head {first} -> {last}, anvil {upstream}"
+    );
+    assert!(calls >= 16 && scans >= 16, "the flood must really have run: {calls} calls, {scans} scans");
+    assert!(last >= first + 12, "replay kept going during the flood: head {first} -> {last} in 20 s");
+    assert!(last + 3 >= upstream, "the replica kept up: head {last}, anvil {upstream}");
 }

@@ -1,4 +1,4 @@
-//! Golden vectors for log format v4 (`docs/log-format.md`).
+//! Golden vectors for log format v5 (`docs/log-format.md`).
 //!
 //! The files in `tests/golden/` are the bytes this format puts on the wire. If the encoding drifts (a field
 //! reordered, a type changed, a header byte moved) these tests fail; a deliberate change must bump the format
@@ -9,11 +9,11 @@
 
 use std::path::PathBuf;
 
-use alloy_primitives::{address, b256, bytes, keccak256, Bytes, B256, U256};
+use alloy_primitives::{address, b256, bytes, keccak256, Bytes, B256, KECCAK256_EMPTY, U256};
 use ec_log::{
-    encode_record, AccountChange, AccountState, Assembler, Block, BlockRef, ChainSpecSource, Checkpoint,
-    ClientHead, EncodeOptions, Genesis, Heartbeat, Log, PublisherState, Receipt, Record, Revert, StorageSlot,
-    Transaction, Withdrawal,
+    encode_record, AccountChange, AccountPrior, AccountState, Assembler, Block, BlockRef, ChainSpecSource,
+    Checkpoint, ClientHead, EncodeOptions, Genesis, Heartbeat, Log, PublisherState, Receipt, Record, Revert,
+    StorageSlot, Transaction, Withdrawal,
 };
 
 const CLUSTER: &str = "golden";
@@ -58,25 +58,44 @@ fn block() -> Block {
             AccountChange {
                 address: address!("00000000000000000000000000000000000000a1"),
                 storage_wiped: false,
+                prior: Some(AccountPrior {
+                    balance: U256::from(2 * 10u64.pow(18)),
+                    nonce: 0,
+                    code_hash: KECCAK256_EMPTY,
+                }),
                 account: Some(AccountState { balance: U256::from(10u64.pow(18)), nonce: 1, code: None }),
-                storage: vec![],
+                storage: vec![StorageSlot {
+                    slot: B256::with_last_byte(3),
+                    prior: B256::with_last_byte(7),
+                    value: B256::with_last_byte(8),
+                }],
             },
             AccountChange {
                 address: address!("00000000000000000000000000000000000000c1"),
                 storage_wiped: true,
+                prior: None,
                 account: Some(AccountState {
                     balance: U256::ZERO,
                     nonce: 1,
                     code: Some(bytes!("6080604052")),
                 }),
                 storage: vec![
-                    StorageSlot { slot: B256::with_last_byte(1), value: B256::with_last_byte(0x2a) },
-                    StorageSlot { slot: B256::with_last_byte(2), value: B256::ZERO },
+                    StorageSlot {
+                        slot: B256::with_last_byte(1),
+                        prior: B256::ZERO,
+                        value: B256::with_last_byte(0x2a),
+                    },
+                    StorageSlot { slot: B256::with_last_byte(2), prior: B256::ZERO, value: B256::ZERO },
                 ],
             },
             AccountChange {
                 address: address!("00000000000000000000000000000000000000d1"),
                 storage_wiped: true,
+                prior: Some(AccountPrior {
+                    balance: U256::from(5),
+                    nonce: 1,
+                    code_hash: keccak256(bytes!("6000")),
+                }),
                 account: None,
                 storage: vec![],
             },
@@ -103,6 +122,7 @@ fn vectors() -> Vec<(&'static str, u64, Record, EncodeOptions)> {
             state: vec![AccountChange {
                 address: address!("00000000000000000000000000000000000000a1"),
                 storage_wiped: false,
+                prior: None,
                 account: Some(AccountState { balance: U256::from(10u64.pow(19)), nonce: 0, code: None }),
                 storage: vec![],
             }],
@@ -223,26 +243,28 @@ fn truncated_and_unknown_version_frames_are_rejected() {
     let f = &frames[0];
     let err = decode(&[f[..f.len() - 1].to_vec()]).unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
-    let mut v5 = f.clone();
-    v5[2] = 5;
-    let err = decode(&[v5]).unwrap_err();
-    assert!(err.to_string().contains("unknown log format version 5"), "{err}");
+    let mut v6 = f.clone();
+    v6[2] = 6;
+    let err = decode(&[v6]).unwrap_err();
+    assert!(err.to_string().contains("unknown log format version 6"), "{err}");
     let empty: Vec<u8> = Bytes::new().to_vec();
     assert!(decode(&[empty]).is_err());
 }
 
-/// Frames of older formats (kept as `tests/golden/v1-genesis-0.bin`, `v2-heartbeat-0.bin` and
-/// `v3-genesis-0.bin`) are refused before their body is read, with a message naming their version and the one
+/// Frames of older formats (kept as `tests/golden/v1-genesis-0.bin`, `v2-heartbeat-0.bin`,
+/// `v3-genesis-0.bin` and `v4-genesis-0.bin`) are refused before their body is read, with a message naming their version and the one
 /// this build reads.
 #[test]
 fn older_frames_are_refused_naming_both_versions() {
-    for (file, found) in [("v1-genesis-0.bin", 1), ("v2-heartbeat-0.bin", 2), ("v3-genesis-0.bin", 3)] {
+    for (file, found) in
+        [("v1-genesis-0.bin", 1), ("v2-heartbeat-0.bin", 2), ("v3-genesis-0.bin", 3), ("v4-genesis-0.bin", 4)]
+    {
         let old = std::fs::read(dir().join(file)).expect("the old vector is kept");
         let err = decode(&[old]).unwrap_err();
-        assert_eq!(err, ec_log::LogError::UnknownVersion { found, supported: 4 });
+        assert_eq!(err, ec_log::LogError::UnknownVersion { found, supported: 5 });
         assert_eq!(
             err.to_string(),
-            format!("unknown log format version {found} (this build reads version 4)")
+            format!("unknown log format version {found} (this build reads version 5)")
         );
     }
 }

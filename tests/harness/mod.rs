@@ -86,13 +86,24 @@ pub fn replica_cmd(data_dir: &Path, brokers: &str, topic: &str) -> Command {
     cmd
 }
 
-/// The replica command, following the topic until it is killed.
+/// The replica command, following the topic until it is killed. Every test replica checks the prior values
+/// of every block against its own state (`--verify-priors`): a publisher that records a wrong prior stops
+/// the replica, and the test with it.
 pub fn replica_follow_cmd(data_dir: &Path, brokers: &str, topic: &str) -> Command {
     let mut cmd = Command::new(bin());
-    cmd.args(["replica", "--progress-interval", "0.5", "--topic", topic, "--brokers", brokers])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("RUST_LOG", "info,rdkafka=warn");
+    cmd.args([
+        "replica",
+        "--verify-priors",
+        "--progress-interval",
+        "0.5",
+        "--topic",
+        topic,
+        "--brokers",
+        brokers,
+    ])
+    .arg("--data-dir")
+    .arg(data_dir)
+    .env("RUST_LOG", "info,rdkafka=warn");
     cmd
 }
 

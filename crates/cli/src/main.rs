@@ -84,6 +84,15 @@ struct ReplicaArgs {
     /// fsync every write batch (only needed against power loss; Kafka replays what is lost otherwise).
     #[arg(long, env = "EC_SYNC_WRITES")]
     sync_writes: bool,
+    /// RocksDB block cache in MiB, shared by every table (data, index and filter blocks). The OS page cache
+    /// holds more of the database on top of it: about a third of the instance's memory is a good start.
+    #[arg(long, env = "EC_BLOCK_CACHE_MB", default_value_t = 512)]
+    block_cache_mb: usize,
+    /// Compare every value a block record says it replaces with this replica's own, and stop at the first
+    /// difference (a publisher or replica gone wrong). Costs one read per changed account and slot; off,
+    /// applying a block reads nothing per key.
+    #[arg(long, env = "EC_VERIFY_PRIORS")]
+    verify_priors: bool,
     /// Exit with status 0 once caught up with the topic, instead of following it.
     #[arg(long)]
     exit_when_caught_up: bool,
@@ -102,6 +111,16 @@ struct ReplicaArgs {
     /// Longest one eth_call / eth_estimateGas may run, in seconds.
     #[arg(long, env = "EC_RPC_CALL_TIMEOUT_SECS", default_value_t = 5.0)]
     rpc_call_timeout_secs: f64,
+    /// Store-reading requests (state, blocks, transactions, receipts, fees) that run at once; the rest
+    /// wait. Default: 4 per core. Every class runs off the threads that replay and answer /health.
+    #[arg(long, env = "EC_RPC_READ_CONCURRENCY")]
+    rpc_read_concurrency: Option<usize>,
+    /// eth_getLogs requests that run at once. Default: 1 per core.
+    #[arg(long, env = "EC_RPC_LOGS_CONCURRENCY")]
+    rpc_logs_concurrency: Option<usize>,
+    /// eth_call / eth_estimateGas / eth_createAccessList requests that run at once. Default: 1 per core.
+    #[arg(long, env = "EC_RPC_EVM_CONCURRENCY")]
+    rpc_evm_concurrency: Option<usize>,
     /// Topic for transactions accepted by eth_sendRawTransaction; default `<topic>-tx`, `none` refuses them.
     #[arg(long, env = "EC_TX_TOPIC")]
     tx_topic: Option<String>,
@@ -197,6 +216,8 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
             undo_window: args.undo_window,
             sync_writes: args.sync_writes,
             history_blocks: args.history_blocks,
+            verify_priors: args.verify_priors,
+            tuning: ec_store::Tuning::replica(args.block_cache_mb << 20),
         },
         exit_when_caught_up: args.exit_when_caught_up,
         progress_interval: Duration::from_secs_f64(args.progress_interval.max(0.1)),
@@ -271,6 +292,9 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         max_logs: args.max_logs,
         gas_cap: args.rpc_gas_cap,
         call_timeout: Duration::from_secs_f64(args.rpc_call_timeout_secs.max(0.01)),
+        read_concurrency: args.rpc_read_concurrency.unwrap_or(4 * ec_rpc::cores()),
+        logs_concurrency: args.rpc_logs_concurrency.unwrap_or(ec_rpc::cores()),
+        evm_concurrency: args.rpc_evm_concurrency.unwrap_or(ec_rpc::cores()),
     };
     // Stopping (SIGTERM from ECS/ASG, or Ctrl-C) is staged so that no request is cut off: readiness turns
     // 503 at once, RPC keeps serving for --drain-secs while the balancer takes the replica out, then the RPC

@@ -20,7 +20,7 @@
 use crate::{error::LogError, record::RecordKind};
 
 pub const MAGIC: [u8; 2] = [0xEC, 0xA7];
-pub const FORMAT_VERSION: u8 = 4;
+pub const FORMAT_VERSION: u8 = 5;
 pub const FLAG_ZSTD: u8 = 0b0000_0001;
 pub const MAX_CLUSTER_ID_LEN: usize = 255;
 const FIXED_HEADER: usize = 2 + 1 + 1 + 1 + 1 + 8 + 4 + 4 + 4 + 4 + 4;

@@ -20,7 +20,7 @@ pub use codec::{decode_payload, encode_payload, encode_record, EncodeOptions, DE
 pub use error::LogError;
 pub use frame::{Frame, FrameHeader, FLAG_ZSTD, FORMAT_VERSION, MAGIC, MAX_CLUSTER_ID_LEN};
 pub use record::{
-    state_root_of_header, AccountChange, AccountState, Block, BlockRef, ChainSpecSource, Checkpoint,
-    ClientHead, Envelope, Genesis, Heartbeat, Log, PublisherState, Receipt, Record, RecordKind, Revert,
-    StorageSlot, Transaction, Withdrawal,
+    state_root_of_header, AccountChange, AccountPrior, AccountState, Block, BlockRef, ChainSpecSource,
+    Checkpoint, ClientHead, Envelope, Genesis, Heartbeat, Log, PublisherState, Receipt, Record, RecordKind,
+    Revert, StorageSlot, Transaction, Withdrawal,
 };

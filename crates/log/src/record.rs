@@ -204,11 +204,18 @@ pub struct Withdrawal {
 ///
 /// Order of application: if `storage_wiped`, every slot the account held before the block is dropped; then
 /// `account` replaces the account (or deletes it when `None`); then `storage` is written.
+///
+/// Every change carries the values it replaces (`prior`, and each slot's `prior`): a replica builds its
+/// history and undo entries from them without reading its own database, and can compare them with its own
+/// values to catch a publisher or a replica that has gone wrong (`--verify-priors`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountChange {
     pub address: Address,
     /// The account was destroyed during the block (and possibly re-created): its old storage is gone.
     pub storage_wiped: bool,
+    /// The account before the block, or `None` when it did not exist (an empty account counts as absent,
+    /// as it does after EIP-161). Always `None` in a genesis record.
+    pub prior: Option<AccountPrior>,
     /// Post-block account, or `None` when the account does not exist after the block.
     pub account: Option<AccountState>,
     /// Post-block values of written slots, sorted by slot, each slot once. Zero clears the slot.
@@ -223,9 +230,34 @@ pub struct AccountState {
     pub code: Option<Bytes>,
 }
 
+/// An account's fields before a block. The code is named by its hash (a replica already holds it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountPrior {
+    pub balance: U256,
+    pub nonce: u64,
+    /// `keccak256` of the code; `KECCAK256_EMPTY` for an account without code.
+    pub code_hash: B256,
+}
+
+impl AccountPrior {
+    /// `None` for an account that does not exist or is empty (no balance, nonce or code): the two are the
+    /// same state after EIP-161, and clients report a missing account either way.
+    pub fn existing(balance: U256, nonce: u64, code_hash: B256) -> Option<Self> {
+        let no_code = code_hash == alloy_primitives::KECCAK256_EMPTY || code_hash.is_zero();
+        if balance.is_zero() && nonce == 0 && no_code {
+            return None;
+        }
+        let code_hash = if no_code { alloy_primitives::KECCAK256_EMPTY } else { code_hash };
+        Some(Self { balance, nonce, code_hash })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageSlot {
     pub slot: B256,
+    /// The slot's value before the block (zero when unset). In an account with `storage_wiped` it is zero
+    /// and carries no meaning: the replica drops the account's old storage, which it holds itself.
+    pub prior: B256,
     pub value: B256,
 }
 

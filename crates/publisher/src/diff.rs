@@ -8,6 +8,11 @@
 //!   inside one transaction appears in neither, which is right: it exists neither before nor after.
 //! - parity's `stateDiff` (`=`, `+`, `-`, `*` per field): `=` carries no value, so an account whose balance or
 //!   nonce did not change in any transaction has to be read from the client ([`Partial::needs_account`]).
+//!
+//! Prior values (the state before the block, which the record carries) come from the first transaction that
+//! names an account or slot: prestate's `pre`, stateDiff's `from`. What no trace shows is read from the
+//! client at the parent block by the caller ([`Partial::prior`] still `None`, slots missing from
+//! [`Partial::slot_priors`]).
 
 use std::collections::BTreeMap;
 
@@ -16,7 +21,7 @@ use alloy_rpc_types_trace::{
     geth::DiffMode,
     parity::{AccountDiff, Delta},
 };
-use ec_log::{AccountChange, AccountState, StorageSlot};
+use ec_log::{AccountChange, AccountPrior, AccountState, StorageSlot};
 
 /// One account's change so far within a block.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,6 +42,10 @@ pub struct Partial {
     /// Every slot of this account any transaction's trace named (before or after), kept through a deletion:
     /// if the client contradicts a deletion, these are the slots to read back.
     pub touched: std::collections::BTreeSet<B256>,
+    /// The account before the block: `None` while unknown, `Some(None)` when it did not exist.
+    pub prior: Option<Option<AccountPrior>>,
+    /// Slot values before the block, where known.
+    pub slot_priors: BTreeMap<B256, B256>,
 }
 
 impl Partial {
@@ -47,7 +56,24 @@ impl Partial {
 
     fn delete(&mut self) {
         let touched = std::mem::take(&mut self.touched);
-        *self = Partial { deleted: true, wiped: true, touched, ..Partial::default() };
+        let slot_priors = std::mem::take(&mut self.slot_priors);
+        *self = Partial {
+            deleted: true,
+            wiped: true,
+            touched,
+            prior: self.prior,
+            slot_priors,
+            ..Partial::default()
+        };
+    }
+
+    /// Slots the record will list whose value before the block is not known yet. A wiped account needs
+    /// none: its old storage is dropped by the replica, which holds it.
+    pub fn unknown_slot_priors(&self) -> Vec<B256> {
+        if self.wiped || self.deleted {
+            return Vec::new();
+        }
+        self.storage.keys().filter(|s| !self.slot_priors.contains_key(*s)).copied().collect()
     }
 
     fn revive(&mut self) {
@@ -70,8 +96,28 @@ pub fn merge_prestate<'a>(txs: impl IntoIterator<Item = &'a DiffMode>) -> Partia
         for address in addresses {
             let acc = out.entry(*address).or_default();
             let pre = tx.pre.get(address);
+            if acc.prior.is_none() {
+                // First sight in the block: `pre` is the account before the block (absent: it did not exist).
+                acc.prior = Some(pre.and_then(|p| {
+                    let code_hash = p
+                        .code
+                        .as_ref()
+                        .map_or(alloy_primitives::KECCAK256_EMPTY, alloy_primitives::keccak256);
+                    AccountPrior::existing(
+                        p.balance.unwrap_or_default(),
+                        p.nonce.unwrap_or_default(),
+                        code_hash,
+                    )
+                }));
+            }
             let named = pre.into_iter().chain(tx.post.get(address)).flat_map(|a| a.storage.keys());
-            acc.touched.extend(named);
+            for slot in named {
+                acc.touched.insert(*slot);
+                // The first transaction to name a slot is the first to change it: its `pre` holds the value
+                // before the block (diff mode omits zeros).
+                let before = pre.and_then(|p| p.storage.get(slot)).copied().unwrap_or_default();
+                acc.slot_priors.entry(*slot).or_insert(before);
+            }
             let Some(post) = tx.post.get(address) else {
                 acc.delete();
                 continue;
@@ -104,6 +150,20 @@ pub fn merge_state_diff<'a>(txs: impl IntoIterator<Item = &'a BTreeMap<Address, 
         for (address, d) in tx {
             let acc = out.entry(*address).or_default();
             acc.touched.extend(d.storage.keys());
+            if acc.prior.is_none() {
+                acc.prior = state_diff_prior(d);
+            }
+            for (slot, delta) in &d.storage {
+                let before = match delta {
+                    Delta::Added(_) => Some(B256::ZERO),
+                    Delta::Changed(c) => Some(c.from),
+                    Delta::Removed(v) => Some(*v),
+                    Delta::Unchanged => None,
+                };
+                if let Some(before) = before {
+                    acc.slot_priors.entry(*slot).or_insert(before);
+                }
+            }
             let removed = matches!(d.balance, Delta::Removed(_)) && matches!(d.nonce, Delta::Removed(_));
             if removed {
                 acc.delete();
@@ -136,6 +196,28 @@ pub fn merge_state_diff<'a>(txs: impl IntoIterator<Item = &'a BTreeMap<Address, 
     out
 }
 
+/// The account before the block from its first stateDiff: known only when the diff gives every field's old
+/// value (`=` gives none; the caller reads the rest).
+fn state_diff_prior(d: &AccountDiff) -> Option<Option<AccountPrior>> {
+    if matches!(d.balance, Delta::Added(_)) {
+        return Some(None);
+    }
+    let balance = old_value(&d.balance)?;
+    let nonce = old_value(&d.nonce)?;
+    let code = old_value(&d.code)?;
+    let code_hash =
+        if code.is_empty() { alloy_primitives::KECCAK256_EMPTY } else { alloy_primitives::keccak256(&code) };
+    Some(AccountPrior::existing(balance, nonce.saturating_to(), code_hash))
+}
+
+fn old_value<T: Clone>(d: &Delta<T>) -> Option<T> {
+    match d {
+        Delta::Changed(c) => Some(c.from.clone()),
+        Delta::Removed(v) => Some(v.clone()),
+        Delta::Added(_) | Delta::Unchanged => None,
+    }
+}
+
 fn new_value<T: Clone>(d: &Delta<T>) -> Option<T> {
     match d {
         Delta::Added(v) => Some(v.clone()),
@@ -144,24 +226,39 @@ fn new_value<T: Clone>(d: &Delta<T>) -> Option<T> {
     }
 }
 
-/// The record's state list: sorted by address and slot, each once. Accounts whose balance or nonce is still
-/// unknown must have been filled in by the caller; any left get zero (and are counted by the caller).
+/// The record's state list: sorted by address and slot, each once. Accounts whose balance, nonce or prior
+/// values are still unknown must have been filled in by the caller; any left get zero (the caller makes sure
+/// none are left).
 pub fn finish(partials: Partials) -> Vec<AccountChange> {
     partials
         .into_iter()
-        .map(|(address, p)| AccountChange {
-            address,
-            storage_wiped: p.wiped,
-            account: (!p.deleted).then(|| AccountState {
-                balance: p.balance.unwrap_or_default(),
-                nonce: p.nonce.unwrap_or_default(),
-                code: p.code,
-            }),
-            storage: if p.deleted {
-                Vec::new()
-            } else {
-                p.storage.into_iter().map(|(slot, value)| StorageSlot { slot, value }).collect()
-            },
+        .map(|(address, p)| {
+            let wiped = p.wiped || p.deleted;
+            AccountChange {
+                address,
+                storage_wiped: p.wiped,
+                prior: p.prior.flatten(),
+                account: (!p.deleted).then(|| AccountState {
+                    balance: p.balance.unwrap_or_default(),
+                    nonce: p.nonce.unwrap_or_default(),
+                    code: p.code,
+                }),
+                storage: if p.deleted {
+                    Vec::new()
+                } else {
+                    p.storage
+                        .into_iter()
+                        .map(|(slot, value)| {
+                            let prior = if wiped {
+                                B256::ZERO
+                            } else {
+                                p.slot_priors.get(&slot).copied().unwrap_or_default()
+                            };
+                            StorageSlot { slot, prior, value }
+                        })
+                        .collect()
+                },
+            }
         })
         .collect()
 }
@@ -282,6 +379,131 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "{}", c.name);
         }
+    }
+
+    /// Prior values: the first transaction naming an account or slot gives its value before the block.
+    #[test]
+    fn prestate_priors_table() {
+        const E: B256 = alloy_primitives::KECCAK256_EMPTY;
+        /// (address byte, prior (balance, nonce) or None, slot priors still unknown, [(slot, prior)]).
+        type Want = (u8, Option<(u64, u64)>, Vec<u8>, Vec<(u8, u8)>);
+        struct Case {
+            name: &'static str,
+            txs: Vec<DiffMode>,
+            want: Vec<Want>,
+        }
+        let cases = vec![
+            Case {
+                name: "transfer: the prior is pre",
+                txs: vec![diff(vec![(1, acct(Some(100), Some(3), &[]))], vec![(1, acct(Some(90), None, &[]))])],
+                want: vec![(1, Some((100, 3)), vec![], vec![])],
+            },
+            Case {
+                name: "new account: only in post, no prior",
+                txs: vec![diff(vec![], vec![(1, acct(Some(5), None, &[(1, 1)]))])],
+                want: vec![(1, None, vec![], vec![(1, 0)])],
+            },
+            Case {
+                name: "fresh recipient shown as an empty pre: no prior",
+                txs: vec![diff(vec![(1, acct(Some(0), None, &[]))], vec![(1, acct(Some(5), None, &[]))])],
+                want: vec![(1, None, vec![], vec![])],
+            },
+            Case {
+                name: "a slot changed twice: the first pre wins",
+                txs: vec![
+                    diff(vec![(1, acct(Some(5), Some(1), &[(1, 9)]))], vec![(1, acct(None, None, &[(1, 8)]))]),
+                    diff(vec![(1, acct(Some(5), Some(1), &[(1, 8)]))], vec![(1, acct(None, None, &[(1, 7)]))]),
+                ],
+                want: vec![(1, Some((5, 1)), vec![], vec![(1, 9)])],
+            },
+            Case {
+                name: "a slot first named by a later transaction: its pre",
+                txs: vec![
+                    diff(vec![(1, acct(Some(5), Some(1), &[]))], vec![(1, acct(Some(4), None, &[]))]),
+                    diff(vec![(1, acct(Some(4), Some(1), &[(2, 6)]))], vec![(1, acct(None, None, &[]))]),
+                ],
+                want: vec![(1, Some((5, 1)), vec![], vec![(2, 6)])],
+            },
+            Case {
+                name: "deleted and re-created: the account's first pre, slot priors zero (the replica reads them)",
+                txs: vec![
+                    diff(vec![(1, acct(Some(5), Some(1), &[(1, 1)]))], vec![]),
+                    diff(vec![], vec![(1, acct(Some(2), Some(1), &[(3, 3)]))]),
+                ],
+                want: vec![(1, Some((5, 1)), vec![], vec![(3, 0)])],
+            },
+        ];
+        for c in cases {
+            let merged = merge_prestate(&c.txs);
+            let unknown: Vec<Vec<B256>> = merged.values().map(|p| p.unknown_slot_priors()).collect();
+            let got: Vec<_> = finish(merged)
+                .into_iter()
+                .zip(unknown)
+                .map(|(a, unknown)| {
+                    let prior = a.prior.map(|p| {
+                        assert_eq!(p.code_hash, E, "{}", c.name);
+                        (p.balance.saturating_to::<u64>(), p.nonce)
+                    });
+                    (
+                        a.address,
+                        prior,
+                        unknown,
+                        a.storage.iter().map(|s| (s.slot, s.prior)).collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            let want: Vec<_> = c
+                .want
+                .iter()
+                .map(|(a, p, unknown, st)| {
+                    let value = |v: u8| if v == 0 { B256::ZERO } else { slot(v) };
+                    (
+                        addr(*a),
+                        *p,
+                        unknown.iter().map(|s| slot(*s)).collect::<Vec<_>>(),
+                        st.iter().map(|(k, v)| (slot(*k), value(*v))).collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn state_diff_priors_come_from_the_first_diff_or_stay_unknown() {
+        use alloy_primitives::U64;
+        use alloy_rpc_types_trace::parity::ChangedType;
+        let changed =
+            |from: u64, to: u64| Delta::Changed(ChangedType { from: U256::from(from), to: U256::from(to) });
+        let mut tx = BTreeMap::new();
+        // Balance and nonce changed, code unchanged: the code hash is unknown, so the whole prior is.
+        tx.insert(
+            addr(1),
+            AccountDiff {
+                balance: changed(10, 9),
+                nonce: Delta::Changed(ChangedType { from: U64::from(1), to: U64::from(2) }),
+                code: Delta::Unchanged,
+                storage: [(slot(1), Delta::Changed(ChangedType { from: slot(4), to: slot(5) }))]
+                    .into_iter()
+                    .collect(),
+            },
+        );
+        // Created in the block: it did not exist before.
+        tx.insert(
+            addr(2),
+            AccountDiff {
+                balance: Delta::Added(U256::from(3)),
+                nonce: Delta::Added(U64::ZERO),
+                code: Delta::Added(Bytes::new()),
+                storage: [(slot(2), Delta::Added(slot(6)))].into_iter().collect(),
+            },
+        );
+        let merged = merge_state_diff([&tx]);
+        assert_eq!(merged[&addr(1)].prior, None);
+        assert_eq!(merged[&addr(1)].slot_priors[&slot(1)], slot(4));
+        assert_eq!(merged[&addr(2)].prior, Some(None));
+        assert_eq!(merged[&addr(2)].slot_priors[&slot(2)], B256::ZERO);
+        assert!(merged[&addr(2)].unknown_slot_priors().is_empty());
     }
 
     #[test]

@@ -313,7 +313,17 @@ pub async fn fetch_block(
         wanted.push((*address, balance, nonce, code));
     }
     let slot_reads: Vec<usize> = extra_slots.iter().map(|(a, s)| reads.storage(*a, *s, number)).collect();
+    // The system contracts' slots are written before the first transaction, so a trace that names one saw
+    // it after that write: their values before the block are always read, with every other prior no trace
+    // gave, in this same batch.
+    for (address, s) in &extra_slots {
+        if let Some(p) = partials.get_mut(address) {
+            p.slot_priors.remove(s);
+        }
+    }
+    let prior_reads = queue_prior_reads(&partials, &extra_slots, number, &mut reads)?;
     let got = reads.run(rpc).await?;
+    apply_prior_reads(&mut partials, prior_reads, &got)?;
     let mut contradicted = Vec::new();
     for (address, balance, nonce, code) in wanted {
         let Some(p) = partials.get_mut(&address) else { continue };
@@ -376,6 +386,12 @@ pub async fn fetch_block(
             partials.entry(address).or_default().storage.insert(s, value);
         }
     }
+    // Left only when the client contradicted a deletion (slots read back that no trace named).
+    let mut reads = Reads::default();
+    let leftover = queue_prior_reads(&partials, &[], number, &mut reads)?;
+    if !leftover.is_empty() {
+        apply_prior_reads(&mut partials, leftover, &reads.run(rpc).await?)?;
+    }
     let fetch = fetch + started.elapsed();
 
     let state = diff::finish(partials);
@@ -392,6 +408,68 @@ pub async fn fetch_block(
         disagreements: contradicted.len() as u64,
     };
     Ok(Some((block, timings)))
+}
+
+/// Prior values to read from the client at the parent block: an account's (balance, nonce, code) and its
+/// slots.
+type PriorReads = Vec<(Address, Option<(usize, usize, usize)>, Vec<(B256, usize)>)>;
+
+/// Queues, into `reads`, the reads at the parent block of every value before the block that no trace gave:
+/// accounts only the client's reads showed (withdrawals, system contracts), stateDiff's `=` fields, the
+/// slots in `extra_slots`, and slots no trace named.
+fn queue_prior_reads(
+    partials: &diff::Partials,
+    extra_slots: &[(Address, B256)],
+    number: u64,
+    reads: &mut Reads,
+) -> Result<PriorReads, FetchError> {
+    let parent = number.checked_sub(1).ok_or(FetchError::Inconsistent {
+        number,
+        reason: "block 0 has no parent to read prior values at".into(),
+    })?;
+    let mut wanted = Vec::new();
+    for (address, p) in partials.iter() {
+        let account = p.prior.is_none().then(|| {
+            (reads.balance(*address, parent), reads.nonce(*address, parent), reads.code(*address, parent))
+        });
+        let mut slots = p.unknown_slot_priors();
+        for (a, s) in extra_slots {
+            if a == address && !slots.contains(s) {
+                slots.push(*s);
+            }
+        }
+        let slots: Vec<(B256, usize)> =
+            slots.into_iter().map(|s| (s, reads.storage(*address, s, parent))).collect();
+        if account.is_some() || !slots.is_empty() {
+            wanted.push((*address, account, slots));
+        }
+    }
+    Ok(wanted)
+}
+
+fn apply_prior_reads(
+    partials: &mut diff::Partials,
+    wanted: PriorReads,
+    got: &Answers,
+) -> Result<(), RpcError> {
+    for (address, account, slots) in wanted {
+        let Some(p) = partials.get_mut(&address) else { continue };
+        if let Some((balance, nonce, code)) = account {
+            let balance: U256 = got.get(balance, "eth_getBalance")?;
+            let nonce: U256 = got.get(nonce, "eth_getTransactionCount")?;
+            let code: alloy_primitives::Bytes = got.get(code, "eth_getCode")?;
+            let code_hash = if code.is_empty() {
+                alloy_primitives::KECCAK256_EMPTY
+            } else {
+                alloy_primitives::keccak256(&code)
+            };
+            p.prior = Some(ec_log::AccountPrior::existing(balance, nonce.saturating_to(), code_hash));
+        }
+        for (slot, i) in slots {
+            p.slot_priors.insert(slot, got.get(i, "eth_getStorageAt")?);
+        }
+    }
+    Ok(())
 }
 
 /// Checks a sample (`rate`) of the block's account changes against `eth_getProof` proofs at the block,

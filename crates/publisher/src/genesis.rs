@@ -73,7 +73,7 @@ pub async fn genesis_record(
             .iter()
             .flatten()
             .filter(|(_, v)| !v.is_zero())
-            .map(|(slot, value)| StorageSlot { slot: *slot, value: *value })
+            .map(|(slot, value)| StorageSlot { slot: *slot, prior: B256::ZERO, value: *value })
             .collect();
         let (balance, client_nonce, client_code) =
             (rpc.balance(*address, 0).await?, rpc.nonce(*address, 0).await?, rpc.code(*address, 0).await?);
@@ -99,6 +99,7 @@ pub async fn genesis_record(
         state.push(AccountChange {
             address: *address,
             storage_wiped: false,
+            prior: None,
             account: Some(AccountState { balance: U256::from(acct.balance), nonce, code }),
             storage,
         });

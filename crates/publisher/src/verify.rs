@@ -169,6 +169,7 @@ mod tests {
         AccountChange {
             address,
             storage_wiped: false,
+            prior: None,
             account: account.map(|(balance, nonce)| AccountState {
                 balance: U256::from(balance),
                 nonce,
@@ -216,7 +217,11 @@ mod tests {
         let live = TrieAccount::new(0, U256::from(1), EMPTY_ROOT_HASH, KECCAK_EMPTY);
         let (root, proof) = state_with(a, Some(live));
         let mut c = change(a, Some((1, 0)));
-        c.storage = vec![StorageSlot { slot: B256::with_last_byte(1), value: B256::with_last_byte(2) }];
+        c.storage = vec![StorageSlot {
+            slot: B256::with_last_byte(1),
+            prior: B256::ZERO,
+            value: B256::with_last_byte(2),
+        }];
         let err = check_account(root, &c, &response(a, Some(live), proof)).unwrap_err();
         assert!(err.to_string().contains("no storage proof"), "{err}");
     }

@@ -42,6 +42,47 @@ pub struct Ctx {
     pub spec: std::sync::OnceLock<Arc<ec_chainspec::ChainSpec>>,
     /// The tip oracle's last answer and the head it was for (geth reuses it for empty blocks).
     pub last_tip: std::sync::Mutex<Option<(B256, u128)>>,
+    /// Where store-reading work runs ([`Class`]).
+    pub pools: Pools,
+}
+
+/// What a method costs, which decides the pool its work runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A few point reads: state, blocks, transactions, receipts, fees.
+    Read,
+    /// `eth_getLogs`: index scans over up to `max_log_block_range` blocks.
+    Logs,
+    /// The EVM: `eth_call`, `eth_estimateGas`, `eth_createAccessList`.
+    Evm,
+}
+
+/// Every method that reads the store runs on tokio's blocking threads, never on the async workers that run
+/// replay, `/health` and the connections themselves, and at most `n` at a time per [`Class`]: a flood of
+/// heavy requests waits for a permit (cheap reads keep their own), and replay and health keep running.
+pub struct Pools {
+    read: tokio::sync::Semaphore,
+    logs: tokio::sync::Semaphore,
+    evm: tokio::sync::Semaphore,
+}
+
+impl Pools {
+    pub fn new(limits: &Limits) -> Self {
+        let permits = |n: usize| tokio::sync::Semaphore::new(n.max(1));
+        Self {
+            read: permits(limits.read_concurrency),
+            logs: permits(limits.logs_concurrency),
+            evm: permits(limits.evm_concurrency),
+        }
+    }
+
+    fn of(&self, class: Class) -> &tokio::sync::Semaphore {
+        match class {
+            Class::Read => &self.read,
+            Class::Logs => &self.logs,
+            Class::Evm => &self.evm,
+        }
+    }
 }
 
 /// Caps that keep one request from costing without bound.
@@ -55,6 +96,15 @@ pub struct Limits {
     pub gas_cap: u64,
     /// Longest one `eth_call` / `eth_estimateGas` may run.
     pub call_timeout: std::time::Duration,
+    /// Requests of each [`Class`] that run at once; the rest wait their turn.
+    pub read_concurrency: usize,
+    pub logs_concurrency: usize,
+    pub evm_concurrency: usize,
+}
+
+/// The machine's cores (at least 1).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for Limits {
@@ -64,6 +114,11 @@ impl Default for Limits {
             max_logs: 10_000,
             gas_cap: 50_000_000,
             call_timeout: std::time::Duration::from_secs(5),
+            // Point reads mostly wait on the disk: more than one per core keeps it busy. Log scans and the
+            // EVM are CPU-bound: one per core, so that together they leave replay a share.
+            read_concurrency: 4 * cores(),
+            logs_concurrency: cores(),
+            evm_concurrency: cores(),
         }
     }
 }
@@ -121,6 +176,20 @@ pub(crate) fn arg<T: serde::de::DeserializeOwned>(args: &[Value], i: usize, name
 }
 
 impl Ctx {
+    /// Runs `work` on a blocking thread once its class has a free permit ([`Pools`]).
+    pub(crate) async fn on_pool<T: Send + 'static>(
+        self: &Arc<Self>,
+        class: Class,
+        work: impl FnOnce(&Ctx) -> RpcResult<T> + Send + 'static,
+    ) -> RpcResult<T> {
+        let _permit =
+            self.pools.of(class).acquire().await.map_err(|_| server_error("the server is stopping"))?;
+        let c = self.clone();
+        tokio::task::spawn_blocking(move || work(&c))
+            .await
+            .map_err(|e| server_error(format!("request failed: {e}")))?
+    }
+
     /// The chain's rules, as the genesis record names them.
     pub(crate) fn chain_spec(&self) -> RpcResult<Arc<ec_chainspec::ChainSpec>> {
         if let Some(spec) = self.spec.get() {
@@ -230,133 +299,124 @@ pub fn module(
         events,
         spec: Default::default(),
         last_tip: Default::default(),
+        pools: Pools::new(&limits),
     });
     let chain_id = |c: &Ctx| -> RpcResult<u64> {
         Ok(c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?.chain_id)
     };
     // Registering a name twice is a programming error caught by the first test run, not a runtime input.
     let reg = "method names are unique";
-    m.register_method("eth_chainId", move |_, c, _| chain_id(c).map(U64::from)).expect(reg);
-    m.register_method("net_version", move |_, c, _| chain_id(c).map(|id| id.to_string())).expect(reg);
+    read_method(&mut m, "eth_chainId", Class::Read, move |_, c| chain_id(c).map(U64::from));
+    read_method(&mut m, "net_version", Class::Read, move |_, c| chain_id(c).map(|id| id.to_string()));
     m.register_method("web3_clientVersion", |_, _, _| format!("ether-cattle/{}", env!("CARGO_PKG_VERSION")))
         .expect(reg);
     m.register_method("eth_syncing", |_, _, _| false).expect(reg);
     m.register_method("net_listening", |_, _, _| true).expect(reg);
     m.register_method("net_peerCount", |_, _, _| -> RpcResult<U64> { Ok(U64::ZERO) }).expect(reg);
-    m.register_method("eth_blockNumber", |_, c, _| c.resolve(BlockSpec::Latest).map(U64::from)).expect(reg);
-    m.register_method("eth_getBalance", |p, c, _| -> RpcResult<U256> {
+    read_method(&mut m, "eth_blockNumber", Class::Read, |_, c| c.resolve(BlockSpec::Latest).map(U64::from));
+    read_method(&mut m, "eth_getBalance", Class::Read, |p, c| -> RpcResult<U256> {
         let (a, n, _) = c.account_args(&p, 1)?;
         Ok(c.store.account_at(&a, n).map_err(server_error)?.map_or(U256::ZERO, |acc| acc.balance))
-    })
-    .expect(reg);
-    m.register_method("eth_getTransactionCount", |p, c, _| -> RpcResult<U64> {
+    });
+    read_method(&mut m, "eth_getTransactionCount", Class::Read, |p, c| -> RpcResult<U64> {
         let (a, n, _) = c.account_args(&p, 1)?;
         Ok(U64::from(c.store.account_at(&a, n).map_err(server_error)?.map_or(0, |acc| acc.nonce)))
-    })
-    .expect(reg);
-    m.register_method("eth_getCode", |p, c, _| -> RpcResult<Bytes> {
+    });
+    read_method(&mut m, "eth_getCode", Class::Read, |p, c| -> RpcResult<Bytes> {
         let (a, n, _) = c.account_args(&p, 1)?;
         let Some(acc) = c.store.account_at(&a, n).map_err(server_error)? else { return Ok(Bytes::new()) };
         Ok(c.store.code(&acc.code_hash).map_err(server_error)?.unwrap_or_default())
-    })
-    .expect(reg);
-    m.register_method("eth_getStorageAt", |p, c, _| -> RpcResult<B256> {
+    });
+    read_method(&mut m, "eth_getStorageAt", Class::Read, |p, c| -> RpcResult<B256> {
         let (a, n, args) = c.account_args(&p, 2)?;
         let slot = storage_key(args.get(1))?;
         c.store.storage_at(&a, &slot, n).map_err(server_error)
-    })
-    .expect(reg);
-    m.register_method("eth_getStorageValues", |p, c, _| -> RpcResult<serde_json::Map<String, Value>> {
-        let args = positional(&p)?;
-        let Some(Value::Object(request)) = args.first() else {
-            return Err(invalid_params("expected a map of address to storage keys"));
-        };
-        if request.is_empty() {
-            return Err(invalid_params("empty request"));
-        }
-        let keys: usize = request.values().map(|v| v.as_array().map_or(0, Vec::len)).sum();
-        if keys > MAX_STORAGE_VALUES {
-            return Err(invalid_params(format!(
-                "too many storage keys: {keys}, at most {MAX_STORAGE_VALUES}"
-            )));
-        }
-        let n = c.resolve(block_id::parse(args.get(1)).map_err(invalid_params)?)?;
-        let mut out = serde_json::Map::new();
-        for (address, slots) in request {
-            let a: Address = serde_json::from_value(Value::String(address.clone()))
-                .map_err(|e| invalid_params(format!("address {address}: {e}")))?;
-            let slots =
-                slots.as_array().ok_or_else(|| invalid_params(format!("{address}: expected a list")))?;
-            let mut values = Vec::with_capacity(slots.len());
-            for s in slots {
-                let v = c.store.storage_at(&a, &storage_key(Some(s))?, n).map_err(server_error)?;
-                values.push(Value::String(v.to_string()));
+    });
+    read_method(
+        &mut m,
+        "eth_getStorageValues",
+        Class::Read,
+        |p, c| -> RpcResult<serde_json::Map<String, Value>> {
+            let args = positional(&p)?;
+            let Some(Value::Object(request)) = args.first() else {
+                return Err(invalid_params("expected a map of address to storage keys"));
+            };
+            if request.is_empty() {
+                return Err(invalid_params("empty request"));
             }
-            out.insert(address.clone(), Value::Array(values));
-        }
-        Ok(out)
-    })
-    .expect(reg);
-    m.register_method("debug_getRawHeader", |p, c, _| -> RpcResult<Option<Bytes>> {
+            let keys: usize = request.values().map(|v| v.as_array().map_or(0, Vec::len)).sum();
+            if keys > MAX_STORAGE_VALUES {
+                return Err(invalid_params(format!(
+                    "too many storage keys: {keys}, at most {MAX_STORAGE_VALUES}"
+                )));
+            }
+            let n = c.resolve(block_id::parse(args.get(1)).map_err(invalid_params)?)?;
+            let mut out = serde_json::Map::new();
+            for (address, slots) in request {
+                let a: Address = serde_json::from_value(Value::String(address.clone()))
+                    .map_err(|e| invalid_params(format!("address {address}: {e}")))?;
+                let slots =
+                    slots.as_array().ok_or_else(|| invalid_params(format!("{address}: expected a list")))?;
+                let mut values = Vec::with_capacity(slots.len());
+                for s in slots {
+                    let v = c.store.storage_at(&a, &storage_key(Some(s))?, n).map_err(server_error)?;
+                    values.push(Value::String(v.to_string()));
+                }
+                out.insert(address.clone(), Value::Array(values));
+            }
+            Ok(out)
+        },
+    );
+    read_method(&mut m, "debug_getRawHeader", Class::Read, |p, c| -> RpcResult<Option<Bytes>> {
         Ok(c.block_arg(&p)?.0.map(|b| raw::header(&b)))
-    })
-    .expect(reg);
-    m.register_method("debug_getRawBlock", |p, c, _| -> RpcResult<Option<Bytes>> {
+    });
+    read_method(&mut m, "debug_getRawBlock", Class::Read, |p, c| -> RpcResult<Option<Bytes>> {
         c.block_arg(&p)?.0.map(|b| raw::block(&b).map_err(server_error)).transpose()
-    })
-    .expect(reg);
-    m.register_method("debug_getRawTransaction", |p, c, _| -> RpcResult<Option<Bytes>> {
+    });
+    read_method(&mut m, "debug_getRawTransaction", Class::Read, |p, c| -> RpcResult<Option<Bytes>> {
         let hash = hash_arg(&positional(&p)?, 0, "transaction hash")?;
         Ok(c.tx_block(&hash)?.and_then(|(b, i)| raw::transaction(&b, i)))
-    })
-    .expect(reg);
+    });
     for name in ["eth_getBlockByNumber", "eth_getBlockByHash"] {
-        m.register_method(name, |p, c, _| -> RpcResult<Value> {
+        read_method(&mut m, name, Class::Read, |p, c| -> RpcResult<Value> {
             let (b, args) = c.block_arg(&p)?;
             let full: bool = if args.len() > 1 { arg(&args, 1, "full transactions flag")? } else { false };
             b.map_or(Ok(Value::Null), |b| convert::block(&b, full).map_err(server_error))
-        })
-        .expect(reg);
+        });
     }
     for name in ["eth_getBlockTransactionCountByNumber", "eth_getBlockTransactionCountByHash"] {
-        m.register_method(name, |p, c, _| -> RpcResult<Option<U64>> {
+        read_method(&mut m, name, Class::Read, |p, c| -> RpcResult<Option<U64>> {
             Ok(c.block_arg(&p)?.0.map(|b| U64::from(b.transactions.len())))
-        })
-        .expect(reg);
+        });
     }
     for name in ["eth_getUncleCountByBlockNumber", "eth_getUncleCountByBlockHash"] {
         // The log carries no ommers: post-merge blocks have none.
-        m.register_method(name, |p, c, _| -> RpcResult<Option<U64>> {
+        read_method(&mut m, name, Class::Read, |p, c| -> RpcResult<Option<U64>> {
             Ok(c.block_arg(&p)?.0.map(|_| U64::ZERO))
-        })
-        .expect(reg);
+        });
     }
     for name in ["eth_getTransactionByBlockNumberAndIndex", "eth_getTransactionByBlockHashAndIndex"] {
-        m.register_method(name, |p, c, _| -> RpcResult<Value> {
+        read_method(&mut m, name, Class::Read, |p, c| -> RpcResult<Value> {
             let (b, args) = c.block_arg(&p)?;
             let index: U64 = arg(&args, 1, "index")?;
             let Some(b) = b else { return Ok(Value::Null) };
             Ok(convert::transaction(&b, index.to::<usize>()).map_err(server_error)?.unwrap_or(Value::Null))
-        })
-        .expect(reg);
+        });
     }
-    m.register_method("eth_getTransactionByHash", |p, c, _| -> RpcResult<Value> {
+    read_method(&mut m, "eth_getTransactionByHash", Class::Read, |p, c| -> RpcResult<Value> {
         let hash = hash_arg(&positional(&p)?, 0, "transaction hash")?;
         let Some((b, i)) = c.tx_block(&hash)? else { return Ok(Value::Null) };
         Ok(convert::transaction(&b, i).map_err(server_error)?.unwrap_or(Value::Null))
-    })
-    .expect(reg);
-    m.register_method("eth_getTransactionReceipt", |p, c, _| -> RpcResult<Value> {
+    });
+    read_method(&mut m, "eth_getTransactionReceipt", Class::Read, |p, c| -> RpcResult<Value> {
         let hash = hash_arg(&positional(&p)?, 0, "transaction hash")?;
         let Some((b, i)) = c.tx_block(&hash)? else { return Ok(Value::Null) };
         Ok(convert::receipt(&b, i).map_err(server_error)?.unwrap_or(Value::Null))
-    })
-    .expect(reg);
-    m.register_method("eth_getBlockReceipts", |p, c, _| -> RpcResult<Value> {
+    });
+    read_method(&mut m, "eth_getBlockReceipts", Class::Read, |p, c| -> RpcResult<Value> {
         let Some(b) = c.block_arg(&p)?.0 else { return Ok(Value::Null) };
         Ok(Value::Array(convert::receipts(&b).map_err(server_error)?))
-    })
-    .expect(reg);
+    });
     let latest_header = |c: &Ctx| -> RpcResult<alloy_consensus::Header> {
         let n = c.resolve(BlockSpec::Latest)?;
         let b = c.find_block(BlockSpec::Number(n))?.ok_or_else(|| server_error("no blocks yet"))?;
@@ -378,38 +438,33 @@ pub fn module(
         *c.last_tip.lock().unwrap_or_else(|e| e.into_inner()) = Some((head.hash, price));
         Ok(price)
     };
-    m.register_method("eth_maxPriorityFeePerGas", move |_, c, _| -> RpcResult<U256> {
+    read_method(&mut m, "eth_maxPriorityFeePerGas", Class::Read, move |_, c| -> RpcResult<U256> {
         Ok(U256::from(suggested_tip(c)?))
-    })
-    .expect(reg);
-    m.register_method("eth_gasPrice", move |_, c, _| -> RpcResult<U256> {
+    });
+    read_method(&mut m, "eth_gasPrice", Class::Read, move |_, c| -> RpcResult<U256> {
         // As geth: the suggested tip plus the head's base fee.
         let base = latest_header(c)?.base_fee_per_gas.unwrap_or_default() as u128;
         Ok(U256::from(suggested_tip(c)? + base))
-    })
-    .expect(reg);
-    m.register_method("eth_baseFee", move |_, c, _| -> RpcResult<Option<U256>> {
+    });
+    read_method(&mut m, "eth_baseFee", Class::Read, move |_, c| -> RpcResult<Option<U256>> {
         // The next block's base fee (none before London).
         let (h, spec) = (latest_header(c)?, c.chain_spec()?);
         Ok(h.base_fee_per_gas.map(|_| U256::from(fees::next_base_fee(&spec, &h))))
-    })
-    .expect(reg);
-    m.register_method("eth_blobBaseFee", move |_, c, _| -> RpcResult<U256> {
+    });
+    read_method(&mut m, "eth_blobBaseFee", Class::Read, move |_, c| -> RpcResult<U256> {
         // The head's blob base fee under the head's blob parameters, as geth answers.
         let h = latest_header(c)?;
         let fee = fees::blob_base_fee(c.chain_spec()?.as_ref(), &h)
             .ok_or_else(|| server_error("blob base fee is not available before Cancun"))?;
         Ok(U256::from(fee))
-    })
-    .expect(reg);
-    m.register_method("eth_config", move |_, c, _| -> RpcResult<Value> {
+    });
+    read_method(&mut m, "eth_config", Class::Read, move |_, c| -> RpcResult<Value> {
         // EIP-7910, from the chain specification of the genesis record (`ChainSpec::eth_config`).
         let spec = c.chain_spec()?;
         let chain = c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?;
         Ok(spec.eth_config(chain.genesis_hash, chain.genesis_timestamp, latest_header(c)?.timestamp))
-    })
-    .expect(reg);
-    m.register_method("eth_feeHistory", |p, c, _| -> RpcResult<fees::FeeHistory> {
+    });
+    read_method(&mut m, "eth_feeHistory", Class::Read, |p, c| -> RpcResult<fees::FeeHistory> {
         let args = positional(&p)?;
         let count: u64 = match args.first() {
             Some(Value::Number(n)) => n.as_u64().ok_or_else(|| invalid_params("blockCount"))?,
@@ -437,14 +492,12 @@ pub fn module(
             blocks.extend(c.find_block(BlockSpec::Number(n))?);
         }
         fees::fee_history(c.chain_spec()?.as_ref(), &blocks, percentiles.as_deref()).map_err(server_error)
-    })
-    .expect(reg);
-    m.register_method("eth_getLogs", |p, c, _| -> RpcResult<Vec<alloy_rpc_types_eth::Log>> {
+    });
+    read_method(&mut m, "eth_getLogs", Class::Logs, |p, c| -> RpcResult<Vec<alloy_rpc_types_eth::Log>> {
         let filter: Value = arg(&positional(&p)?, 0, "filter")?;
         let f = logs::parse_filter(&filter).map_err(invalid_params)?;
         logs::get_logs(c, &f)
-    })
-    .expect(reg);
+    });
     m.register_subscription("eth_subscribe", "eth_subscription", "eth_unsubscribe", |p, pending, c, _| {
         subscriptions::subscribe(p, pending, c)
     })
@@ -483,7 +536,8 @@ pub fn module(
         let raw: Bytes = arg(&positional(&p)?, 0, "raw transaction")?;
         let chain_id = c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?.chain_id;
         let decoded = send_tx::decode(&raw, chain_id).map_err(server_error)?;
-        let account = c.store.account(&decoded.sender).map_err(server_error)?;
+        let sender = decoded.sender;
+        let account = c.on_pool(Class::Read, move |c| c.store.account(&sender).map_err(server_error)).await?;
         let (nonce, balance) = account.map_or((0, U256::ZERO), |a| (a.nonce, a.balance));
         send_tx::check(&decoded, nonce, balance).map_err(server_error)?;
         let producer = c.tx_producer.as_ref().ok_or_else(|| server_error("this replica relays no transactions"))?;
@@ -493,6 +547,20 @@ pub fn module(
     })
     .expect(reg);
     m
+}
+
+/// Registers a method whose work reads the store: it runs on the pool of its class ([`Pools`]).
+fn read_method<R, F>(m: &mut RpcModule<Ctx>, name: &'static str, class: Class, f: F)
+where
+    R: serde::Serialize + Clone + Send + 'static,
+    F: Fn(Params<'static>, &Ctx) -> RpcResult<R> + Clone + Send + Sync + 'static,
+{
+    m.register_async_method(name, move |p, c, _| {
+        let f = f.clone();
+        async move { c.on_pool(class, move |c| f(p, c)).await }
+    })
+    // Registering a name twice is a programming error caught by the first test run, not a runtime input.
+    .expect("method names are unique");
 }
 
 /// Code 3 with the revert data, as the execution APIs specify for a reverted call.
@@ -545,6 +613,12 @@ async fn on_evm_thread<T: Send + 'static>(
         deadline: std::time::Instant::now() + timeout,
         timeout,
     };
+    // Waiting for a permit counts against the call's deadline: a flood of calls is answered with timeouts,
+    // not queued without bound.
+    let _permit = tokio::time::timeout(timeout, c.pools.of(Class::Evm).acquire())
+        .await
+        .map_err(|_| server_error(format!("execution aborted (timeout = {timeout:?}): the server is busy")))?
+        .map_err(|_| server_error("the server is stopping"))?;
     let store = c.store.clone();
     let job = tokio::task::spawn_blocking(move || work(&store, &env));
     match tokio::time::timeout(timeout * 2, job).await {

@@ -33,6 +33,7 @@ fn store_with_a_looping_contract(dir: &tempfile::TempDir) -> Store {
         state: vec![AccountChange {
             address: LOOP,
             storage_wiped: false,
+            prior: None,
             account: Some(AccountState { balance: U256::ZERO, nonce: 1, code: Some(bytes!("5b600056")) }),
             storage: vec![],
         }],

@@ -1,13 +1,15 @@
 //! Applying records: each one becomes exactly one atomic write batch holding its effects, its Kafka offset
 //! and its sequence number.
 //!
-//! Reads during an apply see the database as it was before the record (the batch is not visible until it
-//! commits), which is exactly the "prior value" that history and undo need.
+//! A block record carries the value before the block of everything it changes, so applying it writes
+//! history and undo entries without reading the database per key. Reads that remain (a wiped account's old
+//! storage, `--verify-priors`) see the database as it was before the record: the batch is not visible until
+//! it commits.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::{keccak256, Address, Bytes, B256, KECCAK256_EMPTY};
-use ec_log::{AccountChange, Assembled, Block, BlockRef, Checkpoint, Genesis, Record, Revert};
+use ec_log::{AccountChange, AccountPrior, Assembled, Block, BlockRef, Checkpoint, Genesis, Record, Revert};
 
 use crate::{
     batch::Batch,
@@ -262,7 +264,13 @@ impl Store {
         let mut changes = ChangeSet::default();
         let mut new_code = BTreeSet::new();
         for change in &b.state {
-            changes.accounts.push(self.write_account(batch, b.number, change, undoable, &mut new_code)?);
+            changes.accounts.push(self.write_account(
+                batch,
+                (sequence, b.number),
+                change,
+                undoable,
+                &mut new_code,
+            )?);
         }
         // Sorted by hashed address, as every state table is.
         changes.accounts.sort_unstable_by_key(|(key, _)| *key);
@@ -298,38 +306,55 @@ impl Store {
 
     /// Applies one account's change; returns its hashed address and every (hashed) slot it changed, sorted,
     /// for the undo index.
+    ///
+    /// The history entries come from the record's prior values, so this reads nothing per key, except the
+    /// old storage of a wiped account (which must be deleted, so it has to be listed) and whether new code is
+    /// already stored. With [`crate::StoreOptions::verify_priors`] it also reads and compares every prior.
     fn write_account(
         &self,
         batch: &mut Batch,
-        number: u64,
+        (sequence, number): (u64, u64),
         change: &AccountChange,
         undoable: bool,
         new_code: &mut BTreeSet<B256>,
     ) -> Result<(B256, Vec<B256>)> {
         let account_key = keccak256(change.address);
-        let prior = self.get::<Accounts>(&account_key)?;
+        let prior = change.prior.map(|p| StoredAccount {
+            balance: p.balance,
+            nonce: p.nonce,
+            code_hash: p.code_hash,
+        });
+        let verify = self.opts.verify_priors && undoable;
+        if verify {
+            self.verify_account_prior(sequence, number, account_key, change)?;
+        }
         // A destroyed account has no storage; so does one that no longer exists at all.
         let wipe = change.storage_wiped || change.account.is_none();
 
-        // hashed slot -> (value before the block, value after). A wipe's scan already read the prior values;
-        // the others are read from the database, which still holds the pre-block state.
-        let mut slots: BTreeMap<B256, (Option<B256>, B256)> = BTreeMap::new();
+        // hashed slot -> (value before the block, value after). A wipe's scan reads the prior values of
+        // everything the account held (the record's slot priors mean nothing there); otherwise they are the
+        // record's.
+        let mut slots: BTreeMap<B256, (B256, B256)> = BTreeMap::new();
         if wipe {
             for (key, before) in self.scan_prefix::<Storage>(account_key.as_slice())? {
-                slots.insert(slot_of(&key, change.address)?, (Some(before), B256::ZERO));
+                slots.insert(slot_of(&key, change.address)?, (before, B256::ZERO));
             }
         }
         for s in &change.storage {
             let slot_key = keccak256(s.slot);
-            slots.entry(slot_key).and_modify(|e| e.1 = s.value).or_insert((None, s.value));
+            let before = if wipe { B256::ZERO } else { s.prior };
+            slots.entry(slot_key).and_modify(|e| e.1 = s.value).or_insert((before, s.value));
+            if verify && !wipe {
+                let db = self.get::<Storage>(&(account_key, slot_key))?.unwrap_or_default();
+                if db != s.prior {
+                    let what = format!("slot {} of {}", s.slot, change.address);
+                    return Err(prior_mismatch(sequence, number, what, s.prior, db));
+                }
+            }
         }
         for (slot, (before, value)) in &slots {
             if undoable {
-                let before = match before {
-                    Some(b) => *b,
-                    None => self.get::<Storage>(&(account_key, *slot))?.unwrap_or_default(),
-                };
-                self.put::<StorageHistory>(batch, &(account_key, *slot, number), &before);
+                self.put::<StorageHistory>(batch, &(account_key, *slot, number), before);
             }
             if value.is_zero() {
                 self.delete::<Storage>(batch, &(account_key, *slot));
@@ -365,6 +390,28 @@ impl Store {
             }
         }
         Ok((account_key, slots.into_keys().collect()))
+    }
+
+    /// `--verify-priors`: the record's account before the block against this database's.
+    fn verify_account_prior(
+        &self,
+        sequence: u64,
+        number: u64,
+        account_key: B256,
+        change: &AccountChange,
+    ) -> Result<()> {
+        let db = self
+            .get::<Accounts>(&account_key)?
+            .and_then(|a| AccountPrior::existing(a.balance, a.nonce, a.code_hash));
+        if db != change.prior {
+            let show = |p: Option<AccountPrior>| match p {
+                None => "absent".to_string(),
+                Some(p) => format!("balance {}, nonce {}, code {}", p.balance, p.nonce, p.code_hash),
+            };
+            let what = format!("account {}", change.address);
+            return Err(prior_mismatch(sequence, number, what, show(change.prior), show(db)));
+        }
+        Ok(())
     }
 
     /// Undoes the head block from its undo index and history entries.
@@ -438,6 +485,16 @@ impl Store {
         let bytes = postcard::to_stdvec(&head).unwrap_or_default();
         self.put::<Meta>(batch, &MetaKey::Head, &bytes.into());
     }
+}
+
+fn prior_mismatch(
+    sequence: u64,
+    number: u64,
+    what: String,
+    record: impl ToString,
+    db: impl ToString,
+) -> StoreError {
+    StoreError::PriorMismatch { sequence, number, what, record: record.to_string(), db: db.to_string() }
 }
 
 fn bad_block(sequence: u64, b: &Block, reason: String) -> StoreError {

@@ -101,7 +101,29 @@ impl Store {
     pub(crate) fn commit(&self, batch: Batch) -> Result<()> {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.opts.sync_writes);
+        let (ops, bytes) = (batch.inner.len() as u64, batch.inner.size_in_bytes() as u64);
         self.db.write_opt(batch.inner, &wo)?;
+        self.written.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.written.ops.fetch_add(ops, std::sync::atomic::Ordering::Relaxed);
+        self.written.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// What this store has committed since it was opened.
+    pub fn write_stats(&self) -> crate::WriteStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::WriteStats {
+            batches: self.written.batches.load(Relaxed),
+            ops: self.written.ops.load(Relaxed),
+            bytes: self.written.bytes.load(Relaxed),
+        }
+    }
+
+    /// Flushes every memtable to SST files (the benchmark measures the size on disk after it).
+    pub fn flush(&self) -> Result<()> {
+        for name in crate::tables::ALL_TABLES {
+            self.db.flush_cf(self.cf(name))?;
+        }
         Ok(())
     }
 

@@ -79,6 +79,14 @@ pub enum StoreError {
     /// the history window.
     #[error("historical state unavailable: block {number} is older than block {first}, the oldest whose state this replica keeps")]
     StateUnavailable { number: u64, first: u64 },
+    /// `--verify-priors`: a block's record says a value was one thing before the block, this database holds
+    /// another. The publisher or this replica has gone wrong; nothing of the block is written.
+    #[error(
+        "record {sequence}: block {number} says {what} was {record} before the block, this database holds \
+         {db}: the publisher or this replica has gone wrong (replace the replica from a snapshot, and check \
+         the publisher's client)"
+    )]
+    PriorMismatch { sequence: u64, number: u64, what: String, record: String, db: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -33,7 +33,7 @@ use crate::{
 /// life, and a writer that lives in a struct cannot borrow from a sibling field.
 pub fn sst_options() -> &'static Options {
     static OPTS: OnceLock<Options> = OnceLock::new();
-    OPTS.get_or_init(crate::table_options)
+    OPTS.get_or_init(|| crate::table_options(&crate::Tuning::replica(0), None))
 }
 
 /// Ranges of hashed addresses the storage roots are computed in (see [`Store::state_root`]).

@@ -48,19 +48,95 @@ pub struct StoreOptions {
     /// than the window answer [`StoreError::StateUnavailable`]. Must be at least `undo_window` (a revert
     /// needs the history of the block it undoes); reverts then reach K blocks back.
     pub history_blocks: Option<u64>,
+    /// Compare every prior value a block record carries with this database's own value before applying it
+    /// (one read per changed account and slot), and refuse the block on a difference
+    /// ([`StoreError::PriorMismatch`]). Off, applying a block reads nothing per key.
+    pub verify_priors: bool,
+    /// RocksDB's configuration: [`Tuning::replica`] unless measuring.
+    pub tuning: Tuning,
 }
+
+/// Every RocksDB option the store sets, in one place. The measurements that chose them are in
+/// `docs/benchmarks.md` ("Mainnet-shaped replay"); `ec-bench mainnet --tuning` compares them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Block cache shared by every table (data, index and filter blocks), in bytes. The OS page cache
+    /// holds more of the database unless `direct_io` is on.
+    pub block_cache_bytes: usize,
+    /// Bloom filters (10 bits per key, about 1% false positives): a point read of a key that is not in an
+    /// SST file skips the file without reading a block of it.
+    pub bloom_filters: bool,
+    /// Background flush and compaction threads (RocksDB's default is 2).
+    pub background_jobs: i32,
+    /// Read and compact with O_DIRECT, bypassing the page cache: reads are then served from the block cache
+    /// or the disk only (the benchmark uses it to measure a database larger than memory).
+    pub direct_io: bool,
+}
+
+impl Tuning {
+    /// RocksDB's defaults (plus LZ4 and a 64 MiB memtable, which the store always had): the baseline the
+    /// benchmark compares against.
+    pub fn rocksdb_defaults() -> Self {
+        Self { block_cache_bytes: 32 << 20, bloom_filters: false, background_jobs: 2, direct_io: false }
+    }
+
+    /// What a replica runs with: a block cache of `block_cache_bytes`, bloom filters, and one background job
+    /// per core (at least 2) so that compaction keeps up with a write-heavy replay.
+    pub fn replica(block_cache_bytes: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as i32;
+        Self { block_cache_bytes, bloom_filters: true, background_jobs: cores.max(2), direct_io: false }
+    }
+}
+
+/// The default block cache: 512 MiB.
+pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 512 << 20;
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { undo_window: DEFAULT_UNDO_WINDOW, sync_writes: false, history_blocks: None }
+        Self {
+            undo_window: DEFAULT_UNDO_WINDOW,
+            sync_writes: false,
+            history_blocks: None,
+            verify_priors: false,
+            tuning: Tuning::replica(DEFAULT_BLOCK_CACHE_BYTES),
+        }
     }
 }
 
 /// Every table's column-family options: also the options of the SST files an import writes
-/// ([`sst_options`]), so that ingested files are like the ones the store writes itself.
-pub(crate) fn table_options() -> Options {
+/// ([`sst_options`], without a cache), so that ingested files are like the ones the store writes itself
+/// (filters are written into the files).
+pub(crate) fn table_options(tuning: &Tuning, cache: Option<&rocksdb::Cache>) -> Options {
     let mut opts = Options::default();
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    if let Some(cache) = cache {
+        table.set_block_cache(cache);
+    }
+    if tuning.bloom_filters {
+        table.set_bloom_filter(10.0, false);
+        // Index and filter blocks live in the block cache (bounded memory on a database of hundreds of
+        // gigabytes), those of level 0 pinned there since every read consults them.
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    }
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
+/// The database-wide options.
+fn db_options(tuning: &Tuning) -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Replay is write-heavy: a larger memtable means fewer flushes while catching up.
+    opts.set_write_buffer_size(64 << 20);
+    opts.set_max_background_jobs(tuning.background_jobs);
+    if tuning.direct_io {
+        opts.set_use_direct_reads(true);
+        opts.set_use_direct_io_for_flush_and_compaction(true);
+    }
     opts
 }
 
@@ -70,6 +146,25 @@ pub struct Store {
     /// The oldest block whose state reads answer (the block the cluster started at); cached because every
     /// state read checks it.
     first_state_block: AtomicU64,
+    written: WriteCounters,
+}
+
+/// What the store has committed since it was opened (for the benchmark's write amplification).
+#[derive(Debug, Default)]
+struct WriteCounters {
+    batches: AtomicU64,
+    ops: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Totals of the write batches committed since the store was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub batches: u64,
+    /// Puts and deletes.
+    pub ops: u64,
+    /// The batches' serialized size: keys, values and RocksDB's per-entry framing.
+    pub bytes: u64,
 }
 
 impl Store {
@@ -87,16 +182,13 @@ impl Store {
                 ),
             });
         }
-        let mut db_opts = Options::default();
-        db_opts.create_if_missing(true);
-        db_opts.create_missing_column_families(true);
-        db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // Replay is write-heavy: a larger memtable means fewer flushes while catching up.
-        db_opts.set_write_buffer_size(64 << 20);
-        let cfs = tables::ALL_TABLES.iter().map(|name| ColumnFamilyDescriptor::new(*name, table_options()));
-        let db = DB::open_cf_descriptors(&db_opts, path, cfs)
+        let cache = rocksdb::Cache::new_lru_cache(opts.tuning.block_cache_bytes);
+        let cfs = tables::ALL_TABLES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, table_options(&opts.tuning, Some(&cache))));
+        let db = DB::open_cf_descriptors(&db_options(&opts.tuning), path, cfs)
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
-        let store = Store { db, opts, first_state_block: AtomicU64::new(0) };
+        let store = Store { db, opts, first_state_block: AtomicU64::new(0), written: Default::default() };
         store.check_layout(path, true)?;
         store.load_first_state_block()?;
         store.adopt_undo_window()?;
@@ -158,7 +250,12 @@ impl Store {
         let db =
             DB::open_cf_for_read_only(&Options::default(), path, tables::ALL_TABLES.iter().copied(), false)
                 .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
-        let store = Store { db, opts: StoreOptions::default(), first_state_block: AtomicU64::new(0) };
+        let store = Store {
+            db,
+            opts: StoreOptions::default(),
+            first_state_block: AtomicU64::new(0),
+            written: Default::default(),
+        };
         store.check_layout(path, false)?;
         // Read-only: the history window is whatever the writer left (its floor is stored).
         store.load_first_state_block()?;

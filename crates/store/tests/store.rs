@@ -200,6 +200,72 @@ fn rejected_records_leave_the_database_unchanged() {
     assert_eq!(RecordKind::Block, Record::Block(next).kind());
 }
 
+/// Every prior value the generator writes (reorgs, wipes, deletions, re-creations included) is the value the
+/// database held: `--verify-priors` accepts the whole log.
+#[test]
+fn verify_priors_accepts_a_log_whose_priors_are_right() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = StoreOptions { undo_window: 100, verify_priors: true, ..StoreOptions::default() };
+    let store = Store::open(dir.path(), opts).expect("opens");
+    let gen = GenOptions { reorg_chance: 0.1, max_reorg_depth: 6, ..GenOptions::default() };
+    let mut checked_slots = 0;
+    for (seq, record) in LogGenerator::records(gen, 800) {
+        if let Record::Block(b) = &record {
+            checked_slots +=
+                b.state.iter().filter(|c| !c.storage_wiped).map(|c| c.storage.len()).sum::<usize>();
+        }
+        store.apply(&assembled(seq, record)).expect("priors match the database");
+    }
+    assert!(checked_slots > 500, "only {checked_slots} slot priors checked");
+}
+
+/// A block whose priors disagree with the database: `--verify-priors` refuses it, naming the value and both
+/// sides, and writes nothing. Without verification the store takes the record's word (it reads nothing per
+/// key): a revert then restores the record's prior.
+#[test]
+fn a_wrong_prior_is_refused_when_verified_and_believed_otherwise() {
+    let gen = GenOptions { reorg_chance: 0.0, heartbeat_chance: 0.0, ..GenOptions::default() };
+    let records = LogGenerator::records(gen, 12);
+    let Record::Block(next) = records[10].1.clone() else { panic!("block expected") };
+    let i = next.state.iter().position(|c| c.account.is_some() && !c.storage_wiped).expect("a live account");
+    let address = next.state[i].address;
+
+    let mut wrong_account = next.clone();
+    let mut prior = wrong_account.state[i].prior.unwrap_or(ec_log::AccountPrior {
+        balance: U256::ZERO,
+        nonce: 0,
+        code_hash: alloy_primitives::KECCAK256_EMPTY,
+    });
+    prior.balance += U256::from(1);
+    wrong_account.state[i].prior = Some(prior);
+    let mut wrong_slot = next.clone();
+    let j = wrong_slot.state.iter().position(|c| !c.storage_wiped && !c.storage.is_empty()).expect("a slot");
+    wrong_slot.state[j].storage[0].prior = B256::repeat_byte(0x5a);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = StoreOptions { undo_window: 16, verify_priors: true, ..StoreOptions::default() };
+    let store = Store::open(dir.path(), opts).expect("opens");
+    for (seq, rec) in &records[..10] {
+        store.apply(&assembled(*seq, rec.clone())).expect("applies");
+    }
+    rejected(&store, 10, Record::Block(wrong_account.clone()), |e| {
+        matches!(e, StoreError::PriorMismatch { number, what, .. }
+            if *number == next.number && *what == format!("account {address}"))
+    });
+    rejected(&store, 10, Record::Block(wrong_slot), |e| {
+        matches!(e, StoreError::PriorMismatch { what, record, .. }
+            if what.starts_with("slot ") && record.contains("5a5a5a"))
+    });
+    drop(store);
+
+    let store = open(&dir, 16);
+    store.apply(&assembled(10, Record::Block(wrong_account))).expect("believed without verification");
+    store
+        .apply(&assembled(11, Record::Revert(Revert { number: next.number, hash: next.hash })))
+        .expect("reverts");
+    assert_eq!(store.account(&address).expect("reads").map(|a| a.balance), Some(prior.balance));
+}
+
 #[test]
 fn reverts_deeper_than_the_undo_window_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -360,8 +426,13 @@ fn a_checkpoint_opens_the_log_only_on_a_database_imported_at_its_block() {
     next.state = vec![ec_log::AccountChange {
         address,
         storage_wiped: false,
+        prior: None,
         account: Some(ec_log::AccountState { balance: U256::from(7), nonce: 1, code: None }),
-        storage: vec![ec_log::StorageSlot { slot: B256::with_last_byte(1), value: B256::with_last_byte(2) }],
+        storage: vec![ec_log::StorageSlot {
+            slot: B256::with_last_byte(1),
+            prior: B256::ZERO,
+            value: B256::with_last_byte(2),
+        }],
     }];
     assert_eq!(store.apply(&assembled(1, Record::Block(next))).unwrap(), ApplyOutcome::Applied);
     assert_eq!(store.account_at(&address, 1_001).unwrap().map(|a| a.balance), Some(U256::from(7)));

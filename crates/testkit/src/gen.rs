@@ -2,12 +2,15 @@
 //! heartbeats, and now and then a block large enough to be chunked.
 //!
 //! "Valid" means a replica can apply every record: block numbers and parent hashes chain, hashes are the
-//! keccak256 of their headers, reverts always name the current head.
+//! keccak256 of their headers, reverts always name the current head, and every prior value is the value the
+//! state held before the block (the generator keeps the state, and undoes it on reverts).
 
-use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
+use std::collections::{BTreeMap, HashMap};
+
+use alloy_primitives::{keccak256, Address, Bytes, B256, KECCAK256_EMPTY, U256};
 use ec_log::{
-    AccountChange, AccountState, Block, BlockRef, ClientHead, Genesis, Heartbeat, Log, PublisherState,
-    Receipt, Record, Revert, StorageSlot, Transaction, Withdrawal,
+    AccountChange, AccountPrior, AccountState, Block, BlockRef, ClientHead, Genesis, Heartbeat, Log,
+    PublisherState, Receipt, Record, Revert, StorageSlot, Transaction, Withdrawal,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -45,11 +48,23 @@ impl Default for GenOptions {
     }
 }
 
+/// An account of the generated state, as a replica stores it.
+#[derive(Debug, Clone)]
+struct ModelAccount {
+    balance: U256,
+    nonce: u64,
+    code_hash: B256,
+    storage: BTreeMap<B256, B256>,
+}
+
 pub struct LogGenerator {
     rng: StdRng,
     pub opts: GenOptions,
     /// The canonical chain so far, genesis first.
     chain: Vec<BlockRef>,
+    /// The state at the head, and per canonical block what it replaced (to undo on a revert).
+    state: HashMap<Address, ModelAccount>,
+    undo: Vec<Vec<(Address, Option<ModelAccount>)>>,
     next_sequence: u64,
     /// Reverts still to emit in the reorg under way.
     pending_reverts: u64,
@@ -62,6 +77,8 @@ impl LogGenerator {
             rng: StdRng::seed_from_u64(opts.seed),
             opts,
             chain: Vec::new(),
+            state: HashMap::new(),
+            undo: Vec::new(),
             next_sequence: 0,
             pending_reverts: 0,
             chain_id: 31337,
@@ -98,6 +115,12 @@ impl LogGenerator {
         if self.pending_reverts > 0 && head.number > 0 {
             self.pending_reverts -= 1;
             self.chain.pop();
+            for (address, old) in self.undo.pop().unwrap_or_default().into_iter().rev() {
+                match old {
+                    Some(account) => self.state.insert(address, account),
+                    None => self.state.remove(&address),
+                };
+            }
             return Record::Revert(Revert { number: head.number, hash: head.hash });
         }
         self.pending_reverts = 0;
@@ -177,6 +200,7 @@ impl LogGenerator {
             state.push(AccountChange {
                 address: self.address(),
                 storage_wiped: true,
+                prior: None,
                 account: Some(AccountState { balance: U256::from(1), nonce: 1, code: Some(code) }),
                 storage: Vec::new(),
             });
@@ -185,6 +209,8 @@ impl LogGenerator {
         state.reverse();
         state.sort_by_key(|c| c.address);
         state.dedup_by_key(|c| c.address);
+        let undo = state.iter_mut().map(|c| self.apply_to_model(c)).collect();
+        self.undo.push(undo);
         let withdrawals = (!genesis).then(|| {
             vec![Withdrawal {
                 index: number,
@@ -206,12 +232,63 @@ impl LogGenerator {
         }
     }
 
+    /// Sets the change's prior values from the model, then applies it to the model the way a replica
+    /// applies it; returns what it replaced.
+    fn apply_to_model(&mut self, change: &mut AccountChange) -> (Address, Option<ModelAccount>) {
+        let old = self.state.get(&change.address).cloned();
+        change.prior = old.as_ref().and_then(|a| AccountPrior::existing(a.balance, a.nonce, a.code_hash));
+        let wipe = change.storage_wiped || change.account.is_none();
+        for s in &mut change.storage {
+            s.prior = if wipe {
+                B256::ZERO
+            } else {
+                old.as_ref().and_then(|a| a.storage.get(&s.slot)).copied().unwrap_or_default()
+            };
+        }
+        match &change.account {
+            None => {
+                self.state.remove(&change.address);
+            }
+            Some(new) => {
+                let code_hash = match &new.code {
+                    Some(code) if code.is_empty() => KECCAK256_EMPTY,
+                    Some(code) => keccak256(code),
+                    None => match &old {
+                        Some(a) if !change.storage_wiped => a.code_hash,
+                        _ => KECCAK256_EMPTY,
+                    },
+                };
+                let mut storage = if wipe {
+                    BTreeMap::new()
+                } else {
+                    old.as_ref().map(|a| a.storage.clone()).unwrap_or_default()
+                };
+                for s in &change.storage {
+                    if s.value.is_zero() {
+                        storage.remove(&s.slot);
+                    } else {
+                        storage.insert(s.slot, s.value);
+                    }
+                }
+                let account = ModelAccount { balance: new.balance, nonce: new.nonce, code_hash, storage };
+                self.state.insert(change.address, account);
+            }
+        }
+        (change.address, old)
+    }
+
     fn account_change(&mut self, genesis: bool) -> AccountChange {
         let address = self.address();
         let roll = self.rng.random_range(0..100);
         if !genesis && roll < 4 {
             // Self-destruct: the account and its storage are gone.
-            return AccountChange { address, storage_wiped: true, account: None, storage: Vec::new() };
+            return AccountChange {
+                address,
+                storage_wiped: true,
+                prior: None,
+                account: None,
+                storage: Vec::new(),
+            };
         }
         let code_len = self.rng.random_range(1..64);
         let code = (roll < 15).then(|| self.bytes(code_len));
@@ -224,7 +301,7 @@ impl LogGenerator {
                 } else {
                     B256::from(U256::from(self.rng.random::<u64>()))
                 };
-                StorageSlot { slot, value }
+                StorageSlot { slot, prior: B256::ZERO, value }
             })
             .collect();
         storage.reverse();
@@ -233,6 +310,7 @@ impl LogGenerator {
         AccountChange {
             address,
             storage_wiped: !genesis && roll < 6,
+            prior: None,
             account: Some(AccountState {
                 balance: U256::from(self.rng.random::<u64>()),
                 nonce: self.rng.random_range(0..1000),

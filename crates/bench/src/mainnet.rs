@@ -1,0 +1,551 @@
+//! `ec-bench mainnet`: replay of mainnet-shaped blocks into a database larger than the block cache, next to
+//! RocksDB's raw write rate for the same bytes.
+//!
+//! 1. **Prefill**: `--accounts` accounts and `--slots` storage slots (hot contracts with many slots, a long
+//!    tail with few), written as sorted SST files and ingested, as `import-state` does.
+//! 2. **Replay**: `--blocks` blocks shaped like mainnet's (about 300 transactions, 1,200 changed accounts,
+//!    4,500 changed slots of which a third new and a tenth cleared, 600 logs, 16 withdrawals), applied with
+//!    `Store::apply`, one atomic batch per block, as a replica applies them. Blocks are generated in chunks
+//!    outside the clock.
+//! 3. **Raw**: the same number of batches, puts and bytes written to a fresh RocksDB with the same options,
+//!    with random keys and no reads: the floor any replica pays.
+//!
+//! With `--direct-io` (the default) reads bypass the page cache, so the database is served from the block
+//! cache (`--block-cache-mb`) or the disk, however much memory the machine has.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use alloy_primitives::{keccak256, Address, Bytes, B256, KECCAK256_EMPTY, U256};
+use anyhow::Context;
+use ec_log::{
+    AccountChange, AccountPrior, AccountState, Assembled, Block, Envelope, Genesis, Log, Receipt, Record,
+    StorageSlot, Transaction, Withdrawal, FORMAT_VERSION,
+};
+use ec_store::{
+    tables::{Accounts, Code, Storage, StoredAccount, Table, Value},
+    Store, StoreOptions, Tuning,
+};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Accounts in the prefilled state.
+    #[arg(long, default_value_t = 20_000_000)]
+    accounts: u64,
+    /// Storage slots in the prefilled state.
+    #[arg(long, default_value_t = 60_000_000)]
+    slots: u64,
+    /// Contracts among the accounts (the first ones); the first 100 are hot and hold a quarter of the slots.
+    #[arg(long, default_value_t = 200_000)]
+    contracts: u64,
+    /// Blocks to replay.
+    #[arg(long, default_value_t = 2_000)]
+    blocks: u64,
+    /// RocksDB options: `replica` (what the replica runs) or `rocksdb-defaults` (the baseline).
+    #[arg(long, default_value = "replica")]
+    tuning: String,
+    #[arg(long, default_value_t = 256)]
+    block_cache_mb: usize,
+    /// Bypass the page cache (O_DIRECT reads and compaction): `true` or `false`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    direct_io: bool,
+    /// Where the databases go (they need about 10 GB for the defaults); a temporary directory by default.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Blocks generated at a time, outside the clock.
+const CHUNK: u64 = 50;
+const HOT: u64 = 100;
+const CODES: u64 = 64;
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.contracts > HOT && args.accounts > args.contracts,
+        "need accounts > contracts > {HOT}"
+    );
+    let mut tuning = match args.tuning.as_str() {
+        "replica" => Tuning::replica(args.block_cache_mb << 20),
+        "rocksdb-defaults" => {
+            Tuning { block_cache_bytes: args.block_cache_mb << 20, ..Tuning::rocksdb_defaults() }
+        }
+        other => anyhow::bail!("unknown --tuning {other:?}: replica or rocksdb-defaults"),
+    };
+    tuning.direct_io = args.direct_io;
+    let tmp;
+    let root = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir_in(".")?;
+            tmp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&root)?;
+    let db_path = root.join("store");
+    anyhow::ensure!(!db_path.exists(), "{} exists: give an empty --dir", db_path.display());
+    let opts = StoreOptions { tuning, ..StoreOptions::default() };
+
+    // 1. Prefill.
+    let started = Instant::now();
+    let store = Store::open(&db_path, opts.clone())?;
+    let shape = Shape::new(&args);
+    prefill(&store, &shape, &root.join("sst"))?;
+    store.flush()?;
+    let prefill_time = started.elapsed();
+    let db_before = dir_bytes(&db_path);
+    println!(
+        "prefill: {} accounts, {} slots, {} contracts ({HOT} hot), {CODES} codes: {:.2} GB on disk in {:.0} s",
+        args.accounts,
+        shape.total_slots(),
+        args.contracts,
+        db_before as f64 / 1e9,
+        prefill_time.as_secs_f64()
+    );
+
+    // 2. Replay.
+    let mut gen = BlockGen::new(shape, args.seed);
+    store.apply(&assembled(0, gen.genesis()))?;
+    let (mut applied, mut keys, mut apply_time) = (0u64, 0u64, Duration::ZERO);
+    let writes_before = store.write_stats();
+    let io_before = process_write_bytes();
+    let mut per_batch = Vec::new();
+    while applied < args.blocks {
+        let chunk: Vec<Assembled> = (0..CHUNK.min(args.blocks - applied))
+            .map(|i| assembled(applied + i + 1, gen.next_block()))
+            .collect();
+        for rec in &chunk {
+            if let Record::Block(b) = &rec.record {
+                keys += b.state.len() as u64 + b.state.iter().map(|c| c.storage.len() as u64).sum::<u64>();
+            }
+            let before = store.write_stats();
+            let t = Instant::now();
+            store.apply(rec)?;
+            apply_time += t.elapsed();
+            let after = store.write_stats();
+            per_batch.push((after.ops - before.ops, after.bytes - before.bytes));
+        }
+        applied += chunk.len() as u64;
+    }
+    let writes = store.write_stats();
+    let (logical, ops) = (writes.bytes - writes_before.bytes, writes.ops - writes_before.ops);
+    store.flush()?;
+    let physical = process_write_bytes().saturating_sub(io_before);
+    let db_after = dir_bytes(&db_path);
+    drop(store);
+
+    // 3. The same batches, puts and bytes, raw.
+    let raw_time = raw_writes(&root.join("raw"), &opts, &per_batch)?;
+
+    let secs = apply_time.as_secs_f64();
+    println!(
+        "tuning {} (block cache {} MiB, bloom filters {}, {} background jobs, direct I/O {}): database {:.1}x the block cache",
+        args.tuning,
+        args.block_cache_mb,
+        tuning.bloom_filters,
+        tuning.background_jobs,
+        tuning.direct_io,
+        db_before as f64 / (args.block_cache_mb as f64 * 1048576.0)
+    );
+    println!(
+        "replay: {applied} blocks in {secs:.1} s = {:.1} blocks/s; {:.0} changed keys per block, {:.2} µs per changed key",
+        applied as f64 / secs,
+        keys as f64 / applied as f64,
+        secs * 1e6 / keys as f64
+    );
+    println!(
+        "writes: {:.0} puts/deletes per block, {:.2} MB logical per block; {:.2} GB written to disk during replay and \
+         flush = {:.1}x write amplification (compaction still owed is not counted)",
+        ops as f64 / applied as f64,
+        logical as f64 / applied as f64 / 1e6,
+        physical as f64 / 1e9,
+        physical as f64 / logical as f64
+    );
+    println!(
+        "database: {:.2} GB -> {:.2} GB, {:.0} KB per block",
+        db_before as f64 / 1e9,
+        db_after as f64 / 1e9,
+        db_after.saturating_sub(db_before) as f64 / applied as f64 / 1e3
+    );
+    println!(
+        "rocksdb raw, same batches and bytes: {:.1} s = {:.1} blocks/s; replay is {:.2}x the raw rate",
+        raw_time.as_secs_f64(),
+        applied as f64 / raw_time.as_secs_f64(),
+        raw_time.as_secs_f64() / secs
+    );
+    Ok(())
+}
+
+/// Where the prefilled state's slots are: a quarter in the hot contracts, the rest spread over the others.
+#[derive(Clone)]
+struct Shape {
+    accounts: u64,
+    contracts: u64,
+    hot_slots: u64,
+    tail_slots: u64,
+}
+
+impl Shape {
+    fn new(args: &Args) -> Self {
+        let hot_slots = args.slots / 4 / HOT;
+        let tail_slots = (args.slots - hot_slots * HOT) / (args.contracts - HOT);
+        Self { accounts: args.accounts, contracts: args.contracts, hot_slots, tail_slots }
+    }
+    fn slots_of(&self, contract: u64) -> u64 {
+        if contract < HOT {
+            self.hot_slots
+        } else {
+            self.tail_slots
+        }
+    }
+    fn total_slots(&self) -> u64 {
+        self.hot_slots * HOT + self.tail_slots * (self.contracts - HOT)
+    }
+}
+
+fn address(i: u64) -> Address {
+    Address::left_padding_from(&(i + 0x10_0000).to_be_bytes())
+}
+
+fn slot(i: u64) -> B256 {
+    B256::from(U256::from(i))
+}
+
+fn code(i: u64) -> Bytes {
+    // Sizes from 1 to 24 KB, distinct contents.
+    let len = 1024 * (1 + (i as usize * 7) % 24);
+    (0..len).map(|j| (j as u64 ^ i.wrapping_mul(31)) as u8).collect::<Vec<u8>>().into()
+}
+
+fn account_value(i: u64, shape: &Shape) -> StoredAccount {
+    let code_hash = if i < shape.contracts { keccak256(code(i % CODES)) } else { KECCAK256_EMPTY };
+    StoredAccount { balance: U256::from(10u64.pow(18) + i), nonce: i % 1000, code_hash }
+}
+
+/// Writes the state as sorted SST files and ingests them.
+fn prefill(store: &Store, shape: &Shape, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut codes: Vec<(B256, Bytes)> = (0..CODES).map(|i| (keccak256(code(i)), code(i))).collect();
+    codes.sort();
+    let mut w = SstSeries::new(Code::NAME, dir);
+    for (hash, code) in &codes {
+        w.put(hash.as_slice(), code)?;
+    }
+    store.ingest_sst_files(Code::NAME, &w.finish()?)?;
+
+    let mut order: Vec<(B256, u64)> = (0..shape.accounts).map(|i| (keccak256(address(i)), i)).collect();
+    order.sort_unstable();
+    let mut w = SstSeries::new(Accounts::NAME, dir);
+    for (hash, i) in &order {
+        w.put(hash.as_slice(), &account_value(*i, shape).encode())?;
+    }
+    store.ingest_sst_files(Accounts::NAME, &w.finish()?)?;
+
+    let mut w = SstSeries::new(Storage::NAME, dir);
+    let mut key = [0u8; 64];
+    for (hash, i) in order.iter().filter(|(_, i)| *i < shape.contracts) {
+        let mut slots: Vec<B256> = (0..shape.slots_of(*i)).map(|s| keccak256(slot(s))).collect();
+        slots.sort_unstable();
+        key[..32].copy_from_slice(hash.as_slice());
+        for s in slots {
+            key[32..].copy_from_slice(s.as_slice());
+            w.put(&key, B256::from(U256::from(*i + 1)).as_slice())?;
+        }
+    }
+    store.ingest_sst_files(Storage::NAME, &w.finish()?)?;
+    Ok(())
+}
+
+/// Sorted keys into SST files of about 256 MB each.
+struct SstSeries {
+    table: &'static str,
+    dir: PathBuf,
+    writer: Option<rocksdb::SstFileWriter<'static>>,
+    files: Vec<PathBuf>,
+    bytes: u64,
+}
+
+impl SstSeries {
+    fn new(table: &'static str, dir: &Path) -> Self {
+        Self { table, dir: dir.to_path_buf(), writer: None, files: Vec::new(), bytes: 0 }
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> anyhow::Result<()> {
+        if self.writer.is_none() {
+            let path = self.dir.join(format!("{}-{}.sst", self.table, self.files.len()));
+            let w = rocksdb::SstFileWriter::create(ec_store::sst_options());
+            w.open(&path)?;
+            self.files.push(path);
+            self.writer = Some(w);
+            self.bytes = 0;
+        }
+        if let Some(w) = &mut self.writer {
+            w.put(key, value)?;
+        }
+        self.bytes += (key.len() + value.len()) as u64;
+        if self.bytes > 256 << 20 {
+            if let Some(mut w) = self.writer.take() {
+                w.finish()?;
+            }
+        }
+        Ok(())
+    }
+    fn finish(mut self) -> anyhow::Result<Vec<PathBuf>> {
+        if let Some(mut w) = self.writer.take() {
+            w.finish()?;
+        }
+        Ok(self.files)
+    }
+}
+
+/// Mainnet-shaped blocks on top of the prefilled state.
+struct BlockGen {
+    rng: StdRng,
+    shape: Shape,
+    /// Slots each contract holds (new slots are appended).
+    slot_counts: Vec<u64>,
+    next_account: u64,
+    parent: B256,
+    number: u64,
+}
+
+impl BlockGen {
+    fn new(shape: Shape, seed: u64) -> Self {
+        let slot_counts = (0..shape.contracts).map(|c| shape.slots_of(c)).collect();
+        let next_account = shape.accounts;
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            shape,
+            slot_counts,
+            next_account,
+            parent: B256::ZERO,
+            number: 0,
+        }
+    }
+
+    fn header(&mut self) -> (Bytes, B256) {
+        let mut header = vec![0u8; 540];
+        self.rng.fill(&mut header[..]);
+        header[..32].copy_from_slice(self.parent.as_slice());
+        let header: Bytes = header.into();
+        let hash = keccak256(&header);
+        (header, hash)
+    }
+
+    fn genesis(&mut self) -> Record {
+        let (header, hash) = self.header();
+        self.parent = hash;
+        let block = Block {
+            number: 0,
+            hash,
+            parent_hash: B256::ZERO,
+            timestamp: 1_700_000_000,
+            header,
+            transactions: vec![],
+            receipts: vec![],
+            withdrawals: Some(vec![]),
+            state: vec![],
+        };
+        let spec = ec_log::ChainSpecSource::Named("mainnet".into());
+        Record::Genesis(Genesis { chain_id: 1, spec, block })
+    }
+
+    /// A contract: 60% of picks among the hot ones.
+    fn contract(&mut self) -> u64 {
+        if self.rng.random_bool(0.6) {
+            self.rng.random_range(0..HOT)
+        } else {
+            self.rng.random_range(HOT..self.shape.contracts)
+        }
+    }
+
+    fn next_block(&mut self) -> Record {
+        self.number += 1;
+        let (header, hash) = self.header();
+        let mut state: std::collections::BTreeMap<Address, AccountChange> = Default::default();
+        // About 150 contracts take the 4,500 slot writes.
+        let mut slot_writes = 0;
+        while slot_writes < 4_500 {
+            let c = self.contract();
+            let n = if c < HOT { 60 } else { 15 };
+            let change = state.entry(address(c)).or_insert_with(|| AccountChange {
+                address: address(c),
+                storage_wiped: false,
+                prior: Some(AccountPrior {
+                    balance: U256::from(10u64.pow(18) + c),
+                    nonce: c % 1000,
+                    code_hash: keccak256(code(c % CODES)),
+                }),
+                account: Some(AccountState {
+                    balance: U256::from(self.rng.random::<u64>()),
+                    nonce: c % 1000,
+                    code: None,
+                }),
+                storage: vec![],
+            });
+            for _ in 0..n {
+                let count = &mut self.slot_counts[c as usize];
+                let roll = self.rng.random_range(0..30);
+                let (index, prior, value) = if roll < 10 || *count == 0 {
+                    *count += 1;
+                    (*count - 1, B256::ZERO, B256::from(self.rng.random::<[u8; 32]>()))
+                } else if roll < 13 {
+                    (self.rng.random_range(0..*count), B256::from(U256::from(c + 1)), B256::ZERO)
+                } else {
+                    let value = B256::from(self.rng.random::<[u8; 32]>());
+                    (self.rng.random_range(0..*count), B256::from(U256::from(c + 1)), value)
+                };
+                change.storage.push(StorageSlot { slot: slot(index), prior, value });
+            }
+            slot_writes += n;
+        }
+        for change in state.values_mut() {
+            change.storage.sort_by_key(|s| s.slot);
+            change.storage.dedup_by_key(|s| s.slot);
+        }
+        // The rest of the 1,200 accounts: senders, recipients, fee recipients; one in twenty new.
+        while state.len() < 1_200 {
+            let new = self.rng.random_bool(0.05);
+            let i = if new {
+                self.next_account += 1;
+                self.next_account - 1
+            } else {
+                self.rng.random_range(self.shape.contracts..self.shape.accounts)
+            };
+            let prior = (!new).then(|| AccountPrior {
+                balance: U256::from(10u64.pow(18) + i),
+                nonce: i % 1000,
+                code_hash: KECCAK256_EMPTY,
+            });
+            state.insert(
+                address(i),
+                AccountChange {
+                    address: address(i),
+                    storage_wiped: false,
+                    prior,
+                    account: Some(AccountState {
+                        balance: U256::from(self.rng.random::<u64>()),
+                        nonce: self.rng.random_range(0..10_000),
+                        code: None,
+                    }),
+                    storage: vec![],
+                },
+            );
+        }
+        let mut transactions = Vec::with_capacity(300);
+        let mut receipts = Vec::with_capacity(300);
+        for t in 0..300u64 {
+            let mut encoded = vec![0u8; 150];
+            self.rng.fill(&mut encoded[..]);
+            transactions.push(Transaction {
+                sender: address(self.rng.random_range(0..self.shape.accounts)),
+                encoded: encoded.into(),
+            });
+            let logs = (0..2)
+                .map(|_| Log {
+                    address: address(self.contract()),
+                    topics: (0..3).map(|_| B256::from(self.rng.random::<[u8; 32]>())).collect(),
+                    data: Bytes::from(vec![7u8; 64]),
+                })
+                .collect();
+            receipts.push(Receipt {
+                success: true,
+                cumulative_gas_used: 50_000 * (t + 1),
+                gas_used: 50_000,
+                effective_gas_price: 10_000_000_000,
+                blob_gas_used: None,
+                blob_gas_price: None,
+                contract_address: None,
+                logs,
+            });
+        }
+        let withdrawals = (0..16)
+            .map(|k| Withdrawal {
+                index: self.number * 16 + k,
+                validator_index: k,
+                address: address(self.shape.contracts + k),
+                amount_gwei: 20_000,
+            })
+            .collect();
+        let block = Block {
+            number: self.number,
+            hash,
+            parent_hash: self.parent,
+            timestamp: 1_700_000_000 + self.number * 12,
+            header,
+            transactions,
+            receipts,
+            withdrawals: Some(withdrawals),
+            state: state.into_values().collect(),
+        };
+        self.parent = hash;
+        Record::Block(block)
+    }
+}
+
+fn assembled(sequence: u64, record: Record) -> Assembled {
+    let envelope =
+        Envelope { version: FORMAT_VERSION, kind: record.kind(), cluster_id: "bench".into(), sequence };
+    Assembled {
+        envelope,
+        record,
+        first_offset: sequence as i64,
+        last_offset: sequence as i64,
+        payload_len: 0,
+        record_crc: sequence as u32,
+    }
+}
+
+/// `(puts, bytes)` per batch, written with random 32-byte keys into one table of a fresh database with the
+/// store's options.
+fn raw_writes(path: &Path, opts: &StoreOptions, batches: &[(u64, u64)]) -> anyhow::Result<Duration> {
+    let mut db_opts = rocksdb::Options::default();
+    db_opts.create_if_missing(true);
+    db_opts.create_missing_column_families(true);
+    db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    db_opts.set_write_buffer_size(64 << 20);
+    db_opts.set_max_background_jobs(opts.tuning.background_jobs);
+    if opts.tuning.direct_io {
+        db_opts.set_use_direct_reads(true);
+        db_opts.set_use_direct_io_for_flush_and_compaction(true);
+    }
+    let db = rocksdb::DB::open_cf(&db_opts, path, [Storage::NAME]).context("raw database")?;
+    let cf = db.cf_handle(Storage::NAME).context("storage table")?;
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut prepared = Vec::with_capacity(batches.len());
+    for (ops, bytes) in batches {
+        let mut batch = rocksdb::WriteBatch::default();
+        // RocksDB frames each put with a few bytes (type, column family, two varint lengths).
+        let value_len = (bytes / (*ops).max(1)).saturating_sub(32 + 6) as usize;
+        let value = vec![0x5au8; value_len];
+        for _ in 0..*ops {
+            batch.put_cf(cf, rng.random::<[u8; 32]>(), &value);
+        }
+        prepared.push(batch);
+    }
+    // Timed like the replay: the writes, not the final flush.
+    let started = Instant::now();
+    for batch in prepared {
+        db.write(batch)?;
+    }
+    Ok(started.elapsed())
+}
+
+/// Bytes this process has caused to be written to storage (`/proc/self/io`), 0 where unknown.
+fn process_write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("write_bytes: ").and_then(|v| v.trim().parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
