@@ -45,6 +45,9 @@ struct Args {
     /// about 5 MiB per partition, so keep the log under that for this row.
     #[arg(long)]
     kafka: bool,
+    /// RocksDB options: `replica` (what the replica runs) or `rocksdb-defaults` (the baseline).
+    #[arg(long, default_value = "replica")]
+    tuning: String,
 }
 
 struct Row {
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn replay(args: Args) -> anyhow::Result<()> {
+    let store_opts = StoreOptions { tuning: mainnet::tuning(&args.tuning, 512)?, ..StoreOptions::default() };
     let opts = EncodeOptions::default();
     let gen = GenOptions { max_txs: args.max_txs, big_block_chance: 0.0, ..GenOptions::default() };
     let records = LogGenerator::records(gen, args.records);
@@ -109,7 +113,7 @@ fn replay(args: Args) -> anyhow::Result<()> {
 
     // 3. Replay into the store from memory: decode + apply + atomic batch with offset.
     {
-        let store = Store::open(&dir.path().join("store"), StoreOptions::default())?;
+        let store = Store::open(&dir.path().join("store"), store_opts.clone())?;
         let started = Instant::now();
         let mut assembler = Assembler::new();
         let mut offset = 0i64;
@@ -143,7 +147,7 @@ fn replay(args: Args) -> anyhow::Result<()> {
                 data_dir: dir.path().join("kafka-replica"),
                 kafka: KafkaConfig::plaintext(&brokers),
                 topic: "bench".into(),
-                store: StoreOptions::default(),
+                store: store_opts.clone(),
                 exit_when_caught_up: true,
                 progress_interval: Duration::from_secs(3600),
                 events: None,

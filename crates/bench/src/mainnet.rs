@@ -69,13 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.contracts > HOT && args.accounts > args.contracts,
         "need accounts > contracts > {HOT}"
     );
-    let mut tuning = match args.tuning.as_str() {
-        "replica" => Tuning::replica(args.block_cache_mb << 20),
-        "rocksdb-defaults" => {
-            Tuning { block_cache_bytes: args.block_cache_mb << 20, ..Tuning::rocksdb_defaults() }
-        }
-        other => anyhow::bail!("unknown --tuning {other:?}: replica or rocksdb-defaults"),
-    };
+    let mut tuning = tuning(&args.tuning, args.block_cache_mb)?;
     tuning.direct_io = args.direct_io;
     let tmp;
     let root = match &args.dir {
@@ -136,6 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     store.flush()?;
     let physical = process_write_bytes().saturating_sub(io_before);
     let db_after = dir_bytes(&db_path);
+    let reads = read_rates(&store, &gen, args.seed)?;
     drop(store);
 
     // 3. The same batches, puts and bytes, raw.
@@ -171,6 +166,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         db_after as f64 / 1e9,
         db_after.saturating_sub(db_before) as f64 / applied as f64 / 1e3
     );
+    for (what, micros) in reads {
+        println!("reads: {what}: {micros:.1} µs each");
+    }
     println!(
         "rocksdb raw, same batches and bytes: {:.1} s = {:.1} blocks/s; replay is {:.2}x the raw rate",
         raw_time.as_secs_f64(),
@@ -178,6 +176,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         raw_time.as_secs_f64() / secs
     );
     Ok(())
+}
+
+/// The RocksDB options a `--tuning` names, with a block cache of `cache_mb`.
+pub fn tuning(name: &str, cache_mb: usize) -> anyhow::Result<Tuning> {
+    Ok(match name {
+        "replica" => Tuning::replica(cache_mb << 20),
+        "rocksdb-defaults" => Tuning { block_cache_bytes: cache_mb << 20, ..Tuning::rocksdb_defaults() },
+        other => anyhow::bail!("unknown --tuning {other:?}: replica or rocksdb-defaults"),
+    })
 }
 
 /// Where the prefilled state's slots are: a quarter in the hot contracts, the rest spread over the others.
@@ -484,6 +491,34 @@ impl BlockGen {
         self.parent = hash;
         Record::Block(block)
     }
+}
+
+/// Point reads a replica serves, at random over the whole database (one thread, µs each): the current
+/// account, a contract's slot, and an account as of 500 blocks before the head (a history seek).
+fn read_rates(store: &Store, gen: &BlockGen, seed: u64) -> anyhow::Result<Vec<(&'static str, f64)>> {
+    const N: u32 = 20_000;
+    let mut rng = StdRng::seed_from_u64(seed + 1);
+    let shape = &gen.shape;
+    let old = gen.number.saturating_sub(500);
+    let mut out = Vec::new();
+    let started = Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(store.account(&address(rng.random_range(0..shape.accounts)))?);
+    }
+    out.push(("account at the head", started.elapsed().as_secs_f64() * 1e6 / N as f64));
+    let started = Instant::now();
+    for _ in 0..N {
+        let c = rng.random_range(0..shape.contracts);
+        let s = rng.random_range(0..shape.slots_of(c));
+        std::hint::black_box(store.storage_at(&address(c), &slot(s), gen.number)?);
+    }
+    out.push(("storage slot at the head", started.elapsed().as_secs_f64() * 1e6 / N as f64));
+    let started = Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(store.account_at(&address(rng.random_range(0..shape.accounts)), old)?);
+    }
+    out.push(("account 500 blocks back", started.elapsed().as_secs_f64() * 1e6 / N as f64));
+    Ok(out)
 }
 
 fn assembled(sequence: u64, record: Record) -> Assembled {

@@ -115,9 +115,16 @@ pub(crate) fn table_options(tuning: &Tuning, cache: Option<&rocksdb::Cache>) -> 
     }
     if tuning.bloom_filters {
         table.set_bloom_filter(10.0, false);
-        // Index and filter blocks live in the block cache (bounded memory on a database of hundreds of
-        // gigabytes), those of level 0 pinned there since every read consults them.
+        // Index and filter blocks live in the block cache, so their memory stays bounded on a database of
+        // hundreds of gigabytes. Partitioned, so that a read loads one 4 KiB partition of a file's filter and
+        // index rather than the whole of them (whole filters thrashed a small cache: reads were 10x slower
+        // than without filters); the top level of each is pinned.
+        table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_metadata_block_size(4096);
         table.set_cache_index_and_filter_blocks(true);
+        table.set_cache_index_and_filter_blocks_with_high_priority(true);
+        table.set_pin_top_level_index_and_filter(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     }
     opts.set_block_based_table_factory(&table);

@@ -159,6 +159,9 @@ impl Store {
     pub fn account_at(&self, address: &Address, number: u64) -> Result<Option<StoredAccount>> {
         self.check_state_held(number)?;
         let key = keccak256(address);
+        if let Some(found) = self.at_head(number, || self.get::<Accounts>(&key))? {
+            return Ok(found);
+        }
         let after = number.saturating_add(1);
         let found = match self.seek_in_prefix::<AccountHistory>(key.as_slice(), &(key, after))? {
             Some(prior) => prior.0,
@@ -167,6 +170,15 @@ impl Store {
         // Again after the lookup: a history window may have pruned what it read meanwhile.
         self.check_state_held(number)?;
         Ok(found)
+    }
+
+    /// The fast path for state at the head: a point read of the current table instead of a history seek.
+    /// `None` when `number` is not the head, or when a block was applied or reverted during the read (the
+    /// caller then takes the history path, which is right for any block).
+    fn at_head<T>(&self, number: u64, read: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+        let Some(head) = self.head()?.filter(|h| h.number == number) else { return Ok(None) };
+        let value = read()?;
+        Ok((self.head()? == Some(head)).then_some(value))
     }
 
     /// A storage slot at the head (zero when absent).
@@ -178,6 +190,10 @@ impl Store {
     pub fn storage_at(&self, address: &Address, slot: &B256, number: u64) -> Result<B256> {
         self.check_state_held(number)?;
         let (account_key, slot_key) = (keccak256(address), keccak256(slot));
+        let at_head = || Ok(self.get::<Storage>(&(account_key, slot_key))?.unwrap_or_default());
+        if let Some(found) = self.at_head(number, at_head)? {
+            return Ok(found);
+        }
         let prefix = [account_key.as_slice(), slot_key.as_slice()].concat();
         let after = number.saturating_add(1);
         let found = match self.seek_in_prefix::<StorageHistory>(&prefix, &(account_key, slot_key, after))? {
