@@ -57,10 +57,10 @@ const KEYS: [&str; 4] = [
     "7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
 ];
 
-struct Chain {
-    url: String,
-    genesis: std::path::PathBuf,
-    chain_id: u64,
+pub(crate) struct Chain {
+    pub(crate) url: String,
+    pub(crate) genesis: std::path::PathBuf,
+    pub(crate) chain_id: u64,
     /// Kept alive for the client's lifetime.
     _process: Box<dyn std::any::Any>,
 }
@@ -83,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     for client in &args.clients {
         for &size in &args.sizes {
-            let chain = start_client(client, &args)?;
+            let chain = start_client(client, args.anvil.as_deref(), args.geth_period)?;
             let avg = rt.block_on(build_backlog(&chain, client, size, args.blocks))?;
             let mut rates = Vec::new();
             for &depth in &args.depths {
@@ -109,11 +109,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_client(client: &str, args: &Args) -> anyhow::Result<Chain> {
+pub(crate) fn start_client(client: &str, anvil: Option<&str>, geth_period: u64) -> anyhow::Result<Chain> {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     match client {
         "anvil" => {
-            let anvil = args.anvil.clone().unwrap_or_else(|| {
+            let anvil = anvil.map(str::to_owned).unwrap_or_else(|| {
                 format!(
                     "{}/.cache/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil",
                     std::env::var("HOME").unwrap_or_default()
@@ -146,7 +146,7 @@ fn start_client(client: &str, args: &Args) -> anyhow::Result<Chain> {
         "geth" => {
             let funded: Vec<String> = KEYS.iter().map(|k| format!("{}", address_of(k))).collect();
             let funded: Vec<&str> = funded.iter().map(String::as_str).collect();
-            let geth = ec_testkit::Geth::dev(&funded, args.geth_period)
+            let geth = ec_testkit::Geth::dev(&funded, geth_period)
                 .map_err(|e| anyhow::anyhow!("geth --dev: {e}"))?;
             Ok(Chain {
                 url: format!("http://127.0.0.1:{}", geth.http_port()),
@@ -169,7 +169,12 @@ fn decode_hex(s: &str) -> Vec<u8> {
 }
 
 /// Builds `blocks` blocks of about `size` transfers each; returns the average transaction count.
-async fn build_backlog(chain: &Chain, client: &str, size: usize, blocks: usize) -> anyhow::Result<f64> {
+pub(crate) async fn build_backlog(
+    chain: &Chain,
+    client: &str,
+    size: usize,
+    blocks: usize,
+) -> anyhow::Result<f64> {
     let rpc = RpcClient::new(&chain.url, Duration::from_secs(600))?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while rpc.block_number().await.is_err() {

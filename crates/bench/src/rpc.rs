@@ -1,15 +1,9 @@
-//! `ec-bench rpc`: requests per second answered by a replica and by anvil for the same requests on the same
-//! chain, side by side. Everything runs in this process except anvil: a mock broker, the publisher
-//! following anvil, a replica with its JSON-RPC server.
+//! `ec-bench rpc`: requests per second answered by a replica and by its upstream (anvil, geth) for the same
+//! requests on the same chain, side by side. The load comes from wrk, in its own process; the upstream runs in
+//! its own process; this process holds a mock broker, the publisher following the upstream, and a replica with
+//! its JSON-RPC server.
 
-use std::{
-    process::{Command, Stdio},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+use std::{process::Command, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use ec_kafka::KafkaConfig;
@@ -22,15 +16,18 @@ use serde_json::{json, Value};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Concurrent clients per measurement.
+    /// Concurrent connections per measurement.
     #[arg(long, default_value_t = 64)]
     clients: usize,
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// Blocks of traffic to build before measuring.
-    #[arg(long, default_value_t = 50)]
-    blocks: u64,
+    /// Blocks of traffic (10 transfers each) to build before measuring.
+    #[arg(long, default_value_t = 30)]
+    blocks: usize,
+    /// Upstreams, each measured side by side with a replica following it: anvil, geth.
+    #[arg(long, default_value = "anvil,geth", value_delimiter = ',')]
+    upstreams: Vec<String>,
     #[arg(long, env = "ANVIL_BIN")]
     anvil: Option<String>,
 }
@@ -38,152 +35,157 @@ pub struct Args {
 const DEV: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let home = std::env::var("HOME").unwrap_or_default();
-    let anvil = args.anvil.clone().unwrap_or_else(|| {
-        format!("{home}/.cache/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
-    });
-    let genesis = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/genesis-local.json");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut child = Command::new(&anvil)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--silent",
-            "--chain-id",
-            "31337",
-            "--init",
-            genesis,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {anvil}"))?;
-    let broker = MockBroker::start(&["bench", "bench-tx"])?;
-    let result = bench(&args, port, &broker.bootstrap_servers(), genesis);
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    let wrk = Command::new("wrk").arg("--version").output();
+    anyhow::ensure!(wrk.is_ok(), "wrk is not installed (Debian: apt-get install wrk): it generates the load");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    for upstream in &args.upstreams {
+        let chain = crate::backlog::start_client(upstream, args.anvil.as_deref(), 1)?;
+        rt.block_on(crate::backlog::build_backlog(&chain, upstream, 10, args.blocks))?;
+        let broker = MockBroker::start(&["bench", "bench-tx"])?;
+        rt.block_on(bench(&args, &chain, upstream, &broker.bootstrap_servers()))?;
+    }
+    Ok(())
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
     Ok(http.post(url).json(body).send().await?.json().await?)
 }
 
-fn bench(args: &Args, anvil_port: u16, brokers: &str, genesis: &str) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(async {
-        let http = reqwest::Client::new();
-        let anvil_url = format!("http://127.0.0.1:{anvil_port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while post(&http, &anvil_url, &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}))
-            .await
-            .is_err()
-        {
-            anyhow::ensure!(Instant::now() < deadline, "anvil did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        for i in 0..args.blocks {
-            let tx = json!({"from": DEV, "to": format!("0x{:040x}", 0xbe00 + i % 10), "value": "0x1"});
-            post(&http, &anvil_url, &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_sendTransaction", "params": [tx]}))
-                .await?;
-        }
-        let kafka = KafkaConfig::plaintext(brokers);
-        let cfg = PublisherConfig {
-            start_block: None,
-            allow_unfinalized_start: false,
-            rpc_url: anvil_url.clone(),
-            ws_url: None,
-            kafka: kafka.clone(),
-            topic: "bench".into(),
-            cluster_id: "bench".into(),
-            genesis: Some(genesis.into()),
-            trace_mode: Some(TraceMode::Prestate),
-            heartbeat_interval: Duration::from_secs(1),
-            poll_interval: Duration::from_millis(100),
-            reorg_window: 64,
-            tail_messages: 10_000,
-            encode: EncodeOptions::default(),
-            standby: false,
-            takeover_after: Duration::from_secs(10),
-            pipeline_depth: 8,
-            verify_rate: 0.0,
-        };
-        let publisher = Publisher::start(cfg, Arc::new(Metrics::default())).await?;
-        tokio::spawn(publisher.run(std::future::pending()));
-        let dir = tempfile::tempdir()?;
-        let store = Arc::new(Store::open(dir.path(), StoreOptions::default())?);
-        let (status, mut rx) = tokio::sync::watch::channel(Status::default());
-        let rcfg = ReplicaConfig {
-            data_dir: dir.path().to_owned(),
-            kafka,
-            topic: "bench".into(),
-            store: StoreOptions::default(),
-            exit_when_caught_up: false,
-            progress_interval: Duration::from_secs(3600),
-                events: None,
-        };
-        tokio::spawn(ec_replica::run_with_store(rcfg, store.clone(), status, std::future::pending()));
-        let head = args.blocks;
-        rx.wait_for(|s| s.head_block.is_some_and(|h| h >= head)).await?;
-        let rpc_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr = format!("127.0.0.1:{rpc_port}").parse()?;
-        let _server = ec_rpc::serve(addr, store, None, ec_rpc::Limits::default(), None, None).await?;
-        let replica_url = format!("http://127.0.0.1:{rpc_port}");
+async fn bench(
+    args: &Args,
+    chain: &crate::backlog::Chain,
+    upstream: &str,
+    brokers: &str,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let upstream_url = chain.url.clone();
+    let call =
+        |method: &str, params: Value| json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let head = post(&http, &upstream_url, &call("eth_blockNumber", json!([]))).await?["result"]
+        .as_str()
+        .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+        .context("the upstream's head")?;
+    let kafka = KafkaConfig::plaintext(brokers);
+    let cfg = PublisherConfig {
+        start_block: None,
+        allow_unfinalized_start: false,
+        rpc_url: upstream_url.clone(),
+        ws_url: None,
+        kafka: kafka.clone(),
+        topic: "bench".into(),
+        cluster_id: "bench".into(),
+        genesis: Some(chain.genesis.clone()),
+        trace_mode: Some(TraceMode::Prestate),
+        heartbeat_interval: Duration::from_secs(1),
+        poll_interval: Duration::from_millis(100),
+        reorg_window: 64,
+        tail_messages: 10_000,
+        encode: EncodeOptions::default(),
+        standby: false,
+        takeover_after: Duration::from_secs(10),
+        pipeline_depth: 8,
+        verify_rate: 0.0,
+    };
+    let publisher = Publisher::start(cfg, Arc::new(Metrics::default())).await?;
+    tokio::spawn(publisher.run(std::future::pending()));
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(Store::open(dir.path(), StoreOptions::default())?);
+    let (status, mut rx) = tokio::sync::watch::channel(Status::default());
+    let rcfg = ReplicaConfig {
+        data_dir: dir.path().to_owned(),
+        kafka,
+        topic: "bench".into(),
+        store: StoreOptions::default(),
+        exit_when_caught_up: false,
+        progress_interval: Duration::from_secs(3600),
+        events: None,
+    };
+    tokio::spawn(ec_replica::run_with_store(rcfg, store.clone(), status, std::future::pending()));
+    rx.wait_for(|s| s.head_block.is_some_and(|h| h >= head)).await?;
+    let rpc_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let addr = format!("127.0.0.1:{rpc_port}").parse()?;
+    let _server = ec_rpc::serve(addr, store, None, ec_rpc::Limits::default(), None, None).await?;
+    let replica_url = format!("http://127.0.0.1:{rpc_port}");
 
-        let tx_hash: Value = post(
-            &http,
-            &anvil_url,
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber", "params": [format!("{:#x}", head / 2), false]}),
-        )
-        .await?["result"]["transactions"][0]
-            .clone();
-        let requests = [
-            ("eth_getTransactionReceipt", json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionReceipt", "params": [tx_hash]})),
-            ("eth_getLogs (whole chain)", json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs", "params": [{"fromBlock": "0x0", "toBlock": "latest"}]})),
-            ("eth_getBalance (latest)", json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": [DEV, "latest"]})),
-            ("eth_getBalance (old block)", json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": [DEV, "0x5"]})),
-            ("eth_getBlockByNumber (full)", json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber", "params": [format!("{:#x}", head / 2), true]})),
-            ("eth_getTransactionCount", json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionCount", "params": [DEV, "latest"]})),
-            ("eth_call (EIP-2935 read)", json!({"jsonrpc": "2.0", "id": 1, "method": "eth_call", "params": [{"to": "0x0000F90827F1C53a10cb7A02335B175320002935", "data": format!("0x{:064x}", head - 2)}, "latest"]})),
-        ];
-        println!("{} clients, {:.0}s per row, chain of {head} blocks", args.clients, args.seconds);
-        println!(
-            "{:<30} {:>12} {:>12} {:>7} | {:>9} {:>9} | {:>9} {:>9}",
-            "request", "replica rq/s", "anvil rq/s", "ratio", "ours p50", "ours p99", "anvil p50", "anvil p99"
-        );
-        for (name, body) in &requests {
-            // Same answer from both, or the figures mean nothing.
-            let (a, b) = (post(&http, &replica_url, body).await?, post(&http, &anvil_url, body).await?);
-            // Fields where anvil (1.x) differs from geth and the execution-apis spec, which the replica follows
-            // (docs/rpc.md): a block timestamp on receipts, totalDifficulty on blocks, and a block size one
-            // byte off. The rest must be equal, or the figures mean nothing.
-            let (mut a, mut b) = (a, b);
-            for answer in [&mut a, &mut b] {
-                if let Some(object) = answer["result"].as_object_mut() {
-                    for field in ["blockTimestamp", "totalDifficulty", "size"] {
-                        object.remove(field);
-                    }
+    // A transaction of a block in the middle of the chain.
+    let mut tx_hash = Value::Null;
+    for n in (1..=head).map(|i| (head / 2 + i) % (head + 1)) {
+        let block =
+            post(&http, &upstream_url, &call("eth_getBlockByNumber", json!([format!("{n:#x}"), false])))
+                .await?;
+        if let Some(tx) = block["result"]["transactions"].get(0) {
+            tx_hash = tx.clone();
+            break;
+        }
+    }
+    anyhow::ensure!(!tx_hash.is_null(), "no transaction in the chain");
+    let mid = format!("{:#x}", head / 2);
+    let requests = [
+        ("eth_getBalance (latest)", call("eth_getBalance", json!([DEV, "latest"]))),
+        ("eth_getBalance (old block)", call("eth_getBalance", json!([DEV, "0x2"]))),
+        ("eth_getTransactionCount", call("eth_getTransactionCount", json!([DEV, "latest"]))),
+        ("eth_getBlockByNumber (full)", call("eth_getBlockByNumber", json!([mid, true]))),
+        ("eth_getTransactionReceipt", call("eth_getTransactionReceipt", json!([tx_hash]))),
+        (
+            "eth_getLogs (address filter)",
+            call("eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": "latest", "address": DEV}])),
+        ),
+        (
+            "eth_getLogs (whole chain)",
+            call("eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": "latest"}])),
+        ),
+        (
+            "eth_call (EIP-2935 read)",
+            call(
+                "eth_call",
+                json!([{"to": "0x0000F90827F1C53a10cb7A02335B175320002935", "data": format!("0x{:064x}", head - 2)}, "latest"]),
+            ),
+        ),
+    ];
+    println!(
+        "{upstream}: {} connections (wrk, 2 threads, its own process), {:.0} s per row, chain of {head} blocks",
+        args.clients, args.seconds
+    );
+    println!(
+        "{:<30} {:>12} {:>12} {:>7} | {:>9} {:>9} | {:>9} {:>9}",
+        "request",
+        "replica rq/s",
+        format!("{upstream} rq/s"),
+        "ratio",
+        "ours p50",
+        "ours p99",
+        "their p50",
+        "their p99"
+    );
+    for (name, body) in &requests {
+        let (a, b) = (post(&http, &replica_url, body).await?, post(&http, &upstream_url, body).await?);
+        // Fields where anvil (1.x) differs from geth and the execution-apis spec, which the replica follows
+        // (docs/rpc.md): a block timestamp on receipts, totalDifficulty on blocks, and a block size one
+        // byte off. The rest must be equal, or the figures mean nothing.
+        let (mut a, mut b) = (a, b);
+        for answer in [&mut a, &mut b] {
+            if let Some(object) = answer["result"].as_object_mut() {
+                for field in ["blockTimestamp", "totalDifficulty", "size"] {
+                    object.remove(field);
                 }
             }
-            anyhow::ensure!(a["result"] == b["result"], "{name}: replica {a} vs anvil {b}");
-            let ours = load(&http, &replica_url, body, args.clients, args.seconds).await;
-            let theirs = load(&http, &anvil_url, body, args.clients, args.seconds).await;
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            println!(
-                "{name:<30} {:>12.0} {:>12.0} {:>6.2}x | {:>7.2}ms {:>7.2}ms | {:>7.2}ms {:>7.2}ms",
-                ours.rate,
-                theirs.rate,
-                ours.rate / theirs.rate.max(1e-9),
-                ms(ours.p50),
-                ms(ours.p99),
-                ms(theirs.p50),
-                ms(theirs.p99)
-            );
         }
-        anyhow::Ok(())
-    })
+        anyhow::ensure!(a["result"] == b["result"], "{name}: replica {a} vs {upstream} {b}");
+        let ours = wrk(&replica_url, body, args.clients, args.seconds).await?;
+        let theirs = wrk(&upstream_url, body, args.clients, args.seconds).await?;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{name:<30} {:>12.0} {:>12.0} {:>6.2}x | {:>7.2}ms {:>7.2}ms | {:>7.2}ms {:>7.2}ms",
+            ours.rate,
+            theirs.rate,
+            ours.rate / theirs.rate.max(1e-9),
+            ms(ours.p50),
+            ms(ours.p99),
+            ms(theirs.p50),
+            ms(theirs.p99)
+        );
+    }
+    Ok(())
 }
 
 struct Load {
@@ -192,38 +194,43 @@ struct Load {
     p99: Duration,
 }
 
-/// Requests per second `clients` concurrent clients get answered (errors not counted), and latency
-/// percentiles of the answered ones.
-async fn load(http: &reqwest::Client, url: &str, body: &Value, clients: usize, seconds: f64) -> Load {
-    let ok = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + Duration::from_secs_f64(seconds);
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let (http, url, body, ok) = (http.clone(), url.to_owned(), body.clone(), ok.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while Instant::now() < until {
-                    let started = Instant::now();
-                    if let Ok(v) = post(&http, &url, &body).await {
-                        if v.get("result").is_some() {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                            latencies.push(started.elapsed());
-                        }
-                    }
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap_or_default());
-    }
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
+/// Runs wrk (2 threads, `clients` connections, HTTP/1.1 keep-alive) posting `body` to `url`; its rate and
+/// latency percentiles. Any non-2xx answer or socket error fails the measurement.
+async fn wrk(url: &str, body: &Value, clients: usize, seconds: f64) -> anyhow::Result<Load> {
+    let mut script = tempfile::NamedTempFile::new()?;
+    use std::io::Write;
+    writeln!(
+        script,
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [==[{body}]==]"
+    )?;
+    let (url, path) = (url.to_owned(), script.path().to_owned());
+    let (clients, secs) = (clients.to_string(), format!("{}s", seconds.ceil() as u64));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("wrk")
+            .args(["-t2", "-c", &clients, "-d", &secs, "--latency", "-s"])
+            .arg(&path)
+            .arg(&url)
+            .output()
+    })
+    .await??;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(out.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(!text.contains("Non-2xx") && !text.contains("Socket errors"), "wrk saw errors: {text}");
+    let field =
+        |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()));
+    let rate: f64 = field("Requests/sec:").and_then(|v| v.parse().ok()).context("wrk's Requests/sec")?;
+    let latency = |p: &str| field(p).and_then(|v| parse_duration(&v)).unwrap_or_default();
+    Ok(Load { rate, p50: latency("50%"), p99: latency("99%") })
+}
+
+/// wrk's durations: `588.00us`, `2.43ms`, `1.01s`.
+fn parse_duration(v: &str) -> Option<Duration> {
+    let (number, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e-3)
+    } else {
+        (v.strip_suffix('s')?, 1.0)
     };
-    Load { rate: ok.load(Ordering::Relaxed) as f64 / seconds, p50: pct(0.50), p99: pct(0.99) }
+    number.parse::<f64>().ok().map(|n| Duration::from_secs_f64(n * scale))
 }

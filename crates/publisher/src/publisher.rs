@@ -561,10 +561,10 @@ impl Publisher {
                     self.metrics.produce_failures.fetch_add(1, Relaxed);
                     if let Some(fatal) = self.producer.fatal_error() {
                         if fatal.to_lowercase().contains("fenced") || fatal.contains("InvalidProducerEpoch") {
-                            return Err(PublisherError::Fenced {
-                                cluster: self.cfg.cluster_id.clone(),
-                                reason: fatal,
-                            });
+                            // Kafka says "fenced" both when a rival registered under the cluster's id and
+                            // when the coordinator aborted a transaction that outlived its timeout (a broker
+                            // outage) and bumped the epoch: only the log tells them apart.
+                            self.check_not_taken_over(first, encoded.len() as u64, fatal.clone()).await?;
                         }
                         // This producer can write nothing more (e.g. a transaction that outlived a broker
                         // outage). A new one, registered under the same id, learns from the topic whether the
@@ -607,6 +607,29 @@ enum Replaced {
 }
 
 impl Publisher {
+    /// After a "fenced" error: waits long enough for a rival publisher that took over to have written (it
+    /// heartbeats every `--heartbeat-interval-ms`), then reads the log. If it moved past the records this one
+    /// was writing, a rival writes it: stop. If not, nobody else is writing, and the error was the
+    /// coordinator aborting a timed-out transaction: the caller replaces the producer and goes on.
+    async fn check_not_taken_over(
+        &mut self,
+        first: u64,
+        count: u64,
+        reason: String,
+    ) -> Result<(), PublisherError> {
+        let grace = (self.cfg.heartbeat_interval * 3).max(Duration::from_secs(3));
+        warn!(sequence = first, %reason, ?grace, "fenced: waiting to see whether another publisher writes the log");
+        tokio::time::sleep(grace).await;
+        let cfg = &self.cfg;
+        let keep = cfg.reorg_window as usize + 1;
+        let tail = tail::read_tail(&cfg.kafka, &cfg.topic, &cfg.cluster_id, cfg.tail_messages, keep).await?;
+        let next = tail.map_or(0, |t| t.next_sequence);
+        if next != first && next != first + count {
+            return Err(PublisherError::Fenced { cluster: cfg.cluster_id.clone(), reason });
+        }
+        Ok(())
+    }
+
     /// Replaces a producer that failed for good with a new one of the same transactional id (which fences
     /// the old and aborts its open transaction), retrying while Kafka is unreachable, then reads the tail to
     /// learn whether the records `first..first + count` were committed.
