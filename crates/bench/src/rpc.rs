@@ -44,6 +44,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let broker = MockBroker::start(&["bench", "bench-tx"])?;
         rt.block_on(bench(&args, &chain, upstream, &broker.bootstrap_servers()))?;
     }
+    // The publisher and replica tasks never end: drop them without waiting.
+    rt.shutdown_background();
     Ok(())
 }
 

@@ -111,10 +111,10 @@ struct ReplicaArgs {
     /// Longest one eth_call / eth_estimateGas may run, in seconds.
     #[arg(long, env = "EC_RPC_CALL_TIMEOUT_SECS", default_value_t = 5.0)]
     rpc_call_timeout_secs: f64,
-    /// Store-reading requests (state, blocks, transactions, receipts, fees) that run at once; the rest
-    /// wait. Default: 4 per core. Every class runs off the threads that replay and answer /health.
-    #[arg(long, env = "EC_RPC_READ_CONCURRENCY")]
-    rpc_read_concurrency: Option<usize>,
+    /// Worker threads of the JSON-RPC server's own runtime, apart from replay and /health (cheap reads run on
+    /// them). Default: one per core.
+    #[arg(long, env = "EC_RPC_THREADS")]
+    rpc_threads: Option<usize>,
     /// eth_getLogs requests that run at once. Default: 1 per core.
     #[arg(long, env = "EC_RPC_LOGS_CONCURRENCY")]
     rpc_logs_concurrency: Option<usize>,
@@ -196,6 +196,24 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// A runtime dropped without waiting for its tasks (dropping one inside an async context would panic).
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for BackgroundRuntime {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -292,7 +310,6 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         max_logs: args.max_logs,
         gas_cap: args.rpc_gas_cap,
         call_timeout: Duration::from_secs_f64(args.rpc_call_timeout_secs.max(0.01)),
-        read_concurrency: args.rpc_read_concurrency.unwrap_or(4 * ec_rpc::cores()),
         logs_concurrency: args.rpc_logs_concurrency.unwrap_or(ec_rpc::cores()),
         evm_concurrency: args.rpc_evm_concurrency.unwrap_or(ec_rpc::cores()),
     };
@@ -301,12 +318,26 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
     // server stops accepting and finishes what is in flight, and only then does replay stop and the
     // database close (RocksDB flushes on close; the WAL would replay anything unflushed anyway).
     let (stop_rpc, stop_rpc_rx) = watch::channel(false);
+    // The JSON-RPC server runs on a runtime of its own: however busy its requests keep its workers, replay
+    // and /health (on this runtime) keep theirs.
+    let rpc_runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.rpc_threads.unwrap_or(ec_rpc::cores()).max(1))
+        .thread_name("rpc")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => BackgroundRuntime(Some(rt)),
+        Err(e) => {
+            eprintln!("error: the JSON-RPC runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let rpc_task = args.rpc_addr.map(|addr| {
         let (store, mut caught_up, heads) = (store.clone(), status.subscribe(), status.subscribe());
         let opened = status.clone();
         let events = cfg.events.clone();
         let mut stop = stop_rpc_rx;
-        tokio::spawn(async move {
+        rpc_runtime.spawn(async move {
             // RPC only from a replica that has replayed its backlog: never serve a stale snapshot's state.
             // (`wait_for` hands back a read guard; the inner async blocks drop it so the task stays `Send`.)
             tokio::select! {

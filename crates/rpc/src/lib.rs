@@ -46,10 +46,13 @@ pub struct Ctx {
     pub pools: Pools,
 }
 
-/// What a method costs, which decides the pool its work runs on.
+/// What a method costs, which decides where its work runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// A few point reads: state, blocks, transactions, receipts, fees.
+    /// A few point reads (state, blocks, transactions, receipts, fees): run in place, on the RPC server's own
+    /// async workers. Handing each to a blocking thread halved their throughput (33,000 against 72,000
+    /// requests/s, docs/benchmarks.md); the replica runs the server on a runtime of its own
+    /// (`--rpc-threads`), so these never hold up replay or `/health`.
     Read,
     /// `eth_getLogs`: index scans over up to `max_log_block_range` blocks.
     Logs,
@@ -57,11 +60,11 @@ pub enum Class {
     Evm,
 }
 
-/// Every method that reads the store runs on tokio's blocking threads, never on the async workers that run
-/// replay, `/health` and the connections themselves, and at most `n` at a time per [`Class`]: a flood of
-/// heavy requests waits for a permit (cheap reads keep their own), and replay and health keep running.
+/// Heavy methods (log scans, the EVM) run on tokio's blocking threads, never on the async workers that
+/// serve connections (and, in the replica, never on the runtime of replay and `/health`), at most `n` at a
+/// time per [`Class`]: a flood of heavy requests waits for permits of its own class, while cheap reads,
+/// replay and health keep running.
 pub struct Pools {
-    read: tokio::sync::Semaphore,
     logs: tokio::sync::Semaphore,
     evm: tokio::sync::Semaphore,
 }
@@ -69,18 +72,15 @@ pub struct Pools {
 impl Pools {
     pub fn new(limits: &Limits) -> Self {
         let permits = |n: usize| tokio::sync::Semaphore::new(n.max(1));
-        Self {
-            read: permits(limits.read_concurrency),
-            logs: permits(limits.logs_concurrency),
-            evm: permits(limits.evm_concurrency),
-        }
+        Self { logs: permits(limits.logs_concurrency), evm: permits(limits.evm_concurrency) }
     }
 
-    fn of(&self, class: Class) -> &tokio::sync::Semaphore {
+    /// The semaphore of a class that runs on blocking threads.
+    fn of(&self, class: Class) -> Option<&tokio::sync::Semaphore> {
         match class {
-            Class::Read => &self.read,
-            Class::Logs => &self.logs,
-            Class::Evm => &self.evm,
+            Class::Read => None,
+            Class::Logs => Some(&self.logs),
+            Class::Evm => Some(&self.evm),
         }
     }
 }
@@ -96,8 +96,7 @@ pub struct Limits {
     pub gas_cap: u64,
     /// Longest one `eth_call` / `eth_estimateGas` may run.
     pub call_timeout: std::time::Duration,
-    /// Requests of each [`Class`] that run at once; the rest wait their turn.
-    pub read_concurrency: usize,
+    /// Heavy requests of each [`Class`] that run at once; the rest wait their turn.
     pub logs_concurrency: usize,
     pub evm_concurrency: usize,
 }
@@ -114,9 +113,7 @@ impl Default for Limits {
             max_logs: 10_000,
             gas_cap: 50_000_000,
             call_timeout: std::time::Duration::from_secs(5),
-            // Point reads mostly wait on the disk: more than one per core keeps it busy. Log scans and the
-            // EVM are CPU-bound: one per core, so that together they leave replay a share.
-            read_concurrency: 4 * cores(),
+            // Log scans and the EVM are CPU-bound: one per core, so that together they leave replay a share.
             logs_concurrency: cores(),
             evm_concurrency: cores(),
         }
@@ -176,14 +173,15 @@ pub(crate) fn arg<T: serde::de::DeserializeOwned>(args: &[Value], i: usize, name
 }
 
 impl Ctx {
-    /// Runs `work` on a blocking thread once its class has a free permit ([`Pools`]).
+    /// Runs `work` where its class runs: in place, or on a blocking thread once the class has a free
+    /// permit ([`Pools`]).
     pub(crate) async fn on_pool<T: Send + 'static>(
         self: &Arc<Self>,
         class: Class,
         work: impl FnOnce(&Ctx) -> RpcResult<T> + Send + 'static,
     ) -> RpcResult<T> {
-        let _permit =
-            self.pools.of(class).acquire().await.map_err(|_| server_error("the server is stopping"))?;
+        let Some(pool) = self.pools.of(class) else { return work(self) };
+        let _permit = pool.acquire().await.map_err(|_| server_error("the server is stopping"))?;
         let c = self.clone();
         tokio::task::spawn_blocking(move || work(&c))
             .await
@@ -615,7 +613,7 @@ async fn on_evm_thread<T: Send + 'static>(
     };
     // Waiting for a permit counts against the call's deadline: a flood of calls is answered with timeouts,
     // not queued without bound.
-    let _permit = tokio::time::timeout(timeout, c.pools.of(Class::Evm).acquire())
+    let _permit = tokio::time::timeout(timeout, c.pools.evm.acquire())
         .await
         .map_err(|_| server_error(format!("execution aborted (timeout = {timeout:?}): the server is busy")))?
         .map_err(|_| server_error("the server is stopping"))?;
