@@ -239,6 +239,19 @@ impl Ctx {
     /// The canonical block a block parameter names, or `None` when the replica has no such block (the
     /// block methods answer `null` then, as the execution APIs specify).
     fn find_block(&self, spec: BlockSpec) -> RpcResult<Option<ec_store::tables::StoredBlock>> {
+        if matches!(spec, BlockSpec::Latest | BlockSpec::Pending) {
+            // The head names its hash: read the body by it. A revert between the two reads deletes that body;
+            // the head has moved by then, so read again rather than answer `null` for `latest`.
+            for _ in 0..3 {
+                let Some(head) = self.store.head().map_err(server_error)? else { return Ok(None) };
+                if let Some(block) = self.store.block_by_hash(&head.hash).map_err(server_error)? {
+                    return Ok(Some(block));
+                }
+            }
+            return Err(server_error(
+                "the head moved three times while it was read (a reorg under way): retry",
+            ));
+        }
         let hash = match spec {
             BlockSpec::Hash { hash, .. } => hash,
             other => {
