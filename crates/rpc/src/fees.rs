@@ -2,6 +2,8 @@
 //! `eth_feeHistory` as the execution APIs define it, the blob fees of EIP-4844/7691/7892/7918, and
 //! `eth_gasPrice` / `eth_maxPriorityFeePerGas` from geth's gas price oracle ([`TipOracle`]).
 
+use std::borrow::Borrow;
+
 use alloy_consensus::Header;
 use alloy_eips::eip7840::BlobParams;
 use alloy_primitives::U256;
@@ -74,12 +76,12 @@ impl TipOracle {
 
     /// The suggested tip, from `blocks` newest first (up to twice [`Self::BLOCKS`] of them, for the
     /// single-sample extension), given the previous suggestion ([`Self::START_PRICE`] before any).
-    pub fn suggest(blocks: &[StoredBlock], last_price: u128) -> Result<u128, String> {
+    pub fn suggest<B: Borrow<StoredBlock>>(blocks: &[B], last_price: u128) -> Result<u128, String> {
         let mut results = Vec::new();
         let mut taken = 0;
         let mut budget = Self::BLOCKS.min(blocks.len());
         while taken < budget {
-            let mut values = Self::samples(&blocks[taken])?;
+            let mut values = Self::samples(blocks[taken].borrow())?;
             taken += 1;
             if values.is_empty() {
                 values.push(last_price);
@@ -143,13 +145,13 @@ fn rewards(b: &StoredBlock, h: &Header, percentiles: &[f64]) -> Vec<U256> {
 }
 
 /// `blocks` oldest first; the last is the newest block of the history.
-pub fn fee_history(
+pub fn fee_history<B: Borrow<StoredBlock>>(
     spec: &ChainSpec,
-    blocks: &[StoredBlock],
+    blocks: &[B],
     percentiles: Option<&[f64]>,
 ) -> Result<FeeHistory, String> {
     let mut out = FeeHistory {
-        oldest_block: alloy_primitives::U64::from(blocks.first().map_or(0, |b| b.number)),
+        oldest_block: alloy_primitives::U64::from(blocks.first().map_or(0, |b| b.borrow().number)),
         base_fee_per_gas: Vec::new(),
         gas_used_ratio: Vec::new(),
         base_fee_per_blob_gas: Vec::new(),
@@ -158,6 +160,7 @@ pub fn fee_history(
     };
     let mut last = None;
     for b in blocks {
+        let b: &StoredBlock = b.borrow();
         let h = header(b)?;
         out.base_fee_per_gas.push(U256::from(h.base_fee_per_gas.unwrap_or_default()));
         out.gas_used_ratio.push(if h.gas_limit == 0 { 0.0 } else { h.gas_used as f64 / h.gas_limit as f64 });

@@ -44,6 +44,31 @@ pub struct Ctx {
     pub last_tip: std::sync::Mutex<Option<(B256, u128)>>,
     /// Where store-reading work runs ([`Class`]).
     pub pools: Pools,
+    /// Recently read block bodies, decoded.
+    pub blocks: BlockCache,
+}
+
+/// The bodies of the blocks read most recently, decoded, by hash. A body is the same for ever under its hash
+/// (the canonical checks happen before a body is looked up), and most requests name recent blocks: a
+/// transaction or receipt by hash then costs no decode of the whole block (a mainnet body is about 200 KB).
+#[derive(Default)]
+pub struct BlockCache(std::sync::Mutex<std::collections::VecDeque<Arc<ec_store::tables::StoredBlock>>>);
+
+impl BlockCache {
+    const CAPACITY: usize = 64;
+
+    fn get(&self, hash: &B256) -> Option<Arc<ec_store::tables::StoredBlock>> {
+        let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache.iter().find(|b| b.hash == *hash).cloned()
+    }
+
+    fn insert(&self, block: Arc<ec_store::tables::StoredBlock>) {
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= Self::CAPACITY {
+            cache.pop_front();
+        }
+        cache.push_back(block);
+    }
 }
 
 /// What a method costs, which decides where its work runs.
@@ -188,6 +213,17 @@ impl Ctx {
             .map_err(|e| server_error(format!("request failed: {e}")))?
     }
 
+    /// A block body by hash, from the cache or the store.
+    pub(crate) fn block(&self, hash: &B256) -> RpcResult<Option<Arc<ec_store::tables::StoredBlock>>> {
+        if let Some(block) = self.blocks.get(hash) {
+            return Ok(Some(block));
+        }
+        let Some(block) = self.store.block_by_hash(hash).map_err(server_error)? else { return Ok(None) };
+        let block = Arc::new(block);
+        self.blocks.insert(block.clone());
+        Ok(Some(block))
+    }
+
     /// The chain's rules, as the genesis record names them.
     pub(crate) fn chain_spec(&self) -> RpcResult<Arc<ec_chainspec::ChainSpec>> {
         if let Some(spec) = self.spec.get() {
@@ -220,7 +256,7 @@ impl Ctx {
             }
             BlockSpec::Number(n) => n,
             BlockSpec::Hash { hash, require_canonical } => {
-                let b = self.store.block_by_hash(&hash).map_err(server_error)?;
+                let b = self.block(&hash)?;
                 let b = b.ok_or_else(|| server_error(format!("block {hash} not found")))?;
                 if require_canonical
                     && self.store.canonical_hash(b.number).map_err(server_error)? != Some(hash)
@@ -238,13 +274,13 @@ impl Ctx {
 
     /// The canonical block a block parameter names, or `None` when the replica has no such block (the
     /// block methods answer `null` then, as the execution APIs specify).
-    fn find_block(&self, spec: BlockSpec) -> RpcResult<Option<ec_store::tables::StoredBlock>> {
+    fn find_block(&self, spec: BlockSpec) -> RpcResult<Option<Arc<ec_store::tables::StoredBlock>>> {
         if matches!(spec, BlockSpec::Latest | BlockSpec::Pending) {
             // The head names its hash: read the body by it. A revert between the two reads deletes that body;
             // the head has moved by then, so read again rather than answer `null` for `latest`.
             for _ in 0..3 {
                 let Some(head) = self.store.head().map_err(server_error)? else { return Ok(None) };
-                if let Some(block) = self.store.block_by_hash(&head.hash).map_err(server_error)? {
+                if let Some(block) = self.block(&head.hash)? {
                     return Ok(Some(block));
                 }
             }
@@ -269,21 +305,24 @@ impl Ctx {
                 }
             }
         };
-        self.store.block_by_hash(&hash).map_err(server_error)
+        self.block(&hash)
     }
 
-    fn block_arg(&self, params: &Params) -> RpcResult<(Option<ec_store::tables::StoredBlock>, Vec<Value>)> {
+    fn block_arg(
+        &self,
+        params: &Params,
+    ) -> RpcResult<(Option<Arc<ec_store::tables::StoredBlock>>, Vec<Value>)> {
         let args = positional(params)?;
         let spec = block_id::parse(args.first()).map_err(invalid_params)?;
         Ok((self.find_block(spec)?, args))
     }
 
-    fn tx_block(&self, hash: &B256) -> RpcResult<Option<(ec_store::tables::StoredBlock, usize)>> {
+    fn tx_block(&self, hash: &B256) -> RpcResult<Option<(Arc<ec_store::tables::StoredBlock>, usize)>> {
         let Some(loc) = self.store.tx_location(hash).map_err(server_error)? else { return Ok(None) };
         let Some(bh) = self.store.canonical_hash(loc.block_number).map_err(server_error)? else {
             return Ok(None);
         };
-        Ok(self.store.block_by_hash(&bh).map_err(server_error)?.map(|b| (b, loc.index as usize)))
+        Ok(self.block(&bh)?.map(|b| (b, loc.index as usize)))
     }
 
     fn account_args(&self, params: &Params, block_at: usize) -> RpcResult<(Address, u64, Vec<Value>)> {
@@ -311,6 +350,7 @@ pub fn module(
         spec: Default::default(),
         last_tip: Default::default(),
         pools: Pools::new(&limits),
+        blocks: Default::default(),
     });
     let chain_id = |c: &Ctx| -> RpcResult<u64> {
         Ok(c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?.chain_id)

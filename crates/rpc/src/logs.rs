@@ -94,7 +94,7 @@ fn limit(msg: String) -> ErrorObjectOwned {
 pub fn get_logs(c: &Ctx, f: &Filter) -> Result<Vec<Log>, ErrorObjectOwned> {
     let (from, to) = match f.range {
         Range::Hash(h) => {
-            let b = c.store.block_by_hash(&h).map_err(server_error)?;
+            let b = c.block(&h)?;
             let b = b.ok_or_else(|| server_error(format!("block {h} not found")))?;
             (b.number, b.number)
         }
@@ -155,7 +155,7 @@ pub fn get_logs(c: &Ctx, f: &Filter) -> Result<Vec<Log>, ErrorObjectOwned> {
     let mut out = Vec::new();
     for n in blocks {
         let Some(hash) = c.store.canonical_hash(n).map_err(server_error)? else { continue };
-        let Some(b) = c.store.block_by_hash(&hash).map_err(server_error)? else { continue };
+        let Some(b) = c.block(&hash)? else { continue };
         out.extend(convert::logs(&b).into_iter().filter(|l| matches(f, l)));
         if out.len() > c.limits.max_logs {
             return Err(limit(format!(
