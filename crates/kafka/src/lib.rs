@@ -20,7 +20,7 @@ pub use config::KafkaConfig;
 pub use consumer::{is_offset_out_of_range, Fetched, PartitionConsumer, TxConsumer, TxMessage};
 pub use context::KafkaContext;
 pub use error::KafkaIoError;
-pub use producer::{LogProducer, PendingRecord, TxProducer};
+pub use producer::{transaction_timeout, LogProducer, PendingRecord, TxProducer};
 
 /// Every Ether Cattle topic has exactly one partition, so that offsets totally order the log.
 pub const PARTITION: i32 = 0;

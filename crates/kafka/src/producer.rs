@@ -17,6 +17,17 @@ pub struct LogProducer {
 /// taking over), or by this timeout. Long enough to ride out a broker restart without failing the
 /// transaction; a failed one is recovered anyway (the publisher replaces its producer).
 const TRANSACTION_TIMEOUT_MS: &str = "60000";
+/// The transaction timeout a producer of `cfg` runs with: ours, unless `--kafka-option` overrides it.
+pub fn transaction_timeout(cfg: &KafkaConfig) -> Duration {
+    let ms = cfg
+        .extra
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "transaction.timeout.ms")
+        .map_or(TRANSACTION_TIMEOUT_MS, |(_, v)| v.as_str());
+    Duration::from_millis(ms.parse().unwrap_or(60_000))
+}
+
 /// How long the blocking transaction calls (init, commit, abort) may wait for the broker.
 const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -234,5 +245,18 @@ impl TxProducer {
             Ok(_) => Ok(()),
             Err((e, _)) => Err(err(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_transaction_timeout_is_ours_unless_an_option_overrides_it() {
+        let mut cfg = KafkaConfig::plaintext("127.0.0.1:9092");
+        assert_eq!(transaction_timeout(&cfg), Duration::from_secs(60));
+        cfg.extra.push(("transaction.timeout.ms".into(), "2000".into()));
+        assert_eq!(transaction_timeout(&cfg), Duration::from_secs(2));
     }
 }

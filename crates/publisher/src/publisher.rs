@@ -563,7 +563,14 @@ impl Publisher {
                         if fatal.to_lowercase().contains("fenced") || fatal.contains("InvalidProducerEpoch") {
                             // Kafka says "fenced" both when a rival registered under the cluster's id and
                             // when the coordinator aborted a transaction that outlived its timeout (a broker
-                            // outage) and bumped the epoch: only the log tells them apart.
+                            // outage) and bumped the epoch. A younger transaction was fenced by a rival: stop.
+                            // An older one may have been either: the log tells them apart.
+                            if started.elapsed() < ec_kafka::transaction_timeout(&self.cfg.kafka) {
+                                return Err(PublisherError::Fenced {
+                                    cluster: self.cfg.cluster_id.clone(),
+                                    reason: fatal,
+                                });
+                            }
                             self.check_not_taken_over(first, encoded.len() as u64, fatal.clone()).await?;
                         }
                         // This producer can write nothing more (e.g. a transaction that outlived a broker
