@@ -20,6 +20,7 @@ use std::{
 
 use alloy_primitives::{keccak256, Address, Bytes, B256, KECCAK256_EMPTY, U256};
 use anyhow::Context;
+use ec_import::SortedSst;
 use ec_log::{
     AccountChange, AccountPrior, AccountState, Assembled, Block, Envelope, Genesis, Log, Receipt, Record,
     StorageSlot, Transaction, Withdrawal, FORMAT_VERSION,
@@ -105,7 +106,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut gen = BlockGen::new(shape, args.seed);
     store.apply(&assembled(0, gen.genesis()))?;
     let (mut applied, mut keys, mut apply_time) = (0u64, 0u64, Duration::ZERO);
-    let writes_before = store.write_stats();
     let io_before = process_write_bytes();
     let mut per_batch = Vec::new();
     while applied < args.blocks {
@@ -125,8 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         applied += chunk.len() as u64;
     }
-    let writes = store.write_stats();
-    let (logical, ops) = (writes.bytes - writes_before.bytes, writes.ops - writes_before.ops);
+    let (ops, logical) = per_batch.iter().fold((0, 0), |(o, b), (ops, bytes)| (o + ops, b + bytes));
     store.flush()?;
     let physical = process_write_bytes().saturating_sub(io_before);
     let db_after = dir_bytes(&db_path);
@@ -238,7 +237,7 @@ fn prefill(store: &Store, shape: &Shape, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut codes: Vec<(B256, Bytes)> = (0..CODES).map(|i| (keccak256(code(i)), code(i))).collect();
     codes.sort();
-    let mut w = SstSeries::new(Code::NAME, dir);
+    let mut w = SortedSst::new(Code::NAME, dir);
     for (hash, code) in &codes {
         w.put(hash.as_slice(), code)?;
     }
@@ -246,13 +245,13 @@ fn prefill(store: &Store, shape: &Shape, dir: &Path) -> anyhow::Result<()> {
 
     let mut order: Vec<(B256, u64)> = (0..shape.accounts).map(|i| (keccak256(address(i)), i)).collect();
     order.sort_unstable();
-    let mut w = SstSeries::new(Accounts::NAME, dir);
+    let mut w = SortedSst::new(Accounts::NAME, dir);
     for (hash, i) in &order {
         w.put(hash.as_slice(), &account_value(*i, shape).encode())?;
     }
     store.ingest_sst_files(Accounts::NAME, &w.finish()?)?;
 
-    let mut w = SstSeries::new(Storage::NAME, dir);
+    let mut w = SortedSst::new(Storage::NAME, dir);
     let mut key = [0u8; 64];
     for (hash, i) in order.iter().filter(|(_, i)| *i < shape.contracts) {
         let mut slots: Vec<B256> = (0..shape.slots_of(*i)).map(|s| keccak256(slot(s))).collect();
@@ -265,47 +264,6 @@ fn prefill(store: &Store, shape: &Shape, dir: &Path) -> anyhow::Result<()> {
     }
     store.ingest_sst_files(Storage::NAME, &w.finish()?)?;
     Ok(())
-}
-
-/// Sorted keys into SST files of about 256 MB each.
-struct SstSeries {
-    table: &'static str,
-    dir: PathBuf,
-    writer: Option<rocksdb::SstFileWriter<'static>>,
-    files: Vec<PathBuf>,
-    bytes: u64,
-}
-
-impl SstSeries {
-    fn new(table: &'static str, dir: &Path) -> Self {
-        Self { table, dir: dir.to_path_buf(), writer: None, files: Vec::new(), bytes: 0 }
-    }
-    fn put(&mut self, key: &[u8], value: &[u8]) -> anyhow::Result<()> {
-        if self.writer.is_none() {
-            let path = self.dir.join(format!("{}-{}.sst", self.table, self.files.len()));
-            let w = rocksdb::SstFileWriter::create(ec_store::sst_options());
-            w.open(&path)?;
-            self.files.push(path);
-            self.writer = Some(w);
-            self.bytes = 0;
-        }
-        if let Some(w) = &mut self.writer {
-            w.put(key, value)?;
-        }
-        self.bytes += (key.len() + value.len()) as u64;
-        if self.bytes > 256 << 20 {
-            if let Some(mut w) = self.writer.take() {
-                w.finish()?;
-            }
-        }
-        Ok(())
-    }
-    fn finish(mut self) -> anyhow::Result<Vec<PathBuf>> {
-        if let Some(mut w) = self.writer.take() {
-            w.finish()?;
-        }
-        Ok(self.files)
-    }
 }
 
 /// Mainnet-shaped blocks on top of the prefilled state.
@@ -537,16 +495,7 @@ fn assembled(sequence: u64, record: Record) -> Assembled {
 /// `(puts, bytes)` per batch, written with random 32-byte keys into one table of a fresh database with the
 /// store's options.
 fn raw_writes(path: &Path, opts: &StoreOptions, batches: &[(u64, u64)]) -> anyhow::Result<Duration> {
-    let mut db_opts = rocksdb::Options::default();
-    db_opts.create_if_missing(true);
-    db_opts.create_missing_column_families(true);
-    db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    db_opts.set_write_buffer_size(64 << 20);
-    db_opts.set_max_background_jobs(opts.tuning.background_jobs);
-    if opts.tuning.direct_io {
-        db_opts.set_use_direct_reads(true);
-        db_opts.set_use_direct_io_for_flush_and_compaction(true);
-    }
+    let db_opts = ec_store::db_options(&opts.tuning);
     let db = rocksdb::DB::open_cf(&db_opts, path, [Storage::NAME]).context("raw database")?;
     let cf = db.cf_handle(Storage::NAME).context("storage table")?;
     let mut rng = StdRng::seed_from_u64(7);

@@ -34,6 +34,7 @@ use ec_store::{
 pub use dump::{read_dump, DumpFormat, DEFAULT_PENDING_SLOTS};
 pub use error::{ImportError, Result};
 pub use generate::{generate_dump, GeneratedDump};
+pub use writer::SortedSst;
 
 use crate::{
     error::io,

@@ -32,8 +32,9 @@ const SST_TARGET_BYTES: u64 = 256 << 20;
 /// Bookkeeping per entry in the sort buffer (two `Vec` headers), counted against the chunk budget.
 const ENTRY_OVERHEAD: usize = 48;
 
-/// Writes keys in strictly ascending order into a series of SST files in `dir`.
-pub(crate) struct SortedSst {
+/// Writes keys in strictly ascending order into a series of SST files in `dir`, for
+/// [`ec_store::Store::ingest_sst_files`]. Refuses a key out of order.
+pub struct SortedSst {
     table: &'static str,
     dir: PathBuf,
     writer: Option<(SstFileWriter<'static>, PathBuf)>,
@@ -45,7 +46,7 @@ pub(crate) struct SortedSst {
 }
 
 impl SortedSst {
-    pub(crate) fn new(table: &'static str, dir: &Path) -> Self {
+    pub fn new(table: &'static str, dir: &Path) -> Self {
         Self {
             table,
             dir: dir.to_path_buf(),
@@ -57,7 +58,7 @@ impl SortedSst {
         }
     }
 
-    pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         if !self.files.is_empty() || self.writer.is_some() {
             match key.cmp(&self.last_key) {
                 std::cmp::Ordering::Greater => {}
@@ -102,7 +103,7 @@ impl SortedSst {
     }
 
     /// Closes the last file; the files in key order.
-    pub(crate) fn finish(mut self) -> Result<Vec<PathBuf>> {
+    pub fn finish(mut self) -> Result<Vec<PathBuf>> {
         self.close_file()?;
         Ok(self.files)
     }

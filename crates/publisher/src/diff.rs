@@ -205,9 +205,7 @@ fn state_diff_prior(d: &AccountDiff) -> Option<Option<AccountPrior>> {
     let balance = old_value(&d.balance)?;
     let nonce = old_value(&d.nonce)?;
     let code = old_value(&d.code)?;
-    let code_hash =
-        if code.is_empty() { alloy_primitives::KECCAK256_EMPTY } else { alloy_primitives::keccak256(&code) };
-    Some(AccountPrior::existing(balance, nonce.saturating_to(), code_hash))
+    Some(AccountPrior::existing(balance, nonce.saturating_to(), alloy_primitives::keccak256(&code)))
 }
 
 fn old_value<T: Clone>(d: &Delta<T>) -> Option<T> {

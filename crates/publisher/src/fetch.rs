@@ -458,11 +458,8 @@ fn apply_prior_reads(
             let balance: U256 = got.get(balance, "eth_getBalance")?;
             let nonce: U256 = got.get(nonce, "eth_getTransactionCount")?;
             let code: alloy_primitives::Bytes = got.get(code, "eth_getCode")?;
-            let code_hash = if code.is_empty() {
-                alloy_primitives::KECCAK256_EMPTY
-            } else {
-                alloy_primitives::keccak256(&code)
-            };
+            // keccak256 of no code is KECCAK256_EMPTY, which `existing` reads as "no code".
+            let code_hash = alloy_primitives::keccak256(&code);
             p.prior = Some(ec_log::AccountPrior::existing(balance, nonce.saturating_to(), code_hash));
         }
         for (slot, i) in slots {

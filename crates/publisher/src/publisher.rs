@@ -627,14 +627,10 @@ impl Publisher {
         let grace = (self.cfg.heartbeat_interval * 3).max(Duration::from_secs(3));
         warn!(sequence = first, %reason, ?grace, "fenced: waiting to see whether another publisher writes the log");
         tokio::time::sleep(grace).await;
-        let cfg = &self.cfg;
-        let keep = cfg.reorg_window as usize + 1;
-        let tail = tail::read_tail(&cfg.kafka, &cfg.topic, &cfg.cluster_id, cfg.tail_messages, keep).await?;
-        let next = tail.map_or(0, |t| t.next_sequence);
-        if next != first && next != first + count {
-            return Err(PublisherError::Fenced { cluster: cfg.cluster_id.clone(), reason });
-        }
-        Ok(())
+        let next = log_next_sequence(&self.cfg).await?;
+        records_in_log(next, first, count)
+            .map(|_| ())
+            .map_err(|_| PublisherError::Fenced { cluster: self.cfg.cluster_id.clone(), reason })
     }
 
     /// Replaces a producer that failed for good with a new one of the same transactional id (which fences
@@ -642,19 +638,27 @@ impl Publisher {
     /// learn whether the records `first..first + count` were committed.
     async fn replace_producer(&mut self, first: u64, count: u64) -> Result<Replaced, PublisherError> {
         let producer = register(&self.cfg).await;
-        let cfg = &self.cfg;
-        let keep = cfg.reorg_window as usize + 1;
-        let tail = tail::read_tail(&cfg.kafka, &cfg.topic, &cfg.cluster_id, cfg.tail_messages, keep).await?;
+        let next = log_next_sequence(&self.cfg).await?;
         self.producer = producer;
-        let next = tail.map_or(0, |t| t.next_sequence);
-        match next {
-            n if n == first => Ok(Replaced::Retry),
-            n if n == first + count => Ok(Replaced::Written),
-            n => Err(PublisherError::Fenced {
-                cluster: cfg.cluster_id.clone(),
-                reason: format!("the log continues at record {n} while this publisher was writing {first}"),
-            }),
-        }
+        records_in_log(next, first, count)
+            .map_err(|reason| PublisherError::Fenced { cluster: self.cfg.cluster_id.clone(), reason })
+    }
+}
+
+/// The sequence the log's committed tail continues at (0 for an empty log).
+async fn log_next_sequence(cfg: &PublisherConfig) -> Result<u64, PublisherError> {
+    let keep = cfg.reorg_window as usize + 1;
+    let tail = tail::read_tail(&cfg.kafka, &cfg.topic, &cfg.cluster_id, cfg.tail_messages, keep).await?;
+    Ok(tail.map_or(0, |t| t.next_sequence))
+}
+
+/// Where the records `first..first + count` stand, given the sequence the log continues at: not written,
+/// written, or neither (another writer wrote the log meanwhile: the reason why this one must stop).
+fn records_in_log(next: u64, first: u64, count: u64) -> Result<Replaced, String> {
+    match next {
+        n if n == first => Ok(Replaced::Retry),
+        n if n == first + count => Ok(Replaced::Written),
+        n => Err(format!("the log continues at record {n} while this publisher was writing {first}")),
     }
 }
 

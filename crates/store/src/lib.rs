@@ -131,8 +131,8 @@ pub(crate) fn table_options(tuning: &Tuning, cache: Option<&rocksdb::Cache>) -> 
     opts
 }
 
-/// The database-wide options.
-fn db_options(tuning: &Tuning) -> Options {
+/// The database-wide options (also what the benchmark's raw RocksDB rows open with).
+pub fn db_options(tuning: &Tuning) -> Options {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
