@@ -159,13 +159,15 @@ impl Store {
     pub fn account_at(&self, address: &Address, number: u64) -> Result<Option<StoredAccount>> {
         self.check_state_held(number)?;
         let key = keccak256(address);
-        if let Some(found) = self.at_head(number, || self.get::<Accounts>(&key))? {
+        // The current value: the answer at the head, and at any block no later change recorded history for.
+        let current = || self.get::<Accounts>(&key);
+        if let Some(found) = self.at_head(number, current)? {
             return Ok(found);
         }
         let after = number.saturating_add(1);
         let found = match self.seek_in_prefix::<AccountHistory>(key.as_slice(), &(key, after))? {
             Some(prior) => prior.0,
-            None => self.get::<Accounts>(&key)?,
+            None => current()?,
         };
         // Again after the lookup: a history window may have pruned what it read meanwhile.
         self.check_state_held(number)?;
@@ -190,15 +192,16 @@ impl Store {
     pub fn storage_at(&self, address: &Address, slot: &B256, number: u64) -> Result<B256> {
         self.check_state_held(number)?;
         let (account_key, slot_key) = (keccak256(address), keccak256(slot));
-        let at_head = || Ok(self.get::<Storage>(&(account_key, slot_key))?.unwrap_or_default());
-        if let Some(found) = self.at_head(number, at_head)? {
+        // The current value: the answer at the head, and at any block no later change recorded history for.
+        let current = || Ok(self.get::<Storage>(&(account_key, slot_key))?.unwrap_or_default());
+        if let Some(found) = self.at_head(number, current)? {
             return Ok(found);
         }
         let prefix = [account_key.as_slice(), slot_key.as_slice()].concat();
         let after = number.saturating_add(1);
         let found = match self.seek_in_prefix::<StorageHistory>(&prefix, &(account_key, slot_key, after))? {
             Some(prior) => prior,
-            None => self.get::<Storage>(&(account_key, slot_key))?.unwrap_or_default(),
+            None => current()?,
         };
         // Again after the lookup: a history window may have pruned what it read meanwhile.
         self.check_state_held(number)?;
