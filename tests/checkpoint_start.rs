@@ -13,7 +13,6 @@ use std::{
 };
 
 use alloy_primitives::{Address, B256};
-use ec_testkit::MockBroker;
 use harness::{chain::*, *};
 use serde_json::{json, Value};
 
@@ -163,7 +162,10 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     assert!(msg.contains("the imported state's root is 0x"), "the refusal names the imported root:\n{msg}");
 
     // The publisher starts the log at N; traffic after N.
-    let broker = MockBroker::start(&["log", "log-tx"]).expect("mock broker");
+    let broker = ec_testkit::KafkaBroker::start().expect("Apache Kafka broker");
+    for topic in ["log", "log-tx"] {
+        broker.create_topic(topic, &[]).expect("topic");
+    }
     let publisher_log = tmp.path().join("publisher.log");
     let mut publisher_cmd = Command::new(bin());
     publisher_cmd
