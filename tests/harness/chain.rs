@@ -12,7 +12,7 @@ use std::{
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{hex, Address, Bytes, B256, U256};
 use ec_publisher::rpc::RpcClient;
-use ec_store::Store;
+use ec_store::{Reads, Store};
 use ec_testkit::Geth;
 use serde_json::{json, Value};
 

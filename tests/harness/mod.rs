@@ -12,7 +12,7 @@ use std::{
 
 use ec_kafka::{KafkaConfig, LogProducer, PartitionConsumer};
 use ec_log::{encode_record, Assembler, EncodeOptions, Record};
-use ec_store::{Position, Store, StoreOptions};
+use ec_store::{Position, Reads, Store, StoreOptions};
 
 pub const CLUSTER: &str = "test-cluster";
 

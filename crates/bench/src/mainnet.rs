@@ -27,7 +27,7 @@ use ec_log::{
 };
 use ec_store::{
     tables::{Accounts, Code, Storage, StoredAccount, Table, Value},
-    Store, StoreOptions, Tuning,
+    Reads, Store, StoreOptions, Tuning,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -45,7 +45,8 @@ pub struct Args {
     /// Blocks to replay.
     #[arg(long, default_value_t = 2_000)]
     blocks: u64,
-    /// RocksDB options: `replica` (what the replica runs) or `rocksdb-defaults` (the baseline).
+    /// RocksDB options: `replica` (what the replica runs), `replica-lz4-everywhere` (the same with every level
+    /// compressed) or `rocksdb-defaults` (the baseline).
     #[arg(long, default_value = "replica")]
     tuning: String,
     #[arg(long, default_value_t = 256)]
@@ -137,12 +138,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let secs = apply_time.as_secs_f64();
     println!(
-        "tuning {} (block cache {} MiB, bloom filters {}, {} background jobs, direct I/O {}): database {:.1}x the block cache",
+        "tuning {} (block cache {} MiB, bloom filters {}, {} background jobs, direct I/O {}, levels 0-1 uncompressed {}): database {:.1}x the block cache",
         args.tuning,
         args.block_cache_mb,
         tuning.bloom_filters,
         tuning.background_jobs,
         tuning.direct_io,
+        tuning.uncompressed_top_levels,
         db_before as f64 / (args.block_cache_mb as f64 * 1048576.0)
     );
     println!(
@@ -182,7 +184,12 @@ pub fn tuning(name: &str, cache_mb: usize) -> anyhow::Result<Tuning> {
     Ok(match name {
         "replica" => Tuning::replica(cache_mb << 20),
         "rocksdb-defaults" => Tuning { block_cache_bytes: cache_mb << 20, ..Tuning::rocksdb_defaults() },
-        other => anyhow::bail!("unknown --tuning {other:?}: replica or rocksdb-defaults"),
+        "replica-lz4-everywhere" => {
+            Tuning { uncompressed_top_levels: false, ..Tuning::replica(cache_mb << 20) }
+        }
+        other => {
+            anyhow::bail!("unknown --tuning {other:?}: replica, replica-lz4-everywhere or rocksdb-defaults")
+        }
     })
 }
 

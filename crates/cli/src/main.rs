@@ -15,7 +15,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ec_replica::{ReplicaConfig, Status};
-use ec_store::{Store, StoreOptions, DEFAULT_UNDO_WINDOW};
+use ec_store::{Reads, Store, StoreOptions, DEFAULT_UNDO_WINDOW};
 use tokio::sync::watch;
 
 #[derive(Parser)]

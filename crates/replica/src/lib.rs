@@ -15,7 +15,7 @@ use std::{future::Future, path::PathBuf, time::Duration};
 
 use ec_kafka::{is_offset_out_of_range, Fetched, KafkaConfig, KafkaIoError, PartitionConsumer};
 use ec_log::{Assembler, LogError, Record};
-use ec_store::{ApplyOutcome, Position, Store, StoreError, StoreOptions};
+use ec_store::{ApplyOutcome, Position, Reads, Store, StoreError, StoreOptions};
 use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{info, warn};

@@ -13,7 +13,7 @@ use std::{
     sync::Arc,
 };
 
-use ec_store::Store;
+use ec_store::{Reads, Store};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]

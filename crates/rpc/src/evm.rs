@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Instant};
 use alloy_consensus::Header;
 use alloy_primitives::{Address, Bytes, TxKind, B256, U256};
 use alloy_rlp::Decodable;
-use ec_store::Store;
+use ec_store::{Reads, StoreView};
 use revm::{
     bytecode::Bytecode,
     context::{result::ExecutionResult, BlockEnv, CfgEnv, Context, TxEnv},
@@ -27,9 +27,9 @@ pub struct DbError(String);
 
 impl DBErrorMarker for DbError {}
 
-/// The store, read as of the end of block `number`.
+/// One view of the store, read as of the end of block `number`.
 pub struct StateAt<'a> {
-    pub store: &'a Store,
+    pub store: &'a StoreView<'a>,
     pub number: u64,
 }
 
@@ -184,7 +184,7 @@ impl<CTX: ContextTr> Inspector<CTX, EthInterpreter> for DeadlineInspector {
 /// Runs `req` on top of block `number` (its header gives the block environment), spending at most the gas
 /// cap.
 pub fn call(
-    store: &Store,
+    store: &StoreView<'_>,
     number: u64,
     req: &CallRequest,
     env: &CallEnv,
@@ -207,7 +207,7 @@ pub enum EstimateError {
 /// optimistic run at (peak gas + call stipend) × 64/63, then bisection skewed low until within 1.5%. Every
 /// run shares the one deadline of `env`.
 pub fn estimate_gas(
-    store: &Store,
+    store: &StoreView<'_>,
     number: u64,
     req: &CallRequest,
     env: &CallEnv,
@@ -308,7 +308,7 @@ pub fn estimate_gas(
     Ok(hi)
 }
 
-fn header_at(store: &Store, number: u64) -> Result<Header, String> {
+fn header_at(store: &StoreView<'_>, number: u64) -> Result<Header, String> {
     let hash = store.canonical_hash(number).map_err(|e| e.to_string())?.ok_or("header not found")?;
     let block = store.block_by_hash(&hash).map_err(|e| e.to_string())?.ok_or("header not found")?;
     Header::decode(&mut &block.header[..]).map_err(|e| e.to_string())
@@ -317,7 +317,7 @@ fn header_at(store: &Store, number: u64) -> Result<Header, String> {
 /// The access list a call needs (`eth_createAccessList`): what it touched, and the gas it uses with that
 /// list applied.
 pub fn access_list(
-    store: &Store,
+    store: &StoreView<'_>,
     number: u64,
     req: &CallRequest,
     env: &CallEnv,
@@ -339,7 +339,7 @@ pub fn access_list(
 /// Runs `req` on top of the canonical block with header `h` (read once by the caller: an estimate runs the
 /// same block a dozen times).
 fn execute(
-    store: &Store,
+    store: &StoreView<'_>,
     h: &Header,
     req: &CallRequest,
     env: &CallEnv,

@@ -20,7 +20,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use alloy_primitives::{Address, Bytes, B256, U256, U64};
 use block_id::BlockSpec;
-use ec_store::Store;
+use ec_store::{Reads, Store, StoreView};
 use jsonrpsee::{
     server::{Server, ServerHandle},
     types::{ErrorObject, ErrorObjectOwned, Params},
@@ -203,25 +203,14 @@ impl Ctx {
     pub(crate) async fn on_pool<T: Send + 'static>(
         self: &Arc<Self>,
         class: Class,
-        work: impl FnOnce(&Ctx) -> RpcResult<T> + Send + 'static,
+        work: impl FnOnce(&Req) -> RpcResult<T> + Send + 'static,
     ) -> RpcResult<T> {
-        let Some(pool) = self.pools.of(class) else { return work(self) };
+        let Some(pool) = self.pools.of(class) else { return work(&Req::new(self)) };
         let _permit = pool.acquire().await.map_err(|_| server_error("the server is stopping"))?;
         let c = self.clone();
-        tokio::task::spawn_blocking(move || work(&c))
+        tokio::task::spawn_blocking(move || work(&Req::new(&c)))
             .await
             .map_err(|e| server_error(format!("request failed: {e}")))?
-    }
-
-    /// A block body by hash, from the cache or the store.
-    pub(crate) fn block(&self, hash: &B256) -> RpcResult<Option<Arc<ec_store::tables::StoredBlock>>> {
-        if let Some(block) = self.blocks.get(hash) {
-            return Ok(Some(block));
-        }
-        let Some(block) = self.store.block_by_hash(hash).map_err(server_error)? else { return Ok(None) };
-        let block = Arc::new(block);
-        self.blocks.insert(block.clone());
-        Ok(Some(block))
     }
 
     /// The chain's rules, as the genesis record names them.
@@ -241,15 +230,48 @@ impl Ctx {
     pub(crate) fn first_block(&self) -> RpcResult<u64> {
         Ok(self.store.chain().map_err(server_error)?.map_or(0, |c| c.first_block))
     }
+}
+
+/// One request's reads: the server's state and one view of the store ([`StoreView`]), so that every read the
+/// request makes sees the same applied records (no answer mixes block N and N+1, and `latest` never names a
+/// block a reorg has just removed).
+pub(crate) struct Req<'a> {
+    ctx: &'a Ctx,
+    pub(crate) view: StoreView<'a>,
+}
+
+impl std::ops::Deref for Req<'_> {
+    type Target = Ctx;
+
+    fn deref(&self) -> &Ctx {
+        self.ctx
+    }
+}
+
+impl<'a> Req<'a> {
+    pub(crate) fn new(ctx: &'a Ctx) -> Self {
+        Self { ctx, view: ctx.store.view() }
+    }
+
+    /// A block body by hash, from the cache or the store.
+    pub(crate) fn block(&self, hash: &B256) -> RpcResult<Option<Arc<ec_store::tables::StoredBlock>>> {
+        if let Some(block) = self.blocks.get(hash) {
+            return Ok(Some(block));
+        }
+        let Some(block) = self.view.block_by_hash(hash).map_err(server_error)? else { return Ok(None) };
+        let block = Arc::new(block);
+        self.blocks.insert(block.clone());
+        Ok(Some(block))
+    }
 
     /// The block number a block parameter names on this replica's canonical chain.
     pub(crate) fn resolve(&self, spec: BlockSpec) -> RpcResult<u64> {
-        let head = self.store.head().map_err(server_error)?.ok_or_else(|| server_error("no blocks yet"))?;
+        let head = self.view.head().map_err(server_error)?.ok_or_else(|| server_error("no blocks yet"))?;
         let n = match spec {
             BlockSpec::Latest | BlockSpec::Pending => head.number,
             BlockSpec::Earliest => self.first_block()?,
             BlockSpec::Safe | BlockSpec::Finalized => {
-                let hb = self.store.last_heartbeat().map_err(server_error)?;
+                let hb = self.view.last_heartbeat().map_err(server_error)?;
                 let tag = hb.and_then(|h| if spec == BlockSpec::Safe { h.safe } else { h.finalized });
                 let name = if spec == BlockSpec::Safe { "safe" } else { "finalized" };
                 tag.ok_or_else(|| server_error(format!("{name} block not found")))?.number
@@ -259,7 +281,7 @@ impl Ctx {
                 let b = self.block(&hash)?;
                 let b = b.ok_or_else(|| server_error(format!("block {hash} not found")))?;
                 if require_canonical
-                    && self.store.canonical_hash(b.number).map_err(server_error)? != Some(hash)
+                    && self.view.canonical_hash(b.number).map_err(server_error)? != Some(hash)
                 {
                     return Err(server_error(format!("block {hash} is not canonical")));
                 }
@@ -276,22 +298,14 @@ impl Ctx {
     /// block methods answer `null` then, as the execution APIs specify).
     fn find_block(&self, spec: BlockSpec) -> RpcResult<Option<Arc<ec_store::tables::StoredBlock>>> {
         if matches!(spec, BlockSpec::Latest | BlockSpec::Pending) {
-            // The head names its hash: read the body by it. A revert between the two reads deletes that body;
-            // the head has moved by then, so read again rather than answer `null` for `latest`.
-            for _ in 0..3 {
-                let Some(head) = self.store.head().map_err(server_error)? else { return Ok(None) };
-                if let Some(block) = self.block(&head.hash)? {
-                    return Ok(Some(block));
-                }
-            }
-            return Err(server_error(
-                "the head moved three times while it was read (a reorg under way): retry",
-            ));
+            // The head names its hash, and the view holds its body: a revert committed meanwhile is not seen.
+            let Some(head) = self.view.head().map_err(server_error)? else { return Ok(None) };
+            return self.block(&head.hash);
         }
         let hash = match spec {
             BlockSpec::Hash { hash, .. } => hash,
             other => {
-                let head = self.store.head().map_err(server_error)?.map_or(0, |h| h.number);
+                let head = self.view.head().map_err(server_error)?.map_or(0, |h| h.number);
                 let n = match other {
                     BlockSpec::Number(n) if n > head => return Ok(None),
                     _ => match self.resolve(other) {
@@ -299,7 +313,7 @@ impl Ctx {
                         Err(_) => return Ok(None),
                     },
                 };
-                match self.store.canonical_hash(n).map_err(server_error)? {
+                match self.view.canonical_hash(n).map_err(server_error)? {
                     Some(h) => h,
                     None => return Ok(None),
                 }
@@ -318,8 +332,8 @@ impl Ctx {
     }
 
     fn tx_block(&self, hash: &B256) -> RpcResult<Option<(Arc<ec_store::tables::StoredBlock>, usize)>> {
-        let Some(loc) = self.store.tx_location(hash).map_err(server_error)? else { return Ok(None) };
-        let Some(bh) = self.store.canonical_hash(loc.block_number).map_err(server_error)? else {
+        let Some(loc) = self.view.tx_location(hash).map_err(server_error)? else { return Ok(None) };
+        let Some(bh) = self.view.canonical_hash(loc.block_number).map_err(server_error)? else {
             return Ok(None);
         };
         Ok(self.block(&bh)?.map(|b| (b, loc.index as usize)))
@@ -367,21 +381,21 @@ pub fn module(
     read_method(&mut m, "eth_blockNumber", Class::Read, |_, c| c.resolve(BlockSpec::Latest).map(U64::from));
     read_method(&mut m, "eth_getBalance", Class::Read, |p, c| -> RpcResult<U256> {
         let (a, n, _) = c.account_args(&p, 1)?;
-        Ok(c.store.account_at(&a, n).map_err(server_error)?.map_or(U256::ZERO, |acc| acc.balance))
+        Ok(c.view.account_at(&a, n).map_err(server_error)?.map_or(U256::ZERO, |acc| acc.balance))
     });
     read_method(&mut m, "eth_getTransactionCount", Class::Read, |p, c| -> RpcResult<U64> {
         let (a, n, _) = c.account_args(&p, 1)?;
-        Ok(U64::from(c.store.account_at(&a, n).map_err(server_error)?.map_or(0, |acc| acc.nonce)))
+        Ok(U64::from(c.view.account_at(&a, n).map_err(server_error)?.map_or(0, |acc| acc.nonce)))
     });
     read_method(&mut m, "eth_getCode", Class::Read, |p, c| -> RpcResult<Bytes> {
         let (a, n, _) = c.account_args(&p, 1)?;
-        let Some(acc) = c.store.account_at(&a, n).map_err(server_error)? else { return Ok(Bytes::new()) };
-        Ok(c.store.code(&acc.code_hash).map_err(server_error)?.unwrap_or_default())
+        let Some(acc) = c.view.account_at(&a, n).map_err(server_error)? else { return Ok(Bytes::new()) };
+        Ok(c.view.code(&acc.code_hash).map_err(server_error)?.unwrap_or_default())
     });
     read_method(&mut m, "eth_getStorageAt", Class::Read, |p, c| -> RpcResult<B256> {
         let (a, n, args) = c.account_args(&p, 2)?;
         let slot = storage_key(args.get(1))?;
-        c.store.storage_at(&a, &slot, n).map_err(server_error)
+        c.view.storage_at(&a, &slot, n).map_err(server_error)
     });
     read_method(
         &mut m,
@@ -410,7 +424,7 @@ pub fn module(
                     slots.as_array().ok_or_else(|| invalid_params(format!("{address}: expected a list")))?;
                 let mut values = Vec::with_capacity(slots.len());
                 for s in slots {
-                    let v = c.store.storage_at(&a, &storage_key(Some(s))?, n).map_err(server_error)?;
+                    let v = c.view.storage_at(&a, &storage_key(Some(s))?, n).map_err(server_error)?;
                     values.push(Value::String(v.to_string()));
                 }
                 out.insert(address.clone(), Value::Array(values));
@@ -468,14 +482,14 @@ pub fn module(
         let Some(b) = c.block_arg(&p)?.0 else { return Ok(Value::Null) };
         Ok(Value::Array(convert::receipts(&b).map_err(server_error)?))
     });
-    let latest_header = |c: &Ctx| -> RpcResult<alloy_consensus::Header> {
+    let latest_header = |c: &Req| -> RpcResult<alloy_consensus::Header> {
         let n = c.resolve(BlockSpec::Latest)?;
         let b = c.find_block(BlockSpec::Number(n))?.ok_or_else(|| server_error("no blocks yet"))?;
         fees::header(&b).map_err(server_error)
     };
     // The suggested tip: geth's oracle over the newest blocks (up to twice its 20, see fees::TipOracle).
-    let suggested_tip = |c: &Ctx| -> RpcResult<u128> {
-        let head = c.store.head().map_err(server_error)?.ok_or_else(|| server_error("no blocks yet"))?;
+    let suggested_tip = |c: &Req| -> RpcResult<u128> {
+        let head = c.view.head().map_err(server_error)?.ok_or_else(|| server_error("no blocks yet"))?;
         let last = *c.last_tip.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, price)) = last.filter(|(hash, _)| *hash == head.hash) {
             return Ok(price);
@@ -512,7 +526,7 @@ pub fn module(
     read_method(&mut m, "eth_config", Class::Read, move |_, c| -> RpcResult<Value> {
         // EIP-7910, from the chain specification of the genesis record (`ChainSpec::eth_config`).
         let spec = c.chain_spec()?;
-        let chain = c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?;
+        let chain = c.view.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?;
         Ok(spec.eth_config(chain.genesis_hash, chain.genesis_timestamp, latest_header(c)?.timestamp))
     });
     read_method(&mut m, "eth_feeHistory", Class::Read, |p, c| -> RpcResult<fees::FeeHistory> {
@@ -554,8 +568,8 @@ pub fn module(
     })
     .expect(reg);
     m.register_async_method("eth_call", |p, c, _| async move {
-        let (req, n, overrides) = call_args(&c, &p)?;
-        match run_call(&c, req, n, overrides).await? {
+        let (req, spec, overrides) = call_args(&p)?;
+        match run_call(&c, req, spec, overrides).await? {
             evm::CallOutcome::Success { output, .. } => Ok(output),
             evm::CallOutcome::Revert { output, .. } => Err(reverted(output)),
             evm::CallOutcome::Halt { reason, .. } => Err(server_error(format!("execution halted: {reason}"))),
@@ -563,9 +577,10 @@ pub fn module(
     })
     .expect(reg);
     m.register_async_method("eth_createAccessList", |p, c, _| async move {
-        let (req, n, overrides) = call_args(&c, &p)?;
+        let (req, spec, overrides) = call_args(&p)?;
         let (outcome, list) =
-            on_evm_thread(&c, move |store, env| evm::access_list(store, n, &req, env, &overrides)).await?;
+            on_evm_thread(&c, spec, move |view, n, env| evm::access_list(view, n, &req, env, &overrides))
+                .await?;
         match outcome {
             evm::CallOutcome::Success { gas_used, .. } => {
                 Ok(serde_json::json!({"accessList": list, "gasUsed": U64::from(gas_used)}))
@@ -579,8 +594,8 @@ pub fn module(
     })
     .expect(reg);
     m.register_async_method("eth_estimateGas", |p, c, _| async move {
-        let (req, n, overrides) = call_args(&c, &p)?;
-        estimate_gas(&c, req, n, overrides).await.map(U64::from)
+        let (req, spec, overrides) = call_args(&p)?;
+        estimate_gas(&c, req, spec, overrides).await.map(U64::from)
     })
     .expect(reg);
     m.register_async_method("eth_sendRawTransaction", |p, c, _| async move {
@@ -588,7 +603,7 @@ pub fn module(
         let chain_id = c.store.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?.chain_id;
         let decoded = send_tx::decode(&raw, chain_id).map_err(server_error)?;
         let sender = decoded.sender;
-        let account = c.on_pool(Class::Read, move |c| c.store.account(&sender).map_err(server_error)).await?;
+        let account = c.on_pool(Class::Read, move |c| c.view.account(&sender).map_err(server_error)).await?;
         let (nonce, balance) = account.map_or((0, U256::ZERO), |a| (a.nonce, a.balance));
         send_tx::check(&decoded, nonce, balance).map_err(server_error)?;
         let producer = c.tx_producer.as_ref().ok_or_else(|| server_error("this replica relays no transactions"))?;
@@ -604,7 +619,7 @@ pub fn module(
 fn read_method<R, F>(m: &mut RpcModule<Ctx>, name: &'static str, class: Class, f: F)
 where
     R: serde::Serialize + Clone + Send + 'static,
-    F: Fn(Params<'static>, &Ctx) -> RpcResult<R> + Clone + Send + Sync + 'static,
+    F: Fn(Params<'static>, &Req) -> RpcResult<R> + Clone + Send + Sync + 'static,
 {
     m.register_async_method(name, move |p, c, _| {
         let f = f.clone();
@@ -619,7 +634,8 @@ fn reverted(output: Bytes) -> ErrorObjectOwned {
     ErrorObject::owned(3, "execution reverted", Some(output))
 }
 
-fn call_args(c: &Ctx, p: &Params) -> RpcResult<(evm::CallRequest, u64, evm::Overrides)> {
+/// The call, the block it runs on (resolved on the EVM thread, in the view the call reads) and the overrides.
+fn call_args(p: &Params) -> RpcResult<(evm::CallRequest, BlockSpec, evm::Overrides)> {
     let args = positional(p)?;
     let req: evm::CallRequest = arg(&args, 0, "call object")?;
     let spec = block_id::parse(args.get(1)).map_err(invalid_params)?;
@@ -637,25 +653,26 @@ fn call_args(c: &Ctx, p: &Params) -> RpcResult<(evm::CallRequest, u64, evm::Over
         state: optional(&args, 2, "state overrides")?,
         block: optional(&args, 3, "block overrides")?,
     };
-    Ok((req, c.resolve(spec)?, overrides))
+    Ok((req, spec, overrides))
 }
 
 /// Runs one call on a blocking thread, bounded by the gas cap and the timeout.
 async fn run_call(
     c: &Arc<Ctx>,
     req: evm::CallRequest,
-    n: u64,
+    spec: BlockSpec,
     overrides: evm::Overrides,
 ) -> RpcResult<evm::CallOutcome> {
-    on_evm_thread(c, move |store, env| evm::call(store, n, &req, env, &overrides)).await
+    on_evm_thread(c, spec, move |view, n, env| evm::call(view, n, &req, env, &overrides)).await
 }
 
-/// Runs EVM work on a blocking thread, given the store and the call environment (the chain's rules, the gas
-/// cap, one deadline for all the work). The EVM stops itself at the deadline; the wait here is only a
+/// Runs EVM work on a blocking thread, given one view of the store, the block `spec` names in it, and the
+/// call environment (the chain's rules, the gas cap, one deadline for all the work). The EVM stops itself at the deadline; the wait here is only a
 /// backstop for work stuck outside it (a slow disk).
 async fn on_evm_thread<T: Send + 'static>(
     c: &Arc<Ctx>,
-    work: impl FnOnce(&Store, &evm::CallEnv) -> Result<T, String> + Send + 'static,
+    spec: BlockSpec,
+    work: impl FnOnce(&StoreView, u64, &evm::CallEnv) -> Result<T, String> + Send + 'static,
 ) -> RpcResult<T> {
     let timeout = c.limits.call_timeout;
     let env = evm::CallEnv {
@@ -670,11 +687,14 @@ async fn on_evm_thread<T: Send + 'static>(
         .await
         .map_err(|_| server_error(format!("execution aborted (timeout = {timeout:?}): the server is busy")))?
         .map_err(|_| server_error("the server is stopping"))?;
-    let store = c.store.clone();
-    let job = tokio::task::spawn_blocking(move || work(&store, &env));
+    let c = c.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        let r = Req::new(&c);
+        let n = r.resolve(spec)?;
+        work(&r.view, n, &env).map_err(server_error)
+    });
     match tokio::time::timeout(timeout * 2, job).await {
-        Ok(Ok(Ok(out))) => Ok(out),
-        Ok(Ok(Err(e))) => Err(server_error(e)),
+        Ok(Ok(result)) => result,
         Ok(Err(e)) => Err(server_error(format!("execution failed: {e}"))),
         Err(_) => Err(server_error(format!("execution aborted (timeout = {timeout:?})"))),
     }
@@ -684,11 +704,12 @@ async fn on_evm_thread<T: Send + 'static>(
 async fn estimate_gas(
     c: &Arc<Ctx>,
     req: evm::CallRequest,
-    n: u64,
+    spec: BlockSpec,
     overrides: evm::Overrides,
 ) -> RpcResult<u64> {
     let outcome =
-        on_evm_thread(c, move |store, env| Ok(evm::estimate_gas(store, n, &req, env, &overrides))).await?;
+        on_evm_thread(c, spec, move |view, n, env| Ok(evm::estimate_gas(view, n, &req, env, &overrides)))
+            .await?;
     match outcome {
         Ok(gas) => Ok(gas),
         Err(evm::EstimateError::Reverted(output)) => Err(reverted(output)),

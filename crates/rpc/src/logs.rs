@@ -9,7 +9,8 @@ use alloy_rpc_types_eth::Log;
 use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
 use serde_json::Value;
 
-use crate::{block_id, block_id::BlockSpec, convert, server_error, Ctx};
+use crate::{block_id, block_id::BlockSpec, convert, server_error, Req};
+use ec_store::Reads;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
@@ -91,7 +92,7 @@ fn limit(msg: String) -> ErrorObjectOwned {
     ErrorObject::owned(-32005, msg, None::<()>)
 }
 
-pub fn get_logs(c: &Ctx, f: &Filter) -> Result<Vec<Log>, ErrorObjectOwned> {
+pub(crate) fn get_logs(c: &Req, f: &Filter) -> Result<Vec<Log>, ErrorObjectOwned> {
     let (from, to) = match f.range {
         Range::Hash(h) => {
             let b = c.block(&h)?;
@@ -137,14 +138,14 @@ pub fn get_logs(c: &Ctx, f: &Filter) -> Result<Vec<Log>, ErrorObjectOwned> {
     if !f.addresses.is_empty() {
         let mut set = BTreeSet::new();
         for a in &f.addresses {
-            set.extend(c.store.log_blocks_by_address(a, from, to).map_err(server_error)?);
+            set.extend(c.view.log_blocks_by_address(a, from, to).map_err(server_error)?);
         }
         narrow(set);
     }
     for any in f.topics.iter().filter(|t| !t.is_empty()) {
         let mut set = BTreeSet::new();
         for t in any {
-            set.extend(c.store.log_blocks_by_topic(t, from, to).map_err(server_error)?);
+            set.extend(c.view.log_blocks_by_topic(t, from, to).map_err(server_error)?);
         }
         narrow(set);
     }
@@ -154,7 +155,7 @@ pub fn get_logs(c: &Ctx, f: &Filter) -> Result<Vec<Log>, ErrorObjectOwned> {
     };
     let mut out = Vec::new();
     for n in blocks {
-        let Some(hash) = c.store.canonical_hash(n).map_err(server_error)? else { continue };
+        let Some(hash) = c.view.canonical_hash(n).map_err(server_error)? else { continue };
         let Some(b) = c.block(&hash)? else { continue };
         out.extend(convert::logs(&b).into_iter().filter(|l| matches(f, l)));
         if out.len() > c.limits.max_logs {

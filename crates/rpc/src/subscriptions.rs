@@ -10,6 +10,7 @@ use jsonrpsee::{
 use tokio::sync::watch;
 
 use crate::{arg, convert, invalid_params, logs, positional, server_error, Ctx};
+use ec_store::Reads;
 
 /// `eth_subscribe`: `newHeads`, or `logs` with an optional filter (address, topics).
 pub async fn subscribe(
@@ -86,10 +87,18 @@ async fn new_heads(
         };
         // Forward: every block after the last one sent. Backward or sideways (a reorg): the new head only.
         let from = if number > prev { prev + 1 } else { number };
-        for n in from..=number {
-            let Some(hash) = c.store.canonical_hash(n).map_err(|e| e.to_string())? else { continue };
-            let Some(block) = c.store.block_by_hash(&hash).map_err(|e| e.to_string())? else { continue };
-            let json = convert::block(&block, false)?;
+        // One view for the blocks sent for this head, so that each number's hash and body agree; dropped before
+        // sending, so that a slow subscriber holds no snapshot.
+        let mut headers = Vec::new();
+        {
+            let view = c.store.view();
+            for n in from..=number {
+                let Some(hash) = view.canonical_hash(n).map_err(|e| e.to_string())? else { continue };
+                let Some(block) = view.block_by_hash(&hash).map_err(|e| e.to_string())? else { continue };
+                headers.push(convert::block(&block, false)?);
+            }
+        }
+        for json in headers {
             let msg = SubscriptionMessage::new("eth_subscription", sink.subscription_id(), &json)
                 .map_err(|e| e.to_string())?;
             if sink.send(msg).await.is_err() {

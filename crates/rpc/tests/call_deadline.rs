@@ -60,7 +60,7 @@ fn a_looping_call_stops_at_its_deadline() {
     let timeout = Duration::from_millis(300);
     let started = Instant::now();
     // A gas cap that lets the loop run for minutes: only the deadline can stop it.
-    let outcome = evm::call(&store, 0, &req, &env(timeout, 1_000_000_000_000), &Overrides::default());
+    let outcome = evm::call(&store.view(), 0, &req, &env(timeout, 1_000_000_000_000), &Overrides::default());
     let took = started.elapsed();
     match outcome {
         Err(e) => assert_eq!(e, "execution aborted (timeout = 300ms)"),
@@ -74,8 +74,13 @@ fn an_estimate_that_never_succeeds_answers_geths_error_at_the_osaka_cap() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_a_looping_contract(&dir);
     let req = CallRequest { to: Some(LOOP), ..Default::default() };
-    let outcome =
-        evm::estimate_gas(&store, 0, &req, &env(Duration::from_secs(60), 50_000_000), &Overrides::default());
+    let outcome = evm::estimate_gas(
+        &store.view(),
+        0,
+        &req,
+        &env(Duration::from_secs(60), 50_000_000),
+        &Overrides::default(),
+    );
     match outcome {
         // The block allows 30M and the RPC cap 50M, but from Osaka no transaction may use more than 2^24.
         Err(EstimateError::Failed(e)) => assert_eq!(e, "gas required exceeds allowance (16777216)"),

@@ -12,8 +12,9 @@ use alloy_primitives::{keccak256, Address, Bytes, B256, KECCAK256_EMPTY};
 use ec_log::{AccountChange, AccountPrior, Assembled, Block, BlockRef, Checkpoint, Genesis, Record, Revert};
 
 use crate::{
-    batch::Batch,
+    batch::{Batch, Source},
     error::{Result, StoreError},
+    read::Reads,
     tables::{
         AccountHistory, Accounts, BlockChanges, Blocks, Canonical, ChainInfo, ChangeSet, Code, ImportedState,
         LogAddresses, LogTopics, Meta, MetaKey, PriorAccount, Storage, StorageHistory, StoredAccount,

@@ -1,6 +1,6 @@
 //! Typed access to the tables: reads straight from the database, writes into one [`Batch`].
 
-use rocksdb::{WriteBatch, WriteOptions};
+use rocksdb::{ReadOptions, WriteBatch, WriteOptions};
 
 use crate::{
     error::{Result, StoreError},
@@ -8,20 +8,21 @@ use crate::{
     Store,
 };
 
-/// A write batch with typed puts and deletes. Nothing reaches the database until [`Store::commit`].
-#[derive(Default)]
-pub(crate) struct Batch {
-    pub(crate) inner: WriteBatch,
-}
+/// Where reads come from: the database as it is now ([`Store`]) or as it was at one instant
+/// ([`crate::StoreView`]). Sealed: the typed primitives below are the crate's own; other crates read
+/// through [`crate::Reads`].
+pub trait Source {
+    fn store(&self) -> &Store;
 
-impl Store {
-    fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
-        // Every table is created in `Store::open`; a missing handle is a bug in this crate, not bad input.
-        self.db.cf_handle(name).expect("column family created at open")
-    }
+    /// Options every read takes (a view's snapshot).
+    fn read_options(&self) -> ReadOptions;
 
-    pub(crate) fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>> {
-        match self.db.get_pinned_cf(self.cf(T::NAME), key.encode())? {
+    fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>> {
+        match self.store().db.get_pinned_cf_opt(
+            self.store().cf(T::NAME),
+            key.encode(),
+            &self.read_options(),
+        )? {
             None => Ok(None),
             Some(bytes) => T::Value::decode(&bytes)
                 .map(Some)
@@ -29,18 +30,10 @@ impl Store {
         }
     }
 
-    pub(crate) fn put<T: Table>(&self, batch: &mut Batch, key: &T::Key, value: &T::Value) {
-        batch.inner.put_cf(self.cf(T::NAME), key.encode(), value.encode());
-    }
-
-    pub(crate) fn delete<T: Table>(&self, batch: &mut Batch, key: &T::Key) {
-        batch.inner.delete_cf(self.cf(T::NAME), key.encode());
-    }
-
     /// Every `(key bytes, value)` whose key starts with `prefix`, in key order.
-    pub(crate) fn scan_prefix<T: Table>(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T::Value)>> {
+    fn scan_prefix<T: Table>(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T::Value)>> {
         let mut out = Vec::new();
-        let mut it = self.db.raw_iterator_cf(self.cf(T::NAME));
+        let mut it = self.store().db.raw_iterator_cf_opt(self.store().cf(T::NAME), self.read_options());
         it.seek(prefix);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if !k.starts_with(prefix) {
@@ -56,12 +49,12 @@ impl Store {
     }
 
     /// Keys from `start` on while they start with `prefix`, in key order.
-    pub(crate) fn scan_keys_from<T: Table>(
+    fn scan_keys_from<T: Table>(
         &self,
         prefix: &[u8],
         start: &T::Key,
     ) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
-        let mut it = self.db.raw_iterator_cf(self.cf(T::NAME));
+        let mut it = self.store().db.raw_iterator_cf_opt(self.store().cf(T::NAME), self.read_options());
         it.seek(start.encode());
         let prefix = prefix.to_vec();
         let mut done = false;
@@ -84,8 +77,8 @@ impl Store {
     }
 
     /// The first entry at or after `from` that still starts with `prefix`.
-    pub(crate) fn seek_in_prefix<T: Table>(&self, prefix: &[u8], from: &T::Key) -> Result<Option<T::Value>> {
-        let mut it = self.db.raw_iterator_cf(self.cf(T::NAME));
+    fn seek_in_prefix<T: Table>(&self, prefix: &[u8], from: &T::Key) -> Result<Option<T::Value>> {
+        let mut it = self.store().db.raw_iterator_cf_opt(self.store().cf(T::NAME), self.read_options());
         it.seek(from.encode());
         let found = match (it.key(), it.value()) {
             (Some(k), Some(v)) if k.starts_with(prefix) => {
@@ -95,6 +88,37 @@ impl Store {
         };
         it.status()?;
         Ok(found)
+    }
+}
+
+impl Source for Store {
+    fn store(&self) -> &Store {
+        self
+    }
+
+    fn read_options(&self) -> ReadOptions {
+        ReadOptions::default()
+    }
+}
+
+/// A write batch with typed puts and deletes. Nothing reaches the database until [`Store::commit`].
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub(crate) inner: WriteBatch,
+}
+
+impl Store {
+    pub(crate) fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
+        // Every table is created in `Store::open`; a missing handle is a bug in this crate, not bad input.
+        self.db.cf_handle(name).expect("column family created at open")
+    }
+
+    pub(crate) fn put<T: Table>(&self, batch: &mut Batch, key: &T::Key, value: &T::Value) {
+        batch.inner.put_cf(self.cf(T::NAME), key.encode(), value.encode());
+    }
+
+    pub(crate) fn delete<T: Table>(&self, batch: &mut Batch, key: &T::Key) {
+        batch.inner.delete_cf(self.cf(T::NAME), key.encode());
     }
 
     /// Writes the batch atomically.

@@ -18,13 +18,14 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
+use batch::Source;
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
 pub use apply::ApplyOutcome;
 pub use checksum::Checksum;
 pub use error::{Result, StoreError};
 pub use ingest::sst_options;
-pub use read::Position;
+pub use read::{Position, Reads};
 
 /// The on-disk layout this build reads and writes. 1: state keyed by address (before 2026-12-01, no layout
 /// key); 2: state keyed by `keccak256(address)` and `keccak256(slot)`, a checkpoint's first block, the
@@ -71,20 +72,36 @@ pub struct Tuning {
     /// Read and compact with O_DIRECT, bypassing the page cache: reads are then served from the block cache
     /// or the disk only (the benchmark uses it to measure a database larger than memory).
     pub direct_io: bool,
+    /// Write levels 0 and 1 uncompressed, LZ4 below. Flushes and the first compactions, which rewrite the
+    /// newest data most often, then spend no CPU on compression (the keys are hashes, which do not compress
+    /// anyway); the bulk of the data, in the lower levels, stays compressed.
+    pub uncompressed_top_levels: bool,
 }
 
 impl Tuning {
     /// RocksDB's defaults (plus LZ4 and a 64 MiB memtable, which the store always had): the baseline the
     /// benchmark compares against.
     pub fn rocksdb_defaults() -> Self {
-        Self { block_cache_bytes: 32 << 20, bloom_filters: false, background_jobs: 2, direct_io: false }
+        Self {
+            block_cache_bytes: 32 << 20,
+            bloom_filters: false,
+            background_jobs: 2,
+            direct_io: false,
+            uncompressed_top_levels: false,
+        }
     }
 
-    /// What a replica runs with: a block cache of `block_cache_bytes`, bloom filters, and one background job
-    /// per core (at least 2) so that compaction keeps up with a write-heavy replay.
+    /// What a replica runs with: a block cache of `block_cache_bytes`, bloom filters, one background job per
+    /// core (at least 2) so that compaction keeps up with a write-heavy replay, and levels 0-1 uncompressed.
     pub fn replica(block_cache_bytes: usize) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as i32;
-        Self { block_cache_bytes, bloom_filters: true, background_jobs: cores.max(2), direct_io: false }
+        Self {
+            block_cache_bytes,
+            bloom_filters: true,
+            background_jobs: cores.max(2),
+            direct_io: false,
+            uncompressed_top_levels: true,
+        }
     }
 }
 
@@ -128,6 +145,10 @@ pub(crate) fn table_options(tuning: &Tuning, cache: Option<&rocksdb::Cache>) -> 
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     }
     opts.set_block_based_table_factory(&table);
+    if tuning.uncompressed_top_levels {
+        use rocksdb::DBCompressionType::{Lz4, None as Uncompressed};
+        opts.set_compression_per_level(&[Uncompressed, Uncompressed, Lz4, Lz4, Lz4, Lz4, Lz4]);
+    }
     opts
 }
 
@@ -145,6 +166,27 @@ pub fn db_options(tuning: &Tuning) -> Options {
         opts.set_use_direct_io_for_flush_and_compaction(true);
     }
     opts
+}
+
+/// The store as it was at one instant (a RocksDB snapshot): every read through it sees the same applied
+/// records, whatever replay commits meanwhile. What one RPC request reads, so that its answer never mixes
+/// block N and N+1, nor a head and a body a reorg removed in between. Cheap to take; hold it for one
+/// request, not longer (RocksDB keeps what a live snapshot sees from compaction).
+pub struct StoreView<'a> {
+    store: &'a Store,
+    snapshot: rocksdb::SnapshotWithThreadMode<'a, DB>,
+}
+
+impl batch::Source for StoreView<'_> {
+    fn store(&self) -> &Store {
+        self.store
+    }
+
+    fn read_options(&self) -> rocksdb::ReadOptions {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_snapshot(&self.snapshot);
+        opts
+    }
 }
 
 pub struct Store {
@@ -330,6 +372,11 @@ impl Store {
         self.commit(batch)?;
         self.set_first_state_block(imported.number);
         Ok(())
+    }
+
+    /// The store as it is now, for a set of reads that must agree ([`StoreView`]).
+    pub fn view(&self) -> StoreView<'_> {
+        StoreView { store: self, snapshot: self.db.snapshot() }
     }
 
     pub fn options(&self) -> &StoreOptions {

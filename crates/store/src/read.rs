@@ -5,12 +5,13 @@ use ec_log::{BlockRef, Heartbeat};
 use serde::de::DeserializeOwned;
 
 use crate::{
+    batch::Source,
     error::{Result, StoreError},
     tables::{
         AccountHistory, Accounts, Blocks, Canonical, ChainInfo, Code, Meta, MetaKey, Storage, StorageHistory,
         StoredAccount, StoredBlock, Table, Value,
     },
-    Store,
+    Store, StoreView,
 };
 
 /// Where a database stands in its log: the last record applied and the offset of its last frame.
@@ -34,19 +35,11 @@ fn fixed<const N: usize>(key: MetaKey, bytes: &[u8]) -> Result<[u8; N]> {
     })
 }
 
-impl Store {
-    fn meta_postcard<T: DeserializeOwned>(&self, key: MetaKey) -> Result<Option<T>> {
-        match self.get::<Meta>(&key)? {
-            None => Ok(None),
-            Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
-                table: Meta::NAME,
-                reason: format!("{}: {e}", key.name()),
-            }),
-        }
-    }
-
+/// Every read of the store, alike on the database as it is now ([`Store`]) and on one instant of it
+/// ([`StoreView`]: what an RPC request reads, so that all its reads agree).
+pub trait Reads: Source {
     /// The last record applied, or `None` for an empty database.
-    pub fn position(&self) -> Result<Option<Position>> {
+    fn position(&self) -> Result<Option<Position>> {
         let offset = self.get::<Meta>(&MetaKey::KafkaOffset)?;
         let sequence = self.get::<Meta>(&MetaKey::Sequence)?;
         match (offset, sequence) {
@@ -62,7 +55,7 @@ impl Store {
         }
     }
 
-    pub fn chain(&self) -> Result<Option<ChainInfo>> {
+    fn chain(&self) -> Result<Option<ChainInfo>> {
         match self.get::<Meta>(&MetaKey::Chain)? {
             None => Ok(None),
             Some(b) => ChainInfo::decode(&b)
@@ -72,64 +65,45 @@ impl Store {
     }
 
     /// The newest canonical block, or `None` before genesis.
-    pub fn head(&self) -> Result<Option<BlockRef>> {
-        self.meta_postcard(MetaKey::Head)
+    fn head(&self) -> Result<Option<BlockRef>> {
+        meta_postcard(self, MetaKey::Head)
     }
 
-    pub fn last_heartbeat(&self) -> Result<Option<Heartbeat>> {
-        self.meta_postcard(MetaKey::Heartbeat)
+    fn last_heartbeat(&self) -> Result<Option<Heartbeat>> {
+        meta_postcard(self, MetaKey::Heartbeat)
     }
 
-    pub fn canonical_hash(&self, number: u64) -> Result<Option<B256>> {
+    fn canonical_hash(&self, number: u64) -> Result<Option<B256>> {
         self.get::<Canonical>(&number)
     }
 
-    pub fn block_by_hash(&self, hash: &B256) -> Result<Option<StoredBlock>> {
+    fn block_by_hash(&self, hash: &B256) -> Result<Option<StoredBlock>> {
         self.get::<Blocks>(hash)
     }
 
     /// Blocks in `from..=to` with a log emitted by `address` (from the log index, not a scan).
-    pub fn log_blocks_by_address(&self, address: &Address, from: u64, to: u64) -> Result<Vec<u64>> {
-        self.index_blocks::<crate::tables::LogAddresses>(address.as_slice(), &(*address, from), to)
+    fn log_blocks_by_address(&self, address: &Address, from: u64, to: u64) -> Result<Vec<u64>> {
+        index_blocks::<crate::tables::LogAddresses>(self, address.as_slice(), &(*address, from), to)
     }
 
     /// Blocks in `from..=to` with a log carrying `topic` in any position.
-    pub fn log_blocks_by_topic(&self, topic: &B256, from: u64, to: u64) -> Result<Vec<u64>> {
-        self.index_blocks::<crate::tables::LogTopics>(topic.as_slice(), &(*topic, from), to)
-    }
-
-    fn index_blocks<T: crate::tables::Table>(
-        &self,
-        prefix: &[u8],
-        start: &T::Key,
-        to: u64,
-    ) -> Result<Vec<u64>> {
-        let mut out = Vec::new();
-        for key in self.scan_keys_from::<T>(prefix, start) {
-            let key = key?;
-            let n = key.get(prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
-            match n {
-                Some(n) if n <= to => out.push(n),
-                Some(_) => break,
-                None => return Err(StoreError::Corrupt { table: T::NAME, reason: "short index key".into() }),
-            }
-        }
-        Ok(out)
+    fn log_blocks_by_topic(&self, topic: &B256, from: u64, to: u64) -> Result<Vec<u64>> {
+        index_blocks::<crate::tables::LogTopics>(self, topic.as_slice(), &(*topic, from), to)
     }
 
     /// Where a canonical transaction sits: block number and index.
-    pub fn tx_location(&self, hash: &B256) -> Result<Option<crate::tables::TxLocation>> {
+    fn tx_location(&self, hash: &B256) -> Result<Option<crate::tables::TxLocation>> {
         self.get::<crate::tables::TxIndex>(hash)
     }
 
-    pub fn code(&self, hash: &B256) -> Result<Option<Bytes>> {
+    fn code(&self, hash: &B256) -> Result<Option<Bytes>> {
         self.get::<Code>(hash)
     }
 
     /// Refuses a state read older than the database holds: with no history before the first block, the
     /// lookup would otherwise answer with a newer value, silently wrong.
-    pub fn check_state_held(&self, number: u64) -> Result<()> {
-        let first = self.first_state_block();
+    fn check_state_held(&self, number: u64) -> Result<()> {
+        let first = self.store().first_state_block();
         if number < first {
             return Err(StoreError::StateUnavailable { number, first });
         }
@@ -137,7 +111,7 @@ impl Store {
     }
 
     /// The oldest block whose history the history window kept, if it pruned any.
-    pub fn history_floor(&self) -> Result<Option<u64>> {
+    fn history_floor(&self) -> Result<Option<u64>> {
         match self.get::<Meta>(&MetaKey::HistoryFloor)? {
             None => Ok(None),
             Some(b) => Ok(Some(u64::from_be_bytes(fixed(MetaKey::HistoryFloor, &b)?))),
@@ -145,23 +119,23 @@ impl Store {
     }
 
     /// The state `import-state` seeded this database with, if any.
-    pub fn imported(&self) -> Result<Option<crate::tables::ImportedState>> {
-        self.meta_postcard(MetaKey::Imported)
+    fn imported(&self) -> Result<Option<crate::tables::ImportedState>> {
+        meta_postcard(self, MetaKey::Imported)
     }
 
     /// The account at the head.
-    pub fn account(&self, address: &Address) -> Result<Option<StoredAccount>> {
+    fn account(&self, address: &Address) -> Result<Option<StoredAccount>> {
         self.get::<Accounts>(&keccak256(address))
     }
 
     /// The account as it was after block `number`: the prior value recorded by the first change after
     /// `number`, or the current value when nothing changed it since.
-    pub fn account_at(&self, address: &Address, number: u64) -> Result<Option<StoredAccount>> {
+    fn account_at(&self, address: &Address, number: u64) -> Result<Option<StoredAccount>> {
         self.check_state_held(number)?;
         let key = keccak256(address);
         // The current value: the answer at the head, and at any block no later change recorded history for.
         let current = || self.get::<Accounts>(&key);
-        if let Some(found) = self.at_head(number, current)? {
+        if let Some(found) = at_head(self, number, current)? {
             return Ok(found);
         }
         let after = number.saturating_add(1);
@@ -174,27 +148,18 @@ impl Store {
         Ok(found)
     }
 
-    /// The fast path for state at the head: a point read of the current table instead of a history seek.
-    /// `None` when `number` is not the head, or when a block was applied or reverted during the read (the
-    /// caller then takes the history path, which is right for any block).
-    fn at_head<T>(&self, number: u64, read: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
-        let Some(head) = self.head()?.filter(|h| h.number == number) else { return Ok(None) };
-        let value = read()?;
-        Ok((self.head()? == Some(head)).then_some(value))
-    }
-
     /// A storage slot at the head (zero when absent).
-    pub fn storage(&self, address: &Address, slot: &B256) -> Result<B256> {
+    fn storage(&self, address: &Address, slot: &B256) -> Result<B256> {
         Ok(self.get::<Storage>(&(keccak256(address), keccak256(slot)))?.unwrap_or_default())
     }
 
     /// A storage slot as it was after block `number`.
-    pub fn storage_at(&self, address: &Address, slot: &B256, number: u64) -> Result<B256> {
+    fn storage_at(&self, address: &Address, slot: &B256, number: u64) -> Result<B256> {
         self.check_state_held(number)?;
         let (account_key, slot_key) = (keccak256(address), keccak256(slot));
         // The current value: the answer at the head, and at any block no later change recorded history for.
         let current = || Ok(self.get::<Storage>(&(account_key, slot_key))?.unwrap_or_default());
-        if let Some(found) = self.at_head(number, current)? {
+        if let Some(found) = at_head(self, number, current)? {
             return Ok(found);
         }
         let prefix = [account_key.as_slice(), slot_key.as_slice()].concat();
@@ -208,3 +173,43 @@ impl Store {
         Ok(found)
     }
 }
+
+fn meta_postcard<T: DeserializeOwned>(r: &(impl Source + ?Sized), key: MetaKey) -> Result<Option<T>> {
+    match r.get::<Meta>(&key)? {
+        None => Ok(None),
+        Some(bytes) => postcard::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt { table: Meta::NAME, reason: format!("{}: {e}", key.name()) }),
+    }
+}
+
+fn index_blocks<T: crate::tables::Table>(
+    r: &(impl Source + ?Sized),
+    prefix: &[u8],
+    start: &T::Key,
+    to: u64,
+) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for key in r.scan_keys_from::<T>(prefix, start) {
+        let key = key?;
+        let n = key.get(prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+        match n {
+            Some(n) if n <= to => out.push(n),
+            Some(_) => break,
+            None => return Err(StoreError::Corrupt { table: T::NAME, reason: "short index key".into() }),
+        }
+    }
+    Ok(out)
+}
+
+/// The fast path for state at the head: a point read of the current table instead of a history seek.
+/// `None` when `number` is not the head, or when a block was applied or reverted during the read (the
+/// caller then takes the history path, which is right for any block).
+fn at_head<T>(r: &(impl Reads + ?Sized), number: u64, read: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+    let Some(head) = r.head()?.filter(|h| h.number == number) else { return Ok(None) };
+    let value = read()?;
+    Ok((r.head()? == Some(head)).then_some(value))
+}
+
+impl Reads for Store {}
+impl Reads for StoreView<'_> {}

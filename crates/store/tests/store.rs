@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use alloy_primitives::{keccak256, Address, B256, U256};
 use ec_log::{Assembled, Envelope, Record, RecordKind, Revert, FORMAT_VERSION};
-use ec_store::{ApplyOutcome, Store, StoreError, StoreOptions};
+use ec_store::{ApplyOutcome, Reads, Store, StoreError, StoreOptions};
 use ec_testkit::{GenOptions, LogGenerator};
 
 const CLUSTER: &str = "c";
@@ -90,15 +90,21 @@ fn every_revert_restores_the_exact_state_of_its_parent() {
     assert!(reverts > 40, "the log must exercise reverts, had {reverts}");
 }
 
+/// An account and its slots as one block left them.
+type Seen = (Option<ec_store::tables::StoredAccount>, Vec<B256>);
+
+/// A store, the generator's accounts and slots, and the generator (8 slots per account).
+fn state_fixture(dir: &tempfile::TempDir) -> (Store, Vec<Address>, Vec<B256>, LogGenerator) {
+    let opts = GenOptions { slots: 8, ..GenOptions::default() };
+    let addrs = addresses(&opts);
+    let slots = (0..opts.slots).map(|s| B256::from(U256::from(s))).collect();
+    (open(dir, 100), addrs, slots, LogGenerator::new(opts))
+}
+
 #[test]
 fn state_at_any_block_equals_the_state_when_that_block_was_head() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir, 100);
-    let opts = GenOptions { slots: 8, ..GenOptions::default() };
-    let addrs = addresses(&opts);
-    let slots: Vec<B256> = (0..opts.slots).map(|s| B256::from(U256::from(s))).collect();
-    let mut gen = LogGenerator::new(opts);
-    type Seen = (Option<ec_store::tables::StoredAccount>, Vec<B256>);
+    let (store, addrs, slots, mut gen) = state_fixture(&dir);
     let mut seen: HashMap<u64, Vec<Seen>> = HashMap::new();
     for _ in 0..600 {
         let (seq, record) = gen.next_record();
@@ -134,6 +140,53 @@ fn state_at_any_block_equals_the_state_when_that_block_was_head() {
         }
     }
     assert!(checked > 10_000);
+}
+
+/// A view (what one RPC request reads) answers as of the instant it was taken, whatever is applied and
+/// reverted after it; the store itself moves on.
+#[test]
+fn a_view_answers_as_of_its_instant_while_records_are_applied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, addrs, slots, mut gen) = state_fixture(&dir);
+    let snapshot = |r: &dyn Fn(&Address) -> Seen| addrs.iter().map(r).collect::<Vec<Seen>>();
+    let mut views_checked = 0;
+    for round in 0..40 {
+        for _ in 0..10 {
+            let (seq, record) = gen.next_record();
+            store.apply(&assembled(seq, record)).expect("applies");
+        }
+        let view = store.view();
+        let head = view.head().expect("head");
+        let Some(head) = head else { continue };
+        let state = |a: &Address| -> Seen {
+            (
+                view.account(a).expect("reads"),
+                slots.iter().map(|s| view.storage(a, s).expect("reads")).collect(),
+            )
+        };
+        let before = snapshot(&state);
+        let body = view.block_by_hash(&head.hash).expect("reads").expect("the head's body");
+        // Records applied after the view: blocks, reverts (which delete the head's body) and heartbeats.
+        for _ in 0..(5 + round % 7) {
+            let (seq, record) = gen.next_record();
+            store.apply(&assembled(seq, record)).expect("applies");
+        }
+        assert_eq!(view.head().expect("head"), Some(head), "round {round}: the view's head moved");
+        assert_eq!(snapshot(&state), before, "round {round}: the view's state moved");
+        assert_eq!(view.block_by_hash(&head.hash).expect("reads"), Some(body), "round {round}: body");
+        assert_eq!(view.canonical_hash(head.number).expect("reads"), Some(head.hash));
+        for (i, a) in addrs.iter().enumerate() {
+            assert_eq!(
+                view.account_at(a, head.number).expect("reads"),
+                before[i].0,
+                "{a} at the view's head"
+            );
+        }
+        if store.head().expect("head") != Some(head) {
+            views_checked += 1;
+        }
+    }
+    assert!(views_checked > 30, "the store moved past only {views_checked} views");
 }
 
 /// Applies `record` expecting `check` to accept the error, then proves the database did not change.
