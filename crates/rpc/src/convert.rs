@@ -9,7 +9,7 @@ use alloy_eips::{
     eip2718::{Decodable2718, Typed2718},
     eip4895::{Withdrawal, Withdrawals},
 };
-use alloy_primitives::{Bloom, Log as PrimLog, LogData, U256};
+use alloy_primitives::{Address, Bloom, Log as PrimLog, LogData, B256, U256};
 use alloy_rlp::{Decodable, Encodable};
 use alloy_rpc_types_eth::{
     Block, BlockTransactions, Header as RpcHeader, Log, Transaction, TransactionReceipt,
@@ -108,24 +108,23 @@ pub fn block(b: &StoredBlock, full: bool) -> Result<Value, String> {
 
 /// Every log of a stored block with its position, as `eth_getLogs` returns them.
 pub fn logs(b: &StoredBlock) -> Vec<Log> {
+    logs_where(b, |_, _| true)
+}
+
+/// The logs of a stored block that `keep` accepts (given each log's address and topics), in order, with
+/// their positions in the block. Only the logs kept are built, and a transaction's hash (a keccak256 of the
+/// whole transaction) is computed only for a transaction with a log kept: a filtered scan of many blocks
+/// costs little for the blocks with nothing it wants.
+pub fn logs_where(b: &StoredBlock, keep: impl Fn(&Address, &[B256]) -> bool) -> Vec<Log> {
     let mut log_index = 0u64;
     let mut out = Vec::new();
     for (i, (stored, r)) in b.transactions.iter().zip(&b.receipts).enumerate() {
-        let hash = stored.hash();
+        let mut hash = None;
         for l in &r.logs {
-            out.push(Log {
-                inner: PrimLog {
-                    address: l.address,
-                    data: LogData::new_unchecked(l.topics.clone(), l.data.clone()),
-                },
-                block_hash: Some(b.hash),
-                block_number: Some(b.number),
-                block_timestamp: Some(b.timestamp),
-                transaction_hash: Some(hash),
-                transaction_index: Some(i as u64),
-                log_index: Some(log_index),
-                removed: false,
-            });
+            if keep(&l.address, &l.topics) {
+                let tx_hash = *hash.get_or_insert_with(|| stored.hash());
+                out.push(rpc_log(b, l, tx_hash, i, log_index));
+            }
             log_index += 1;
         }
     }
@@ -153,30 +152,29 @@ pub fn receipt(b: &StoredBlock, i: usize) -> Result<Option<Value>, String> {
     receipt_json(b, i, first_log_index).map(Some)
 }
 
+/// One stored log as the RPC returns it, with its place: transaction `tx_index` (hash `tx_hash`) of block `b`,
+/// `log_index` in the block.
+fn rpc_log(b: &StoredBlock, l: &ec_log::Log, tx_hash: B256, tx_index: usize, log_index: u64) -> Log {
+    Log {
+        inner: PrimLog { address: l.address, data: LogData::new_unchecked(l.topics.clone(), l.data.clone()) },
+        block_hash: Some(b.hash),
+        block_number: Some(b.number),
+        block_timestamp: Some(b.timestamp),
+        transaction_hash: Some(tx_hash),
+        transaction_index: Some(tx_index as u64),
+        log_index: Some(log_index),
+        removed: false,
+    }
+}
+
 fn receipt_json(b: &StoredBlock, i: usize, first_log_index: u64) -> Result<Value, String> {
     let stored = &b.transactions[i];
     let r = b.receipts.get(i).ok_or_else(|| format!("block {}: no receipt for transaction {i}", b.number))?;
     let tx = TxEnvelope::decode_2718(&mut &stored.encoded[..])
         .map_err(|e| format!("block {}: stored tx: {e}", b.number))?;
     let hash = *tx.tx_hash();
-    let logs: Vec<Log> = r
-        .logs
-        .iter()
-        .enumerate()
-        .map(|(k, l)| Log {
-            inner: PrimLog {
-                address: l.address,
-                data: LogData::new_unchecked(l.topics.clone(), l.data.clone()),
-            },
-            block_hash: Some(b.hash),
-            block_number: Some(b.number),
-            block_timestamp: Some(b.timestamp),
-            transaction_hash: Some(hash),
-            transaction_index: Some(i as u64),
-            log_index: Some(first_log_index + k as u64),
-            removed: false,
-        })
-        .collect();
+    let logs: Vec<Log> =
+        r.logs.iter().enumerate().map(|(k, l)| rpc_log(b, l, hash, i, first_log_index + k as u64)).collect();
     let mut bloom = Bloom::default();
     for l in &r.logs {
         bloom.accrue_raw_log(l.address, &l.topics);

@@ -5,7 +5,6 @@ use std::{sync::Arc, time::Instant};
 
 use alloy_consensus::Header;
 use alloy_primitives::{Address, Bytes, TxKind, B256, U256};
-use alloy_rlp::Decodable;
 use ec_store::{Reads, StoreView};
 use revm::{
     bytecode::Bytecode,
@@ -181,16 +180,16 @@ impl<CTX: ContextTr> Inspector<CTX, EthInterpreter> for DeadlineInspector {
     }
 }
 
-/// Runs `req` on top of block `number` (its header gives the block environment), spending at most the gas
-/// cap.
+/// Runs `req` on top of the block with header `h` (the block environment; the state after it), spending at
+/// most the gas cap.
 pub fn call(
     store: &StoreView<'_>,
-    number: u64,
+    h: &Header,
     req: &CallRequest,
     env: &CallEnv,
     overrides: &Overrides,
 ) -> Result<CallOutcome, String> {
-    execute(store, &header_at(store, number)?, req, env, overrides, &mut None)
+    execute(store, h, req, env, overrides, &mut None)
 }
 
 /// Why an estimate has no answer.
@@ -208,7 +207,7 @@ pub enum EstimateError {
 /// run shares the one deadline of `env`.
 pub fn estimate_gas(
     store: &StoreView<'_>,
-    number: u64,
+    h: &Header,
     req: &CallRequest,
     env: &CallEnv,
     overrides: &Overrides,
@@ -217,7 +216,6 @@ pub fn estimate_gas(
     const CALL_STIPEND: u64 = 2_300;
     const ERROR_RATIO: f64 = 0.015;
     let failed = EstimateError::Failed;
-    let h = header_at(store, number).map_err(failed)?;
     let timestamp = overrides.block.as_ref().and_then(|b| b.time).map_or(h.timestamp, |t| t.to::<u64>());
     let mut hi = match req.gas.map(|g| g.to::<u64>()) {
         Some(g) if g >= TX_GAS => g,
@@ -233,7 +231,7 @@ pub fn estimate_gas(
         let balance = match overridden {
             Some(b) => b,
             None => store
-                .account_at(&from, number)
+                .account_at(&from, h.number)
                 .map_err(|e| failed(e.to_string()))?
                 .map_or(U256::ZERO, |a| a.balance),
         };
@@ -251,7 +249,7 @@ pub fn estimate_gas(
     // search counts that as "needs more gas", as it does an out-of-gas halt.
     let run = |gas: u64| {
         let with = CallRequest { gas: Some(alloy_primitives::U64::from(gas)), ..req.clone() };
-        match execute(store, &h, &with, env, overrides, &mut None) {
+        match execute(store, h, &with, env, overrides, &mut None) {
             Err(e) if e.contains("GasCostMoreThanGasLimit") || e.contains("GasFloorMoreThanGasLimit") => {
                 Ok(CallOutcome::Halt { reason: format!("OutOfGas ({e})"), gas_used: gas })
             }
@@ -263,7 +261,7 @@ pub fn estimate_gas(
     let data = req.input.as_ref().or(req.data.as_ref());
     if data.is_none_or(|d| d.is_empty()) {
         if let Some(to) = req.to {
-            let code = store.account_at(&to, number).map_err(|e| failed(e.to_string()))?;
+            let code = store.account_at(&to, h.number).map_err(|e| failed(e.to_string()))?;
             let overridden = overrides.state.as_ref().and_then(|s| s.get(&to)).and_then(|o| o.code.as_ref());
             let has_code = overridden.is_some_and(|c| !c.is_empty())
                 || code.is_some_and(|a| a.code_hash != alloy_primitives::KECCAK256_EMPTY);
@@ -308,24 +306,17 @@ pub fn estimate_gas(
     Ok(hi)
 }
 
-fn header_at(store: &StoreView<'_>, number: u64) -> Result<Header, String> {
-    let hash = store.canonical_hash(number).map_err(|e| e.to_string())?.ok_or("header not found")?;
-    let block = store.block_by_hash(&hash).map_err(|e| e.to_string())?.ok_or("header not found")?;
-    Header::decode(&mut &block.header[..]).map_err(|e| e.to_string())
-}
-
 /// The access list a call needs (`eth_createAccessList`): what it touched, and the gas it uses with that
 /// list applied.
 pub fn access_list(
     store: &StoreView<'_>,
-    number: u64,
+    h: &Header,
     req: &CallRequest,
     env: &CallEnv,
     overrides: &Overrides,
 ) -> Result<(CallOutcome, alloy_eips::eip2930::AccessList), String> {
-    let h = header_at(store, number)?;
     let mut touched = None;
-    let first = execute(store, &h, req, env, overrides, &mut touched)?;
+    let first = execute(store, h, req, env, overrides, &mut touched)?;
     if !matches!(first, CallOutcome::Success { .. }) {
         return Ok((first, Default::default()));
     }
@@ -333,7 +324,7 @@ pub fn access_list(
     items.sort_by_key(|i| i.address);
     let list = alloy_eips::eip2930::AccessList(items);
     let with_list = CallRequest { access_list: Some(list.clone()), ..req.clone() };
-    Ok((execute(store, &h, &with_list, env, overrides, &mut None)?, list))
+    Ok((execute(store, h, &with_list, env, overrides, &mut None)?, list))
 }
 
 /// Runs `req` on top of the canonical block with header `h` (read once by the caller: an estimate runs the

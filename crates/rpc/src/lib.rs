@@ -82,13 +82,16 @@ pub enum Class {
     /// `eth_getLogs`: index scans over up to `max_log_block_range` blocks.
     Logs,
     /// The EVM: `eth_call`, `eth_estimateGas`, `eth_createAccessList`.
+    ///
+    /// Both heavy classes first run in place for a short budget (`INLINE_BUDGET`), since most of their
+    /// requests are small, and only when that runs out again from the start on their pool.
     Evm,
 }
 
-/// Heavy methods (log scans, the EVM) run on tokio's blocking threads, never on the async workers that
-/// serve connections (and, in the replica, never on the runtime of replay and `/health`), at most `n` at a
-/// time per [`Class`]: a flood of heavy requests waits for permits of its own class, while cheap reads,
-/// replay and health keep running.
+/// Heavy methods (log scans, the EVM) that outrun their short in-place budget run on tokio's blocking
+/// threads, never longer than that budget on the async workers that serve connections (and, in the replica,
+/// never on the runtime of replay and `/health`), at most `n` at a time per [`Class`]: a flood of heavy
+/// requests waits for permits of its own class, while cheap reads, replay and health keep running.
 pub struct Pools {
     logs: tokio::sync::Semaphore,
     evm: tokio::sync::Semaphore,
@@ -558,11 +561,17 @@ pub fn module(
         }
         fees::fee_history(c.chain_spec()?.as_ref(), &blocks, percentiles.as_deref()).map_err(server_error)
     });
-    read_method(&mut m, "eth_getLogs", Class::Logs, |p, c| -> RpcResult<Vec<alloy_rpc_types_eth::Log>> {
+    m.register_async_method("eth_getLogs", |p, c, _| async move {
         let filter: Value = arg(&positional(&p)?, 0, "filter")?;
         let f = logs::parse_filter(&filter).map_err(invalid_params)?;
-        logs::get_logs(c, &f)
-    });
+        // As the EVM: in place for a short budget (most filtered queries), else again on the logs pool.
+        let budget = std::time::Instant::now() + INLINE_BUDGET;
+        if let Some(found) = logs::get_logs(&Req::new(&c), &f, Some(budget))? {
+            return Ok(found);
+        }
+        c.on_pool(Class::Logs, move |r| logs::get_logs(r, &f, None).map(Option::unwrap_or_default)).await
+    })
+    .expect(reg);
     m.register_subscription("eth_subscribe", "eth_subscription", "eth_unsubscribe", |p, pending, c, _| {
         subscriptions::subscribe(p, pending, c)
     })
@@ -579,7 +588,7 @@ pub fn module(
     m.register_async_method("eth_createAccessList", |p, c, _| async move {
         let (req, spec, overrides) = call_args(&p)?;
         let (outcome, list) =
-            on_evm_thread(&c, spec, move |view, n, env| evm::access_list(view, n, &req, env, &overrides))
+            on_evm_thread(&c, spec, move |view, h, env| evm::access_list(view, h, &req, env, &overrides))
                 .await?;
         match outcome {
             evm::CallOutcome::Success { gas_used, .. } => {
@@ -663,16 +672,21 @@ async fn run_call(
     spec: BlockSpec,
     overrides: evm::Overrides,
 ) -> RpcResult<evm::CallOutcome> {
-    on_evm_thread(c, spec, move |view, n, env| evm::call(view, n, &req, env, &overrides)).await
+    on_evm_thread(c, spec, move |view, h, env| evm::call(view, h, &req, env, &overrides)).await
 }
 
-/// Runs EVM work on a blocking thread, given one view of the store, the block `spec` names in it, and the
-/// call environment (the chain's rules, the gas cap, one deadline for all the work). The EVM stops itself at the deadline; the wait here is only a
-/// backstop for work stuck outside it (a slow disk).
+/// Runs EVM work, in place for a short budget and otherwise on a blocking thread, given one view of the
+/// store, the header of the block `spec` names in it (the body from the block cache when recent: a mainnet
+/// body is not decoded per call), and the call environment (the chain's rules, the gas cap, one deadline for
+/// all the work). The EVM stops itself at the deadline; the wait here is only a backstop for work stuck
+/// outside it (a slow disk).
 async fn on_evm_thread<T: Send + 'static>(
     c: &Arc<Ctx>,
     spec: BlockSpec,
-    work: impl FnOnce(&StoreView, u64, &evm::CallEnv) -> Result<T, String> + Send + 'static,
+    work: impl Fn(&StoreView, &alloy_consensus::Header, &evm::CallEnv) -> Result<T, String>
+        + Send
+        + Sync
+        + 'static,
 ) -> RpcResult<T> {
     let timeout = c.limits.call_timeout;
     let env = evm::CallEnv {
@@ -681,6 +695,20 @@ async fn on_evm_thread<T: Send + 'static>(
         deadline: std::time::Instant::now() + timeout,
         timeout,
     };
+    // First in place, on this server worker, for at most INLINE_BUDGET: most calls (a balance, a view
+    // function) finish well within it, and then cost no hand-over to a blocking thread and back (which
+    // halved the rate of cheap reads when they took it). A call that needs longer is stopped at the budget
+    // and run again from the start on the blocking pool, so a long call never holds a server worker for
+    // longer than the budget; the EVM has no side effects, so the second run answers exactly as an only run
+    // would. No permit is taken for the attempt: like a cheap read, its cost is bounded, and the permits
+    // bound the long runs (taking one made every attempt queue behind them under load).
+    let budget =
+        evm::CallEnv { deadline: env.deadline.min(std::time::Instant::now() + INLINE_BUDGET), ..env.clone() };
+    let result = run_evm(&Req::new(c), spec, &budget, &work);
+    // A result reached before the budget ran out is the answer; after it, it may be the budget's doing.
+    if std::time::Instant::now() < budget.deadline || budget.deadline == env.deadline {
+        return result;
+    }
     // Waiting for a permit counts against the call's deadline: a flood of calls is answered with timeouts,
     // not queued without bound.
     let _permit = tokio::time::timeout(timeout, c.pools.evm.acquire())
@@ -688,16 +716,29 @@ async fn on_evm_thread<T: Send + 'static>(
         .map_err(|_| server_error(format!("execution aborted (timeout = {timeout:?}): the server is busy")))?
         .map_err(|_| server_error("the server is stopping"))?;
     let c = c.clone();
-    let job = tokio::task::spawn_blocking(move || {
-        let r = Req::new(&c);
-        let n = r.resolve(spec)?;
-        work(&r.view, n, &env).map_err(server_error)
-    });
+    let job = tokio::task::spawn_blocking(move || run_evm(&Req::new(&c), spec, &env, &work));
     match tokio::time::timeout(timeout * 2, job).await {
         Ok(Ok(result)) => result,
         Ok(Err(e)) => Err(server_error(format!("execution failed: {e}"))),
         Err(_) => Err(server_error(format!("execution aborted (timeout = {timeout:?})"))),
     }
+}
+
+/// How long EVM work or a log scan may run in place on a server worker before it is handed to the blocking
+/// pool (and run again there from the start).
+const INLINE_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// EVM work in one request's view, on the block `spec` names in it.
+fn run_evm<T>(
+    r: &Req,
+    spec: BlockSpec,
+    env: &evm::CallEnv,
+    work: &impl Fn(&StoreView, &alloy_consensus::Header, &evm::CallEnv) -> Result<T, String>,
+) -> RpcResult<T> {
+    let n = r.resolve(spec)?;
+    let block = r.find_block(BlockSpec::Number(n))?.ok_or_else(|| server_error("header not found"))?;
+    let header = fees::header(&block).map_err(server_error)?;
+    work(&r.view, &header, env).map_err(server_error)
 }
 
 /// The least gas limit with which the call succeeds (`evm::estimate_gas`), on one EVM thread and deadline.
@@ -708,7 +749,7 @@ async fn estimate_gas(
     overrides: evm::Overrides,
 ) -> RpcResult<u64> {
     let outcome =
-        on_evm_thread(c, spec, move |view, n, env| Ok(evm::estimate_gas(view, n, &req, env, &overrides)))
+        on_evm_thread(c, spec, move |view, h, env| Ok(evm::estimate_gas(view, h, &req, env, &overrides)))
             .await?;
     match outcome {
         Ok(gas) => Ok(gas),

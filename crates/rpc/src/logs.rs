@@ -79,12 +79,12 @@ pub fn parse_filter(v: &Value) -> Result<Filter, String> {
     Ok(Filter { range, addresses, topics })
 }
 
-pub fn matches(f: &Filter, log: &Log) -> bool {
-    (f.addresses.is_empty() || f.addresses.contains(&log.address()))
+pub fn matches(f: &Filter, address: &Address, topics: &[B256]) -> bool {
+    (f.addresses.is_empty() || f.addresses.contains(address))
         && f.topics
             .iter()
             .enumerate()
-            .all(|(i, any)| any.is_empty() || log.topics().get(i).is_some_and(|t| any.contains(t)))
+            .all(|(i, any)| any.is_empty() || topics.get(i).is_some_and(|t| any.contains(t)))
 }
 
 /// -32005: a limit was hit; the message says which and how to stay under it.
@@ -92,7 +92,13 @@ fn limit(msg: String) -> ErrorObjectOwned {
     ErrorObject::owned(-32005, msg, None::<()>)
 }
 
-pub(crate) fn get_logs(c: &Req, f: &Filter) -> Result<Vec<Log>, ErrorObjectOwned> {
+/// The logs `f` selects, read in one view. With a `budget`, `None` once the scan runs past it (the caller
+/// runs it again without one, elsewhere).
+pub(crate) fn get_logs(
+    c: &Req,
+    f: &Filter,
+    budget: Option<std::time::Instant>,
+) -> Result<Option<Vec<Log>>, ErrorObjectOwned> {
     let (from, to) = match f.range {
         Range::Hash(h) => {
             let b = c.block(&h)?;
@@ -117,7 +123,7 @@ pub(crate) fn get_logs(c: &Req, f: &Filter) -> Result<Vec<Log>, ErrorObjectOwned
     // blocks have no logs here to return), so `fromBlock: 0` works on every cluster.
     let first = c.first_block()?;
     if to < first {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
     let from = from.max(first);
     let span = to - from + 1;
@@ -155,9 +161,12 @@ pub(crate) fn get_logs(c: &Req, f: &Filter) -> Result<Vec<Log>, ErrorObjectOwned
     };
     let mut out = Vec::new();
     for n in blocks {
+        if budget.is_some_and(|b| std::time::Instant::now() >= b) {
+            return Ok(None);
+        }
         let Some(hash) = c.view.canonical_hash(n).map_err(server_error)? else { continue };
         let Some(b) = c.block(&hash)? else { continue };
-        out.extend(convert::logs(&b).into_iter().filter(|l| matches(f, l)));
+        out.extend(convert::logs_where(&b, |address, topics| matches(f, address, topics)));
         if out.len() > c.limits.max_logs {
             return Err(limit(format!(
                 "query returned more than {} logs; query a narrower range or add filters",
@@ -165,7 +174,7 @@ pub(crate) fn get_logs(c: &Req, f: &Filter) -> Result<Vec<Log>, ErrorObjectOwned
             )));
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 #[cfg(test)]

@@ -137,7 +137,8 @@ async fn logs_subscription(
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
         };
-        for mut log in convert::logs(&block).into_iter().filter(|l| logs::matches(&filter, l)) {
+        for mut log in convert::logs_where(&block, |address, topics| logs::matches(&filter, address, topics))
+        {
             log.removed = removed;
             let msg = SubscriptionMessage::new("eth_subscription", sink.subscription_id(), &log)
                 .map_err(|e| e.to_string())?;

@@ -17,9 +17,13 @@ use ec_store::{Store, StoreOptions};
 /// JUMPDEST; PUSH1 0; JUMP: loops until the gas runs out (12 gas a turn).
 const LOOP: Address = address!("000000000000000000000000000000000000c0de");
 
+/// The genesis header the store below holds.
+fn genesis_header() -> Header {
+    Header { gas_limit: 30_000_000, base_fee_per_gas: Some(1), ..Default::default() }
+}
+
 fn store_with_a_looping_contract(dir: &tempfile::TempDir) -> Store {
-    let header = Header { gas_limit: 30_000_000, base_fee_per_gas: Some(1), ..Default::default() };
-    let header = alloy_rlp::encode(&header);
+    let header = alloy_rlp::encode(genesis_header());
     let spec = ChainSpec::dev(1337);
     let block = Block {
         number: 0,
@@ -60,7 +64,13 @@ fn a_looping_call_stops_at_its_deadline() {
     let timeout = Duration::from_millis(300);
     let started = Instant::now();
     // A gas cap that lets the loop run for minutes: only the deadline can stop it.
-    let outcome = evm::call(&store.view(), 0, &req, &env(timeout, 1_000_000_000_000), &Overrides::default());
+    let outcome = evm::call(
+        &store.view(),
+        &genesis_header(),
+        &req,
+        &env(timeout, 1_000_000_000_000),
+        &Overrides::default(),
+    );
     let took = started.elapsed();
     match outcome {
         Err(e) => assert_eq!(e, "execution aborted (timeout = 300ms)"),
@@ -76,7 +86,7 @@ fn an_estimate_that_never_succeeds_answers_geths_error_at_the_osaka_cap() {
     let req = CallRequest { to: Some(LOOP), ..Default::default() };
     let outcome = evm::estimate_gas(
         &store.view(),
-        0,
+        &genesis_header(),
         &req,
         &env(Duration::from_secs(60), 50_000_000),
         &Overrides::default(),
