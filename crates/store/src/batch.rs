@@ -102,9 +102,22 @@ impl Source for Store {
 }
 
 /// A write batch with typed puts and deletes. Nothing reaches the database until [`Store::commit`].
+///
+/// The writes are kept as they come and handed to RocksDB sorted by table and key. A block's keys are hashes,
+/// so in arrival order each lands at a random place in the memtable's skiplist and every insert searches it
+/// from the top; in key order each insert starts from where the previous one ended (RocksDB keeps that
+/// "splice"). Raw RocksDB wrote mainnet-sized batches of random keys 2.2x as fast sorted; the store's
+/// replay gained about 10% (docs/benchmarks.md).
 #[derive(Default)]
 pub(crate) struct Batch {
-    pub(crate) inner: WriteBatch,
+    ops: Vec<Op>,
+}
+
+/// One write: a put (`Some` value) or a delete, in table [`Table::INDEX`].
+struct Op {
+    table: usize,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
 }
 
 impl Store {
@@ -114,19 +127,30 @@ impl Store {
     }
 
     pub(crate) fn put<T: Table>(&self, batch: &mut Batch, key: &T::Key, value: &T::Value) {
-        batch.inner.put_cf(self.cf(T::NAME), key.encode(), value.encode());
+        batch.ops.push(Op { table: T::INDEX, key: key.encode(), value: Some(value.encode()) });
     }
 
     pub(crate) fn delete<T: Table>(&self, batch: &mut Batch, key: &T::Key) {
-        batch.inner.delete_cf(self.cf(T::NAME), key.encode());
+        batch.ops.push(Op { table: T::INDEX, key: key.encode(), value: None });
     }
 
-    /// Writes the batch atomically.
-    pub(crate) fn commit(&self, batch: Batch) -> Result<()> {
+    /// Writes the batch atomically, in table and key order (see [`Batch`]).
+    pub(crate) fn commit(&self, mut batch: Batch) -> Result<()> {
+        // Stable: two writes of one key keep their order, so the later one wins as it would unsorted.
+        batch.ops.sort_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
+        let tables: Vec<&rocksdb::ColumnFamily> =
+            crate::tables::ALL_TABLES.iter().map(|n| self.cf(n)).collect();
+        let mut inner = WriteBatch::default();
+        for op in batch.ops {
+            match op.value {
+                Some(value) => inner.put_cf(tables[op.table], op.key, value),
+                None => inner.delete_cf(tables[op.table], op.key),
+            }
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.opts.sync_writes);
-        let (ops, bytes) = (batch.inner.len() as u64, batch.inner.size_in_bytes() as u64);
-        self.db.write_opt(batch.inner, &wo)?;
+        let (ops, bytes) = (inner.len() as u64, inner.size_in_bytes() as u64);
+        self.db.write_opt(inner, &wo)?;
         self.written.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.written.ops.fetch_add(ops, std::sync::atomic::Ordering::Relaxed);
         self.written.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
@@ -156,5 +180,35 @@ impl Store {
         let mut it = self.db.raw_iterator_cf(self.cf(name));
         it.seek_to_first();
         it
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::{Canonical, Meta, MetaKey};
+    use alloy_primitives::B256;
+
+    /// The batch is sorted before it is written: two writes of one key must still end as the later one.
+    #[test]
+    fn the_last_write_of_a_key_wins_after_sorting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), crate::StoreOptions::default()).expect("opens");
+        let hash = |n: u8| B256::repeat_byte(n);
+        let mut batch = Batch::default();
+        // Key order differs from arrival order, across two tables.
+        store.put::<Canonical>(&mut batch, &9, &hash(1));
+        store.put::<Meta>(&mut batch, &MetaKey::Heartbeat, &vec![1].into());
+        store.put::<Canonical>(&mut batch, &3, &hash(2));
+        store.delete::<Canonical>(&mut batch, &9);
+        store.put::<Canonical>(&mut batch, &5, &hash(3));
+        store.put::<Canonical>(&mut batch, &9, &hash(4));
+        store.put::<Canonical>(&mut batch, &3, &hash(5));
+        store.delete::<Canonical>(&mut batch, &5);
+        store.commit(batch).expect("commits");
+        assert_eq!(store.get::<Canonical>(&9).expect("reads"), Some(hash(4)));
+        assert_eq!(store.get::<Canonical>(&3).expect("reads"), Some(hash(5)));
+        assert_eq!(store.get::<Canonical>(&5).expect("reads"), None);
+        assert_eq!(store.get::<Meta>(&MetaKey::Heartbeat).expect("reads"), Some(vec![1].into()));
     }
 }

@@ -16,8 +16,36 @@ use serde::{Deserialize, Serialize};
 /// A column family with a typed key and value.
 pub trait Table {
     const NAME: &'static str;
+    /// Position in [`ALL_TABLES`].
+    const INDEX: usize = table_index(Self::NAME);
     type Key: Key;
     type Value: Value;
+}
+
+/// Where `name` is in [`ALL_TABLES`] (at compile time: a table missing from the list fails the build).
+const fn table_index(name: &str) -> usize {
+    let mut i = 0;
+    while i < ALL_TABLES.len() {
+        if const_eq(ALL_TABLES[i].as_bytes(), name.as_bytes()) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("a table missing from ALL_TABLES")
+}
+
+const fn const_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 pub trait Key: Sized {
