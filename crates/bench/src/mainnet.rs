@@ -334,6 +334,12 @@ impl BlockGen {
         }
     }
 
+    /// An event signature (a log's first topic): half the logs one (Transfer), the rest spread over 31 more.
+    fn event_signature(&mut self) -> B256 {
+        let n: u8 = if self.rng.random_bool(0.5) { 0 } else { self.rng.random_range(1..32) };
+        keccak256([n])
+    }
+
     fn next_block(&mut self) -> Record {
         self.number += 1;
         let (header, hash) = self.header();
@@ -419,7 +425,13 @@ impl BlockGen {
             let logs = (0..2)
                 .map(|_| Log {
                     address: address(self.contract()),
-                    topics: (0..3).map(|_| B256::from(self.rng.random::<[u8; 32]>())).collect(),
+                    // As on mainnet: the first topic names the event (a few signatures, Transfer most of all),
+                    // the next two are accounts (an ERC-20 transfer's sender and recipient).
+                    topics: vec![
+                        self.event_signature(),
+                        address(self.rng.random_range(0..self.shape.accounts)).into_word(),
+                        address(self.rng.random_range(0..self.shape.accounts)).into_word(),
+                    ],
                     data: Bytes::from(vec![7u8; 64]),
                 })
                 .collect();

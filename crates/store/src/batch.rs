@@ -134,14 +134,21 @@ impl Store {
         batch.ops.push(Op { table: T::INDEX, key: key.encode(), value: None });
     }
 
-    /// Writes the batch atomically, in table and key order (see [`Batch`]).
+    /// Writes the batch atomically, in table and key order (see [`Batch`]), each key once.
     pub(crate) fn commit(&self, mut batch: Batch) -> Result<()> {
         // Stable: two writes of one key keep their order, so the later one wins as it would unsorted.
         batch.ops.sort_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
         let tables: Vec<&rocksdb::ColumnFamily> =
             crate::tables::ALL_TABLES.iter().map(|n| self.cf(n)).collect();
         let mut inner = WriteBatch::default();
-        for op in batch.ops {
+        let mut ops = batch.ops.into_iter().peekable();
+        while let Some(op) = ops.next() {
+            // Only the last write of a key in one atomic batch is ever seen, so the earlier ones are not
+            // written at all: a block's logs put the same (topic, block) index key once per log (a
+            // Transfer event's topic hundreds of times on mainnet).
+            if ops.peek().is_some_and(|next| next.table == op.table && next.key == op.key) {
+                continue;
+            }
             match op.value {
                 Some(value) => inner.put_cf(tables[op.table], op.key, value),
                 None => inner.delete_cf(tables[op.table], op.key),
@@ -189,9 +196,10 @@ mod tests {
     use crate::tables::{Canonical, Meta, MetaKey};
     use alloy_primitives::B256;
 
-    /// The batch is sorted before it is written: two writes of one key must still end as the later one.
+    /// The batch is sorted before it is written: two writes of one key must still end as the later one, which
+    /// is the only one written.
     #[test]
-    fn the_last_write_of_a_key_wins_after_sorting() {
+    fn the_last_write_of_a_key_wins_and_alone_is_written() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), crate::StoreOptions::default()).expect("opens");
         let hash = |n: u8| B256::repeat_byte(n);
@@ -205,7 +213,9 @@ mod tests {
         store.put::<Canonical>(&mut batch, &9, &hash(4));
         store.put::<Canonical>(&mut batch, &3, &hash(5));
         store.delete::<Canonical>(&mut batch, &5);
+        let before = store.write_stats().ops;
         store.commit(batch).expect("commits");
+        assert_eq!(store.write_stats().ops - before, 4, "one write per key");
         assert_eq!(store.get::<Canonical>(&9).expect("reads"), Some(hash(4)));
         assert_eq!(store.get::<Canonical>(&3).expect("reads"), Some(hash(5)));
         assert_eq!(store.get::<Canonical>(&5).expect("reads"), None);
