@@ -17,6 +17,11 @@ pub trait Source {
     /// Options every read takes (a view's snapshot).
     fn read_options(&self) -> ReadOptions;
 
+    /// Whether every read sees one instant (a [`crate::StoreView`]).
+    fn is_view(&self) -> bool {
+        false
+    }
+
     fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>> {
         match self.store().db.get_pinned_cf_opt(
             self.store().cf(T::NAME),

@@ -187,6 +187,10 @@ impl batch::Source for StoreView<'_> {
         opts.set_snapshot(&self.snapshot);
         opts
     }
+
+    fn is_view(&self) -> bool {
+        true
+    }
 }
 
 pub struct Store {

@@ -204,10 +204,14 @@ fn index_blocks<T: crate::tables::Table>(
 
 /// The fast path for state at the head: a point read of the current table instead of a history seek.
 /// `None` when `number` is not the head, or when a block was applied or reverted during the read (the
-/// caller then takes the history path, which is right for any block).
+/// caller then takes the history path, which is right for any block). A view cannot see a block applied
+/// meanwhile, so only the store itself reads the head again.
 fn at_head<T>(r: &(impl Reads + ?Sized), number: u64, read: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
     let Some(head) = r.head()?.filter(|h| h.number == number) else { return Ok(None) };
     let value = read()?;
+    if r.is_view() {
+        return Ok(Some(value));
+    }
     Ok((r.head()? == Some(head)).then_some(value))
 }
 
