@@ -8,7 +8,8 @@
 //!    `Store::apply`, one atomic batch per block, as a replica applies them. Blocks are generated in chunks
 //!    outside the clock.
 //! 3. **Raw**: the same number of batches, puts and bytes written to a fresh RocksDB with the same options,
-//!    with random keys and no reads: the floor any replica pays.
+//!    with random keys (sorted within each batch, as the store hands its batches over) and no reads: the
+//!    floor any replica pays.
 //!
 //! With `--direct-io` (the default) reads bypass the page cache, so the database is served from the block
 //! cache (`--block-cache-mb`) or the disk, however much memory the machine has.

@@ -106,13 +106,8 @@ pub fn block(b: &StoredBlock, full: bool) -> Result<Value, String> {
     serde_json::to_value(rpc).map_err(|e| e.to_string())
 }
 
-/// Every log of a stored block with its position, as `eth_getLogs` returns them.
-pub fn logs(b: &StoredBlock) -> Vec<Log> {
-    logs_where(b, |_, _| true)
-}
-
 /// The logs of a stored block that `keep` accepts (given each log's address and topics), in order, with
-/// their positions in the block. Only the logs kept are built, and a transaction's hash (a keccak256 of the
+/// their positions in the block, as `eth_getLogs` returns them. Only the logs kept are built, and a transaction's hash (a keccak256 of the
 /// whole transaction) is computed only for a transaction with a log kept: a filtered scan of many blocks
 /// costs little for the blocks with nothing it wants.
 pub fn logs_where(b: &StoredBlock, keep: impl Fn(&Address, &[B256]) -> bool) -> Vec<Log> {
