@@ -12,7 +12,7 @@ use alloy_primitives::{keccak256, Address, Bytes, B256, KECCAK256_EMPTY};
 use ec_log::{AccountChange, AccountPrior, Assembled, Block, BlockRef, Checkpoint, Genesis, Record, Revert};
 
 use crate::{
-    batch::{Batch, Source},
+    batch::{Batch, Sealed, Source},
     error::{Result, StoreError},
     read::Reads,
     tables::{
@@ -20,7 +20,7 @@ use crate::{
         LogAddresses, LogTopics, Meta, MetaKey, PriorAccount, Storage, StorageHistory, StoredAccount,
         StoredBlock, TxIndex, TxLocation, Value,
     },
-    Store,
+    Store, StoreOptions,
 };
 
 /// What [`Store::apply`] did with a record.
@@ -33,21 +33,116 @@ pub enum ApplyOutcome {
     },
 }
 
+/// What the database will hold once a batch being written commits, as far as preparing the next record needs
+/// it ([`Store::prepare`]). Only a block or a heartbeat is ever in flight while the next record is prepared
+/// ([`may_prepare_during`]).
+#[derive(Debug, Clone)]
+pub(crate) struct After {
+    sequence: u64,
+    record_crc: u32,
+    /// The head it sets: `None` for a heartbeat, which leaves the database's head as it is.
+    head: Option<BlockRef>,
+    /// Code it stores for the first time: the next block must not store it again (nor claim it as new in
+    /// its undo entry).
+    new_code: BTreeSet<B256>,
+    /// A block or heartbeat: the only records after which the next one may be prepared early.
+    simple: bool,
+}
+
+/// A record checked and made ready to commit ([`Store::prepare`]).
+pub(crate) enum Prepared {
+    /// Already applied: nothing to write.
+    Duplicate {
+        applied: u64,
+    },
+    Ready(Ready),
+}
+
+/// A record's batch in RocksDB's form and what committing it changes.
+pub(crate) struct Ready {
+    pub(crate) sealed: Sealed,
+    pub(crate) after: After,
+    /// Raised once the batch has committed (a genesis or checkpoint sets where state starts).
+    pub(crate) first_state_block: Option<u64>,
+}
+
+/// Whether `next` may be prepared while the batch of the record before it (`after`) is still being written,
+/// reading the database as it was before that batch. Safe when nothing `next` reads is something the batch in
+/// flight writes, other than what [`After`] carries (sequence, head, new code):
+/// - the record in flight is a block or heartbeat (a genesis, checkpoint or revert changes what a block is
+///   checked against);
+/// - `next` is a block or heartbeat: a revert reads the head block's undo entries, which may be in flight;
+/// - the block wipes no account: a wipe lists the account's stored slots, which the block in flight may
+///   have written;
+/// - its history pruning does not read the undo entry of the block in flight (a history window of 1 block);
+/// - `--verify-priors` is off: it reads every prior, which the block in flight may have written.
+pub(crate) fn may_prepare_during(after: &After, next: &Record, opts: &StoreOptions) -> bool {
+    if opts.verify_priors || !after.simple {
+        return false;
+    }
+    match next {
+        Record::Heartbeat(_) => true,
+        Record::Block(b) => {
+            let wipes = b.state.iter().any(|c| c.storage_wiped || c.account.is_none());
+            let prunes_in_flight = match (opts.history_blocks, after.head) {
+                (Some(k), Some(head)) => b.number.checked_sub(k) == Some(head.number),
+                _ => false,
+            };
+            !wipes && !prunes_in_flight
+        }
+        Record::Genesis(_) | Record::Checkpoint(_) | Record::Revert(_) => false,
+    }
+}
+
 impl Store {
     /// Applies one complete record, or rejects it and leaves the database untouched.
     pub fn apply(&self, rec: &Assembled) -> Result<ApplyOutcome> {
+        let prepared = self.prepare(rec, None)?;
+        self.finish(prepared)
+    }
+
+    /// Writes a prepared record (see [`Store::prepare`]).
+    pub(crate) fn finish(&self, prepared: Prepared) -> Result<ApplyOutcome> {
+        match prepared {
+            Prepared::Duplicate { applied } => Ok(ApplyOutcome::Duplicate { applied }),
+            Prepared::Ready(ready) => {
+                self.write_sealed(ready.sealed)?;
+                self.committed(ready.first_state_block);
+                Ok(ApplyOutcome::Applied)
+            }
+        }
+    }
+
+    /// What follows a record's commit in memory.
+    pub(crate) fn committed(&self, first_state_block: Option<u64>) {
+        if let Some(first) = first_state_block {
+            self.set_first_state_block(first);
+        }
+    }
+
+    /// Checks one record and builds its batch, writing nothing. `in_flight` is the batch of the record before
+    /// it when that is still being written ([`crate::Pipeline`]): its sequence, head and new code are taken
+    /// from there, and everything else is read from the database, which [`may_prepare_during`] makes sure
+    /// the batch in flight does not change.
+    pub(crate) fn prepare(&self, rec: &Assembled, in_flight: Option<&After>) -> Result<Prepared> {
         let sequence = rec.envelope.sequence;
-        let applied = self.position()?.map(|p| p.sequence);
+        let applied = match in_flight {
+            Some(f) => Some(f.sequence),
+            None => self.position()?.map(|p| p.sequence),
+        };
         let expected = applied.map_or(0, |s| s + 1);
         if let Some(applied) = applied {
             if sequence == applied {
-                let stored = self.get::<Meta>(&MetaKey::SequenceCrc)?;
-                if stored.is_some_and(|c| c.as_ref() != rec.record_crc.to_be_bytes()) {
+                let stored = match in_flight {
+                    Some(f) => Some(f.record_crc.to_be_bytes().to_vec().into()),
+                    None => self.get::<Meta>(&MetaKey::SequenceCrc)?,
+                };
+                if stored.is_some_and(|c: Bytes| c.as_ref() != rec.record_crc.to_be_bytes()) {
                     return Err(StoreError::ConflictingDuplicate { sequence });
                 }
             }
             if sequence <= applied {
-                return Ok(ApplyOutcome::Duplicate { applied });
+                return Ok(Prepared::Duplicate { applied });
             }
         }
         if sequence != expected {
@@ -71,6 +166,9 @@ impl Store {
         }
 
         let mut batch = Batch::default();
+        // Code the batch in flight stores, and code this record stores for the first time.
+        let in_flight_code = in_flight.map(|f| &f.new_code).cloned().unwrap_or_default();
+        let mut new_code = BTreeSet::new();
         // Set when a block moves the history window: the new floor, stored with the block.
         let mut history_floor = None;
         match &rec.record {
@@ -81,7 +179,7 @@ impl Store {
                 if let Some(imported) = self.imported()? {
                     return Err(StoreError::ImportedButGenesis { sequence, number: imported.number });
                 }
-                self.write_block(&mut batch, sequence, &g.block, false)?;
+                new_code = self.write_block(&mut batch, sequence, &g.block, false, &in_flight_code)?;
                 let info = ChainInfo {
                     cluster_id: rec.envelope.cluster_id.clone(),
                     chain_id: g.chain_id,
@@ -105,7 +203,10 @@ impl Store {
                 self.put::<Meta>(&mut batch, &MetaKey::Chain, &info.encode().into());
             }
             Record::Block(b) => {
-                let head = self.head()?.ok_or(StoreError::MissingGenesis { sequence, kind: "block" })?;
+                let head = match in_flight.and_then(|f| f.head) {
+                    Some(head) => head,
+                    None => self.head()?.ok_or(StoreError::MissingGenesis { sequence, kind: "block" })?,
+                };
                 let not_next = |reason: String| StoreError::NotNextBlock {
                     sequence,
                     number: b.number,
@@ -119,7 +220,7 @@ impl Store {
                 if b.parent_hash != head.hash {
                     return Err(not_next(format!("its parent is {}", b.parent_hash)));
                 }
-                self.write_block(&mut batch, sequence, b, true)?;
+                new_code = self.write_block(&mut batch, sequence, b, true, &in_flight_code)?;
                 // Keep the undo index for the newest `undo_window` blocks only. The head only ever grows
                 // one block at a time, so dropping the one entry that just left the window prunes every
                 // older one too. (Not a range delete: RocksDB re-fragments every range tombstone in the
@@ -164,13 +265,23 @@ impl Store {
             // `Store::account_at`) then never returns a value the pruning took away under it.
             self.set_first_state_block(floor);
         }
-        self.commit(batch)?;
-        if let Record::Genesis(Genesis { block, .. }) | Record::Checkpoint(Checkpoint { block, .. }) =
-            &rec.record
-        {
-            self.set_first_state_block(block.number);
-        }
-        Ok(ApplyOutcome::Applied)
+        let first_state_block = match &rec.record {
+            Record::Genesis(Genesis { block, .. }) | Record::Checkpoint(Checkpoint { block, .. }) => {
+                Some(block.number)
+            }
+            _ => None,
+        };
+        let after = After {
+            sequence,
+            record_crc: rec.record_crc,
+            head: match &rec.record {
+                Record::Block(b) => Some(BlockRef { number: b.number, hash: b.hash }),
+                _ => None,
+            },
+            new_code,
+            simple: matches!(rec.record, Record::Block(_) | Record::Heartbeat(_)),
+        };
+        Ok(Prepared::Ready(Ready { sealed: self.seal(batch), after, first_state_block }))
     }
 
     /// Drops the history entries block `number` wrote, and its undo index: after this no read at or after
@@ -218,7 +329,7 @@ impl Store {
         if c.ancestors.last().is_some_and(|parent| *parent != b.parent_hash) {
             return Err(bad_block(sequence, b, "the last ancestor is not the block's parent".into()));
         }
-        self.write_block(batch, sequence, b, false)?;
+        self.write_block(batch, sequence, b, false, &BTreeSet::new())?;
         // The ancestors go into the canonical index without bodies: the EVM's BLOCKHASH finds them there,
         // and the block methods answer `null` for a number whose body is missing.
         let first = b.number - expected_ancestors;
@@ -228,9 +339,17 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a block's body, indexes and state change. `undoable` is false only for genesis, which is never
-    /// reverted and so needs no history.
-    fn write_block(&self, batch: &mut Batch, sequence: u64, b: &Block, undoable: bool) -> Result<()> {
+    /// Writes a block's body, indexes and state change; returns the code it stores for the first time.
+    /// `undoable` is false only for genesis, which is never reverted and so needs no history. `in_flight_code`
+    /// is code a batch still being written stores (see [`Store::prepare`]).
+    fn write_block(
+        &self,
+        batch: &mut Batch,
+        sequence: u64,
+        b: &Block,
+        undoable: bool,
+        in_flight_code: &BTreeSet<B256>,
+    ) -> Result<BTreeSet<B256>> {
         if !b.hash_matches_header() {
             return Err(bad_block(sequence, b, format!("hash {} is not keccak256 of its header", b.hash)));
         }
@@ -270,12 +389,12 @@ impl Store {
                 (sequence, b.number),
                 change,
                 undoable,
-                &mut new_code,
+                (in_flight_code, &mut new_code),
             )?);
         }
         // Sorted by hashed address, as every state table is.
         changes.accounts.sort_unstable_by_key(|(key, _)| *key);
-        changes.new_code = new_code.into_iter().collect();
+        changes.new_code = new_code.iter().copied().collect();
         if undoable {
             self.put::<BlockChanges>(batch, &b.number, &changes);
         }
@@ -302,7 +421,7 @@ impl Store {
         self.put::<Blocks>(batch, &b.hash, &stored);
         self.put::<Canonical>(batch, &b.number, &b.hash);
         self.put_head(batch, BlockRef { number: b.number, hash: b.hash });
-        Ok(())
+        Ok(new_code)
     }
 
     /// Applies one account's change; returns its hashed address and every (hashed) slot it changed, sorted,
@@ -317,7 +436,7 @@ impl Store {
         (sequence, number): (u64, u64),
         change: &AccountChange,
         undoable: bool,
-        new_code: &mut BTreeSet<B256>,
+        (in_flight_code, new_code): (&BTreeSet<B256>, &mut BTreeSet<B256>),
     ) -> Result<(B256, Vec<B256>)> {
         let account_key = keccak256(change.address);
         let prior = change.prior.map(|p| StoredAccount {
@@ -374,7 +493,8 @@ impl Store {
                     Some(code) if code.is_empty() => KECCAK256_EMPTY,
                     Some(code) => {
                         let hash = keccak256(code);
-                        if !new_code.contains(&hash) && self.get::<Code>(&hash)?.is_none() {
+                        let stored = new_code.contains(&hash) || in_flight_code.contains(&hash);
+                        if !stored && self.get::<Code>(&hash)?.is_none() {
                             self.put::<Code>(batch, &hash, code);
                             new_code.insert(hash);
                         }
@@ -508,4 +628,78 @@ fn slot_of(key: &[u8], address: Address) -> Result<B256> {
         table: "storage",
         reason: format!("key of {address} is {} bytes, expected 64", key.len()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ec_log::{AccountState, Heartbeat, PublisherState};
+
+    fn block(number: u64, wipe: bool, destroy: bool) -> Record {
+        let change = AccountChange {
+            address: Address::repeat_byte(1),
+            storage_wiped: wipe,
+            prior: None,
+            account: (!destroy).then(|| AccountState { balance: Default::default(), nonce: 1, code: None }),
+            storage: vec![],
+        };
+        Record::Block(Block {
+            number,
+            hash: B256::ZERO,
+            parent_hash: B256::ZERO,
+            timestamp: 0,
+            header: Bytes::new(),
+            transactions: vec![],
+            receipts: vec![],
+            withdrawals: None,
+            state: vec![change],
+        })
+    }
+
+    fn heartbeat() -> Record {
+        let head = BlockRef { number: 0, hash: B256::ZERO };
+        Record::Heartbeat(Heartbeat {
+            time_ms: 0,
+            head,
+            safe: None,
+            finalized: None,
+            client_head: None,
+            state: PublisherState::Following,
+            reorg_window: 0,
+        })
+    }
+
+    fn in_flight(head: Option<u64>, simple: bool) -> After {
+        After {
+            sequence: 0,
+            record_crc: 0,
+            head: head.map(|number| BlockRef { number, hash: B256::ZERO }),
+            new_code: BTreeSet::new(),
+            simple,
+        }
+    }
+
+    #[test]
+    fn what_may_be_prepared_while_the_record_before_is_written() {
+        let plain = StoreOptions::default();
+        let verify = StoreOptions { verify_priors: true, ..StoreOptions::default() };
+        let window = |k| StoreOptions { undo_window: 1, history_blocks: Some(k), ..StoreOptions::default() };
+        let revert = Record::Revert(Revert { number: 10, hash: B256::ZERO });
+        #[rustfmt::skip]
+        let cases: Vec<(&str, After, Record, StoreOptions, bool)> = vec![
+            ("block after block",                  in_flight(Some(10), true), block(11, false, false), plain.clone(), true),
+            ("heartbeat after block",              in_flight(Some(10), true), heartbeat(),             plain.clone(), true),
+            ("block after heartbeat",              in_flight(None, true),     block(11, false, false), plain.clone(), true),
+            ("a wipe lists stored slots",          in_flight(Some(10), true), block(11, true, false),  plain.clone(), false),
+            ("a deletion lists stored slots",      in_flight(Some(10), true), block(11, false, true),  plain.clone(), false),
+            ("a revert reads the undo entries",    in_flight(Some(10), true), revert,                  plain.clone(), false),
+            ("after a genesis, revert, checkpoint", in_flight(Some(10), false), block(11, false, false), plain.clone(), false),
+            ("verifying priors reads them all",    in_flight(Some(10), true), block(11, false, false), verify,        false),
+            ("pruning a block long written",       in_flight(Some(10), true), block(11, false, false), window(2),     true),
+            ("pruning the block in flight",        in_flight(Some(10), true), block(11, false, false), window(1),     false),
+        ];
+        for (name, after, next, opts, expected) in cases {
+            assert_eq!(may_prepare_during(&after, &next, &opts), expected, "{name}");
+        }
+    }
 }

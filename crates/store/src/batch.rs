@@ -118,6 +118,9 @@ pub(crate) struct Batch {
     ops: Vec<Op>,
 }
 
+/// A batch in RocksDB's form, ready to write ([`Store::seal`]).
+pub(crate) struct Sealed(WriteBatch);
+
 /// One write: a put (`Some` value) or a delete, in table [`Table::INDEX`].
 struct Op {
     table: usize,
@@ -140,7 +143,13 @@ impl Store {
     }
 
     /// Writes the batch atomically, in table and key order (see [`Batch`]), each key once.
-    pub(crate) fn commit(&self, mut batch: Batch) -> Result<()> {
+    pub(crate) fn commit(&self, batch: Batch) -> Result<()> {
+        self.write_sealed(self.seal(batch))
+    }
+
+    /// Turns a batch into RocksDB's form, in table and key order, each key once: the CPU half of a commit,
+    /// which [`crate::Pipeline`] does for one record while the previous one is being written.
+    pub(crate) fn seal(&self, mut batch: Batch) -> Sealed {
         // Stable: two writes of one key keep their order, so the later one wins as it would unsorted.
         batch.ops.sort_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
         let tables: Vec<&rocksdb::ColumnFamily> =
@@ -159,6 +168,11 @@ impl Store {
                 None => inner.delete_cf(tables[op.table], op.key),
             }
         }
+        Sealed(inner)
+    }
+
+    /// Writes a sealed batch atomically.
+    pub(crate) fn write_sealed(&self, Sealed(inner): Sealed) -> Result<()> {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.opts.sync_writes);
         let (ops, bytes) = (inner.len() as u64, inner.size_in_bytes() as u64);

@@ -10,6 +10,7 @@ mod batch;
 mod checksum;
 mod error;
 mod ingest;
+mod pipeline;
 mod read;
 pub mod tables;
 
@@ -25,6 +26,7 @@ pub use apply::ApplyOutcome;
 pub use checksum::Checksum;
 pub use error::{Result, StoreError};
 pub use ingest::sst_options;
+pub use pipeline::{Pipeline, Submitted};
 pub use read::{Position, Reads};
 
 /// The on-disk layout this build reads and writes. 1: state keyed by address (before 2026-12-01, no layout

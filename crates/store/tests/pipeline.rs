@@ -1,0 +1,174 @@
+//! `ec_store::Pipeline`: applying records while the one before is written gives exactly the database that
+//! applying them one by one gives, with reorgs, wipes, code shared between neighbouring blocks, history
+//! windows, duplicates and refused records.
+
+use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
+use ec_log::{AccountChange, AccountState, Assembled, Block, Envelope, Record, Revert, FORMAT_VERSION};
+use ec_store::{Pipeline, Reads, Store, StoreError, StoreOptions};
+use ec_testkit::{GenOptions, LogGenerator};
+use std::sync::Arc;
+
+fn assembled(sequence: u64, record: Record) -> Assembled {
+    Assembled {
+        envelope: Envelope { version: FORMAT_VERSION, kind: record.kind(), cluster_id: "c".into(), sequence },
+        record,
+        first_offset: sequence as i64,
+        last_offset: sequence as i64,
+        payload_len: 0,
+        record_crc: sequence as u32,
+    }
+}
+
+fn open(dir: &tempfile::TempDir, opts: &StoreOptions) -> Arc<Store> {
+    Arc::new(Store::open(dir.path(), opts.clone()).expect("store opens"))
+}
+
+/// Applies `records` one by one into one store and through a pipeline into another; returns both.
+fn both(
+    opts: &StoreOptions,
+    records: &[(u64, Record)],
+) -> (Arc<Store>, Arc<Store>, u64, [tempfile::TempDir; 2]) {
+    let dirs = [tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir")];
+    let (one_by_one, piped) = (open(&dirs[0], opts), open(&dirs[1], opts));
+    for (seq, record) in records {
+        one_by_one.apply(&assembled(*seq, record.clone())).expect("applies");
+    }
+    let mut pipeline = Pipeline::new(piped.clone()).expect("pipeline starts");
+    let mut committed = Vec::new();
+    for (seq, record) in records {
+        let step = pipeline.submit(assembled(*seq, record.clone())).expect("applies");
+        assert_eq!(step.duplicate, None);
+        committed.extend(step.committed.into_iter().map(|r| r.envelope.sequence));
+    }
+    committed.extend(pipeline.flush().expect("last batch").map(|r| r.envelope.sequence));
+    let expected: Vec<u64> = records.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(committed, expected, "every record reported committed, once, in order");
+    let early = pipeline.prepared_early();
+    (one_by_one, piped, early, dirs)
+}
+
+#[test]
+fn a_pipelined_replay_writes_what_applying_one_by_one_writes() {
+    let gen = GenOptions { reorg_chance: 0.05, max_reorg_depth: 5, ..GenOptions::default() };
+    let records = LogGenerator::records(gen.clone(), 1_500);
+    let wipes = records
+        .iter()
+        .filter(|(_, r)| matches!(r, Record::Block(b) if b.state.iter().any(|c| c.storage_wiped || c.account.is_none())))
+        .count();
+    assert!(wipes > 10, "the log wipes accounts ({wipes} blocks)");
+    let windows = [
+        StoreOptions { undo_window: 10, ..StoreOptions::default() },
+        // A history window: each block prunes the history of the block `k` behind it.
+        StoreOptions { undo_window: 10, history_blocks: Some(12), ..StoreOptions::default() },
+        // One block: each block prunes the undo entry of the block in flight, so it must wait for it.
+        StoreOptions { undo_window: 1, history_blocks: Some(1), ..StoreOptions::default() },
+    ];
+    for opts in windows {
+        let records: Vec<_> = match opts.undo_window {
+            // No reverts: a window of one block cannot undo the generator's reorgs.
+            1 => LogGenerator::records(
+                GenOptions { reorg_chance: 0.0, max_reorg_depth: 1, ..gen.clone() },
+                1_500,
+            ),
+            _ => records.clone(),
+        };
+        let (one_by_one, piped, early, _dirs) = both(&opts, &records);
+        assert_eq!(
+            piped.checksum().expect("checksum"),
+            one_by_one.checksum().expect("checksum"),
+            "with {opts:?}"
+        );
+        assert_eq!(piped.first_state_block(), one_by_one.first_state_block());
+        // Each block waits for the one before where it prunes the undo entry in flight (a window of 1).
+        let least = if opts.history_blocks == Some(1) { 0 } else { records.len() as u64 / 2 };
+        assert!(early >= least, "only {early} of {} records prepared early with {opts:?}", records.len());
+    }
+}
+
+/// Everything a block changes, for one new account holding `code`.
+fn deploy(number: u64, parent_hash: B256, address: Address, code: &Bytes) -> Block {
+    let header = alloy_consensus::Header { number, parent_hash, ..Default::default() };
+    let rlp = alloy_rlp::encode(&header);
+    Block {
+        number,
+        hash: keccak256(&rlp),
+        parent_hash,
+        timestamp: number,
+        header: rlp.into(),
+        transactions: vec![],
+        receipts: vec![],
+        withdrawals: None,
+        state: vec![AccountChange {
+            address,
+            storage_wiped: false,
+            prior: None,
+            account: Some(AccountState { balance: U256::from(1), nonce: 1, code: Some(code.clone()) }),
+            storage: vec![],
+        }],
+    }
+}
+
+/// Block 2 deploys the code block 1 deployed, prepared while block 1 is still being written: it must not
+/// claim the code as its own, or reverting it would delete code block 1's contract still runs.
+#[test]
+fn code_stored_by_the_block_in_flight_stays_when_the_next_block_is_reverted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, &StoreOptions::default());
+    let mut pipeline = Pipeline::new(store.clone()).expect("pipeline starts");
+    let genesis = LogGenerator::records(GenOptions::default(), 1).remove(0).1;
+    let Record::Genesis(g) = &genesis else { panic!("a genesis first") };
+    let parent = g.block.hash;
+    let code = Bytes::from_static(&[0x60, 0x00, 0x60, 0x00, 0xf3]);
+    let one = deploy(1, parent, Address::repeat_byte(1), &code);
+    let two = deploy(2, one.hash, Address::repeat_byte(2), &code);
+    let two_hash = two.hash;
+    pipeline.submit(assembled(0, genesis)).expect("genesis");
+    pipeline.submit(assembled(1, Record::Block(one))).expect("block 1");
+    pipeline.submit(assembled(2, Record::Block(two))).expect("block 2");
+    assert!(pipeline.prepared_early() >= 1, "block 2 was prepared while block 1 was written");
+    pipeline.submit(assembled(3, Record::Revert(Revert { number: 2, hash: two_hash }))).expect("revert");
+    pipeline.flush().expect("written");
+    assert_eq!(store.code(&keccak256(&code)).expect("reads"), Some(code.clone()), "block 1's code stays");
+    assert!(store.account(&Address::repeat_byte(1)).expect("reads").is_some());
+    assert!(store.account(&Address::repeat_byte(2)).expect("reads").is_none());
+}
+
+/// A record sent again is a duplicate whether its first copy is written or still in flight; a different
+/// record under an applied sequence is refused; a refused record writes nothing, and the batch in flight
+/// before it is written.
+#[test]
+fn duplicates_and_refused_records_in_a_pipeline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, &StoreOptions::default());
+    let gen = GenOptions { reorg_chance: 0.0, heartbeat_chance: 0.0, ..GenOptions::default() };
+    let records = LogGenerator::records(gen, 6);
+    let mut pipeline = Pipeline::new(store.clone()).expect("pipeline starts");
+    for (seq, record) in &records[..4] {
+        pipeline.submit(assembled(*seq, record.clone())).expect("applies");
+    }
+    assert!(pipeline.in_flight());
+    // Sequence 3 is in flight, 2 written.
+    for seq in [2, 3] {
+        let again = pipeline.submit(assembled(seq, records[seq as usize].1.clone())).expect("a duplicate");
+        assert_eq!(again.duplicate, Some(3));
+    }
+    let mut conflicting = assembled(3, records[3].1.clone());
+    conflicting.record_crc = 999;
+    let err = pipeline.submit(conflicting).expect_err("a different record under sequence 3");
+    assert!(matches!(err, StoreError::ConflictingDuplicate { sequence: 3 }), "{err}");
+    assert!(!pipeline.in_flight(), "the batch in flight was written before the error returned");
+    assert_eq!(store.position().expect("reads").map(|p| p.sequence), Some(3));
+    let gap = pipeline.submit(assembled(5, records[5].1.clone())).expect_err("sequence 4 is missing");
+    assert!(matches!(gap, StoreError::SequenceGap { expected: 4, found: 5, .. }), "{gap}");
+    let before = store.checksum().expect("checksum");
+    let err = pipeline.submit(assembled(4, records[5].1.clone())).expect_err("block 5 is not next");
+    assert!(matches!(err, StoreError::NotNextBlock { .. }), "{err}");
+    assert_eq!(store.checksum().expect("checksum"), before, "a refused record writes nothing");
+    pipeline.submit(assembled(4, records[4].1.clone())).expect("the right record 4");
+    drop(pipeline);
+    assert_eq!(
+        store.position().expect("reads").map(|p| p.sequence),
+        Some(4),
+        "dropping writes the batch in flight"
+    );
+}
