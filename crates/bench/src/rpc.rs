@@ -123,6 +123,9 @@ async fn bench(
     anyhow::ensure!(!tx_hash.is_null(), "no transaction in the chain");
     let mid = format!("{:#x}", head / 2);
     let requests = [
+        // Reads nothing: what the HTTP server and the JSON-RPC framing alone cost each side, the ceiling of
+        // every other row's ratio.
+        ("eth_chainId (no state)", call("eth_chainId", json!([]))),
         ("eth_getBalance (latest)", call("eth_getBalance", json!([DEV, "latest"]))),
         ("eth_getBalance (old block)", call("eth_getBalance", json!([DEV, "0x2"]))),
         ("eth_getTransactionCount", call("eth_getTransactionCount", json!([DEV, "latest"]))),

@@ -4,6 +4,11 @@
 //! retention). Then the loop replays to the high watermark, reports ready, and keeps consuming. Any record
 //! that is malformed, out of sequence or inconsistent with the chain stops the replica: the store has not
 //! been touched by it, so a fixed build resumes from the same place.
+//!
+//! Records go through an [`ec_store::Pipeline`]: while catching up, the next record is decoded and its batch
+//! built while the one before it is written. At the tip (the last known high watermark), at the end of the
+//! partition and on shutdown, the batch in flight is written before anything is reported, so status, health
+//! and RPC only ever describe committed records.
 
 pub mod health;
 mod progress;
@@ -15,7 +20,7 @@ use std::{future::Future, path::PathBuf, time::Duration};
 
 use ec_kafka::{is_offset_out_of_range, Fetched, KafkaConfig, KafkaIoError, PartitionConsumer};
 use ec_log::{Assembler, LogError, Record};
-use ec_store::{ApplyOutcome, Position, Reads, Store, StoreError, StoreOptions};
+use ec_store::{Pipeline, Position, Reads, Store, StoreError, StoreOptions};
 use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -112,6 +117,8 @@ pub enum ReplicaError {
     Kafka(#[from] KafkaIoError),
     #[error("opening the store: {0}")]
     Open(StoreError),
+    #[error("writing to the store: {0}")]
+    Write(StoreError),
     #[error("bad record in topic {topic} at offset {offset}: {source}")]
     Log { topic: String, offset: i64, source: LogError },
     #[error("cannot apply the record ending at offset {offset} of topic {topic}: {source}")]
@@ -131,7 +138,10 @@ impl ReplicaError {
         match self {
             ReplicaError::Start(_) => 2,
             ReplicaError::Log { .. } | ReplicaError::Apply { .. } => 3,
-            ReplicaError::Kafka(_) | ReplicaError::Open(_) | ReplicaError::UndoWindowTooSmall { .. } => 1,
+            ReplicaError::Kafka(_)
+            | ReplicaError::Open(_)
+            | ReplicaError::Write(_)
+            | ReplicaError::UndoWindowTooSmall { .. } => 1,
         }
     }
 }
@@ -200,10 +210,16 @@ pub async fn run_with_store(
     let mut next_offset = start;
     let mut tick = tokio::time::interval(cfg.progress_interval);
     tick.tick().await;
+    let mut pipeline = Pipeline::new(store.clone()).map_err(ReplicaError::Open)?;
+    let ctx = AfterCommit { store: &store, status: &status, events: cfg.events.as_ref() };
     tokio::pin!(shutdown);
     loop {
         let fetched = tokio::select! {
             _ = &mut shutdown => {
+                // The batch being written is kept: the database ends at a whole record either way.
+                if let Some(done) = pipeline.flush().map_err(ReplicaError::Write)? {
+                    on_committed(&done, None, &ctx, &mut progress);
+                }
                 info!("shutdown requested: {}", progress.report(next_offset, None));
                 return Ok(progress);
             }
@@ -229,6 +245,10 @@ pub async fn run_with_store(
                 if assembler.pending().is_some() {
                     // The publisher is between chunks of one record: not caught up until it is whole.
                     continue;
+                }
+                // Caught up means written: the last record's batch commits before anyone is told.
+                if let Some(done) = pipeline.flush().map_err(ReplicaError::Write)? {
+                    on_committed(&done, None, &ctx, &mut progress);
                 }
                 // The consumer's position is past the last transaction's commit marker, which is no message:
                 // counting from it, a caught-up replica is 0 messages behind, not 1.
@@ -273,75 +293,117 @@ pub async fn run_with_store(
             first_checked = true;
         }
         status.send_modify(|s| s.next_offset = next_offset);
-        // A revert deletes the block: keep it to announce its logs as removed.
-        let reverted = match (&rec.record, &cfg.events) {
-            (Record::Revert(r), Some(_)) => store.block_by_hash(&r.hash).ok().flatten(),
-            _ => None,
-        };
         let apply_err = |source| ReplicaError::Apply { topic: cfg.topic.clone(), offset, source };
-        match store.apply(&rec).map_err(apply_err)? {
-            ApplyOutcome::Duplicate { applied } => {
-                warn!(sequence = rec.envelope.sequence, applied, offset, "skipping a record already applied");
-                progress.duplicates += 1;
-                continue;
+        if let Record::Revert(r) = rec.record.clone() {
+            // A revert deletes the block: read it first, to announce its logs as removed. It is never
+            // prepared early (it reads what the batch before it writes), so it is written right here.
+            if let Some(done) = pipeline.flush().map_err(apply_err)? {
+                on_committed(&done, None, &ctx, &mut progress);
             }
-            ApplyOutcome::Applied => {}
-        }
-        progress.records += 1;
-        progress.bytes += rec.payload_len as u64;
-        match &rec.record {
-            Record::Block(_) | Record::Genesis(_) | Record::Checkpoint(_) => progress.blocks += 1,
-            Record::Revert(_) => progress.reverts += 1,
-            Record::Heartbeat(_) => {}
-        }
-        if let Some(events) = &cfg.events {
-            // No subscriber is not an error: send fails only when nobody listens.
-            let _ = match &rec.record {
-                Record::Block(b) => events.send(ChainEvent::Applied { hash: b.hash }),
-                Record::Revert(_) => match reverted {
-                    Some(b) => events.send(ChainEvent::Reverted(Box::new(b))),
-                    None => Ok(0),
-                },
-                _ => Ok(0),
+            let reverted = match &cfg.events {
+                Some(_) => store.block_by_hash(&r.hash).ok().flatten(),
+                None => None,
             };
+            let step = pipeline.submit(rec).map_err(apply_err)?;
+            let flushed = pipeline.flush().map_err(apply_err)?;
+            for done in step.committed.iter().chain(flushed.iter()) {
+                on_committed(done, reverted.clone(), &ctx, &mut progress);
+            }
+            if let Some(applied) = step.duplicate {
+                warn!(sequence = r.number, applied, offset, "skipping a revert already applied");
+                progress.duplicates += 1;
+            }
+            continue;
         }
-        let position = Position { kafka_offset: rec.last_offset, sequence: rec.envelope.sequence };
-        // The new head and its timestamp come with the record; only a revert has to read its parent.
-        let head = match &rec.record {
-            Record::Block(b)
-            | Record::Genesis(ec_log::Genesis { block: b, .. })
-            | Record::Checkpoint(ec_log::Checkpoint { block: b, .. }) => {
-                Some((ec_log::BlockRef { number: b.number, hash: b.hash }, Some(b.timestamp)))
+        let (sequence, last_offset) = (rec.envelope.sequence, rec.last_offset);
+        let step = pipeline.submit(rec).map_err(apply_err)?;
+        for done in &step.committed {
+            on_committed(done, None, &ctx, &mut progress);
+        }
+        if let Some(applied) = step.duplicate {
+            warn!(sequence, applied, offset, "skipping a record already applied");
+            progress.duplicates += 1;
+        }
+        // Behind the high watermark the next record is prepared while this one is written; at the tip (as
+        // far as the last watermark knows) it is written now, so that status and RPC see it at once.
+        if status.borrow().high_watermark.is_none_or(|high| last_offset + 1 >= high) {
+            if let Some(done) = pipeline.flush().map_err(apply_err)? {
+                on_committed(&done, None, &ctx, &mut progress);
             }
-            Record::Revert(_) => store
-                .head()
-                .ok()
-                .flatten()
-                .map(|h| (h, store.block_by_hash(&h.hash).ok().flatten().map(|b| b.timestamp))),
-            Record::Heartbeat(_) => None,
-        };
-        status.send_modify(|s| {
-            // Only records that move the database count as "heard from the publisher": a stream of
-            // duplicates (a publisher replaying an old log) must not keep a stale replica ready.
-            s.last_record_at = Some(std::time::Instant::now());
-            s.position = Some(position);
-            s.records_applied += 1;
-            if let Some((h, timestamp)) = head {
-                s.head_block = Some(h.number);
-                s.head_hash = Some(h.hash);
-                s.head_timestamp = timestamp;
-            }
-            match &rec.record {
-                Record::Heartbeat(hb) => {
-                    s.publisher = Some(hb.state.clone());
-                    s.client_head = hb.client_head;
-                }
-                Record::Genesis(ec_log::Genesis { spec, .. })
-                | Record::Checkpoint(ec_log::Checkpoint { spec, .. }) => {
-                    s.chain_max_head_age = readiness::chain_default_max_head_age(spec)
-                }
-                _ => {}
-            }
-        });
+        }
     }
+}
+
+/// What [`on_committed`] updates.
+struct AfterCommit<'a> {
+    store: &'a Store,
+    status: &'a watch::Sender<Status>,
+    events: Option<&'a tokio::sync::broadcast::Sender<ChainEvent>>,
+}
+
+/// Once a record's batch has committed: progress, the chain events, and the status the health endpoints
+/// and RPC see. `reverted` is the block a revert removed (read before it was applied).
+fn on_committed(
+    rec: &ec_log::Assembled,
+    reverted: Option<ec_store::tables::StoredBlock>,
+    ctx: &AfterCommit<'_>,
+    progress: &mut Progress,
+) {
+    let AfterCommit { store, status, events } = ctx;
+    progress.records += 1;
+    progress.bytes += rec.payload_len as u64;
+    match &rec.record {
+        Record::Block(_) | Record::Genesis(_) | Record::Checkpoint(_) => progress.blocks += 1,
+        Record::Revert(_) => progress.reverts += 1,
+        Record::Heartbeat(_) => {}
+    }
+    if let Some(events) = events {
+        // No subscriber is not an error: send fails only when nobody listens.
+        let _ = match &rec.record {
+            Record::Block(b) => events.send(ChainEvent::Applied { hash: b.hash }),
+            Record::Revert(_) => match reverted {
+                Some(b) => events.send(ChainEvent::Reverted(Box::new(b))),
+                None => Ok(0),
+            },
+            _ => Ok(0),
+        };
+    }
+    let position = Position { kafka_offset: rec.last_offset, sequence: rec.envelope.sequence };
+    // The new head and its timestamp come with the record; only a revert has to read its parent.
+    let head = match &rec.record {
+        Record::Block(b)
+        | Record::Genesis(ec_log::Genesis { block: b, .. })
+        | Record::Checkpoint(ec_log::Checkpoint { block: b, .. }) => {
+            Some((ec_log::BlockRef { number: b.number, hash: b.hash }, Some(b.timestamp)))
+        }
+        Record::Revert(_) => store
+            .head()
+            .ok()
+            .flatten()
+            .map(|h| (h, store.block_by_hash(&h.hash).ok().flatten().map(|b| b.timestamp))),
+        Record::Heartbeat(_) => None,
+    };
+    status.send_modify(|s| {
+        // Only records that move the database count as "heard from the publisher": a stream of
+        // duplicates (a publisher replaying an old log) must not keep a stale replica ready.
+        s.last_record_at = Some(std::time::Instant::now());
+        s.position = Some(position);
+        s.records_applied += 1;
+        if let Some((h, timestamp)) = head {
+            s.head_block = Some(h.number);
+            s.head_hash = Some(h.hash);
+            s.head_timestamp = timestamp;
+        }
+        match &rec.record {
+            Record::Heartbeat(hb) => {
+                s.publisher = Some(hb.state.clone());
+                s.client_head = hb.client_head;
+            }
+            Record::Genesis(ec_log::Genesis { spec, .. })
+            | Record::Checkpoint(ec_log::Checkpoint { spec, .. }) => {
+                s.chain_max_head_age = readiness::chain_default_max_head_age(spec)
+            }
+            _ => {}
+        }
+    });
 }

@@ -121,6 +121,13 @@ pub(crate) struct Batch {
 /// A batch in RocksDB's form, ready to write ([`Store::seal`]).
 pub(crate) struct Sealed(WriteBatch);
 
+impl Sealed {
+    /// Puts and deletes.
+    pub(crate) fn writes(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// One write: a put (`Some` value) or a delete, in table [`Table::INDEX`].
 struct Op {
     table: usize,

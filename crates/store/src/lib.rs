@@ -26,7 +26,7 @@ pub use apply::ApplyOutcome;
 pub use checksum::Checksum;
 pub use error::{Result, StoreError};
 pub use ingest::sst_options;
-pub use pipeline::{Pipeline, Submitted};
+pub use pipeline::{Pipeline, Submitted, HAND_OVER_FROM};
 pub use read::{Position, Reads};
 
 /// The on-disk layout this build reads and writes. 1: state keyed by address (before 2026-12-01, no layout

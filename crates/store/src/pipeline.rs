@@ -25,6 +25,13 @@ use crate::{
     Store,
 };
 
+/// The fewest writes a batch has for the writer thread to write it; smaller ones are written in place. Handing
+/// a batch over costs two thread wake-ups (tens of microseconds on a busy machine), which the overlap only
+/// repays when the write itself takes a millisecond or more: a mainnet block is about 13,000 writes (25-30
+/// ms), a record of the generated test log about 50. Handing those over made the small-record replay 1.5x
+/// slower (docs/benchmarks.md).
+pub const HAND_OVER_FROM: usize = 1_000;
+
 /// Applies records in order, preparing each while the one before it is written. Dropping it waits for the
 /// batch in flight.
 pub struct Pipeline {
@@ -34,6 +41,8 @@ pub struct Pipeline {
     in_flight: Option<InFlight>,
     /// Records prepared while the batch before them was being written.
     early: u64,
+    /// See [`HAND_OVER_FROM`].
+    hand_over_from: usize,
 }
 
 struct InFlight {
@@ -77,7 +86,20 @@ impl Pipeline {
             .map_err(|e| StoreError::Config {
                 reason: format!("cannot start the store's writer thread: {e}"),
             })?;
-        Ok(Self { store, writer: Some(Writer { jobs, done, thread }), in_flight: None, early: 0 })
+        Ok(Self {
+            store,
+            writer: Some(Writer { jobs, done, thread }),
+            in_flight: None,
+            early: 0,
+            hand_over_from: HAND_OVER_FROM,
+        })
+    }
+
+    /// Hands batches of at least `writes` writes to the writer thread (default [`HAND_OVER_FROM`]; 0: all of
+    /// them, as the tests do to exercise the overlap with small records).
+    pub fn hand_over_from(mut self, writes: usize) -> Self {
+        self.hand_over_from = writes;
+        self
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -119,6 +141,13 @@ impl Pipeline {
         out.committed.extend(self.flush()?);
         match prepared {
             Prepared::Duplicate { applied } => out.duplicate = Some(applied),
+            Prepared::Ready(Ready { sealed, first_state_block, .. })
+                if sealed.writes() < self.hand_over_from =>
+            {
+                self.store.write_sealed(sealed)?;
+                self.store.committed(first_state_block);
+                out.committed.push(rec);
+            }
             Prepared::Ready(Ready { sealed, after, first_state_block }) => {
                 let writer = self.writer.as_ref().ok_or_else(stopped)?;
                 writer.jobs.send(sealed).map_err(|_| stopped())?;

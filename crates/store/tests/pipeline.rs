@@ -33,7 +33,7 @@ fn both(
     for (seq, record) in records {
         one_by_one.apply(&assembled(*seq, record.clone())).expect("applies");
     }
-    let mut pipeline = Pipeline::new(piped.clone()).expect("pipeline starts");
+    let mut pipeline = Pipeline::new(piped.clone()).expect("pipeline starts").hand_over_from(0);
     let mut committed = Vec::new();
     for (seq, record) in records {
         let step = pipeline.submit(assembled(*seq, record.clone())).expect("applies");
@@ -114,7 +114,7 @@ fn deploy(number: u64, parent_hash: B256, address: Address, code: &Bytes) -> Blo
 fn code_stored_by_the_block_in_flight_stays_when_the_next_block_is_reverted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir, &StoreOptions::default());
-    let mut pipeline = Pipeline::new(store.clone()).expect("pipeline starts");
+    let mut pipeline = Pipeline::new(store.clone()).expect("pipeline starts").hand_over_from(0);
     let genesis = LogGenerator::records(GenOptions::default(), 1).remove(0).1;
     let Record::Genesis(g) = &genesis else { panic!("a genesis first") };
     let parent = g.block.hash;
@@ -142,7 +142,7 @@ fn duplicates_and_refused_records_in_a_pipeline() {
     let store = open(&dir, &StoreOptions::default());
     let gen = GenOptions { reorg_chance: 0.0, heartbeat_chance: 0.0, ..GenOptions::default() };
     let records = LogGenerator::records(gen, 6);
-    let mut pipeline = Pipeline::new(store.clone()).expect("pipeline starts");
+    let mut pipeline = Pipeline::new(store.clone()).expect("pipeline starts").hand_over_from(0);
     for (seq, record) in &records[..4] {
         pipeline.submit(assembled(*seq, record.clone())).expect("applies");
     }
@@ -171,4 +171,22 @@ fn duplicates_and_refused_records_in_a_pipeline() {
         Some(4),
         "dropping writes the batch in flight"
     );
+}
+
+/// With the default threshold a small record's batch is written in place (handing it to the writer thread
+/// would cost more than the overlap saves), and the result is the same.
+#[test]
+fn small_batches_are_written_in_place() {
+    let records = LogGenerator::records(GenOptions::default(), 300);
+    let dirs = [tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir")];
+    let opts = StoreOptions::default();
+    let (one_by_one, piped) = (open(&dirs[0], &opts), open(&dirs[1], &opts));
+    let mut pipeline = Pipeline::new(piped.clone()).expect("pipeline starts");
+    for (seq, record) in &records {
+        one_by_one.apply(&assembled(*seq, record.clone())).expect("applies");
+        let step = pipeline.submit(assembled(*seq, record.clone())).expect("applies");
+        assert_eq!(step.committed.len(), 1, "written at once");
+        assert!(!pipeline.in_flight());
+    }
+    assert_eq!(piped.checksum().expect("checksum"), one_by_one.checksum().expect("checksum"));
 }
