@@ -240,7 +240,8 @@ fn conformance_suite_scores_at_least_the_floor() {
     let port = free_port();
     let mut replica = Command::new(bin());
     replica
-        .args(["replica", "--verify-priors", "--topic", "log", "--brokers", &broker.bootstrap_servers()])
+        .args(["replica", "--verify-priors", "--pipeline-from-writes", "0", "--topic", "log"])
+        .args(["--brokers", &broker.bootstrap_servers()])
         .args(["--rpc-addr", &format!("127.0.0.1:{port}"), "--max-silence-secs", "600"])
         .arg("--data-dir")
         .arg(tmp.path().join("replica"));

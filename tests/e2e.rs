@@ -214,6 +214,9 @@ impl Bed {
         cmd.args([
             "replica",
             "--verify-priors",
+            // Every batch through the store's writer thread, as a mainnet block's (harness::replica_follow_cmd).
+            "--pipeline-from-writes",
+            "0",
             "--brokers",
             &self.broker.bootstrap_servers(),
             "--topic",

@@ -88,12 +88,16 @@ pub fn replica_cmd(data_dir: &Path, brokers: &str, topic: &str) -> Command {
 
 /// The replica command, following the topic until it is killed. Every test replica checks the prior values
 /// of every block against its own state (`--verify-priors`): a publisher that records a wrong prior stops
-/// the replica, and the test with it.
+/// the replica, and the test with it. It also hands every record's batch to the store's writer thread
+/// (`--pipeline-from-writes 0`; by default only mainnet-sized blocks are), so that the tests' small records
+/// go the way a mainnet block does.
 pub fn replica_follow_cmd(data_dir: &Path, brokers: &str, topic: &str) -> Command {
     let mut cmd = Command::new(bin());
     cmd.args([
         "replica",
         "--verify-priors",
+        "--pipeline-from-writes",
+        "0",
         "--progress-interval",
         "0.5",
         "--topic",

@@ -171,6 +171,7 @@ fn replay(args: Args) -> anyhow::Result<()> {
                 exit_when_caught_up: true,
                 progress_interval: Duration::from_secs(3600),
                 events: None,
+                pipeline_from_writes: ec_store::HAND_OVER_FROM,
             };
             let (tx, _rx) = tokio::sync::watch::channel(Status::default());
             let started = Instant::now();

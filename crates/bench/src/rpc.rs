@@ -101,6 +101,7 @@ async fn bench(
         exit_when_caught_up: false,
         progress_interval: Duration::from_secs(3600),
         events: None,
+        pipeline_from_writes: ec_store::HAND_OVER_FROM,
     };
     tokio::spawn(ec_replica::run_with_store(rcfg, store.clone(), status, std::future::pending()));
     rx.wait_for(|s| s.head_block.is_some_and(|h| h >= head)).await?;

@@ -93,6 +93,11 @@ struct ReplicaArgs {
     /// applying a block reads nothing per key.
     #[arg(long, env = "EC_VERIFY_PRIORS")]
     verify_priors: bool,
+    /// Blocks of at least this many writes are written by a thread of their own while the next record is
+    /// decoded and prepared; smaller ones in place (the hand-over costs more than it saves on them). 0 hands
+    /// every record over (the tests do, to exercise it).
+    #[arg(long, env = "EC_PIPELINE_FROM_WRITES", default_value_t = ec_store::HAND_OVER_FROM)]
+    pipeline_from_writes: usize,
     /// Exit with status 0 once caught up with the topic, instead of following it.
     #[arg(long)]
     exit_when_caught_up: bool,
@@ -240,6 +245,7 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         exit_when_caught_up: args.exit_when_caught_up,
         progress_interval: Duration::from_secs_f64(args.progress_interval.max(0.1)),
         events: Some(tokio::sync::broadcast::channel(1024).0),
+        pipeline_from_writes: args.pipeline_from_writes,
     };
     if let Some(snapshot) = &args.from_snapshot {
         match ec_replica::snapshot::restore(snapshot, &cfg.data_dir) {

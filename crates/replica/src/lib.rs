@@ -39,6 +39,9 @@ pub struct ReplicaConfig {
     pub progress_interval: Duration,
     /// Where to announce blocks applied and reverted (log subscriptions); `None` announces nothing.
     pub events: Option<tokio::sync::broadcast::Sender<ChainEvent>>,
+    /// Records whose batch has at least this many writes are written on the store's writer thread while the
+    /// next one is prepared ([`ec_store::HAND_OVER_FROM`] by default).
+    pub pipeline_from_writes: usize,
 }
 
 /// A change of the canonical chain, announced after it is committed.
@@ -210,7 +213,8 @@ pub async fn run_with_store(
     let mut next_offset = start;
     let mut tick = tokio::time::interval(cfg.progress_interval);
     tick.tick().await;
-    let mut pipeline = Pipeline::new(store.clone()).map_err(ReplicaError::Open)?;
+    let mut pipeline =
+        Pipeline::new(store.clone()).map_err(ReplicaError::Open)?.hand_over_from(cfg.pipeline_from_writes);
     let ctx = AfterCommit { store: &store, status: &status, events: cfg.events.as_ref() };
     tokio::pin!(shutdown);
     loop {
@@ -294,14 +298,15 @@ pub async fn run_with_store(
         }
         status.send_modify(|s| s.next_offset = next_offset);
         let apply_err = |source| ReplicaError::Apply { topic: cfg.topic.clone(), offset, source };
-        if let Record::Revert(r) = rec.record.clone() {
+        let (sequence, last_offset) = (rec.envelope.sequence, rec.last_offset);
+        if let Record::Revert(ec_log::Revert { hash, .. }) = rec.record {
             // A revert deletes the block: read it first, to announce its logs as removed. It is never
             // prepared early (it reads what the batch before it writes), so it is written right here.
             if let Some(done) = pipeline.flush().map_err(apply_err)? {
                 on_committed(&done, None, &ctx, &mut progress);
             }
             let reverted = match &cfg.events {
-                Some(_) => store.block_by_hash(&r.hash).ok().flatten(),
+                Some(_) => store.block_by_hash(&hash).ok().flatten(),
                 None => None,
             };
             let step = pipeline.submit(rec).map_err(apply_err)?;
@@ -310,12 +315,11 @@ pub async fn run_with_store(
                 on_committed(done, reverted.clone(), &ctx, &mut progress);
             }
             if let Some(applied) = step.duplicate {
-                warn!(sequence = r.number, applied, offset, "skipping a revert already applied");
+                warn!(sequence, applied, offset, "skipping a revert already applied");
                 progress.duplicates += 1;
             }
             continue;
         }
-        let (sequence, last_offset) = (rec.envelope.sequence, rec.last_offset);
         let step = pipeline.submit(rec).map_err(apply_err)?;
         for done in &step.committed {
             on_committed(done, None, &ctx, &mut progress);
