@@ -30,6 +30,9 @@ pub struct Args {
     upstreams: Vec<String>,
     #[arg(long, env = "ANVIL_BIN")]
     anvil: Option<String>,
+    /// Worker threads of the runtime the replica's RPC server (and the bench's own replay) runs on.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
 }
 
 const DEV: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
@@ -37,7 +40,10 @@ const DEV: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 pub fn run(args: Args) -> anyhow::Result<()> {
     let wrk = Command::new("wrk").arg("--version").output();
     anyhow::ensure!(wrk.is_ok(), "wrk is not installed (Debian: apt-get install wrk): it generates the load");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.workers.max(1))
+        .enable_all()
+        .build()?;
     for upstream in &args.upstreams {
         let chain = crate::backlog::start_client(upstream, args.anvil.as_deref(), 1)?;
         rt.block_on(crate::backlog::build_backlog(&chain, upstream, 10, args.blocks))?;
