@@ -297,7 +297,11 @@ pub async fn run_with_store(
             first_checked = true;
         }
         status.send_modify(|s| s.next_offset = next_offset);
-        let apply_err = |source| ReplicaError::Apply { topic: cfg.topic.clone(), offset, source };
+        // A refused record names this record's offset; a failed write of the record before it names its own.
+        let apply_err = |source| match source {
+            StoreError::Write { .. } | StoreError::WriterStopped => ReplicaError::Write(source),
+            source => ReplicaError::Apply { topic: cfg.topic.clone(), offset, source },
+        };
         let (sequence, last_offset) = (rec.envelope.sequence, rec.last_offset);
         if let Record::Revert(ec_log::Revert { hash, .. }) = rec.record {
             // A revert deletes the block: read it first, to announce its logs as removed. It is never

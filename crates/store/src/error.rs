@@ -87,6 +87,12 @@ pub enum StoreError {
          the publisher's client)"
     )]
     PriorMismatch { sequence: u64, number: u64, what: String, record: String, db: String },
+    /// The write of a record handed to the store's writer thread ([`crate::Pipeline`]) failed; found when the
+    /// pipeline next waited for it, so it names that record, not the one being submitted.
+    #[error("writing record {sequence} (ending at offset {offset}): {source}")]
+    Write { sequence: u64, offset: i64, source: Box<StoreError> },
+    #[error("the store's writer thread stopped")]
+    WriterStopped,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

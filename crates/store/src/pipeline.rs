@@ -149,8 +149,8 @@ impl Pipeline {
                 out.committed.push(rec);
             }
             Prepared::Ready(Ready { sealed, after, first_state_block }) => {
-                let writer = self.writer.as_ref().ok_or_else(stopped)?;
-                writer.jobs.send(sealed).map_err(|_| stopped())?;
+                let writer = self.writer.as_ref().ok_or(StoreError::WriterStopped)?;
+                writer.jobs.send(sealed).map_err(|_| StoreError::WriterStopped)?;
                 self.in_flight = Some(InFlight { rec, after, first_state_block });
             }
         }
@@ -160,8 +160,13 @@ impl Pipeline {
     /// Waits for the batch in flight; returns its record once committed.
     pub fn flush(&mut self) -> Result<Option<Assembled>> {
         let Some(f) = self.in_flight.take() else { return Ok(None) };
-        let writer = self.writer.as_ref().ok_or_else(stopped)?;
-        writer.done.recv().map_err(|_| stopped())??;
+        let writer = self.writer.as_ref().ok_or(StoreError::WriterStopped)?;
+        let written = writer.done.recv().map_err(|_| StoreError::WriterStopped)?;
+        written.map_err(|e| StoreError::Write {
+            sequence: f.rec.envelope.sequence,
+            offset: f.rec.last_offset,
+            source: Box::new(e),
+        })?;
         self.store.committed(f.first_state_block);
         Ok(Some(f.rec))
     }
@@ -176,8 +181,4 @@ impl Drop for Pipeline {
             drop(done);
         }
     }
-}
-
-fn stopped() -> StoreError {
-    StoreError::Config { reason: "the store's writer thread stopped".into() }
 }
