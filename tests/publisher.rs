@@ -605,6 +605,7 @@ fn readiness_follows_the_publisher() {
     let (_, metrics) = http_get(port, "/metrics").expect("metrics");
     assert!(metrics.contains("ether_cattle_replica_ready 1"), "{metrics}");
     assert!(metrics.contains("ether_cattle_replica_head_age_seconds "), "{metrics}");
+    assert!(metrics.contains("ether_cattle_replica_records_prepared_early_total "), "{metrics}");
 
     if let Some(mut p) = c.publisher.take() {
         p.0.kill().expect("SIGKILL");

@@ -167,6 +167,12 @@ async fn metrics(State(s): State<Arc<Shared>>) -> String {
         o.silence.map_or(-1.0, |d| d.as_secs_f64()),
     );
     g("records_applied_total", "counter", "Records applied since start.", st.records_applied as f64);
+    g(
+        "records_prepared_early_total",
+        "counter",
+        "Records decoded and prepared while the record before them was being written (catching up).",
+        st.records_prepared_early as f64,
+    );
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     g(
         "head_age_seconds",

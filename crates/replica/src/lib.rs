@@ -70,6 +70,9 @@ pub struct Status {
     /// When the last complete record arrived (applied or skipped as a duplicate).
     pub last_record_at: Option<std::time::Instant>,
     pub records_applied: u64,
+    /// Of those, records decoded and prepared while the record before them was being written
+    /// ([`ec_store::Pipeline`]).
+    pub records_prepared_early: u64,
     /// Asked to stop: readiness turns 503 while in-flight requests finish.
     pub draining: bool,
     /// JSON-RPC is configured and not open yet.
@@ -325,6 +328,7 @@ pub async fn run_with_store(
             continue;
         }
         let step = pipeline.submit(rec).map_err(apply_err)?;
+        progress.prepared_early = pipeline.prepared_early();
         for done in &step.committed {
             on_committed(done, None, &ctx, &mut progress);
         }
@@ -397,6 +401,7 @@ fn on_committed(
         s.last_record_at = Some(std::time::Instant::now());
         s.position = Some(position);
         s.records_applied += 1;
+        s.records_prepared_early = progress.prepared_early;
         if let Some((h, timestamp)) = head {
             s.head_block = Some(h.number);
             s.head_hash = Some(h.hash);

@@ -10,6 +10,8 @@ pub struct Progress {
     pub reverts: u64,
     pub duplicates: u64,
     pub bytes: u64,
+    /// Records prepared while the one before was written (`ec_store::Pipeline`).
+    pub prepared_early: u64,
     last_report: (Instant, u64),
 }
 
@@ -23,6 +25,7 @@ impl Default for Progress {
             reverts: 0,
             duplicates: 0,
             bytes: 0,
+            prepared_early: 0,
             last_report: (now, 0),
         }
     }
@@ -46,11 +49,13 @@ impl Progress {
             None => "high watermark unknown".into(),
         };
         format!(
-            "{} records ({} blocks, {} reverts, {} duplicates skipped, {:.1} MB) in {:.1}s, {:.0} records/s; {}",
+            "{} records ({} blocks, {} reverts, {} duplicates skipped, {} prepared during the write before them, \
+             {:.1} MB) in {:.1}s, {:.0} records/s; {}",
             self.records,
             self.blocks,
             self.reverts,
             self.duplicates,
+            self.prepared_early,
             self.bytes as f64 / 1e6,
             self.started.elapsed().as_secs_f64(),
             rate,
