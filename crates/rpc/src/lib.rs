@@ -316,13 +316,18 @@ impl<'a> Req<'a> {
                         Err(_) => return Ok(None),
                     },
                 };
-                match self.view.canonical_hash(n).map_err(server_error)? {
-                    Some(h) => h,
-                    None => return Ok(None),
-                }
+                return self.canonical_block(n);
             }
         };
         self.block(&hash)
+    }
+
+    /// The canonical block at height `n`, already resolved (at most the head): its hash, then its body.
+    fn canonical_block(&self, n: u64) -> RpcResult<Option<Arc<ec_store::tables::StoredBlock>>> {
+        match self.view.canonical_hash(n).map_err(server_error)? {
+            Some(hash) => self.block(&hash),
+            None => Ok(None),
+        }
     }
 
     fn block_arg(
@@ -487,7 +492,7 @@ pub fn module(
     });
     let latest_header = |c: &Req| -> RpcResult<alloy_consensus::Header> {
         let n = c.resolve(BlockSpec::Latest)?;
-        let b = c.find_block(BlockSpec::Number(n))?.ok_or_else(|| server_error("no blocks yet"))?;
+        let b = c.canonical_block(n)?.ok_or_else(|| server_error("no blocks yet"))?;
         fees::header(&b).map_err(server_error)
     };
     // The suggested tip: geth's oracle over the newest blocks (up to twice its 20, see fees::TipOracle).
@@ -499,7 +504,7 @@ pub fn module(
         }
         let mut blocks = Vec::new();
         for n in (1..=head.number).rev().take(fees::TipOracle::BLOCKS * 2) {
-            blocks.extend(c.find_block(BlockSpec::Number(n))?);
+            blocks.extend(c.canonical_block(n)?);
         }
         let last_price = last.map_or(fees::TipOracle::START_PRICE, |(_, p)| p);
         let price = fees::TipOracle::suggest(&blocks, last_price).map_err(server_error)?;
@@ -557,7 +562,7 @@ pub fn module(
         let oldest = (newest + 1).saturating_sub(count);
         let mut blocks = Vec::new();
         for n in oldest..=newest {
-            blocks.extend(c.find_block(BlockSpec::Number(n))?);
+            blocks.extend(c.canonical_block(n)?);
         }
         fees::fee_history(c.chain_spec()?.as_ref(), &blocks, percentiles.as_deref()).map_err(server_error)
     });
@@ -736,7 +741,7 @@ fn run_evm<T>(
     work: &impl Fn(&StoreView, &alloy_consensus::Header, &evm::CallEnv) -> Result<T, String>,
 ) -> RpcResult<T> {
     let n = r.resolve(spec)?;
-    let block = r.find_block(BlockSpec::Number(n))?.ok_or_else(|| server_error("header not found"))?;
+    let block = r.canonical_block(n)?.ok_or_else(|| server_error("header not found"))?;
     let header = fees::header(&block).map_err(server_error)?;
     work(&r.view, &header, env).map_err(server_error)
 }
