@@ -107,9 +107,9 @@ pub fn block(b: &StoredBlock, full: bool) -> Result<Value, String> {
 }
 
 /// The logs of a stored block that `keep` accepts (given each log's address and topics), in order, with
-/// their positions in the block, as `eth_getLogs` returns them. Only the logs kept are built, and a transaction's hash (a keccak256 of the
-/// whole transaction) is computed only for a transaction with a log kept: a filtered scan of many blocks
-/// costs little for the blocks with nothing it wants.
+/// their positions in the block, as `eth_getLogs` returns them. Only the logs kept are built, and a
+/// transaction's hash (a keccak256 of the whole transaction) is computed only for a transaction with a log
+/// kept: a filtered scan of many blocks costs little for the blocks with nothing it wants.
 pub fn logs_where(b: &StoredBlock, keep: impl Fn(&Address, &[B256]) -> bool) -> Vec<Log> {
     let mut log_index = 0u64;
     let mut out = Vec::new();

@@ -323,7 +323,7 @@ impl<'a> Req<'a> {
     }
 
     /// The canonical block at height `n`, already resolved (at most the head): its hash, then its body.
-    fn canonical_block(&self, n: u64) -> RpcResult<Option<Arc<ec_store::tables::StoredBlock>>> {
+    pub(crate) fn canonical_block(&self, n: u64) -> RpcResult<Option<Arc<ec_store::tables::StoredBlock>>> {
         match self.view.canonical_hash(n).map_err(server_error)? {
             Some(hash) => self.block(&hash),
             None => Ok(None),

@@ -9,7 +9,7 @@ use jsonrpsee::{
 };
 use tokio::sync::watch;
 
-use crate::{arg, convert, invalid_params, logs, positional, server_error, Ctx};
+use crate::{arg, convert, invalid_params, logs, positional, server_error, Ctx, Req};
 use ec_store::Reads;
 
 /// `eth_subscribe`: `newHeads`, or `logs` with an optional filter (address, topics).
@@ -91,10 +91,11 @@ async fn new_heads(
         // sending, so that a slow subscriber holds no snapshot.
         let mut headers = Vec::new();
         {
-            let view = c.store.view();
+            let r = Req::new(c);
             for n in from..=number {
-                let Some(hash) = view.canonical_hash(n).map_err(|e| e.to_string())? else { continue };
-                let Some(block) = view.block_by_hash(&hash).map_err(|e| e.to_string())? else { continue };
+                let Some(block) = r.canonical_block(n).map_err(|e| e.message().to_string())? else {
+                    continue;
+                };
                 headers.push(convert::block(&block, false)?);
             }
         }
