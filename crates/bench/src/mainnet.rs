@@ -567,8 +567,8 @@ fn assembled(sequence: u64, record: Record) -> Assembled {
     }
 }
 
-/// `(puts, bytes)` per batch, written with random 32-byte keys (sorted within each batch) into one table of a fresh database with the
-/// store's options.
+/// `(puts, bytes)` per batch, written with random 32-byte keys (sorted within each batch) into one table of a
+/// fresh database with the store's options.
 fn raw_writes(path: &Path, opts: &StoreOptions, batches: &[(u64, u64)]) -> anyhow::Result<Duration> {
     let db_opts = ec_store::db_options(&opts.tuning);
     let db = rocksdb::DB::open_cf(&db_opts, path, [Storage::NAME]).context("raw database")?;

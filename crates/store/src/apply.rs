@@ -167,7 +167,8 @@ impl Store {
 
         let mut batch = Batch::default();
         // Code the batch in flight stores, and code this record stores for the first time.
-        let in_flight_code = in_flight.map(|f| &f.new_code).cloned().unwrap_or_default();
+        let no_code = BTreeSet::new();
+        let in_flight_code = in_flight.map_or(&no_code, |f| &f.new_code);
         let mut new_code = BTreeSet::new();
         // Set when a block moves the history window: the new floor, stored with the block.
         let mut history_floor = None;
@@ -179,7 +180,7 @@ impl Store {
                 if let Some(imported) = self.imported()? {
                     return Err(StoreError::ImportedButGenesis { sequence, number: imported.number });
                 }
-                new_code = self.write_block(&mut batch, sequence, &g.block, false, &in_flight_code)?;
+                new_code = self.write_block(&mut batch, sequence, &g.block, false, in_flight_code)?;
                 let info = ChainInfo {
                     cluster_id: rec.envelope.cluster_id.clone(),
                     chain_id: g.chain_id,
@@ -220,7 +221,7 @@ impl Store {
                 if b.parent_hash != head.hash {
                     return Err(not_next(format!("its parent is {}", b.parent_hash)));
                 }
-                new_code = self.write_block(&mut batch, sequence, b, true, &in_flight_code)?;
+                new_code = self.write_block(&mut batch, sequence, b, true, in_flight_code)?;
                 // Keep the undo index for the newest `undo_window` blocks only. The head only ever grows
                 // one block at a time, so dropping the one entry that just left the window prunes every
                 // older one too. (Not a range delete: RocksDB re-fragments every range tombstone in the
