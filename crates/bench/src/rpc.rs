@@ -30,6 +30,9 @@ pub struct Args {
     upstreams: Vec<String>,
     #[arg(long, env = "ANVIL_BIN")]
     anvil: Option<String>,
+    /// Measure only the rows whose name contains one of these (for profiling one request); all when empty.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Worker threads of the runtime the replica's RPC server (and the bench's own replay) runs on.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -169,7 +172,19 @@ async fn bench(
         "their p50",
         "their p99"
     );
-    for (name, body) in &requests {
+    // The ceiling of any answer on this machine: an axum server (the HTTP stack anvil uses) that reads nothing,
+    // parses nothing and sends one fixed answer. wrk shares the machine's cores with it, so no server can do
+    // better than this row's left column; its ratio to the upstream's `eth_chainId` bounds every ratio below.
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| name.contains(o.as_str()));
+    const BARE: &str = "bare axum, fixed answer";
+    if wanted(BARE) {
+        let bare_url = bare_server().await?;
+        let chain_id = &requests[0].1;
+        let bare = wrk(&bare_url, chain_id, args.clients, args.seconds).await?;
+        let theirs = wrk(&upstream_url, chain_id, args.clients, args.seconds).await?;
+        print_row(BARE, &bare, &theirs);
+    }
+    for (name, body) in requests.iter().filter(|(name, _)| wanted(name)) {
         let (a, b) = (post(&http, &replica_url, body).await?, post(&http, &upstream_url, body).await?);
         // Fields where anvil (1.x) differs from geth and the execution-apis spec, which the replica follows
         // (docs/rpc.md): a block timestamp on receipts, totalDifficulty on blocks, and a block size one
@@ -185,19 +200,37 @@ async fn bench(
         anyhow::ensure!(a["result"] == b["result"], "{name}: replica {a} vs {upstream} {b}");
         let ours = wrk(&replica_url, body, args.clients, args.seconds).await?;
         let theirs = wrk(&upstream_url, body, args.clients, args.seconds).await?;
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        println!(
-            "{name:<30} {:>12.0} {:>12.0} {:>6.2}x | {:>7.2}ms {:>7.2}ms | {:>7.2}ms {:>7.2}ms",
-            ours.rate,
-            theirs.rate,
-            ours.rate / theirs.rate.max(1e-9),
-            ms(ours.p50),
-            ms(ours.p99),
-            ms(theirs.p50),
-            ms(theirs.p99)
-        );
+        print_row(name, &ours, &theirs);
     }
     Ok(())
+}
+
+fn print_row(name: &str, ours: &Load, theirs: &Load) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{name:<30} {:>12.0} {:>12.0} {:>6.2}x | {:>7.2}ms {:>7.2}ms | {:>7.2}ms {:>7.2}ms",
+        ours.rate,
+        theirs.rate,
+        ours.rate / theirs.rate.max(1e-9),
+        ms(ours.p50),
+        ms(ours.p99),
+        ms(theirs.p50),
+        ms(theirs.p99)
+    );
+}
+
+/// What `eth_chainId` answers on the bench's chains; the bare server sends it whatever it is asked.
+const BARE_ANSWER: &str = r#"{"jsonrpc":"2.0","id":1,"result":"0x7a69"}"#;
+
+/// Starts the bare server on a free port of 127.0.0.1 (on the bench's runtime, like the replica's server); its
+/// URL. It runs until the runtime ends.
+async fn bare_server() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let answer = || async { ([(axum::http::header::CONTENT_TYPE, "application/json")], BARE_ANSWER) };
+    let app = axum::Router::new().route("/", axum::routing::post(answer));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
 }
 
 struct Load {
