@@ -172,7 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     store.flush()?;
     let physical = process_write_bytes().saturating_sub(io_before);
     let db_after = dir_bytes(&db_path);
-    let reads = read_rates(&store, &gen, args.seed)?;
+    let reads = read_rates(&store, &gen, applied, args.seed)?;
     drop(store);
 
     // 3. The same batches, puts and bytes, raw.
@@ -527,8 +527,14 @@ impl BlockGen {
 }
 
 /// Point reads a replica serves, at random over the whole database (one thread, µs each): the current
-/// account, a contract's slot, and an account as of 500 blocks before the head (a history seek).
-fn read_rates(store: &Store, gen: &BlockGen, seed: u64) -> anyhow::Result<Vec<(&'static str, f64)>> {
+/// account, a contract's slot, an account as of 500 blocks before the head (a history seek), and a
+/// transaction with its receipt from one of the `replayed` blocks, read alone and out of its whole block.
+fn read_rates(
+    store: &Store,
+    gen: &BlockGen,
+    replayed: u64,
+    seed: u64,
+) -> anyhow::Result<Vec<(&'static str, f64)>> {
     const N: u32 = 20_000;
     let mut rng = StdRng::seed_from_u64(seed + 1);
     let shape = &gen.shape;
@@ -551,6 +557,29 @@ fn read_rates(store: &Store, gen: &BlockGen, seed: u64) -> anyhow::Result<Vec<(&
         std::hint::black_box(store.account_at(&address(rng.random_range(0..shape.accounts)), old)?);
     }
     out.push(("account 500 blocks back", started.elapsed().as_secs_f64() * 1e6 / N as f64));
+    // What eth_getTransactionReceipt and eth_getTransactionByHash read for a block outside the RPC's cache.
+    let replayed_block = |rng: &mut StdRng| -> anyhow::Result<B256> {
+        let n = gen.number - rng.random_range(0..replayed.max(1));
+        store.canonical_hash(n)?.with_context(|| format!("block {n}"))
+    };
+    let started = Instant::now();
+    for _ in 0..N {
+        let hash = replayed_block(&mut rng)?;
+        let tx = store.block_transaction(&hash, rng.random_range(0..300))?;
+        std::hint::black_box(tx.context("a transaction")?);
+    }
+    out.push(("transaction and receipt, its own entry", started.elapsed().as_secs_f64() * 1e6 / N as f64));
+    const WHOLE: u32 = 1_000;
+    let started = Instant::now();
+    for _ in 0..WHOLE {
+        let hash = replayed_block(&mut rng)?;
+        let block = store.block_by_hash(&hash)?.context("a block")?;
+        std::hint::black_box(block.transaction(rng.random_range(0..300)).context("a transaction")?);
+    }
+    out.push((
+        "transaction and receipt, out of the whole block (layout 2)",
+        started.elapsed().as_secs_f64() * 1e6 / WHOLE as f64,
+    ));
     Ok(out)
 }
 

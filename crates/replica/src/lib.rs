@@ -197,8 +197,7 @@ pub async fn run_with_store(
         let head = store.head().ok().flatten();
         s.head_block = head.map(|h| h.number);
         s.head_hash = head.map(|h| h.hash);
-        s.head_timestamp =
-            head.and_then(|h| store.block_by_hash(&h.hash).ok().flatten()).map(|b| b.timestamp);
+        s.head_timestamp = head.and_then(|h| store.block_head(&h.hash).ok().flatten()).map(|b| b.timestamp);
         s.publisher = last_heartbeat.as_ref().map(|h| h.state.clone());
         s.client_head = last_heartbeat.as_ref().and_then(|h| h.client_head);
         s.chain_max_head_age = chain_max_head_age;
@@ -392,7 +391,7 @@ fn on_committed(
             .head()
             .ok()
             .flatten()
-            .map(|h| (h, store.block_by_hash(&h.hash).ok().flatten().map(|b| b.timestamp))),
+            .map(|h| (h, store.block_head(&h.hash).ok().flatten().map(|b| b.timestamp))),
         Record::Heartbeat(_) => None,
     };
     status.send_modify(|s| {

@@ -14,11 +14,33 @@ use alloy_rlp::{Decodable, Encodable};
 use alloy_rpc_types_eth::{
     Block, BlockTransactions, Header as RpcHeader, Log, Transaction, TransactionReceipt,
 };
-use ec_store::tables::StoredBlock;
+use ec_store::tables::{BlockTransaction, StoredBlock};
 use serde_json::Value;
 
 fn header(b: &StoredBlock) -> Result<Header, String> {
-    Header::decode(&mut &b.header[..]).map_err(|e| format!("block {}: stored header: {e}", b.number))
+    decode_header(&b.header, b.number)
+}
+
+fn decode_header(rlp: &[u8], number: u64) -> Result<Header, String> {
+    Header::decode(&mut &rlp[..]).map_err(|e| format!("block {number}: stored header: {e}"))
+}
+
+/// Which block a transaction or log belongs to, as its JSON names it.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    hash: B256,
+    number: u64,
+    timestamp: u64,
+}
+
+impl Place {
+    fn of(b: &StoredBlock) -> Self {
+        Place { hash: b.hash, number: b.number, timestamp: b.timestamp }
+    }
+
+    fn of_tx(t: &BlockTransaction) -> Self {
+        Place { hash: t.hash, number: t.number, timestamp: t.timestamp }
+    }
 }
 
 fn envelopes(b: &StoredBlock) -> Result<Vec<TxEnvelope>, String> {
@@ -46,29 +68,37 @@ pub(crate) fn withdrawals(b: &StoredBlock) -> Option<Withdrawals> {
     })
 }
 
-/// One transaction of a stored block, as `eth_getTransactionBy*` returns it.
+/// One transaction of a stored block, as `eth_getTransactionByBlock*AndIndex` returns it.
 pub fn transaction(b: &StoredBlock, index: usize) -> Result<Option<Value>, String> {
-    let h = header(b)?;
-    let Some(stored) = b.transactions.get(index) else { return Ok(None) };
+    match b.transaction(index) {
+        Some(t) => transaction_of(&t).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// One transaction read alone, as `eth_getTransactionByHash` returns it.
+pub fn transaction_of(t: &BlockTransaction) -> Result<Value, String> {
+    let h = decode_header(&t.header, t.number)?;
+    let stored = &t.tx.transaction;
     let tx = TxEnvelope::decode_2718(&mut &stored.encoded[..]).map_err(|e| e.to_string())?;
-    let rpc = rpc_tx(tx, stored.sender, b, &h, index);
-    serde_json::to_value(rpc).map(Some).map_err(|e| e.to_string())
+    let rpc = rpc_tx(tx, stored.sender, Place::of_tx(t), &h, t.index);
+    serde_json::to_value(rpc).map_err(|e| e.to_string())
 }
 
 fn rpc_tx(
     tx: TxEnvelope,
     sender: alloy_primitives::Address,
-    b: &StoredBlock,
+    at: Place,
     h: &Header,
     index: usize,
 ) -> Transaction {
     let info = alloy_consensus::transaction::TransactionInfo {
         hash: Some(*tx.tx_hash()),
         index: Some(index as u64),
-        block_hash: Some(b.hash),
-        block_number: Some(b.number),
+        block_hash: Some(at.hash),
+        block_number: Some(at.number),
         base_fee: h.base_fee_per_gas,
-        block_timestamp: Some(b.timestamp),
+        block_timestamp: Some(at.timestamp),
     };
     Transaction::from_transaction(alloy_consensus::transaction::Recovered::new_unchecked(tx, sender), info)
 }
@@ -90,7 +120,7 @@ pub fn block(b: &StoredBlock, full: bool) -> Result<Value, String> {
             txs.into_iter()
                 .zip(&b.transactions)
                 .enumerate()
-                .map(|(i, (tx, stored))| rpc_tx(tx, stored.sender, b, &h, i))
+                .map(|(i, (tx, stored))| rpc_tx(tx, stored.sender, Place::of(b), &h, i))
                 .collect(),
         )
     } else {
@@ -118,7 +148,7 @@ pub fn logs_where(b: &StoredBlock, keep: impl Fn(&Address, &[B256]) -> bool) -> 
         for l in &r.logs {
             if keep(&l.address, &l.topics) {
                 let tx_hash = *hash.get_or_insert_with(|| stored.hash());
-                out.push(rpc_log(b, l, tx_hash, i, log_index));
+                out.push(rpc_log(Place::of(b), l, tx_hash, i, log_index));
             }
             log_index += 1;
         }
@@ -130,31 +160,28 @@ pub fn logs_where(b: &StoredBlock, keep: impl Fn(&Address, &[B256]) -> bool) -> 
 pub fn receipts(b: &StoredBlock) -> Result<Vec<Value>, String> {
     let mut out = Vec::with_capacity(b.transactions.len());
     let mut first_log_index = 0u64;
-    for i in 0..b.transactions.len() {
-        out.push(receipt_json(b, i, first_log_index)?);
-        first_log_index += b.receipts.get(i).map_or(0, |r| r.logs.len() as u64);
+    for (i, stored) in b.transactions.iter().enumerate() {
+        let r =
+            b.receipts.get(i).ok_or_else(|| format!("block {}: no receipt for transaction {i}", b.number))?;
+        out.push(receipt_json(Place::of(b), stored, r, i, first_log_index)?);
+        first_log_index += r.logs.len() as u64;
     }
     Ok(out)
 }
 
-/// The receipt of transaction `i` alone (`eth_getTransactionReceipt`): only its own transaction is decoded
-/// and converted; the logs before it are counted, not built, for its first log index.
-pub fn receipt(b: &StoredBlock, i: usize) -> Result<Option<Value>, String> {
-    if i >= b.transactions.len() {
-        return Ok(None);
-    }
-    let first_log_index: u64 = b.receipts.iter().take(i).map(|r| r.logs.len() as u64).sum();
-    receipt_json(b, i, first_log_index).map(Some)
+/// The receipt of one transaction read alone, as `eth_getTransactionReceipt` returns it.
+pub fn receipt_of(t: &BlockTransaction) -> Result<Value, String> {
+    receipt_json(Place::of_tx(t), &t.tx.transaction, &t.tx.receipt, t.index, t.tx.first_log_index)
 }
 
-/// One stored log as the RPC returns it, with its place: transaction `tx_index` (hash `tx_hash`) of block `b`,
+/// One stored log as the RPC returns it, with its place: transaction `tx_index` (hash `tx_hash`) of block `at`,
 /// `log_index` in the block.
-fn rpc_log(b: &StoredBlock, l: &ec_log::Log, tx_hash: B256, tx_index: usize, log_index: u64) -> Log {
+fn rpc_log(at: Place, l: &ec_log::Log, tx_hash: B256, tx_index: usize, log_index: u64) -> Log {
     Log {
         inner: PrimLog { address: l.address, data: LogData::new_unchecked(l.topics.clone(), l.data.clone()) },
-        block_hash: Some(b.hash),
-        block_number: Some(b.number),
-        block_timestamp: Some(b.timestamp),
+        block_hash: Some(at.hash),
+        block_number: Some(at.number),
+        block_timestamp: Some(at.timestamp),
         transaction_hash: Some(tx_hash),
         transaction_index: Some(tx_index as u64),
         log_index: Some(log_index),
@@ -162,14 +189,18 @@ fn rpc_log(b: &StoredBlock, l: &ec_log::Log, tx_hash: B256, tx_index: usize, log
     }
 }
 
-fn receipt_json(b: &StoredBlock, i: usize, first_log_index: u64) -> Result<Value, String> {
-    let stored = &b.transactions[i];
-    let r = b.receipts.get(i).ok_or_else(|| format!("block {}: no receipt for transaction {i}", b.number))?;
+fn receipt_json(
+    at: Place,
+    stored: &ec_log::Transaction,
+    r: &ec_log::Receipt,
+    i: usize,
+    first_log_index: u64,
+) -> Result<Value, String> {
     let tx = TxEnvelope::decode_2718(&mut &stored.encoded[..])
-        .map_err(|e| format!("block {}: stored tx: {e}", b.number))?;
+        .map_err(|e| format!("block {}: stored tx: {e}", at.number))?;
     let hash = *tx.tx_hash();
     let logs: Vec<Log> =
-        r.logs.iter().enumerate().map(|(k, l)| rpc_log(b, l, hash, i, first_log_index + k as u64)).collect();
+        r.logs.iter().enumerate().map(|(k, l)| rpc_log(at, l, hash, i, first_log_index + k as u64)).collect();
     let mut bloom = Bloom::default();
     for l in &r.logs {
         bloom.accrue_raw_log(l.address, &l.topics);
@@ -193,8 +224,8 @@ fn receipt_json(b: &StoredBlock, i: usize, first_log_index: u64) -> Result<Value
         inner: envelope,
         transaction_hash: hash,
         transaction_index: Some(i as u64),
-        block_hash: Some(b.hash),
-        block_number: Some(b.number),
+        block_hash: Some(at.hash),
+        block_number: Some(at.number),
         gas_used: r.gas_used,
         effective_gas_price: r.effective_gas_price,
         blob_gas_used: r.blob_gas_used,

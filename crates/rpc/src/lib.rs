@@ -339,12 +339,18 @@ impl<'a> Req<'a> {
         Ok((self.find_block(spec)?, args))
     }
 
-    fn tx_block(&self, hash: &B256) -> RpcResult<Option<(Arc<ec_store::tables::StoredBlock>, usize)>> {
+    /// A canonical transaction by hash with its receipt and place: from the block cache when its block is
+    /// there, else its own entry in the store (not its whole block).
+    fn tx_by_hash(&self, hash: &B256) -> RpcResult<Option<ec_store::tables::BlockTransaction>> {
         let Some(loc) = self.view.tx_location(hash).map_err(server_error)? else { return Ok(None) };
         let Some(bh) = self.view.canonical_hash(loc.block_number).map_err(server_error)? else {
             return Ok(None);
         };
-        Ok(self.block(&bh)?.map(|b| (b, loc.index as usize)))
+        let index = loc.index as usize;
+        if let Some(block) = self.blocks.get(&bh) {
+            return Ok(block.transaction(index));
+        }
+        self.view.block_transaction(&bh, index).map_err(server_error)
     }
 
     fn account_args(&self, params: &Params, block_at: usize) -> RpcResult<(Address, u64, Vec<Value>)> {
@@ -448,7 +454,7 @@ pub fn module(
     });
     read_method(&mut m, "debug_getRawTransaction", Class::Read, |p, c| -> RpcResult<Option<Bytes>> {
         let hash = hash_arg(&positional(&p)?, 0, "transaction hash")?;
-        Ok(c.tx_block(&hash)?.and_then(|(b, i)| raw::transaction(&b, i)))
+        Ok(c.tx_by_hash(&hash)?.map(|t| t.tx.transaction.encoded))
     });
     for name in ["eth_getBlockByNumber", "eth_getBlockByHash"] {
         read_method(&mut m, name, Class::Read, |p, c| -> RpcResult<Value> {
@@ -478,13 +484,13 @@ pub fn module(
     }
     read_method(&mut m, "eth_getTransactionByHash", Class::Read, |p, c| -> RpcResult<Value> {
         let hash = hash_arg(&positional(&p)?, 0, "transaction hash")?;
-        let Some((b, i)) = c.tx_block(&hash)? else { return Ok(Value::Null) };
-        Ok(convert::transaction(&b, i).map_err(server_error)?.unwrap_or(Value::Null))
+        let Some(t) = c.tx_by_hash(&hash)? else { return Ok(Value::Null) };
+        convert::transaction_of(&t).map_err(server_error)
     });
     read_method(&mut m, "eth_getTransactionReceipt", Class::Read, |p, c| -> RpcResult<Value> {
         let hash = hash_arg(&positional(&p)?, 0, "transaction hash")?;
-        let Some((b, i)) = c.tx_block(&hash)? else { return Ok(Value::Null) };
-        Ok(convert::receipt(&b, i).map_err(server_error)?.unwrap_or(Value::Null))
+        let Some(t) = c.tx_by_hash(&hash)? else { return Ok(Value::Null) };
+        convert::receipt_of(&t).map_err(server_error)
     });
     read_method(&mut m, "eth_getBlockReceipts", Class::Read, |p, c| -> RpcResult<Value> {
         let Some(b) = c.block_arg(&p)?.0 else { return Ok(Value::Null) };

@@ -1,8 +1,9 @@
 //! The `debug_getRaw*` methods: a block's consensus encodings, from what the store holds.
 //!
 //! The store keeps each block's header RLP and each transaction's EIP-2718 encoding as the client produced
-//! them, so those answer byte for byte. A block's encoding also needs its ommers, which the log does not
-//! carry: a proof-of-work block with uncles is refused with a clear error rather than answered wrong.
+//! them, so those answer byte for byte (`debug_getRawTransaction` is the stored encoding itself, read in
+//! `lib.rs`). A block's encoding also needs its ommers, which the log does not carry: a proof-of-work block
+//! with uncles is refused with a clear error rather than answered wrong.
 
 use alloy_consensus::{Block as ConsensusBlock, BlockBody, Header, TxEnvelope, EMPTY_OMMER_ROOT_HASH};
 use alloy_eips::eip2718::Decodable2718;
@@ -13,11 +14,6 @@ use ec_store::tables::StoredBlock;
 /// `debug_getRawHeader`: the header's RLP.
 pub fn header(b: &StoredBlock) -> Bytes {
     b.header.clone()
-}
-
-/// `debug_getRawTransaction`: the transaction's EIP-2718 encoding.
-pub fn transaction(b: &StoredBlock, index: usize) -> Option<Bytes> {
-    b.transactions.get(index).map(|t| t.encoded.clone())
 }
 
 /// `debug_getRawBlock`: `rlp([header, transactions, ommers, withdrawals?])`.

@@ -16,9 +16,9 @@ use crate::{
     error::{Result, StoreError},
     read::Reads,
     tables::{
-        AccountHistory, Accounts, BlockChanges, Blocks, Canonical, ChainInfo, ChangeSet, Code, ImportedState,
-        LogAddresses, LogTopics, Meta, MetaKey, PriorAccount, Storage, StorageHistory, StoredAccount,
-        StoredBlock, TxIndex, TxLocation, Value,
+        AccountHistory, Accounts, BlockChanges, BlockHead, BlockHeads, BlockTx, BlockTxs, Canonical,
+        ChainInfo, ChangeSet, Code, ImportedState, LegacyBlocks, LogAddresses, LogTopics, Meta, MetaKey,
+        PriorAccount, Storage, StorageHistory, StoredAccount, TxIndex, TxLocation, Value,
     },
     Store, StoreOptions,
 };
@@ -409,20 +409,31 @@ impl Store {
                 self.put::<LogTopics>(batch, &(*topic, b.number), &Bytes::new());
             }
         }
-        let stored = StoredBlock {
+        self.write_body(batch, b);
+        self.put::<Canonical>(batch, &b.number, &b.hash);
+        self.put_head(batch, BlockRef { number: b.number, hash: b.hash });
+        Ok(new_code)
+    }
+
+    /// The block's head and each transaction with its receipt, each its own entry, so that one transaction
+    /// is read without the rest.
+    fn write_body(&self, batch: &mut Batch, b: &Block) {
+        let head = BlockHead {
             number: b.number,
             hash: b.hash,
             parent_hash: b.parent_hash,
             timestamp: b.timestamp,
             header: b.header.clone(),
-            transactions: b.transactions.clone(),
-            receipts: b.receipts.clone(),
             withdrawals: b.withdrawals.clone(),
+            transactions: b.transactions.len() as u64,
         };
-        self.put::<Blocks>(batch, &b.hash, &stored);
-        self.put::<Canonical>(batch, &b.number, &b.hash);
-        self.put_head(batch, BlockRef { number: b.number, hash: b.hash });
-        Ok(new_code)
+        self.put::<BlockHeads>(batch, &b.hash, &head);
+        let mut first_log_index = 0;
+        for (index, (transaction, receipt)) in b.transactions.iter().zip(&b.receipts).enumerate() {
+            let tx = BlockTx { transaction: transaction.clone(), receipt: receipt.clone(), first_log_index };
+            first_log_index += receipt.logs.len() as u64;
+            self.put::<BlockTxs>(batch, &(b.hash, index as u64), &tx);
+        }
     }
 
     /// Applies one account's change; returns its hashed address and every (hashed) slot it changed, sorted,
@@ -593,7 +604,14 @@ impl Store {
                 self.delete::<LogTopics>(batch, &(*topic, r.number));
             }
         }
-        self.delete::<Blocks>(batch, &r.hash);
+        if self.get::<BlockHeads>(&r.hash)?.is_some() {
+            self.delete::<BlockHeads>(batch, &r.hash);
+            for index in 0..block.transactions.len() {
+                self.delete::<BlockTxs>(batch, &(r.hash, index as u64));
+            }
+        } else {
+            self.delete::<LegacyBlocks>(batch, &r.hash);
+        }
         self.delete::<Canonical>(batch, &r.number);
         self.delete::<BlockChanges>(batch, &r.number);
         let parent = r.number - 1;

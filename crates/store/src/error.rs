@@ -71,6 +71,11 @@ pub enum StoreError {
          keys): rebuild it (a new snapshot lineage, or import-state) with this version"
     )]
     Layout { path: String, found: u32, supported: u32 },
+    #[error(
+        "{path} holds a database of layout {found}, which this build upgrades to layout {supported} in place when \
+         it opens it for writing: start the replica on it once with this version (read-only tools cannot)"
+    )]
+    LayoutNeedsUpgrade { path: String, found: u32, supported: u32 },
     #[error("store configuration: {reason}")]
     Config { reason: String },
     #[error("cannot mark the database as imported: {reason}")]

@@ -31,8 +31,13 @@ pub use read::{Position, Reads};
 
 /// The on-disk layout this build reads and writes. 1: state keyed by address (before 2026-12-01, no layout
 /// key); 2: state keyed by `keccak256(address)` and `keccak256(slot)`, a checkpoint's first block, the
-/// history window.
-pub const LAYOUT_VERSION: u32 = 2;
+/// history window; 3: block bodies split into a head and one entry per transaction
+/// ([`tables::BlockHeads`], [`tables::BlockTxs`]).
+pub const LAYOUT_VERSION: u32 = 3;
+
+/// The oldest layout this build opens: a database of layout 2 is upgraded in place when opened for writing
+/// (it gains the two block tables; the bodies it holds stay in [`tables::LegacyBlocks`] and are read there).
+pub const OLDEST_UPGRADABLE_LAYOUT: u32 = 2;
 
 /// How many blocks back a revert can reach by default. Deep enough for any reorg seen on a post-merge
 /// chain by orders of magnitude; the undo index costs a few hundred bytes per block.
@@ -302,16 +307,30 @@ impl Store {
         if !path.join("CURRENT").exists() {
             return Err(StoreError::NotADatabase { path: path.display().to_string() });
         }
-        let db =
-            DB::open_cf_for_read_only(&Options::default(), path, tables::ALL_TABLES.iter().copied(), false)
-                .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+        // Only the tables the database has: one of an older layout lacks the newer ones, and is then refused
+        // by the layout check below, naming both layouts, rather than by RocksDB.
+        let existing = DB::list_cf(&Options::default(), path).map_err(open_err)?;
+        let (present, missing): (Vec<&'static str>, Vec<&'static str>) =
+            tables::ALL_TABLES.iter().partition(|t| existing.iter().any(|e| e == *t));
+        let db = DB::open_cf_for_read_only(&Options::default(), path, &present, false).map_err(open_err)?;
         let store = Store {
             db,
             opts: StoreOptions::default(),
             first_state_block: AtomicU64::new(0),
             written: Default::default(),
         };
-        store.check_layout(path, false)?;
+        if present.contains(&<tables::Meta as tables::Table>::NAME) {
+            store.check_layout(path, false)?;
+        }
+        // Any other table missing: a database its writer is still creating (tables are created one by one),
+        // or not a replica's. Nothing may read through a missing table.
+        if let Some(table) = missing.first() {
+            return Err(StoreError::Corrupt {
+                table,
+                reason: format!("{} has no such table (a database still being created?)", path.display()),
+            });
+        }
         // Read-only: the history window is whatever the writer left (its floor is stored).
         store.load_first_state_block()?;
         Ok(store)
@@ -334,6 +353,21 @@ impl Store {
             }
             None => return Ok(()),
         };
+        if found == OLDEST_UPGRADABLE_LAYOUT && writable {
+            // Nothing to rewrite: new blocks go to the new tables, and reads fall back to the old one.
+            let mut batch = batch::Batch::default();
+            self.put::<Meta>(&mut batch, &MetaKey::Layout, &LAYOUT_VERSION.to_be_bytes().to_vec().into());
+            self.commit(batch)?;
+            tracing::info!(from = found, to = LAYOUT_VERSION, "database layout upgraded in place");
+            return Ok(());
+        }
+        if found == OLDEST_UPGRADABLE_LAYOUT {
+            return Err(StoreError::LayoutNeedsUpgrade {
+                path: path.display().to_string(),
+                found,
+                supported: LAYOUT_VERSION,
+            });
+        }
         if found != LAYOUT_VERSION {
             return Err(StoreError::Layout {
                 path: path.display().to_string(),

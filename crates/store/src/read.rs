@@ -8,8 +8,8 @@ use crate::{
     batch::Source,
     error::{Result, StoreError},
     tables::{
-        AccountHistory, Accounts, Blocks, Canonical, ChainInfo, Code, Meta, MetaKey, Storage, StorageHistory,
-        StoredAccount, StoredBlock, Table, Value,
+        AccountHistory, Accounts, BlockHead, BlockHeads, BlockTransaction, BlockTxs, Canonical, ChainInfo,
+        Code, LegacyBlocks, Meta, MetaKey, Storage, StorageHistory, StoredAccount, StoredBlock, Table, Value,
     },
     Store, StoreView,
 };
@@ -77,8 +77,42 @@ pub trait Reads: Source {
         self.get::<Canonical>(&number)
     }
 
+    /// A whole block: its head and every transaction with its receipt.
     fn block_by_hash(&self, hash: &B256) -> Result<Option<StoredBlock>> {
-        self.get::<Blocks>(hash)
+        let Some(head) = self.get::<BlockHeads>(hash)? else { return self.get::<LegacyBlocks>(hash) };
+        let txs = self.scan_prefix::<BlockTxs>(hash.as_slice())?.into_iter().map(|(_, tx)| tx).collect();
+        let expected = head.transactions;
+        match StoredBlock::from_parts(head, txs) {
+            Some(block) => Ok(Some(block)),
+            None => Err(StoreError::Corrupt {
+                table: BlockTxs::NAME,
+                reason: format!("block {hash} has {expected} transactions, the table holds another number"),
+            }),
+        }
+    }
+
+    /// A block without its transactions: what a timestamp or a header needs.
+    fn block_head(&self, hash: &B256) -> Result<Option<BlockHead>> {
+        match self.get::<BlockHeads>(hash)? {
+            Some(head) => Ok(Some(head)),
+            None => Ok(self.get::<LegacyBlocks>(hash)?.map(|b| b.head())),
+        }
+    }
+
+    /// Transaction `index` of block `hash` with its receipt, read alone (`None`: no such block or index).
+    fn block_transaction(&self, hash: &B256, index: usize) -> Result<Option<BlockTransaction>> {
+        let Some(head) = self.get::<BlockHeads>(hash)? else {
+            return Ok(self.get::<LegacyBlocks>(hash)?.and_then(|b| b.transaction(index)));
+        };
+        let Some(tx) = self.get::<BlockTxs>(&(*hash, index as u64))? else { return Ok(None) };
+        Ok(Some(BlockTransaction {
+            number: head.number,
+            hash: head.hash,
+            timestamp: head.timestamp,
+            header: head.header,
+            index,
+            tx,
+        }))
     }
 
     /// Blocks in `from..=to` with a log emitted by `address` (from the log index, not a scan).

@@ -78,9 +78,20 @@ table!(
     Canonical, "canonical", u64 => B256
 );
 table!(
-    /// Block bodies by hash: header, transactions, receipts, withdrawals (the state change lives in the
-    /// state tables, not here).
-    Blocks, "blocks", B256 => StoredBlock
+    /// A block without its transactions, by hash: header, withdrawals, how many transactions it has (the
+    /// state change lives in the state tables, the transactions in [`BlockTxs`]).
+    BlockHeads, "block_heads", B256 => BlockHead
+);
+table!(
+    /// Each transaction of a block with its receipt, by `(block hash, index)`: one transaction or receipt by
+    /// hash reads its own entry, not the whole block (a mainnet block's body is a few hundred kilobytes).
+    BlockTxs, "block_txs", (B256, u64) => BlockTx
+);
+table!(
+    /// Whole block bodies by hash, as layouts 1 and 2 stored them ([`StoredBlock`]). Layout 3 writes
+    /// [`BlockHeads`] and [`BlockTxs`] instead; the blocks a database of layout 2 already held stay here and
+    /// are read from here (so an upgrade needs no migration), and deleted from here when reverted.
+    LegacyBlocks, "blocks", B256 => StoredBlock
 );
 table!(
     /// Current (head) account state, by `keccak256(address)`.
@@ -128,7 +139,9 @@ table!(
 pub const ALL_TABLES: &[&str] = &[
     Meta::NAME,
     Canonical::NAME,
-    Blocks::NAME,
+    LegacyBlocks::NAME,
+    BlockHeads::NAME,
+    BlockTxs::NAME,
     Accounts::NAME,
     Storage::NAME,
     Code::NAME,
@@ -265,7 +278,17 @@ macro_rules! postcard_value {
     )*};
 }
 
-postcard_value!(StoredAccount, PriorAccount, StoredBlock, ChangeSet, TxLocation, ChainInfo, ImportedState);
+postcard_value!(
+    StoredAccount,
+    PriorAccount,
+    StoredBlock,
+    BlockHead,
+    BlockTx,
+    ChangeSet,
+    TxLocation,
+    ChainInfo,
+    ImportedState
+);
 
 /// An account at the head. Code is stored once, by hash, in [`Code`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,6 +313,88 @@ pub struct StoredBlock {
     pub transactions: Vec<ec_log::Transaction>,
     pub receipts: Vec<ec_log::Receipt>,
     pub withdrawals: Option<Vec<ec_log::Withdrawal>>,
+}
+
+impl StoredBlock {
+    /// The block without its transactions and receipts, as [`BlockHeads`] stores it.
+    pub fn head(&self) -> BlockHead {
+        BlockHead {
+            number: self.number,
+            hash: self.hash,
+            parent_hash: self.parent_hash,
+            timestamp: self.timestamp,
+            header: self.header.clone(),
+            withdrawals: self.withdrawals.clone(),
+            transactions: self.transactions.len() as u64,
+        }
+    }
+
+    /// Transaction `index` with its receipt and place, as [`BlockTxs`] stores it; `None` past the last.
+    pub fn transaction(&self, index: usize) -> Option<BlockTransaction> {
+        let (transaction, receipt) = (self.transactions.get(index)?, self.receipts.get(index)?);
+        let first_log_index = self.receipts.iter().take(index).map(|r| r.logs.len() as u64).sum();
+        Some(BlockTransaction {
+            number: self.number,
+            hash: self.hash,
+            timestamp: self.timestamp,
+            header: self.header.clone(),
+            index,
+            tx: BlockTx { transaction: transaction.clone(), receipt: receipt.clone(), first_log_index },
+        })
+    }
+
+    /// The block from its head and its transactions in order; `None` unless there are as many as the head
+    /// says.
+    pub fn from_parts(head: BlockHead, txs: Vec<BlockTx>) -> Option<StoredBlock> {
+        if txs.len() as u64 != head.transactions {
+            return None;
+        }
+        let (transactions, receipts) = txs.into_iter().map(|t| (t.transaction, t.receipt)).unzip();
+        Some(StoredBlock {
+            number: head.number,
+            hash: head.hash,
+            parent_hash: head.parent_hash,
+            timestamp: head.timestamp,
+            header: head.header,
+            transactions,
+            receipts,
+            withdrawals: head.withdrawals,
+        })
+    }
+}
+
+/// A block without its transactions and receipts ([`BlockHeads`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockHead {
+    pub number: u64,
+    pub hash: B256,
+    pub parent_hash: B256,
+    pub timestamp: u64,
+    pub header: Bytes,
+    pub withdrawals: Option<Vec<ec_log::Withdrawal>>,
+    /// How many entries the block has in [`BlockTxs`].
+    pub transactions: u64,
+}
+
+/// One transaction of a block with its receipt ([`BlockTxs`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockTx {
+    pub transaction: ec_log::Transaction,
+    pub receipt: ec_log::Receipt,
+    /// The block-wide index of the receipt's first log: the logs of the transactions before it.
+    pub first_log_index: u64,
+}
+
+/// One transaction with what its RPC answers need of its block: the block's identity and header (the base
+/// fee), its index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockTransaction {
+    pub number: u64,
+    pub hash: B256,
+    pub timestamp: u64,
+    pub header: Bytes,
+    pub index: usize,
+    pub tx: BlockTx,
 }
 
 /// What one block changed, so a revert knows which history entries to restore.

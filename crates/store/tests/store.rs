@@ -16,6 +16,8 @@ const CLUSTER: &str = "c";
 const STATE_TABLES: &[&str] = &[
     "canonical",
     "blocks",
+    "block_heads",
+    "block_txs",
     "accounts",
     "storage",
     "code",
@@ -573,8 +575,8 @@ fn a_history_window_bounds_the_history_and_answers_inside_it() {
     drop(windowed);
     let windowed = Store::open(windowed_dir.path(), windowed_opts.clone()).expect("reopens");
     assert_eq!(windowed.first_state_block(), floor);
-    let same =
-        ["canonical", "blocks", "accounts", "storage", "code", "tx_index", "log_addresses", "log_topics"];
+    let same: Vec<&str> =
+        STATE_TABLES.iter().copied().filter(|t| !["account_history", "storage_history"].contains(t)).collect();
     assert_eq!(
         windowed.checksum().unwrap().of_tables(&same),
         full.checksum().unwrap().of_tables(&same),
@@ -620,11 +622,127 @@ fn a_database_of_the_address_keyed_layout_is_refused_naming_both_layouts() {
         Store::open(dir.path(), StoreOptions::default()).err().expect("refused"),
         Store::open_read_only(dir.path()).err().expect("refused read-only"),
     ] {
-        assert!(matches!(err, StoreError::Layout { found: 1, supported: 2, .. }), "{err}");
+        assert!(matches!(err, StoreError::Layout { found: 1, supported: 3, .. }), "{err}");
         assert!(err.to_string().contains("rebuild"), "{err}");
     }
     // A new database is stamped and reopens.
     let fresh = tempfile::tempdir().expect("tempdir");
     drop(open(&fresh, 100));
     assert!(Store::open_read_only(fresh.path()).is_ok());
+}
+
+/// Rewrites a database of this build as layout 2 left it: each body whole in `blocks`, no per-transaction
+/// tables, layout 2 stamped.
+fn downgrade_to_layout_2(path: &std::path::Path) {
+    use ec_store::tables::{BlockHead, BlockTx, StoredBlock, Value};
+    let mut db = rocksdb::DB::open_cf(&rocksdb::Options::default(), path, ec_store::tables::ALL_TABLES)
+        .expect("opens raw");
+    let (heads, txs) = (db.cf_handle("block_heads").expect("heads"), db.cf_handle("block_txs").expect("txs"));
+    let mut bodies = Vec::new();
+    for entry in db.iterator_cf(heads, rocksdb::IteratorMode::Start) {
+        let (key, value) = entry.expect("reads");
+        let head = BlockHead::decode(&value).expect("a head");
+        let entries: Vec<BlockTx> = db
+            .prefix_iterator_cf(txs, &key)
+            .map(|e| e.expect("reads"))
+            .take_while(|(k, _)| k.starts_with(&key))
+            .map(|(_, v)| BlockTx::decode(&v).expect("a transaction"))
+            .collect();
+        bodies.push((key, StoredBlock::from_parts(head, entries).expect("whole")));
+    }
+    assert!(!bodies.is_empty());
+    let blocks = db.cf_handle("blocks").expect("blocks");
+    for (key, body) in &bodies {
+        db.put_cf(blocks, key, body.encode()).expect("writes");
+    }
+    db.put_cf(db.cf_handle("meta").expect("meta"), b"layout", 2u32.to_be_bytes()).expect("writes");
+    db.drop_cf("block_heads").expect("drops");
+    db.drop_cf("block_txs").expect("drops");
+}
+
+/// Keys of one table, read raw.
+fn raw_keys(path: &std::path::Path, table: &str) -> Vec<Vec<u8>> {
+    let db = rocksdb::DB::open_cf_for_read_only(
+        &rocksdb::Options::default(),
+        path,
+        ec_store::tables::ALL_TABLES,
+        false,
+    )
+    .expect("opens raw");
+    let cf = db.cf_handle(table).expect("table");
+    db.iterator_cf(cf, rocksdb::IteratorMode::Start).map(|e| e.expect("reads").0.to_vec()).collect()
+}
+
+#[test]
+fn a_database_of_layout_2_is_upgraded_in_place_and_answers_as_a_new_one() {
+    let opts = GenOptions { reorg_chance: 0.1, max_reorg_depth: 4, ..GenOptions::default() };
+    let mut gen = LogGenerator::new(opts);
+    let records: Vec<(u64, Record)> = (0..400).map(|_| gen.next_record()).collect();
+    // Upgrade right before a revert, so that a block layout 2 stored is reverted by this build.
+    let split = (100..records.len())
+        .find(|&i| matches!(records[i].1, Record::Revert(_)))
+        .expect("the log has a revert after record 100");
+    let (full_dir, old_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let full = open(&full_dir, 100);
+    for (seq, record) in &records {
+        full.apply(&assembled(*seq, record.clone())).expect("applies");
+    }
+    {
+        let old = open(&old_dir, 100);
+        for (seq, record) in &records[..split] {
+            old.apply(&assembled(*seq, record.clone())).expect("applies");
+        }
+    }
+    downgrade_to_layout_2(old_dir.path());
+
+    let err = Store::open_read_only(old_dir.path()).err().expect("read-only tools cannot upgrade");
+    assert!(matches!(err, StoreError::LayoutNeedsUpgrade { found: 2, supported: 3, .. }), "{err}");
+    assert!(err.to_string().contains("start the replica"), "{err}");
+    let upgraded = open(&old_dir, 100);
+    for (seq, record) in &records[split..] {
+        upgraded.apply(&assembled(*seq, record.clone())).expect("applies after the upgrade");
+    }
+
+    // The same chain, every block, transaction and receipt read alike, whichever table holds it.
+    let head = full.head().unwrap().expect("head");
+    assert_eq!(upgraded.head().unwrap(), Some(head));
+    let mut transactions = 0;
+    for n in 0..=head.number {
+        let hash = full.canonical_hash(n).unwrap().expect("canonical");
+        assert_eq!(upgraded.canonical_hash(n).unwrap(), Some(hash), "block {n}");
+        let block = full.block_by_hash(&hash).unwrap().expect("body");
+        assert_eq!(upgraded.block_by_hash(&hash).unwrap().as_ref(), Some(&block), "block {n}");
+        assert_eq!(upgraded.block_head(&hash).unwrap(), Some(block.head()), "block {n}");
+        for i in 0..=block.transactions.len() {
+            let expected = block.transaction(i);
+            assert_eq!(full.block_transaction(&hash, i).unwrap(), expected, "block {n} tx {i}");
+            assert_eq!(upgraded.block_transaction(&hash, i).unwrap(), expected, "block {n} tx {i}");
+        }
+        for tx in &block.transactions {
+            assert_eq!(upgraded.tx_location(&tx.hash()).unwrap(), full.tx_location(&tx.hash()).unwrap());
+            transactions += 1;
+        }
+    }
+    assert!(transactions > 100, "the chain must carry transactions, had {transactions}");
+    let others: Vec<&str> = STATE_TABLES
+        .iter()
+        .copied()
+        .filter(|t| !["blocks", "block_heads", "block_txs"].contains(t))
+        .collect();
+    assert_eq!(upgraded.checksum().unwrap().of_tables(&others), full.checksum().unwrap().of_tables(&others));
+    drop(upgraded);
+
+    // Old blocks stay where layout 2 put them, new ones are split, and a reverted old block left no body.
+    let legacy = raw_keys(old_dir.path(), "blocks");
+    assert!(!legacy.is_empty() && !raw_keys(old_dir.path(), "block_heads").is_empty());
+    for key in legacy {
+        let hash = B256::from_slice(&key);
+        let block = full.block_by_hash(&hash).unwrap().expect("a legacy body is a block of the chain");
+        assert_eq!(
+            full.canonical_hash(block.number).unwrap(),
+            Some(hash),
+            "reverted body {hash} left behind"
+        );
+    }
+    assert!(Store::open_read_only(old_dir.path()).is_ok(), "stamped layout 3");
 }
