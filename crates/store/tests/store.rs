@@ -575,8 +575,11 @@ fn a_history_window_bounds_the_history_and_answers_inside_it() {
     drop(windowed);
     let windowed = Store::open(windowed_dir.path(), windowed_opts.clone()).expect("reopens");
     assert_eq!(windowed.first_state_block(), floor);
-    let same: Vec<&str> =
-        STATE_TABLES.iter().copied().filter(|t| !["account_history", "storage_history"].contains(t)).collect();
+    let same: Vec<&str> = STATE_TABLES
+        .iter()
+        .copied()
+        .filter(|t| !["account_history", "storage_history"].contains(t))
+        .collect();
     assert_eq!(
         windowed.checksum().unwrap().of_tables(&same),
         full.checksum().unwrap().of_tables(&same),
