@@ -16,6 +16,7 @@ pub mod raw;
 pub mod send_tx;
 pub mod subscriptions;
 
+use alloy_rpc_types_eth::{Block as RpcBlock, Transaction as RpcTx, TransactionReceipt as RpcReceipt};
 use std::{net::SocketAddr, sync::Arc};
 
 use alloy_primitives::{Address, Bytes, B256, U256, U64};
@@ -457,7 +458,7 @@ pub fn module(
         Ok(c.tx_by_hash(&hash)?.map(|t| t.tx.transaction.encoded))
     });
     for name in ["eth_getBlockByNumber", "eth_getBlockByHash"] {
-        read_method(&mut m, name, Class::Read, |p, c| -> RpcResult<Option<alloy_rpc_types_eth::Block>> {
+        read_method(&mut m, name, Class::Read, |p, c| -> RpcResult<Option<RpcBlock>> {
             let (b, args) = c.block_arg(&p)?;
             let full: bool = if args.len() > 1 { arg(&args, 1, "full transactions flag")? } else { false };
             b.map(|b| convert::block(&b, full).map_err(server_error)).transpose()
@@ -475,47 +476,27 @@ pub fn module(
         });
     }
     for name in ["eth_getTransactionByBlockNumberAndIndex", "eth_getTransactionByBlockHashAndIndex"] {
-        read_method(
-            &mut m,
-            name,
-            Class::Read,
-            |p, c| -> RpcResult<Option<alloy_rpc_types_eth::Transaction>> {
-                let (b, args) = c.block_arg(&p)?;
-                let index: U64 = arg(&args, 1, "index")?;
-                let Some(b) = b else { return Ok(None) };
-                convert::transaction(&b, index.to::<usize>()).map_err(server_error)
-            },
-        );
+        read_method(&mut m, name, Class::Read, |p, c| -> RpcResult<Option<RpcTx>> {
+            let (b, args) = c.block_arg(&p)?;
+            let index: U64 = arg(&args, 1, "index")?;
+            let Some(b) = b else { return Ok(None) };
+            convert::transaction(&b, index.to::<usize>()).map_err(server_error)
+        });
     }
-    read_method(
-        &mut m,
-        "eth_getTransactionByHash",
-        Class::Read,
-        |p, c| -> RpcResult<Option<alloy_rpc_types_eth::Transaction>> {
-            let hash = hash_arg(&positional(&p)?, 0, "transaction hash")?;
-            let Some(t) = c.tx_by_hash(&hash)? else { return Ok(None) };
-            convert::transaction_of(&t).map(Some).map_err(server_error)
-        },
-    );
-    read_method(
-        &mut m,
-        "eth_getTransactionReceipt",
-        Class::Read,
-        |p, c| -> RpcResult<Option<alloy_rpc_types_eth::TransactionReceipt>> {
-            let hash = hash_arg(&positional(&p)?, 0, "transaction hash")?;
-            let Some(t) = c.tx_by_hash(&hash)? else { return Ok(None) };
-            convert::receipt_of(&t).map(Some).map_err(server_error)
-        },
-    );
-    read_method(
-        &mut m,
-        "eth_getBlockReceipts",
-        Class::Read,
-        |p, c| -> RpcResult<Option<Vec<alloy_rpc_types_eth::TransactionReceipt>>> {
-            let Some(b) = c.block_arg(&p)?.0 else { return Ok(None) };
-            convert::receipts(&b).map(Some).map_err(server_error)
-        },
-    );
+    read_method(&mut m, "eth_getTransactionByHash", Class::Read, |p, c| -> RpcResult<Option<RpcTx>> {
+        let hash = hash_arg(&positional(&p)?, 0, "transaction hash")?;
+        let Some(t) = c.tx_by_hash(&hash)? else { return Ok(None) };
+        convert::transaction_of(&t).map(Some).map_err(server_error)
+    });
+    read_method(&mut m, "eth_getTransactionReceipt", Class::Read, |p, c| -> RpcResult<Option<RpcReceipt>> {
+        let hash = hash_arg(&positional(&p)?, 0, "transaction hash")?;
+        let Some(t) = c.tx_by_hash(&hash)? else { return Ok(None) };
+        convert::receipt_of(&t).map(Some).map_err(server_error)
+    });
+    read_method(&mut m, "eth_getBlockReceipts", Class::Read, |p, c| -> RpcResult<Option<Vec<RpcReceipt>>> {
+        let Some(b) = c.block_arg(&p)?.0 else { return Ok(None) };
+        convert::receipts(&b).map(Some).map_err(server_error)
+    });
     let latest_header = |c: &Req| -> RpcResult<alloy_consensus::Header> {
         let n = c.resolve(BlockSpec::Latest)?;
         let b = c.canonical_block(n)?.ok_or_else(|| server_error("no blocks yet"))?;
