@@ -16,10 +16,10 @@ pub mod raw;
 pub mod send_tx;
 pub mod subscriptions;
 
-use alloy_rpc_types_eth::{Block as RpcBlock, Transaction as RpcTx, TransactionReceipt as RpcReceipt};
 use std::{net::SocketAddr, sync::Arc};
 
 use alloy_primitives::{Address, Bytes, B256, U256, U64};
+use alloy_rpc_types_eth::{Block as RpcBlock, Transaction as RpcTx, TransactionReceipt as RpcReceipt};
 use block_id::BlockSpec;
 use ec_store::{Reads, Store, StoreView};
 use jsonrpsee::{
