@@ -528,7 +528,9 @@ impl BlockGen {
 
 /// Point reads a replica serves, at random over the whole database (one thread, µs each): the current
 /// account, a contract's slot, an account as of 500 blocks before the head (a history seek), and a
-/// transaction with its receipt from one of the `replayed` blocks, read alone and out of its whole block.
+/// transaction with its receipt from one of the `replayed` blocks, read alone and out of its whole block (the
+/// head and all its entries, assembled: what layout 2's one whole body cost in bytes read, though not in
+/// decoding the same encoding).
 fn read_rates(
     store: &Store,
     gen: &BlockGen,
@@ -577,7 +579,7 @@ fn read_rates(
         std::hint::black_box(block.transaction(rng.random_range(0..300)).context("a transaction")?);
     }
     out.push((
-        "transaction and receipt, out of the whole block (layout 2)",
+        "transaction and receipt, out of the whole block read and assembled",
         started.elapsed().as_secs_f64() * 1e6 / WHOLE as f64,
     ));
     Ok(out)

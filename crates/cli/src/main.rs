@@ -15,7 +15,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ec_replica::{ReplicaConfig, Status};
-use ec_store::{Reads, Store, StoreOptions, DEFAULT_UNDO_WINDOW};
+use ec_store::{Store, StoreOptions, DEFAULT_UNDO_WINDOW};
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -420,15 +420,15 @@ fn checksum(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let store = Store::open_read_only(data_dir)?;
     let sum = store.checksum().with_context(|| format!("reading {}", data_dir.display()))?;
     print!("{sum}");
-    print_position(&store)
+    print_position(data_dir)
 }
 
 fn status(data_dir: &std::path::Path) -> anyhow::Result<()> {
-    print_position(&Store::open_read_only(data_dir)?)
+    print_position(data_dir)
 }
 
-fn print_position(store: &Store) -> anyhow::Result<()> {
-    match (store.position()?, store.head()?) {
+fn print_position(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    match Store::position_and_head(data_dir)? {
         (Some(p), Some(h)) => println!(
             "position sequence {} kafka_offset {} head block {} {}",
             p.sequence, p.kafka_offset, h.number, h.hash

@@ -102,9 +102,9 @@ pub fn read_info(path: &Path, topic: &str) -> Result<SnapshotInfo, SnapshotError
         let path = path.to_owned();
         move |source| SnapshotError::Store { what, path, source: Box::new(source) }
     };
-    let store = Store::open_read_only(path).map_err(err("opening"))?;
-    let position = store.position().map_err(err("reading the position of"))?.ok_or(SnapshotError::Empty)?;
-    let head = store.head().map_err(err("reading the head of"))?;
+    // Meta reads only, so a snapshot of a layout this build upgrades on its first writable open is accepted.
+    let (position, head) = Store::position_and_head(path).map_err(err("reading the position of"))?;
+    let position = position.ok_or(SnapshotError::Empty)?;
     Ok(SnapshotInfo {
         path: path.to_owned(),
         topic: topic.to_owned(),

@@ -336,6 +336,28 @@ impl Store {
         Ok(store)
     }
 
+    /// Where the database at `path` stands (its position and head), read-only, for a database of this layout or
+    /// of one a writable open upgrades in place (a snapshot an older build took): both reads touch the meta
+    /// table only, whose layout has not changed.
+    pub fn position_and_head(path: &Path) -> Result<(Option<Position>, Option<ec_log::BlockRef>)> {
+        let store = match Self::open_read_only(path) {
+            Ok(store) => store,
+            Err(StoreError::LayoutNeedsUpgrade { .. }) => {
+                let meta = <tables::Meta as tables::Table>::NAME;
+                let db = DB::open_cf_for_read_only(&Options::default(), path, [meta], false)
+                    .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+                Store {
+                    db,
+                    opts: StoreOptions::default(),
+                    first_state_block: AtomicU64::new(0),
+                    written: Default::default(),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        Ok((store.position()?, store.head()?))
+    }
+
     /// Refuses a database of another layout before anything decodes its tables; stamps a new one.
     fn check_layout(&self, path: &Path, writable: bool) -> Result<()> {
         use tables::{Meta, MetaKey};

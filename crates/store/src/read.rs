@@ -77,8 +77,13 @@ pub trait Reads: Source {
         self.get::<Canonical>(&number)
     }
 
-    /// A whole block: its head and every transaction with its receipt.
+    /// A whole block: its head and every transaction with its receipt, read in one instant (on the store
+    /// itself, a view is taken for it: a revert committed between the head and its transactions would
+    /// otherwise look like a damaged block).
     fn block_by_hash(&self, hash: &B256) -> Result<Option<StoredBlock>> {
+        if !self.is_view() {
+            return self.store().view().block_by_hash(hash);
+        }
         let Some(head) = self.get::<BlockHeads>(hash)? else { return self.get::<LegacyBlocks>(hash) };
         let txs = self.scan_prefix::<BlockTxs>(hash.as_slice())?.into_iter().map(|(_, tx)| tx).collect();
         let expected = head.transactions;
@@ -99,8 +104,12 @@ pub trait Reads: Source {
         }
     }
 
-    /// Transaction `index` of block `hash` with its receipt, read alone (`None`: no such block or index).
+    /// Transaction `index` of block `hash` with its receipt, read alone (`None`: no such block or index), in
+    /// one instant as [`Reads::block_by_hash`].
     fn block_transaction(&self, hash: &B256, index: usize) -> Result<Option<BlockTransaction>> {
+        if !self.is_view() {
+            return self.store().view().block_transaction(hash, index);
+        }
         let Some(head) = self.get::<BlockHeads>(hash)? else {
             return Ok(self.get::<LegacyBlocks>(hash)?.and_then(|b| b.transaction(index)));
         };

@@ -697,7 +697,12 @@ fn a_database_of_layout_2_is_upgraded_in_place_and_answers_as_a_new_one() {
         }
     }
     downgrade_to_layout_2(old_dir.path());
+    let Record::Revert(reverted) = &records[split].1 else { unreachable!("split is a revert") };
 
+    // Where it stands is readable without an upgrade (a snapshot's position, before it is restored).
+    let (position, head) = Store::position_and_head(old_dir.path()).expect("meta reads any layout");
+    assert_eq!(position.map(|p| p.sequence), Some(records[split - 1].0));
+    assert_eq!(head.map(|h| h.hash), Some(reverted.hash), "the revert undoes the layout-2 head");
     let err = Store::open_read_only(old_dir.path()).err().expect("read-only tools cannot upgrade");
     assert!(matches!(err, StoreError::LayoutNeedsUpgrade { found: 2, supported: 3, .. }), "{err}");
     assert!(err.to_string().contains("start the replica"), "{err}");
@@ -727,6 +732,7 @@ fn a_database_of_layout_2_is_upgraded_in_place_and_answers_as_a_new_one() {
         }
     }
     assert!(transactions > 100, "the chain must carry transactions, had {transactions}");
+    assert_eq!(upgraded.block_by_hash(&reverted.hash).unwrap(), None, "the reverted layout-2 block is gone");
     let others: Vec<&str> = STATE_TABLES
         .iter()
         .copied()
@@ -738,6 +744,7 @@ fn a_database_of_layout_2_is_upgraded_in_place_and_answers_as_a_new_one() {
     // Old blocks stay where layout 2 put them, new ones are split, and a reverted old block left no body.
     let legacy = raw_keys(old_dir.path(), "blocks");
     assert!(!legacy.is_empty() && !raw_keys(old_dir.path(), "block_heads").is_empty());
+    assert!(!legacy.contains(&reverted.hash.to_vec()), "the reverted body left in blocks");
     for key in legacy {
         let hash = B256::from_slice(&key);
         let block = full.block_by_hash(&hash).unwrap().expect("a legacy body is a block of the chain");
