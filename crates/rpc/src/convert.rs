@@ -69,18 +69,25 @@ pub(crate) fn withdrawals(b: &StoredBlock) -> Option<Withdrawals> {
 
 /// One transaction of a stored block, as `eth_getTransactionByBlock*AndIndex` returns it.
 pub fn transaction(b: &StoredBlock, index: usize) -> Result<Option<Transaction>, String> {
-    match b.transaction(index) {
-        Some(t) => transaction_of(&t).map(Some),
-        None => Ok(None),
-    }
+    let Some(stored) = b.transactions.get(index) else { return Ok(None) };
+    one_transaction(stored, &b.header, Place::of(b), index).map(Some)
 }
 
 /// One transaction read alone, as `eth_getTransactionByHash` returns it.
 pub fn transaction_of(t: &BlockTransaction) -> Result<Transaction, String> {
-    let h = decode_header(&t.header, t.number)?;
-    let stored = &t.tx.transaction;
+    one_transaction(&t.tx.transaction, &t.header, Place::of_tx(t), t.index)
+}
+
+/// Transaction `index` of the block at `at` (whose header RLP gives the base fee), as the RPC returns it.
+fn one_transaction(
+    stored: &ec_log::Transaction,
+    header_rlp: &[u8],
+    at: Place,
+    index: usize,
+) -> Result<Transaction, String> {
+    let h = decode_header(header_rlp, at.number)?;
     let tx = TxEnvelope::decode_2718(&mut &stored.encoded[..]).map_err(|e| e.to_string())?;
-    Ok(rpc_tx(tx, stored.sender, Place::of_tx(t), &h, t.index))
+    Ok(rpc_tx(tx, stored.sender, at, &h, index))
 }
 
 fn rpc_tx(

@@ -314,12 +314,7 @@ impl Store {
         let (present, missing): (Vec<&'static str>, Vec<&'static str>) =
             tables::ALL_TABLES.iter().partition(|t| existing.iter().any(|e| e == *t));
         let db = DB::open_cf_for_read_only(&Options::default(), path, &present, false).map_err(open_err)?;
-        let store = Store {
-            db,
-            opts: StoreOptions::default(),
-            first_state_block: AtomicU64::new(0),
-            written: Default::default(),
-        };
+        let store = Store::read_only(db);
         if present.contains(&<tables::Meta as tables::Table>::NAME) {
             store.check_layout(path, false)?;
         }
@@ -336,6 +331,16 @@ impl Store {
         Ok(store)
     }
 
+    /// A store over a database opened read-only (default options: nothing is written through it).
+    fn read_only(db: DB) -> Store {
+        Store {
+            db,
+            opts: StoreOptions::default(),
+            first_state_block: AtomicU64::new(0),
+            written: Default::default(),
+        }
+    }
+
     /// Where the database at `path` stands (its position and head), read-only, for a database of this layout or
     /// of one a writable open upgrades in place (a snapshot an older build took): both reads touch the meta
     /// table only, whose layout has not changed.
@@ -346,12 +351,7 @@ impl Store {
                 let meta = <tables::Meta as tables::Table>::NAME;
                 let db = DB::open_cf_for_read_only(&Options::default(), path, [meta], false)
                     .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
-                Store {
-                    db,
-                    opts: StoreOptions::default(),
-                    first_state_block: AtomicU64::new(0),
-                    written: Default::default(),
-                }
+                Store::read_only(db)
             }
             Err(e) => return Err(e),
         };
