@@ -17,7 +17,8 @@ use harness::{chain::*, *};
 use serde_json::{json, Value};
 
 const CLUSTER: &str = "checkpoint";
-/// Storage contract runtime: `SSTORE(calldata[0..32], calldata[32..64])` and a log (see tests/publisher.rs).
+/// Storage contract runtime: `SSTORE(calldata[0..32], calldata[32..64])` and a log (see
+/// tests/harness/script.rs).
 const RUNTIME: &str = "368015602057600114602557602035806000526000358091905560206000a1005b600080fd5b33ff";
 /// Constructor: slot 1 = 0x11, slot 2 = 0x22, then returns RUNTIME.
 const INIT_PREFIX: &str = "601160015560226002556028601660003960286000f3";

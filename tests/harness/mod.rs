@@ -197,7 +197,9 @@ pub fn path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
 }
 
 pub mod chain;
+pub mod cluster;
 pub mod proxy;
+pub mod script;
 
 /// Every complete record in the topic, in order (duplicates included).
 pub fn read_log(brokers: &str, topic: &str) -> Vec<ec_log::Assembled> {

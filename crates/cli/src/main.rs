@@ -126,6 +126,16 @@ struct ReplicaArgs {
     /// eth_call / eth_estimateGas / eth_createAccessList requests that run at once. Default: 1 per core.
     #[arg(long, env = "EC_RPC_EVM_CONCURRENCY")]
     rpc_evm_concurrency: Option<usize>,
+    /// debug_trace* requests that re-execute at once (each on a blocking thread). Default: half the cores.
+    #[arg(long, env = "EC_RPC_TRACE_CONCURRENCY")]
+    rpc_trace_concurrency: Option<usize>,
+    /// Longest one trace may run, in seconds (geth's `timeout` tracer option may ask for less).
+    #[arg(long, env = "EC_RPC_TRACE_TIMEOUT_SECS", default_value_t = 5.0)]
+    rpc_trace_timeout_secs: f64,
+    /// Largest answer one trace may build, in MB (an unfiltered struct-logger trace of a mainnet block can
+    /// take gigabytes); larger traces answer an error that says so.
+    #[arg(long, env = "EC_RPC_MAX_TRACE_MB", default_value_t = 60)]
+    rpc_max_trace_mb: usize,
     /// Topic for transactions accepted by eth_sendRawTransaction; default `<topic>-tx`, `none` refuses them.
     #[arg(long, env = "EC_TX_TOPIC")]
     tx_topic: Option<String>,
@@ -318,6 +328,9 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         call_timeout: Duration::from_secs_f64(args.rpc_call_timeout_secs.max(0.01)),
         logs_concurrency: args.rpc_logs_concurrency.unwrap_or(ec_rpc::cores()),
         evm_concurrency: args.rpc_evm_concurrency.unwrap_or(ec_rpc::cores()),
+        trace_concurrency: args.rpc_trace_concurrency.unwrap_or(ec_rpc::cores().div_ceil(2)),
+        trace_timeout: Duration::from_secs_f64(args.rpc_trace_timeout_secs.max(0.01)),
+        max_trace_bytes: args.rpc_max_trace_mb.max(1) << 20,
     };
     // Stopping (SIGTERM from ECS/ASG, or Ctrl-C) is staged so that no request is cut off: readiness turns
     // 503 at once, RPC keeps serving for --drain-secs while the balancer takes the replica out, then the RPC

@@ -4,8 +4,10 @@
 use alloy_primitives::B256;
 use serde_json::Value;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BlockSpec {
+    /// Also what a missing or `null` block parameter means.
+    #[default]
     Latest,
     /// Served as latest: a replica has no mempool (documented in docs/rpc.md).
     Pending,
@@ -17,6 +19,12 @@ pub enum BlockSpec {
         hash: B256,
         require_canonical: bool,
     },
+}
+
+impl<'de> serde::Deserialize<'de> for BlockSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::params::via_value(d, |v| parse(Some(v)))
+    }
 }
 
 /// Parses one block parameter; a missing parameter means `latest`.

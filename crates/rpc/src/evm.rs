@@ -327,24 +327,9 @@ pub fn access_list(
     Ok((execute(store, h, &with_list, env, overrides, &mut None)?, list))
 }
 
-/// Runs `req` on top of the canonical block with header `h` (read once by the caller: an estimate runs the
-/// same block a dozen times).
-fn execute(
-    store: &StoreView<'_>,
-    h: &Header,
-    req: &CallRequest,
-    env: &CallEnv,
-    overrides: &Overrides,
-    touched_out: &mut Option<Vec<alloy_eips::eip2930::AccessListItem>>,
-) -> Result<CallOutcome, String> {
-    if Instant::now() >= env.deadline {
-        return Err(env.timed_out());
-    }
-    let number = h.number;
-    let chain_id = env.spec.chain_id();
-    // As geth: the call's gas, or the RPC gas cap when it gives none; never above the cap.
-    let gas_limit = req.gas.map_or(env.gas_cap, |g| g.to::<u64>().min(env.gas_cap));
-    let mut block_env = BlockEnv {
+/// The block environment a header gives (before the fork's rules are applied: [`fork_rules`]).
+pub(crate) fn header_block_env(h: &Header) -> BlockEnv {
+    BlockEnv {
         number: U256::from(h.number),
         beneficiary: h.beneficiary,
         timestamp: U256::from(h.timestamp),
@@ -353,7 +338,52 @@ fn execute(
         difficulty: h.difficulty,
         prevrandao: Some(h.mix_hash),
         ..Default::default()
-    };
+    }
+}
+
+/// The fork that rules a block environment's number and time, applied to it: the difficulty, not
+/// PREVRANDAO, before the merge; the blob price under that fork's parameters (none before Cancun), from the
+/// excess blob gas of `h`.
+pub(crate) fn fork_rules(
+    block_env: &mut BlockEnv,
+    h: &Header,
+    spec: &ec_chainspec::ChainSpec,
+) -> Result<SpecId, String> {
+    let (number, time) =
+        (block_env.number.saturating_to::<u64>(), block_env.timestamp.saturating_to::<u64>());
+    let spec_id = spec.spec_id(number, time).map_err(|e| e.to_string())?;
+    if !spec_id.is_enabled_in(SpecId::MERGE) {
+        block_env.prevrandao = None;
+    }
+    block_env.blob_excess_gas_and_price = spec
+        .blob_params(time)
+        .map(|p| BlobExcessGasAndPrice::new(h.excess_blob_gas.unwrap_or_default(), p.update_fraction as u64));
+    Ok(spec_id)
+}
+
+/// A call ready to run: the state (with the overrides in its cache), the block and configuration (the
+/// overrides', the fork's and a call's relaxed rules), and the transaction.
+pub struct Prepared<'a> {
+    pub db: CacheDB<StateAt<'a>>,
+    pub block_env: BlockEnv,
+    pub cfg: CfgEnv,
+    pub tx: TxEnv,
+}
+
+/// Prepares `req` to run on top of the block with header `h`, as `eth_call` runs it (also what
+/// `debug_traceCall` traces).
+pub fn prepare<'a>(
+    store: &'a StoreView<'a>,
+    h: &Header,
+    req: &CallRequest,
+    env: &CallEnv,
+    overrides: &Overrides,
+) -> Result<Prepared<'a>, String> {
+    let number = h.number;
+    let chain_id = env.spec.chain_id();
+    // As geth: the call's gas, or the RPC gas cap when it gives none; never above the cap.
+    let gas_limit = req.gas.map_or(env.gas_cap, |g| g.to::<u64>().min(env.gas_cap));
+    let mut block_env = header_block_env(h);
     if let Some(b) = &overrides.block {
         if let Some(n) = b.number {
             block_env.number = n;
@@ -398,18 +428,8 @@ fn execute(
             db.insert_account_storage(*address, k, v).map_err(|e| e.to_string())?;
         }
     }
-    // The rules of the (possibly overridden) block: its fork, and its blob price under that fork's
-    // parameters (none before Cancun; the difficulty, not PREVRANDAO, before the merge).
-    let (number_env, time_env) =
-        (block_env.number.saturating_to::<u64>(), block_env.timestamp.saturating_to::<u64>());
-    let spec_id = env.spec.spec_id(number_env, time_env).map_err(|e| e.to_string())?;
-    if !spec_id.is_enabled_in(SpecId::MERGE) {
-        block_env.prevrandao = None;
-    }
-    block_env.blob_excess_gas_and_price = env
-        .spec
-        .blob_params(time_env)
-        .map(|p| BlobExcessGasAndPrice::new(h.excess_blob_gas.unwrap_or_default(), p.update_fraction as u64));
+    // The rules of the (possibly overridden) block.
+    let spec_id = fork_rules(&mut block_env, h, &env.spec)?;
     let mut cfg = CfgEnv::new_with_spec(spec_id);
     cfg.chain_id = chain_id;
     // As nodes do for eth_call: no base-fee floor, no nonce check; gas is charged only if a price is given.
@@ -436,6 +456,23 @@ fn execute(
         .chain_id(Some(chain_id))
         .access_list(req.access_list.clone().unwrap_or_default())
         .build_fill();
+    Ok(Prepared { db, block_env, cfg, tx })
+}
+
+/// Runs `req` on top of the canonical block with header `h` (read once by the caller: an estimate runs the
+/// same block a dozen times).
+fn execute(
+    store: &StoreView<'_>,
+    h: &Header,
+    req: &CallRequest,
+    env: &CallEnv,
+    overrides: &Overrides,
+    touched_out: &mut Option<Vec<alloy_eips::eip2930::AccessListItem>>,
+) -> Result<CallOutcome, String> {
+    if Instant::now() >= env.deadline {
+        return Err(env.timed_out());
+    }
+    let Prepared { db, block_env, cfg, tx } = prepare(store, h, req, env, overrides)?;
     let beneficiary = block_env.beneficiary;
     let inspector = DeadlineInspector { deadline: env.deadline, steps: 0, expired: false };
     let mut evm = Context::mainnet()

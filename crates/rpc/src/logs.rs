@@ -27,6 +27,12 @@ pub enum Range {
     Hash(B256),
 }
 
+impl<'de> serde::Deserialize<'de> for Filter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::params::via_value(d, parse_filter)
+    }
+}
+
 fn one_or_many<T: serde::de::DeserializeOwned>(v: &Value, what: &str) -> Result<Vec<T>, String> {
     match v {
         Value::Null => Ok(Vec::new()),

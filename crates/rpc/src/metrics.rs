@@ -1,101 +1,116 @@
-//! Per-method RPC counts, errors and latencies, rendered as Prometheus text for the replica's `/metrics`.
+//! Per-method RPC counts, errors and latency summaries (p50, p99), kept with the `metrics` crate's types in
+//! a Prometheus recorder of the server's own and rendered as Prometheus text for the replica's `/metrics`.
 //!
-//! Method names come from the network, so only registered methods get their own series; anything else is
-//! counted as `other` (a client cannot grow the metrics without bound).
+//! The recorder is not installed as the process's global one: each server (a test process runs several)
+//! counts its own requests. Method names come from the network, so only registered methods get their own
+//! series; anything else is counted as `other` (a client cannot grow the metrics without bound).
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    fmt::Write,
-    future::Future,
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::collections::HashMap;
 
-use jsonrpsee::{
-    server::middleware::rpc::{Batch, Notification, Request, RpcServiceT},
-    MethodResponse,
-};
+use metrics::{Counter, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    calls: u64,
-    errors: u64,
-    micros: u64,
+const REQUESTS: &str = "ether_cattle_replica_rpc_requests_total";
+const ERRORS: &str = "ether_cattle_replica_rpc_errors_total";
+const SECONDS: &str = "ether_cattle_replica_rpc_request_duration_seconds";
+/// The series that every method not registered on the server counts under.
+const OTHER: &str = "other";
+
+struct Method {
+    calls: Counter,
+    errors: Counter,
+    seconds: Histogram,
 }
 
-#[derive(Debug, Default)]
 pub struct RpcMetrics {
-    known: BTreeSet<String>,
-    by_method: Mutex<BTreeMap<String, Counts>>,
+    /// Holds the series; `handle` renders them.
+    _recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    by_method: HashMap<String, Method>,
 }
 
 impl RpcMetrics {
+    /// Series for every method in `known` and for `other`, registered up front (a request only looks its
+    /// method up).
     pub fn new(known: impl IntoIterator<Item = String>) -> Self {
-        Self { known: known.into_iter().collect(), by_method: Mutex::default() }
+        let recorder = PrometheusBuilder::new()
+            .set_quantiles(&[0.5, 0.99])
+            // Only fails for an empty or out-of-range quantile list, which the line above is not.
+            .expect("quantiles 0.5 and 0.99 are valid")
+            .build_recorder();
+        let describe = |name: &'static str, unit, help: &'static str| {
+            recorder.describe_counter(KeyName::from_const_str(name), unit, SharedString::const_str(help));
+        };
+        describe(REQUESTS, None, "JSON-RPC calls by method.");
+        describe(ERRORS, None, "JSON-RPC calls answered with an error, by method.");
+        recorder.describe_histogram(
+            KeyName::from_const_str(SECONDS),
+            Some(Unit::Seconds),
+            SharedString::const_str("Time spent answering, by method (p50 and p99 since the last scrape)."),
+        );
+        static META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+        let mut by_method = HashMap::new();
+        for method in known.into_iter().chain([OTHER.to_owned()]) {
+            let key = |name: &'static str| Key::from_parts(name, vec![Label::new("method", method.clone())]);
+            let m = Method {
+                calls: recorder.register_counter(&key(REQUESTS), &META),
+                errors: recorder.register_counter(&key(ERRORS), &META),
+                seconds: recorder.register_histogram(&key(SECONDS), &META),
+            };
+            by_method.insert(method, m);
+        }
+        Self { handle: recorder.handle(), _recorder: recorder, by_method }
     }
 
-    fn record(&self, method: &str, micros: u64, error: bool) {
-        let key = if self.known.contains(method) { method } else { "other" };
-        // A poisoned lock only means another request panicked mid-update: the counts are still usable.
-        let mut m = self.by_method.lock().unwrap_or_else(|e| e.into_inner());
-        let c = m.entry(key.to_owned()).or_default();
-        c.calls += 1;
-        c.errors += error as u64;
-        c.micros += micros;
+    pub(crate) fn record(&self, method: &str, seconds: f64, error: bool) {
+        let Some(m) = self.by_method.get(method).or_else(|| self.by_method.get(OTHER)) else { return };
+        m.calls.increment(1);
+        if error {
+            m.errors.increment(1);
+        }
+        m.seconds.record(seconds);
     }
 
+    /// Prometheus text exposition of every series.
     pub fn render(&self) -> String {
-        let m = self.by_method.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut out = String::new();
-        for (name, help, get) in [
-            ("rpc_requests_total", "JSON-RPC calls by method.", (|c: &Counts| c.calls) as fn(&Counts) -> u64),
-            ("rpc_errors_total", "JSON-RPC calls answered with an error, by method.", |c| c.errors),
-            ("rpc_duration_microseconds_total", "Time spent answering, by method.", |c| c.micros),
-        ] {
-            let _ = writeln!(out, "# HELP ether_cattle_replica_{name} {help}");
-            let _ = writeln!(out, "# TYPE ether_cattle_replica_{name} counter");
-            for (method, c) in &m {
-                let _ = writeln!(out, "ether_cattle_replica_{name}{{method=\"{method}\"}} {}", get(c));
-            }
-        }
-        out
+        let mut text = self.handle.render();
+        let mismatches = crate::exec::MISMATCHES.load(std::sync::atomic::Ordering::Relaxed);
+        text.push_str(&format!(
+            "# HELP ether_cattle_replica_reexecution_mismatches_total Re-executed transactions whose gas \
+             differed from their stored receipt (each answered an error, never a trace).\n\
+             # TYPE ether_cattle_replica_reexecution_mismatches_total counter\n\
+             ether_cattle_replica_reexecution_mismatches_total {mismatches}\n"
+        ));
+        text
     }
 }
 
-/// The middleware that feeds [`RpcMetrics`].
-#[derive(Clone)]
-pub struct Counting<S> {
-    pub inner: S,
-    pub metrics: Arc<RpcMetrics>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<S> RpcServiceT for Counting<S>
-where
-    S: RpcServiceT<MethodResponse = MethodResponse> + Send + Sync + Clone + 'static,
-{
-    type MethodResponse = S::MethodResponse;
-    type NotificationResponse = S::NotificationResponse;
-    type BatchResponse = S::BatchResponse;
-
-    fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
-        let (inner, metrics) = (self.inner.clone(), self.metrics.clone());
-        let method = request.method_name().to_owned();
-        let started = Instant::now();
-        async move {
-            let response = inner.call(request).await;
-            metrics.record(&method, started.elapsed().as_micros() as u64, response.is_error());
-            response
-        }
-    }
-
-    fn batch<'a>(&self, requests: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
-        self.inner.batch(requests)
-    }
-
-    fn notification<'a>(
-        &self,
-        n: Notification<'a>,
-    ) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
-        self.inner.notification(n)
+    #[test]
+    fn known_methods_have_their_own_series_and_the_rest_count_as_other() {
+        let m = RpcMetrics::new(["eth_chainId".to_owned()]);
+        m.record("eth_chainId", 0.001, false);
+        m.record("eth_chainId", 0.003, true);
+        m.record("made_up", 0.002, false);
+        let text = m.render();
+        assert!(text.contains("ether_cattle_replica_rpc_requests_total{method=\"eth_chainId\"} 2"), "{text}");
+        assert!(text.contains("ether_cattle_replica_rpc_errors_total{method=\"eth_chainId\"} 1"), "{text}");
+        assert!(text.contains("ether_cattle_replica_rpc_requests_total{method=\"other\"} 1"), "{text}");
+        assert!(!text.contains("made_up"), "{text}");
+        assert!(
+            text.contains(
+                "ether_cattle_replica_rpc_request_duration_seconds{method=\"eth_chainId\",quantile=\"0.99\"}"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ether_cattle_replica_rpc_request_duration_seconds_count{method=\"eth_chainId\"} 2"
+            ),
+            "{text}"
+        );
     }
 }

@@ -4,34 +4,24 @@
 
 use std::sync::Arc;
 
-use jsonrpsee::{
-    core::SubscriptionError, types::Params, PendingSubscriptionSink, SubscriptionMessage, SubscriptionSink,
-};
+use jsonrpsee::{core::SubscriptionError, PendingSubscriptionSink, SubscriptionMessage, SubscriptionSink};
 use tokio::sync::watch;
 
-use crate::{arg, convert, invalid_params, logs, positional, server_error, Ctx, Req};
+use crate::{
+    convert,
+    ctx::{Ctx, Req},
+    error::{invalid_params, server_error},
+    logs,
+};
 use ec_store::Reads;
 
 /// `eth_subscribe`: `newHeads`, or `logs` with an optional filter (address, topics).
 pub async fn subscribe(
-    p: Params<'static>,
+    c: &Arc<Ctx>,
     pending: PendingSubscriptionSink,
-    c: Arc<Ctx>,
+    kind: String,
+    filter: Option<serde_json::Value>,
 ) -> Result<(), SubscriptionError> {
-    let args = match positional(&p) {
-        Ok(a) => a,
-        Err(e) => {
-            pending.reject(e).await;
-            return Ok(());
-        }
-    };
-    let kind = match arg::<String>(&args, 0, "subscription kind") {
-        Ok(k) => k,
-        Err(e) => {
-            pending.reject(e).await;
-            return Ok(());
-        }
-    };
     match kind.as_str() {
         "newHeads" => {
             let Some(status) = c.status.clone() else {
@@ -39,10 +29,10 @@ pub async fn subscribe(
                 return Ok(());
             };
             let sink = pending.accept().await?;
-            new_heads(&c, status, sink).await
+            new_heads(c, status, sink).await
         }
         "logs" => {
-            let filter = match args.get(1).map_or(Ok(logs::Filter::any()), logs::parse_filter) {
+            let filter = match filter.as_ref().map_or(Ok(logs::Filter::any()), logs::parse_filter) {
                 Ok(f) => f,
                 Err(e) => {
                     pending.reject(invalid_params(e)).await;
@@ -54,7 +44,7 @@ pub async fn subscribe(
                 return Ok(());
             };
             let sink = pending.accept().await?;
-            logs_subscription(&c, filter, events, sink).await
+            logs_subscription(c, filter, events, sink).await
         }
         other => {
             let msg = format!("unsupported subscription {other:?} (newHeads and logs are served)");

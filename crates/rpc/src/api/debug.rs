@@ -1,0 +1,256 @@
+//! The `debug` namespace: raw (RLP) headers, blocks and transactions as the chain has them, and geth's
+//! traces of stored blocks and transactions, re-executed on the replica's own state ([`crate::exec`],
+//! [`crate::geth_trace`]).
+
+use std::{collections::HashMap, sync::Arc};
+
+use alloy_primitives::{Address, Bytes, B256};
+use alloy_rlp::Decodable;
+use alloy_rpc_types_trace::geth::{GethDebugTracingOptions, GethTrace, TraceResult};
+use ec_store::{tables::StoredBlock, Reads};
+use jsonrpsee::proc_macros::rpc;
+
+use crate::{
+    block_id::BlockSpec,
+    ctx::{Class, Ctx, Req},
+    error::{invalid_params, server_error, RpcResult},
+    evm::{self, AccountOverride, BlockOverrides, CallRequest},
+    exec::Replay,
+    geth_trace::{self, TraceError, TraceLimits},
+    params::Hash,
+    raw,
+};
+
+#[rpc(server, namespace = "debug")]
+pub trait DebugApi {
+    #[method(name = "getRawHeader")]
+    fn get_raw_header(&self, block: Option<BlockSpec>) -> RpcResult<Option<Bytes>>;
+
+    #[method(name = "getRawBlock")]
+    fn get_raw_block(&self, block: Option<BlockSpec>) -> RpcResult<Option<Bytes>>;
+
+    #[method(name = "getRawTransaction")]
+    fn get_raw_transaction(&self, hash: Hash) -> RpcResult<Option<Bytes>>;
+
+    /// One transaction, re-executed after the ones before it in its block.
+    #[method(name = "traceTransaction")]
+    async fn trace_transaction(
+        &self,
+        hash: Hash,
+        opts: Option<GethDebugTracingOptions>,
+    ) -> RpcResult<GethTrace>;
+
+    #[method(name = "traceBlockByNumber")]
+    async fn trace_block_by_number(
+        &self,
+        block: BlockSpec,
+        opts: Option<GethDebugTracingOptions>,
+    ) -> RpcResult<Vec<TraceResult>>;
+
+    #[method(name = "traceBlockByHash")]
+    async fn trace_block_by_hash(
+        &self,
+        hash: Hash,
+        opts: Option<GethDebugTracingOptions>,
+    ) -> RpcResult<Vec<TraceResult>>;
+
+    /// A call on top of a block, as `eth_call` runs it, with state and block overrides in the options.
+    #[method(name = "traceCall")]
+    async fn trace_call(
+        &self,
+        request: CallRequest,
+        block: Option<BlockSpec>,
+        opts: Option<TraceCallOptions>,
+    ) -> RpcResult<GethTrace>;
+
+    /// A block given as RLP: traced when it is a block this replica holds (geth also traces blocks it has
+    /// only the parent of; a replica re-executes only what its log recorded, receipts included).
+    #[method(name = "traceBlock")]
+    async fn trace_block(
+        &self,
+        rlp: Bytes,
+        opts: Option<GethDebugTracingOptions>,
+    ) -> RpcResult<Vec<TraceResult>>;
+}
+
+/// `debug_traceCall`'s options: a tracer's, and the call's overrides (as `eth_call`'s third and fourth
+/// parameters).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceCallOptions {
+    #[serde(flatten)]
+    pub tracing: GethDebugTracingOptions,
+    pub state_overrides: Option<HashMap<Address, AccountOverride>>,
+    pub block_overrides: Option<BlockOverrides>,
+    /// Running the call between a block's transactions (geth's `txIndex`) is not served yet: refused.
+    pub tx_index: Option<alloy_primitives::U64>,
+}
+
+pub struct Debug(pub Arc<Ctx>);
+
+impl Debug {
+    /// Finds a block, then re-executes it on the trace pool under the trace limits, in one view of the store.
+    async fn trace<T: Send + 'static>(
+        &self,
+        opts: &GethDebugTracingOptions,
+        find: impl FnOnce(&Req) -> RpcResult<(Arc<StoredBlock>, Option<usize>)> + Send + 'static,
+        run: impl FnOnce(&mut Replay, Option<usize>, TraceLimits) -> Result<T, TraceError> + Send + 'static,
+    ) -> RpcResult<T> {
+        let c = &self.0;
+        let timeout =
+            geth_trace::timeout(opts.timeout.as_deref(), c.limits.trace_timeout).map_err(trace_error)?;
+        geth_trace::check_tracer(opts).map_err(trace_error)?;
+        let max_bytes = c.limits.max_trace_bytes;
+        // Waiting for a permit counts against the trace's deadline: a flood of traces is answered with
+        // timeouts, not queued without bound.
+        let deadline = std::time::Instant::now() + timeout;
+        let work = c.on_pool(Class::Trace, move |r| {
+            let (block, index) = find(r)?;
+            let spec = r.chain_spec()?;
+            let limits = TraceLimits { deadline, timeout, max_bytes };
+            let mut replay = Replay::start(&r.view, &spec, block).map_err(|e| trace_error(e.into()))?;
+            replay.set_deadline(deadline, timeout);
+            run(&mut replay, index, limits).map_err(trace_error)
+        });
+        // The work stops itself at the deadline; this wait is only a backstop (a slow disk).
+        tokio::time::timeout(timeout * 2, work).await.map_err(|_| server_error("execution timeout"))?
+    }
+}
+
+fn trace_error(e: TraceError) -> jsonrpsee::types::ErrorObjectOwned {
+    server_error(e)
+}
+
+/// The canonical block a block parameter names, or geth's "not found" error.
+fn block_at(r: &Req, spec: BlockSpec) -> RpcResult<Arc<StoredBlock>> {
+    let not_found = |what: String| server_error(format!("block {what} not found"));
+    match spec {
+        BlockSpec::Hash { hash, .. } => r.block(&hash)?.ok_or_else(|| not_found(hash.to_string())),
+        BlockSpec::Number(n) => {
+            let head = r.view.head().map_err(server_error)?.map_or(0, |h| h.number);
+            if n > head {
+                return Err(not_found(format!("#{n}")));
+            }
+            r.canonical_block(n)?.ok_or_else(|| not_found(format!("#{n}")))
+        }
+        other => {
+            let n = r.resolve(other)?;
+            r.canonical_block(n)?.ok_or_else(|| not_found(format!("#{n}")))
+        }
+    }
+}
+
+#[jsonrpsee::core::async_trait]
+impl DebugApiServer for Debug {
+    fn get_raw_header(&self, block: Option<BlockSpec>) -> RpcResult<Option<Bytes>> {
+        let r = Req::new(&self.0);
+        Ok(r.find_block(block.unwrap_or_default())?.map(|b| raw::header(&b)))
+    }
+
+    fn get_raw_block(&self, block: Option<BlockSpec>) -> RpcResult<Option<Bytes>> {
+        let r = Req::new(&self.0);
+        r.find_block(block.unwrap_or_default())?.map(|b| raw::block(&b).map_err(server_error)).transpose()
+    }
+
+    fn get_raw_transaction(&self, hash: Hash) -> RpcResult<Option<Bytes>> {
+        Ok(Req::new(&self.0).tx_by_hash(&hash.0)?.map(|t| t.tx.transaction.encoded))
+    }
+
+    async fn trace_transaction(
+        &self,
+        hash: Hash,
+        opts: Option<GethDebugTracingOptions>,
+    ) -> RpcResult<GethTrace> {
+        let opts = opts.unwrap_or_default();
+        let o = opts.clone();
+        let find = move |r: &Req| {
+            let not_found = || server_error("transaction not found");
+            let loc = r.view.tx_location(&hash.0).map_err(server_error)?.ok_or_else(not_found)?;
+            let block_hash =
+                r.view.canonical_hash(loc.block_number).map_err(server_error)?.ok_or_else(not_found)?;
+            let block = r.block(&block_hash)?.ok_or_else(not_found)?;
+            Ok((block, Some(loc.index as usize)))
+        };
+        self.trace(&opts, find, move |replay, index, limits| {
+            geth_trace::transaction(replay, index.unwrap_or_default(), &o, limits)
+        })
+        .await
+    }
+
+    async fn trace_block_by_number(
+        &self,
+        block: BlockSpec,
+        opts: Option<GethDebugTracingOptions>,
+    ) -> RpcResult<Vec<TraceResult>> {
+        let opts = opts.unwrap_or_default();
+        let o = opts.clone();
+        self.trace(
+            &opts,
+            move |r| Ok((block_at(r, block)?, None)),
+            move |replay, _, limits| geth_trace::block(replay, &o, limits),
+        )
+        .await
+    }
+
+    async fn trace_block_by_hash(
+        &self,
+        hash: Hash,
+        opts: Option<GethDebugTracingOptions>,
+    ) -> RpcResult<Vec<TraceResult>> {
+        let spec = BlockSpec::Hash { hash: hash.0, require_canonical: false };
+        self.trace_block_by_number(spec, opts).await
+    }
+
+    async fn trace_call(
+        &self,
+        request: CallRequest,
+        block: Option<BlockSpec>,
+        opts: Option<TraceCallOptions>,
+    ) -> RpcResult<GethTrace> {
+        let opts = opts.unwrap_or_default();
+        if opts.tx_index.is_some() {
+            return Err(invalid_params(
+                "txIndex is not served by this replica yet (the call runs after the block)",
+            ));
+        }
+        let c = &self.0;
+        let timeout = geth_trace::timeout(opts.tracing.timeout.as_deref(), c.limits.trace_timeout)
+            .map_err(trace_error)?;
+        geth_trace::check_tracer(&opts.tracing).map_err(trace_error)?;
+        let deadline = std::time::Instant::now() + timeout;
+        let limits = TraceLimits { deadline, timeout, max_bytes: c.limits.max_trace_bytes };
+        let call_env = evm::CallEnv { spec: c.chain_spec()?, gas_cap: c.limits.gas_cap, deadline, timeout };
+        let overrides =
+            evm::Overrides { state: opts.state_overrides.clone(), block: opts.block_overrides.clone() };
+        let spec = block.unwrap_or_default();
+        let work = c.on_pool(Class::Trace, move |r| {
+            let n = r.resolve(spec)?;
+            let b = r.canonical_block(n)?.ok_or_else(|| server_error("header not found"))?;
+            let header = crate::fees::header(&b).map_err(server_error)?;
+            let prepared =
+                evm::prepare(&r.view, &header, &request, &call_env, &overrides).map_err(server_error)?;
+            geth_trace::call(prepared, &opts.tracing, limits).map_err(trace_error)
+        });
+        tokio::time::timeout(timeout * 2, work).await.map_err(|_| server_error("execution timeout"))?
+    }
+
+    async fn trace_block(
+        &self,
+        rlp: Bytes,
+        opts: Option<GethDebugTracingOptions>,
+    ) -> RpcResult<Vec<TraceResult>> {
+        let block = alloy_consensus::Block::<alloy_consensus::TxEnvelope>::decode(&mut &rlp[..])
+            .map_err(|e| server_error(format!("could not decode block: {e}")))?;
+        let hash: B256 = block.header.hash_slow();
+        let held = {
+            let r = Req::new(&self.0);
+            r.block(&hash)?.is_some()
+        };
+        if !held {
+            return Err(server_error(format!(
+                "block {hash} is not held by this replica (it traces the blocks of its own chain)"
+            )));
+        }
+        self.trace_block_by_hash(Hash(hash), opts).await
+    }
+}

@@ -1,0 +1,529 @@
+//! The `eth` namespace: the chain, account state, blocks, transactions and receipts, fees, logs, the EVM
+//! (`eth_call`, `eth_estimateGas`, `eth_createAccessList`), relaying raw transactions to the publisher, and
+//! subscriptions.
+//!
+//! Point reads (state, blocks, fees) run in place on the server's workers; log scans and the EVM run in
+//! place for a short budget and then on their own bounded pools ([`crate::ctx::Class`]).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use alloy_primitives::{Address, Bytes, B256, U256, U64};
+use alloy_rpc_types_eth::{Block as RpcBlock, Log, Transaction as RpcTx, TransactionReceipt as RpcReceipt};
+use ec_store::Reads;
+use jsonrpsee::{core::SubscriptionResult, proc_macros::rpc, PendingSubscriptionSink};
+use serde_json::Value;
+
+use crate::{
+    block_id::BlockSpec,
+    convert,
+    ctx::{on_evm_thread, Class, Ctx, Req},
+    error::{invalid_params, reverted, server_error, RpcResult},
+    evm::{self, AccountOverride, BlockOverrides, CallRequest},
+    fees, logs,
+    params::{BlockCount, Hash, StorageKey},
+    send_tx, subscriptions,
+};
+
+/// Most storage keys one `eth_getStorageValues` request may ask for.
+const MAX_STORAGE_VALUES: usize = 1024;
+
+/// Most blocks one `eth_feeHistory` request covers (geth's cap).
+const MAX_FEE_HISTORY_BLOCKS: u64 = 1024;
+
+#[rpc(server, namespace = "eth")]
+pub trait EthApi {
+    // --- The chain.
+    #[method(name = "chainId")]
+    fn chain_id(&self) -> RpcResult<U64>;
+
+    #[method(name = "blockNumber")]
+    fn block_number(&self) -> RpcResult<U64>;
+
+    /// Always `false`: a replica serves only once it has caught up with its topic.
+    #[method(name = "syncing")]
+    fn syncing(&self) -> RpcResult<bool>;
+
+    /// EIP-7910, from the chain specification of the genesis record.
+    #[method(name = "config")]
+    fn config(&self) -> RpcResult<Value>;
+
+    // --- Account state at any block the replica holds.
+    #[method(name = "getBalance")]
+    fn get_balance(&self, address: Address, block: Option<BlockSpec>) -> RpcResult<U256>;
+
+    #[method(name = "getTransactionCount")]
+    fn get_transaction_count(&self, address: Address, block: Option<BlockSpec>) -> RpcResult<U64>;
+
+    #[method(name = "getCode")]
+    fn get_code(&self, address: Address, block: Option<BlockSpec>) -> RpcResult<Bytes>;
+
+    #[method(name = "getStorageAt")]
+    fn get_storage_at(&self, address: Address, slot: StorageKey, block: Option<BlockSpec>)
+        -> RpcResult<B256>;
+
+    /// Many slots of many accounts at one block; the answer is keyed by the addresses as the request spells
+    /// them.
+    #[method(name = "getStorageValues")]
+    fn get_storage_values(
+        &self,
+        request: BTreeMap<String, Vec<StorageKey>>,
+        block: Option<BlockSpec>,
+    ) -> RpcResult<BTreeMap<String, Vec<B256>>>;
+
+    // --- Blocks.
+    #[method(name = "getBlockByNumber")]
+    fn get_block_by_number(
+        &self,
+        block: Option<BlockSpec>,
+        full: Option<bool>,
+    ) -> RpcResult<Option<RpcBlock>>;
+
+    #[method(name = "getBlockByHash")]
+    fn get_block_by_hash(&self, block: Option<BlockSpec>, full: Option<bool>) -> RpcResult<Option<RpcBlock>>;
+
+    #[method(name = "getBlockTransactionCountByNumber")]
+    fn get_block_transaction_count_by_number(&self, block: Option<BlockSpec>) -> RpcResult<Option<U64>>;
+
+    #[method(name = "getBlockTransactionCountByHash")]
+    fn get_block_transaction_count_by_hash(&self, block: Option<BlockSpec>) -> RpcResult<Option<U64>>;
+
+    /// The log carries no ommers: post-merge blocks have none.
+    #[method(name = "getUncleCountByBlockNumber")]
+    fn get_uncle_count_by_block_number(&self, block: Option<BlockSpec>) -> RpcResult<Option<U64>>;
+
+    #[method(name = "getUncleCountByBlockHash")]
+    fn get_uncle_count_by_block_hash(&self, block: Option<BlockSpec>) -> RpcResult<Option<U64>>;
+
+    #[method(name = "getBlockReceipts")]
+    fn get_block_receipts(&self, block: Option<BlockSpec>) -> RpcResult<Option<Vec<RpcReceipt>>>;
+
+    // --- Transactions and receipts.
+    #[method(name = "getTransactionByBlockNumberAndIndex")]
+    fn get_transaction_by_block_number_and_index(
+        &self,
+        block: Option<BlockSpec>,
+        index: U64,
+    ) -> RpcResult<Option<RpcTx>>;
+
+    #[method(name = "getTransactionByBlockHashAndIndex")]
+    fn get_transaction_by_block_hash_and_index(
+        &self,
+        block: Option<BlockSpec>,
+        index: U64,
+    ) -> RpcResult<Option<RpcTx>>;
+
+    #[method(name = "getTransactionByHash")]
+    fn get_transaction_by_hash(&self, hash: Hash) -> RpcResult<Option<RpcTx>>;
+
+    #[method(name = "getTransactionReceipt")]
+    fn get_transaction_receipt(&self, hash: Hash) -> RpcResult<Option<RpcReceipt>>;
+
+    // --- Fees.
+    /// The suggested tip: geth's oracle over the newest blocks (up to twice its 20, see fees::TipOracle).
+    #[method(name = "maxPriorityFeePerGas")]
+    fn max_priority_fee_per_gas(&self) -> RpcResult<U256>;
+
+    /// The suggested tip plus the head's base fee, as geth answers.
+    #[method(name = "gasPrice")]
+    fn gas_price(&self) -> RpcResult<U256>;
+
+    /// The next block's base fee (none before London).
+    #[method(name = "baseFee")]
+    fn base_fee(&self) -> RpcResult<Option<U256>>;
+
+    /// The head's blob base fee under the head's blob parameters, as geth answers.
+    #[method(name = "blobBaseFee")]
+    fn blob_base_fee(&self) -> RpcResult<U256>;
+
+    #[method(name = "feeHistory")]
+    fn fee_history(
+        &self,
+        count: BlockCount,
+        newest: Option<BlockSpec>,
+        percentiles: Option<Vec<f64>>,
+    ) -> RpcResult<fees::FeeHistory>;
+
+    // --- Logs.
+    #[method(name = "getLogs")]
+    async fn get_logs(&self, filter: logs::Filter) -> RpcResult<Vec<Log>>;
+
+    /// `newHeads`, or `logs` with an optional filter.
+    #[subscription(name = "subscribe" => "subscription", unsubscribe = "unsubscribe", item = Value)]
+    async fn subscribe(&self, kind: String, filter: Option<Value>) -> SubscriptionResult;
+
+    // --- The EVM.
+    #[method(name = "call")]
+    async fn call(
+        &self,
+        request: CallRequest,
+        block: Option<BlockSpec>,
+        state: Option<HashMap<Address, AccountOverride>>,
+        block_overrides: Option<BlockOverrides>,
+    ) -> RpcResult<Bytes>;
+
+    #[method(name = "estimateGas")]
+    async fn estimate_gas(
+        &self,
+        request: CallRequest,
+        block: Option<BlockSpec>,
+        state: Option<HashMap<Address, AccountOverride>>,
+        block_overrides: Option<BlockOverrides>,
+    ) -> RpcResult<U64>;
+
+    #[method(name = "createAccessList")]
+    async fn create_access_list(
+        &self,
+        request: CallRequest,
+        block: Option<BlockSpec>,
+        state: Option<HashMap<Address, AccountOverride>>,
+        block_overrides: Option<BlockOverrides>,
+    ) -> RpcResult<Value>;
+
+    // --- Relaying.
+    /// Checked against the replica's state, then queued on the cluster's transaction topic for the
+    /// publisher to hand to its client.
+    #[method(name = "sendRawTransaction")]
+    async fn send_raw_transaction(&self, raw: Bytes) -> RpcResult<B256>;
+}
+
+pub struct Eth(pub Arc<Ctx>);
+
+impl Eth {
+    /// One request's view of the store.
+    fn req(&self) -> Req<'_> {
+        Req::new(&self.0)
+    }
+
+    /// The block number a block parameter names, and the view it was resolved in.
+    fn at(&self, block: Option<BlockSpec>) -> RpcResult<(Req<'_>, u64)> {
+        let r = self.req();
+        let n = r.resolve(block.unwrap_or_default())?;
+        Ok((r, n))
+    }
+
+    fn block(&self, block: Option<BlockSpec>) -> RpcResult<Option<Arc<ec_store::tables::StoredBlock>>> {
+        self.req().find_block(block.unwrap_or_default())
+    }
+
+    fn transaction_by_block_and_index(
+        &self,
+        block: Option<BlockSpec>,
+        index: U64,
+    ) -> RpcResult<Option<RpcTx>> {
+        let Some(b) = self.block(block)? else { return Ok(None) };
+        convert::transaction(&b, index.to::<usize>()).map_err(server_error)
+    }
+
+    fn latest_header(r: &Req) -> RpcResult<alloy_consensus::Header> {
+        let n = r.resolve(BlockSpec::Latest)?;
+        let b = r.canonical_block(n)?.ok_or_else(|| server_error("no blocks yet"))?;
+        fees::header(&b).map_err(server_error)
+    }
+
+    /// geth's tip oracle over the newest blocks, reused while the head is the same.
+    fn suggested_tip(r: &Req) -> RpcResult<u128> {
+        let head = r.view.head().map_err(server_error)?.ok_or_else(|| server_error("no blocks yet"))?;
+        let last = *r.last_tip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, price)) = last.filter(|(hash, _)| *hash == head.hash) {
+            return Ok(price);
+        }
+        let mut blocks = Vec::new();
+        for n in (1..=head.number).rev().take(fees::TipOracle::BLOCKS * 2) {
+            blocks.extend(r.canonical_block(n)?);
+        }
+        let last_price = last.map_or(fees::TipOracle::START_PRICE, |(_, p)| p);
+        let price = fees::TipOracle::suggest(&blocks, last_price).map_err(server_error)?;
+        *r.last_tip.lock().unwrap_or_else(|e| e.into_inner()) = Some((head.hash, price));
+        Ok(price)
+    }
+}
+
+/// The state and block overrides of a call.
+fn overrides(
+    state: Option<HashMap<Address, AccountOverride>>,
+    block: Option<BlockOverrides>,
+) -> evm::Overrides {
+    evm::Overrides { state, block }
+}
+
+#[jsonrpsee::core::async_trait]
+impl EthApiServer for Eth {
+    fn chain_id(&self) -> RpcResult<U64> {
+        self.0.chain_id().map(U64::from)
+    }
+
+    fn block_number(&self) -> RpcResult<U64> {
+        self.req().resolve(BlockSpec::Latest).map(U64::from)
+    }
+
+    fn syncing(&self) -> RpcResult<bool> {
+        Ok(false)
+    }
+
+    fn config(&self) -> RpcResult<Value> {
+        let r = self.req();
+        let spec = r.chain_spec()?;
+        let chain = r.view.chain().map_err(server_error)?.ok_or_else(|| server_error("no genesis yet"))?;
+        Ok(spec.eth_config(chain.genesis_hash, chain.genesis_timestamp, Self::latest_header(&r)?.timestamp))
+    }
+
+    fn get_balance(&self, address: Address, block: Option<BlockSpec>) -> RpcResult<U256> {
+        let (r, n) = self.at(block)?;
+        Ok(r.view.account_at(&address, n).map_err(server_error)?.map_or(U256::ZERO, |a| a.balance))
+    }
+
+    fn get_transaction_count(&self, address: Address, block: Option<BlockSpec>) -> RpcResult<U64> {
+        let (r, n) = self.at(block)?;
+        Ok(U64::from(r.view.account_at(&address, n).map_err(server_error)?.map_or(0, |a| a.nonce)))
+    }
+
+    fn get_code(&self, address: Address, block: Option<BlockSpec>) -> RpcResult<Bytes> {
+        let (r, n) = self.at(block)?;
+        let Some(account) = r.view.account_at(&address, n).map_err(server_error)? else {
+            return Ok(Bytes::new());
+        };
+        Ok(r.view.code(&account.code_hash).map_err(server_error)?.unwrap_or_default())
+    }
+
+    fn get_storage_at(
+        &self,
+        address: Address,
+        slot: StorageKey,
+        block: Option<BlockSpec>,
+    ) -> RpcResult<B256> {
+        let (r, n) = self.at(block)?;
+        r.view.storage_at(&address, &slot.0, n).map_err(server_error)
+    }
+
+    fn get_storage_values(
+        &self,
+        request: BTreeMap<String, Vec<StorageKey>>,
+        block: Option<BlockSpec>,
+    ) -> RpcResult<BTreeMap<String, Vec<B256>>> {
+        if request.is_empty() {
+            return Err(invalid_params("empty request"));
+        }
+        let keys: usize = request.values().map(Vec::len).sum();
+        if keys > MAX_STORAGE_VALUES {
+            return Err(invalid_params(format!(
+                "too many storage keys: {keys}, at most {MAX_STORAGE_VALUES}"
+            )));
+        }
+        let (r, n) = self.at(block)?;
+        let mut out = BTreeMap::new();
+        for (spelled, slots) in request {
+            let address: Address =
+                spelled.parse().map_err(|e| invalid_params(format!("address {spelled}: {e}")))?;
+            let values = slots
+                .iter()
+                .map(|slot| r.view.storage_at(&address, &slot.0, n).map_err(server_error))
+                .collect::<RpcResult<Vec<_>>>()?;
+            out.insert(spelled, values);
+        }
+        Ok(out)
+    }
+
+    fn get_block_by_number(
+        &self,
+        block: Option<BlockSpec>,
+        full: Option<bool>,
+    ) -> RpcResult<Option<RpcBlock>> {
+        let Some(b) = self.block(block)? else { return Ok(None) };
+        convert::block(&b, full.unwrap_or(false)).map(Some).map_err(server_error)
+    }
+
+    fn get_block_by_hash(&self, block: Option<BlockSpec>, full: Option<bool>) -> RpcResult<Option<RpcBlock>> {
+        self.get_block_by_number(block, full)
+    }
+
+    fn get_block_transaction_count_by_number(&self, block: Option<BlockSpec>) -> RpcResult<Option<U64>> {
+        Ok(self.block(block)?.map(|b| U64::from(b.transactions.len())))
+    }
+
+    fn get_block_transaction_count_by_hash(&self, block: Option<BlockSpec>) -> RpcResult<Option<U64>> {
+        self.get_block_transaction_count_by_number(block)
+    }
+
+    fn get_uncle_count_by_block_number(&self, block: Option<BlockSpec>) -> RpcResult<Option<U64>> {
+        Ok(self.block(block)?.map(|_| U64::ZERO))
+    }
+
+    fn get_uncle_count_by_block_hash(&self, block: Option<BlockSpec>) -> RpcResult<Option<U64>> {
+        self.get_uncle_count_by_block_number(block)
+    }
+
+    fn get_block_receipts(&self, block: Option<BlockSpec>) -> RpcResult<Option<Vec<RpcReceipt>>> {
+        let Some(b) = self.block(block)? else { return Ok(None) };
+        convert::receipts(&b).map(Some).map_err(server_error)
+    }
+
+    fn get_transaction_by_block_number_and_index(
+        &self,
+        block: Option<BlockSpec>,
+        index: U64,
+    ) -> RpcResult<Option<RpcTx>> {
+        self.transaction_by_block_and_index(block, index)
+    }
+
+    fn get_transaction_by_block_hash_and_index(
+        &self,
+        block: Option<BlockSpec>,
+        index: U64,
+    ) -> RpcResult<Option<RpcTx>> {
+        self.transaction_by_block_and_index(block, index)
+    }
+
+    fn get_transaction_by_hash(&self, hash: Hash) -> RpcResult<Option<RpcTx>> {
+        let Some(t) = self.req().tx_by_hash(&hash.0)? else { return Ok(None) };
+        convert::transaction_of(&t).map(Some).map_err(server_error)
+    }
+
+    fn get_transaction_receipt(&self, hash: Hash) -> RpcResult<Option<RpcReceipt>> {
+        let Some(t) = self.req().tx_by_hash(&hash.0)? else { return Ok(None) };
+        convert::receipt_of(&t).map(Some).map_err(server_error)
+    }
+
+    fn max_priority_fee_per_gas(&self) -> RpcResult<U256> {
+        Ok(U256::from(Self::suggested_tip(&self.req())?))
+    }
+
+    fn gas_price(&self) -> RpcResult<U256> {
+        let r = self.req();
+        let base = Self::latest_header(&r)?.base_fee_per_gas.unwrap_or_default() as u128;
+        Ok(U256::from(Self::suggested_tip(&r)? + base))
+    }
+
+    fn base_fee(&self) -> RpcResult<Option<U256>> {
+        let r = self.req();
+        let (h, spec) = (Self::latest_header(&r)?, r.chain_spec()?);
+        Ok(h.base_fee_per_gas.map(|_| U256::from(fees::next_base_fee(&spec, &h))))
+    }
+
+    fn blob_base_fee(&self) -> RpcResult<U256> {
+        let r = self.req();
+        let h = Self::latest_header(&r)?;
+        let fee = fees::blob_base_fee(r.chain_spec()?.as_ref(), &h)
+            .ok_or_else(|| server_error("blob base fee is not available before Cancun"))?;
+        Ok(U256::from(fee))
+    }
+
+    fn fee_history(
+        &self,
+        count: BlockCount,
+        newest: Option<BlockSpec>,
+        percentiles: Option<Vec<f64>>,
+    ) -> RpcResult<fees::FeeHistory> {
+        let count = count.0.min(MAX_FEE_HISTORY_BLOCKS);
+        let (r, newest) = self.at(newest)?;
+        if let Some(p) = &percentiles {
+            if p.iter().any(|x| !(0.0..=100.0).contains(x)) || p.windows(2).any(|w| w[0] > w[1]) {
+                return Err(invalid_params("reward percentiles must ascend within 0..=100"));
+            }
+        }
+        let oldest = (newest + 1).saturating_sub(count);
+        let mut blocks = Vec::new();
+        for n in oldest..=newest {
+            blocks.extend(r.canonical_block(n)?);
+        }
+        fees::fee_history(r.chain_spec()?.as_ref(), &blocks, percentiles.as_deref()).map_err(server_error)
+    }
+
+    async fn get_logs(&self, filter: logs::Filter) -> RpcResult<Vec<Log>> {
+        // As the EVM: in place for a short budget (most filtered queries), else again on the logs pool.
+        let budget = std::time::Instant::now() + crate::ctx::INLINE_BUDGET;
+        if let Some(found) = logs::get_logs(&self.req(), &filter, Some(budget))? {
+            return Ok(found);
+        }
+        self.0
+            .on_pool(Class::Logs, move |r| logs::get_logs(r, &filter, None).map(Option::unwrap_or_default))
+            .await
+    }
+
+    async fn subscribe(
+        &self,
+        pending: PendingSubscriptionSink,
+        kind: String,
+        filter: Option<Value>,
+    ) -> SubscriptionResult {
+        subscriptions::subscribe(&self.0, pending, kind, filter).await
+    }
+
+    async fn call(
+        &self,
+        request: CallRequest,
+        block: Option<BlockSpec>,
+        state: Option<HashMap<Address, AccountOverride>>,
+        block_overrides: Option<BlockOverrides>,
+    ) -> RpcResult<Bytes> {
+        let o = overrides(state, block_overrides);
+        let outcome = on_evm_thread(&self.0, block.unwrap_or_default(), move |view, h, env| {
+            evm::call(view, h, &request, env, &o)
+        })
+        .await?;
+        match outcome {
+            evm::CallOutcome::Success { output, .. } => Ok(output),
+            evm::CallOutcome::Revert { output, .. } => Err(reverted(output)),
+            evm::CallOutcome::Halt { reason, .. } => Err(server_error(format!("execution halted: {reason}"))),
+        }
+    }
+
+    async fn estimate_gas(
+        &self,
+        request: CallRequest,
+        block: Option<BlockSpec>,
+        state: Option<HashMap<Address, AccountOverride>>,
+        block_overrides: Option<BlockOverrides>,
+    ) -> RpcResult<U64> {
+        let o = overrides(state, block_overrides);
+        let outcome = on_evm_thread(&self.0, block.unwrap_or_default(), move |view, h, env| {
+            Ok(evm::estimate_gas(view, h, &request, env, &o))
+        })
+        .await?;
+        match outcome {
+            Ok(gas) => Ok(U64::from(gas)),
+            Err(evm::EstimateError::Reverted(output)) => Err(reverted(output)),
+            Err(evm::EstimateError::Failed(message)) => Err(server_error(message)),
+        }
+    }
+
+    async fn create_access_list(
+        &self,
+        request: CallRequest,
+        block: Option<BlockSpec>,
+        state: Option<HashMap<Address, AccountOverride>>,
+        block_overrides: Option<BlockOverrides>,
+    ) -> RpcResult<Value> {
+        let o = overrides(state, block_overrides);
+        let (outcome, list) = on_evm_thread(&self.0, block.unwrap_or_default(), move |view, h, env| {
+            evm::access_list(view, h, &request, env, &o)
+        })
+        .await?;
+        match outcome {
+            evm::CallOutcome::Success { gas_used, .. } => {
+                Ok(serde_json::json!({"accessList": list, "gasUsed": U64::from(gas_used)}))
+            }
+            // As geth: the slots the call touched before it reverted, and the failure in `error`.
+            evm::CallOutcome::Revert { gas_used, .. } => Ok(serde_json::json!({
+                "accessList": list, "error": "execution reverted", "gasUsed": U64::from(gas_used)
+            })),
+            evm::CallOutcome::Halt { reason, .. } => Err(server_error(format!("execution halted: {reason}"))),
+        }
+    }
+
+    async fn send_raw_transaction(&self, raw: Bytes) -> RpcResult<B256> {
+        let c = &self.0;
+        let decoded = send_tx::decode(&raw, c.chain_id()?).map_err(server_error)?;
+        let sender = decoded.sender;
+        let account = c.on_pool(Class::Read, move |r| r.view.account(&sender).map_err(server_error)).await?;
+        let (nonce, balance) = account.map_or((0, U256::ZERO), |a| (a.nonce, a.balance));
+        send_tx::check(&decoded, nonce, balance).map_err(server_error)?;
+        let producer =
+            c.tx_producer.as_ref().ok_or_else(|| server_error("this replica relays no transactions"))?;
+        producer.send(&raw).await.map_err(|e| server_error(format!("cannot queue the transaction: {e}")))?;
+        tracing::info!(hash = %decoded.hash, sender = %decoded.sender, "transaction queued for the publisher");
+        Ok(decoded.hash)
+    }
+}

@@ -1,0 +1,239 @@
+//! Re-execution of a stored block on the replica's own state: what the traces (`debug_trace*`, `trace_*`)
+//! and `ether-cattle verify-blocks` run.
+//!
+//! A [`Replay`] of block N reads the state after block N-1 from the store's history, under N's own fork
+//! rules (`ec-chainspec`) and the environment of N's header; it first runs the pre-block system calls
+//! (EIP-4788's beacon root from Cancun, EIP-2935's parent hash from Prague), then each transaction as the
+//! stored envelope and sender give it, committing each one's changes before the next. `BLOCKHASH` reads the
+//! store's canonical hashes.
+//!
+//! **Self-check.** Every transaction's gas used must equal what its stored receipt says. A difference means
+//! the re-execution is not the chain's (a state the log left out, a rule this binary gets wrong): the replay
+//! stops with [`ExecError::GasMismatch`] naming the block and the transaction, and the caller answers that
+//! error, never a trace of a different execution. [`MISMATCHES`] counts them for `/metrics`.
+
+use std::{
+    sync::{atomic::AtomicU64, Arc},
+    time::Instant,
+};
+
+use alloy_consensus::{Header, TxEnvelope};
+use alloy_eips::Decodable2718;
+use alloy_evm::FromRecoveredTx;
+use alloy_primitives::{Address, Bytes, B256};
+use ec_store::{tables::StoredBlock, Reads, StoreView};
+use revm::{
+    context::{result::ResultAndState, BlockEnv, CfgEnv, Context, TxEnv},
+    database::CacheDB,
+    database_interface::DatabaseCommit,
+    handler::SystemCallCommitEvm,
+    primitives::hardfork::SpecId,
+    InspectEvm, Inspector, MainBuilder, MainContext,
+};
+
+use crate::evm::{self, StateAt};
+
+/// Re-executions whose gas disagreed with a stored receipt, since the process started.
+pub static MISMATCHES: AtomicU64 = AtomicU64::new(0);
+
+/// Why a block could not be re-executed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// As geth: the genesis block has no parent state to run it on.
+    #[error("genesis is not traceable")]
+    Genesis,
+    #[error("block {number}: the state before it is not held by this replica ({reason})")]
+    StateUnavailable { number: u64, reason: String },
+    #[error("block {number}: {reason}")]
+    Block { number: u64, reason: String },
+    #[error("block {number}, transaction {index} ({hash}): {reason}")]
+    Transaction { number: u64, index: usize, hash: B256, reason: String },
+    #[error(
+        "block {number}, transaction {index} ({hash}): re-execution used {executed} gas where the receipt \
+         says {recorded}; the replica will not answer a trace it cannot vouch for"
+    )]
+    GasMismatch { number: u64, index: usize, hash: B256, executed: u64, recorded: u64 },
+    #[error("execution aborted (timeout = {0:?})")]
+    Timeout(std::time::Duration),
+}
+
+/// One transaction's execution, not yet committed: its result with the state it changed, what it cost, and
+/// its place.
+pub struct Executed {
+    pub index: usize,
+    pub hash: B256,
+    pub sender: Address,
+    pub result: ResultAndState,
+    /// The gas the receipt charges (after refunds and EIP-7623's floor).
+    pub gas_used: u64,
+    /// The environment it ran in (what the tracers read its gas limit and caller from).
+    pub tx_env: TxEnv,
+}
+
+/// A block being re-executed, transaction by transaction.
+pub struct Replay<'a> {
+    pub block: Arc<StoredBlock>,
+    pub header: Header,
+    pub spec_id: SpecId,
+    block_env: BlockEnv,
+    cfg: CfgEnv,
+    /// The state after N-1 with every transaction executed so far committed on top.
+    db: CacheDB<StateAt<'a>>,
+    /// The index of the next transaction.
+    next: usize,
+    /// A deadline and the timeout it came from, checked between transactions.
+    deadline: Option<(Instant, std::time::Duration)>,
+}
+
+impl<'a> Replay<'a> {
+    /// Block `block` on the state before it, after its pre-block system calls.
+    pub fn start(
+        view: &'a StoreView<'a>,
+        spec: &ec_chainspec::ChainSpec,
+        block: Arc<StoredBlock>,
+    ) -> Result<Self, ExecError> {
+        let number = block.number;
+        let Some(parent) = number.checked_sub(1) else { return Err(ExecError::Genesis) };
+        // Any read of the parent's state fails the same way when the replica does not hold it (a checkpoint
+        // cluster before its first block, a history window that pruned it): ask once, up front.
+        view.account_at(&Address::ZERO, parent)
+            .map_err(|e| ExecError::StateUnavailable { number, reason: e.to_string() })?;
+        let header = crate::fees::header(&block).map_err(|reason| ExecError::Block { number, reason })?;
+        let mut block_env = evm::header_block_env(&header);
+        let spec_id = evm::fork_rules(&mut block_env, &header, spec)
+            .map_err(|reason| ExecError::Block { number, reason })?;
+        let mut cfg = CfgEnv::new_with_spec(spec_id);
+        cfg.chain_id = spec.chain_id();
+        let db = CacheDB::new(StateAt { store: view, number: parent });
+        let mut replay = Replay { block, header, spec_id, block_env, cfg, db, next: 0, deadline: None };
+        replay.system_calls()?;
+        Ok(replay)
+    }
+
+    /// Stops the replay between transactions at `deadline` (inside one, the caller's inspector does).
+    pub fn set_deadline(&mut self, deadline: Instant, timeout: std::time::Duration) {
+        self.deadline = Some((deadline, timeout));
+    }
+
+    /// The state as it is before the next transaction (what a prestate trace reads the pre-state from).
+    pub fn db(&self) -> &CacheDB<StateAt<'a>> {
+        &self.db
+    }
+
+    pub fn block_env(&self) -> &BlockEnv {
+        &self.block_env
+    }
+
+    /// The number of transactions in the block.
+    pub fn len(&self) -> usize {
+        self.block.transactions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.block.transactions.is_empty()
+    }
+
+    /// The index of the next transaction [`Replay::execute`] runs.
+    pub fn position(&self) -> usize {
+        self.next
+    }
+
+    /// EIP-4788 (from Cancun: the parent beacon block root into its ring buffer) and EIP-2935 (from Prague:
+    /// the parent's hash into the history contract), committed, untraced (as geth traces blocks).
+    fn system_calls(&mut self) -> Result<(), ExecError> {
+        let number = self.block.number;
+        let mut calls: Vec<(Address, Bytes)> = Vec::new();
+        if self.spec_id.is_enabled_in(SpecId::CANCUN) {
+            if let Some(root) = self.header.parent_beacon_block_root {
+                calls.push((alloy_eips::eip4788::BEACON_ROOTS_ADDRESS, root.0.into()));
+            }
+        }
+        if self.spec_id.is_enabled_in(SpecId::PRAGUE) {
+            calls.push((alloy_eips::eip2935::HISTORY_STORAGE_ADDRESS, self.header.parent_hash.0.into()));
+        }
+        for (address, data) in calls {
+            let mut evm = Context::mainnet()
+                .with_db(&mut self.db)
+                .with_block(self.block_env.clone())
+                .with_cfg(self.cfg.clone())
+                .build_mainnet();
+            evm.system_call_commit(address, data).map_err(|e| ExecError::Block {
+                number,
+                reason: format!("system call to {address}: {e:?}"),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The next transaction's environment, as its stored envelope and sender give it.
+    fn next_tx(&self) -> Result<(TxEnv, B256, Address), ExecError> {
+        let (number, index) = (self.block.number, self.next);
+        let stored = &self.block.transactions[index];
+        let hash = stored.hash();
+        let envelope = TxEnvelope::decode_2718(&mut &stored.encoded[..]).map_err(|e| {
+            ExecError::Transaction { number, index, hash, reason: format!("stored envelope: {e}") }
+        })?;
+        Ok((TxEnv::from_recovered_tx(&envelope, stored.sender), hash, stored.sender))
+    }
+
+    /// Runs the next transaction with `inspector`, without committing it: the caller reads the state before
+    /// it ([`Replay::db`]) to build its trace, then calls [`Replay::commit`]. Checks its gas against the
+    /// receipt.
+    pub fn execute<'r, I>(&'r mut self, inspector: I) -> Result<(Executed, I), ExecError>
+    where
+        I: Inspector<Context<BlockEnv, TxEnv, CfgEnv, &'r mut CacheDB<StateAt<'a>>>>,
+    {
+        let (number, index) = (self.block.number, self.next);
+        if index >= self.len() {
+            return Err(ExecError::Block { number, reason: format!("no transaction {index}") });
+        }
+        if let Some((deadline, timeout)) = self.deadline {
+            if Instant::now() >= deadline {
+                return Err(ExecError::Timeout(timeout));
+            }
+        }
+        let (tx, hash, sender) = self.next_tx()?;
+        let tx_env = tx.clone();
+        let recorded = self.receipt_gas(index);
+        // The database stays borrowed by the EVM for the rest of this call: everything else is read above.
+        let (result, inspector) = {
+            let mut evm = Context::mainnet()
+                .with_db(&mut self.db)
+                .with_block(self.block_env.clone())
+                .with_cfg(self.cfg.clone())
+                .build_mainnet_with_inspector(inspector);
+            (evm.inspect_tx(tx), evm.inspector)
+        };
+        let result =
+            result.map_err(|e| ExecError::Transaction { number, index, hash, reason: format!("{e:?}") })?;
+        let gas_used = result.result.tx_gas_used();
+        if gas_used != recorded {
+            MISMATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(number, index, %hash, executed = gas_used, recorded, "re-execution disagrees with the receipt");
+            return Err(ExecError::GasMismatch { number, index, hash, executed: gas_used, recorded });
+        }
+        Ok((Executed { index, hash, sender, result, gas_used, tx_env }, inspector))
+    }
+
+    /// Commits what [`Replay::execute`] returned; the next transaction runs on top of it.
+    pub fn commit(&mut self, executed: &Executed) {
+        self.db.commit(executed.result.state.clone());
+        self.next += 1;
+    }
+
+    /// Runs and commits every transaction before `index`, untraced.
+    pub fn skip_to(&mut self, index: usize) -> Result<(), ExecError> {
+        while self.next < index {
+            let (executed, _) = self.execute(revm::inspector::NoOpInspector)?;
+            self.commit(&executed);
+        }
+        Ok(())
+    }
+
+    /// The gas transaction `index` used, by its stored receipt (the difference of cumulative gas).
+    fn receipt_gas(&self, index: usize) -> u64 {
+        let cumulative = |i: usize| self.block.receipts.get(i).map_or(0, |r| r.cumulative_gas_used);
+        let before = if index == 0 { 0 } else { cumulative(index - 1) };
+        cumulative(index).saturating_sub(before)
+    }
+}
