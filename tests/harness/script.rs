@@ -1,10 +1,11 @@
 //! The pieces the publisher and RPC tests script their chains with: a storage contract, its calldata,
-//! receipts read once mined, and signed EIP-7702 authorizations.
+//! receipts read once mined, signed EIP-7702 authorizations, and the scripted chain ([`run_script`]) the
+//! publisher and trace tests replay.
 
 use alloy_primitives::{hex, keccak256, Address, B256, U256};
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::chain::Upstream;
+use super::{chain::*, http_post_json};
 
 /// Storage contract runtime: 1-byte calldata self-destructs to the caller; empty calldata reverts; otherwise
 /// `SSTORE(calldata[0..32], calldata[32..64])` and `LOG1(topic = slot, data = value)`.
@@ -54,4 +55,110 @@ pub fn sign_authorization(key_hex: &str, chain_id: u64, delegate: Address, nonce
         U256::from_be_slice(&bytes[32..]),
     );
     (serde_json::to_value(&signed).expect("json"), authority)
+}
+
+/// A constructor that writes a slot and self-destructs: created and destroyed in one transaction.
+pub const CREATE_AND_DESTROY: &str = "600760035533ff";
+
+pub fn addr(s: &str) -> Address {
+    s.parse().expect("address")
+}
+
+/// The scripted chain: every transaction type the client takes, contract creation, storage writes,
+/// overwrites and writes to zero, logs, a revert, a self-destruct, a create-and-destroy in one transaction, an
+/// EIP-7702 delegation, and a block of 500 transactions. Returns the accounts and slots the script touched
+/// (compared whatever the traces said).
+pub fn run_script(a: &Upstream) -> std::collections::BTreeMap<Address, Vec<u64>> {
+    let (d0, d1, d2) = (DEV[0], DEV[1], DEV[2]);
+
+    // Plain transfers: legacy, EIP-1559 and EIP-2930.
+    a.send(json!({"from": d0, "to": d1, "value": "0x1000", "gasPrice": "0x77359400"}));
+    a.send(json!({"from": d0, "to": "0x000000000000000000000000000000000000cafe", "value": "0x2000",
+                  "maxFeePerGas": "0x77359400", "maxPriorityFeePerGas": "0x1"}));
+    // Contract creation: constructor writes slots 1 and 2.
+    let deploy = a.send(json!({"from": d0, "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"}));
+    let contract = contract_address(a, deploy);
+    a.send(json!({"from": d1, "to": contract, "gasPrice": "0x77359400", "gas": "0x20000",
+                  "accessList": [{"address": contract, "storageKeys": [format!("0x{}", word(5))]}],
+                  "data": call_data(5, 0x42)}));
+    // Overwrite, write to zero, a log with each.
+    a.send(json!({"from": d1, "to": contract, "data": call_data(5, 0x43), "gas": "0x20000"}));
+    a.send(json!({"from": d1, "to": contract, "data": call_data(1, 0), "gas": "0x20000"}));
+    // A revert inside a transaction.
+    let reverted = a.send(json!({"from": d2, "to": contract, "data": "0x", "gas": "0x20000"}));
+    assert_eq!(status(a, reverted), 0, "the call must revert");
+    // Fund the contract, then self-destruct it (post-Cancun: its balance moves, the account stays).
+    a.send(json!({"from": d2, "to": contract, "value": "0x5555", "data": call_data(7, 7), "gas": "0x20000"}));
+    a.send(json!({"from": d2, "to": contract, "data": "0x01", "gas": "0x20000"}));
+    // Created and destroyed inside one transaction, with value.
+    let cd = a.send(
+        json!({"from": d2, "data": format!("0x{CREATE_AND_DESTROY}"), "value": "0x100", "gas": "0x100000"}),
+    );
+    assert_eq!(status(a, cd), 1);
+    // EIP-7702: account 5 delegates to the contract; a call to it writes storage in account 5.
+    let (auth, authority) = sign_authorization(KEY_5, a.chain_id, contract, 0);
+    assert_eq!(authority, addr(DEV[5]), "the dev key must belong to dev account 5");
+    let t7702 = a.send(json!({"from": d0, "to": authority, "data": call_data(9, 0x99), "gas": "0x40000",
+                              "authorizationList": [auth]}));
+    assert_eq!(status(a, t7702), 1, "the 7702 transaction must succeed");
+    // A block of 500 transactions.
+    let transfer = |i: u64| {
+        json!({"from": DEV[1 + (i % 4) as usize], "to": format!("0x{:040x}", 0xb000 + i % 50), "value": "0x1",
+               "gas": "0x5208"})
+    };
+    let last = if a.is_geth() {
+        // geth mines on its clock: sign all 500 first, then send them in one JSON-RPC batch between blocks.
+        let mut nonces: Vec<u64> = (1..5)
+            .map(|d| {
+                let n = a.call("eth_getTransactionCount", json!([DEV[d], "pending"]));
+                u64::from_str_radix(n.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).expect("nonce")
+            })
+            .collect();
+        let batch: Vec<Value> = (0..500u64)
+            .map(|i| {
+                let d = (i % 4) as usize;
+                let raw = a.sign(transfer(i), Some(nonces[d]));
+                nonces[d] += 1;
+                json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [raw]})
+            })
+            .collect();
+        let answers = http_post_json(a.port, &Value::Array(batch)).expect("the batch is answered");
+        let hashes: Vec<B256> = answers
+            .as_array()
+            .expect("a batch answer")
+            .iter()
+            .map(|r| serde_json::from_value(r["result"].clone()).unwrap_or_else(|_| panic!("sent: {r}")))
+            .collect();
+        *hashes.last().expect("500 hashes")
+    } else {
+        a.call("evm_setAutomine", json!([false]));
+        let mut last = B256::ZERO;
+        for i in 0..500u64 {
+            last = a.send(transfer(i));
+        }
+        a.mine();
+        a.call("evm_setAutomine", json!([true]));
+        last
+    };
+    let r = mined(a, last);
+    let n = r["blockNumber"].clone();
+    let big: Value = a.call("eth_getBlockByNumber", json!([n, false]));
+    // anvil mines all 500 in one block; geth's clock may cut the batch in two.
+    let want = if a.is_geth() { 250 } else { 500 };
+    assert!(
+        big["transactions"].as_array().map_or(0, Vec::len) >= want,
+        "block {n} must hold at least {want} of the 500 transactions"
+    );
+    let head = a.head().0;
+    let mut touched = std::collections::BTreeMap::new();
+    touched.insert(contract, vec![1u64, 2, 5, 7, 9]);
+    touched.insert(authority, vec![9]);
+    touched.insert(
+        addr("0x0000F90827F1C53a10cb7A02335B175320002935"),
+        (0..=head).map(|n| n.saturating_sub(1) % 8191).collect(),
+    );
+    for d in DEV {
+        touched.insert(addr(d), Vec::new());
+    }
+    touched
 }
