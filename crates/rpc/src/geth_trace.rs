@@ -72,13 +72,34 @@ pub fn timeout(option: Option<&str>, cap: Duration) -> Result<Duration, TraceErr
     Ok(Duration::from_secs_f64(seconds.max(0.0)).min(cap))
 }
 
+/// The options as revm-inspectors takes them: geth accepts `{}` as the configuration of a `muxTracer` member
+/// that takes none (`4byteTracer`, `noopTracer`), revm-inspectors only `null`.
+pub fn normalised(mut opts: GethDebugTracingOptions) -> GethDebugTracingOptions {
+    use alloy_rpc_types_trace::geth::GethDebugBuiltInTracerType::MuxTracer;
+    if opts.tracer == Some(GethDebugTracerType::BuiltInTracer(MuxTracer)) {
+        let mut config = opts.tracer_config.clone().into_json();
+        if let Some(members) = config.as_object_mut() {
+            for (name, member) in members.iter_mut() {
+                let empty = member.as_object().is_some_and(|m| m.is_empty());
+                if empty && (name == "4byteTracer" || name == "noopTracer") {
+                    *member = serde_json::Value::Null;
+                }
+            }
+            opts.tracer_config = config.into();
+        }
+    }
+    opts
+}
+
 /// Refuses what no native tracer answers, before any execution.
 pub fn check_tracer(opts: &GethDebugTracingOptions) -> Result<(), TraceError> {
     match &opts.tracer {
         Some(GethDebugTracerType::JsTracer(name)) if !name.is_empty() => {
             Err(TraceError::TracerNotFound(name.clone()))
         }
-        _ => DebugInspector::new(opts.clone()).map(drop).map_err(|e| TraceError::Config(e.to_string())),
+        _ => DebugInspector::new(normalised(opts.clone()))
+            .map(drop)
+            .map_err(|e| TraceError::Config(e.to_string())),
     }
 }
 
@@ -120,7 +141,8 @@ pub fn call(
 ) -> Result<GethTrace, TraceError> {
     check_tracer(opts)?;
     let evm::Prepared { mut db, block_env, cfg, tx } = prepared;
-    let inspector = DebugInspector::new(opts.clone()).map_err(|e| TraceError::Config(e.to_string()))?;
+    let inspector =
+        DebugInspector::new(normalised(opts.clone())).map_err(|e| TraceError::Config(e.to_string()))?;
     let (result, (mut inspector, guard)) = {
         let mut evm = Context::mainnet()
             .with_db(&mut db)
@@ -143,7 +165,8 @@ fn next(
     opts: &GethDebugTracingOptions,
     guard: &mut Guard,
 ) -> Result<GethTrace, TraceError> {
-    let inspector = DebugInspector::new(opts.clone()).map_err(|e| TraceError::Config(e.to_string()))?;
+    let inspector =
+        DebugInspector::new(normalised(opts.clone())).map_err(|e| TraceError::Config(e.to_string()))?;
     let (executed, (mut inspector, returned)) = replay.execute((inspector, std::mem::take(guard)))?;
     *guard = returned;
     guard.check()?;
