@@ -321,14 +321,16 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
             }
         }
     };
+    // Unset pool sizes take the library's defaults (per core), written once in `ec_rpc::Limits::default`.
+    let defaults = ec_rpc::Limits::default();
     let limits = ec_rpc::Limits {
         max_log_block_range: args.max_log_block_range,
         max_logs: args.max_logs,
         gas_cap: args.rpc_gas_cap,
         call_timeout: Duration::from_secs_f64(args.rpc_call_timeout_secs.max(0.01)),
-        logs_concurrency: args.rpc_logs_concurrency.unwrap_or(ec_rpc::cores()),
-        evm_concurrency: args.rpc_evm_concurrency.unwrap_or(ec_rpc::cores()),
-        trace_concurrency: args.rpc_trace_concurrency.unwrap_or(ec_rpc::cores().div_ceil(2)),
+        logs_concurrency: args.rpc_logs_concurrency.unwrap_or(defaults.logs_concurrency),
+        evm_concurrency: args.rpc_evm_concurrency.unwrap_or(defaults.evm_concurrency),
+        trace_concurrency: args.rpc_trace_concurrency.unwrap_or(defaults.trace_concurrency),
         trace_timeout: Duration::from_secs_f64(args.rpc_trace_timeout_secs.max(0.01)),
         max_trace_bytes: args.rpc_max_trace_mb.max(1) << 20,
     };

@@ -155,14 +155,18 @@ impl CallEnv {
 /// Stops the EVM at the deadline: checked every [`DeadlineInspector::EVERY`] instructions; once past it,
 /// every frame halts at its next instruction, so the whole call unwinds within microseconds. (Only waiting
 /// for the result would leave the EVM thread running a long loop to its gas limit.)
-struct DeadlineInspector {
+pub(crate) struct DeadlineInspector {
     deadline: Instant,
     steps: u32,
-    expired: bool,
+    pub(crate) expired: bool,
 }
 
 impl DeadlineInspector {
     const EVERY: u32 = 4096;
+
+    pub(crate) fn new(deadline: Instant) -> Self {
+        DeadlineInspector { deadline, steps: 0, expired: false }
+    }
 }
 
 impl<CTX: ContextTr> Inspector<CTX, EthInterpreter> for DeadlineInspector {
@@ -474,7 +478,7 @@ fn execute(
     }
     let Prepared { db, block_env, cfg, tx } = prepare(store, h, req, env, overrides)?;
     let beneficiary = block_env.beneficiary;
-    let inspector = DeadlineInspector { deadline: env.deadline, steps: 0, expired: false };
+    let inspector = DeadlineInspector::new(env.deadline);
     let mut evm = Context::mainnet()
         .with_db(db)
         .with_block(block_env)

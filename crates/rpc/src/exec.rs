@@ -57,15 +57,12 @@ pub enum ExecError {
     Timeout(std::time::Duration),
 }
 
-/// One transaction's execution, not yet committed: its result with the state it changed, what it cost, and
-/// its place.
+/// One transaction's execution, not yet committed: its result with the state it changed, and its place.
 pub struct Executed {
     pub index: usize,
     pub hash: B256,
-    pub sender: Address,
+    /// Its result; `result.result.tx_gas_used()` equals its receipt's gas (checked).
     pub result: ResultAndState,
-    /// The gas the receipt charges (after refunds and EIP-7623's floor).
-    pub gas_used: u64,
     /// The environment it ran in (what the tracers read its gas limit and caller from).
     pub tx_env: TxEnv,
 }
@@ -94,9 +91,8 @@ impl<'a> Replay<'a> {
     ) -> Result<Self, ExecError> {
         let number = block.number;
         let Some(parent) = number.checked_sub(1) else { return Err(ExecError::Genesis) };
-        // Any read of the parent's state fails the same way when the replica does not hold it (a checkpoint
-        // cluster before its first block, a history window that pruned it): ask once, up front.
-        view.account_at(&Address::ZERO, parent)
+        // A checkpoint cluster before its first block, a history window that pruned it: ask once, up front.
+        view.check_state_held(parent)
             .map_err(|e| ExecError::StateUnavailable { number, reason: e.to_string() })?;
         let header = crate::fees::header(&block).map_err(|reason| ExecError::Block { number, reason })?;
         let mut block_env = evm::header_block_env(&header);
@@ -133,11 +129,6 @@ impl<'a> Replay<'a> {
         self.block.transactions.is_empty()
     }
 
-    /// The index of the next transaction [`Replay::execute`] runs.
-    pub fn position(&self) -> usize {
-        self.next
-    }
-
     /// EIP-4788 (from Cancun: the parent beacon block root into its ring buffer) and EIP-2935 (from Prague:
     /// the parent's hash into the history contract), committed, untraced (as geth traces blocks).
     fn system_calls(&mut self) -> Result<(), ExecError> {
@@ -166,14 +157,14 @@ impl<'a> Replay<'a> {
     }
 
     /// The next transaction's environment, as its stored envelope and sender give it.
-    fn next_tx(&self) -> Result<(TxEnv, B256, Address), ExecError> {
+    fn next_tx(&self) -> Result<(TxEnv, B256), ExecError> {
         let (number, index) = (self.block.number, self.next);
         let stored = &self.block.transactions[index];
         let hash = stored.hash();
         let envelope = TxEnvelope::decode_2718(&mut &stored.encoded[..]).map_err(|e| {
             ExecError::Transaction { number, index, hash, reason: format!("stored envelope: {e}") }
         })?;
-        Ok((TxEnv::from_recovered_tx(&envelope, stored.sender), hash, stored.sender))
+        Ok((TxEnv::from_recovered_tx(&envelope, stored.sender), hash))
     }
 
     /// Runs the next transaction with `inspector`, without committing it: the caller reads the state before
@@ -192,7 +183,7 @@ impl<'a> Replay<'a> {
                 return Err(ExecError::Timeout(timeout));
             }
         }
-        let (tx, hash, sender) = self.next_tx()?;
+        let (tx, hash) = self.next_tx()?;
         let tx_env = tx.clone();
         let recorded = self.receipt_gas(index);
         // The database stays borrowed by the EVM for the rest of this call: everything else is read above.
@@ -212,12 +203,12 @@ impl<'a> Replay<'a> {
             tracing::error!(number, index, %hash, executed = gas_used, recorded, "re-execution disagrees with the receipt");
             return Err(ExecError::GasMismatch { number, index, hash, executed: gas_used, recorded });
         }
-        Ok((Executed { index, hash, sender, result, gas_used, tx_env }, inspector))
+        Ok((Executed { index, hash, result, tx_env }, inspector))
     }
 
     /// Commits what [`Replay::execute`] returned; the next transaction runs on top of it.
-    pub fn commit(&mut self, executed: &Executed) {
-        self.db.commit(executed.result.state.clone());
+    pub fn commit(&mut self, executed: Executed) {
+        self.db.commit(executed.result.state);
         self.next += 1;
     }
 
@@ -225,7 +216,7 @@ impl<'a> Replay<'a> {
     pub fn skip_to(&mut self, index: usize) -> Result<(), ExecError> {
         while self.next < index {
             let (executed, _) = self.execute(revm::inspector::NoOpInspector)?;
-            self.commit(&executed);
+            self.commit(executed);
         }
         Ok(())
     }

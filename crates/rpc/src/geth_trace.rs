@@ -91,15 +91,14 @@ pub fn normalised(mut opts: GethDebugTracingOptions) -> GethDebugTracingOptions 
     opts
 }
 
-/// Refuses what no native tracer answers, before any execution.
+/// Refuses what no native tracer answers. The namespace calls it before it takes a permit or reads a block;
+/// [`transaction`], [`block`] and [`call`] take options it has accepted.
 pub fn check_tracer(opts: &GethDebugTracingOptions) -> Result<(), TraceError> {
     match &opts.tracer {
         Some(GethDebugTracerType::JsTracer(name)) if !name.is_empty() => {
             Err(TraceError::TracerNotFound(name.clone()))
         }
-        _ => DebugInspector::new(normalised(opts.clone()))
-            .map(drop)
-            .map_err(|e| TraceError::Config(e.to_string())),
+        _ => debug_inspector(opts).map(drop),
     }
 }
 
@@ -110,10 +109,9 @@ pub fn transaction(
     opts: &GethDebugTracingOptions,
     limits: TraceLimits,
 ) -> Result<GethTrace, TraceError> {
-    check_tracer(opts)?;
     replay.skip_to(index)?;
     let mut guard = Guard::new(opts, limits);
-    next(replay, opts, &mut guard)
+    next(replay, opts, &mut guard).map(|(trace, _)| trace)
 }
 
 /// Traces every transaction of the replay's block, each with its hash, as geth's block methods answer.
@@ -122,12 +120,10 @@ pub fn block(
     opts: &GethDebugTracingOptions,
     limits: TraceLimits,
 ) -> Result<Vec<TraceResult>, TraceError> {
-    check_tracer(opts)?;
     let mut guard = Guard::new(opts, limits);
     let mut out = Vec::with_capacity(replay.len());
     for _ in 0..replay.len() {
-        let hash: B256 = replay.block.transactions[replay.position()].hash();
-        let trace = next(replay, opts, &mut guard)?;
+        let (trace, hash) = next(replay, opts, &mut guard)?;
         out.push(TraceResult::Success { result: trace, tx_hash: Some(hash) });
     }
     Ok(out)
@@ -139,10 +135,8 @@ pub fn call(
     opts: &GethDebugTracingOptions,
     limits: TraceLimits,
 ) -> Result<GethTrace, TraceError> {
-    check_tracer(opts)?;
     let evm::Prepared { mut db, block_env, cfg, tx } = prepared;
-    let inspector =
-        DebugInspector::new(normalised(opts.clone())).map_err(|e| TraceError::Config(e.to_string()))?;
+    let inspector = debug_inspector(opts)?;
     let (result, (mut inspector, guard)) = {
         let mut evm = Context::mainnet()
             .with_db(&mut db)
@@ -159,16 +153,18 @@ pub fn call(
         .map_err(|e| TraceError::Failed(e.to_string()))
 }
 
-/// Traces and commits the replay's next transaction.
+/// The tracer the options name.
+fn debug_inspector(opts: &GethDebugTracingOptions) -> Result<DebugInspector, TraceError> {
+    DebugInspector::new(normalised(opts.clone())).map_err(|e| TraceError::Config(e.to_string()))
+}
+
+/// Traces and commits the replay's next transaction; its trace and hash.
 fn next(
     replay: &mut Replay,
     opts: &GethDebugTracingOptions,
     guard: &mut Guard,
-) -> Result<GethTrace, TraceError> {
-    let inspector =
-        DebugInspector::new(normalised(opts.clone())).map_err(|e| TraceError::Config(e.to_string()))?;
-    let (executed, (mut inspector, returned)) = replay.execute((inspector, std::mem::take(guard)))?;
-    *guard = returned;
+) -> Result<(GethTrace, B256), TraceError> {
+    let (executed, (mut inspector, guard)) = replay.execute((debug_inspector(opts)?, guard))?;
     guard.check()?;
     let context = TransactionContext {
         block_hash: Some(replay.block.hash),
@@ -178,8 +174,9 @@ fn next(
     let trace = inspector
         .get_result(Some(context), &executed.tx_env, replay.block_env(), &executed.result, &mut replay.db())
         .map_err(|e| TraceError::Failed(e.to_string()))?;
-    replay.commit(&executed);
-    Ok(as_geth(trace))
+    let hash = executed.hash;
+    replay.commit(executed);
+    Ok((as_geth(trace), hash))
 }
 
 /// The struct logger's steps as geth writes them: geth leaves out a zero refund counter and empty return
@@ -220,11 +217,11 @@ fn geth_error(revm: &str) -> String {
     .to_owned()
 }
 
-/// Stops a trace at its deadline or when its answer grows past the size cap (estimated per recorded step of
-/// the struct logger: what each step's JSON takes with the stack, memory and storage it shows).
-#[derive(Debug, Default)]
+/// Stops a trace at its deadline (the EVM's own [`evm::DeadlineInspector`]) or when its answer grows past the
+/// size cap (estimated per recorded step of the struct logger: what each step's JSON takes with the stack and
+/// memory it shows).
 pub struct Guard {
-    deadline: Option<Instant>,
+    clock: evm::DeadlineInspector,
     timeout: Duration,
     max_bytes: usize,
     /// Estimated bytes per struct-logger step before its stack and memory; 0 when no struct logs are kept.
@@ -232,27 +229,23 @@ pub struct Guard {
     per_stack_item: usize,
     per_memory_byte: usize,
     bytes: usize,
-    steps: u32,
-    expired: bool,
     too_large: bool,
 }
 
 impl Guard {
-    /// How often the clock is read, in instructions.
-    const EVERY: u32 = 4096;
-
     pub fn new(opts: &GethDebugTracingOptions, limits: TraceLimits) -> Self {
         let struct_logs = opts.tracer.as_ref().is_none_or(|t| t.as_str().is_empty());
         let c = &opts.config;
         Guard {
-            deadline: Some(limits.deadline),
+            clock: evm::DeadlineInspector::new(limits.deadline),
             timeout: limits.timeout,
             max_bytes: limits.max_bytes,
             // {"pc":…,"op":"…","gas":…,"gasCost":…,"depth":…} and the commas: about 80 bytes.
             step_bytes: if struct_logs { 80 } else { 0 },
             per_stack_item: if struct_logs && !c.disable_stack.unwrap_or(false) { 70 } else { 0 },
             per_memory_byte: if struct_logs && c.enable_memory.unwrap_or(false) { 3 } else { 0 },
-            ..Default::default()
+            bytes: 0,
+            too_large: false,
         }
     }
 
@@ -260,7 +253,7 @@ impl Guard {
         if self.too_large {
             return Err(TraceError::TooLarge(self.max_bytes >> 20));
         }
-        if self.expired {
+        if self.clock.expired {
             return Err(ExecError::Timeout(self.timeout).into());
         }
         Ok(())
@@ -268,24 +261,19 @@ impl Guard {
 }
 
 impl<CTX: ContextTr> Inspector<CTX, EthInterpreter> for Guard {
-    fn step(&mut self, interp: &mut Interpreter<EthInterpreter>, _context: &mut CTX) {
-        if !self.expired && !self.too_large {
-            if self.step_bytes > 0 {
-                self.bytes += self.step_bytes
-                    + self.per_stack_item * interp.stack.len()
-                    + self.per_memory_byte * interp.memory.size();
-                self.too_large = self.bytes > self.max_bytes;
-            }
-            self.steps = self.steps.wrapping_add(1);
-            if self.steps.is_multiple_of(Self::EVERY) && self.deadline.is_some_and(|d| Instant::now() >= d) {
-                self.expired = true;
-            }
-            if !self.expired && !self.too_large {
-                return;
-            }
+    fn step(&mut self, interp: &mut Interpreter<EthInterpreter>, context: &mut CTX) {
+        if self.step_bytes > 0 && !self.too_large {
+            self.bytes += self.step_bytes
+                + self.per_stack_item * interp.stack.len()
+                + self.per_memory_byte * interp.memory.size();
+            self.too_large = self.bytes > self.max_bytes;
         }
-        // Out of gas, not a fatal error (which revm treats as an internal bug): the result is discarded.
-        interp.halt(InstructionResult::OutOfGas);
+        if self.too_large {
+            // Out of gas, as the clock halts: the result is discarded for the cap's error.
+            interp.halt(InstructionResult::OutOfGas);
+            return;
+        }
+        self.clock.step(interp, context);
     }
 }
 

@@ -89,31 +89,46 @@ pub struct TraceCallOptions {
 pub struct Debug(pub Arc<Ctx>);
 
 impl Debug {
-    /// Finds a block, then re-executes it on the trace pool under the trace limits, in one view of the store.
+    /// The bounds a trace with these options runs under (geth's `timeout` option capped by the replica's),
+    /// after refusing a tracer no native one answers: before any permit is taken or block read.
+    fn limits(&self, opts: &GethDebugTracingOptions) -> RpcResult<TraceLimits> {
+        let limits = &self.0.limits;
+        let timeout =
+            geth_trace::timeout(opts.timeout.as_deref(), limits.trace_timeout).map_err(trace_error)?;
+        geth_trace::check_tracer(opts).map_err(trace_error)?;
+        // Waiting for a permit counts against the trace's deadline: a flood of traces is answered with
+        // timeouts, not queued without bound.
+        let deadline = std::time::Instant::now() + timeout;
+        Ok(TraceLimits { deadline, timeout, max_bytes: limits.max_trace_bytes })
+    }
+
+    /// Runs `work` on the trace pool, in one view of the store.
+    async fn on_trace_pool<T: Send + 'static>(
+        &self,
+        limits: TraceLimits,
+        work: impl FnOnce(&Req) -> RpcResult<T> + Send + 'static,
+    ) -> RpcResult<T> {
+        let work = self.0.on_pool(Class::Trace, work);
+        // The work stops itself at the deadline; this wait is only a backstop (a slow disk).
+        tokio::time::timeout(limits.timeout * 2, work).await.map_err(|_| server_error("execution timeout"))?
+    }
+
+    /// Finds a block, then re-executes it on the trace pool under the trace limits.
     async fn trace<T: Send + 'static>(
         &self,
         opts: &GethDebugTracingOptions,
         find: impl FnOnce(&Req) -> RpcResult<(Arc<StoredBlock>, Option<usize>)> + Send + 'static,
         run: impl FnOnce(&mut Replay, Option<usize>, TraceLimits) -> Result<T, TraceError> + Send + 'static,
     ) -> RpcResult<T> {
-        let c = &self.0;
-        let timeout =
-            geth_trace::timeout(opts.timeout.as_deref(), c.limits.trace_timeout).map_err(trace_error)?;
-        geth_trace::check_tracer(opts).map_err(trace_error)?;
-        let max_bytes = c.limits.max_trace_bytes;
-        // Waiting for a permit counts against the trace's deadline: a flood of traces is answered with
-        // timeouts, not queued without bound.
-        let deadline = std::time::Instant::now() + timeout;
-        let work = c.on_pool(Class::Trace, move |r| {
+        let limits = self.limits(opts)?;
+        self.on_trace_pool(limits, move |r| {
             let (block, index) = find(r)?;
             let spec = r.chain_spec()?;
-            let limits = TraceLimits { deadline, timeout, max_bytes };
             let mut replay = Replay::start(&r.view, &spec, block).map_err(|e| trace_error(e.into()))?;
-            replay.set_deadline(deadline, timeout);
+            replay.set_deadline(limits.deadline, limits.timeout);
             run(&mut replay, index, limits).map_err(trace_error)
-        });
-        // The work stops itself at the deadline; this wait is only a backstop (a slow disk).
-        tokio::time::timeout(timeout * 2, work).await.map_err(|_| server_error("execution timeout"))?
+        })
+        .await
     }
 }
 
@@ -213,25 +228,22 @@ impl DebugApiServer for Debug {
                 "txIndex is not served by this replica yet (the call runs after the block)",
             ));
         }
+        let limits = self.limits(&opts.tracing)?;
         let c = &self.0;
-        let timeout = geth_trace::timeout(opts.tracing.timeout.as_deref(), c.limits.trace_timeout)
-            .map_err(trace_error)?;
-        geth_trace::check_tracer(&opts.tracing).map_err(trace_error)?;
-        let deadline = std::time::Instant::now() + timeout;
-        let limits = TraceLimits { deadline, timeout, max_bytes: c.limits.max_trace_bytes };
+        let (deadline, timeout) = (limits.deadline, limits.timeout);
         let call_env = evm::CallEnv { spec: c.chain_spec()?, gas_cap: c.limits.gas_cap, deadline, timeout };
         let overrides =
             evm::Overrides { state: opts.state_overrides.clone(), block: opts.block_overrides.clone() };
         let spec = block.unwrap_or_default();
-        let work = c.on_pool(Class::Trace, move |r| {
+        self.on_trace_pool(limits, move |r| {
             let n = r.resolve(spec)?;
             let b = r.canonical_block(n)?.ok_or_else(|| server_error("header not found"))?;
             let header = crate::fees::header(&b).map_err(server_error)?;
             let prepared =
                 evm::prepare(&r.view, &header, &request, &call_env, &overrides).map_err(server_error)?;
             geth_trace::call(prepared, &opts.tracing, limits).map_err(trace_error)
-        });
-        tokio::time::timeout(timeout * 2, work).await.map_err(|_| server_error("execution timeout"))?
+        })
+        .await
     }
 
     async fn trace_block(
