@@ -9,8 +9,9 @@
 //! fewer cases than `tests/conformance-floor.txt` records (raise the floor as fixes land; lowering it is a
 //! decision to write down in docs/conformance.md).
 //!
-//! The fixtures are read from `../shared/conformance/execution-apis/tests` beside the checkout, or from
-//! `EC_CONFORMANCE_DIR`. Missing fixtures fail the test.
+//! The fixtures travel with the repository, in `tests/conformance/execution-apis/tests` (CC0; the upstream
+//! commit is in that folder's README), so a clone alone runs the suite; `EC_CONFORMANCE_DIR` points it at
+//! another copy. Missing fixtures fail the test.
 
 mod harness;
 
@@ -28,7 +29,7 @@ use serde_json::{json, Value};
 
 fn fixtures() -> PathBuf {
     let dir = std::env::var_os("EC_CONFORMANCE_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/execution-apis/tests")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance/execution-apis/tests")
     });
     assert!(
         dir.join("chain.rlp").is_file(),
