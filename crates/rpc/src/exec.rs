@@ -120,6 +120,20 @@ impl<'a> Replay<'a> {
         &self.block_env
     }
 
+    /// Where transaction `index` sits in the block, as its trace names it.
+    pub fn place(&self, index: usize) -> crate::tracers::Place {
+        let tx_hash = self.block.transactions.get(index).map(|t| t.hash());
+        crate::tracers::Place {
+            block_hash: Some(self.block.hash),
+            block_number: self.block.number,
+            tx_hash,
+            tx_index: index as u64,
+            logs_before: self.block.receipts.iter().take(index).map(|r| r.logs.len() as u64).sum(),
+            spec_id: self.spec_id,
+            chain_id: self.cfg.chain_id,
+        }
+    }
+
     /// The number of transactions in the block.
     pub fn len(&self) -> usize {
         self.block.transactions.len()

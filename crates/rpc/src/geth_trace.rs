@@ -1,6 +1,8 @@
 //! geth's `debug_trace*` answers: every native tracer geth has (the struct logger with its options,
 //! `callTracer`, `prestateTracer` with and without `diffMode`, `4byteTracer`, `flatCallTracer`, `muxTracer`,
-//! `noopTracer`, `erc7562Tracer`), built by `revm-inspectors` over a [`Replay`] of the block.
+//! `noopTracer`, `erc7562Tracer`), built by `revm-inspectors` over a [`Replay`] of the block
+//! ([`crate::tracers`] says which inspectors a request runs) and reshaped to geth's answers
+//! ([`crate::geth_shape`]).
 //!
 //! JavaScript tracers need a JavaScript engine, which the replica does not carry: a tracer name that is not
 //! a native tracer is refused as geth refuses an unknown tracer.
@@ -13,18 +15,19 @@
 use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
-use alloy_rpc_types_trace::geth::{GethDebugTracerType, GethDebugTracingOptions, GethTrace, TraceResult};
+use alloy_rpc_types_trace::geth::GethDebugTracingOptions;
 use revm::{
     context::Context,
     context_interface::ContextTr,
     interpreter::{interpreter::EthInterpreter, interpreter_types::MemoryTr, InstructionResult, Interpreter},
     InspectEvm, Inspector, MainBuilder, MainContext,
 };
-use revm_inspectors::tracing::{DebugInspector, TransactionContext};
+use serde_json::{json, Value};
 
 use crate::{
     evm,
     exec::{ExecError, Replay},
+    tracers::{Place, Plan},
 };
 
 /// Why a trace has no answer.
@@ -72,59 +75,31 @@ pub fn timeout(option: Option<&str>, cap: Duration) -> Result<Duration, TraceErr
     Ok(Duration::from_secs_f64(seconds.max(0.0)).min(cap))
 }
 
-/// The options as revm-inspectors takes them: geth accepts `{}` as the configuration of a `muxTracer` member
-/// that takes none (`4byteTracer`, `noopTracer`), revm-inspectors only `null`.
-pub fn normalised(mut opts: GethDebugTracingOptions) -> GethDebugTracingOptions {
-    use alloy_rpc_types_trace::geth::GethDebugBuiltInTracerType::MuxTracer;
-    if opts.tracer == Some(GethDebugTracerType::BuiltInTracer(MuxTracer)) {
-        let mut config = opts.tracer_config.clone().into_json();
-        if let Some(members) = config.as_object_mut() {
-            for (name, member) in members.iter_mut() {
-                let empty = member.as_object().is_some_and(|m| m.is_empty());
-                if empty && (name == "4byteTracer" || name == "noopTracer") {
-                    *member = serde_json::Value::Null;
-                }
-            }
-            opts.tracer_config = config.into();
-        }
-    }
-    opts
-}
-
-/// Refuses what no native tracer answers. The namespace calls it before it takes a permit or reads a block;
-/// [`transaction`], [`block`] and [`call`] take options it has accepted.
-pub fn check_tracer(opts: &GethDebugTracingOptions) -> Result<(), TraceError> {
-    match &opts.tracer {
-        Some(GethDebugTracerType::JsTracer(name)) if !name.is_empty() => {
-            Err(TraceError::TracerNotFound(name.clone()))
-        }
-        _ => debug_inspector(opts).map(drop),
-    }
-}
-
 /// Traces transaction `index` of the replay's block (running the ones before it untraced).
 pub fn transaction(
     replay: &mut Replay,
     index: usize,
+    plan: &Plan,
     opts: &GethDebugTracingOptions,
     limits: TraceLimits,
-) -> Result<GethTrace, TraceError> {
+) -> Result<Value, TraceError> {
     replay.skip_to(index)?;
     let mut guard = Guard::new(opts, limits);
-    next(replay, opts, &mut guard).map(|(trace, _)| trace)
+    next(replay, plan, &mut guard).map(|(trace, _)| trace)
 }
 
 /// Traces every transaction of the replay's block, each with its hash, as geth's block methods answer.
 pub fn block(
     replay: &mut Replay,
+    plan: &Plan,
     opts: &GethDebugTracingOptions,
     limits: TraceLimits,
-) -> Result<Vec<TraceResult>, TraceError> {
+) -> Result<Vec<Value>, TraceError> {
     let mut guard = Guard::new(opts, limits);
     let mut out = Vec::with_capacity(replay.len());
     for _ in 0..replay.len() {
-        let (trace, hash) = next(replay, opts, &mut guard)?;
-        out.push(TraceResult::Success { result: trace, tx_hash: Some(hash) });
+        let (trace, hash) = next(replay, plan, &mut guard)?;
+        out.push(json!({"txHash": hash, "result": trace}));
     }
     Ok(out)
 }
@@ -132,89 +107,44 @@ pub fn block(
 /// Traces a call as `eth_call` would run it ([`evm::prepare`]: on top of a block, with its overrides).
 pub fn call(
     prepared: evm::Prepared,
+    place: &Place,
+    plan: &Plan,
     opts: &GethDebugTracingOptions,
     limits: TraceLimits,
-) -> Result<GethTrace, TraceError> {
+) -> Result<Value, TraceError> {
     let evm::Prepared { mut db, block_env, cfg, tx } = prepared;
-    let inspector = debug_inspector(opts)?;
-    let (result, (mut inspector, guard)) = {
+    let (fanout, refunds) = plan.inspectors()?;
+    let (result, (fanout, (guard, refunds))) = {
         let mut evm = Context::mainnet()
             .with_db(&mut db)
             .with_block(block_env.clone())
             .with_cfg(cfg)
-            .build_mainnet_with_inspector((inspector, Guard::new(opts, limits)));
+            .build_mainnet_with_inspector((fanout, (Guard::new(opts, limits), refunds)));
         (evm.inspect_tx(tx.clone()), evm.inspector)
     };
     guard.check()?;
     let result = result.map_err(|e| TraceError::Failed(format!("tracing failed: {e:?}")))?;
-    inspector
-        .get_result(None, &tx, &block_env, &result, &mut &db)
-        .map(as_geth)
-        .map_err(|e| TraceError::Failed(e.to_string()))
-}
-
-/// The tracer the options name.
-fn debug_inspector(opts: &GethDebugTracingOptions) -> Result<DebugInspector, TraceError> {
-    DebugInspector::new(normalised(opts.clone())).map_err(|e| TraceError::Config(e.to_string()))
+    plan.answer(fanout, refunds, place, &tx, &block_env, &result, &db)
 }
 
 /// Traces and commits the replay's next transaction; its trace and hash.
-fn next(
-    replay: &mut Replay,
-    opts: &GethDebugTracingOptions,
-    guard: &mut Guard,
-) -> Result<(GethTrace, B256), TraceError> {
-    let (executed, (mut inspector, guard)) = replay.execute((debug_inspector(opts)?, guard))?;
+fn next(replay: &mut Replay, plan: &Plan, guard: &mut Guard) -> Result<(Value, B256), TraceError> {
+    let (fanout, refunds) = plan.inspectors()?;
+    let (executed, (fanout, (guard, refunds))) = replay.execute((fanout, (guard, refunds)))?;
     guard.check()?;
-    let context = TransactionContext {
-        block_hash: Some(replay.block.hash),
-        tx_index: Some(executed.index),
-        tx_hash: Some(executed.hash),
-    };
-    let trace = inspector
-        .get_result(Some(context), &executed.tx_env, replay.block_env(), &executed.result, &mut replay.db())
-        .map_err(|e| TraceError::Failed(e.to_string()))?;
+    let place = replay.place(executed.index);
+    let trace = plan.answer(
+        fanout,
+        refunds,
+        &place,
+        &executed.tx_env,
+        replay.block_env(),
+        &executed.result,
+        replay.db(),
+    )?;
     let hash = executed.hash;
     replay.commit(executed);
-    Ok((as_geth(trace), hash))
-}
-
-/// The struct logger's steps as geth writes them: geth leaves out a zero refund counter and empty return
-/// data, memory and storage (revm-inspectors writes them), and names a failed step's error in its own words.
-fn as_geth(trace: GethTrace) -> GethTrace {
-    let GethTrace::Default(mut frame) = trace else { return trace };
-    for step in &mut frame.struct_logs {
-        step.refund_counter = step.refund_counter.filter(|r| *r != 0);
-        step.return_data = step.return_data.take().filter(|d| !d.is_empty());
-        step.memory = step.memory.take().filter(|m| !m.is_empty());
-        step.storage = step.storage.take().filter(|s| !s.is_empty());
-        step.error = step.error.take().map(|e| geth_error(&e));
-    }
-    GethTrace::Default(frame)
-}
-
-/// geth's wording of an EVM error revm-inspectors reports by its Rust name (`OutOfGas`, or `Some(OutOfGas)`).
-fn geth_error(revm: &str) -> String {
-    let name = revm.trim_start_matches("Some(").trim_end_matches(')');
-    match name {
-        "OutOfGas" | "MemoryOOG" | "MemoryLimitOOG" | "PrecompileOOG" | "InvalidOperandOOG" => "out of gas",
-        "StackUnderflow" => "stack underflow",
-        "StackOverflow" => "stack limit reached 1024 (1023)",
-        "InvalidJump" => "invalid jump destination",
-        "OpcodeNotFound" | "InvalidFEOpcode" => "invalid opcode",
-        "StateChangeDuringStaticCall" | "CallNotAllowedInsideStatic" => "write protection",
-        "OutOfOffset" | "InvalidOperand" => "return data out of bounds",
-        "CallTooDeep" => "max call depth exceeded",
-        "OutOfFunds" => "insufficient balance for transfer",
-        "Revert" => "execution reverted",
-        "CreateCollision" => "contract address collision",
-        "CreateContractSizeLimit" => "max code size exceeded",
-        "CreateInitCodeSizeLimit" => "max initcode size exceeded",
-        "CreateContractStartingWithEF" => "invalid code: must not begin with 0xef",
-        "NonceOverflow" => "nonce uint64 overflow",
-        other => return other.to_owned(),
-    }
-    .to_owned()
+    Ok((trace, hash))
 }
 
 /// Stops a trace at its deadline (the EVM's own [`evm::DeadlineInspector`]) or when its answer grows past the
@@ -302,14 +232,19 @@ mod tests {
     fn javascript_tracers_are_refused_and_native_ones_accepted() {
         let js: GethDebugTracingOptions =
             serde_json::from_value(serde_json::json!({"tracer": "{step: function() {}}"})).unwrap();
-        assert!(matches!(check_tracer(&js), Err(TraceError::TracerNotFound(_))));
+        assert!(matches!(Plan::new(&js), Err(TraceError::TracerNotFound(_))));
         for name in
             ["callTracer", "prestateTracer", "4byteTracer", "flatCallTracer", "noopTracer", "muxTracer"]
         {
             let opts: GethDebugTracingOptions =
                 serde_json::from_value(serde_json::json!({"tracer": name})).unwrap();
-            assert!(check_tracer(&opts).is_ok(), "{name}: {:?}", check_tracer(&opts));
+            assert!(Plan::new(&opts).is_ok(), "{name}: {:?}", Plan::new(&opts).err());
         }
-        assert!(check_tracer(&GethDebugTracingOptions::default()).is_ok());
+        assert!(Plan::new(&GethDebugTracingOptions::default()).is_ok());
+        let mux: GethDebugTracingOptions = serde_json::from_value(serde_json::json!(
+            {"tracer": "muxTracer", "tracerConfig": {"4byteTracer": {}, "callTracer": null, "noopTracer": {}}}
+        ))
+        .unwrap();
+        assert!(Plan::new(&mux).is_ok(), "{:?}", Plan::new(&mux).err());
     }
 }

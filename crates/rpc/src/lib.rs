@@ -20,6 +20,7 @@ pub mod error;
 pub mod evm;
 pub mod exec;
 pub mod fees;
+pub mod geth_shape;
 pub mod geth_trace;
 pub mod logs;
 pub mod metrics;
@@ -28,6 +29,7 @@ pub mod params;
 pub mod raw;
 pub mod send_tx;
 pub mod subscriptions;
+pub mod tracers;
 
 use std::{net::SocketAddr, sync::Arc};
 

@@ -6,9 +6,10 @@ use std::{collections::HashMap, sync::Arc};
 
 use alloy_primitives::{Address, Bytes, B256};
 use alloy_rlp::Decodable;
-use alloy_rpc_types_trace::geth::{GethDebugTracingOptions, GethTrace, TraceResult};
+use alloy_rpc_types_trace::geth::GethDebugTracingOptions;
 use ec_store::{tables::StoredBlock, Reads};
 use jsonrpsee::proc_macros::rpc;
+use serde_json::Value;
 
 use crate::{
     block_id::BlockSpec,
@@ -19,6 +20,7 @@ use crate::{
     geth_trace::{self, TraceError, TraceLimits},
     params::Hash,
     raw,
+    tracers::{Place, Plan},
 };
 
 #[rpc(server, namespace = "debug")]
@@ -34,25 +36,21 @@ pub trait DebugApi {
 
     /// One transaction, re-executed after the ones before it in its block.
     #[method(name = "traceTransaction")]
-    async fn trace_transaction(
-        &self,
-        hash: Hash,
-        opts: Option<GethDebugTracingOptions>,
-    ) -> RpcResult<GethTrace>;
+    async fn trace_transaction(&self, hash: Hash, opts: Option<GethDebugTracingOptions>) -> RpcResult<Value>;
 
     #[method(name = "traceBlockByNumber")]
     async fn trace_block_by_number(
         &self,
         block: BlockSpec,
         opts: Option<GethDebugTracingOptions>,
-    ) -> RpcResult<Vec<TraceResult>>;
+    ) -> RpcResult<Vec<Value>>;
 
     #[method(name = "traceBlockByHash")]
     async fn trace_block_by_hash(
         &self,
         hash: Hash,
         opts: Option<GethDebugTracingOptions>,
-    ) -> RpcResult<Vec<TraceResult>>;
+    ) -> RpcResult<Vec<Value>>;
 
     /// A call on top of a block, as `eth_call` runs it, with state and block overrides in the options.
     #[method(name = "traceCall")]
@@ -61,16 +59,12 @@ pub trait DebugApi {
         request: CallRequest,
         block: Option<BlockSpec>,
         opts: Option<TraceCallOptions>,
-    ) -> RpcResult<GethTrace>;
+    ) -> RpcResult<Value>;
 
     /// A block given as RLP: traced when it is a block this replica holds (geth also traces blocks it has
     /// only the parent of; a replica re-executes only what its log recorded, receipts included).
     #[method(name = "traceBlock")]
-    async fn trace_block(
-        &self,
-        rlp: Bytes,
-        opts: Option<GethDebugTracingOptions>,
-    ) -> RpcResult<Vec<TraceResult>>;
+    async fn trace_block(&self, rlp: Bytes, opts: Option<GethDebugTracingOptions>) -> RpcResult<Vec<Value>>;
 }
 
 /// `debug_traceCall`'s options: a tracer's, and the call's overrides (as `eth_call`'s third and fourth
@@ -89,17 +83,17 @@ pub struct TraceCallOptions {
 pub struct Debug(pub Arc<Ctx>);
 
 impl Debug {
-    /// The bounds a trace with these options runs under (geth's `timeout` option capped by the replica's),
-    /// after refusing a tracer no native one answers: before any permit is taken or block read.
-    fn limits(&self, opts: &GethDebugTracingOptions) -> RpcResult<TraceLimits> {
+    /// The tracers these options name and the bounds they run under (geth's `timeout` option capped by the
+    /// replica's); refuses a tracer no native one answers before any permit is taken or block read.
+    fn plan(&self, opts: &GethDebugTracingOptions) -> RpcResult<(Plan, TraceLimits)> {
         let limits = &self.0.limits;
         let timeout =
             geth_trace::timeout(opts.timeout.as_deref(), limits.trace_timeout).map_err(trace_error)?;
-        geth_trace::check_tracer(opts).map_err(trace_error)?;
+        let plan = Plan::new(opts).map_err(trace_error)?;
         // Waiting for a permit counts against the trace's deadline: a flood of traces is answered with
         // timeouts, not queued without bound.
         let deadline = std::time::Instant::now() + timeout;
-        Ok(TraceLimits { deadline, timeout, max_bytes: limits.max_trace_bytes })
+        Ok((plan, TraceLimits { deadline, timeout, max_bytes: limits.max_trace_bytes }))
     }
 
     /// Runs `work` on the trace pool, in one view of the store.
@@ -116,17 +110,25 @@ impl Debug {
     /// Finds a block, then re-executes it on the trace pool under the trace limits.
     async fn trace<T: Send + 'static>(
         &self,
-        opts: &GethDebugTracingOptions,
+        opts: GethDebugTracingOptions,
         find: impl FnOnce(&Req) -> RpcResult<(Arc<StoredBlock>, Option<usize>)> + Send + 'static,
-        run: impl FnOnce(&mut Replay, Option<usize>, TraceLimits) -> Result<T, TraceError> + Send + 'static,
+        run: impl FnOnce(
+                &mut Replay,
+                Option<usize>,
+                &Plan,
+                &GethDebugTracingOptions,
+                TraceLimits,
+            ) -> Result<T, TraceError>
+            + Send
+            + 'static,
     ) -> RpcResult<T> {
-        let limits = self.limits(opts)?;
+        let (plan, limits) = self.plan(&opts)?;
         self.on_trace_pool(limits, move |r| {
             let (block, index) = find(r)?;
             let spec = r.chain_spec()?;
             let mut replay = Replay::start(&r.view, &spec, block).map_err(|e| trace_error(e.into()))?;
             replay.set_deadline(limits.deadline, limits.timeout);
-            run(&mut replay, index, limits).map_err(trace_error)
+            run(&mut replay, index, &plan, &opts, limits).map_err(trace_error)
         })
         .await
     }
@@ -171,13 +173,7 @@ impl DebugApiServer for Debug {
         Ok(Req::new(&self.0).tx_by_hash(&hash.0)?.map(|t| t.tx.transaction.encoded))
     }
 
-    async fn trace_transaction(
-        &self,
-        hash: Hash,
-        opts: Option<GethDebugTracingOptions>,
-    ) -> RpcResult<GethTrace> {
-        let opts = opts.unwrap_or_default();
-        let o = opts.clone();
+    async fn trace_transaction(&self, hash: Hash, opts: Option<GethDebugTracingOptions>) -> RpcResult<Value> {
         let find = move |r: &Req| {
             let not_found = || server_error("transaction not found");
             let loc = r.view.tx_location(&hash.0).map_err(server_error)?.ok_or_else(not_found)?;
@@ -186,8 +182,8 @@ impl DebugApiServer for Debug {
             let block = r.block(&block_hash)?.ok_or_else(not_found)?;
             Ok((block, Some(loc.index as usize)))
         };
-        self.trace(&opts, find, move |replay, index, limits| {
-            geth_trace::transaction(replay, index.unwrap_or_default(), &o, limits)
+        self.trace(opts.unwrap_or_default(), find, |replay, index, plan, opts, limits| {
+            geth_trace::transaction(replay, index.unwrap_or_default(), plan, opts, limits)
         })
         .await
     }
@@ -196,13 +192,11 @@ impl DebugApiServer for Debug {
         &self,
         block: BlockSpec,
         opts: Option<GethDebugTracingOptions>,
-    ) -> RpcResult<Vec<TraceResult>> {
-        let opts = opts.unwrap_or_default();
-        let o = opts.clone();
+    ) -> RpcResult<Vec<Value>> {
         self.trace(
-            &opts,
+            opts.unwrap_or_default(),
             move |r| Ok((block_at(r, block)?, None)),
-            move |replay, _, limits| geth_trace::block(replay, &o, limits),
+            |replay, _, plan, opts, limits| geth_trace::block(replay, plan, opts, limits),
         )
         .await
     }
@@ -211,7 +205,7 @@ impl DebugApiServer for Debug {
         &self,
         hash: Hash,
         opts: Option<GethDebugTracingOptions>,
-    ) -> RpcResult<Vec<TraceResult>> {
+    ) -> RpcResult<Vec<Value>> {
         let spec = BlockSpec::Hash { hash: hash.0, require_canonical: false };
         self.trace_block_by_number(spec, opts).await
     }
@@ -221,14 +215,14 @@ impl DebugApiServer for Debug {
         request: CallRequest,
         block: Option<BlockSpec>,
         opts: Option<TraceCallOptions>,
-    ) -> RpcResult<GethTrace> {
+    ) -> RpcResult<Value> {
         let opts = opts.unwrap_or_default();
         if opts.tx_index.is_some() {
             return Err(invalid_params(
                 "txIndex is not served by this replica yet (the call runs after the block)",
             ));
         }
-        let limits = self.limits(&opts.tracing)?;
+        let (plan, limits) = self.plan(&opts.tracing)?;
         let c = &self.0;
         let (deadline, timeout) = (limits.deadline, limits.timeout);
         let call_env = evm::CallEnv { spec: c.chain_spec()?, gas_cap: c.limits.gas_cap, deadline, timeout };
@@ -241,16 +235,22 @@ impl DebugApiServer for Debug {
             let header = crate::fees::header(&b).map_err(server_error)?;
             let prepared =
                 evm::prepare(&r.view, &header, &request, &call_env, &overrides).map_err(server_error)?;
-            geth_trace::call(prepared, &opts.tracing, limits).map_err(trace_error)
+            // As geth's traceCall: a context with no block or transaction named.
+            let place = Place {
+                block_hash: None,
+                block_number: 0,
+                tx_hash: None,
+                tx_index: 0,
+                logs_before: 0,
+                spec_id: prepared.cfg.spec,
+                chain_id: prepared.cfg.chain_id,
+            };
+            geth_trace::call(prepared, &place, &plan, &opts.tracing, limits).map_err(trace_error)
         })
         .await
     }
 
-    async fn trace_block(
-        &self,
-        rlp: Bytes,
-        opts: Option<GethDebugTracingOptions>,
-    ) -> RpcResult<Vec<TraceResult>> {
+    async fn trace_block(&self, rlp: Bytes, opts: Option<GethDebugTracingOptions>) -> RpcResult<Vec<Value>> {
         let block = alloy_consensus::Block::<alloy_consensus::TxEnvelope>::decode(&mut &rlp[..])
             .map_err(|e| server_error(format!("could not decode block: {e}")))?;
         let hash: B256 = block.header.hash_slow();
