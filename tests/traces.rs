@@ -161,4 +161,155 @@ fn trace_errors_are_geths() {
     assert!(big["error"]["message"].as_str().is_some_and(|m| m.contains("size cap")), "{big}");
     let small = ask("debug_traceTransaction", json!([spin, {"tracer": "callTracer"}]));
     assert_eq!(small["result"]["error"], "out of gas", "{small}");
+    // The trace namespace: what it does not hold is null (as reth answers), a replay of it an error.
+    let future = ask("trace_block", json!([format!("{:#x}", head + 10)]));
+    assert_eq!(future["result"], Value::Null, "{future}");
+    let genesis = ask("trace_block", json!(["0x0"]));
+    assert_eq!(genesis["result"], json!([]), "{genesis}");
+    let unknown = ask("trace_transaction", json!([format!("0x{}", "11".repeat(32))]));
+    assert_eq!(unknown["result"], Value::Null, "{unknown}");
+    let unknown = ask("trace_replayTransaction", json!([format!("0x{}", "11".repeat(32)), ["trace"]]));
+    assert_eq!(unknown["error"]["code"], -32000, "{unknown}");
+    let bad_type = ask("trace_replayTransaction", json!([tx, ["everything"]]));
+    assert_eq!(bad_type["error"]["code"], -32602, "{bad_type}");
+    // A vmTrace of the looping call is past the size cap too.
+    let vm = ask("trace_replayTransaction", json!([spin, ["vmTrace"]]));
+    assert!(vm["error"]["message"].as_str().is_some_and(|m| m.contains("size cap")), "{vm}");
+    let flat = ask("trace_transaction", json!([spin]));
+    assert_eq!(flat["result"][0]["error"], "Out of gas", "{flat}");
+}
+
+/// A parity trace entry as geth's `flatCallTracer` writes it where the two overlap: the top-level call's
+/// `gas` and `gasUsed` left out (parity, and reth and erigon after it, count the gas the execution had and
+/// used, without the intrinsic cost; geth the transaction's gas limit and receipt gas), a failed call's
+/// `result: null` (geth omits it) dropped.
+fn overlap(trace: &Value) -> Value {
+    let mut t = trace.clone();
+    if let Some(fields) = t.as_object_mut() {
+        if fields.get("result").is_some_and(Value::is_null) {
+            fields.remove("result");
+        }
+        let top = fields.get("traceAddress").and_then(Value::as_array).is_some_and(Vec::is_empty);
+        if top {
+            if let Some(result) = fields.get_mut("result").and_then(Value::as_object_mut) {
+                result.remove("gasUsed");
+            }
+            if let Some(action) = fields.get_mut("action").and_then(Value::as_object_mut) {
+                action.remove("gas");
+            }
+        }
+    }
+    t
+}
+
+#[test]
+fn parity_traces_match_geths_flat_call_tracer() {
+    let c = Cluster::on(Upstream::geth());
+    let touched = run_script(&c.client);
+    let (head, _) = c.client.head();
+    let (_replica, port) = c.rpc_replica(&[]);
+    wait_rpc_head(port, head);
+    let mut diffs = Vec::new();
+    let mut compared = 0;
+    let mut all = Vec::new();
+    for n in 1..=head {
+        let tag = format!("{n:#x}");
+        let ours = answer(rpc_call(port, "trace_block", json!([tag])));
+        let flat = json!({"tracer": "flatCallTracer", "tracerConfig": {"convertParityErrors": true}});
+        let geth = c.client.call("debug_traceBlockByNumber", json!([tag, flat]));
+        let geth: Vec<Value> = geth
+            .as_array()
+            .expect("geth's block trace")
+            .iter()
+            .flat_map(|tx| tx["result"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let ours = ours.as_array().cloned().unwrap_or_else(|| panic!("trace_block {n}: {ours}"));
+        let (o, g): (Vec<Value>, Vec<Value>) =
+            (ours.iter().map(overlap).collect(), geth.iter().map(overlap).collect());
+        let mut here = Vec::new();
+        differences("", &Value::Array(o), &Value::Array(g), &mut here);
+        diffs.extend(here.into_iter().take(5).map(|d| format!("trace_block {n}: {d}")));
+        compared += ours.len();
+        all.extend(ours.clone());
+
+        // The same calls from the per-transaction methods.
+        let replayed = answer(rpc_call(port, "trace_replayBlockTransactions", json!([tag, ["trace"]])));
+        let replayed = replayed.as_array().cloned().unwrap_or_else(|| panic!("replay {n}: {replayed}"));
+        let block = c.client.call("eth_getBlockByNumber", json!([tag, false]));
+        let hashes = block["transactions"].as_array().cloned().unwrap_or_default();
+        assert_eq!(replayed.len(), hashes.len(), "block {n}: one replay per transaction");
+        for (i, (replay, hash)) in replayed.iter().zip(&hashes).enumerate().take(4) {
+            assert_eq!(&replay["transactionHash"], hash, "block {n} tx {i}");
+            let located = answer(rpc_call(port, "trace_transaction", json!([hash])));
+            let located = located.as_array().cloned().unwrap_or_default();
+            let unlocated: Vec<Value> = located
+                .iter()
+                .map(|t| {
+                    let mut t = t.clone();
+                    for k in ["blockHash", "blockNumber", "transactionHash", "transactionPosition"] {
+                        t.as_object_mut().map(|o| o.remove(k));
+                    }
+                    t
+                })
+                .collect();
+            assert_eq!(
+                replay["trace"],
+                Value::Array(unlocated),
+                "block {n} tx {i}: replay vs trace_transaction"
+            );
+            let first = answer(rpc_call(port, "trace_get", json!([hash, ["0x0"]])));
+            assert_eq!(first, located[0], "trace_get of {hash}");
+        }
+    }
+    // trace_filter: the calls to the scripted contract and its creation (a creation's recipient is the
+    // address it creates, as reth matches), and paging through them.
+    let contract = touched.iter().find(|(_, slots)| slots.len() == 5).map(|(a, _)| *a).expect("the contract");
+    let is_contract = |v: &Value| v.as_str().is_some_and(|a| a.eq_ignore_ascii_case(&contract.to_string()));
+    let to_contract: Vec<Value> = all
+        .iter()
+        .filter(|t| is_contract(&t["action"]["to"]) || is_contract(&t["result"]["address"]))
+        .cloned()
+        .collect();
+    assert!(to_contract.len() >= 5, "the script calls its contract: {}", to_contract.len());
+    let filter = json!({"fromBlock": "0x1", "toBlock": format!("{head:#x}"), "toAddress": [contract]});
+    let filtered = answer(rpc_call(port, "trace_filter", json!([filter])));
+    assert_eq!(filtered, Value::Array(to_contract.clone()), "trace_filter by recipient");
+    let mut page = filter.clone();
+    page["after"] = json!(1);
+    page["count"] = json!(2);
+    let paged = answer(rpc_call(port, "trace_filter", json!([page])));
+    assert_eq!(paged, Value::Array(to_contract[1..3].to_vec()), "trace_filter after 1, count 2");
+    let too_wide =
+        rpc_call(port, "trace_filter", json!([{"fromBlock": "0x0", "toBlock": format!("{head:#x}")}]));
+    assert!(too_wide.get("result").is_some(), "a range inside the limit is served: {too_wide}");
+    let reversed = rpc_call(port, "trace_filter", json!([{"fromBlock": "0x3", "toBlock": "0x2"}]));
+    assert_eq!(reversed["error"]["code"], -32602, "{reversed}");
+
+    // trace_call: the contract's storage write, as geth's flat call tracer sees the same call.
+    let call = json!({"from": DEV[1], "to": contract, "data": call_data(5, 0x44), "gas": "0x30000"});
+    let ours = answer(rpc_call(port, "trace_call", json!([call, ["trace", "stateDiff"], "latest"])));
+    let flat = json!({"tracer": "flatCallTracer", "tracerConfig": {"convertParityErrors": true}});
+    let geth = c.client.call("debug_traceCall", json!([call, "latest", flat]));
+    let strip = |t: &Value| {
+        let mut t = overlap(t);
+        for k in ["blockHash", "blockNumber", "transactionHash", "transactionPosition"] {
+            t.as_object_mut().map(|o| o.remove(k));
+        }
+        t
+    };
+    let o: Vec<Value> = ours["trace"].as_array().cloned().unwrap_or_default().iter().map(strip).collect();
+    let g: Vec<Value> = geth.as_array().cloned().unwrap_or_default().iter().map(strip).collect();
+    let mut here = Vec::new();
+    differences("", &Value::Array(o), &Value::Array(g), &mut here);
+    diffs.extend(here.into_iter().map(|d| format!("trace_call: {d}")));
+    let slot = format!("0x{}", word(5));
+    assert_eq!(
+        ours["stateDiff"][contract.to_string().to_lowercase()]["storage"][&slot]["*"]["to"],
+        format!("0x{}", word(0x44)),
+        "trace_call's state diff: {}",
+        ours["stateDiff"]
+    );
+    eprintln!("{compared} parity traces compared over {head} blocks, {} differences", diffs.len());
+    assert!(compared > 25, "too few traces compared: {compared}");
+    assert!(diffs.is_empty(), "{} differences from geth:\n{}", diffs.len(), diffs.join("\n"));
 }

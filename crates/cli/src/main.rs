@@ -126,7 +126,8 @@ struct ReplicaArgs {
     /// eth_call / eth_estimateGas / eth_createAccessList requests that run at once. Default: 1 per core.
     #[arg(long, env = "EC_RPC_EVM_CONCURRENCY")]
     rpc_evm_concurrency: Option<usize>,
-    /// debug_trace* requests that re-execute at once (each on a blocking thread). Default: half the cores.
+    /// debug_trace* and trace_* requests that re-execute at once (each on a blocking thread). Default: half
+    /// the cores.
     #[arg(long, env = "EC_RPC_TRACE_CONCURRENCY")]
     rpc_trace_concurrency: Option<usize>,
     /// Longest one trace may run, in seconds (geth's `timeout` tracer option may ask for less).
@@ -136,6 +137,9 @@ struct ReplicaArgs {
     /// take gigabytes); larger traces answer an error that says so.
     #[arg(long, env = "EC_RPC_MAX_TRACE_MB", default_value_t = 60)]
     rpc_max_trace_mb: usize,
+    /// Widest block range one trace_filter re-executes (reth's default).
+    #[arg(long, env = "EC_RPC_TRACE_FILTER_MAX_BLOCKS", default_value_t = 100)]
+    rpc_trace_filter_max_blocks: u64,
     /// Topic for transactions accepted by eth_sendRawTransaction; default `<topic>-tx`, `none` refuses them.
     #[arg(long, env = "EC_TX_TOPIC")]
     tx_topic: Option<String>,
@@ -333,6 +337,7 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         trace_concurrency: args.rpc_trace_concurrency.unwrap_or(defaults.trace_concurrency),
         trace_timeout: Duration::from_secs_f64(args.rpc_trace_timeout_secs.max(0.01)),
         max_trace_bytes: args.rpc_max_trace_mb.max(1) << 20,
+        max_trace_filter_blocks: args.rpc_trace_filter_max_blocks.max(1),
     };
     // Stopping (SIGTERM from ECS/ASG, or Ctrl-C) is staged so that no request is cut off: readiness turns
     // 503 at once, RPC keeps serving for --drain-secs while the balancer takes the replica out, then the RPC

@@ -126,6 +126,8 @@ pub struct Limits {
     pub trace_timeout: std::time::Duration,
     /// Largest answer one trace may build (estimated while it records; the server's response cap is above it).
     pub max_trace_bytes: usize,
+    /// Widest block range one `trace_filter` re-executes.
+    pub max_trace_filter_blocks: u64,
 }
 
 /// The machine's cores (at least 1).
@@ -148,6 +150,8 @@ impl Default for Limits {
             // geth's default trace timeout.
             trace_timeout: std::time::Duration::from_secs(5),
             max_trace_bytes: 60 << 20,
+            // reth's default.
+            max_trace_filter_blocks: 100,
         }
     }
 }

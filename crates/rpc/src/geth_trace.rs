@@ -179,7 +179,22 @@ impl Guard {
         }
     }
 
-    fn check(&self) -> Result<(), TraceError> {
+    /// For parity traces: a `vmTrace` records every step (about 150 bytes of JSON each); the others record
+    /// calls only, bounded by the deadline.
+    pub fn parity(vm_trace: bool, limits: TraceLimits) -> Self {
+        Guard {
+            clock: evm::DeadlineInspector::new(limits.deadline),
+            timeout: limits.timeout,
+            max_bytes: limits.max_bytes,
+            step_bytes: if vm_trace { 150 } else { 0 },
+            per_stack_item: 0,
+            per_memory_byte: 0,
+            bytes: 0,
+            too_large: false,
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<(), TraceError> {
         if self.too_large {
             return Err(TraceError::TooLarge(self.max_bytes >> 20));
         }

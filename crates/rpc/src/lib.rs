@@ -1,12 +1,14 @@
 //! The replica's Ethereum JSON-RPC server, answering from its own store.
 //!
-//! - [`api`]: the namespaces (`eth`, `debug`, `net`, `web3`), one `#[rpc(server)]` trait each with typed
+//! - [`api`]: the namespaces (`eth`, `debug`, `trace`, `net`, `web3`), one `#[rpc(server)]` trait each with typed
 //!   parameters ([`params`], [`block_id`], [`logs::Filter`], [`evm::CallRequest`]); its module doc lists
 //!   where each namespace lives.
 //! - [`ctx`]: what they share: the store, limits, pools and caches ([`Ctx`]), one view of the store per
 //!   request ([`ctx::Req`]), where work of each cost runs ([`Class`]).
 //! - The answers' building blocks: [`convert`] (stored blocks, transactions and receipts to alloy's RPC
-//!   types), [`raw`] (RLP), [`fees`], [`logs`], [`evm`] (revm over the store), [`send_tx`], [`subscriptions`].
+//!   types), [`raw`] (RLP), [`fees`], [`logs`], [`evm`] (revm over the store), [`send_tx`], [`subscriptions`];
+//!   re-execution of stored blocks ([`exec`]) for geth's traces ([`geth_trace`], [`tracers`], [`geth_shape`])
+//!   and parity's ([`parity_trace`]).
 //! - [`middleware`]: per-method metrics ([`metrics`]) and the execution APIs' shape for parameter errors.
 //!
 //! Unknown methods answer "method not found" (-32601). The port opens only once the replica has caught up
@@ -26,6 +28,7 @@ pub mod logs;
 pub mod metrics;
 pub mod middleware;
 pub mod params;
+pub mod parity_trace;
 pub mod raw;
 pub mod send_tx;
 pub mod subscriptions;
@@ -57,13 +60,17 @@ pub fn module(
     status: Option<tokio::sync::watch::Receiver<ec_replica::Status>>,
     events: Option<tokio::sync::broadcast::Sender<ec_replica::ChainEvent>>,
 ) -> RpcModule<()> {
-    use api::{debug::DebugApiServer, eth::EthApiServer, net::NetApiServer, web3::Web3ApiServer};
+    use api::{
+        debug::DebugApiServer, eth::EthApiServer, net::NetApiServer, trace::TraceApiServer,
+        web3::Web3ApiServer,
+    };
     let ctx = Arc::new(Ctx::new(store, tx_producer, limits, status, events));
     let mut m = RpcModule::new(());
     // Two namespaces registering one name is a programming error caught by the first test run.
     let unique = "method names are unique across namespaces";
     m.merge(api::eth::Eth(ctx.clone()).into_rpc()).expect(unique);
     m.merge(api::debug::Debug(ctx.clone()).into_rpc()).expect(unique);
+    m.merge(api::trace::Trace(ctx.clone()).into_rpc()).expect(unique);
     m.merge(api::net::Net(ctx).into_rpc()).expect(unique);
     m.merge(api::web3::Web3.into_rpc()).expect(unique);
     m

@@ -7,13 +7,14 @@ use std::{collections::HashMap, sync::Arc};
 use alloy_primitives::{Address, Bytes, B256};
 use alloy_rlp::Decodable;
 use alloy_rpc_types_trace::geth::GethDebugTracingOptions;
-use ec_store::{tables::StoredBlock, Reads};
+use ec_store::tables::StoredBlock;
 use jsonrpsee::proc_macros::rpc;
 use serde_json::Value;
 
+use super::replayed::{self, trace_error};
 use crate::{
     block_id::BlockSpec,
-    ctx::{Class, Ctx, Req},
+    ctx::{Ctx, Req},
     error::{invalid_params, server_error, RpcResult},
     evm::{self, AccountOverride, BlockOverrides, CallRequest},
     exec::Replay,
@@ -83,31 +84,8 @@ pub struct TraceCallOptions {
 pub struct Debug(pub Arc<Ctx>);
 
 impl Debug {
-    /// The tracers these options name and the bounds they run under (geth's `timeout` option capped by the
-    /// replica's); refuses a tracer no native one answers before any permit is taken or block read.
-    fn plan(&self, opts: &GethDebugTracingOptions) -> RpcResult<(Plan, TraceLimits)> {
-        let limits = &self.0.limits;
-        let timeout =
-            geth_trace::timeout(opts.timeout.as_deref(), limits.trace_timeout).map_err(trace_error)?;
-        let plan = Plan::new(opts).map_err(trace_error)?;
-        // Waiting for a permit counts against the trace's deadline: a flood of traces is answered with
-        // timeouts, not queued without bound.
-        let deadline = std::time::Instant::now() + timeout;
-        Ok((plan, TraceLimits { deadline, timeout, max_bytes: limits.max_trace_bytes }))
-    }
-
-    /// Runs `work` on the trace pool, in one view of the store.
-    async fn on_trace_pool<T: Send + 'static>(
-        &self,
-        limits: TraceLimits,
-        work: impl FnOnce(&Req) -> RpcResult<T> + Send + 'static,
-    ) -> RpcResult<T> {
-        let work = self.0.on_pool(Class::Trace, work);
-        // The work stops itself at the deadline; this wait is only a backstop (a slow disk).
-        tokio::time::timeout(limits.timeout * 2, work).await.map_err(|_| server_error("execution timeout"))?
-    }
-
-    /// Finds a block, then re-executes it on the trace pool under the trace limits.
+    /// Finds a block (and a transaction in it), then re-executes it on the trace pool under the limits of
+    /// `opts`, after refusing a tracer no native one answers (before any permit is taken or block read).
     async fn trace<T: Send + 'static>(
         &self,
         opts: GethDebugTracingOptions,
@@ -122,39 +100,20 @@ impl Debug {
             + Send
             + 'static,
     ) -> RpcResult<T> {
-        let (plan, limits) = self.plan(&opts)?;
-        self.on_trace_pool(limits, move |r| {
+        let limits = replayed::limits(&self.0, opts.timeout.as_deref())?;
+        let plan = Plan::new(&opts).map_err(trace_error)?;
+        replayed::on_trace_pool(&self.0, limits, move |r| {
             let (block, index) = find(r)?;
-            let spec = r.chain_spec()?;
-            let mut replay = Replay::start(&r.view, &spec, block).map_err(|e| trace_error(e.into()))?;
-            replay.set_deadline(limits.deadline, limits.timeout);
+            let mut replay = replayed::start(r, block, limits).map_err(trace_error)?;
             run(&mut replay, index, &plan, &opts, limits).map_err(trace_error)
         })
         .await
     }
 }
 
-fn trace_error(e: TraceError) -> jsonrpsee::types::ErrorObjectOwned {
-    server_error(e)
-}
-
 /// The canonical block a block parameter names, or geth's "not found" error.
 fn block_at(r: &Req, spec: BlockSpec) -> RpcResult<Arc<StoredBlock>> {
-    let not_found = |what: String| server_error(format!("block {what} not found"));
-    match spec {
-        BlockSpec::Hash { hash, .. } => r.block(&hash)?.ok_or_else(|| not_found(hash.to_string())),
-        BlockSpec::Number(n) => {
-            let head = r.view.head().map_err(server_error)?.map_or(0, |h| h.number);
-            if n > head {
-                return Err(not_found(format!("#{n}")));
-            }
-            r.canonical_block(n)?.ok_or_else(|| not_found(format!("#{n}")))
-        }
-        other => {
-            let n = r.resolve(other)?;
-            r.canonical_block(n)?.ok_or_else(|| not_found(format!("#{n}")))
-        }
-    }
+    replayed::block_at(r, spec)?.ok_or_else(|| replayed::block_not_found(spec))
 }
 
 #[jsonrpsee::core::async_trait]
@@ -175,12 +134,9 @@ impl DebugApiServer for Debug {
 
     async fn trace_transaction(&self, hash: Hash, opts: Option<GethDebugTracingOptions>) -> RpcResult<Value> {
         let find = move |r: &Req| {
-            let not_found = || server_error("transaction not found");
-            let loc = r.view.tx_location(&hash.0).map_err(server_error)?.ok_or_else(not_found)?;
-            let block_hash =
-                r.view.canonical_hash(loc.block_number).map_err(server_error)?.ok_or_else(not_found)?;
-            let block = r.block(&block_hash)?.ok_or_else(not_found)?;
-            Ok((block, Some(loc.index as usize)))
+            let (block, index) =
+                replayed::transaction_at(r, &hash.0)?.ok_or_else(|| server_error("transaction not found"))?;
+            Ok((block, Some(index)))
         };
         self.trace(opts.unwrap_or_default(), find, |replay, index, plan, opts, limits| {
             geth_trace::transaction(replay, index.unwrap_or_default(), plan, opts, limits)
@@ -222,14 +178,15 @@ impl DebugApiServer for Debug {
                 "txIndex is not served by this replica yet (the call runs after the block)",
             ));
         }
-        let (plan, limits) = self.plan(&opts.tracing)?;
         let c = &self.0;
+        let limits = replayed::limits(c, opts.tracing.timeout.as_deref())?;
+        let plan = Plan::new(&opts.tracing).map_err(trace_error)?;
         let (deadline, timeout) = (limits.deadline, limits.timeout);
         let call_env = evm::CallEnv { spec: c.chain_spec()?, gas_cap: c.limits.gas_cap, deadline, timeout };
         let overrides =
             evm::Overrides { state: opts.state_overrides.clone(), block: opts.block_overrides.clone() };
         let spec = block.unwrap_or_default();
-        self.on_trace_pool(limits, move |r| {
+        replayed::on_trace_pool(c, limits, move |r| {
             let n = r.resolve(spec)?;
             let b = r.canonical_block(n)?.ok_or_else(|| server_error("header not found"))?;
             let header = crate::fees::header(&b).map_err(server_error)?;
