@@ -9,6 +9,7 @@ mod publisher_cmd;
 mod snapshot_cmd;
 mod synth;
 mod topics_cmd;
+mod verify_cmd;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -39,6 +40,9 @@ enum Command {
         #[arg(long, env = "EC_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Re-execute stored blocks and compare the state each writes with the block's record (exit 3 at the
+    /// first difference, naming its block, transaction and key).
+    VerifyBlocks(verify_cmd::VerifyBlocksArgs),
     /// Print where a database stands: sequence, Kafka offset, head block (works beside a running replica).
     Status {
         #[arg(long, env = "EC_DATA_DIR")]
@@ -198,6 +202,7 @@ fn main() -> ExitCode {
         Command::ImportState(args) => report(runtime.block_on(import_cmd::run(args))),
         Command::Checksum { data_dir } => report(checksum(&data_dir)),
         Command::Status { data_dir } => report(status(&data_dir)),
+        Command::VerifyBlocks(args) => verify_cmd::run(args),
         Command::SynthLog(args) => report(runtime.block_on(synth::run(args))),
         Command::Balancer(args) => report(runtime.block_on(balancer_cmd::run(args, shutdown_signal()))),
         Command::Snapshot(args) => report(runtime.block_on(snapshot_cmd::run(args))),

@@ -22,7 +22,7 @@ use serde::Deserialize;
 /// Store errors as revm wants them.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct DbError(String);
+pub struct DbError(pub String);
 
 impl DBErrorMarker for DbError {}
 

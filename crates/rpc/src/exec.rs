@@ -20,7 +20,7 @@ use std::{
 use alloy_consensus::{Header, TxEnvelope};
 use alloy_eips::Decodable2718;
 use alloy_evm::FromRecoveredTx;
-use alloy_primitives::{Address, Bytes, B256};
+use alloy_primitives::{Address, Bytes, B256, U256};
 use ec_store::{tables::StoredBlock, Reads, StoreView};
 use revm::{
     context::{result::ResultAndState, BlockEnv, CfgEnv, Context, TxEnv},
@@ -139,6 +139,11 @@ impl<'a> Replay<'a> {
         self.block.transactions.len()
     }
 
+    /// The index of the next transaction to run.
+    pub fn next_index(&self) -> usize {
+        self.next
+    }
+
     pub fn is_empty(&self) -> bool {
         self.block.transactions.is_empty()
     }
@@ -146,7 +151,6 @@ impl<'a> Replay<'a> {
     /// EIP-4788 (from Cancun: the parent beacon block root into its ring buffer) and EIP-2935 (from Prague:
     /// the parent's hash into the history contract), committed, untraced (as geth traces blocks).
     fn system_calls(&mut self) -> Result<(), ExecError> {
-        let number = self.block.number;
         let mut calls: Vec<(Address, Bytes)> = Vec::new();
         if self.spec_id.is_enabled_in(SpecId::CANCUN) {
             if let Some(root) = self.header.parent_beacon_block_root {
@@ -157,16 +161,64 @@ impl<'a> Replay<'a> {
             calls.push((alloy_eips::eip2935::HISTORY_STORAGE_ADDRESS, self.header.parent_hash.0.into()));
         }
         for (address, data) in calls {
-            let mut evm = Context::mainnet()
-                .with_db(&mut self.db)
-                .with_block(self.block_env.clone())
-                .with_cfg(self.cfg.clone())
-                .build_mainnet();
-            evm.system_call_commit(address, data).map_err(|e| ExecError::Block {
-                number,
-                reason: format!("system call to {address}: {e:?}"),
-            })?;
+            self.system_call(address, data)?;
         }
+        Ok(())
+    }
+
+    /// What the block does after its transactions: the withdrawals' credits (from Shanghai), the miner's
+    /// reward (before the merge), and the EIP-7002 and EIP-7251 request queues' system calls (from Prague).
+    /// Run after the last transaction; the state is then the block's own post-state.
+    pub fn finish(&mut self) -> Result<(), ExecError> {
+        let number = self.block.number;
+        if self.next != self.len() {
+            return Err(ExecError::Block {
+                number,
+                reason: format!("finish after {} of {} transactions", self.next, self.len()),
+            });
+        }
+        let db_error = |e: evm::DbError| ExecError::Block { number, reason: e.0 };
+        let credit =
+            |db: &mut CacheDB<StateAt<'a>>, address: Address, amount: U256| -> Result<(), ExecError> {
+                use revm::Database;
+                let mut info = db.basic(address).map_err(db_error)?.unwrap_or_default();
+                info.balance = info.balance.saturating_add(amount);
+                db.insert_account_info(address, info);
+                Ok(())
+            };
+        for w in self.block.withdrawals.iter().flatten() {
+            credit(&mut self.db, w.address, U256::from(w.amount_gwei) * U256::from(1_000_000_000u64))?;
+        }
+        if let Some(reward) = crate::parity_trace::base_block_reward(self.spec_id) {
+            if self.header.ommers_hash != alloy_consensus::EMPTY_OMMER_ROOT_HASH {
+                return Err(ExecError::Block {
+                    number,
+                    reason: "the block has uncles, whose headers the log does not record: its rewards cannot be re-executed".into(),
+                });
+            }
+            credit(&mut self.db, self.header.beneficiary, reward)?;
+        }
+        if self.spec_id.is_enabled_in(SpecId::PRAGUE) {
+            for address in [
+                alloy_eips::eip7002::WITHDRAWAL_REQUEST_PREDEPLOY_ADDRESS,
+                alloy_eips::eip7251::CONSOLIDATION_REQUEST_PREDEPLOY_ADDRESS,
+            ] {
+                self.system_call(address, Bytes::new())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One system call (from the system address, outside any transaction), committed.
+    fn system_call(&mut self, address: Address, data: Bytes) -> Result<(), ExecError> {
+        let number = self.block.number;
+        let mut evm = Context::mainnet()
+            .with_db(&mut self.db)
+            .with_block(self.block_env.clone())
+            .with_cfg(self.cfg.clone())
+            .build_mainnet();
+        evm.system_call_commit(address, data)
+            .map_err(|e| ExecError::Block { number, reason: format!("system call to {address}: {e:?}") })?;
         Ok(())
     }
 

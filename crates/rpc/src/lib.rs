@@ -33,6 +33,7 @@ pub mod raw;
 pub mod send_tx;
 pub mod subscriptions;
 pub mod tracers;
+pub mod verify;
 
 use std::{net::SocketAddr, sync::Arc};
 

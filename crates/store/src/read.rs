@@ -8,8 +8,9 @@ use crate::{
     batch::Source,
     error::{Result, StoreError},
     tables::{
-        AccountHistory, Accounts, BlockHead, BlockHeads, BlockTransaction, BlockTxs, Canonical, ChainInfo,
-        Code, LegacyBlocks, Meta, MetaKey, Storage, StorageHistory, StoredAccount, StoredBlock, Table, Value,
+        AccountHistory, Accounts, BlockChanges, BlockHead, BlockHeads, BlockTransaction, BlockTxs, Canonical,
+        ChainInfo, ChangeSet, Code, LegacyBlocks, Meta, MetaKey, Storage, StorageHistory, StoredAccount,
+        StoredBlock, Table, Value,
     },
     Store, StoreView,
 };
@@ -141,6 +142,12 @@ pub trait Reads: Source {
 
     fn code(&self, hash: &B256) -> Result<Option<Bytes>> {
         self.get::<Code>(hash)
+    }
+
+    /// What block `number` changed (hashed accounts and slots), while its undo entry is kept (the undo
+    /// window); `None` after it was pruned.
+    fn block_changes(&self, number: u64) -> Result<Option<ChangeSet>> {
+        self.get::<BlockChanges>(&number)
     }
 
     /// Refuses a state read older than the database holds: with no history before the first block, the
