@@ -313,3 +313,77 @@ fn parity_traces_match_geths_flat_call_tracer() {
     assert!(compared > 25, "too few traces compared: {compared}");
     assert!(diffs.is_empty(), "{} differences from geth:\n{}", diffs.len(), diffs.join("\n"));
 }
+
+/// Many clients tracing heavy blocks at once: traces run on their own bounded pool, so readiness answers
+/// fast and replay keeps following the chain (geth mines a block a second throughout).
+#[test]
+fn a_flood_of_traces_keeps_readiness_fast_and_replay_moving() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    let c = Cluster::on(Upstream::geth());
+    // Heavy blocks: a contract that loops until its gas runs out, called with 3M gas three times.
+    let deploy = c.client.send(json!({"from": DEV[0], "data": "0x6004600c60003960046000f35b600056"}));
+    let looping = contract_address(&c.client, deploy);
+    let spins: Vec<_> = (0..3)
+        .map(|i| c.client.send(json!({"from": DEV[1 + i], "to": looping, "gas": "0x2dc6c0"})))
+        .collect();
+    let heavy: Vec<Value> = spins.iter().map(|t| mined(&c.client, *t)["blockNumber"].clone()).collect();
+    let (head, _) = c.client.head();
+    let health = harness::chain::free_port();
+    let health_addr = format!("127.0.0.1:{health}");
+    let (_replica, port) = c.rpc_replica(&["--health-addr", &health_addr]);
+    wait_rpc_head(port, head);
+    let replica_head = || {
+        let (_, body) = http_get(health, "/admin/position").expect("the position");
+        serde_json::from_str::<Value>(&body).ok().and_then(|p| p["block_number"].as_u64()).unwrap_or(0)
+    };
+
+    let stop = AtomicBool::new(false);
+    let (answered, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let mut probes = Vec::new();
+    let start_head = replica_head();
+    std::thread::scope(|s| {
+        for client in 0..12 {
+            let (stop, answered, refused, heavy) = (&stop, &answered, &refused, &heavy);
+            s.spawn(move || {
+                let tracers = [json!({"tracer": "callTracer"}), json!({"tracer": "prestateTracer"})];
+                let mut i = client;
+                while !stop.load(Ordering::Relaxed) {
+                    let block = &heavy[i % heavy.len()];
+                    let r = rpc_call(port, "debug_traceBlockByNumber", json!([block, tracers[i % 2]]));
+                    if r.get("result").is_some() {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        // Only the trace bounds may refuse: a timeout while waiting for the pool.
+                        let message = r["error"]["message"].as_str().unwrap_or_default().to_owned();
+                        assert!(message.contains("timeout"), "a trace failed otherwise: {r}");
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                }
+            });
+        }
+        let until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < until {
+            let t = Instant::now();
+            let (code, _) = http_get(health, "/health/ready").expect("readiness answers");
+            probes.push((code, t.elapsed()));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let end_head = replica_head();
+    let mut times: Vec<Duration> = probes.iter().map(|(_, t)| *t).collect();
+    times.sort();
+    let (median, p95) = (times[times.len() / 2], times[times.len() * 95 / 100]);
+    let max = *times.last().expect("probes");
+    eprintln!(
+        "{} traces answered, {} refused; readiness median {median:?}, p95 {p95:?}, max {max:?}; replica head {start_head} -> {end_head}",
+        answered.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed)
+    );
+    assert!(answered.load(Ordering::Relaxed) > 0, "no trace answered under the flood");
+    assert!(probes.iter().all(|(code, _)| *code == 200), "the replica left readiness: {probes:?}");
+    assert!(p95 < Duration::from_millis(100), "readiness p95 {p95:?} (median {median:?}, max {max:?})");
+    assert!(end_head >= start_head + 3, "replay stalled under the flood: head {start_head} -> {end_head}");
+}
