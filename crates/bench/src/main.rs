@@ -17,6 +17,7 @@ mod backlog;
 mod mainnet;
 mod publisher;
 mod rpc;
+mod traces;
 
 #[derive(Parser)]
 enum Cmd {
@@ -24,6 +25,9 @@ enum Cmd {
     Replay(Args),
     /// JSON-RPC throughput: the replica next to anvil, same chain, same requests, same load.
     Rpc(rpc::Args),
+    /// debug_traceBlockByNumber (callTracer) on blocks of hundreds and thousands of transactions: the
+    /// replica next to geth and anvil, same block, same load.
+    Traces(traces::Args),
     /// The publisher's per-block time split (fetch, trace, encode, produce) on anvil blocks of given sizes.
     Publisher(publisher::Args),
     /// The publisher catching up on a backlog of blocks, sequential next to pipelined, on anvil and geth.
@@ -74,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Replay(args) => replay(args),
         Cmd::Publisher(args) => publisher::run(args),
         Cmd::Rpc(args) => rpc::run(args),
+        Cmd::Traces(args) => traces::run(args),
         Cmd::Backlog(args) => backlog::run(args),
         Cmd::Mainnet(args) => mainnet::run(args),
     }

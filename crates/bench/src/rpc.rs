@@ -76,48 +76,7 @@ async fn bench(
         .as_str()
         .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
         .context("the upstream's head")?;
-    let kafka = KafkaConfig::plaintext(brokers);
-    let cfg = PublisherConfig {
-        start_block: None,
-        allow_unfinalized_start: false,
-        rpc_url: upstream_url.clone(),
-        ws_url: None,
-        kafka: kafka.clone(),
-        topic: "bench".into(),
-        cluster_id: "bench".into(),
-        genesis: Some(chain.genesis.clone()),
-        trace_mode: Some(TraceMode::Prestate),
-        heartbeat_interval: Duration::from_secs(1),
-        poll_interval: Duration::from_millis(100),
-        reorg_window: 64,
-        tail_messages: 10_000,
-        encode: EncodeOptions::default(),
-        standby: false,
-        takeover_after: Duration::from_secs(10),
-        pipeline_depth: 8,
-        verify_rate: 0.0,
-    };
-    let publisher = Publisher::start(cfg, Arc::new(Metrics::default())).await?;
-    tokio::spawn(publisher.run(std::future::pending()));
-    let dir = tempfile::tempdir()?;
-    let store = Arc::new(Store::open(dir.path(), StoreOptions::default())?);
-    let (status, mut rx) = tokio::sync::watch::channel(Status::default());
-    let rcfg = ReplicaConfig {
-        data_dir: dir.path().to_owned(),
-        kafka,
-        topic: "bench".into(),
-        store: StoreOptions::default(),
-        exit_when_caught_up: false,
-        progress_interval: Duration::from_secs(3600),
-        events: None,
-        pipeline_from_writes: ec_store::HAND_OVER_FROM,
-    };
-    tokio::spawn(ec_replica::run_with_store(rcfg, store.clone(), status, std::future::pending()));
-    rx.wait_for(|s| s.head_block.is_some_and(|h| h >= head)).await?;
-    let rpc_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let addr = format!("127.0.0.1:{rpc_port}").parse()?;
-    let _server = ec_rpc::serve(addr, store, None, ec_rpc::Limits::default(), None, None).await?;
-    let replica_url = format!("http://127.0.0.1:{rpc_port}");
+    let (replica_url, _server) = follow(chain, brokers, head, ec_rpc::Limits::default()).await?;
 
     // A transaction of a block in the middle of the chain.
     let mut tx_hash = Value::Null;
@@ -205,6 +164,65 @@ async fn bench(
     Ok(())
 }
 
+/// What keeps a replica serving: its RPC server (stops when dropped) and its database's directory.
+pub(crate) struct Following {
+    _server: jsonrpsee::server::ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+/// A publisher following `chain` onto a topic of the mock broker at `brokers`, and a replica replaying it up
+/// to block `head`, serving JSON-RPC under `limits`: the replica's URL and its server (which stops when
+/// dropped with the returned [`Following`]). Both run on the caller's runtime until it ends.
+pub(crate) async fn follow(
+    chain: &crate::backlog::Chain,
+    brokers: &str,
+    head: u64,
+    limits: ec_rpc::Limits,
+) -> anyhow::Result<(String, Following)> {
+    let kafka = KafkaConfig::plaintext(brokers);
+    let cfg = PublisherConfig {
+        start_block: None,
+        allow_unfinalized_start: false,
+        rpc_url: chain.url.clone(),
+        ws_url: None,
+        kafka: kafka.clone(),
+        topic: "bench".into(),
+        cluster_id: "bench".into(),
+        genesis: Some(chain.genesis.clone()),
+        trace_mode: Some(TraceMode::Prestate),
+        heartbeat_interval: Duration::from_secs(1),
+        poll_interval: Duration::from_millis(100),
+        reorg_window: 64,
+        tail_messages: 10_000,
+        encode: EncodeOptions::default(),
+        standby: false,
+        takeover_after: Duration::from_secs(10),
+        pipeline_depth: 8,
+        verify_rate: 0.0,
+    };
+    let publisher = Publisher::start(cfg, Arc::new(Metrics::default())).await?;
+    tokio::spawn(publisher.run(std::future::pending()));
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(Store::open(dir.path(), StoreOptions::default())?);
+    let (status, mut rx) = tokio::sync::watch::channel(Status::default());
+    let rcfg = ReplicaConfig {
+        data_dir: dir.path().to_owned(),
+        kafka,
+        topic: "bench".into(),
+        store: StoreOptions::default(),
+        exit_when_caught_up: false,
+        progress_interval: Duration::from_secs(3600),
+        events: None,
+        pipeline_from_writes: ec_store::HAND_OVER_FROM,
+    };
+    tokio::spawn(ec_replica::run_with_store(rcfg, store.clone(), status, std::future::pending()));
+    rx.wait_for(|s| s.head_block.is_some_and(|h| h >= head)).await?;
+    let rpc_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let addr = format!("127.0.0.1:{rpc_port}").parse()?;
+    let (server, _) = ec_rpc::serve(addr, store, None, limits, None, None).await?;
+    Ok((format!("http://127.0.0.1:{rpc_port}"), Following { _server: server, _dir: dir }))
+}
+
 fn print_row(name: &str, ours: &Load, theirs: &Load) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
@@ -233,15 +251,15 @@ async fn bare_server() -> anyhow::Result<String> {
     Ok(url)
 }
 
-struct Load {
-    rate: f64,
-    p50: Duration,
-    p99: Duration,
+pub(crate) struct Load {
+    pub(crate) rate: f64,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
 }
 
 /// Runs wrk (2 threads, `clients` connections, HTTP/1.1 keep-alive) posting `body` to `url`; its rate and
 /// latency percentiles. Any non-2xx answer or socket error fails the measurement.
-async fn wrk(url: &str, body: &Value, clients: usize, seconds: f64) -> anyhow::Result<Load> {
+pub(crate) async fn wrk(url: &str, body: &Value, clients: usize, seconds: f64) -> anyhow::Result<Load> {
     let mut script = tempfile::NamedTempFile::new()?;
     use std::io::Write;
     writeln!(
