@@ -102,9 +102,32 @@ fn every_block_and_transaction_traces_as_geth_traces_it_with_every_tracer() {
             }
         }
     }
-    // A call on top of the head, with each tracer: the contract's storage write and log.
     let contract = touched.iter().find(|(_, slots)| slots.len() == 5).map(|(a, _)| *a).expect("the contract");
     let call = json!({"from": DEV[1], "to": contract, "data": call_data(5, 0x44), "gas": "0x30000"});
+    // The same call inside each block that follows the contract's creation, before its second transaction
+    // (geth's `txIndex`).
+    let mut with_index = 0;
+    for n in 4..=head {
+        let block = c.client.call("eth_getBlockByNumber", json!([format!("{n:#x}"), false]));
+        if block["transactions"].as_array().map_or(0, Vec::len) < 2 {
+            continue;
+        }
+        for tracer in ["prestateTracer", "callTracer"] {
+            let opts = json!({"tracer": tracer, "txIndex": "0x1"});
+            let params = json!([call, format!("{n:#x}"), opts]);
+            let ours = answer(rpc_call(port, "debug_traceCall", params.clone()));
+            let geth = c.client.call("debug_traceCall", params);
+            let mut here = Vec::new();
+            differences("", &ours, &geth, &mut here);
+            diffs.extend(
+                here.into_iter().take(5).map(|d| format!("traceCall block {n} txIndex 1 {tracer}: {d}")),
+            );
+            compared += 1;
+            with_index += 1;
+        }
+    }
+    assert!(with_index >= 4, "too few calls traced inside blocks: {with_index}");
+    // A call on top of the head, with each tracer: the contract's storage write and log.
     for opts in &tracer_options() {
         let params = json!([call, "latest", opts]);
         let ours = answer(rpc_call(port, "debug_traceCall", params.clone()));

@@ -383,7 +383,18 @@ pub fn prepare<'a>(
     env: &CallEnv,
     overrides: &Overrides,
 ) -> Result<Prepared<'a>, String> {
-    let number = h.number;
+    prepare_on(CacheDB::new(StateAt { store, number: h.number }), h, req, env, overrides)
+}
+
+/// [`prepare`] on a given state: `db` is what the call sees before its overrides (the state after the block
+/// with header `h`, or within it: `debug_traceCall`'s `txIndex`).
+pub fn prepare_on<'a>(
+    mut db: CacheDB<StateAt<'a>>,
+    h: &Header,
+    req: &CallRequest,
+    env: &CallEnv,
+    overrides: &Overrides,
+) -> Result<Prepared<'a>, String> {
     let chain_id = env.spec.chain_id();
     // As geth: the call's gas, or the RPC gas cap when it gives none; never above the cap.
     let gas_limit = req.gas.map_or(env.gas_cap, |g| g.to::<u64>().min(env.gas_cap));
@@ -408,7 +419,6 @@ pub fn prepare<'a>(
             block_env.prevrandao = Some(r);
         }
     }
-    let mut db = CacheDB::new(StateAt { store, number });
     for (address, o) in overrides.state.iter().flatten() {
         let mut info = db.basic(*address).map_err(|e| e.to_string())?.unwrap_or_default();
         if let Some(b) = o.balance {

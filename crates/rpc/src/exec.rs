@@ -120,6 +120,12 @@ impl<'a> Replay<'a> {
         &self.block_env
     }
 
+    /// The state as it is before the next transaction, to run something else on it (`debug_traceCall`'s
+    /// `txIndex`).
+    pub fn into_db(self) -> CacheDB<StateAt<'a>> {
+        self.db
+    }
+
     /// Where transaction `index` sits in the block, as its trace names it.
     pub fn place(&self, index: usize) -> crate::tracers::Place {
         let tx_hash = self.block.transactions.get(index).map(|t| t.hash());

@@ -15,7 +15,7 @@ use super::replayed::{self, trace_error};
 use crate::{
     block_id::BlockSpec,
     ctx::{Ctx, Req},
-    error::{invalid_params, server_error, RpcResult},
+    error::{server_error, RpcResult},
     evm::{self, AccountOverride, BlockOverrides, CallRequest},
     exec::Replay,
     geth_trace::{self, TraceError, TraceLimits},
@@ -77,7 +77,8 @@ pub struct TraceCallOptions {
     pub tracing: GethDebugTracingOptions,
     pub state_overrides: Option<HashMap<Address, AccountOverride>>,
     pub block_overrides: Option<BlockOverrides>,
-    /// Running the call between a block's transactions (geth's `txIndex`) is not served yet: refused.
+    /// Run the call on the block's state before its transaction at this index (geth's `txIndex`), in the
+    /// block's own environment.
     pub tx_index: Option<alloy_primitives::U64>,
 }
 
@@ -173,11 +174,6 @@ impl DebugApiServer for Debug {
         opts: Option<TraceCallOptions>,
     ) -> RpcResult<Value> {
         let opts = opts.unwrap_or_default();
-        if opts.tx_index.is_some() {
-            return Err(invalid_params(
-                "txIndex is not served by this replica yet (the call runs after the block)",
-            ));
-        }
         let c = &self.0;
         let limits = replayed::limits(c, opts.tracing.timeout.as_deref())?;
         let plan = Plan::new(&opts.tracing).map_err(trace_error)?;
@@ -190,8 +186,21 @@ impl DebugApiServer for Debug {
             let n = r.resolve(spec)?;
             let b = r.canonical_block(n)?.ok_or_else(|| server_error("header not found"))?;
             let header = crate::fees::header(&b).map_err(server_error)?;
-            let prepared =
-                evm::prepare(&r.view, &header, &request, &call_env, &overrides).map_err(server_error)?;
+            let prepared = match opts.tx_index.map(|i| i.to::<usize>()) {
+                None => evm::prepare(&r.view, &header, &request, &call_env, &overrides),
+                Some(index) => {
+                    let mut replay = replayed::start(r, b.clone(), limits).map_err(trace_error)?;
+                    if index >= replay.len() {
+                        return Err(server_error(format!(
+                            "transaction index {index} out of range for block {:#x}",
+                            b.hash
+                        )));
+                    }
+                    replay.skip_to(index).map_err(|e| trace_error(e.into()))?;
+                    evm::prepare_on(replay.into_db(), &header, &request, &call_env, &overrides)
+                }
+            }
+            .map_err(server_error)?;
             // As geth's traceCall: a context with no block or transaction named.
             let place = Place {
                 block_hash: None,
