@@ -1,8 +1,8 @@
 //! The replica's traces (`debug_trace*`) against geth's on the same chain: the scripted chain
 //! (`harness::script::run_script`: legacy, EIP-2930, EIP-1559 and EIP-7702 transactions, a contract creation,
-//! storage writes with logs, a revert, self-destructs, a block of hundreds of transfers) is mined by geth
-//! (Prague rules, so every block runs the EIP-4788 and EIP-2935 system calls), published, and replayed by a
-//! replica; then every block, transaction and a call on the head are traced by both, for each tracer and option set
+//! storage writes with logs, a revert, self-destructs, a block of hundreds of transfers) is mined by geth on
+//! Prague's rules (the EIP-4788 and EIP-2935 system calls, the request queues), after blocks on Cancun's (a
+//! creation and a call reverting with a custom error), published, and replayed by a replica; then every block, transaction and a call on the head are traced by both, for each tracer and option set
 //! listed in [`tracer_options`], and the answers must be JSON-equal. Errors (genesis, unknown transactions, JavaScript
 //! tracers, parameters) and the answer-size cap are checked apart.
 
@@ -64,10 +64,17 @@ fn answer(response: Value) -> Value {
     response.get("result").cloned().unwrap_or(response)
 }
 
+/// geth's developer chain on Cancun's rules for its first blocks, then the scripted chain on Prague's.
+fn cancun_then_prague() -> (Cluster, std::collections::BTreeMap<alloy_primitives::Address, Vec<u64>>) {
+    let prague = prague_in(8);
+    let c = Cluster::on(Upstream::geth_cancun_then_prague(prague));
+    let touched = run_cancun_then_script(&c.client, prague);
+    (c, touched)
+}
+
 #[test]
 fn every_block_and_transaction_traces_as_geth_traces_it_with_every_tracer() {
-    let c = Cluster::on(Upstream::geth());
-    let touched = run_script(&c.client);
+    let (c, touched) = cancun_then_prague();
     let (head, _) = c.client.head();
     let (_replica, port) = c.rpc_replica(&[]);
     wait_rpc_head(port, head);
@@ -227,8 +234,7 @@ fn overlap(trace: &Value) -> Value {
 
 #[test]
 fn parity_traces_match_geths_flat_call_tracer() {
-    let c = Cluster::on(Upstream::geth());
-    let touched = run_script(&c.client);
+    let (c, touched) = cancun_then_prague();
     let (head, _) = c.client.head();
     let (_replica, port) = c.rpc_replica(&[]);
     wait_rpc_head(port, head);

@@ -1,5 +1,6 @@
-//! `ether-cattle verify-blocks` on geth's scripted chain (every transaction type, a creation, storage
-//! writes, a revert, self-destructs, EIP-7702, a block of hundreds of transfers, Prague's system calls): a
+//! `ether-cattle verify-blocks` on geth's scripted chain (blocks on Cancun's rules, then every transaction
+//! type, a creation, storage writes, a revert, self-destructs, EIP-7702, a block of hundreds of transfers, on
+//! Prague's with its system calls): a
 //! replica's database agrees with the re-execution of every block; after one stored slot is changed behind
 //! the replica's back, the check fails with exit 3 and names the block, the account, the slot and the
 //! transaction that wrote it.
@@ -22,8 +23,9 @@ fn verify_blocks(dir: &std::path::Path) -> (i32, String) {
 
 #[test]
 fn verify_blocks_passes_on_the_scripted_chain_and_names_a_corrupted_slot() {
-    let c = Cluster::on(Upstream::geth());
-    let touched = run_script(&c.client);
+    let prague = prague_in(8);
+    let c = Cluster::on(Upstream::geth_cancun_then_prague(prague));
+    let touched = run_cancun_then_script(&c.client, prague);
     let (dir, _) = c.replay("verified");
 
     let (code, text) = verify_blocks(&dir);

@@ -107,6 +107,15 @@ impl Upstream {
         Upstream::connect(Process::Geth(Box::new(geth)), port, chain_id, genesis)
     }
 
+    /// `geth --dev`, a block a second, on Cancun's rules until `prague_time` (unix seconds) and Prague's
+    /// after it.
+    pub fn geth_cancun_then_prague(prague_time: u64) -> Upstream {
+        let geth = Geth::dev_prague_at(&DEV, 1, prague_time)
+            .unwrap_or_else(|e| panic!("geth --dev must start: {e}"));
+        let (port, chain_id, genesis) = (geth.http_port(), geth.chain_id(), geth.dev_genesis_path());
+        Upstream::connect(Process::Geth(Box::new(geth)), port, chain_id, genesis)
+    }
+
     /// `geth --dev` on demand: a block per transaction, none in between, so the chain holds still between
     /// a test's transactions.
     pub fn geth_on_demand() -> Upstream {

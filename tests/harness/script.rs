@@ -57,6 +57,14 @@ pub fn sign_authorization(key_hex: &str, chain_id: u64, delegate: Address, nonce
     (serde_json::to_value(&signed).expect("json"), authority)
 }
 
+/// A contract whose every call reverts with a custom error: `Failed(uint256 42)`, selector 0xdeadbeef
+/// (constructor: copy the 46-byte runtime and return it).
+pub const CUSTOM_ERROR: &str = concat!(
+    "602e600c600039602e6000f3",
+    "7fdeadbeef00000000000000000000000000000000000000000000000000000000",
+    "600052602a60045260246000fd"
+);
+
 /// A constructor that writes a slot and self-destructs: created and destroyed in one transaction.
 pub const CREATE_AND_DESTROY: &str = "600760035533ff";
 
@@ -161,4 +169,33 @@ pub fn run_script(a: &Upstream) -> std::collections::BTreeMap<Address, Vec<u64>>
         touched.insert(addr(d), Vec::new());
     }
     touched
+}
+
+/// A fork time `secs` seconds from now (unix seconds), for [`Upstream::geth_cancun_then_prague`].
+pub fn prague_in(secs: u64) -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + secs
+}
+
+/// On a chain that turns Prague at `prague`: blocks on Cancun's rules first (a creation, and a call that
+/// reverts with a custom error), then, once Prague is active, the scripted chain ([`run_script`]); what it
+/// returns.
+pub fn run_cancun_then_script(a: &Upstream, prague: u64) -> std::collections::BTreeMap<Address, Vec<u64>> {
+    let deploy = a.send(json!({"from": DEV[3], "data": format!("0x{CUSTOM_ERROR}")}));
+    let failing = contract_address(a, deploy);
+    let call = a.send(json!({"from": DEV[3], "to": failing, "data": "0x01", "gas": "0x20000"}));
+    let receipt = mined(a, call);
+    assert_eq!(receipt["status"], "0x0", "the call reverts");
+    let time_of = |block: Value| {
+        let b = a.call("eth_getBlockByNumber", json!([block, false]));
+        u64::from_str_radix(b["timestamp"].as_str().unwrap_or("0x0").trim_start_matches("0x"), 16)
+            .unwrap_or(0)
+    };
+    let time = time_of(receipt["blockNumber"].clone());
+    assert!(time < prague, "the revert must land before Prague (block time {time}, Prague at {prague})");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while time_of(json!("latest")) < prague {
+        assert!(std::time::Instant::now() < deadline, "the chain did not reach Prague");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    run_script(a)
 }

@@ -181,8 +181,13 @@ pub trait Reads: Source {
     /// The account as it was after block `number`: the prior value recorded by the first change after
     /// `number`, or the current value when nothing changed it since.
     fn account_at(&self, address: &Address, number: u64) -> Result<Option<StoredAccount>> {
+        self.account_at_key(&keccak256(address), number)
+    }
+
+    /// [`Reads::account_at`] by the hashed address the tables key it by (what a block's [`ChangeSet`] names).
+    fn account_at_key(&self, key: &B256, number: u64) -> Result<Option<StoredAccount>> {
         self.check_state_held(number)?;
-        let key = keccak256(address);
+        let key = *key;
         // The current value: the answer at the head, and at any block no later change recorded history for.
         let current = || self.get::<Accounts>(&key);
         if let Some(found) = at_head(self, number, current)? {
@@ -205,8 +210,13 @@ pub trait Reads: Source {
 
     /// A storage slot as it was after block `number`.
     fn storage_at(&self, address: &Address, slot: &B256, number: u64) -> Result<B256> {
+        self.storage_at_keys(&keccak256(address), &keccak256(slot), number)
+    }
+
+    /// [`Reads::storage_at`] by the hashed address and slot the tables key it by.
+    fn storage_at_keys(&self, account_key: &B256, slot_key: &B256, number: u64) -> Result<B256> {
         self.check_state_held(number)?;
-        let (account_key, slot_key) = (keccak256(address), keccak256(slot));
+        let (account_key, slot_key) = (*account_key, *slot_key);
         // The current value: the answer at the head, and at any block no later change recorded history for.
         let current = || Ok(self.get::<Storage>(&(account_key, slot_key))?.unwrap_or_default());
         if let Some(found) = at_head(self, number, current)? {

@@ -77,6 +77,24 @@ impl Geth {
     /// and no empty blocks (a test that needs blocks of many transactions uses a period). The genesis is geth's
     /// developer genesis with each address of `funded` given 10^6 ether, so tests sign with keys they know.
     pub fn dev(funded: &[&str], period_secs: u64) -> Result<Geth, GethError> {
+        Geth::dev_with(funded, period_secs, |_| {})
+    }
+
+    /// [`Geth::dev`] with Prague from `prague_time` (unix seconds) and Cancun before it: a chain whose first
+    /// blocks run Cancun's rules and the rest Prague's.
+    pub fn dev_prague_at(funded: &[&str], period_secs: u64, prague_time: u64) -> Result<Geth, GethError> {
+        Geth::dev_with(funded, period_secs, |config| {
+            config.insert("pragueTime".into(), json!(prague_time));
+            config.remove("osakaTime");
+        })
+    }
+
+    /// [`Geth::dev`] with its genesis `config` edited by `edit` first.
+    pub fn dev_with(
+        funded: &[&str],
+        period_secs: u64,
+        edit: impl FnOnce(&mut serde_json::Map<String, Value>),
+    ) -> Result<Geth, GethError> {
         let mut geth = Geth::new()?;
         let out = geth.run_step("dumpgenesis", Command::new(&geth.bin).args(["--dev", "dumpgenesis"]))?;
         let mut genesis: Value = serde_json::from_slice(&out.stdout)?;
@@ -86,6 +104,7 @@ impl Geth {
         if let Some(config) = genesis["config"].as_object_mut() {
             config.remove("bogotaTime");
             config.remove("amsterdamTime");
+            edit(config);
         }
         // 60M gas from the first block (geth's developer genesis starts at 11.5M and `--miner.gaslimit` only
         // moves it by 1/1024 a block): room for blocks of a thousand and more transfers.
