@@ -176,8 +176,8 @@ pub fn prague_in(secs: u64) -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + secs
 }
 
-/// On a chain that turns Prague at `prague`: blocks on Cancun's rules first (a creation, and a call that
-/// reverts with a custom error), then, once Prague is active, the scripted chain ([`run_script`]); what it
+/// On a chain that turns Prague at `prague`: blocks on Cancun's rules first (a creation, a call that
+/// reverts with a custom error, calls failing on a stack underflow and on INVALID), then, once Prague is active, the scripted chain ([`run_script`]); what it
 /// returns.
 pub fn run_cancun_then_script(a: &Upstream, prague: u64) -> std::collections::BTreeMap<Address, Vec<u64>> {
     let deploy = a.send(json!({"from": DEV[3], "data": format!("0x{CUSTOM_ERROR}")}));
@@ -190,6 +190,14 @@ pub fn run_cancun_then_script(a: &Upstream, prague: u64) -> std::collections::BT
         u64::from_str_radix(b["timestamp"].as_str().unwrap_or("0x0").trim_start_matches("0x"), 16)
             .unwrap_or(0)
     };
+    // Steps that fail: before they run (ADD on an empty stack, a stack underflow) and while they run
+    // (INVALID), which geth's struct logger shows differently.
+    for runtime in ["01", "fe"] {
+        let deploy = a.send(json!({"from": DEV[3], "data": format!("0x6001600c60003960016000f3{runtime}")}));
+        let failing = contract_address(a, deploy);
+        let call = a.send(json!({"from": DEV[3], "to": failing, "gas": "0x20000"}));
+        assert_eq!(mined(a, call)["status"], "0x0", "the call to {runtime} fails");
+    }
     let time = time_of(receipt["blockNumber"].clone());
     assert!(time < prague, "the revert must land before Prague (block time {time}, Prague at {prague})");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -3,7 +3,7 @@
 //!
 //! | tracer | revm-inspectors | geth (what these functions make) |
 //! |---|---|---|
-//! | struct logger | no `refund`; zero refunds, empty memory, return data and storage written; `limit` counts steps; errors in revm's names | `refund` when non-zero ([`struct_logs`], from [`crate::tracers`]' recorder); `limit` is a size in bytes |
+//! | struct logger | no `refund`; zero refunds, empty memory, return data and storage written; `limit` counts steps; an error on every failed step, in revm's names | `refund` when non-zero ([`struct_logs`], from [`crate::tracers`]' recorder); `limit` is a size in bytes; errors only where the step fails before it runs, in geth's words ([`step_error`]) |
 //! | `callTracer` + `withLog` | a log's `index` counts within the transaction | within the block ([`call_logs`]) |
 //! | `prestateTracer` | no `codeHash`; accounts empty before the transaction listed | `codeHash` beside the code, empty accounts left out ([`prestate`]) |
 //! | `flatCallTracer` | parity's words and gas | built from geth's own call frame ([`flat_from_call`]) |
@@ -11,10 +11,19 @@
 use alloy_primitives::{Address, B256};
 use serde_json::{Map, Value};
 
-/// geth's struct-logger steps from revm-inspectors' `structLogs`: the per-step refund counter (`refunds`, one
-/// per recorded step, when the recorder ran), fields geth leaves out when empty removed, errors in geth's
-/// words, and geth's `limit`: steps are kept while the answer so far is at most `limit` bytes (0: no limit).
-pub fn struct_logs(frame: &mut Value, refunds: Option<&[u64]>, limit: u64) {
+/// What geth's struct logger shows of each step that revm-inspectors does not record (`crate::tracers`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepFacts<'a> {
+    /// The transaction's refund counter at each recorded step.
+    pub refunds: &'a [u64],
+    /// The stack's depth at each recorded step.
+    pub stack_lens: &'a [u16],
+}
+
+/// geth's struct-logger steps from revm-inspectors' `structLogs`: the per-step refund counter, fields geth
+/// leaves out when empty removed, errors as geth's logger shows them, and geth's `limit`: steps are kept
+/// while the answer so far is at most `limit` bytes (0: no limit).
+pub fn struct_logs(frame: &mut Value, facts: Option<StepFacts>, limit: u64) {
     let Some(steps) = frame.get_mut("structLogs").and_then(Value::as_array_mut) else { return };
     let mut size = 0u64;
     let mut keep = steps.len();
@@ -25,7 +34,7 @@ pub fn struct_logs(frame: &mut Value, refunds: Option<&[u64]>, limit: u64) {
         }
         let Some(fields) = step.as_object_mut() else { continue };
         fields.remove("refund");
-        if let Some(refund) = refunds.and_then(|r| r.get(i)).filter(|r| **r != 0) {
+        if let Some(refund) = facts.and_then(|f| f.refunds.get(i)).filter(|r| **r != 0) {
             fields.insert("refund".into(), (*refund).into());
         }
         for name in ["returnData", "memory", "storage"] {
@@ -33,14 +42,42 @@ pub fn struct_logs(frame: &mut Value, refunds: Option<&[u64]>, limit: u64) {
                 fields.remove(name);
             }
         }
-        if let Some(error) = fields.get("error").and_then(Value::as_str).map(geth_error) {
-            fields.insert("error".into(), error.into());
-        }
+        let stack_len = facts
+            .and_then(|f| f.stack_lens.get(i).copied())
+            .or_else(|| fields.get("stack").and_then(Value::as_array).map(|s| s.len() as u16));
+        let op = fields.get("op").and_then(Value::as_str).unwrap_or_default().to_owned();
+        match fields.get("error").and_then(Value::as_str).and_then(|e| step_error(e, &op, stack_len)) {
+            Some(words) => fields.insert("error".into(), words.into()),
+            None => fields.remove("error"),
+        };
         if limit != 0 {
             size += step.to_string().len() as u64;
         }
     }
     steps.truncate(keep);
+}
+
+/// A failed step's error as geth's struct logger shows it, or none. geth logs a step's error only when the
+/// step fails before it runs (its stack or its gas); a failure while it runs (an invalid opcode or jump,
+/// a write in a static call, return data out of bounds, a revert) reaches the tracer's fault hook, which the
+/// struct logger does not have: the step shows no error.
+pub fn step_error(revm: &str, op: &str, stack_len: Option<u16>) -> Option<String> {
+    let name = revm.trim_start_matches("Some(").trim_end_matches(')');
+    let opcode = || (0u8..=255).filter_map(revm::bytecode::opcode::OpCode::new).find(|o| o.as_str() == op);
+    match name {
+        "OutOfGas" | "MemoryOOG" | "MemoryLimitOOG" | "PrecompileOOG" | "InvalidOperandOOG" => {
+            Some("out of gas".into())
+        }
+        "StackUnderflow" => {
+            let required = opcode().map_or(0, |o| o.inputs());
+            Some(format!("stack underflow ({} <=> {required})", stack_len.unwrap_or_default()))
+        }
+        "StackOverflow" => {
+            let limit = opcode().map_or(1023, |o| 1024 + i32::from(o.inputs()) - i32::from(o.outputs()));
+            Some(format!("stack limit reached {} ({limit})", stack_len.unwrap_or(1024)))
+        }
+        _ => None,
+    }
 }
 
 fn is_empty(v: &Value) -> bool {
@@ -51,30 +88,6 @@ fn is_empty(v: &Value) -> bool {
         Value::Object(o) => o.is_empty(),
         _ => false,
     }
-}
-
-/// geth's wording of an EVM error revm-inspectors reports by its Rust name (`OutOfGas`, or `Some(OutOfGas)`).
-pub fn geth_error(revm: &str) -> String {
-    let name = revm.trim_start_matches("Some(").trim_end_matches(')');
-    match name {
-        "OutOfGas" | "MemoryOOG" | "MemoryLimitOOG" | "PrecompileOOG" | "InvalidOperandOOG" => "out of gas",
-        "StackUnderflow" => "stack underflow",
-        "StackOverflow" => "stack limit reached 1024 (1023)",
-        "InvalidJump" => "invalid jump destination",
-        "OpcodeNotFound" | "InvalidFEOpcode" => "invalid opcode",
-        "StateChangeDuringStaticCall" | "CallNotAllowedInsideStatic" => "write protection",
-        "OutOfOffset" | "InvalidOperand" => "return data out of bounds",
-        "CallTooDeep" => "max call depth exceeded",
-        "OutOfFunds" => "insufficient balance for transfer",
-        "Revert" => "execution reverted",
-        "CreateCollision" => "contract address collision",
-        "CreateContractSizeLimit" => "max code size exceeded",
-        "CreateInitCodeSizeLimit" => "max initcode size exceeded",
-        "CreateContractStartingWithEF" => "invalid code: must not begin with 0xef",
-        "NonceOverflow" => "nonce uint64 overflow",
-        other => return other.to_owned(),
-    }
-    .to_owned()
 }
 
 /// A call frame's logs (and its sub-calls'), numbered within the block: revm-inspectors numbers them from 0
@@ -112,19 +125,17 @@ pub struct AccountFacts {
 /// `prestateTracer`'s answer as geth gives it: accounts that were empty before the transaction left out of the
 /// prestate (unless `includeEmpty`), `codeHash` beside each account's code, and in `diffMode` a `codeHash` in
 /// `post` when the transaction changed it.
-/// `unseen` are accounts geth's tracer never looks up (see `crate::tracers`), left out of the prestate.
 pub fn prestate(
     frame: &mut Value,
     diff_mode: bool,
     include_empty: bool,
-    unseen: &[Address],
     facts: impl Fn(&Address) -> AccountFacts,
 ) {
     let each = |accounts: &mut Map<String, Value>, post: bool| {
         accounts.retain(|address, account| {
             let Ok(address) = address.parse::<Address>() else { return true };
             let facts = facts(&address);
-            if !post && ((facts.empty_before && !include_empty) || unseen.contains(&address)) {
+            if !post && facts.empty_before && !include_empty {
                 return false;
             }
             let hash = if post {
@@ -334,12 +345,29 @@ mod tests {
         ];
         for (refunds, limit, input, want) in cases {
             let mut frame = json!({"gas": 1, "failed": false, "returnValue": "0x", "structLogs": input});
-            struct_logs(&mut frame, refunds.as_deref(), limit);
+            let facts = refunds.as_deref().map(|refunds| StepFacts { refunds, stack_lens: &[] });
+            struct_logs(&mut frame, facts, limit);
             assert_eq!(frame["structLogs"], Value::Array(want), "refunds {refunds:?} limit {limit}");
         }
-        let mut failed = json!({"structLogs": [{"pc": 0, "op": "ADD", "error": "StackUnderflow"}]});
-        struct_logs(&mut failed, None, 0);
-        assert_eq!(failed["structLogs"][0]["error"], "stack underflow");
+    }
+
+    #[test]
+    fn step_errors_as_geths_logger_shows_them() {
+        let cases = [
+            ("OutOfGas", "SSTORE", Some(2), Some("out of gas")),
+            ("Some(MemoryOOG)", "MSTORE", Some(2), Some("out of gas")),
+            ("StackUnderflow", "ADD", Some(1), Some("stack underflow (1 <=> 2)")),
+            ("StackUnderflow", "SWAP1", Some(0), Some("stack underflow (0 <=> 2)")),
+            ("StackOverflow", "PUSH1", Some(1024), Some("stack limit reached 1024 (1023)")),
+            // Failures while a step runs reach geth's fault hook, not its struct logger.
+            ("InvalidJump", "JUMP", Some(1), None),
+            ("InvalidFEOpcode", "INVALID", Some(0), None),
+            ("Revert", "REVERT", Some(2), None),
+            ("StateChangeDuringStaticCall", "SSTORE", Some(2), None),
+        ];
+        for (revm, op, stack, want) in cases {
+            assert_eq!(step_error(revm, op, stack).as_deref(), want, "{revm} at {op}");
+        }
     }
 
     #[test]
@@ -366,19 +394,19 @@ mod tests {
             (Address::with_last_byte(1), Address::with_last_byte(2), Address::with_last_byte(3));
         let mut plain =
             json!({a1.to_string(): {"balance": "0x0"}, a2.to_string(): {"balance": "0x1", "code": "0x00"}});
-        prestate(&mut plain, false, false, &[], facts);
+        prestate(&mut plain, false, false, facts);
         assert_eq!(
             plain,
             json!({a2.to_string(): {"balance": "0x1", "code": "0x00", "codeHash": code.to_string()}})
         );
         let mut with_empty = json!({a1.to_string(): {"balance": "0x0"}});
-        prestate(&mut with_empty, false, true, &[], facts);
+        prestate(&mut with_empty, false, true, facts);
         assert_eq!(with_empty, json!({a1.to_string(): {"balance": "0x0"}}));
         let mut diff = json!({
             "pre": {a1.to_string(): {"balance": "0x0"}, a3.to_string(): {"nonce": 1}},
             "post": {a1.to_string(): {"code": "0x00"}, a3.to_string(): {"code": "0x01"}},
         });
-        prestate(&mut diff, true, false, &[], facts);
+        prestate(&mut diff, true, false, facts);
         assert_eq!(
             diff,
             json!({

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use crate::{
     evm,
     exec::{ExecError, Replay},
-    tracers::{Place, Plan},
+    tracers::{steps_within, Place, Plan, TxRun},
 };
 
 /// Why a trace has no answer.
@@ -113,35 +113,37 @@ pub fn call(
     limits: TraceLimits,
 ) -> Result<Value, TraceError> {
     let evm::Prepared { mut db, block_env, cfg, tx } = prepared;
-    let (fanout, refunds) = plan.inspectors()?;
-    let (result, (fanout, (guard, refunds))) = {
+    let mut guard = Guard::new(opts, limits);
+    let (fanout, recorders) = plan.inspectors(guard.remaining())?;
+    let (result, (mut fanout, (guard, recorders))) = {
         let mut evm = Context::mainnet()
             .with_db(&mut db)
             .with_block(block_env.clone())
             .with_cfg(cfg)
-            .build_mainnet_with_inspector((fanout, (Guard::new(opts, limits), refunds)));
+            .build_mainnet_with_inspector((fanout, (&mut guard, recorders)));
         (evm.inspect_tx(tx.clone()), evm.inspector)
     };
+    guard.record(fanout.recorded_bytes(), fanout.limit_exceeded());
     guard.check()?;
     let result = result.map_err(|e| TraceError::Failed(format!("tracing failed: {e:?}")))?;
-    plan.answer(fanout, refunds, place, &tx, &block_env, &result, &db)
+    let run = TxRun { tx_env: &tx, block_env: &block_env, result: &result, db: &db };
+    plan.answer(fanout, recorders, place, run)
 }
 
 /// Traces and commits the replay's next transaction; its trace and hash.
 fn next(replay: &mut Replay, plan: &Plan, guard: &mut Guard) -> Result<(Value, B256), TraceError> {
-    let (fanout, refunds) = plan.inspectors()?;
-    let (executed, (fanout, (guard, refunds))) = replay.execute((fanout, (guard, refunds)))?;
+    let (fanout, recorders) = plan.inspectors(guard.remaining())?;
+    let (executed, (mut fanout, (guard, recorders))) = replay.execute((fanout, (guard, recorders)))?;
+    guard.record(fanout.recorded_bytes(), fanout.limit_exceeded());
     guard.check()?;
     let place = replay.place(executed.index);
-    let trace = plan.answer(
-        fanout,
-        refunds,
-        &place,
-        &executed.tx_env,
-        replay.block_env(),
-        &executed.result,
-        replay.db(),
-    )?;
+    let run = TxRun {
+        tx_env: &executed.tx_env,
+        block_env: replay.block_env(),
+        result: &executed.result,
+        db: replay.db(),
+    };
+    let trace = plan.answer(fanout, recorders, &place, run)?;
     let hash = executed.hash;
     replay.commit(executed);
     Ok((trace, hash))
@@ -151,6 +153,8 @@ fn next(replay: &mut Replay, plan: &Plan, guard: &mut Guard) -> Result<(Value, B
 /// size cap (estimated per recorded step of the struct logger: what each step's JSON takes with the stack and
 /// memory it shows).
 pub struct Guard {
+    /// Struct-logger steps still counted (those geth's `limit` can keep; the logger records no more).
+    steps_left: usize,
     clock: evm::DeadlineInspector,
     timeout: Duration,
     max_bytes: usize,
@@ -167,6 +171,7 @@ impl Guard {
         let struct_logs = opts.tracer.as_ref().is_none_or(|t| t.as_str().is_empty());
         let c = &opts.config;
         Guard {
+            steps_left: steps_within(c.limit.unwrap_or(0)),
             clock: evm::DeadlineInspector::new(limits.deadline),
             timeout: limits.timeout,
             max_bytes: limits.max_bytes,
@@ -183,6 +188,7 @@ impl Guard {
     /// calls only, bounded by the deadline.
     pub fn parity(vm_trace: bool, limits: TraceLimits) -> Self {
         Guard {
+            steps_left: usize::MAX,
             clock: evm::DeadlineInspector::new(limits.deadline),
             timeout: limits.timeout,
             max_bytes: limits.max_bytes,
@@ -192,6 +198,18 @@ impl Guard {
             bytes: 0,
             too_large: false,
         }
+    }
+
+    /// Bytes the answer may still take.
+    pub(crate) fn remaining(&self) -> usize {
+        self.max_bytes.saturating_sub(self.bytes)
+    }
+
+    /// Counts what the tracers recorded themselves (call inputs, memory, return data), and whether one
+    /// stopped recording at its budget.
+    pub(crate) fn record(&mut self, bytes: usize, exceeded: bool) {
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.too_large |= exceeded || self.bytes > self.max_bytes;
     }
 
     pub(crate) fn check(&self) -> Result<(), TraceError> {
@@ -207,7 +225,8 @@ impl Guard {
 
 impl<CTX: ContextTr> Inspector<CTX, EthInterpreter> for Guard {
     fn step(&mut self, interp: &mut Interpreter<EthInterpreter>, context: &mut CTX) {
-        if self.step_bytes > 0 && !self.too_large {
+        if self.step_bytes > 0 && !self.too_large && self.steps_left > 0 {
+            self.steps_left -= 1;
             self.bytes += self.step_bytes
                 + self.per_stack_item * interp.stack.len()
                 + self.per_memory_byte * interp.memory.size();

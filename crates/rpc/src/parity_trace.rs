@@ -78,16 +78,17 @@ pub fn call(
     limits: TraceLimits,
 ) -> Result<TraceResults, TraceError> {
     let evm::Prepared { mut db, block_env, cfg, tx } = prepared;
-    let inspector = TracingInspector::new(TracingInspectorConfig::from_parity_config(types));
-    let guard = Guard::parity(types.contains(&TraceType::VmTrace), limits);
+    let mut guard = Guard::parity(types.contains(&TraceType::VmTrace), limits);
+    let inspector = recording(TracingInspectorConfig::from_parity_config(types), &guard);
     let (result, (inspector, guard)) = {
         let mut evm = Context::mainnet()
             .with_db(&mut db)
             .with_block(block_env)
             .with_cfg(cfg)
-            .build_mainnet_with_inspector((inspector, guard));
+            .build_mainnet_with_inspector((inspector, &mut guard));
         (evm.inspect_tx(tx), evm.inspector)
     };
+    guard.record(inspector.recorded_bytes(), inspector.limit_exceeded());
     guard.check()?;
     let result = result.map_err(|e| TraceError::Failed(format!("tracing failed: {e:?}")))?;
     inspector
@@ -101,8 +102,9 @@ fn next_located(
     replay: &mut Replay,
     guard: &mut Guard,
 ) -> Result<Vec<LocalizedTransactionTrace>, TraceError> {
-    let inspector = TracingInspector::new(TracingInspectorConfig::default_parity());
+    let inspector = recording(TracingInspectorConfig::default_parity(), guard);
     let (executed, (inspector, guard)) = replay.execute((inspector, guard))?;
+    guard.record(inspector.recorded_bytes(), inspector.limit_exceeded());
     guard.check()?;
     let info = transaction_info(replay, executed.index);
     replay.commit(executed);
@@ -115,8 +117,9 @@ fn next_results(
     types: &HashSet<TraceType>,
     guard: &mut Guard,
 ) -> Result<(TraceResults, alloy_primitives::B256), TraceError> {
-    let inspector = TracingInspector::new(TracingInspectorConfig::from_parity_config(types));
+    let inspector = recording(TracingInspectorConfig::from_parity_config(types), guard);
     let (executed, (inspector, guard)) = replay.execute((inspector, guard))?;
+    guard.record(inspector.recorded_bytes(), inspector.limit_exceeded());
     guard.check()?;
     let results = inspector
         .into_parity_builder()
@@ -125,6 +128,14 @@ fn next_results(
     let hash = executed.hash;
     replay.commit(executed);
     Ok((results, hash))
+}
+
+/// A recording inspector whose call inputs, memory and return data may take what the request's size cap
+/// has left (past it, it records no more and says so).
+fn recording(config: TracingInspectorConfig, guard: &Guard) -> TracingInspector {
+    let budget =
+        revm_inspectors::tracing::TraceLimits::default().set_max_recorded_bytes(Some(guard.remaining()));
+    TracingInspector::new(config).with_limits(budget)
 }
 
 /// Where transaction `index` sits, as a located trace names it.

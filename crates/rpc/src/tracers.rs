@@ -2,7 +2,7 @@
 //!
 //! A request names one tracer, or a `muxTracer` of several. Each becomes a [`Member`]: a revm-inspectors
 //! [`DebugInspector`] and what [`crate::geth_shape`] must do to its answer. The members of a request run
-//! together in one execution ([`Fanout`]); beside them [`Refunds`] records the transaction's refund counter
+//! together in one execution ([`Fanout`]); beside them [`StepFacts`] records the transaction's refund counter
 //! at every step when the struct logger runs (revm-inspectors does not).
 //!
 //! Two tracers are run as another and reshaped: `flatCallTracer` runs as the call tracer (geth builds its
@@ -26,7 +26,7 @@ use revm::{
     primitives::{hardfork::SpecId, Log, U256},
     DatabaseRef, Inspector,
 };
-use revm_inspectors::tracing::{DebugInspector, TransactionContext};
+use revm_inspectors::tracing::{DebugInspector, TracingInspector, TransactionContext};
 use serde_json::Value;
 
 use crate::{
@@ -45,6 +45,7 @@ pub enum Shape {
     Prestate {
         diff_mode: bool,
         include_empty: bool,
+        disable_code: bool,
     },
     FlatCall {
         parity_errors: bool,
@@ -108,38 +109,52 @@ impl Plan {
     }
 
     /// Fresh inspectors for one transaction.
-    pub fn inspectors(&self) -> Result<(Fanout, Refunds), TraceError> {
-        let inspectors = self
-            .members
-            .iter()
-            .map(|m| DebugInspector::new(m.options.clone()).map_err(|e| TraceError::Config(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        let struct_logs = self.members.iter().any(|m| matches!(m.shape, Shape::StructLogger { .. }));
-        Ok((Fanout(inspectors), Refunds { enabled: struct_logs, ..Refunds::default() }))
+    /// Fresh inspectors for one transaction, recording at most `max_bytes` of call inputs, memory and
+    /// return data (revm-inspectors' own budget: past it they record no more and say so).
+    pub fn inspectors(&self, max_bytes: usize) -> Result<(Fanout, Recorders), TraceError> {
+        let budget = revm_inspectors::tracing::TraceLimits::default().set_max_recorded_bytes(Some(max_bytes));
+        let mut inspectors = Vec::with_capacity(self.members.len());
+        for member in &self.members {
+            let mut inspector =
+                DebugInspector::new(member.options.clone()).map_err(|e| TraceError::Config(e.to_string()))?;
+            if let Some(tracing) = recording(&mut inspector) {
+                *tracing = std::mem::take(tracing).with_limits(budget);
+            }
+            inspectors.push(inspector);
+        }
+        let cap = self.members.iter().find_map(|m| match m.shape {
+            Shape::StructLogger { limit } => Some(steps_within(limit)),
+            _ => None,
+        });
+        let steps = StepFacts { enabled: cap.is_some(), cap: cap.unwrap_or(0), ..StepFacts::default() };
+        let calls =
+            self.members.iter().any(|m| matches!(m.shape, Shape::CallTracer | Shape::FlatCall { .. }));
+        let frames = FrameErrors { enabled: calls, ..FrameErrors::default() };
+        Ok((Fanout(inspectors), (steps, frames)))
     }
 
-    /// The answer geth gives for the transaction the inspectors ran over: `db` holds the state before it,
-    /// `result` what it did.
-    #[allow(clippy::too_many_arguments)]
+    /// The answer geth gives for the transaction the inspectors ran over.
     pub fn answer<DB: DatabaseRef>(
         &self,
         fanout: Fanout,
-        refunds: Refunds,
+        recorders: Recorders,
         place: &Place,
-        tx_env: &TxEnv,
-        block_env: &BlockEnv,
-        result: &ResultAndState,
-        db: DB,
+        run: TxRun<'_, DB>,
     ) -> Result<Value, TraceError> {
+        let TxRun { tx_env, block_env, result, db } = run;
+        let (facts, frames) = recorders;
         let context = TransactionContext {
             block_hash: place.block_hash,
             tx_index: Some(place.tx_index as usize),
             tx_hash: place.tx_hash,
         };
-        let step_refunds = refunds.enabled.then(|| {
+        let refunds = facts.enabled.then(|| {
             let initial = eip7702_refund(tx_env, &db, place.chain_id);
-            refunds.per_step.iter().map(|r| (initial + r).max(0) as u64).collect::<Vec<_>>()
+            facts.per_step.iter().map(|r| (initial + r).max(0) as u64).collect::<Vec<_>>()
         });
+        let step_facts = refunds
+            .as_deref()
+            .map(|refunds| geth_shape::StepFacts { refunds, stack_lens: &facts.stack_lens });
         let mut answers = serde_json::Map::new();
         for (member, mut inspector) in self.members.iter().zip(fanout.0) {
             let trace: GethTrace = inspector
@@ -147,16 +162,21 @@ impl Plan {
                 .map_err(|e| TraceError::Failed(e.to_string()))?;
             let mut value = serde_json::to_value(trace).map_err(|e| TraceError::Failed(e.to_string()))?;
             match member.shape {
-                Shape::StructLogger { limit } => {
-                    geth_shape::struct_logs(&mut value, step_refunds.as_deref(), limit)
+                Shape::StructLogger { limit } => geth_shape::struct_logs(&mut value, step_facts, limit),
+                Shape::CallTracer => {
+                    frames.apply(&mut value);
+                    geth_shape::call_logs(&mut value, place.logs_before)
                 }
-                Shape::CallTracer => geth_shape::call_logs(&mut value, place.logs_before),
-                Shape::Prestate { diff_mode, include_empty } => {
-                    let unseen = delegations_set_on_recipient(tx_env, &db, result);
+                Shape::Prestate { diff_mode, include_empty, disable_code } => {
+                    if !diff_mode {
+                        let delegation = recipient_delegation(tx_env, &db);
+                        delegation.as_geth_sees_it(&mut value, &db, result, disable_code);
+                    }
                     let facts = |a: &Address| account_facts(a, &db, result);
-                    geth_shape::prestate(&mut value, diff_mode, include_empty, &unseen, facts)
+                    geth_shape::prestate(&mut value, diff_mode, include_empty, facts)
                 }
                 Shape::FlatCall { parity_errors, include_precompiles } => {
+                    frames.apply(&mut value);
                     let at = FlatContext {
                         block_hash: place.block_hash,
                         block_number: place.block_number,
@@ -184,6 +204,19 @@ impl Plan {
     }
 }
 
+/// What the replica records beside revm-inspectors for geth's answers: per step ([`StepFacts`]) and per
+/// frame ([`FrameErrors`]).
+pub type Recorders = (StepFacts, FrameErrors);
+
+/// One transaction's run, as the tracers' answers need it: its environment and the block's, its result,
+/// and `db`, the state before it.
+pub struct TxRun<'r, DB> {
+    pub tx_env: &'r TxEnv,
+    pub block_env: &'r BlockEnv,
+    pub result: &'r ResultAndState,
+    pub db: DB,
+}
+
 impl Member {
     fn new(name: Option<String>, opts: &GethDebugTracingOptions) -> Result<Self, TraceError> {
         use alloy_rpc_types_trace::geth::GethDebugBuiltInTracerType as B;
@@ -196,14 +229,19 @@ impl Member {
             }
             None | Some(GethDebugTracerType::JsTracer(_)) => {
                 options.tracer = None;
-                options.config.limit = None;
-                Shape::StructLogger { limit: opts.config.limit.unwrap_or(0) }
+                // revm-inspectors counts steps, geth bytes: record the most steps geth's limit can keep, and
+                // cut by bytes after.
+                let limit = opts.config.limit.unwrap_or(0);
+                options.config.limit = (limit > 0).then(|| steps_within(limit) as u64);
+                Shape::StructLogger { limit }
             }
             Some(GethDebugTracerType::BuiltInTracer(kind)) => match kind {
                 B::CallTracer => Shape::CallTracer,
-                B::PreStateTracer => {
-                    Shape::Prestate { diff_mode: flag("diffMode"), include_empty: flag("includeEmpty") }
-                }
+                B::PreStateTracer => Shape::Prestate {
+                    diff_mode: flag("diffMode"),
+                    include_empty: flag("includeEmpty"),
+                    disable_code: flag("disableCode"),
+                },
                 B::FlatCallTracer => {
                     options.tracer = Some(GethDebugTracerType::BuiltInTracer(B::CallTracer));
                     options.tracer_config = serde_json::json!({}).into();
@@ -251,29 +289,79 @@ fn account_facts<DB: DatabaseRef>(address: &Address, db: &DB, result: &ResultAnd
     }
 }
 
-/// Accounts geth's prestate tracer does not see: the code a transaction's recipient runs when the
-/// transaction itself delegates the recipient (geth looks up a recipient's delegation target when the
-/// transaction starts, before its authorizations apply), unless the execution touched them otherwise.
-fn delegations_set_on_recipient<DB: DatabaseRef>(
-    tx: &TxEnv,
-    db: &DB,
-    result: &ResultAndState,
-) -> Vec<Address> {
-    let revm::primitives::TxKind::Call(to) = tx.kind else { return Vec::new() };
-    if tx.authorization_list_len() == 0 {
-        return Vec::new();
-    }
-    let delegated_before =
-        db.basic_ref(to).ok().flatten().and_then(|i| i.code).is_some_and(|code| code.is_eip7702());
-    if delegated_before {
-        return Vec::new();
-    }
-    tx.authorization_list()
+/// The transaction recipient's EIP-7702 delegation as geth's prestate tracer sees it. geth looks up the
+/// recipient's delegation target when the transaction starts, before the transaction's own authorizations
+/// apply: it sees the target the recipient had before (`before`), which revm does not load when an
+/// authorization replaces it, and not the targets the authorizations set (`set`), which revm loads to run.
+#[derive(Debug, Default)]
+struct RecipientDelegation {
+    recipient: Option<Address>,
+    before: Option<Address>,
+    set: Vec<Address>,
+}
+
+fn recipient_delegation<DB: DatabaseRef>(tx: &TxEnv, db: &DB) -> RecipientDelegation {
+    let revm::primitives::TxKind::Call(to) = tx.kind else { return RecipientDelegation::default() };
+    let before = db
+        .basic_ref(to)
+        .ok()
+        .flatten()
+        .filter(|i| i.code_hash != KECCAK256_EMPTY && i.code_hash != B256::ZERO)
+        .and_then(|i| db.code_by_hash_ref(i.code_hash).ok())
+        .and_then(|code| delegation_target(code.original_byte_slice()));
+    let set = tx
+        .authorization_list()
         .filter(|auth| auth.authority() == Some(to))
         .map(|auth| auth.address())
-        .filter(|target| *target != to && *target != tx.caller)
-        .filter(|target| result.state.get(target).is_none_or(|a| !a.is_touched()))
-        .collect()
+        .filter(|target| Some(*target) != before && *target != to && *target != tx.caller)
+        .collect();
+    RecipientDelegation { recipient: Some(to), before, set }
+}
+
+/// The target of an EIP-7702 delegation designator (`0xef0100 || address`).
+fn delegation_target(code: &[u8]) -> Option<Address> {
+    (code.len() == 23 && code.starts_with(&[0xef, 0x01, 0x00])).then(|| Address::from_slice(&code[3..]))
+}
+
+impl RecipientDelegation {
+    /// A non-diff prestate made as geth's: the targets the transaction set left out unless the execution
+    /// touched them otherwise (an approximation: a target only read, by `BALANCE` or `EXTCODE*`, is left
+    /// out too), the target the recipient had before added as geth's lookup records it.
+    fn as_geth_sees_it<DB: DatabaseRef>(
+        &self,
+        prestate: &mut Value,
+        db: &DB,
+        result: &ResultAndState,
+        disable_code: bool,
+    ) {
+        let Some(accounts) = prestate.as_object_mut() else { return };
+        if self.recipient.is_none() {
+            return;
+        }
+        for target in &self.set {
+            if result.state.get(target).is_none_or(|a| !a.is_touched()) {
+                accounts.remove(&target.to_string().to_lowercase());
+            }
+        }
+        let Some(before) = self.before else { return };
+        let key = before.to_string().to_lowercase();
+        if accounts.contains_key(&key) {
+            return;
+        }
+        let Some(info) = db.basic_ref(before).ok().flatten() else { return };
+        let mut account = serde_json::json!({"balance": format!("{:#x}", info.balance)});
+        if info.nonce != 0 {
+            account["nonce"] = info.nonce.into();
+        }
+        if !disable_code && info.code_hash != KECCAK256_EMPTY && info.code_hash != B256::ZERO {
+            if let Ok(code) = db.code_by_hash_ref(info.code_hash) {
+                account["code"] =
+                    format!("{}", alloy_primitives::Bytes::copy_from_slice(code.original_byte_slice()))
+                        .into();
+            }
+        }
+        accounts.insert(key, account);
+    }
 }
 
 /// The refund EIP-7702 grants a transaction before it runs: 12,500 gas (`PER_EMPTY_ACCOUNT_COST -
@@ -298,6 +386,30 @@ fn eip7702_refund<DB: DatabaseRef>(tx: &TxEnv, db: &DB, chain_id: u64) -> i64 {
 
 /// Every member's inspector, run over one execution.
 pub struct Fanout(Vec<DebugInspector>);
+
+impl Fanout {
+    /// Bytes the members recorded (call inputs, memory, return data), for the request's size cap.
+    pub fn recorded_bytes(&mut self) -> usize {
+        self.0.iter_mut().filter_map(recording).map(|t| t.recorded_bytes()).sum()
+    }
+
+    /// Whether a member stopped recording at its budget (its answer would be incomplete).
+    pub fn limit_exceeded(&mut self) -> bool {
+        self.0.iter_mut().filter_map(recording).any(|t| t.limit_exceeded())
+    }
+}
+
+/// The recording inspector inside a tracer, for those that have one (all but 4byte and noop).
+fn recording(inspector: &mut DebugInspector) -> Option<&mut TracingInspector> {
+    match inspector {
+        DebugInspector::CallTracer(t, _)
+        | DebugInspector::PreStateTracer(t, _)
+        | DebugInspector::FlatCallTracer(t)
+        | DebugInspector::Erc7562Tracer(t, _)
+        | DebugInspector::Default(t, _) => Some(t),
+        _ => None,
+    }
+}
 
 impl<CTX: ContextTr<Journal: JournalExt>> Inspector<CTX, EthInterpreter> for Fanout {
     fn initialize_interp(&mut self, interp: &mut Interpreter<EthInterpreter>, context: &mut CTX) {
@@ -344,22 +456,36 @@ impl<CTX: ContextTr<Journal: JournalExt>> Inspector<CTX, EthInterpreter> for Fan
     }
 }
 
-/// The transaction's refund counter before each step, as geth's struct logger shows it (`refund`).
+/// What geth's struct logger shows of each step that revm-inspectors does not record: the transaction's
+/// refund counter (`refund`), and the stack's depth (for geth's words on a stack underflow, which name it
+/// even when the stack is not shown).
 ///
 /// revm keeps refunds per frame: a frame's counter holds its own and those of the sub-calls that returned
 /// successfully into it (a reverted sub-call's are dropped, as geth's journal drops them). The transaction's
 /// counter at a step is therefore the sum over the frames on the call stack.
 #[derive(Debug, Default)]
-pub struct Refunds {
+pub struct StepFacts {
     enabled: bool,
+    /// Steps recorded at most (those geth's `limit` can keep; the struct logger records no more).
+    cap: usize,
     /// The counter of each frame on the stack, by depth.
     frames: Vec<i64>,
     per_step: Vec<i64>,
+    stack_lens: Vec<u16>,
+    /// The step being run was recorded (its `step_end` updates it).
+    pending: bool,
 }
 
-impl<CTX: ContextTr> Inspector<CTX, EthInterpreter> for Refunds {
+impl StepFacts {
+    /// Whether this step is one to record.
+    fn recording(&self) -> bool {
+        self.enabled && self.per_step.len() < self.cap
+    }
+}
+
+impl<CTX: ContextTr> Inspector<CTX, EthInterpreter> for StepFacts {
     fn step(&mut self, interp: &mut Interpreter<EthInterpreter>, context: &mut CTX) {
-        if !self.enabled {
+        if !self.recording() {
             return;
         }
         let depth = context.journal_ref().depth();
@@ -367,11 +493,13 @@ impl<CTX: ContextTr> Inspector<CTX, EthInterpreter> for Refunds {
         self.frames.resize(depth + 1, 0);
         self.frames[depth] = interp.gas.refunded();
         self.per_step.push(self.frames.iter().sum());
+        self.stack_lens.push(interp.stack.len() as u16);
+        self.pending = true;
     }
 
     /// geth shows a step's counter after the step's gas is charged: an SSTORE's own refund is in its step.
     fn step_end(&mut self, interp: &mut Interpreter<EthInterpreter>, context: &mut CTX) {
-        if !self.enabled {
+        if !std::mem::take(&mut self.pending) {
             return;
         }
         let depth = context.journal_ref().depth();
@@ -380,5 +508,95 @@ impl<CTX: ContextTr> Inspector<CTX, EthInterpreter> for Refunds {
             *frame = interp.gas.refunded();
             *last += *frame - before;
         }
+    }
+}
+
+/// The most struct-logger steps geth's `limit` (bytes of answer, 0: none) can keep: a step's JSON takes at
+/// least 50 bytes, and geth keeps steps while the answer is at most `limit`, so one more than `limit / 50`.
+pub fn steps_within(limit: u64) -> usize {
+    if limit == 0 {
+        usize::MAX
+    } else {
+        usize::try_from(limit / 50 + 1).unwrap_or(usize::MAX)
+    }
+}
+
+/// The stack underflow that ended a frame, in geth's words (`stack underflow (2 <=> 3)`: the stack's depth and
+/// what the opcode needed), for the call tracer's `error`; revm-inspectors says only "stack underflow".
+/// Frames are numbered in the order they start (the call tracer's frames depth-first, SELFDESTRUCT frames
+/// apart: they start no frame).
+#[derive(Debug, Default)]
+pub struct FrameErrors {
+    enabled: bool,
+    started: usize,
+    /// The frames running, innermost last: each one's number and its last step (stack depth, opcode).
+    open: Vec<(usize, Option<(usize, u8)>)>,
+    underflows: std::collections::HashMap<usize, String>,
+}
+
+impl FrameErrors {
+    fn start(&mut self) {
+        if self.enabled {
+            self.open.push((self.started, None));
+            self.started += 1;
+        }
+    }
+
+    fn end(&mut self, result: revm::interpreter::InstructionResult) {
+        let Some((frame, last)) = self.open.pop() else { return };
+        if let (revm::interpreter::InstructionResult::StackUnderflow, Some((depth, op))) = (result, last) {
+            let needed = revm::bytecode::opcode::OpCode::new(op).map_or(0, |o| o.inputs());
+            self.underflows.insert(frame, format!("stack underflow ({depth} <=> {needed})"));
+        }
+    }
+
+    /// A call tracer's frames (`frame` and those under it) with geth's words for their underflows.
+    fn apply(&self, frame: &mut Value) {
+        if !self.underflows.is_empty() {
+            self.apply_from(frame, &mut 0);
+        }
+    }
+
+    fn apply_from(&self, frame: &mut Value, next: &mut usize) {
+        if frame.get("type").and_then(Value::as_str) == Some("SELFDESTRUCT") {
+            return;
+        }
+        let number = *next;
+        *next += 1;
+        if let Some(words) = self.underflows.get(&number) {
+            if frame.get("error").and_then(Value::as_str) == Some("stack underflow") {
+                frame["error"] = words.clone().into();
+            }
+        }
+        for call in frame.get_mut("calls").and_then(Value::as_array_mut).into_iter().flatten() {
+            self.apply_from(call, next);
+        }
+    }
+}
+
+impl<CTX: ContextTr> Inspector<CTX, EthInterpreter> for FrameErrors {
+    fn step(&mut self, interp: &mut Interpreter<EthInterpreter>, _context: &mut CTX) {
+        use revm::interpreter::interpreter_types::Jumps;
+        if let Some((_, last)) = self.open.last_mut() {
+            *last = Some((interp.stack.len(), interp.bytecode.opcode()));
+        }
+    }
+
+    fn call(&mut self, _context: &mut CTX, _inputs: &mut CallInputs) -> Option<CallOutcome> {
+        self.start();
+        None
+    }
+
+    fn call_end(&mut self, _context: &mut CTX, _inputs: &CallInputs, outcome: &mut CallOutcome) {
+        self.end(outcome.result.result);
+    }
+
+    fn create(&mut self, _context: &mut CTX, _inputs: &mut CreateInputs) -> Option<CreateOutcome> {
+        self.start();
+        None
+    }
+
+    fn create_end(&mut self, _context: &mut CTX, _inputs: &CreateInputs, outcome: &mut CreateOutcome) {
+        self.end(outcome.result.result);
     }
 }

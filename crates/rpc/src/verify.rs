@@ -36,6 +36,18 @@ pub enum VerifyError {
     Store { number: u64, reason: String },
 }
 
+impl VerifyError {
+    /// Whether the block disagrees with its execution (rather than the check not being able to run: state
+    /// the database does not hold, a block it cannot re-execute, a read that failed).
+    pub fn is_difference(&self) -> bool {
+        match self {
+            VerifyError::Exec(ExecError::GasMismatch { .. } | ExecError::Transaction { .. }) => true,
+            VerifyError::Exec(_) | VerifyError::Store { .. } => false,
+            VerifyError::Differs { .. } | VerifyError::Unwritten { .. } => true,
+        }
+    }
+}
+
 /// What one block's check compared.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Checked {
@@ -168,10 +180,24 @@ fn check_record(
         let wiped = matches!(account.account_state, AccountState::NotExisting | AccountState::StorageCleared);
         let slots_by_hash: HashMap<B256, &U256> =
             account.storage.keys().map(|s| (keccak256(B256::from(*s)), s)).collect();
-        for slot in slots {
-            if !wiped && !slots_by_hash.contains_key(slot) && !slot_unchanged(hashed, slot)? {
-                let key = format!("account {address} slot with hashed key {slot}");
-                return Err(VerifyError::Unwritten { number, key });
+        for slot in slots.iter().filter(|s| !slots_by_hash.contains_key(*s)) {
+            let key = || format!("account {address} slot with hashed key {slot}");
+            if wiped {
+                // The execution dropped the account's storage: the record may only have wiped it too.
+                let after = view.storage_at_keys(hashed, slot, number).map_err(store_error)?;
+                if !after.is_zero() {
+                    let (stored, executed) =
+                        (after.to_string(), "nothing (the account's storage was wiped)".into());
+                    return Err(VerifyError::Differs {
+                        number,
+                        key: key(),
+                        stored,
+                        executed,
+                        writer: "none".into(),
+                    });
+                }
+            } else if !slot_unchanged(hashed, slot)? {
+                return Err(VerifyError::Unwritten { number, key: key() });
             }
         }
     }

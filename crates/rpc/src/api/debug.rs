@@ -190,7 +190,8 @@ impl DebugApiServer for Debug {
                 None => evm::prepare(&r.view, &header, &request, &call_env, &overrides),
                 Some(index) => {
                     let mut replay = replayed::start(r, b.clone(), limits).map_err(trace_error)?;
-                    if index >= replay.len() {
+                    // As geth: before the first transaction of an empty block is its state too.
+                    if index >= replay.len() && !(index == 0 && replay.is_empty()) {
                         return Err(server_error(format!(
                             "transaction index {index} out of range for block {:#x}",
                             b.hash
@@ -201,13 +202,18 @@ impl DebugApiServer for Debug {
                 }
             }
             .map_err(server_error)?;
-            // As geth's traceCall: a context with no block or transaction named.
+            // As geth's traceCall: a context with no block or transaction named; logs numbered after those
+            // of the transactions it runs after (with `txIndex`).
+            let logs_before = match opts.tx_index {
+                Some(i) => b.receipts.iter().take(i.to::<usize>()).map(|r| r.logs.len() as u64).sum(),
+                None => 0,
+            };
             let place = Place {
                 block_hash: None,
                 block_number: 0,
                 tx_hash: None,
                 tx_index: 0,
-                logs_before: 0,
+                logs_before,
                 spec_id: prepared.cfg.spec,
                 chain_id: prepared.cfg.chain_id,
             };

@@ -162,16 +162,20 @@ impl TraceApiServer for Trace {
             let head = r.view.head().map_err(server_error)?.map_or(0, |h| h.number);
             let (from, to) = filter_range(&filter, head, max_blocks)?;
             let matcher = filter.matcher();
+            let after = filter.after.unwrap_or(0) as usize;
+            let count = filter.count.map_or(usize::MAX, |c| c as usize);
             let mut matched = Vec::new();
             for n in from.max(1)..=to {
+                // The page is full: the blocks after it need not be re-executed.
+                if matched.len() >= after.saturating_add(count) {
+                    break;
+                }
                 let block =
                     r.canonical_block(n)?.ok_or_else(|| server_error(format!("block #{n} not found")))?;
                 let mut replay = replayed::start(r, block, limits).map_err(trace_error)?;
                 let traces = parity_trace::block(&mut replay, limits).map_err(trace_error)?;
                 matched.extend(traces.into_iter().filter(|t| matcher.matches(&t.trace)));
             }
-            let after = filter.after.unwrap_or(0) as usize;
-            let count = filter.count.map_or(usize::MAX, |c| c as usize);
             Ok(matched.into_iter().skip(after).take(count).collect())
         })
         .await
@@ -179,17 +183,20 @@ impl TraceApiServer for Trace {
 }
 
 /// The block range a `trace_filter` asks for, as reth bounds it: `fromBlock` defaults to 0, `toBlock` to the
-/// head; at most `max_blocks` blocks.
+/// head; at most `max_blocks` blocks after the first.
 fn filter_range(filter: &TraceFilter, head: u64, max_blocks: u64) -> RpcResult<(u64, u64)> {
     let from = filter.from_block.unwrap_or(0);
     let to = filter.to_block.unwrap_or(head);
+    for n in [from, to] {
+        if n > head {
+            return Err(server_error(format!("block #{n} not found")));
+        }
+    }
     if from > to {
         return Err(invalid_params("invalid parameters: fromBlock cannot be greater than toBlock"));
     }
-    if to > head {
-        return Err(server_error(format!("block #{to} not found")));
-    }
-    if to - from >= max_blocks {
+    // As reth: a range of `max_blocks` after its first block is the widest served.
+    if to - from > max_blocks {
         return Err(invalid_params(format!(
             "Block range too large; currently limited to {max_blocks} blocks"
         )));
@@ -214,8 +221,9 @@ mod tests {
             (f(None, None), 500, None),
             (f(Some(10), Some(5)), 50, None),
             (f(Some(40), Some(60)), 50, None),
-            (f(Some(0), Some(99)), 500, Some((0, 99))),
-            (f(Some(0), Some(100)), 500, None),
+            (f(Some(0), Some(100)), 500, Some((0, 100))),
+            (f(Some(0), Some(101)), 500, None),
+            (f(Some(60), None), 50, None),
         ];
         for (filter, head, want) in cases {
             assert_eq!(filter_range(&filter, head, 100).ok(), want, "{filter:?} head {head}");
