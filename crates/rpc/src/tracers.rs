@@ -2,12 +2,14 @@
 //!
 //! A request names one tracer, or a `muxTracer` of several. Each becomes a [`Member`]: a revm-inspectors
 //! [`DebugInspector`] and what [`crate::geth_shape`] must do to its answer. The members of a request run
-//! together in one execution ([`Fanout`]); beside them [`StepFacts`] records the transaction's refund counter
-//! at every step when the struct logger runs (revm-inspectors does not).
+//! together in one execution ([`Fanout`]), under revm-inspectors' byte budget; beside them the replica
+//! records what geth shows and revm-inspectors does not ([`Recorders`]): the refund counter and stack depth
+//! of every struct-logger step ([`StepFacts`]), and the words for a frame's stack underflow ([`FrameErrors`]).
 //!
 //! Two tracers are run as another and reshaped: `flatCallTracer` runs as the call tracer (geth builds its
-//! flat trace from its call tracer's frames, so the replica does too), and the struct logger runs without
-//! its `limit` (geth's `limit` counts bytes, revm-inspectors' counts steps; it is applied after).
+//! flat trace from its call tracer's frames, so the replica does too), and the struct logger records the most
+//! steps geth's `limit` can keep (geth's `limit` counts bytes, revm-inspectors' steps; the bytes are counted
+//! after).
 
 use alloy_primitives::{Address, B256, KECCAK256_EMPTY};
 use alloy_rpc_types_trace::geth::{GethDebugTracerType, GethDebugTracingOptions, GethTrace};
@@ -108,7 +110,6 @@ impl Plan {
         Ok(Plan { members: vec![Member::new(None, opts)?], mux: false })
     }
 
-    /// Fresh inspectors for one transaction.
     /// Fresh inspectors for one transaction, recording at most `max_bytes` of call inputs, memory and
     /// return data (revm-inspectors' own budget: past it they record no more and say so).
     pub fn inspectors(&self, max_bytes: usize) -> Result<(Fanout, Recorders), TraceError> {
