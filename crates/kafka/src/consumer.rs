@@ -32,6 +32,15 @@ pub struct PartitionConsumer {
 
 impl PartitionConsumer {
     pub fn new(cfg: &KafkaConfig, topic: &str) -> Result<Self, KafkaIoError> {
+        let consumer: StreamConsumer<KafkaContext> = Self::config(cfg, topic)
+            .create_with_context(KafkaContext)
+            .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
+        Ok(Self { consumer, topic: topic.to_owned() })
+    }
+
+    /// The consumer's settings: the operator's `extra` properties tune anything but what replay's
+    /// correctness rests on, set after them.
+    fn config(cfg: &KafkaConfig, topic: &str) -> rdkafka::ClientConfig {
         let group = format!("ether-cattle-replica-{topic}");
         let mut c = cfg.client_config_with(&[("fetch.wait.max.ms", "50")]);
         // No group: librdkafka still wants an id, but nothing is ever committed to it.
@@ -41,10 +50,9 @@ impl PartitionConsumer {
         c.set("enable.partition.eof", "true");
         // An offset that fell out of the topic must be an error the replica reports, never a silent jump.
         c.set("auto.offset.reset", "error");
-        let consumer: StreamConsumer<KafkaContext> = c
-            .create_with_context(KafkaContext)
-            .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
-        Ok(Self { consumer, topic: topic.to_owned() })
+        // The publisher writes in transactions: a fenced or aborted one must never be replayed.
+        c.set("isolation.level", "read_committed");
+        c
     }
 
     pub fn topic(&self) -> &str {
@@ -150,6 +158,7 @@ impl TxConsumer {
         c.set("group.id", group);
         c.set("enable.auto.commit", "false");
         c.set("auto.offset.reset", "earliest");
+        c.set("isolation.level", "read_committed");
         let consumer: StreamConsumer<KafkaContext> = c
             .create_with_context(KafkaContext)
             .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
@@ -183,5 +192,26 @@ impl TxConsumer {
         let err = |source| KafkaIoError::Fetch { topic: self.topic.clone(), source };
         tpl.add_partition_offset(&self.topic, PARTITION, Offset::Offset(offset + 1)).map_err(err)?;
         self.consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operator_cannot_make_replay_read_aborted_records() {
+        let cfg = KafkaConfig {
+            extra: vec![
+                ("isolation.level".into(), "read_uncommitted".into()),
+                ("fetch.wait.max.ms".into(), "10".into()),
+            ],
+            ..KafkaConfig::plaintext("127.0.0.1:9092")
+        };
+        let c = PartitionConsumer::config(&cfg, "log");
+        assert_eq!(c.get("isolation.level"), Some("read_committed"));
+        assert_eq!(c.get("auto.offset.reset"), Some("error"));
+        // What replay's correctness does not rest on stays the operator's.
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("10"));
     }
 }
