@@ -734,3 +734,25 @@ fn a_transaction_that_outlives_a_broker_outage_is_recovered() {
     let (head, _) = client.head();
     assert_replica_equals_upstream(&client, &dir, head, &touched(&log));
 }
+
+/// A client that cannot be reached while the publisher starts (a node restarting under it) is waited for:
+/// the publisher neither exits nor takes it for a client without tracers, and publishes once it answers.
+#[test]
+fn a_starting_publisher_waits_for_a_client_that_is_not_up_yet() {
+    let client = Upstream::geth();
+    let tx = client.send(json!({"from": DEV[0], "to": format!("0x{:040x}", 0xc1), "value": "0x1"}));
+    mined(&client, tx);
+    let proxy = harness::proxy::Proxy::start(format!("127.0.0.1:{}", client.port));
+    proxy.set_down(true);
+    let mut c = Cluster::idle(client, MockBroker::start(&["log", "log-tx"]).expect("mock broker"));
+    c.rpc_url = Some(proxy.url());
+    c.start_publisher();
+    std::thread::sleep(Duration::from_secs(3));
+    let running = c.publisher.as_mut().map(|p| p.0.try_wait().expect("the publisher's status").is_none());
+    assert_eq!(running, Some(true), "the publisher exited:\n{}", c.publisher_log());
+    proxy.set_down(false);
+    c.replay("after-the-wait");
+    let log = c.publisher_log();
+    assert!(log.contains("cannot be reached"), "the wait is logged:\n{log}");
+    assert!(!log.contains("serves neither"), "{log}");
+}

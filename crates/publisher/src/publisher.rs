@@ -172,7 +172,7 @@ impl Publisher {
     /// cluster).
     pub async fn start(cfg: PublisherConfig, metrics: Arc<Metrics>) -> Result<Self, PublisherError> {
         let rpc = Arc::new(RpcClient::new(&cfg.rpc_url, Duration::from_secs(300))?);
-        let head = rpc.block_number().await?;
+        let head = until_reachable("eth_blockNumber", || rpc.block_number()).await?;
         let mode = match cfg.trace_mode {
             Some(m) => Some(m),
             None if head > 0 => Some(detect_trace_mode(&rpc, head).await?),
@@ -183,7 +183,7 @@ impl Publisher {
         let spec = match &genesis_file {
             Some(file) => genesis::chain_spec(file)?,
             None => {
-                let chain_id = rpc.chain_id().await?;
+                let chain_id = until_reachable("eth_chainId", || rpc.chain_id()).await?;
                 ec_chainspec::ChainSpec::for_chain_id(chain_id)
                     .ok_or(PublisherError::NeedChainSpec(chain_id))?
             }
@@ -695,16 +695,39 @@ fn now_ms() -> u64 {
 
 /// Prefers the prestate tracer: on clients that serve both, parity's stateDiff cannot express a deleted
 /// account (anvil omits it), while prestate diffs show deletions as absence from `post`.
+/// Which state-diff trace the client serves. A client that cannot be reached (a node restarting under a
+/// starting publisher) is waited for: only a client that answers, and refuses both, has neither.
 async fn detect_trace_mode(rpc: &RpcClient, head: u64) -> Result<TraceMode, PublisherError> {
-    let prestate = rpc.prestate_diff(head).await;
+    let prestate = until_reachable("debug_traceBlockByNumber", || rpc.prestate_diff(head)).await;
     if prestate.is_ok() {
         return Ok(TraceMode::Prestate);
     }
-    match rpc.state_diff(head).await {
+    match until_reachable("trace_replayBlockTransactions", || rpc.state_diff(head)).await {
         Ok(_) => Ok(TraceMode::StateDiff),
         Err(e) => Err(PublisherError::NoTracer(format!(
             "prestate: {}; stateDiff: {e}",
             prestate.err().map(|e| e.to_string()).unwrap_or_default()
         ))),
+    }
+}
+
+/// `call`'s answer once the client can be reached: while it refuses connections (restarting, not up yet),
+/// the call is retried with a growing pause (at most 5 s) and a warning, never reported as the client's
+/// answer.
+async fn until_reachable<T, F, Fut>(method: &str, mut call: F) -> Result<T, RpcError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RpcError>>,
+{
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match call().await {
+            Err(e) if e.is_unreachable() => {
+                warn!(method, error = %e, retry_in = ?pause, "the execution client cannot be reached; waiting for it");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            answered => return answered,
+        }
     }
 }
