@@ -165,6 +165,10 @@ struct ReplicaArgs {
     /// leaves the balancer. A publisher that reports it stopped makes it leave at once.
     #[arg(long, env = "EC_PUBLISHER_GRACE_SECS", default_value_t = 20.0)]
     publisher_grace_secs: f64,
+    /// Most blocks the client's head (as the publisher's heartbeats report it) may be past this replica's
+    /// head while it is ready (0: no limit): a publisher falling behind its client takes replicas out.
+    #[arg(long, env = "EC_MAX_BEHIND_CLIENT_BLOCKS", default_value_t = 16)]
+    max_behind_client_blocks: u64,
     /// Enables `POST /admin/snapshot` on the health port: local snapshots go into this directory.
     #[arg(long, env = "EC_SNAPSHOT_DIR")]
     snapshot_dir: Option<PathBuf>,
@@ -295,6 +299,7 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
             max_silence: Duration::from_secs_f64(args.max_silence_secs.max(0.0)),
             max_head_age: args.max_head_age_secs.map(|s| Duration::from_secs_f64(s.max(0.0))),
             publisher_grace: Duration::from_secs_f64(args.publisher_grace_secs.max(0.0)),
+            max_behind_client_blocks: args.max_behind_client_blocks,
         };
         let snapshots = args.snapshot_dir.map(|dir| {
             std::sync::Arc::new(ec_replica::snapshot::LocalSnapshots {

@@ -104,6 +104,10 @@ impl Status {
                 .as_ref()
                 .and_then(|p| p.since_ms())
                 .map(|since| Duration::from_millis(wall_ms.saturating_sub(since))),
+            behind_client: self
+                .client_head
+                .zip(self.head_block)
+                .map(|(client, head)| client.number.saturating_sub(head)),
         }
     }
 

@@ -9,7 +9,10 @@
 //!   publisher that cannot publish them, while heartbeats keep flowing): `max_head_age`, else the chain's
 //!   default ([`chain_default_max_head_age`]);
 //! - the publisher reports itself following its client, or has been in trouble (client unreachable, stuck on
-//!   a block) for no longer than `publisher_grace`; a publisher that reports it stopped fails at once.
+//!   a block) for no longer than `publisher_grace`; a publisher that reports it stopped fails at once;
+//! - the publisher keeps up with its client: the client's head in the last heartbeat is at most
+//!   `max_behind_client_blocks` past the replica's head (on every chain, a genesis-file devnet included,
+//!   where the head-age limit is off by default).
 
 use std::time::Duration;
 
@@ -25,6 +28,9 @@ pub struct ReadinessConfig {
     /// How long the publisher may report trouble (client unreachable, a block failing) before replicas
     /// leave the balancer. Short blips (a client restart) stay invisible to users.
     pub publisher_grace: Duration,
+    /// Most blocks the client's head (as the last heartbeat reported it) may be past the replica's head; 0:
+    /// no limit.
+    pub max_behind_client_blocks: u64,
 }
 
 impl Default for ReadinessConfig {
@@ -34,6 +40,7 @@ impl Default for ReadinessConfig {
             max_silence: Duration::from_secs(30),
             max_head_age: None,
             publisher_grace: Duration::from_secs(20),
+            max_behind_client_blocks: 16,
         }
     }
 }
@@ -69,6 +76,8 @@ pub struct Observed {
     pub publisher: Option<PublisherState>,
     /// How long the publisher's trouble has lasted (now minus the state's `since`).
     pub publisher_trouble_for: Option<Duration>,
+    /// Blocks the client's head (last heartbeat) is past the replica's head; `None` before both are known.
+    pub behind_client: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -124,6 +133,14 @@ pub fn readiness(o: &Observed, cfg: &ReadinessConfig) -> Readiness {
         }
         Some(PublisherState::Following) | None => {}
     }
+    if let Some(behind) =
+        o.behind_client.filter(|b| cfg.max_behind_client_blocks > 0 && *b > cfg.max_behind_client_blocks)
+    {
+        failing.push(format!(
+            "publisher behind its client: the client's head is {behind} blocks past this replica's (limit {})",
+            cfg.max_behind_client_blocks
+        ));
+    }
     if o.draining {
         failing.push("shutting down: draining in-flight requests".to_string());
     }
@@ -148,6 +165,7 @@ mod tests {
             chain_max_head_age: None,
             publisher: Some(PublisherState::Following),
             publisher_trouble_for: None,
+            behind_client: Some(1),
         }
     }
 
@@ -158,6 +176,7 @@ mod tests {
             max_silence: Duration::from_secs(30),
             max_head_age: None,
             publisher_grace: Duration::from_secs(20),
+            max_behind_client_blocks: 16,
         };
         let s = |secs| Some(Duration::from_secs(secs));
         let unreachable = PublisherState::ClientUnreachable { since_ms: 0, error: "refused".into() };
@@ -165,6 +184,20 @@ mod tests {
         #[allow(clippy::type_complexity)]
         let cases: Vec<(&str, Box<dyn Fn(&mut Observed)>, Option<Duration>, bool, usize)> = vec![
             ("caught up, fresh", Box::new(|_| {}), None, true, 0),
+            (
+                "the publisher at its limit behind the client",
+                Box::new(|o| o.behind_client = Some(16)),
+                None,
+                true,
+                0,
+            ),
+            (
+                "the publisher past its limit behind the client",
+                Box::new(|o| o.behind_client = Some(17)),
+                None,
+                false,
+                1,
+            ),
             ("at the lag limit", Box::new(|o| o.lag_records = Some(10)), None, true, 0),
             ("over the lag limit", Box::new(|o| o.lag_records = Some(11)), None, false, 1),
             ("publisher silent", Box::new(|o| o.silence = s(31)), None, false, 1),
