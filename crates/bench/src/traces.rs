@@ -81,7 +81,12 @@ async fn measure(args: &Args, chain: &crate::backlog::Chain, upstream: &str) -> 
     let answered = ours["result"].as_array().map_or(0, Vec::len);
     anyhow::ensure!(answered == txs, "the replica traced {answered} of {txs} transactions: {ours}");
     if upstream == "geth" {
-        anyhow::ensure!(ours["result"] == theirs["result"], "the replica's trace differs from geth's");
+        let (a, b) = (ours["result"].as_array(), theirs["result"].as_array());
+        let first = a.zip(b).and_then(|(a, b)| a.iter().zip(b).find(|(x, y)| x != y));
+        anyhow::ensure!(
+            first.is_none() && a.map(Vec::len) == b.map(Vec::len),
+            "the replica's trace differs from geth's: {first:?}"
+        );
     }
     let a = wrk(&replica_url, &body, args.clients, args.seconds).await?;
     let b = wrk(&chain.url, &body, args.clients, args.seconds).await?;

@@ -7,6 +7,7 @@
 //! | `callTracer` + `withLog` | a log's `index` counts within the transaction | within the block ([`call_logs`]) |
 //! | `prestateTracer` | no `codeHash`; accounts empty before the transaction listed | `codeHash` beside the code, empty accounts left out ([`prestate`]) |
 //! | `flatCallTracer` | parity's words and gas | built from geth's own call frame ([`flat_from_call`]) |
+//! | `callTracer`, `flatCallTracer` | "precompiled failed" for every precompile error | the precompile's own words where the input's length decides them ([`precompile_errors`]) |
 
 use alloy_primitives::{Address, B256};
 use serde_json::{Map, Value};
@@ -108,6 +109,46 @@ pub fn call_logs(frame: &mut Value, offset: u64) {
         for call in calls {
             call_logs(call, offset);
         }
+    }
+}
+
+/// Call frames that failed in a precompile, with geth's words where the input's length decides them:
+/// revm-inspectors says "precompiled failed" for every precompile error, geth the precompile's own.
+pub fn precompile_errors(frame: &mut Value) {
+    if frame.get("error").and_then(Value::as_str) == Some("precompiled failed") {
+        let to = frame.get("to").and_then(Value::as_str).and_then(|t| t.parse::<Address>().ok());
+        let input = frame.get("input").and_then(Value::as_str).unwrap_or("0x");
+        let input = alloy_primitives::hex::decode(input).unwrap_or_default();
+        if let Some(words) = to.and_then(|to| precompile_error(&to, &input)) {
+            frame["error"] = words.into();
+        }
+    }
+    for call in frame.get_mut("calls").and_then(Value::as_array_mut).into_iter().flatten() {
+        precompile_errors(call);
+    }
+}
+
+/// geth's error for a failed call to precompile `to` with `input`, when its length alone decides it
+/// (core/vm/contracts.go); `None` for the rest, which keep revm-inspectors' words.
+pub fn precompile_error(to: &Address, input: &[u8]) -> Option<&'static str> {
+    if to.0[..19].iter().any(|b| *b != 0) {
+        return None;
+    }
+    let n = input.len();
+    let wrong = |valid: bool| (!valid).then_some("invalid input length");
+    match to.0[19] {
+        0x08 => (!n.is_multiple_of(192)).then_some("bad elliptic curve pairing size"),
+        0x09 if n != 213 => Some("invalid input length"),
+        0x09 => (input[212] > 1).then_some("invalid final flag"),
+        0x0a => wrong(n == 192),
+        0x0b => wrong(n == 256),
+        0x0c => wrong(n > 0 && n.is_multiple_of(160)),
+        0x0d => wrong(n == 512),
+        0x0e => wrong(n > 0 && n.is_multiple_of(288)),
+        0x0f => wrong(n > 0 && n.is_multiple_of(384)),
+        0x10 => wrong(n == 64),
+        0x11 => wrong(n == 128),
+        _ => None,
     }
 }
 
@@ -368,6 +409,28 @@ mod tests {
         for (revm, op, stack, want) in cases {
             assert_eq!(step_error(revm, op, stack).as_deref(), want, "{revm} at {op}");
         }
+    }
+
+    #[test]
+    fn precompile_errors_table() {
+        let at = Address::with_last_byte;
+        let cases: [(Address, Vec<u8>, Option<&str>); 8] = [
+            (at(0x09), vec![], Some("invalid input length")),
+            (at(0x09), vec![0; 213], None),
+            (at(0x09), [vec![0; 212], vec![2]].concat(), Some("invalid final flag")),
+            (at(0x08), vec![0; 100], Some("bad elliptic curve pairing size")),
+            (at(0x0a), vec![], Some("invalid input length")),
+            (at(0x0c), vec![0; 160], None),
+            (at(0x11), vec![0; 127], Some("invalid input length")),
+            (Address::repeat_byte(1), vec![], None),
+        ];
+        for (to, input, want) in cases {
+            assert_eq!(precompile_error(&to, &input), want, "{to} with {} bytes", input.len());
+        }
+        let mut frame =
+            json!({"calls": [{"to": at(0x09).to_string(), "input": "0x", "error": "precompiled failed"}]});
+        precompile_errors(&mut frame);
+        assert_eq!(frame["calls"][0]["error"], "invalid input length");
     }
 
     #[test]

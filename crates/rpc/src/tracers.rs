@@ -166,6 +166,7 @@ impl Plan {
                 Shape::StructLogger { limit } => geth_shape::struct_logs(&mut value, step_facts, limit),
                 Shape::CallTracer => {
                     frames.apply(&mut value);
+                    geth_shape::precompile_errors(&mut value);
                     geth_shape::call_logs(&mut value, place.logs_before)
                 }
                 Shape::Prestate { diff_mode, include_empty, disable_code } => {
@@ -178,6 +179,7 @@ impl Plan {
                 }
                 Shape::FlatCall { parity_errors, include_precompiles } => {
                     frames.apply(&mut value);
+                    geth_shape::precompile_errors(&mut value);
                     let at = FlatContext {
                         block_hash: place.block_hash,
                         block_number: place.block_number,
