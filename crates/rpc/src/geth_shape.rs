@@ -113,42 +113,58 @@ pub fn call_logs(frame: &mut Value, offset: u64) {
 }
 
 /// Call frames that failed in a precompile, with geth's words where the input's length decides them:
-/// revm-inspectors says "precompiled failed" for every precompile error, geth the precompile's own.
-pub fn precompile_errors(frame: &mut Value) {
+/// revm-inspectors says "precompiled failed" for every precompile error, geth the precompile's own, and geth
+/// charges a precompile's gas before it looks at the input (revm checks some inputs first). `top_available` is
+/// the gas the transaction's own call had (its gas limit less the intrinsic gas); a sub-call's is its `gas`.
+pub fn precompile_errors(frame: &mut Value, top_available: u64) {
+    fix_precompile_errors(frame, Some(top_available));
+}
+
+fn fix_precompile_errors(frame: &mut Value, available: Option<u64>) {
     if frame.get("error").and_then(Value::as_str) == Some("precompiled failed") {
         let to = frame.get("to").and_then(Value::as_str).and_then(|t| t.parse::<Address>().ok());
         let input = frame.get("input").and_then(Value::as_str).unwrap_or("0x");
         let input = alloy_primitives::hex::decode(input).unwrap_or_default();
-        if let Some(words) = to.and_then(|to| precompile_error(&to, &input)) {
+        let available = available.or_else(|| frame.get("gas").and_then(quantity));
+        if let Some(words) = to.zip(available).and_then(|(to, gas)| precompile_error(&to, &input, gas)) {
             frame["error"] = words.into();
         }
     }
     for call in frame.get_mut("calls").and_then(Value::as_array_mut).into_iter().flatten() {
-        precompile_errors(call);
+        fix_precompile_errors(call, None);
     }
 }
 
-/// geth's error for a failed call to precompile `to` with `input`, when its length alone decides it
-/// (core/vm/contracts.go); `None` for the rest, which keep revm-inspectors' words.
-pub fn precompile_error(to: &Address, input: &[u8]) -> Option<&'static str> {
+/// geth's error for a failed call to precompile `to` with `input` and `gas`, when the input's length alone
+/// decides it (core/vm/contracts.go: the gas first, then the input); `None` for the rest, which keep
+/// revm-inspectors' words.
+pub fn precompile_error(to: &Address, input: &[u8], gas: u64) -> Option<&'static str> {
     if to.0[..19].iter().any(|b| *b != 0) {
         return None;
     }
-    let n = input.len();
-    let wrong = |valid: bool| (!valid).then_some("invalid input length");
+    let n = input.len() as u64;
+    let (required, valid) = match to.0[19] {
+        0x08 => (45_000 + 34_000 * (n / 192), n.is_multiple_of(192)),
+        0x09 if n != 213 => (0, false),
+        0x09 => (u64::from(u32::from_be_bytes([input[0], input[1], input[2], input[3]])), input[212] <= 1),
+        0x0a => (50_000, n == 192),
+        0x0b => (375, n == 256),
+        0x0c if n < 160 => (0, false),
+        0x0d => (600, n == 512),
+        0x0e if n < 288 => (0, false),
+        0x0f => (37_700 + 32_600 * (n / 384), n > 0 && n.is_multiple_of(384)),
+        0x10 => (5_500, n == 64),
+        0x11 => (23_800, n == 128),
+        _ => return None,
+    };
+    if gas < required {
+        return Some("out of gas");
+    }
     match to.0[19] {
-        0x08 => (!n.is_multiple_of(192)).then_some("bad elliptic curve pairing size"),
-        0x09 if n != 213 => Some("invalid input length"),
-        0x09 => (input[212] > 1).then_some("invalid final flag"),
-        0x0a => wrong(n == 192),
-        0x0b => wrong(n == 256),
-        0x0c => wrong(n > 0 && n.is_multiple_of(160)),
-        0x0d => wrong(n == 512),
-        0x0e => wrong(n > 0 && n.is_multiple_of(288)),
-        0x0f => wrong(n > 0 && n.is_multiple_of(384)),
-        0x10 => wrong(n == 64),
-        0x11 => wrong(n == 128),
-        _ => None,
+        _ if valid => None,
+        0x08 => Some("bad elliptic curve pairing size"),
+        0x09 if n == 213 => Some("invalid final flag"),
+        _ => Some("invalid input length"),
     }
 }
 
@@ -414,22 +430,32 @@ mod tests {
     #[test]
     fn precompile_errors_table() {
         let at = Address::with_last_byte;
-        let cases: [(Address, Vec<u8>, Option<&str>); 8] = [
-            (at(0x09), vec![], Some("invalid input length")),
-            (at(0x09), vec![0; 213], None),
-            (at(0x09), [vec![0; 212], vec![2]].concat(), Some("invalid final flag")),
-            (at(0x08), vec![0; 100], Some("bad elliptic curve pairing size")),
-            (at(0x0a), vec![], Some("invalid input length")),
-            (at(0x0c), vec![0; 160], None),
-            (at(0x11), vec![0; 127], Some("invalid input length")),
-            (Address::repeat_byte(1), vec![], None),
+        let plenty = 1_000_000;
+        let cases: [(Address, Vec<u8>, u64, Option<&str>); 11] = [
+            (at(0x09), vec![], 0, Some("invalid input length")),
+            (at(0x09), vec![0; 213], plenty, None),
+            (at(0x09), [vec![0; 212], vec![2]].concat(), plenty, Some("invalid final flag")),
+            (at(0x08), vec![0; 100], plenty, Some("bad elliptic curve pairing size")),
+            (at(0x08), vec![0; 100], 1000, Some("out of gas")),
+            (at(0x0a), vec![], plenty, Some("invalid input length")),
+            // geth charges first: an empty BLS pairing with no gas is out of gas, not of input.
+            (at(0x0f), vec![], 0, Some("out of gas")),
+            (at(0x0f), vec![], plenty, Some("invalid input length")),
+            (at(0x0c), vec![0; 160], plenty, None),
+            (at(0x11), vec![0; 127], plenty, Some("invalid input length")),
+            (Address::repeat_byte(1), vec![], plenty, None),
         ];
-        for (to, input, want) in cases {
-            assert_eq!(precompile_error(&to, &input), want, "{to} with {} bytes", input.len());
+        for (to, input, gas, want) in cases {
+            assert_eq!(
+                precompile_error(&to, &input, gas),
+                want,
+                "{to} with {} bytes, {gas} gas",
+                input.len()
+            );
         }
-        let mut frame =
-            json!({"calls": [{"to": at(0x09).to_string(), "input": "0x", "error": "precompiled failed"}]});
-        precompile_errors(&mut frame);
+        let mut frame = json!({"gas": "0x5208", "calls": [
+            {"to": at(0x09).to_string(), "input": "0x", "gas": "0x0", "error": "precompiled failed"}]});
+        precompile_errors(&mut frame, 0);
         assert_eq!(frame["calls"][0]["error"], "invalid input length");
     }
 

@@ -166,7 +166,7 @@ impl Plan {
                 Shape::StructLogger { limit } => geth_shape::struct_logs(&mut value, step_facts, limit),
                 Shape::CallTracer => {
                     frames.apply(&mut value);
-                    geth_shape::precompile_errors(&mut value);
+                    geth_shape::precompile_errors(&mut value, execution_gas(tx_env, place.spec_id));
                     geth_shape::call_logs(&mut value, place.logs_before)
                 }
                 Shape::Prestate { diff_mode, include_empty, disable_code } => {
@@ -179,7 +179,7 @@ impl Plan {
                 }
                 Shape::FlatCall { parity_errors, include_precompiles } => {
                     frames.apply(&mut value);
-                    geth_shape::precompile_errors(&mut value);
+                    geth_shape::precompile_errors(&mut value, execution_gas(tx_env, place.spec_id));
                     let at = FlatContext {
                         block_hash: place.block_hash,
                         block_number: place.block_number,
@@ -365,6 +365,12 @@ impl RecipientDelegation {
         }
         accounts.insert(key, account);
     }
+}
+
+/// The gas a transaction's own call has: its limit less the intrinsic gas.
+fn execution_gas(tx: &TxEnv, spec: SpecId) -> u64 {
+    let intrinsic = revm::context_interface::cfg::gas::calculate_initial_tx_gas_for_tx(tx, spec, None);
+    tx.gas_limit.saturating_sub(intrinsic.initial_regular_gas + intrinsic.initial_state_gas)
 }
 
 /// The refund EIP-7702 grants a transaction before it runs: 12,500 gas (`PER_EMPTY_ACCOUNT_COST -
