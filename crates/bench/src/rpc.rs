@@ -270,7 +270,8 @@ pub(crate) async fn wrk(url: &str, body: &Value, clients: usize, seconds: f64) -
     let (clients, secs) = (clients.to_string(), format!("{}s", seconds.ceil() as u64));
     let out = tokio::task::spawn_blocking(move || {
         Command::new("wrk")
-            .args(["-t2", "-c", &clients, "-d", &secs, "--latency", "-s"])
+            // A request slower than wrk's default 2 s timeout (a trace on anvil) is waited for, not dropped.
+            .args(["-t2", "-c", &clients, "-d", &secs, "--timeout", "60s", "--latency", "-s"])
             .arg(&path)
             .arg(&url)
             .output()
