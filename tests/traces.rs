@@ -64,20 +64,29 @@ fn answer(response: Value) -> Value {
     response.get("result").cloned().unwrap_or(response)
 }
 
-/// geth's developer chain on Cancun's rules for its first blocks, then the scripted chain on Prague's.
-fn cancun_then_prague() -> (Cluster, std::collections::BTreeMap<alloy_primitives::Address, Vec<u64>>) {
+/// The traced chain and a replica of it: geth's developer chain on Cancun's rules for its first blocks,
+/// then the scripted chain on Prague's, published and replayed to its head.
+struct Traced {
+    c: Cluster,
+    touched: std::collections::BTreeMap<alloy_primitives::Address, Vec<u64>>,
+    head: u64,
+    port: u16,
+    _replica: harness::Killed,
+}
+
+fn traced_chain() -> Traced {
     let prague = prague_in(8);
     let c = Cluster::on(Upstream::geth_cancun_then_prague(prague));
     let touched = run_cancun_then_script(&c.client, prague);
-    (c, touched)
+    let (head, _) = c.client.head();
+    let (replica, port) = c.rpc_replica(&[]);
+    wait_rpc_head(port, head);
+    Traced { c, touched, head, port, _replica: replica }
 }
 
 #[test]
 fn every_block_and_transaction_traces_as_geth_traces_it_with_every_tracer() {
-    let (c, touched) = cancun_then_prague();
-    let (head, _) = c.client.head();
-    let (_replica, port) = c.rpc_replica(&[]);
-    wait_rpc_head(port, head);
+    let Traced { c, touched, head, port, _replica } = traced_chain();
     let mut diffs = Vec::new();
     let mut compared = 0;
     for n in 1..=head {
@@ -234,10 +243,7 @@ fn overlap(trace: &Value) -> Value {
 
 #[test]
 fn parity_traces_match_geths_flat_call_tracer() {
-    let (c, touched) = cancun_then_prague();
-    let (head, _) = c.client.head();
-    let (_replica, port) = c.rpc_replica(&[]);
-    wait_rpc_head(port, head);
+    let Traced { c, touched, head, port, _replica } = traced_chain();
     let mut diffs = Vec::new();
     let mut compared = 0;
     let mut all = Vec::new();
