@@ -98,6 +98,9 @@ pub fn run_script(a: &Upstream) -> std::collections::BTreeMap<Address, Vec<u64>>
     // Fund the contract, then self-destruct it (post-Cancun: its balance moves, the account stays).
     a.send(json!({"from": d2, "to": contract, "value": "0x5555", "data": call_data(7, 7), "gas": "0x20000"}));
     a.send(json!({"from": d2, "to": contract, "data": "0x01", "gas": "0x20000"}));
+    // An EIP-6780 survivor touched again right after (on geth, usually in the same block): it keeps its code
+    // and storage.
+    a.send(json!({"from": d1, "to": contract, "data": call_data(11, 0x77), "gas": "0x20000"}));
     // Created and destroyed inside one transaction, with value.
     let cd = a.send(
         json!({"from": d2, "data": format!("0x{CREATE_AND_DESTROY}"), "value": "0x100", "gas": "0x100000"}),
@@ -159,7 +162,7 @@ pub fn run_script(a: &Upstream) -> std::collections::BTreeMap<Address, Vec<u64>>
     );
     let head = a.head().0;
     let mut touched = std::collections::BTreeMap::new();
-    touched.insert(contract, vec![1u64, 2, 5, 7, 9]);
+    touched.insert(contract, vec![1u64, 2, 5, 7, 9, 11]);
     touched.insert(authority, vec![9]);
     touched.insert(
         addr("0x0000F90827F1C53a10cb7A02335B175320002935"),

@@ -46,6 +46,12 @@ pub struct Partial {
     pub prior: Option<Option<AccountPrior>>,
     /// Slot values before the block, where known.
     pub slot_priors: BTreeMap<B256, B256>,
+    /// A trace marked the account deleted and a later transaction found it alive: the deletion was the
+    /// tracer's (geth marks every SELFDESTRUCT it runs, one EIP-6780 leaves alive or whose frame reverted
+    /// included), and what the block did to the account must be read back from the client.
+    pub false_deletion: bool,
+    /// `wiped` before the last deletion, restored when that deletion proves false.
+    wiped_before_deletion: bool,
 }
 
 impl Partial {
@@ -63,6 +69,8 @@ impl Partial {
             touched,
             prior: self.prior,
             slot_priors,
+            false_deletion: self.false_deletion,
+            wiped_before_deletion: self.wiped,
             ..Partial::default()
         };
     }
@@ -122,6 +130,14 @@ pub fn merge_prestate<'a>(txs: impl IntoIterator<Item = &'a DiffMode>) -> Partia
                 acc.delete();
                 continue;
             };
+            // Alive before this transaction after a deletion earlier in the block: the deletion was false.
+            // Nothing was wiped; the caller reads the account back (what the earlier transactions wrote went
+            // with the false deletion).
+            if acc.deleted && pre.is_some_and(exists) {
+                acc.deleted = false;
+                acc.wiped = acc.wiped_before_deletion;
+                acc.false_deletion = true;
+            }
             // Re-created after a deletion earlier in this block: its prior state is "empty", not `pre`.
             let pre = if acc.deleted { None } else { pre };
             acc.revive();
@@ -141,6 +157,14 @@ pub fn merge_prestate<'a>(txs: impl IntoIterator<Item = &'a DiffMode>) -> Partia
         }
     }
     out
+}
+
+/// Whether a prestate account shows anything: a nonce, a balance, code or storage.
+fn exists(a: &alloy_rpc_types_trace::geth::AccountState) -> bool {
+    a.nonce.is_some_and(|n| n > 0)
+        || a.balance.is_some_and(|b| !b.is_zero())
+        || a.code.as_ref().is_some_and(|c| !c.is_empty())
+        || !a.storage.is_empty()
 }
 
 /// Folds parity `stateDiff`s, in transaction order.
@@ -341,6 +365,14 @@ mod tests {
                     diff(vec![(1, acct(Some(5), Some(1), &[(4, 1)]))], vec![(1, acct(None, None, &[]))]),
                 ],
                 want: vec![(1, Some((5, 1)), false, vec![(4, 0)])],
+            },
+            Case {
+                name: "a false deletion: a later transaction finds the account alive (nothing wiped)",
+                txs: vec![
+                    diff(vec![(1, acct(Some(5), Some(1), &[(1, 1)]))], vec![]),
+                    diff(vec![(1, acct(Some(5), Some(1), &[]))], vec![(1, acct(None, None, &[(3, 3)]))]),
+                ],
+                want: vec![(1, Some((5, 1)), false, vec![(3, 3)])],
             },
             Case {
                 name: "created and destroyed in one tx: no trace, no change",

@@ -304,12 +304,12 @@ pub async fn fetch_block(
     let mut reads = Reads::default();
     let mut wanted = Vec::new();
     for (address, p) in partials.iter() {
-        let account = p.needs_account() || p.deleted;
-        let balance =
-            (account && (p.deleted || p.balance.is_none())).then(|| reads.balance(*address, number));
-        let nonce = (account && (p.deleted || p.nonce.is_none())).then(|| reads.nonce(*address, number));
-        // A deleted account: its code is part of the confirmation.
-        let code = (p.recheck_code || p.deleted).then(|| reads.code(*address, number));
+        // A deleted account is confirmed with the client; a falsely deleted one is read back whole.
+        let whole = p.deleted || p.false_deletion;
+        let account = p.needs_account() || whole;
+        let balance = (account && (whole || p.balance.is_none())).then(|| reads.balance(*address, number));
+        let nonce = (account && (whole || p.nonce.is_none())).then(|| reads.nonce(*address, number));
+        let code = (p.recheck_code || whole).then(|| reads.code(*address, number));
         wanted.push((*address, balance, nonce, code));
     }
     let slot_reads: Vec<usize> = extra_slots.iter().map(|(a, s)| reads.storage(*a, *s, number)).collect();
@@ -342,6 +342,13 @@ pub async fn fetch_block(
             tracing::warn!(block = number, %address, "tracer reported a deletion the client contradicts; writing the client's state");
             p.deleted = false;
             p.wiped = false;
+            p.storage.clear();
+            p.code = code;
+            contradicted.push(address);
+        } else if p.false_deletion {
+            // A later transaction found it alive: its storage as the client has it after the block, slot by
+            // slot (what the transactions before the false deletion wrote went with it).
+            tracing::warn!(block = number, %address, "tracer reported a deletion a later transaction contradicts; reading the account back");
             p.storage.clear();
             p.code = code;
             contradicted.push(address);
