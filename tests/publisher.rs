@@ -339,11 +339,14 @@ fn safe_and_finalized_follow_the_client_through_a_reorg() {
         let _ = p.0.wait();
     }
     let a = &c.client;
+    let mut last = B256::ZERO;
     for i in 0..12u64 {
-        a.send(
+        last = a.send(
             json!({"from": DEV[1], "to": format!("0x{:040x}", 0xa000 + i), "value": "0x9", "gas": "0x5208"}),
         );
     }
+    // anvil answers before it mines: the reorg needs the twelve blocks there.
+    mined(a, last);
     let txs: Vec<Value> = (0..5u64)
         .map(|i| json!([{"from": DEV[0], "to": format!("0x{:040x}", 0xb000 + i), "value": "0x7"}, 0]))
         .collect();
