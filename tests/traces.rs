@@ -84,21 +84,38 @@ fn traced_chain() -> Traced {
     Traced { c, touched, head, port, _replica: replica }
 }
 
+/// The replica and geth asked the same questions: the paths where their answers differ, labelled, and how
+/// many answers were compared.
+struct Comparison<'a> {
+    port: u16,
+    geth: &'a Upstream,
+    diffs: Vec<String>,
+    compared: usize,
+}
+
+impl Comparison<'_> {
+    fn ask(&mut self, method: &'static str, params: Value, label: impl std::fmt::Display) {
+        let ours = answer(rpc_call(self.port, method, params.clone()));
+        let geth = self.geth.call(method, params);
+        let mut here = Vec::new();
+        differences("", &ours, &geth, &mut here);
+        self.diffs.extend(here.into_iter().take(5).map(|d| format!("{label}: {d}")));
+        self.compared += 1;
+    }
+}
+
 #[test]
 fn every_block_and_transaction_traces_as_geth_traces_it_with_every_tracer() {
     let Traced { c, touched, head, port, _replica } = traced_chain();
-    let mut diffs = Vec::new();
-    let mut compared = 0;
+    let mut check = Comparison { port, geth: &c.client, diffs: Vec::new(), compared: 0 };
     for n in 1..=head {
         let block = c.client.call("eth_getBlockByNumber", json!([format!("{n:#x}"), false]));
         for opts in &tracer_options() {
-            let params = json!([format!("{n:#x}"), opts]);
-            let ours = answer(rpc_call(port, "debug_traceBlockByNumber", params.clone()));
-            let geth = c.client.call("debug_traceBlockByNumber", params);
-            let mut here = Vec::new();
-            differences("", &ours, &geth, &mut here);
-            diffs.extend(here.into_iter().take(5).map(|d| format!("block {n} {opts}: {d}")));
-            compared += 1;
+            check.ask(
+                "debug_traceBlockByNumber",
+                json!([format!("{n:#x}"), opts]),
+                format!("block {n} {opts}"),
+            );
         }
         // Each transaction alone (the ones before it run untraced).
         for hash in block["transactions"].as_array().into_iter().flatten().take(3) {
@@ -108,13 +125,7 @@ fn every_block_and_transaction_traces_as_geth_traces_it_with_every_tracer() {
                 json!({"tracer": "prestateTracer", "tracerConfig": {"diffMode": true}}),
                 json!({"tracer": "flatCallTracer", "tracerConfig": {"convertParityErrors": true}}),
             ] {
-                let params = json!([hash, opts]);
-                let ours = answer(rpc_call(port, "debug_traceTransaction", params.clone()));
-                let geth = c.client.call("debug_traceTransaction", params);
-                let mut here = Vec::new();
-                differences("", &ours, &geth, &mut here);
-                diffs.extend(here.into_iter().take(5).map(|d| format!("tx {hash} {opts}: {d}")));
-                compared += 1;
+                check.ask("debug_traceTransaction", json!([hash, opts]), format!("tx {hash} {opts}"));
             }
         }
     }
@@ -131,29 +142,17 @@ fn every_block_and_transaction_traces_as_geth_traces_it_with_every_tracer() {
         }
         for tracer in ["prestateTracer", "callTracer"] {
             let opts = json!({"tracer": tracer, "txIndex": "0x1"});
-            let params = json!([call, format!("{n:#x}"), opts]);
-            let ours = answer(rpc_call(port, "debug_traceCall", params.clone()));
-            let geth = c.client.call("debug_traceCall", params);
-            let mut here = Vec::new();
-            differences("", &ours, &geth, &mut here);
-            diffs.extend(
-                here.into_iter().take(5).map(|d| format!("traceCall block {n} txIndex 1 {tracer}: {d}")),
-            );
-            compared += 1;
+            let label = format!("traceCall block {n} txIndex 1 {tracer}");
+            check.ask("debug_traceCall", json!([call, format!("{n:#x}"), opts]), label);
             with_index += 1;
         }
     }
     assert!(with_index >= 4, "too few calls traced inside blocks: {with_index}");
     // A call on top of the head, with each tracer: the contract's storage write and log.
     for opts in &tracer_options() {
-        let params = json!([call, "latest", opts]);
-        let ours = answer(rpc_call(port, "debug_traceCall", params.clone()));
-        let geth = c.client.call("debug_traceCall", params);
-        let mut here = Vec::new();
-        differences("", &ours, &geth, &mut here);
-        diffs.extend(here.into_iter().take(5).map(|d| format!("traceCall {opts}: {d}")));
-        compared += 1;
+        check.ask("debug_traceCall", json!([call, "latest", opts]), format!("traceCall {opts}"));
     }
+    let Comparison { diffs, compared, .. } = check;
     eprintln!("{compared} traces compared over {head} blocks, {} differences", diffs.len());
     assert!(compared > 25, "too few traces compared: {compared}");
     assert!(

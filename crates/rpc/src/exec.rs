@@ -78,6 +78,8 @@ pub struct Replay<'a> {
     db: CacheDB<StateAt<'a>>,
     /// The index of the next transaction.
     next: usize,
+    /// The logs the transactions before the next one emitted (geth numbers logs in the block).
+    logs_before_next: u64,
     /// A deadline and the timeout it came from, checked between transactions.
     deadline: Option<(Instant, std::time::Duration)>,
 }
@@ -101,7 +103,17 @@ impl<'a> Replay<'a> {
         let mut cfg = CfgEnv::new_with_spec(spec_id);
         cfg.chain_id = spec.chain_id();
         let db = CacheDB::new(StateAt { store: view, number: parent });
-        let mut replay = Replay { block, header, spec_id, block_env, cfg, db, next: 0, deadline: None };
+        let mut replay = Replay {
+            block,
+            header,
+            spec_id,
+            block_env,
+            cfg,
+            db,
+            next: 0,
+            logs_before_next: 0,
+            deadline: None,
+        };
         replay.system_calls()?;
         Ok(replay)
     }
@@ -126,15 +138,16 @@ impl<'a> Replay<'a> {
         self.db
     }
 
-    /// Where transaction `index` sits in the block, as its trace names it.
-    pub fn place(&self, index: usize) -> crate::tracers::Place {
-        let tx_hash = self.block.transactions.get(index).map(|t| t.hash());
+    /// Where the next transaction (the one [`Replay::execute`] ran, before its commit) sits in the block, as
+    /// its trace names it.
+    pub fn place(&self) -> crate::tracers::Place {
+        let tx_hash = self.block.transactions.get(self.next).map(|t| t.hash());
         crate::tracers::Place {
             block_hash: Some(self.block.hash),
             block_number: self.block.number,
             tx_hash,
-            tx_index: index as u64,
-            logs_before: self.block.receipts.iter().take(index).map(|r| r.logs.len() as u64).sum(),
+            tx_index: self.next as u64,
+            logs_before: self.logs_before_next,
             spec_id: self.spec_id,
             chain_id: self.cfg.chain_id,
         }
@@ -281,6 +294,7 @@ impl<'a> Replay<'a> {
     /// Commits what [`Replay::execute`] returned; the next transaction runs on top of it.
     pub fn commit(&mut self, executed: Executed) {
         self.db.commit(executed.result.state);
+        self.logs_before_next += self.block.receipts.get(self.next).map_or(0, |r| r.logs.len() as u64);
         self.next += 1;
     }
 

@@ -136,7 +136,7 @@ fn next(replay: &mut Replay, plan: &Plan, guard: &mut Guard) -> Result<(Value, B
     let (executed, (mut fanout, (guard, recorders))) = replay.execute((fanout, (guard, recorders)))?;
     guard.record(fanout.recorded_bytes(), fanout.limit_exceeded());
     guard.check()?;
-    let place = replay.place(executed.index);
+    let place = replay.place();
     let run = TxRun {
         tx_env: &executed.tx_env,
         block_env: replay.block_env(),

@@ -106,7 +106,7 @@ fn next_located(
     let (executed, (inspector, guard)) = replay.execute((inspector, guard))?;
     guard.record(inspector.recorded_bytes(), inspector.limit_exceeded());
     guard.check()?;
-    let info = transaction_info(replay, executed.index);
+    let info = transaction_info(replay);
     replay.commit(executed);
     Ok(inspector.into_parity_builder().into_localized_transaction_traces(info))
 }
@@ -138,12 +138,12 @@ fn recording(config: TracingInspectorConfig, guard: &Guard) -> TracingInspector 
     TracingInspector::new(config).with_limits(budget)
 }
 
-/// Where transaction `index` sits, as a located trace names it.
-fn transaction_info(replay: &Replay, index: usize) -> TransactionInfo {
-    let place = replay.place(index);
+/// Where the transaction just run sits, as a located trace names it.
+fn transaction_info(replay: &Replay) -> TransactionInfo {
+    let place = replay.place();
     TransactionInfo {
         hash: place.tx_hash,
-        index: Some(index as u64),
+        index: Some(place.tx_index),
         block_hash: place.block_hash,
         block_number: Some(place.block_number),
         base_fee: replay.header.base_fee_per_gas,

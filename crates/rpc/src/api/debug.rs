@@ -177,15 +177,12 @@ impl DebugApiServer for Debug {
         let c = &self.0;
         let limits = replayed::limits(c, opts.tracing.timeout.as_deref())?;
         let plan = Plan::new(&opts.tracing).map_err(trace_error)?;
-        let (deadline, timeout) = (limits.deadline, limits.timeout);
-        let call_env = evm::CallEnv { spec: c.chain_spec()?, gas_cap: c.limits.gas_cap, deadline, timeout };
+        let call_env = replayed::call_env(c, limits)?;
         let overrides =
             evm::Overrides { state: opts.state_overrides.clone(), block: opts.block_overrides.clone() };
         let spec = block.unwrap_or_default();
         replayed::on_trace_pool(c, limits, move |r| {
-            let n = r.resolve(spec)?;
-            let b = r.canonical_block(n)?.ok_or_else(|| server_error("header not found"))?;
-            let header = crate::fees::header(&b).map_err(server_error)?;
+            let (b, header) = replayed::call_block(r, spec)?;
             let prepared = match opts.tx_index.map(|i| i.to::<usize>()) {
                 None => evm::prepare(&r.view, &header, &request, &call_env, &overrides),
                 Some(index) => {

@@ -10,6 +10,7 @@ use crate::{
     block_id::BlockSpec,
     ctx::{Class, Ctx, Req},
     error::{server_error, RpcResult},
+    evm,
     exec::Replay,
     geth_trace::{self, TraceError, TraceLimits},
 };
@@ -22,6 +23,25 @@ pub(crate) fn limits(ctx: &Ctx, timeout_option: Option<&str>) -> RpcResult<Trace
     let timeout = geth_trace::timeout(timeout_option, limits.trace_timeout).map_err(trace_error)?;
     let deadline = std::time::Instant::now() + timeout;
     Ok(TraceLimits { deadline, timeout, max_bytes: limits.max_trace_bytes })
+}
+
+/// The environment a traced call runs in (`debug_traceCall`, `trace_call`): the chain's rules, the gas cap,
+/// and the trace's deadline.
+pub(crate) fn call_env(ctx: &Ctx, limits: TraceLimits) -> RpcResult<evm::CallEnv> {
+    Ok(evm::CallEnv {
+        spec: ctx.chain_spec()?,
+        gas_cap: ctx.limits.gas_cap,
+        deadline: limits.deadline,
+        timeout: limits.timeout,
+    })
+}
+
+/// The canonical block a traced call runs on, and its header; geth's "header not found" when there is none.
+pub(crate) fn call_block(r: &Req, spec: BlockSpec) -> RpcResult<(Arc<StoredBlock>, alloy_consensus::Header)> {
+    let n = r.resolve(spec)?;
+    let block = r.canonical_block(n)?.ok_or_else(|| server_error("header not found"))?;
+    let header = crate::fees::header(&block).map_err(server_error)?;
+    Ok((block, header))
 }
 
 /// Runs `work` on the trace pool, in one view of the store.

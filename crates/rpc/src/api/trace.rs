@@ -136,18 +136,11 @@ impl TraceApiServer for Trace {
     ) -> RpcResult<TraceResults> {
         let c = &self.0;
         let limits = replayed::limits(c, None)?;
-        let call_env = evm::CallEnv {
-            spec: c.chain_spec()?,
-            gas_cap: c.limits.gas_cap,
-            deadline: limits.deadline,
-            timeout: limits.timeout,
-        };
+        let call_env = replayed::call_env(c, limits)?;
         let overrides = evm::Overrides { state: state_overrides, block: block_overrides };
         let spec = block.unwrap_or_default();
         replayed::on_trace_pool(c, limits, move |r| {
-            let n = r.resolve(spec)?;
-            let b = r.canonical_block(n)?.ok_or_else(|| server_error("header not found"))?;
-            let header = crate::fees::header(&b).map_err(server_error)?;
+            let (_, header) = replayed::call_block(r, spec)?;
             let prepared =
                 evm::prepare(&r.view, &header, &request, &call_env, &overrides).map_err(server_error)?;
             parity_trace::call(prepared, &types, limits).map_err(trace_error)
