@@ -13,6 +13,8 @@ mod ingest;
 mod pipeline;
 mod read;
 pub mod tables;
+#[allow(dead_code)]
+pub mod trie;
 
 use std::{
     path::Path,

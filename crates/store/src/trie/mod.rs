@@ -1,0 +1,215 @@
+//! The state trie: its branch nodes kept in the store, so that a block's state root is recomputed from
+//! what the block changed rather than from the whole state, and proofs are read rather than rebuilt.
+//!
+//! The layout follows reth's: every branch node that has a hashed branch child (or a stored descendant) is
+//! kept as a [`BranchNodeCompact`] under its nibble path, the account trie's in [`AccountTrie`], each
+//! storage trie's in [`StorageTrie`] under its hashed address. Leaves are not stored twice: they are the
+//! `accounts` and `storage` tables themselves, keyed by the trie paths. Each account's storage root is
+//! kept in [`StorageRoots`], so an account leaf is encoded without touching its storage trie.
+//!
+//! A root is computed by [`walk::Walk`]: it walks the stored nodes down the paths the block changed (the
+//! [`PrefixSet`]), takes every untouched subtree's hash from its parent node as it is, and hashes only
+//! the leaves around the changes. The same walk, with target keys in the prefix set and a proof retainer,
+//! answers `eth_getProof`.
+
+pub(crate) mod walk;
+
+use alloy_primitives::{B256, U256};
+use alloy_rlp::Encodable;
+use alloy_trie::{BranchNodeCompact, Nibbles, TrieAccount, TrieMask};
+use serde::{Deserialize, Serialize};
+
+use crate::tables::{Key, StoredAccount, Value};
+
+/// A nibble path in a trie, stored one nibble per byte so that RocksDB's byte order is the trie's order
+/// (a path sorts before every path it prefixes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TriePath(pub Nibbles);
+
+impl Key for TriePath {
+    fn encode(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+}
+
+impl Key for (B256, TriePath) {
+    fn encode(&self) -> Vec<u8> {
+        let mut key = Vec::with_capacity(32 + self.1 .0.len());
+        key.extend_from_slice(self.0.as_slice());
+        key.extend_from_slice(&self.1 .0.to_vec());
+        key
+    }
+}
+
+/// The path a stored key (nibble bytes) spells; `None` if a byte is not a nibble or it is too long.
+pub(crate) fn path_of(bytes: &[u8]) -> Option<Nibbles> {
+    (bytes.len() <= 64 && bytes.iter().all(|b| *b < 16)).then(|| Nibbles::from_nibbles_unchecked(bytes))
+}
+
+/// A stored branch node ([`BranchNodeCompact`]), encoded as its three masks, whether a root hash follows,
+/// the root hash, then the child hashes (as many as the hash mask has bits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrieNode(pub BranchNodeCompact);
+
+impl Value for TrieNode {
+    fn encode(&self) -> Vec<u8> {
+        let n = &self.0;
+        let mut out = Vec::with_capacity(7 + 32 * (n.hashes.len() + 1));
+        for mask in [n.state_mask, n.tree_mask, n.hash_mask] {
+            out.extend_from_slice(&mask.get().to_be_bytes());
+        }
+        match n.root_hash {
+            Some(root) => {
+                out.push(1);
+                out.extend_from_slice(root.as_slice());
+            }
+            None => out.push(0),
+        }
+        for hash in n.hashes.iter() {
+            out.extend_from_slice(hash.as_slice());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < 7 {
+            return Err(format!("trie node of {} bytes", bytes.len()));
+        }
+        let mask = |i: usize| TrieMask::new(u16::from_be_bytes([bytes[2 * i], bytes[2 * i + 1]]));
+        let (state_mask, tree_mask, hash_mask) = (mask(0), mask(1), mask(2));
+        let (root_hash, rest) = match bytes[6] {
+            0 => (None, &bytes[7..]),
+            1 if bytes.len() >= 39 => (Some(B256::from_slice(&bytes[7..39])), &bytes[39..]),
+            flag => return Err(format!("trie node root flag {flag} in {} bytes", bytes.len())),
+        };
+        if !tree_mask.is_subset_of(state_mask) || !hash_mask.is_subset_of(state_mask) {
+            return Err(format!("trie node masks {state_mask:?} {tree_mask:?} {hash_mask:?} disagree"));
+        }
+        if rest.len() != 32 * hash_mask.count_ones() as usize {
+            return Err(format!("{} bytes of hashes for hash mask {hash_mask:?}", rest.len()));
+        }
+        let hashes = rest.chunks_exact(32).map(B256::from_slice).collect::<Vec<_>>();
+        Ok(TrieNode(BranchNodeCompact { state_mask, tree_mask, hash_mask, hashes: hashes.into(), root_hash }))
+    }
+}
+
+/// Where the stored trie stands: the block whose state its nodes describe, and that state's root. Absent
+/// when the nodes are not complete (never built, or blocks were applied with the trie off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrieHead {
+    pub number: u64,
+    pub hash: B256,
+    pub root: B256,
+}
+
+/// The keys (full 64-nibble paths) a computation must not take from stored nodes: the changed ones, and
+/// the targets of a proof. Sorted; asks "does any key start with this path?".
+#[derive(Debug, Clone, Default)]
+pub struct PrefixSet {
+    keys: Vec<Nibbles>,
+}
+
+impl PrefixSet {
+    pub fn new(keys: impl IntoIterator<Item = B256>) -> Self {
+        let mut keys: Vec<Nibbles> = keys.into_iter().map(Nibbles::unpack).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        Self { keys }
+    }
+
+    /// Whether some key starts with `path`.
+    pub fn contains(&self, path: &Nibbles) -> bool {
+        let i = self.keys.partition_point(|k| k < path);
+        self.keys.get(i).is_some_and(|k| k.starts_with(path))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// A storage slot's leaf value: the value's RLP (as an integer, leading zeros dropped).
+pub(crate) fn slot_leaf(value: &B256) -> Vec<u8> {
+    let mut leaf = Vec::with_capacity(33);
+    U256::from_be_bytes(value.0).encode(&mut leaf);
+    leaf
+}
+
+/// An account's leaf value: the account with its storage root, RLP.
+pub(crate) fn account_leaf(account: &StoredAccount, storage_root: B256) -> Vec<u8> {
+    let mut leaf = Vec::with_capacity(110);
+    TrieAccount { nonce: account.nonce, balance: account.balance, storage_root, code_hash: account.code_hash }
+        .encode(&mut leaf);
+    leaf
+}
+
+/// The lowest 32-byte key under `path` (the path, zero-padded).
+pub(crate) fn lowest_key(path: &Nibbles) -> B256 {
+    let mut key = B256::ZERO;
+    path.pack_to(key.as_mut_slice());
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trie_node_survives_its_encoding_and_bad_bytes_are_refused() {
+        let node = BranchNodeCompact::new(
+            TrieMask::new(0b1011),
+            TrieMask::new(0b0010),
+            TrieMask::new(0b1001),
+            vec![B256::repeat_byte(1), B256::repeat_byte(2)],
+            Some(B256::repeat_byte(9)),
+        );
+        let bytes = TrieNode(node.clone()).encode();
+        assert_eq!(TrieNode::decode(&bytes).expect("decodes").0, node);
+        let rootless = BranchNodeCompact { root_hash: None, ..node };
+        assert_eq!(TrieNode::decode(&TrieNode(rootless.clone()).encode()).expect("decodes").0, rootless);
+        #[rustfmt::skip]
+        let bad: Vec<(&str, Vec<u8>)> = vec![
+            ("too short",                 vec![0; 5]),
+            ("a hash missing",            bytes[..bytes.len() - 32].to_vec()),
+            ("tree mask outside state",   [&[0, 1, 0, 2, 0, 0, 0][..]].concat()),
+            ("unknown root flag",         vec![0, 0, 0, 0, 0, 0, 7]),
+        ];
+        for (name, bytes) in bad {
+            assert!(TrieNode::decode(&bytes).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_prefix_set_says_whether_a_key_starts_with_a_path() {
+        let set = PrefixSet::new([B256::repeat_byte(0x12), B256::repeat_byte(0x34)]);
+        let p = |n: &[u8]| Nibbles::from_nibbles(n);
+        #[rustfmt::skip]
+        let cases: Vec<(Nibbles, bool)> = vec![
+            (p(&[]),           true),
+            (p(&[1]),          true),
+            (p(&[1, 2, 1]),    true),
+            (p(&[1, 2, 2]),    false),
+            (p(&[2]),          false),
+            (p(&[3, 4]),       true),
+            (p(&[0xf]),        false),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(set.contains(&path), expected, "{path:?}");
+        }
+        assert!(!PrefixSet::default().contains(&p(&[])));
+    }
+
+    #[test]
+    fn a_path_sorts_before_the_paths_it_prefixes() {
+        let keys: Vec<Vec<u8>> = [&[1u8][..], &[1, 0], &[1, 15, 3], &[2]]
+            .iter()
+            .map(|n| TriePath(Nibbles::from_nibbles(n)).encode())
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(lowest_key(&Nibbles::from_nibbles([1, 2, 3])).0[..3], [0x12, 0x30, 0]);
+    }
+}
