@@ -97,6 +97,12 @@ struct ReplicaArgs {
     /// applying a block reads nothing per key.
     #[arg(long, env = "EC_VERIFY_PRIORS")]
     verify_priors: bool,
+    /// Keep the state trie and check every block's state root against its header (`on`): a record that
+    /// leaves out or misstates a change stops the replica (exit 3) before it is applied, and
+    /// `eth_getProof` is served. `off` applies faster and proves nothing; the trie is rebuilt (once) when it
+    /// is turned back on.
+    #[arg(long, env = "EC_STATE_TRIE", default_value = "on", value_parser = ["on", "off"])]
+    state_trie: String,
     /// Blocks of at least this many writes are written by a thread of their own while the next record is
     /// decoded and prepared; smaller ones in place (the hand-over costs more than it saves on them). 0 hands
     /// every record over (the tests do, to exercise it).
@@ -263,6 +269,11 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
             sync_writes: args.sync_writes,
             history_blocks: args.history_blocks,
             verify_priors: args.verify_priors,
+            state_trie: if args.state_trie == "off" {
+                ec_store::TrieMode::Off
+            } else {
+                ec_store::TrieMode::Check
+            },
             tuning: ec_store::Tuning::replica(args.block_cache_mb << 20),
         },
         exit_when_caught_up: args.exit_when_caught_up,

@@ -9,7 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::{keccak256, Address, Bytes, B256, KECCAK256_EMPTY};
-use ec_log::{AccountChange, AccountPrior, Assembled, Block, BlockRef, Checkpoint, Genesis, Record, Revert};
+use ec_log::{
+    state_root_of_header, AccountChange, AccountPrior, Assembled, Block, BlockRef, Checkpoint, Genesis,
+    Record, Revert,
+};
 
 use crate::{
     batch::{Batch, Sealed, Source},
@@ -20,7 +23,11 @@ use crate::{
         ChainInfo, ChangeSet, Code, ImportedState, LegacyBlocks, LogAddresses, LogTopics, Meta, MetaKey,
         PriorAccount, Storage, StorageHistory, StoredAccount, TxIndex, TxLocation, Value,
     },
-    Store, StoreOptions,
+    trie::{
+        update::{AccountDelta, StateDelta},
+        TrieHead,
+    },
+    Store, StoreOptions, TrieMode,
 };
 
 /// What [`Store::apply`] did with a record.
@@ -66,6 +73,14 @@ pub(crate) struct Ready {
     pub(crate) first_state_block: Option<u64>,
 }
 
+/// One account's change as written: its hashed address, each changed (hashed) slot's value before and after,
+/// and the account after.
+struct AccountWritten {
+    key: B256,
+    slots: BTreeMap<B256, (B256, B256)>,
+    account: Option<StoredAccount>,
+}
+
 /// Whether `next` may be prepared while the batch of the record before it (`after`) is still being written,
 /// reading the database as it was before that batch. Safe when nothing `next` reads is something the batch in
 /// flight writes, other than what [`After`] carries (sequence, head, new code):
@@ -78,6 +93,10 @@ pub(crate) struct Ready {
 /// - `--verify-priors` is off: it reads every prior, which the block in flight may have written.
 pub(crate) fn may_prepare_during(after: &After, next: &Record, opts: &StoreOptions) -> bool {
     if opts.verify_priors || !after.simple {
+        return false;
+    }
+    // A block updates the trie the next block walks (and the trie head it starts from).
+    if opts.state_trie != TrieMode::Off && after.head.is_some() && matches!(next, Record::Block(_)) {
         return false;
     }
     match next {
@@ -180,7 +199,10 @@ impl Store {
                 if let Some(imported) = self.imported()? {
                     return Err(StoreError::ImportedButGenesis { sequence, number: imported.number });
                 }
-                new_code = self.write_block(&mut batch, sequence, &g.block, false, in_flight_code)?;
+                let delta;
+                (new_code, delta) =
+                    self.write_block(&mut batch, sequence, &g.block, false, in_flight_code)?;
+                self.check_state_root(&mut batch, sequence, &g.block, &delta)?;
                 let info = ChainInfo {
                     cluster_id: rec.envelope.cluster_id.clone(),
                     chain_id: g.chain_id,
@@ -221,7 +243,9 @@ impl Store {
                 if b.parent_hash != head.hash {
                     return Err(not_next(format!("its parent is {}", b.parent_hash)));
                 }
-                new_code = self.write_block(&mut batch, sequence, b, true, in_flight_code)?;
+                let delta;
+                (new_code, delta) = self.write_block(&mut batch, sequence, b, true, in_flight_code)?;
+                self.check_state_root(&mut batch, sequence, b, &delta)?;
                 // Keep the undo index for the newest `undo_window` blocks only. The head only ever grows
                 // one block at a time, so dropping the one entry that just left the window prunes every
                 // older one too. (Not a range delete: RocksDB re-fragments every range tombstone in the
@@ -330,6 +354,21 @@ impl Store {
         if c.ancestors.last().is_some_and(|parent| *parent != b.parent_hash) {
             return Err(bad_block(sequence, b, "the last ancestor is not the block's parent".into()));
         }
+        if self.opts.state_trie != TrieMode::Off {
+            let built = TrieHead { number: b.number, hash: b.hash, root };
+            if self.trie_head()? != Some(built) {
+                return Err(StoreError::Corrupt {
+                    table: "meta",
+                    reason: format!(
+                        "the state trie describes {:?}, not the imported block {} ({}): restart the replica to \
+                         rebuild it",
+                        self.trie_head()?,
+                        b.number,
+                        b.hash
+                    ),
+                });
+            }
+        }
         self.write_block(batch, sequence, b, false, &BTreeSet::new())?;
         // The ancestors go into the canonical index without bodies: the EVM's BLOCKHASH finds them there,
         // and the block methods answer `null` for a number whose body is missing.
@@ -340,7 +379,8 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a block's body, indexes and state change; returns the code it stores for the first time.
+    /// Writes a block's body, indexes and state change; returns the code it stores for the first time and the
+    /// state change as the trie takes it.
     /// `undoable` is false only for genesis, which is never reverted and so needs no history. `in_flight_code`
     /// is code a batch still being written stores (see [`Store::prepare`]).
     fn write_block(
@@ -350,7 +390,7 @@ impl Store {
         b: &Block,
         undoable: bool,
         in_flight_code: &BTreeSet<B256>,
-    ) -> Result<BTreeSet<B256>> {
+    ) -> Result<(BTreeSet<B256>, StateDelta)> {
         if !b.hash_matches_header() {
             return Err(bad_block(sequence, b, format!("hash {} is not keccak256 of its header", b.hash)));
         }
@@ -383,15 +423,19 @@ impl Store {
             }
         }
         let mut changes = ChangeSet::default();
+        let mut delta = StateDelta::default();
         let mut new_code = BTreeSet::new();
         for change in &b.state {
-            changes.accounts.push(self.write_account(
+            let AccountWritten { key, slots, account } = self.write_account(
                 batch,
                 (sequence, b.number),
                 change,
                 undoable,
                 (in_flight_code, &mut new_code),
-            )?);
+            )?;
+            changes.accounts.push((key, slots.keys().copied().collect()));
+            let slots = slots.into_iter().map(|(slot, (_, after))| (slot, after)).collect();
+            delta.accounts.insert(key, AccountDelta { account, slots });
         }
         // Sorted by hashed address, as every state table is.
         changes.accounts.sort_unstable_by_key(|(key, _)| *key);
@@ -412,7 +456,7 @@ impl Store {
         self.write_body(batch, b);
         self.put::<Canonical>(batch, &b.number, &b.hash);
         self.put_head(batch, BlockRef { number: b.number, hash: b.hash });
-        Ok(new_code)
+        Ok((new_code, delta))
     }
 
     /// The block's head and each transaction with its receipt, each its own entry, so that one transaction
@@ -436,8 +480,8 @@ impl Store {
         }
     }
 
-    /// Applies one account's change; returns its hashed address and every (hashed) slot it changed, sorted,
-    /// for the undo index.
+    /// Applies one account's change; returns its hashed address, every (hashed) slot it changed with its
+    /// value before and after, and the account after.
     ///
     /// The history entries come from the record's prior values, so this reads nothing per key, except the
     /// old storage of a wiped account (which must be deleted, so it has to be listed) and whether new code is
@@ -449,7 +493,7 @@ impl Store {
         change: &AccountChange,
         undoable: bool,
         (in_flight_code, new_code): (&BTreeSet<B256>, &mut BTreeSet<B256>),
-    ) -> Result<(B256, Vec<B256>)> {
+    ) -> Result<AccountWritten> {
         let account_key = keccak256(change.address);
         let prior = change.prior.map(|p| StoredAccount {
             balance: p.balance,
@@ -498,8 +542,11 @@ impl Store {
         if undoable {
             self.put::<AccountHistory>(batch, &(account_key, number), &PriorAccount(prior.clone()));
         }
-        match &change.account {
-            None => self.delete::<Accounts>(batch, &account_key),
+        let after = match &change.account {
+            None => {
+                self.delete::<Accounts>(batch, &account_key);
+                None
+            }
             Some(state) => {
                 let code_hash = match &state.code {
                     Some(code) if code.is_empty() => KECCAK256_EMPTY,
@@ -520,9 +567,10 @@ impl Store {
                 };
                 let account = StoredAccount { balance: state.balance, nonce: state.nonce, code_hash };
                 self.put::<Accounts>(batch, &account_key, &account);
+                Some(account)
             }
-        }
-        Ok((account_key, slots.into_keys().collect()))
+        };
+        Ok(AccountWritten { key: account_key, slots, account: after })
     }
 
     /// `--verify-priors`: the record's account before the block against this database's.
@@ -569,14 +617,17 @@ impl Store {
             table: "history",
             reason: format!("undo of block {}: no {what}", r.number),
         };
+        let mut delta = StateDelta::default();
         for (address, slots) in &changes.accounts {
             let prior = self
                 .get::<AccountHistory>(&(*address, r.number))?
                 .ok_or_else(|| missing(format!("prior account {address} (hashed)")))?;
-            match prior.0 {
-                Some(account) => self.put::<Accounts>(batch, address, &account),
+            match &prior.0 {
+                Some(account) => self.put::<Accounts>(batch, address, account),
                 None => self.delete::<Accounts>(batch, address),
             }
+            let restored = delta.accounts.entry(*address).or_default();
+            restored.account = prior.0;
             self.delete::<AccountHistory>(batch, &(*address, r.number));
             for slot in slots {
                 let key = (*address, *slot, r.number);
@@ -589,6 +640,7 @@ impl Store {
                     self.put::<Storage>(batch, &(*address, *slot), &before);
                 }
                 self.delete::<StorageHistory>(batch, &key);
+                restored.slots.insert(*slot, before);
             }
         }
         for hash in &changes.new_code {
@@ -617,7 +669,78 @@ impl Store {
         let parent = r.number - 1;
         let parent_hash =
             self.canonical_hash(parent)?.ok_or_else(|| missing(format!("canonical block {parent}")))?;
+        if self.opts.state_trie != TrieMode::Off {
+            let parent_head =
+                self.block_head(&parent_hash)?.ok_or_else(|| missing(format!("body of block {parent}")))?;
+            let expected = state_root_of_header(&parent_head.header).map_err(|e| StoreError::Corrupt {
+                table: "block_heads",
+                reason: format!("header of block {parent} has no state root: {e}"),
+            })?;
+            let trie_parent = BlockRef { number: parent, hash: parent_hash };
+            self.check_trie_root(batch, sequence, (r.number, r.hash), trie_parent, expected, &delta)?;
+        }
         self.put_head(batch, BlockRef { number: parent, hash: parent_hash });
+        Ok(())
+    }
+
+    /// With the trie on: updates it with a block's change, and refuses the block unless the new root is the
+    /// one its header commits to.
+    fn check_state_root(
+        &self,
+        batch: &mut Batch,
+        sequence: u64,
+        b: &Block,
+        delta: &StateDelta,
+    ) -> Result<()> {
+        if self.opts.state_trie == TrieMode::Off {
+            return Ok(());
+        }
+        let expected = state_root_of_header(&b.header)
+            .map_err(|e| bad_block(sequence, b, format!("header does not decode to a state root: {e}")))?;
+        let block = BlockRef { number: b.number, hash: b.hash };
+        self.check_trie_root(batch, sequence, (b.number, b.parent_hash), block, expected, delta)
+    }
+
+    /// Applies `delta` to the trie, which must describe the state `from` names (a block's number and its
+    /// parent's hash; a revert's block and its own hash), compares the root with `expected` and records that
+    /// the trie now describes `to`.
+    fn check_trie_root(
+        &self,
+        batch: &mut Batch,
+        sequence: u64,
+        (number, from): (u64, B256),
+        to: BlockRef,
+        expected: B256,
+        delta: &StateDelta,
+    ) -> Result<()> {
+        let trie = self.trie_head()?;
+        let computed = match trie {
+            // Genesis: an empty state and no trie yet.
+            None if number == 0 && to.number == 0 => self.update_trie(batch, delta)?,
+            Some(t) if t.hash == from && delta.accounts.is_empty() => t.root,
+            Some(t) if t.hash == from => self.update_trie(batch, delta)?,
+            _ => {
+                return Err(StoreError::Corrupt {
+                    table: "meta",
+                    reason: format!(
+                        "the state trie describes {:?}, not the state block {number} applies to ({from}); \
+                         restart the replica to rebuild it",
+                        trie.map(|t| (t.number, t.hash))
+                    ),
+                })
+            }
+        };
+        if computed != expected && self.opts.state_trie == TrieMode::Check {
+            return Err(StoreError::StateRootMismatch {
+                sequence,
+                number,
+                expected,
+                computed,
+                changed: delta.accounts.len(),
+            });
+        }
+        let head = TrieHead { number: to.number, hash: to.hash, root: computed };
+        self.put::<Meta>(batch, &MetaKey::Trie, &head.encode().into());
         Ok(())
     }
 
@@ -700,9 +823,10 @@ mod tests {
 
     #[test]
     fn what_may_be_prepared_while_the_record_before_is_written() {
-        let plain = StoreOptions::default();
-        let verify = StoreOptions { verify_priors: true, ..StoreOptions::default() };
-        let window = |k| StoreOptions { undo_window: 1, history_blocks: Some(k), ..StoreOptions::default() };
+        let plain = StoreOptions { state_trie: TrieMode::Off, ..StoreOptions::default() };
+        let trie = StoreOptions::default();
+        let verify = StoreOptions { verify_priors: true, ..plain.clone() };
+        let window = |k| StoreOptions { undo_window: 1, history_blocks: Some(k), ..plain.clone() };
         let revert = Record::Revert(Revert { number: 10, hash: B256::ZERO });
         #[rustfmt::skip]
         let cases: Vec<(&str, After, Record, StoreOptions, bool)> = vec![
@@ -716,6 +840,9 @@ mod tests {
             ("verifying priors reads them all",    in_flight(Some(10), true), block(11, false, false), verify,        false),
             ("pruning a block long written",       in_flight(Some(10), true), block(11, false, false), window(2),     true),
             ("pruning the block in flight",        in_flight(Some(10), true), block(11, false, false), window(1),     false),
+            ("the trie a block updates",           in_flight(Some(10), true), block(11, false, false), trie.clone(),  false),
+            ("the trie after a heartbeat",         in_flight(None, true),     block(11, false, false), trie.clone(),  true),
+            ("a heartbeat beside the trie",        in_flight(Some(10), true), heartbeat(),             trie,          true),
         ];
         for (name, after, next, opts, expected) in cases {
             assert_eq!(may_prepare_during(&after, &next, &opts), expected, "{name}");

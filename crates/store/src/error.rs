@@ -92,6 +92,22 @@ pub enum StoreError {
          the publisher's client)"
     )]
     PriorMismatch { sequence: u64, number: u64, what: String, record: String, db: String },
+    /// The state root computed from the stored state after a block differs from the one its header
+    /// commits to: the record left out or misstated a change (or this replica's state is wrong). Nothing of
+    /// the block is written.
+    #[error(
+        "record {sequence}: block {number}'s state root is {expected}, but the state after applying its record \
+         hashes to {computed}: the record does not carry the block's whole state change (a tracer blind spot \
+         in the publisher's client?) or this replica's state is wrong; nothing of the block is written \
+         ({changed} accounts changed)"
+    )]
+    StateRootMismatch { sequence: u64, number: u64, expected: B256, computed: B256, changed: usize },
+    /// The stored state does not hash to the state root of the block it claims to be (found when building
+    /// the trie tables, or by `verify-root`).
+    #[error(
+        "the stored state of block {number} hashes to {computed}, its header's state root is {expected}"
+    )]
+    StoredStateRoot { number: u64, expected: B256, computed: B256 },
     /// The write of a record handed to the store's writer thread ([`crate::Pipeline`]) failed; found when the
     /// pipeline next waited for it, so it names that record, not the one being submitted.
     #[error("writing record {sequence} (ending at offset {offset}): {source}")]

@@ -22,7 +22,8 @@ use rocksdb::{IngestExternalFileOptions, Options, ReadOptions};
 
 use crate::{
     error::{Result, StoreError},
-    tables::{Accounts, Storage, StoredAccount, Table, Value},
+    tables::{AccountTrie, Accounts, Storage, StorageRoots, StorageTrie, StoredAccount, Table, Value},
+    trie::{TrieNode, TriePath},
     Store,
 };
 
@@ -87,6 +88,25 @@ impl Store {
     /// on worker threads, by ranges of hashed addresses, while this thread builds the account trie and takes
     /// each account's storage root from the channel of its range, in order.
     pub fn state_root(&self) -> Result<B256> {
+        self.compute_root(false)
+    }
+
+    /// [`Self::state_root`], keeping the trie's nodes ([`crate::trie`]): every branch node the hash builders
+    /// store goes into the trie tables, and every storage root into `storage_roots`, written in batches as
+    /// the pass goes (no second pass, memory bounded). The trie tables are emptied first. Records nothing
+    /// about which block the state is: the caller does ([`Store::mark_imported`], or the rebuild at open).
+    pub fn build_trie(&self) -> Result<B256> {
+        for name in crate::tables::TRIE_TABLES {
+            let cf = self.cf_or_corrupt(name)?;
+            // Whole-table range deletes; the rebuild then writes every key anew.
+            self.db.delete_range_cf(cf, [0u8].as_slice(), [0xffu8; 100].as_slice())?;
+        }
+        let root = self.compute_root(true)?;
+        *self.built_root.lock().unwrap_or_else(|p| p.into_inner()) = Some(root);
+        Ok(root)
+    }
+
+    fn compute_root(&self, keep_nodes: bool) -> Result<B256> {
         let accounts_cf = self.cf_or_corrupt(Accounts::NAME)?;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
         // Range i holds the accounts whose first key byte is in [bounds[i], bounds[i + 1]). Many small ranges,
@@ -110,14 +130,14 @@ impl Store {
                 scope.spawn(move || {
                     for (lo, hi, tx) in mine {
                         // An error ends the range: it is the last item the receiver sees.
-                        if let Err(e) = self.storage_roots(lo, hi, &tx) {
+                        if let Err(e) = self.storage_roots(lo, hi, &tx, keep_nodes) {
                             let _ = tx.send(Err(e));
                             return;
                         }
                     }
                 });
             }
-            let root = self.account_trie(accounts_cf, &bounds, &mut ranges);
+            let root = self.account_trie(accounts_cf, &bounds, &mut ranges, keep_nodes);
             // Before the scope joins the workers: a worker blocked on a full channel (this thread returned
             // early, on an error) wakes up to a closed channel and exits.
             drop(ranges);
@@ -131,13 +151,15 @@ impl Store {
         accounts_cf: &rocksdb::ColumnFamily,
         bounds: &[u16],
         ranges: &mut [std::iter::Peekable<std::sync::mpsc::IntoIter<Result<StorageRoot>>>],
+        keep_nodes: bool,
     ) -> Result<B256> {
         let corrupt = |table: &'static str, reason: String| StoreError::Corrupt { table, reason };
         let orphan =
             |account: B256| corrupt(Storage::NAME, format!("slots of account {account} that does not exist"));
         let mut acc_it = self.db.raw_iterator_cf_opt(accounts_cf, scan_options());
         acc_it.seek_to_first();
-        let mut state = HashBuilder::default();
+        let mut state = HashBuilder::default().with_updates(keep_nodes);
+        let mut nodes = NodeWriter::default();
         let mut leaf = Vec::with_capacity(128);
         let (mut accounts, mut slots) = (0u64, 0u64);
         let started = Instant::now();
@@ -177,6 +199,14 @@ impl Store {
             state.add_leaf(Nibbles::unpack(hashed_address), &leaf);
             accounts += 1;
             acc_it.next();
+            if let Some(updates) = state.updated_branch_nodes.as_mut().filter(|u| u.len() >= NODES_PER_BATCH)
+            {
+                let drained = updates.len();
+                for (path, node) in updates.drain() {
+                    self.put::<AccountTrie>(&mut nodes.batch, &TriePath(path), &TrieNode(node));
+                }
+                nodes.added(self, drained)?;
+            }
 
             if accounts.is_multiple_of(1024) && logged.elapsed() >= PROGRESS_EVERY {
                 logged = Instant::now();
@@ -203,6 +233,12 @@ impl Store {
             }
         }
         let root = state.root();
+        let (_, updates) = state.split();
+        nodes.pending += updates.len();
+        for (path, node) in updates {
+            self.put::<AccountTrie>(&mut nodes.batch, &TriePath(path), &TrieNode(node));
+        }
+        nodes.finish(self)?;
         tracing::info!(accounts, slots, %root, elapsed_s = started.elapsed().as_secs(), "state root computed");
         Ok(root)
     }
@@ -213,19 +249,30 @@ impl Store {
         lo: u16,
         hi: u16,
         out: &std::sync::mpsc::SyncSender<Result<StorageRoot>>,
+        keep_nodes: bool,
     ) -> Result<()> {
         let corrupt = |reason: String| StoreError::Corrupt { table: Storage::NAME, reason };
+        let nodes = std::cell::RefCell::new(NodeWriter::default());
         let storage_cf = self.cf_or_corrupt(Storage::NAME)?;
         let mut it = self.db.raw_iterator_cf_opt(storage_cf, scan_options());
         it.seek([lo as u8]);
         let mut leaf = Vec::with_capacity(40);
         let mut current: Option<(B256, HashBuilder, u64)> = None;
         // The receiver only hangs up after an error of its own: stop quietly then.
-        let emit = |done: Option<(B256, HashBuilder, u64)>| match done {
-            Some((account, mut trie, slots)) => {
-                out.send(Ok(StorageRoot { account, root: trie.root(), slots })).is_ok()
+        let emit = |done: Option<(B256, HashBuilder, u64)>| -> Result<bool> {
+            let Some((account, mut trie, slots)) = done else { return Ok(true) };
+            let root = trie.root();
+            if keep_nodes {
+                let mut nodes = nodes.borrow_mut();
+                let (_, updates) = trie.split();
+                let added = updates.len() + 1;
+                for (path, node) in updates {
+                    self.put::<StorageTrie>(&mut nodes.batch, &(account, TriePath(path)), &TrieNode(node));
+                }
+                self.put::<StorageRoots>(&mut nodes.batch, &account, &root);
+                nodes.added(self, added)?;
             }
-            None => true,
+            Ok(out.send(Ok(StorageRoot { account, root, slots })).is_ok())
         };
         while let (Some(key), Some(value)) = (it.key(), it.value()) {
             if key.len() != 64 {
@@ -241,10 +288,11 @@ impl Store {
                 // A zero slot is an absent slot in the trie; storing one is a writer's bug.
                 return Err(corrupt(format!("zero value stored for {account}")));
             }
-            if current.as_ref().is_none_or(|(a, _, _)| *a != account) && !emit(current.take()) {
+            if current.as_ref().is_none_or(|(a, _, _)| *a != account) && !emit(current.take())? {
                 return Ok(());
             }
-            let (_, trie, slots) = current.get_or_insert_with(|| (account, HashBuilder::default(), 0));
+            let (_, trie, slots) =
+                current.get_or_insert_with(|| (account, HashBuilder::default().with_updates(keep_nodes), 0));
             leaf.clear();
             U256::from_be_bytes(value.0).encode(&mut leaf);
             trie.add_leaf(Nibbles::unpack(&key[32..]), &leaf);
@@ -252,7 +300,37 @@ impl Store {
             it.next();
         }
         it.status()?;
-        emit(current.take());
+        emit(current.take())?;
+        nodes.into_inner().finish(self)
+    }
+}
+
+/// Trie nodes a full pass writes per batch.
+const NODES_PER_BATCH: usize = 16_384;
+
+/// The trie nodes of a full pass, written a batch at a time.
+#[derive(Default)]
+struct NodeWriter {
+    batch: crate::batch::Batch,
+    pending: usize,
+}
+
+impl NodeWriter {
+    /// Counts `added` writes put into the batch; commits once a batch's worth is pending.
+    fn added(&mut self, store: &Store, added: usize) -> Result<()> {
+        self.pending += added;
+        if self.pending >= NODES_PER_BATCH {
+            store.commit(std::mem::take(&mut self.batch))?;
+            self.pending = 0;
+        }
+        Ok(())
+    }
+
+    /// Commits what is pending.
+    fn finish(self, store: &Store) -> Result<()> {
+        if self.pending > 0 {
+            store.commit(self.batch)?;
+        }
         Ok(())
     }
 }

@@ -13,7 +13,6 @@ mod ingest;
 mod pipeline;
 mod read;
 pub mod tables;
-#[allow(dead_code)]
 pub mod trie;
 
 use std::{
@@ -30,6 +29,7 @@ pub use error::{Result, StoreError};
 pub use ingest::sst_options;
 pub use pipeline::{Pipeline, Submitted, HAND_OVER_FROM};
 pub use read::{Position, Reads};
+pub use trie::proof::{AccountProof, Proofs, SlotProof};
 
 /// The on-disk layout this build reads and writes. 1: state keyed by address (before 2026-12-01, no layout
 /// key); 2: state keyed by `keccak256(address)` and `keccak256(slot)`, a checkpoint's first block, the
@@ -62,8 +62,25 @@ pub struct StoreOptions {
     /// (one read per changed account and slot), and refuse the block on a difference
     /// ([`StoreError::PriorMismatch`]). Off, applying a block reads nothing per key.
     pub verify_priors: bool,
+    /// Keep the state trie's nodes and check every block's state root against its header
+    /// ([`TrieMode::Check`], the default); see [`trie`].
+    pub state_trie: TrieMode,
     /// RocksDB's configuration: [`Tuning::replica`] unless measuring.
     pub tuning: Tuning,
+}
+
+/// What the store does with the state trie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrieMode {
+    /// Keep the trie's nodes, compute each block's state root, and refuse a block whose root differs from
+    /// its header's ([`StoreError::StateRootMismatch`]).
+    #[default]
+    Check,
+    /// Keep nothing, check nothing (faster; the trie tables go stale and are rebuilt when turned back on).
+    Off,
+    /// Keep the nodes and compute the roots, but compare them with nothing: for benchmarks over generated
+    /// blocks whose headers carry no real state root. Never a cluster setting.
+    Unchecked,
 }
 
 /// Every RocksDB option the store sets, in one place. The measurements that chose them are in
@@ -124,6 +141,7 @@ impl Default for StoreOptions {
             sync_writes: false,
             history_blocks: None,
             verify_priors: false,
+            state_trie: TrieMode::Check,
             tuning: Tuning::replica(DEFAULT_BLOCK_CACHE_BYTES),
         }
     }
@@ -209,6 +227,8 @@ pub struct Store {
     /// state read checks it.
     first_state_block: AtomicU64,
     written: WriteCounters,
+    /// The root [`Store::build_trie`] computed, for [`Store::mark_imported`] to record the trie as built.
+    built_root: std::sync::Mutex<Option<alloy_primitives::B256>>,
 }
 
 /// What the store has committed since it was opened (for the benchmark's write amplification).
@@ -250,10 +270,17 @@ impl Store {
             .map(|name| ColumnFamilyDescriptor::new(*name, table_options(&opts.tuning, Some(&cache))));
         let db = DB::open_cf_descriptors(&db_options(&opts.tuning), path, cfs)
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
-        let store = Store { db, opts, first_state_block: AtomicU64::new(0), written: Default::default() };
+        let store = Store {
+            db,
+            opts,
+            first_state_block: AtomicU64::new(0),
+            written: Default::default(),
+            built_root: Default::default(),
+        };
         store.check_layout(path, true)?;
         store.load_first_state_block()?;
         store.adopt_undo_window()?;
+        store.reconcile_trie()?;
         Ok(store)
     }
 
@@ -340,6 +367,7 @@ impl Store {
             opts: StoreOptions::default(),
             first_state_block: AtomicU64::new(0),
             written: Default::default(),
+            built_root: Default::default(),
         }
     }
 
@@ -433,8 +461,64 @@ impl Store {
         }
         let mut batch = batch::Batch::default();
         self.put::<Meta>(&mut batch, &MetaKey::Imported, &imported.encode().into());
+        // The trie tables describe the imported state if `build_trie` computed the root the caller checked.
+        let built = *self.built_root.lock().unwrap_or_else(|p| p.into_inner());
+        if built == Some(imported.state_root) {
+            let head =
+                trie::TrieHead { number: imported.number, hash: imported.hash, root: imported.state_root };
+            self.put::<Meta>(&mut batch, &MetaKey::Trie, &head.encode().into());
+        }
         self.commit(batch)?;
         self.set_first_state_block(imported.number);
+        Ok(())
+    }
+
+    /// Brings the trie tables in line with the trie mode: off, they are marked stale; on, they are built
+    /// from the state tables if they do not describe the head (an older database, or one run with the trie
+    /// off), and the root checked against the head's header.
+    fn reconcile_trie(&self) -> Result<()> {
+        use tables::{Meta, MetaKey};
+        let trie_head = self.trie_head()?;
+        if self.opts.state_trie == TrieMode::Off {
+            if trie_head.is_some() {
+                let mut batch = batch::Batch::default();
+                self.delete::<Meta>(&mut batch, &MetaKey::Trie);
+                self.commit(batch)?;
+                tracing::warn!(
+                    "state trie off: its tables go stale, and are rebuilt when it is turned on again"
+                );
+            }
+            return Ok(());
+        }
+        let (number, hash, expected) = match (self.head()?, self.imported()?) {
+            (Some(head), _) => {
+                let block = self.block_head(&head.hash)?.ok_or_else(|| StoreError::Corrupt {
+                    table: "block_heads",
+                    reason: format!("no body for the head block {}", head.number),
+                })?;
+                let root = ec_log::state_root_of_header(&block.header).map_err(|e| StoreError::Corrupt {
+                    table: "block_heads",
+                    reason: format!("the head block's header has no state root: {e}"),
+                })?;
+                (head.number, head.hash, root)
+            }
+            (None, Some(imported)) => (imported.number, imported.hash, imported.state_root),
+            // Nothing applied yet: the genesis record builds the trie.
+            (None, None) => return Ok(()),
+        };
+        if trie_head.is_some_and(|t| t.hash == hash) {
+            return Ok(());
+        }
+        tracing::info!(block = number, "building the state trie from the state tables (once)");
+        let computed = self.build_trie()?;
+        if computed != expected && self.opts.state_trie == TrieMode::Check {
+            return Err(StoreError::StoredStateRoot { number, expected, computed });
+        }
+        let mut batch = batch::Batch::default();
+        let head = trie::TrieHead { number, hash, root: computed };
+        self.put::<Meta>(&mut batch, &MetaKey::Trie, &tables::Value::encode(&head).into());
+        self.commit(batch)?;
+        tracing::info!(block = number, root = %computed, "state trie built");
         Ok(())
     }
 

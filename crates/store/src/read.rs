@@ -168,6 +168,11 @@ pub trait Reads: Source {
         }
     }
 
+    /// The block whose state the trie tables describe, if they are complete ([`crate::trie`]).
+    fn trie_head(&self) -> Result<Option<crate::trie::TrieHead>> {
+        meta_postcard(self, MetaKey::Trie)
+    }
+
     /// The state `import-state` seeded this database with, if any.
     fn imported(&self) -> Result<Option<crate::tables::ImportedState>> {
         meta_postcard(self, MetaKey::Imported)

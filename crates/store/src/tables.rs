@@ -134,6 +134,21 @@ table!(
     /// Log index by topic (any position): (topic, block) for every block with a log carrying that topic.
     LogTopics, "log_topics", (B256, u64) => Bytes
 );
+table!(
+    /// The account trie's stored branch nodes, by nibble path (see [`crate::trie`]).
+    AccountTrie, "account_trie", crate::trie::TriePath => crate::trie::TrieNode
+);
+table!(
+    /// Each storage trie's stored branch nodes, by `(keccak256(address), nibble path)`.
+    StorageTrie, "storage_trie", (B256, crate::trie::TriePath) => crate::trie::TrieNode
+);
+table!(
+    /// Each account's storage root, by `keccak256(address)`; absent for an empty storage.
+    StorageRoots, "storage_roots", B256 => B256
+);
+
+/// The tables of the state trie: derived from the state tables, built when missing.
+pub const TRIE_TABLES: &[&str] = &[AccountTrie::NAME, StorageTrie::NAME, StorageRoots::NAME];
 
 /// Every table, in the fixed order the checksum walks them.
 pub const ALL_TABLES: &[&str] = &[
@@ -151,6 +166,9 @@ pub const ALL_TABLES: &[&str] = &[
     TxIndex::NAME,
     LogAddresses::NAME,
     LogTopics::NAME,
+    AccountTrie::NAME,
+    StorageTrie::NAME,
+    StorageRoots::NAME,
 ];
 
 /// The keys of the [`Meta`] table.
@@ -179,6 +197,9 @@ pub enum MetaKey {
     HistoryFloor,
     /// The database layout version (u32, big-endian): see `LAYOUT_VERSION` in the crate root.
     Layout,
+    /// [`crate::trie::TrieHead`]: the block whose state the trie tables describe. Absent while they do not
+    /// describe the head's state (never built, or blocks were applied with the trie off).
+    Trie,
 }
 
 impl MetaKey {
@@ -194,6 +215,7 @@ impl MetaKey {
             MetaKey::Imported => "imported",
             MetaKey::HistoryFloor => "history_floor",
             MetaKey::Layout => "layout",
+            MetaKey::Trie => "trie",
         }
     }
 }
@@ -287,7 +309,8 @@ postcard_value!(
     ChangeSet,
     TxLocation,
     ChainInfo,
-    ImportedState
+    ImportedState,
+    crate::trie::TrieHead
 );
 
 /// An account at the head. Code is stored once, by hash, in [`Code`].

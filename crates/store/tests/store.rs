@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use alloy_primitives::{keccak256, Address, B256, U256};
 use ec_log::{Assembled, Envelope, Record, RecordKind, Revert, FORMAT_VERSION};
-use ec_store::{ApplyOutcome, Reads, Store, StoreError, StoreOptions};
+use ec_store::{ApplyOutcome, Reads, Store, StoreError, StoreOptions, TrieMode};
 use ec_testkit::{GenOptions, LogGenerator};
 
 const CLUSTER: &str = "c";
@@ -46,6 +46,12 @@ fn assembled(sequence: u64, record: Record) -> Assembled {
 
 fn open(dir: &tempfile::TempDir, undo_window: u64) -> Store {
     Store::open(dir.path(), StoreOptions { undo_window, ..StoreOptions::default() }).expect("store opens")
+}
+
+/// [`open`] with the trie off, for the tests whose hand-made headers commit to no real state root.
+fn open_trieless(dir: &tempfile::TempDir, undo_window: u64) -> Store {
+    let opts = StoreOptions { undo_window, state_trie: TrieMode::Off, ..StoreOptions::default() };
+    Store::open(dir.path(), opts).expect("store opens")
 }
 
 fn state_digest(store: &Store) -> B256 {
@@ -201,6 +207,51 @@ fn rejected(store: &Store, seq: u64, record: Record, check: impl Fn(&StoreError)
     assert_eq!(store.position().expect("position"), position);
 }
 
+/// The tracer-blind-spot case: a record that leaves out one account's change, or one slot's, or misstates a
+/// balance, is refused by the block's state root, naming the block, and nothing of it is written; the block
+/// as it should be then applies.
+#[test]
+fn a_record_that_leaves_out_a_change_is_refused_by_the_state_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 16);
+    let gen = GenOptions { reorg_chance: 0.0, heartbeat_chance: 0.0, ..GenOptions::default() };
+    let records = LogGenerator::records(gen, 40);
+    let (at, whole) = records
+        .iter()
+        .enumerate()
+        .skip(5)
+        .find_map(|(i, (_, r))| match r {
+            Record::Block(b) if b.state.len() >= 2 && b.state.iter().any(|c| !c.storage.is_empty()) => {
+                Some((i, b.clone()))
+            }
+            _ => None,
+        })
+        .expect("a block changing two accounts and a slot");
+    for (seq, rec) in &records[..at] {
+        store.apply(&assembled(*seq, rec.clone())).expect("applies");
+    }
+    let seq = records[at].0;
+    let mut no_account = whole.clone();
+    no_account.state.remove(0);
+    let mut no_slot = whole.clone();
+    let with_slots = no_slot.state.iter().position(|c| !c.storage.is_empty()).expect("a slot");
+    no_slot.state[with_slots].storage.remove(0);
+    let mut wrong_balance = whole.clone();
+    if let Some(account) = wrong_balance.state.iter_mut().find_map(|c| c.account.as_mut()) {
+        account.balance += U256::from(1);
+    }
+    for (name, bad) in
+        [("an account left out", no_account), ("a slot left out", no_slot), ("a balance", wrong_balance)]
+    {
+        rejected(&store, seq, Record::Block(bad), |e| {
+            let named = e.to_string().contains(&format!("block {}", whole.number));
+            matches!(e, StoreError::StateRootMismatch { number, .. } if *number == whole.number) && named
+        });
+        assert_eq!(store.head().expect("head").map(|h| h.number), Some(whole.number - 1), "{name}");
+    }
+    store.apply(&assembled(seq, Record::Block(whole))).expect("the whole record applies");
+}
+
 #[test]
 fn rejected_records_leave_the_database_unchanged() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -313,11 +364,21 @@ fn a_wrong_prior_is_refused_when_verified_and_believed_otherwise() {
     });
     drop(store);
 
+    // Unverified, the block applies: a prior is history, not state, so the block's root still holds. Its
+    // revert restores the wrong prior, which the trie catches: the parent's root no longer comes out.
     let store = open(&dir, 16);
-    store.apply(&assembled(10, Record::Block(wrong_account))).expect("believed without verification");
-    store
-        .apply(&assembled(11, Record::Revert(Revert { number: next.number, hash: next.hash })))
-        .expect("reverts");
+    store.apply(&assembled(10, Record::Block(wrong_account.clone()))).expect("believed without verification");
+    let revert = Record::Revert(Revert { number: next.number, hash: next.hash });
+    rejected(
+        &store,
+        11,
+        revert.clone(),
+        |e| matches!(e, StoreError::StateRootMismatch { number, .. } if *number == next.number),
+    );
+    drop(store);
+    // Without the trie, nothing notices: the revert restores what the record said.
+    let store = open_trieless(&dir, 16);
+    store.apply(&assembled(11, revert)).expect("reverts");
     assert_eq!(store.account(&address).expect("reads").map(|a| a.balance), Some(prior.balance));
 }
 
@@ -448,7 +509,7 @@ fn a_checkpoint_opens_the_log_only_on_a_database_imported_at_its_block() {
 
     // No imported state: refused, naming the block to import at.
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir, 100);
+    let store = open_trieless(&dir, 100);
     let err = store.apply(&assembled(0, Record::Checkpoint(cp.clone()))).unwrap_err();
     assert!(matches!(err, StoreError::NotImported { number: 1_000, .. }), "{err}");
     assert!(err.to_string().contains("import-state"), "{err}");
@@ -464,7 +525,7 @@ fn a_checkpoint_opens_the_log_only_on_a_database_imported_at_its_block() {
 
     // Imported at the checkpoint's block: it applies, and the chain goes on from there.
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir, 100);
+    let store = open_trieless(&dir, 100);
     store.mark_imported(&imported).unwrap();
     let genesis = LogGenerator::records(GenOptions::default(), 1).remove(0).1;
     let err = store.apply(&assembled(0, genesis)).unwrap_err();
@@ -502,7 +563,7 @@ fn a_checkpoint_opens_the_log_only_on_a_database_imported_at_its_block() {
     }
     // A reopened database still knows where its state starts.
     drop(store);
-    let store = open(&dir, 100);
+    let store = open_trieless(&dir, 100);
     assert_eq!(store.first_state_block(), 1_000);
     // The checkpoint block itself cannot be reverted: it has no undo data.
     let revert = Revert { number: 1_001, hash: store.head().unwrap().unwrap().hash };
@@ -526,8 +587,13 @@ fn a_history_window_bounds_the_history_and_answers_inside_it() {
     let slots: Vec<B256> = (0..opts.slots).map(|s| B256::from(U256::from(s))).collect();
     let (full_dir, windowed_dir) =
         (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
-    let full = open(&full_dir, 10);
-    let windowed_opts = StoreOptions { undo_window: 10, history_blocks: Some(k), ..StoreOptions::default() };
+    let full = open_trieless(&full_dir, 10);
+    let windowed_opts = StoreOptions {
+        undo_window: 10,
+        history_blocks: Some(k),
+        state_trie: TrieMode::Off,
+        ..StoreOptions::default()
+    };
     let windowed = Store::open(windowed_dir.path(), windowed_opts.clone()).expect("opens");
     let too_small = StoreOptions { undo_window: 100, history_blocks: Some(k), ..StoreOptions::default() };
     let err = Store::open(tempfile::tempdir().expect("tempdir").path(), too_small).err().expect("refused");

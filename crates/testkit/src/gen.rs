@@ -163,9 +163,6 @@ impl LogGenerator {
     fn block(&mut self, number: u64, parent_hash: B256, genesis: bool) -> Block {
         // A stand-in header: unique per branch (random salt), hashed like a real one.
         let salt: u64 = self.rng.random();
-        let header: Bytes =
-            [parent_hash.as_slice(), &number.to_be_bytes(), &salt.to_be_bytes()].concat().into();
-        let hash = keccak256(&header);
         let tx_count = if genesis { 0 } else { self.rng.random_range(0..=self.opts.max_txs) };
         let mut transactions = Vec::with_capacity(tx_count);
         let mut receipts = Vec::with_capacity(tx_count);
@@ -211,6 +208,8 @@ impl LogGenerator {
         state.dedup_by_key(|c| c.address);
         let undo = state.iter_mut().map(|c| self.apply_to_model(c)).collect();
         self.undo.push(undo);
+        let header = stand_in_header(parent_hash, salt, self.state_root(), number);
+        let hash = keccak256(&header);
         let withdrawals = (!genesis).then(|| {
             vec![Withdrawal {
                 index: number,
@@ -230,6 +229,33 @@ impl LogGenerator {
             withdrawals,
             state,
         }
+    }
+
+    /// The state root of the model, as the chain's header would commit to it.
+    fn state_root(&self) -> B256 {
+        use alloy_rlp::Encodable;
+        use alloy_trie::{HashBuilder, Nibbles, TrieAccount};
+        let accounts: BTreeMap<B256, &ModelAccount> =
+            self.state.iter().map(|(address, a)| (keccak256(address), a)).collect();
+        let mut state = HashBuilder::default();
+        for (key, account) in accounts {
+            let slots: BTreeMap<B256, U256> =
+                account.storage.iter().map(|(slot, v)| (keccak256(slot), U256::from_be_bytes(v.0))).collect();
+            let mut storage = HashBuilder::default();
+            for (slot, value) in slots {
+                storage.add_leaf(Nibbles::unpack(slot), &alloy_rlp::encode(value));
+            }
+            let leaf = TrieAccount {
+                nonce: account.nonce,
+                balance: account.balance,
+                storage_root: storage.root(),
+                code_hash: account.code_hash,
+            };
+            let mut encoded = Vec::new();
+            leaf.encode(&mut encoded);
+            state.add_leaf(Nibbles::unpack(key), &encoded);
+        }
+        state.root()
     }
 
     /// Sets the change's prior values from the model, then applies it to the model the way a replica
@@ -319,4 +345,23 @@ impl LogGenerator {
             storage,
         }
     }
+}
+
+/// A stand-in header: an RLP list whose first four items are where a real header keeps its parent hash,
+/// ommers hash (here a salt, so that every branch's blocks differ), beneficiary and state root (the model's:
+/// replicas check it), then the block number.
+pub fn stand_in_header(parent_hash: B256, salt: u64, state_root: B256, number: u64) -> Bytes {
+    use alloy_rlp::Encodable;
+    let mut salt_word = B256::ZERO;
+    salt_word.0[24..].copy_from_slice(&salt.to_be_bytes());
+    let mut body = Vec::new();
+    parent_hash.encode(&mut body);
+    salt_word.encode(&mut body);
+    Address::ZERO.encode(&mut body);
+    state_root.encode(&mut body);
+    number.encode(&mut body);
+    let mut out = Vec::new();
+    alloy_rlp::Header { list: true, payload_length: body.len() }.encode(&mut out);
+    out.extend_from_slice(&body);
+    out.into()
 }

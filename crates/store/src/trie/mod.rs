@@ -12,6 +12,9 @@
 //! the leaves around the changes. The same walk, with target keys in the prefix set and a proof retainer,
 //! answers `eth_getProof`.
 
+pub(crate) mod leaves;
+pub mod proof;
+pub mod update;
 pub(crate) mod walk;
 
 use alloy_primitives::{B256, U256};
@@ -130,6 +133,11 @@ impl PrefixSet {
     pub fn len(&self) -> usize {
         self.keys.len()
     }
+
+    /// The keys, as hashed keys.
+    pub fn keys(&self) -> impl Iterator<Item = B256> + '_ {
+        self.keys.iter().map(lowest_key)
+    }
 }
 
 /// A storage slot's leaf value: the value's RLP (as an integer, leading zeros dropped).
@@ -142,8 +150,13 @@ pub(crate) fn slot_leaf(value: &B256) -> Vec<u8> {
 /// An account's leaf value: the account with its storage root, RLP.
 pub(crate) fn account_leaf(account: &StoredAccount, storage_root: B256) -> Vec<u8> {
     let mut leaf = Vec::with_capacity(110);
-    TrieAccount { nonce: account.nonce, balance: account.balance, storage_root, code_hash: account.code_hash }
-        .encode(&mut leaf);
+    TrieAccount {
+        nonce: account.nonce,
+        balance: account.balance,
+        storage_root,
+        code_hash: account.code_hash,
+    }
+    .encode(&mut leaf);
     leaf
 }
 

@@ -68,6 +68,9 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
 
     /// Keeps the proof nodes of `targets` (hashed keys), which must also be in the prefix set.
     pub(crate) fn with_proof(mut self, targets: &[B256]) -> Self {
+        if targets.is_empty() {
+            return self;
+        }
         let targets = targets.iter().map(Nibbles::unpack).collect();
         self.hb = HashBuilder::default().with_updates(true).with_proof_retainer(ProofRetainer::new(targets));
         self
@@ -100,10 +103,11 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
             match hash {
                 Some(hash) if !self.changed.contains(&child) => self.branch(child, hash, stored_below)?,
                 _ if stored_below => {
-                    let (below, node) = self.nodes.seek_under(&child)?.ok_or_else(|| StoreError::Corrupt {
-                        table: "trie",
-                        reason: format!("node {path:?} says a node is stored below {child:?}; none is"),
-                    })?;
+                    let (below, node) =
+                        self.nodes.seek_under(&child)?.ok_or_else(|| StoreError::Corrupt {
+                            table: "trie",
+                            reason: format!("node {path:?} says a node is stored below {child:?}; none is"),
+                        })?;
                     self.visit(below, node)?;
                 }
                 // A leaf, or a small subtree no node is stored for: the leaves cover it.
@@ -162,7 +166,12 @@ pub(crate) mod tests {
 
     impl NodeCursor for &MemNodes {
         fn seek_under(&mut self, path: &Nibbles) -> Result<Option<(Nibbles, BranchNodeCompact)>> {
-            Ok(self.0.range(*path..).next().filter(|(p, _)| p.starts_with(path)).map(|(p, n)| (*p, n.clone())))
+            Ok(self
+                .0
+                .range(*path..)
+                .next()
+                .filter(|(p, _)| p.starts_with(path))
+                .map(|(p, n)| (*p, n.clone())))
         }
     }
 

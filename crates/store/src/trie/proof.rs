@@ -1,0 +1,130 @@
+//! Merkle proofs of accounts and slots (`eth_getProof`, EIP-1186) from the stored trie: at the head by
+//! walking the stored nodes down to the targets, at an older block by laying that block's values over every
+//! key changed since (the same walk a block's root check does).
+
+use std::collections::BTreeMap;
+
+use alloy_primitives::{keccak256, Address, Bytes, B256};
+use alloy_trie::{Nibbles, EMPTY_ROOT_HASH};
+
+use super::{
+    account_leaf,
+    update::{stored_storage_root, AccountDelta, StateDelta, TrieWalks},
+    walk::Walked,
+};
+use crate::{
+    error::{Result, StoreError},
+    read::Reads,
+    tables::StoredAccount,
+};
+
+/// An account's proof and its slots' proofs, at one block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountProof {
+    pub address: Address,
+    /// The account (`None`: it does not exist, and the proof shows its absence).
+    pub account: Option<StoredAccount>,
+    pub storage_root: B256,
+    /// The nodes from the state root down to the account's leaf (or to where its path ends).
+    pub proof: Vec<Bytes>,
+    pub storage: Vec<SlotProof>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotProof {
+    /// The slot as asked for (not hashed).
+    pub slot: B256,
+    pub value: B256,
+    pub proof: Vec<Bytes>,
+}
+
+/// Proofs, over a store or a view of it (one instant: the trie and the state agree).
+pub trait Proofs: Reads + Sized {
+    /// The proof of `address` and its `slots` in the state after block `number`, which must be the head or
+    /// a block whose changes since are still held (the undo window). The state root the proof leads to is
+    /// returned beside it: block `number`'s.
+    fn proof(&self, address: &Address, slots: &[B256], number: u64) -> Result<(B256, AccountProof)> {
+        let trie = self.trie_head()?.ok_or(StoreError::Config {
+            reason: "the state trie is off on this replica (--state-trie off): it serves no proofs".into(),
+        })?;
+        let delta = self.values_since(number, trie.number)?;
+        let key = keccak256(address);
+
+        // The account's storage trie, at `number`.
+        let changed_slots = delta.accounts.get(&key).map(|d| d.slots.clone()).unwrap_or_default();
+        let slot_keys: Vec<B256> = slots.iter().map(keccak256).collect();
+        let storage = self.walk_storage(&key, &changed_slots, &slot_keys)?;
+        let account = match delta.accounts.get(&key) {
+            Some(d) => d.account.clone(),
+            None => self.get::<crate::tables::Accounts>(&key)?,
+        };
+        let storage_root = if account.is_some() { storage.root } else { EMPTY_ROOT_HASH };
+
+        // The account trie, at `number`: every account changed since with its value then (and, for this
+        // account, the storage root just computed; for the others, the one each had then).
+        let mut overlay = BTreeMap::new();
+        for (k, d) in &delta.accounts {
+            let root = if *k == key {
+                storage_root
+            } else if d.slots.is_empty() {
+                stored_storage_root(self, k)?
+            } else {
+                self.walk_storage(k, &d.slots, &[])?.root
+            };
+            overlay.insert(*k, d.account.as_ref().map(|a| account_leaf(a, root)));
+        }
+        let accounts = self.walk_accounts(&overlay, &delta.account_keys(), &[key])?;
+        let slots = slots
+            .iter()
+            .zip(&slot_keys)
+            .map(|(slot, slot_key)| {
+                let value = match changed_slots.get(slot_key) {
+                    Some(v) => *v,
+                    None => self.get::<crate::tables::Storage>(&(key, *slot_key))?.unwrap_or_default(),
+                };
+                let value = if account.is_some() { value } else { B256::ZERO };
+                Ok(SlotProof { slot: *slot, value, proof: nodes_to(&storage, slot_key) })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let proof = nodes_to(&accounts, &key);
+        Ok((accounts.root, AccountProof { address: *address, account, storage_root, proof, storage: slots }))
+    }
+
+    /// Every key changed after block `number` up to the head `head`, with its value at `number`.
+    fn values_since(&self, number: u64, head: u64) -> Result<StateDelta> {
+        let mut delta = StateDelta::default();
+        if number > head {
+            return Err(StoreError::Config { reason: format!("block {number} is past the head {head}") });
+        }
+        let mut keys: BTreeMap<B256, Vec<B256>> = BTreeMap::new();
+        for n in number + 1..=head {
+            let changes = self
+                .block_changes(n)?
+                .ok_or(StoreError::StateUnavailable { number, first: head.saturating_sub(1) })?;
+            for (account, slots) in changes.accounts {
+                keys.entry(account).or_default().extend(slots);
+            }
+        }
+        for (account, slots) in keys {
+            let mut d =
+                AccountDelta { account: self.account_at_key(&account, number)?, ..Default::default() };
+            for slot in slots {
+                d.slots.insert(slot, self.storage_at_keys(&account, &slot, number)?);
+            }
+            delta.accounts.insert(account, d);
+        }
+        Ok(delta)
+    }
+}
+
+impl<S: Reads> Proofs for S {}
+
+/// The proof nodes on the path to `key`, root first.
+fn nodes_to(walked: &Walked, key: &B256) -> Vec<Bytes> {
+    walked.proof.matching_nodes_sorted(&Nibbles::unpack(key)).into_iter().map(|(_, node)| node).collect()
+}
+
+/// Checks a proof against a root (the test's and `verify-root`'s own check of what is served).
+pub fn verify(root: B256, key: &B256, value: Option<Vec<u8>>, proof: &[Bytes]) -> bool {
+    alloy_trie::proof::verify_proof(root, Nibbles::unpack(key), value, proof).is_ok()
+}

@@ -1,0 +1,137 @@
+//! A state change applied to the stored trie: the changed storage tries first, then the account trie,
+//! each node change into the caller's write batch; returns the new state root.
+
+use std::collections::BTreeMap;
+
+use alloy_primitives::B256;
+use alloy_trie::EMPTY_ROOT_HASH;
+
+use super::{
+    account_leaf,
+    leaves::{DbLeaves, DbNodes},
+    slot_leaf,
+    walk::{Walk, Walked},
+    PrefixSet, TrieNode, TriePath,
+};
+use crate::{
+    batch::{Batch, Source},
+    error::{Result, StoreError},
+    tables::{AccountTrie, Accounts, Storage, StorageRoots, StorageTrie, StoredAccount, Table, Value},
+    Store,
+};
+
+/// What a block (or a revert, or an older block's state seen from the head) changes, by hashed address: the
+/// account's new value (`None`: gone) and the new value of each changed slot (zero: gone).
+#[derive(Debug, Default, Clone)]
+pub struct StateDelta {
+    pub accounts: BTreeMap<B256, AccountDelta>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct AccountDelta {
+    pub account: Option<StoredAccount>,
+    pub slots: BTreeMap<B256, B256>,
+}
+
+impl StateDelta {
+    /// The changed accounts' keys, as the account trie's prefix set.
+    pub(crate) fn account_keys(&self) -> PrefixSet {
+        PrefixSet::new(self.accounts.keys().copied())
+    }
+}
+
+/// The storage root of an account the delta does not change: its [`StorageRoots`] entry.
+pub(crate) fn stored_storage_root(source: &impl Source, account: &B256) -> Result<B256> {
+    Ok(source.get::<StorageRoots>(account)?.unwrap_or(EMPTY_ROOT_HASH))
+}
+
+/// An account table entry as a leaf (with its stored storage root).
+pub(crate) fn stored_account_leaf(source: &impl Source, key: &B256, raw: &[u8]) -> Result<Vec<u8>> {
+    let account = StoredAccount::decode(raw).map_err(|reason| StoreError::Corrupt {
+        table: Accounts::NAME,
+        reason: format!("{key}: {reason}"),
+    })?;
+    Ok(account_leaf(&account, stored_storage_root(source, key)?))
+}
+
+/// A storage table entry as a leaf.
+pub(crate) fn stored_slot_leaf(raw: &[u8]) -> Result<Vec<u8>> {
+    let value = B256::try_from(raw).map_err(|_| StoreError::Corrupt {
+        table: Storage::NAME,
+        reason: format!("value of {} bytes, expected 32", raw.len()),
+    })?;
+    Ok(slot_leaf(&value))
+}
+
+impl Store {
+    /// Applies `delta` to the stored trie: writes the changed nodes and storage roots into `batch` and
+    /// returns the new state root. Reads the database as it is before the batch (the batch holds the
+    /// delta's leaves too, which the walk takes from `delta` instead).
+    pub(crate) fn update_trie(&self, batch: &mut Batch, delta: &StateDelta) -> Result<B256> {
+        let mut overlay = BTreeMap::new();
+        for (key, change) in &delta.accounts {
+            let storage_root = if change.slots.is_empty() {
+                stored_storage_root(self, key)?
+            } else {
+                let walked = self.walk_storage(key, &change.slots, &[])?;
+                for path in &walked.removed {
+                    self.delete::<StorageTrie>(batch, &(*key, TriePath(*path)));
+                }
+                for (path, node) in walked.updated {
+                    self.put::<StorageTrie>(batch, &(*key, TriePath(path)), &TrieNode(node));
+                }
+                walked.root
+            };
+            match &change.account {
+                Some(_) if storage_root != EMPTY_ROOT_HASH => {
+                    self.put::<StorageRoots>(batch, key, &storage_root)
+                }
+                _ => self.delete::<StorageRoots>(batch, key),
+            }
+            overlay.insert(*key, change.account.as_ref().map(|a| account_leaf(a, storage_root)));
+        }
+        let walked = self.walk_accounts(&overlay, &delta.account_keys(), &[])?;
+        for path in &walked.removed {
+            self.delete::<AccountTrie>(batch, &TriePath(*path));
+        }
+        for (path, node) in walked.updated {
+            self.put::<AccountTrie>(batch, &TriePath(path), &TrieNode(node));
+        }
+        Ok(walked.root)
+    }
+}
+
+/// The walks over one source (the database now, or a view of it), shared by the apply path and proofs.
+pub(crate) trait TrieWalks: Source + Sized {
+    /// One account's storage trie with `slots` (hashed slot -> new value, zero: gone) laid over it; keeps the
+    /// proofs of `targets`.
+    fn walk_storage(&self, account: &B256, slots: &BTreeMap<B256, B256>, targets: &[B256]) -> Result<Walked> {
+        let overlay: BTreeMap<B256, Option<Vec<u8>>> =
+            slots.iter().map(|(k, v)| (*k, (!v.is_zero()).then(|| slot_leaf(v)))).collect();
+        let changed = PrefixSet::new(slots.keys().chain(targets).copied());
+        let nodes = DbNodes::new::<StorageTrie>(self, account.as_slice());
+        let leaves =
+            DbLeaves::new::<Storage>(self, account.as_slice(), &overlay, |_, raw| stored_slot_leaf(raw));
+        Walk::new(nodes, leaves, &changed).with_proof(targets).run()
+    }
+
+    /// The account trie with `overlay` (hashed address -> new leaf value, `None`: gone) laid over it.
+    fn walk_accounts(
+        &self,
+        overlay: &BTreeMap<B256, Option<Vec<u8>>>,
+        changed: &PrefixSet,
+        targets: &[B256],
+    ) -> Result<Walked> {
+        let changed = if targets.is_empty() {
+            changed.clone()
+        } else {
+            PrefixSet::new(changed.keys().chain(targets.iter().copied()))
+        };
+        let nodes = DbNodes::new::<AccountTrie>(self, &[]);
+        let leaves =
+            DbLeaves::new::<Accounts>(self, &[], overlay, |key, raw| stored_account_leaf(self, key, raw));
+        Walk::new(nodes, leaves, &changed).with_proof(targets).run()
+    }
+}
+
+impl<S: Source> TrieWalks for S {}
