@@ -10,6 +10,7 @@ mod snapshot_cmd;
 mod synth;
 mod topics_cmd;
 mod verify_cmd;
+mod verify_root_cmd;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -43,6 +44,9 @@ enum Command {
     /// Re-execute stored blocks and compare the state each writes with the block's record (exit 3 at the
     /// first difference, naming its block, transaction and key).
     VerifyBlocks(verify_cmd::VerifyBlocksArgs),
+    /// Recompute the whole state root from the state tables alone and compare it with the head block's
+    /// header (exit 0 equal, 3 different, 1 when it cannot run).
+    VerifyRoot(verify_root_cmd::VerifyRootArgs),
     /// Print where a database stands: sequence, Kafka offset, head block (works beside a running replica).
     Status {
         #[arg(long, env = "EC_DATA_DIR")]
@@ -150,6 +154,10 @@ struct ReplicaArgs {
     /// Widest block range one trace_filter re-executes (reth's default).
     #[arg(long, env = "EC_RPC_TRACE_FILTER_MAX_BLOCKS", default_value_t = 100)]
     rpc_trace_filter_max_blocks: u64,
+    /// How many blocks behind the head `eth_getProof` answers (geth's path scheme keeps 128). Older blocks
+    /// are proven by laying their values over every key changed since, so the cost grows with the depth.
+    #[arg(long, env = "EC_PROOF_WINDOW", default_value_t = 128)]
+    proof_window: u64,
     /// Topic for transactions accepted by eth_sendRawTransaction; default `<topic>-tx`, `none` refuses them.
     #[arg(long, env = "EC_TX_TOPIC")]
     tx_topic: Option<String>,
@@ -213,6 +221,7 @@ fn main() -> ExitCode {
         Command::Checksum { data_dir } => report(checksum(&data_dir)),
         Command::Status { data_dir } => report(status(&data_dir)),
         Command::VerifyBlocks(args) => verify_cmd::run(args),
+        Command::VerifyRoot(args) => verify_root_cmd::run(args),
         Command::SynthLog(args) => report(runtime.block_on(synth::run(args))),
         Command::Balancer(args) => report(runtime.block_on(balancer_cmd::run(args, shutdown_signal()))),
         Command::Snapshot(args) => report(runtime.block_on(snapshot_cmd::run(args))),
@@ -359,6 +368,7 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
         trace_timeout: Duration::from_secs_f64(args.rpc_trace_timeout_secs.max(0.01)),
         max_trace_bytes: args.rpc_max_trace_mb.max(1) << 20,
         max_trace_filter_blocks: args.rpc_trace_filter_max_blocks.max(1),
+        proof_window: args.proof_window,
     };
     // Stopping (SIGTERM from ECS/ASG, or Ctrl-C) is staged so that no request is cut off: readiness turns
     // 503 at once, RPC keeps serving for --drain-secs while the balancer takes the replica out, then the RPC

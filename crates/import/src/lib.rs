@@ -155,7 +155,12 @@ pub fn import_with(
         files = files.code.len() + files.storage.len() + files.accounts.len(),
         "SST files ingested; computing the state root"
     );
-    let state_root = store.state_root()?;
+    // With the trie on, the same single pass keeps the trie's nodes (the replica then checks every block's
+    // root from the first one on); `mark_imported` records them as built once the caller checked the root.
+    let state_root = match store.options().state_trie {
+        ec_store::TrieMode::Off => store.state_root()?,
+        _ => store.build_trie()?,
+    };
     std::fs::remove_dir_all(&scratch).map_err(io(&scratch))?;
     let summary = ImportSummary {
         accounts: counts.accounts,

@@ -128,6 +128,8 @@ pub struct Limits {
     pub max_trace_bytes: usize,
     /// Widest block range one `trace_filter` re-executes.
     pub max_trace_filter_blocks: u64,
+    /// How far behind the head `eth_getProof` answers (geth's path scheme keeps 128 blocks).
+    pub proof_window: u64,
 }
 
 /// The machine's cores (at least 1).
@@ -152,6 +154,7 @@ impl Default for Limits {
             max_trace_bytes: 60 << 20,
             // reth's default.
             max_trace_filter_blocks: 100,
+            proof_window: 128,
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod params;
 pub mod parity_trace;
+pub mod proof;
 pub mod raw;
 pub mod send_tx;
 pub mod subscriptions;

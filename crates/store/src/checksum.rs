@@ -56,7 +56,8 @@ impl Store {
             [MetaKey::KafkaOffset.encode(), MetaKey::UndoWindow.encode(), MetaKey::HistoryFloor.encode()];
         let mut total = Keccak256::new();
         let mut tables = Vec::with_capacity(ALL_TABLES.len());
-        for &name in ALL_TABLES {
+        // A database opened read-only may lack the (derived) trie tables: see `Store::open_read_only`.
+        for &name in ALL_TABLES.iter().filter(|t| self.db.cf_handle(t).is_some()) {
             let mut h = Keccak256::new();
             let mut entries = 0u64;
             let mut it = self.raw_iter(name);

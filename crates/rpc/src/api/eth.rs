@@ -64,6 +64,10 @@ pub trait EthApi {
     fn get_storage_at(&self, address: Address, slot: StorageKey, block: Option<BlockSpec>)
         -> RpcResult<B256>;
 
+    /// EIP-1186: the account's and the slots' Merkle proofs at a block within the proof window.
+    #[method(name = "getProof")]
+    fn get_proof(&self, address: Address, keys: Vec<String>, block: Option<BlockSpec>) -> RpcResult<Value>;
+
     /// Many slots of many accounts at one block; the answer is keyed by the addresses as the request spells
     /// them.
     #[method(name = "getStorageValues")]
@@ -296,6 +300,10 @@ impl EthApiServer for Eth {
     ) -> RpcResult<B256> {
         let (r, n) = self.at(block)?;
         r.view.storage_at(&address, &slot.0, n).map_err(server_error)
+    }
+
+    fn get_proof(&self, address: Address, keys: Vec<String>, block: Option<BlockSpec>) -> RpcResult<Value> {
+        crate::proof::get_proof(self.req(), self.0.limits.proof_window, address, &keys, block)
     }
 
     fn get_storage_values(

@@ -1,0 +1,57 @@
+//! `ether-cattle verify-root`: recomputes the whole state root from the state tables alone (no stored trie
+//! node is trusted) and compares it with the head block's header. Exit 0 when equal, 3 when not, 1 when
+//! the check cannot run. The check a snapshot's volume gets before it is trusted (docs/operations.md).
+
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+use anyhow::Context;
+use ec_store::{Reads, Store};
+
+#[derive(clap::Args)]
+pub struct VerifyRootArgs {
+    /// The replica's database (read-only: works beside a running replica, on the state as of the moment it
+    /// opens).
+    #[arg(long, env = "EC_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+pub fn run(args: VerifyRootArgs) -> ExitCode {
+    match verify(&args) {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(difference)) => {
+            eprintln!("difference: {difference}");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `None` when the state hashes to the head's root; otherwise what differs.
+fn verify(args: &VerifyRootArgs) -> anyhow::Result<Option<String>> {
+    let store = Store::open_read_only(&args.data_dir)
+        .with_context(|| format!("opening {}", args.data_dir.display()))?;
+    let (number, hash, expected) = match (store.head()?, store.imported()?) {
+        (Some(head), _) => {
+            let block =
+                store.block_head(&head.hash)?.with_context(|| format!("no body for head {}", head.number))?;
+            let root = ec_log::state_root_of_header(&block.header)
+                .with_context(|| format!("the header of block {} has no state root", head.number))?;
+            (head.number, head.hash, root)
+        }
+        (None, Some(imported)) => (imported.number, imported.hash, imported.state_root),
+        (None, None) => anyhow::bail!("the database holds no state yet"),
+    };
+    let started = Instant::now();
+    let computed = store.state_root().context("hashing the state")?;
+    let secs = started.elapsed().as_secs_f64();
+    if computed != expected {
+        return Ok(Some(format!(
+            "the state of block {number} ({hash}) hashes to {computed}, its header's state root is {expected}"
+        )));
+    }
+    println!("block {number} ({hash}): state root {computed} verified from the state tables in {secs:.1}s");
+    Ok(None)
+}
