@@ -242,10 +242,6 @@ fn conformance_suite_scores_at_least_the_floor() {
     let mut replica = Command::new(bin());
     replica
         .args(["replica", "--verify-priors", "--pipeline-from-writes", "0", "--topic", "log"])
-        // Off for now: the state-root check found the publisher's record of the suite's block 2 (a chain
-        // before EIP-158, where a contract creation leaves an empty account that exists) hashing to another
-        // root than the header's, and the replica refuses it (exit 3). Issue 29's note; docs/conformance.md.
-        .args(["--state-trie", "off"])
         .args(["--brokers", &broker.bootstrap_servers()])
         .args(["--rpc-addr", &format!("127.0.0.1:{port}"), "--max-silence-secs", "600"])
         .arg("--data-dir")

@@ -234,6 +234,10 @@ pub async fn fetch_block(
         }
     };
     let trace = started.elapsed();
+    for address in invisible_creations(rpc, number, &block.receipts, &partials).await? {
+        // Read like any account (balance and nonce at the block, its prior at the parent): it is empty.
+        partials.entry(address).or_default();
+    }
 
     // What no transaction trace shows, and what the traces say but the client must confirm: read from the
     // client at the block, in as few JSON-RPC batches as possible (one round trip each).
@@ -513,6 +517,46 @@ async fn verify_state(
             .map_err(|mismatch| FetchError::StateMismatch { number, mismatch })?;
     }
     Ok(chosen.len() as u64)
+}
+
+/// Accounts a transaction created that no trace names. Before EIP-158 (Spurious Dragon) a creation that
+/// leaves an empty account (no code, no balance, nonce 0) creates it all the same, and diff mode, seeing no
+/// field change, leaves it out; the replica's state root check refused such a block (block 2 of the
+/// execution-apis chain). Each successful top-level creation missing from the traces is asked of the client
+/// with `eth_getProof` (a zero code hash: the account does not exist, as after EIP-158 it would not). Only
+/// creations the traces left out cost a call; a creation inside a call frame is not covered (issue 26).
+async fn invisible_creations(
+    rpc: &RpcClient,
+    number: u64,
+    receipts: &[ec_log::Receipt],
+    partials: &diff::Partials,
+) -> Result<Vec<Address>, FetchError> {
+    let candidates: Vec<Address> = receipts
+        .iter()
+        .filter(|r| r.success)
+        .filter_map(|r| r.contract_address)
+        .filter(|a| !partials.contains_key(a))
+        .collect();
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut reads = Reads::default();
+    let asked: Vec<usize> = candidates
+        .iter()
+        .map(|a| reads.push("eth_getProof", serde_json::json!([a, [], BlockId::Number(number).to_json()])))
+        .collect();
+    let got = reads.run(rpc).await?;
+    let mut created = Vec::new();
+    for (address, i) in candidates.into_iter().zip(asked) {
+        let proof: serde_json::Value = got.get(i, "eth_getProof")?;
+        let code_hash: B256 = serde_json::from_value(proof["codeHash"].clone())
+            .map_err(|e| RpcError::Decode { method: "eth_getProof", reason: e.to_string() })?;
+        if !code_hash.is_zero() {
+            tracing::debug!(block = number, %address, "an empty account created before EIP-158: read back");
+            created.push(address);
+        }
+    }
+    Ok(created)
 }
 
 /// Reads gathered for one JSON-RPC batch.
