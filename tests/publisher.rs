@@ -59,6 +59,7 @@ fn reorgs_and_rollbacks_are_followed() {
         let (dir, log) = c.replay(&format!("after-reorg-{depth}"));
         let (head, _) = a.head();
         assert_replica_equals_upstream(a, &dir, head, &touched(&log));
+        assert_trie_root_is_the_heads(a, &dir, head);
 
         a.call("anvil_rollback", json!([depth]));
         for i in 0..depth + 1 {
@@ -67,10 +68,20 @@ fn reorgs_and_rollbacks_are_followed() {
         let (dir, log) = c.replay(&format!("after-rollback-{depth}"));
         let (head, _) = a.head();
         assert_replica_equals_upstream(a, &dir, head, &touched(&log));
+        assert_trie_root_is_the_heads(a, &dir, head);
     }
     let log = read_log(&c.brokers(), "log");
     let reverts = log.iter().filter(|r| matches!(r.record, ec_log::Record::Revert(_))).count();
     assert!(reverts >= 2 * (1 + 3 + 20), "expected a revert per abandoned block, got {reverts}");
+}
+
+/// The replica checked every block's and every revert's state root as it applied them; its trie now
+/// describes the upstream's head, with the head's root.
+fn assert_trie_root_is_the_heads(a: &Upstream, dir: &std::path::Path, head: u64) {
+    let store = ec_store::Store::open_read_only(dir).expect("the replica's database");
+    let trie = ec_store::Reads::trie_head(&store).expect("reads").expect("the trie is built");
+    let block = a.call("eth_getBlockByNumber", json!([format!("{head:#x}"), false]));
+    assert_eq!((trie.number, json!(trie.root)), (head, block["stateRoot"].clone()));
 }
 
 /// Kill -9 the publisher at random moments while anvil mines: no gap, no duplicate block, equal state.

@@ -218,6 +218,39 @@ fn truncated_chunk_stops_the_replica_and_changes_nothing() {
     bad_log_case("truncated", frames, "truncated");
 }
 
+/// A block record that leaves out one account's change (what a tracer blind spot in the publisher's client
+/// would produce) is refused by the block's state root: the replica exits 3 naming the block and both
+/// roots, and nothing of the block is written.
+#[test]
+fn a_record_that_leaves_out_a_change_stops_the_replica_naming_the_block() {
+    let broker = MockBroker::start(&["omits"]).expect("mock broker");
+    let brokers = broker.bootstrap_servers();
+    let records = LogGenerator::records(gen_opts(3), 300);
+    let at = records
+        .iter()
+        .enumerate()
+        .skip(150)
+        .find(|(_, (_, r))| matches!(r, Record::Block(b) if b.state.len() >= 2))
+        .map(|(i, _)| i)
+        .expect("a block changing two accounts");
+    produce(&brokers, "omits", &records[..at], chunky());
+    let tmp = tempdir();
+    let dir = path(&tmp, "r");
+    run_replica_ok(&dir, &brokers, "omits");
+    let (before, position_before) = (checksum(&dir), position(&dir));
+
+    let (seq, Record::Block(mut block)) = records[at].clone() else { unreachable!("a block") };
+    block.state.remove(0);
+    let number = block.number;
+    produce(&brokers, "omits", &[(seq, Record::Block(block))], chunky());
+    let out = run_replica(&dir, &brokers, "omits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&format!("block {number}'s state root")), "{stderr}");
+    assert_eq!(checksum(&dir), before, "the refused block changed the database");
+    assert_eq!(position(&dir), position_before);
+}
+
 #[test]
 fn sequence_gap_stops_the_replica_and_names_both_numbers() {
     let broker = MockBroker::start(&["gap"]).expect("mock broker");

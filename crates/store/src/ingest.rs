@@ -297,6 +297,15 @@ impl Store {
             U256::from_be_bytes(value.0).encode(&mut leaf);
             trie.add_leaf(Nibbles::unpack(&key[32..]), &leaf);
             *slots += 1;
+            // A contract with millions of slots: its finished nodes go out as the pass goes, not at its end.
+            if let Some(updates) = trie.updated_branch_nodes.as_mut().filter(|u| u.len() >= NODES_PER_BATCH) {
+                let mut nodes = nodes.borrow_mut();
+                let drained = updates.len();
+                for (path, node) in updates.drain() {
+                    self.put::<StorageTrie>(&mut nodes.batch, &(account, TriePath(path)), &TrieNode(node));
+                }
+                nodes.added(self, drained)?;
+            }
             it.next();
         }
         it.status()?;
@@ -305,8 +314,8 @@ impl Store {
     }
 }
 
-/// Trie nodes a full pass writes per batch.
-const NODES_PER_BATCH: usize = 16_384;
+/// Trie nodes a full pass holds and writes per batch: a few megabytes (the import's memory bound).
+const NODES_PER_BATCH: usize = 2_048;
 
 /// The trie nodes of a full pass, written a batch at a time.
 #[derive(Default)]
