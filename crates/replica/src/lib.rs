@@ -227,7 +227,7 @@ pub async fn run_with_store(
         let fetched = tokio::select! {
             _ = &mut shutdown => {
                 // The batch being written is kept: the database ends at a whole record either way.
-                if let Some(done) = pipeline.flush().map_err(ReplicaError::Write)? {
+                for done in pipeline.flush().map_err(ReplicaError::Write)? {
                     on_committed(&done, None, &ctx, &mut progress);
                 }
                 info!("shutdown requested: {}", progress.report(next_offset, None));
@@ -257,7 +257,7 @@ pub async fn run_with_store(
                     continue;
                 }
                 // Caught up means written: the last record's batch commits before anyone is told.
-                if let Some(done) = pipeline.flush().map_err(ReplicaError::Write)? {
+                for done in pipeline.flush().map_err(ReplicaError::Write)? {
                     on_committed(&done, None, &ctx, &mut progress);
                 }
                 // The consumer's position is past the last transaction's commit marker, which is no message:
@@ -312,7 +312,7 @@ pub async fn run_with_store(
         if let Record::Revert(ec_log::Revert { hash, .. }) = rec.record {
             // A revert deletes the block: read it first, to announce its logs as removed. It is never
             // prepared early (it reads what the batch before it writes), so it is written right here.
-            if let Some(done) = pipeline.flush().map_err(apply_err)? {
+            for done in pipeline.flush().map_err(apply_err)? {
                 on_committed(&done, None, &ctx, &mut progress);
             }
             let reverted = match &cfg.events {
@@ -342,7 +342,7 @@ pub async fn run_with_store(
         // Behind the high watermark the next record is prepared while this one is written; at the tip (as
         // far as the last watermark knows) it is written now, so that status and RPC see it at once.
         if status.borrow().high_watermark.is_none_or(|high| last_offset + 1 >= high) {
-            if let Some(done) = pipeline.flush().map_err(apply_err)? {
+            for done in pipeline.flush().map_err(apply_err)? {
                 on_committed(&done, None, &ctx, &mut progress);
             }
         }

@@ -73,6 +73,72 @@ pub(crate) struct Ready {
     pub(crate) first_state_block: Option<u64>,
 }
 
+/// A record checked and its batch built, not sealed ([`Store::prepare_batch`]). (One lives per record, moved
+/// once: the size difference between the variants costs nothing worth a box.)
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Staged {
+    Duplicate {
+        applied: u64,
+    },
+    Ready {
+        batch: Batch,
+        after: After,
+        first_state_block: Option<u64>,
+        /// A block's state change, when its root check is left to its group.
+        deferred: Option<Deferred>,
+    },
+}
+
+/// A block whose state root is checked with its group's.
+#[derive(Debug, Clone)]
+pub(crate) struct Deferred {
+    pub(crate) delta: StateDelta,
+    pub(crate) to: BlockRef,
+    pub(crate) header: Bytes,
+}
+
+impl After {
+    pub(crate) fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// What the database holds after `self` and then `next` commit together: `next`'s sequence, the head
+    /// either set last, the code both store.
+    pub(crate) fn then(&self, next: After) -> After {
+        let mut new_code = self.new_code.clone();
+        new_code.extend(next.new_code);
+        After { head: next.head.or(self.head), new_code, simple: self.simple && next.simple, ..next }
+    }
+}
+
+/// Whether `next` may join a group of records applied as one batch with one root check (catching up
+/// with the trie on), after the records whose combined [`After`] is `group` and whose first block is
+/// `first_block`. The same reads as [`may_prepare_during`] rule a record out (a wipe, `--verify-priors`),
+/// and a block whose history pruning reads the undo entry of a block in the group.
+pub(crate) fn may_group(group: &After, first_block: u64, next: &Record, opts: &StoreOptions) -> bool {
+    if opts.state_trie == TrieMode::Off || opts.verify_priors || !group.simple {
+        return false;
+    }
+    match next {
+        Record::Heartbeat(_) => true,
+        Record::Block(b) => {
+            let wipes = b.state.iter().any(|c| c.storage_wiped || c.account.is_none());
+            let prunes_in_group = match opts.history_blocks {
+                Some(k) => b.number.checked_sub(k).is_some_and(|pruned| pruned >= first_block),
+                None => false,
+            };
+            !wipes && !prunes_in_group
+        }
+        Record::Genesis(_) | Record::Checkpoint(_) | Record::Revert(_) => false,
+    }
+}
+
+/// Whether `rec` may start a group (see [`may_group`]): a block, with nothing in flight before it.
+pub(crate) fn may_start_group(rec: &Record, opts: &StoreOptions) -> bool {
+    let fresh = After { sequence: 0, record_crc: 0, head: None, new_code: BTreeSet::new(), simple: true };
+    matches!(rec, Record::Block(_)) && may_group(&fresh, 0, rec, opts)
+}
+
 /// One account's change as written: its hashed address, each changed (hashed) slot's value before and after,
 /// and the account after.
 struct AccountWritten {
@@ -144,6 +210,22 @@ impl Store {
     /// from there, and everything else is read from the database, which [`may_prepare_during`] makes sure
     /// the batch in flight does not change.
     pub(crate) fn prepare(&self, rec: &Assembled, in_flight: Option<&After>) -> Result<Prepared> {
+        Ok(match self.prepare_batch(rec, in_flight, false)? {
+            Staged::Duplicate { applied } => Prepared::Duplicate { applied },
+            Staged::Ready { batch, after, first_state_block, .. } => {
+                Prepared::Ready(Ready { sealed: self.seal(batch), after, first_state_block })
+            }
+        })
+    }
+
+    /// [`Store::prepare`] without sealing; with `defer_trie`, a block's state change is returned for a
+    /// group's one root check ([`Store::seal_group`]) instead of being checked here.
+    pub(crate) fn prepare_batch(
+        &self,
+        rec: &Assembled,
+        in_flight: Option<&After>,
+        defer_trie: bool,
+    ) -> Result<Staged> {
         let sequence = rec.envelope.sequence;
         let applied = match in_flight {
             Some(f) => Some(f.sequence),
@@ -161,7 +243,7 @@ impl Store {
                 }
             }
             if sequence <= applied {
-                return Ok(Prepared::Duplicate { applied });
+                return Ok(Staged::Duplicate { applied });
             }
         }
         if sequence != expected {
@@ -185,6 +267,7 @@ impl Store {
         }
 
         let mut batch = Batch::default();
+        let mut deferred = None;
         // Code the batch in flight stores, and code this record stores for the first time.
         let no_code = BTreeSet::new();
         let in_flight_code = in_flight.map_or(&no_code, |f| &f.new_code);
@@ -245,7 +328,15 @@ impl Store {
                 }
                 let delta;
                 (new_code, delta) = self.write_block(&mut batch, sequence, b, true, in_flight_code)?;
-                self.check_state_root(&mut batch, sequence, b, &delta)?;
+                if defer_trie {
+                    deferred = Some(Deferred {
+                        delta,
+                        to: BlockRef { number: b.number, hash: b.hash },
+                        header: b.header.clone(),
+                    });
+                } else {
+                    self.check_state_root(&mut batch, sequence, b, &delta)?;
+                }
                 // Keep the undo index for the newest `undo_window` blocks only. The head only ever grows
                 // one block at a time, so dropping the one entry that just left the window prunes every
                 // older one too. (Not a range delete: RocksDB re-fragments every range tombstone in the
@@ -306,7 +397,7 @@ impl Store {
             new_code,
             simple: matches!(rec.record, Record::Block(_) | Record::Heartbeat(_)),
         };
-        Ok(Prepared::Ready(Ready { sealed: self.seal(batch), after, first_state_block }))
+        Ok(Staged::Ready { batch, after, first_state_block, deferred })
     }
 
     /// Drops the history entries block `number` wrote, and its undo index: after this no read at or after
@@ -684,6 +775,31 @@ impl Store {
         Ok(())
     }
 
+    /// A group's batch sealed after its one state root check: `delta` is every change of the group's blocks
+    /// (later ones over earlier ones), applied to the trie that describes the state before the first block
+    /// (`from`: its number and parent hash); the root must be the last block's (`to`, `header`).
+    pub(crate) fn seal_group(
+        &self,
+        mut batch: Batch,
+        sequence: u64,
+        from: (u64, B256),
+        last: &Deferred,
+        delta: &StateDelta,
+    ) -> Result<Sealed> {
+        let expected = match self.opts.state_trie {
+            TrieMode::Check => {
+                Some(state_root_of_header(&last.header).map_err(|e| StoreError::BadBlock {
+                    sequence,
+                    number: last.to.number,
+                    reason: format!("header does not decode to a state root: {e}"),
+                })?)
+            }
+            _ => None,
+        };
+        self.check_trie_root(&mut batch, sequence, from, last.to, expected, delta)?;
+        Ok(self.seal(batch))
+    }
+
     /// With the trie on: updates it with a block's change, and refuses the block unless the new root is the
     /// one its header commits to.
     fn check_state_root(
@@ -852,6 +968,32 @@ mod tests {
         ];
         for (name, after, next, opts, expected) in cases {
             assert_eq!(may_prepare_during(&after, &next, &opts), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn what_may_join_a_group_of_blocks_under_one_root() {
+        let trie = StoreOptions::default();
+        let off = StoreOptions { state_trie: TrieMode::Off, ..StoreOptions::default() };
+        let verify = StoreOptions { verify_priors: true, ..StoreOptions::default() };
+        let window = |k| StoreOptions { undo_window: 1, history_blocks: Some(k), ..StoreOptions::default() };
+        let revert = Record::Revert(Revert { number: 10, hash: B256::ZERO });
+        // The group's first block is 8; it ends at block 10.
+        #[rustfmt::skip]
+        let cases: Vec<(&str, After, Record, StoreOptions, bool)> = vec![
+            ("a block",                          in_flight(Some(10), true), block(11, false, false), trie.clone(),  true),
+            ("a heartbeat",                      in_flight(Some(10), true), heartbeat(),             trie.clone(),  true),
+            ("no trie, no groups",               in_flight(Some(10), true), block(11, false, false), off,           false),
+            ("a wipe lists stored slots",        in_flight(Some(10), true), block(11, true, false),  trie.clone(),  false),
+            ("a deletion lists stored slots",    in_flight(Some(10), true), block(11, false, true),  trie.clone(),  false),
+            ("a revert ends the group",          in_flight(Some(10), true), revert,                  trie.clone(),  false),
+            ("verifying priors reads them all",  in_flight(Some(10), true), block(11, false, false), verify,        false),
+            ("pruning a block before the group", in_flight(Some(10), true), block(11, false, false), window(4),     true),
+            ("pruning a block in the group",     in_flight(Some(10), true), block(11, false, false), window(3),     false),
+            ("after a genesis",                  in_flight(Some(10), false), block(11, false, false), trie,         false),
+        ];
+        for (name, after, next, opts, expected) in cases {
+            assert_eq!(may_group(&after, 8, &next, &opts), expected, "{name}");
         }
     }
 }

@@ -118,6 +118,13 @@ pub(crate) struct Batch {
     ops: Vec<Op>,
 }
 
+impl Batch {
+    /// Appends `later`'s writes: where both write a key, `later`'s wins.
+    pub(crate) fn extend(&mut self, later: Batch) {
+        self.ops.extend(later.ops);
+    }
+}
+
 /// A batch in RocksDB's form, ready to write ([`Store::seal`]).
 pub(crate) struct Sealed(WriteBatch);
 

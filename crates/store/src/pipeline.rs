@@ -10,6 +10,15 @@
 //! Preparing reads the database as it was before the batch in flight. That is only done where nothing the
 //! record reads can be in that batch ([`crate::apply::may_prepare_during`]); otherwise the pipeline waits for
 //! the write first. At most one batch is in flight.
+//!
+//! With the state trie on, a block cannot be prepared while the one before it is written (its root walk
+//! reads the trie nodes that block writes). Catching up, blocks are grouped instead: up to
+//! [`DEFAULT_GROUP_BLOCKS`] consecutive blocks (and heartbeats) become **one** write batch with the last
+//! one's offset, and the trie is updated and the root checked once, over the union of their changes, against
+//! the last block's header. A crash leaves the database at the end of some group, as before at the end of
+//! some record. When a group's root differs, its blocks are applied again one by one, each checked, so that
+//! the error names the block and every good block before it is kept. [`Pipeline::flush`] closes the group:
+//! at the tip (the replica flushes after each record there) every block is its own group.
 
 use std::{
     sync::{mpsc, Arc},
@@ -18,10 +27,13 @@ use std::{
 
 use ec_log::Assembled;
 
+use alloy_primitives::B256;
+
 use crate::{
-    apply::{may_prepare_during, After, Prepared, Ready},
-    batch::Sealed,
+    apply::{may_group, may_prepare_during, may_start_group, After, Deferred, Prepared, Ready, Staged},
+    batch::{Batch, Sealed},
     error::{Result, StoreError},
+    trie::update::StateDelta,
     Store,
 };
 
@@ -32,6 +44,10 @@ use crate::{
 /// slower (docs/benchmarks.md).
 pub const HAND_OVER_FROM: usize = 1_000;
 
+/// Blocks one group holds at most (see the module's comment): a mainnet block is ~13,000 writes, so a group
+/// is a batch of about 200,000 writes (tens of megabytes) and one root walk instead of sixteen.
+pub const DEFAULT_GROUP_BLOCKS: usize = 16;
+
 /// Applies records in order, preparing each while the one before it is written. Dropping it waits for the
 /// batch in flight.
 pub struct Pipeline {
@@ -41,8 +57,28 @@ pub struct Pipeline {
     in_flight: Option<InFlight>,
     /// Records prepared while the batch before them was being written.
     early: u64,
+    /// Groups written.
+    groups: u64,
     /// See [`HAND_OVER_FROM`].
     hand_over_from: usize,
+    /// The blocks being grouped (see the module's comment).
+    group: Option<Group>,
+    /// See [`DEFAULT_GROUP_BLOCKS`]; 1: no grouping.
+    group_blocks: usize,
+}
+
+/// Records applied as one batch with one state root check.
+struct Group {
+    batch: Batch,
+    delta: StateDelta,
+    /// What the database holds once the group commits.
+    after: After,
+    recs: Vec<Assembled>,
+    /// The state the group starts from: its first block's number and parent hash.
+    from: (u64, B256),
+    /// The group's last block (its root is the one checked).
+    last: Deferred,
+    blocks: usize,
 }
 
 struct InFlight {
@@ -91,8 +127,17 @@ impl Pipeline {
             writer: Some(Writer { jobs, done, thread }),
             in_flight: None,
             early: 0,
+            groups: 0,
             hand_over_from: HAND_OVER_FROM,
+            group: None,
+            group_blocks: DEFAULT_GROUP_BLOCKS,
         })
+    }
+
+    /// Groups up to `blocks` blocks per batch and root check (default [`DEFAULT_GROUP_BLOCKS`]; 1: none).
+    pub fn group_blocks(mut self, blocks: usize) -> Self {
+        self.group_blocks = blocks.max(1);
+        self
     }
 
     /// Hands batches of at least `writes` writes to the writer thread (default [`HAND_OVER_FROM`]; 0: all of
@@ -122,6 +167,22 @@ impl Pipeline {
     /// batch in flight has been waited for.
     pub fn submit(&mut self, rec: Assembled) -> Result<Submitted> {
         let mut out = Submitted::default();
+        let opts = self.store.options();
+        if self.group_blocks > 1 {
+            match &self.group {
+                Some(g)
+                    if g.blocks < self.group_blocks && may_group(&g.after, g.from.0, &rec.record, opts) =>
+                {
+                    return self.join_group(rec, out);
+                }
+                Some(_) => out.committed.extend(self.close_group()?),
+                None if may_start_group(&rec.record, opts) => {
+                    out.committed.extend(self.flush()?);
+                    return self.join_group(rec, out);
+                }
+                None => {}
+            }
+        }
         let early = self
             .in_flight
             .as_ref()
@@ -138,7 +199,7 @@ impl Pipeline {
                 return Err(e);
             }
         };
-        out.committed.extend(self.flush()?);
+        out.committed.extend(self.flush_in_flight()?);
         match prepared {
             Prepared::Duplicate { applied } => out.duplicate = Some(applied),
             Prepared::Ready(Ready { sealed, first_state_block, .. })
@@ -157,8 +218,100 @@ impl Pipeline {
         Ok(out)
     }
 
+    /// Adds `rec` to the group (starting one), and closes the group once it is full.
+    fn join_group(&mut self, rec: Assembled, mut out: Submitted) -> Result<Submitted> {
+        let staged = match self.store.prepare_batch(&rec, self.group.as_ref().map(|g| &g.after), true) {
+            Ok(staged) => staged,
+            Err(e) => {
+                // What the group holds is good: it is written before the error is returned.
+                self.close_group()?;
+                return Err(e);
+            }
+        };
+        let (batch, after, deferred) = match staged {
+            Staged::Duplicate { applied } => {
+                out.duplicate = Some(applied);
+                return Ok(out);
+            }
+            Staged::Ready { batch, after, deferred, .. } => (batch, after, deferred),
+        };
+        match (&mut self.group, deferred) {
+            (Some(g), deferred) => {
+                g.batch.extend(batch);
+                g.after = g.after.then(after);
+                if let Some(d) = deferred {
+                    g.delta.extend(d.delta.clone());
+                    g.last = d;
+                    g.blocks += 1;
+                }
+                g.recs.push(rec);
+            }
+            (None, Some(d)) => {
+                let parent = match &rec.record {
+                    ec_log::Record::Block(b) => b.parent_hash,
+                    _ => return Err(StoreError::Config { reason: "a group starts with a block".into() }),
+                };
+                let from = (d.to.number, parent);
+                self.group = Some(Group {
+                    batch,
+                    delta: d.delta.clone(),
+                    after,
+                    recs: vec![rec],
+                    from,
+                    last: d,
+                    blocks: 1,
+                });
+            }
+            (None, None) => return Err(StoreError::Config { reason: "a group starts with a block".into() }),
+        }
+        if self.group.as_ref().is_some_and(|g| g.blocks >= self.group_blocks) {
+            out.committed.extend(self.close_group()?);
+        }
+        Ok(out)
+    }
+
+    /// Checks the group's root and writes it; returns its records. On a root mismatch of a group of several
+    /// blocks, applies them one by one, each checked: the good ones are written, the bad one's error returned.
+    fn close_group(&mut self) -> Result<Vec<Assembled>> {
+        let Some(g) = self.group.take() else { return Ok(Vec::new()) };
+        match self.store.seal_group(g.batch, g.after.sequence(), g.from, &g.last, &g.delta) {
+            Ok(sealed) => {
+                self.store.write_sealed(sealed)?;
+                self.groups += 1;
+                Ok(g.recs)
+            }
+            Err(StoreError::StateRootMismatch { .. }) if g.blocks > 1 => {
+                tracing::warn!(
+                    blocks = g.blocks,
+                    "a group's state root differs: applying its blocks one by one"
+                );
+                let mut done = Vec::new();
+                for rec in g.recs {
+                    if self.store.apply(&rec)? == crate::ApplyOutcome::Applied {
+                        done.push(rec);
+                    }
+                }
+                Ok(done)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How many groups have been written (see the module's comment).
+    pub fn groups_written(&self) -> u64 {
+        self.groups
+    }
+
+    /// Writes the group being gathered and waits for the batch in flight; returns their records once
+    /// committed, oldest first.
+    pub fn flush(&mut self) -> Result<Vec<Assembled>> {
+        let mut done = self.close_group()?;
+        done.extend(self.flush_in_flight()?);
+        Ok(done)
+    }
+
     /// Waits for the batch in flight; returns its record once committed.
-    pub fn flush(&mut self) -> Result<Option<Assembled>> {
+    fn flush_in_flight(&mut self) -> Result<Option<Assembled>> {
         let Some(f) = self.in_flight.take() else { return Ok(None) };
         let writer = self.writer.as_ref().ok_or(StoreError::WriterStopped)?;
         let written = writer.done.recv().map_err(|_| StoreError::WriterStopped)?;

@@ -5,6 +5,7 @@
 use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
 use ec_log::{AccountChange, AccountState, Assembled, Block, Envelope, Record, Revert, FORMAT_VERSION};
 use ec_store::{Pipeline, Reads, Store, StoreError, StoreOptions, TrieMode};
+
 use ec_testkit::{GenOptions, LogGenerator};
 use std::sync::Arc;
 
@@ -40,7 +41,7 @@ fn both(
         assert_eq!(step.duplicate, None);
         committed.extend(step.committed.into_iter().map(|r| r.envelope.sequence));
     }
-    committed.extend(pipeline.flush().expect("last batch").map(|r| r.envelope.sequence));
+    committed.extend(pipeline.flush().expect("last batch").into_iter().map(|r| r.envelope.sequence));
     let expected: Vec<u64> = records.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(committed, expected, "every record reported committed, once, in order");
     let early = pipeline.prepared_early();
@@ -151,7 +152,9 @@ fn duplicates_and_refused_records_in_a_pipeline() {
     let store = open(&dir, &StoreOptions::default());
     let gen = GenOptions { reorg_chance: 0.0, heartbeat_chance: 0.0, ..GenOptions::default() };
     let records = LogGenerator::records(gen, 6);
-    let mut pipeline = Pipeline::new(store.clone()).expect("pipeline starts").hand_over_from(0);
+    // The writer thread's hand-over is the subject: no groups.
+    let mut pipeline =
+        Pipeline::new(store.clone()).expect("pipeline starts").hand_over_from(0).group_blocks(1);
     for (seq, record) in &records[..4] {
         pipeline.submit(assembled(*seq, record.clone())).expect("applies");
     }
@@ -190,7 +193,7 @@ fn small_batches_are_written_in_place() {
     let dirs = [tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir")];
     let opts = StoreOptions::default();
     let (one_by_one, piped) = (open(&dirs[0], &opts), open(&dirs[1], &opts));
-    let mut pipeline = Pipeline::new(piped.clone()).expect("pipeline starts");
+    let mut pipeline = Pipeline::new(piped.clone()).expect("pipeline starts").group_blocks(1);
     for (seq, record) in &records {
         one_by_one.apply(&assembled(*seq, record.clone())).expect("applies");
         let step = pipeline.submit(assembled(*seq, record.clone())).expect("applies");
@@ -198,4 +201,70 @@ fn small_batches_are_written_in_place() {
         assert!(!pipeline.in_flight());
     }
     assert_eq!(piped.checksum().expect("checksum"), one_by_one.checksum().expect("checksum"));
+}
+
+/// Catching up with the trie on, blocks are written in groups, one batch and one root check each: the
+/// database is the one applying them one by one gives. A block in the middle of a group that leaves out a
+/// change is still found and named (the group is applied again block by block), and every block before it
+/// is kept.
+#[test]
+fn grouped_blocks_check_one_root_and_still_name_a_bad_block() {
+    let gen = GenOptions { reorg_chance: 0.0, heartbeat_chance: 0.1, ..GenOptions::default() };
+    let records = LogGenerator::records(gen, 400);
+    let opts = StoreOptions::default();
+    let (one_by_one, piped, _, _dirs) = {
+        let dirs = [tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir")];
+        let (a, b) = (open(&dirs[0], &opts), open(&dirs[1], &opts));
+        for (seq, record) in &records {
+            a.apply(&assembled(*seq, record.clone())).expect("applies");
+        }
+        let mut pipeline = Pipeline::new(b.clone()).expect("pipeline starts");
+        let mut committed = 0;
+        for (seq, record) in &records {
+            committed += pipeline.submit(assembled(*seq, record.clone())).expect("applies").committed.len();
+        }
+        committed += pipeline.flush().expect("flushes").len();
+        assert_eq!(committed, records.len(), "every record reported committed once");
+        let groups = pipeline.groups_written();
+        assert!(
+            groups > 0 && groups < records.len() as u64 / 4,
+            "{groups} groups for {} records",
+            records.len()
+        );
+        (a, b, groups, dirs)
+    };
+    assert_eq!(piped.checksum().expect("checksum"), one_by_one.checksum().expect("checksum"));
+
+    // Block `bad` leaves out an account's change: the blocks before it are written, it is refused by name.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, &opts);
+    let bad = records
+        .iter()
+        .position(|(seq, r)| *seq > 40 && matches!(r, Record::Block(b) if b.state.len() >= 2 && !b.state.iter().any(|c| c.storage_wiped || c.account.is_none())))
+        .expect("a block changing two accounts");
+    let mut pipeline = Pipeline::new(store.clone()).expect("pipeline starts");
+    let mut result = Ok(());
+    for (i, (seq, record)) in records.iter().enumerate().take(bad + 5) {
+        let mut record = record.clone();
+        if i == bad {
+            if let Record::Block(b) = &mut record {
+                b.state.remove(0);
+            }
+        }
+        if let Err(e) = pipeline.submit(assembled(*seq, record)) {
+            result = Err(e);
+            break;
+        }
+    }
+    if result.is_ok() {
+        result = pipeline.flush().map(|_| ());
+    }
+    let Record::Block(b) = &records[bad].1 else { unreachable!("a block") };
+    let err = result.expect_err("the bad block is refused");
+    assert!(matches!(err, StoreError::StateRootMismatch { number, .. } if number == b.number), "{err}");
+    assert_eq!(
+        store.head().expect("reads").map(|h| h.number),
+        Some(b.number - 1),
+        "the blocks before it stay"
+    );
 }

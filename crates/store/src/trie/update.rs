@@ -34,6 +34,15 @@ pub struct AccountDelta {
 }
 
 impl StateDelta {
+    /// Adds a later block's change: its account values and slot values replace these.
+    pub fn extend(&mut self, later: StateDelta) {
+        for (key, change) in later.accounts {
+            let entry = self.accounts.entry(key).or_default();
+            entry.account = change.account;
+            entry.slots.extend(change.slots);
+        }
+    }
+
     /// The changed accounts' keys, as the account trie's prefix set.
     pub(crate) fn account_keys(&self) -> PrefixSet {
         PrefixSet::new(self.accounts.keys().copied())
