@@ -111,6 +111,19 @@ pub fn replica_follow_cmd(data_dir: &Path, brokers: &str, topic: &str) -> Comman
     cmd
 }
 
+/// [`replica_cmd`] without `--verify-priors`, which reads every prior before its block and so keeps blocks
+/// from being grouped under one state root while catching up (`ec_store::Pipeline`): what a production
+/// replica runs.
+pub fn replica_cmd_grouping(data_dir: &Path, brokers: &str, topic: &str) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(["replica", "--pipeline-from-writes", "0", "--progress-interval", "0.5", "--topic", topic])
+        .args(["--brokers", brokers, "--exit-when-caught-up"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "info,rdkafka=warn");
+    cmd
+}
+
 /// Runs a replica to completion and returns its output.
 pub fn run_replica(data_dir: &Path, brokers: &str, topic: &str) -> Output {
     replica_cmd(data_dir, brokers, topic).output().expect("replica runs")

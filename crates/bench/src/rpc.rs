@@ -39,6 +39,8 @@ pub struct Args {
 }
 
 const DEV: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+/// The EIP-2935 history contract (Prague).
+const HISTORY: &str = "0x0000F90827F1C53a10cb7A02335B175320002935";
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let wrk = Command::new("wrk").arg("--version").output();
@@ -108,12 +110,25 @@ async fn bench(
             "eth_getLogs (whole chain)",
             call("eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": "latest"}])),
         ),
+        // The EIP-2935 contract holds a slot per recent block: an account proof and a storage proof.
+        (
+            "eth_getProof (latest)",
+            call("eth_getProof", json!([HISTORY, [format!("{:#x}", (head - 2) % 8191)], "latest"])),
+        ),
+        (
+            "eth_getProof (head-100)",
+            call(
+                "eth_getProof",
+                json!([
+                    HISTORY,
+                    [format!("{:#x}", (head - 2) % 8191)],
+                    format!("{:#x}", head.saturating_sub(100))
+                ]),
+            ),
+        ),
         (
             "eth_call (EIP-2935 read)",
-            call(
-                "eth_call",
-                json!([{"to": "0x0000F90827F1C53a10cb7A02335B175320002935", "data": format!("0x{:064x}", head - 2)}, "latest"]),
-            ),
+            call("eth_call", json!([{"to": HISTORY, "data": format!("0x{:064x}", head - 2)}, "latest"])),
         ),
     ];
     println!(

@@ -332,6 +332,7 @@ pub async fn run_with_store(
         }
         let step = pipeline.submit(rec).map_err(apply_err)?;
         progress.prepared_early = pipeline.prepared_early();
+        progress.groups = pipeline.groups_written();
         for done in &step.committed {
             on_committed(done, None, &ctx, &mut progress);
         }

@@ -12,6 +12,8 @@ pub struct Progress {
     pub bytes: u64,
     /// Records prepared while the one before was written (`ec_store::Pipeline`).
     pub prepared_early: u64,
+    /// Groups of blocks written as one batch under one state root check (`ec_store::Pipeline`).
+    pub groups: u64,
     last_report: (Instant, u64),
 }
 
@@ -26,6 +28,7 @@ impl Default for Progress {
             duplicates: 0,
             bytes: 0,
             prepared_early: 0,
+            groups: 0,
             last_report: (now, 0),
         }
     }
@@ -50,12 +53,13 @@ impl Progress {
         };
         format!(
             "{} records ({} blocks, {} reverts, {} duplicates skipped, {} prepared during the write before them, \
-             {:.1} MB) in {:.1}s, {:.0} records/s; {}",
+             {} block groups under one root, {:.1} MB) in {:.1}s, {:.0} records/s; {}",
             self.records,
             self.blocks,
             self.reverts,
             self.duplicates,
             self.prepared_early,
+            self.groups,
             self.bytes as f64 / 1e6,
             self.started.elapsed().as_secs_f64(),
             rate,
