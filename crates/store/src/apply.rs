@@ -285,7 +285,7 @@ impl Store {
                 let delta;
                 (new_code, delta) =
                     self.write_block(&mut batch, sequence, &g.block, false, in_flight_code)?;
-                self.check_state_root(&mut batch, sequence, &g.block, &delta)?;
+                self.check_genesis_root(&mut batch, sequence, &g.block, &delta)?;
                 let info = ChainInfo {
                     cluster_id: rec.envelope.cluster_id.clone(),
                     chain_id: g.chain_id,
@@ -768,10 +768,44 @@ impl Store {
                 reason: format!("header of block {parent} has no state root: {e}"),
             })?;
             let trie_parent = BlockRef { number: parent, hash: parent_hash };
-            let expected = (self.opts.state_trie == TrieMode::Check).then_some(expected);
+            let expected = self.roots_checked().then_some(expected);
             self.check_trie_root(batch, sequence, (r.number, r.hash), trie_parent, expected, &delta)?;
         }
         self.put_head(batch, BlockRef { number: parent, hash: parent_hash });
+        Ok(())
+    }
+
+    /// The genesis state enters the trie, and its root is compared with the genesis header's to learn whether
+    /// this chain's headers commit to its state at all. Every real client's do (the genesis root is the
+    /// alloc's); anvil's do not (its `--init` genesis reports the empty root, and its storage roots keep
+    /// cleared slots), and on such a chain roots are computed and kept but never compared
+    /// ([`MetaKey::RootsUnchecked`], logged at every start).
+    fn check_genesis_root(
+        &self,
+        batch: &mut Batch,
+        sequence: u64,
+        b: &Block,
+        delta: &StateDelta,
+    ) -> Result<()> {
+        if self.opts.state_trie == TrieMode::Off {
+            return Ok(());
+        }
+        let header_root = state_root_of_header(&b.header).ok();
+        let block = BlockRef { number: b.number, hash: b.hash };
+        let computed =
+            self.check_trie_root(batch, sequence, (b.number, b.parent_hash), block, None, delta)?;
+        if header_root.is_some_and(|r| r != computed) {
+            // A client whose genesis header does not commit to its alloc (anvil: the empty root) does not
+            // commit its later headers to its state either (anvil keeps cleared slots in its storage roots):
+            // no root of this chain can be compared. Said once, kept with the chain.
+            let reason = format!(
+                "the genesis header's state root {} is not the root of the genesis state {computed}",
+                header_root.unwrap_or_default()
+            );
+            tracing::warn!(%reason, "state roots of this chain are computed, never compared");
+            self.put::<Meta>(batch, &MetaKey::RootsUnchecked, &reason.into_bytes().into());
+            self.set_roots_unchecked();
+        }
         Ok(())
     }
 
@@ -786,15 +820,13 @@ impl Store {
         last: &Deferred,
         delta: &StateDelta,
     ) -> Result<Sealed> {
-        let expected = match self.opts.state_trie {
-            TrieMode::Check => {
-                Some(state_root_of_header(&last.header).map_err(|e| StoreError::BadBlock {
-                    sequence,
-                    number: last.to.number,
-                    reason: format!("header does not decode to a state root: {e}"),
-                })?)
-            }
-            _ => None,
+        let expected = match self.roots_checked() {
+            true => Some(state_root_of_header(&last.header).map_err(|e| StoreError::BadBlock {
+                sequence,
+                number: last.to.number,
+                reason: format!("header does not decode to a state root: {e}"),
+            })?),
+            false => None,
         };
         self.check_trie_root(&mut batch, sequence, from, last.to, expected, delta)?;
         Ok(self.seal(batch))
@@ -812,15 +844,17 @@ impl Store {
         if self.opts.state_trie == TrieMode::Off {
             return Ok(());
         }
-        // Unchecked (benchmarks over generated headers): nothing to compare with.
-        let expected = match self.opts.state_trie {
-            TrieMode::Check => Some(state_root_of_header(&b.header).map_err(|e| {
+        // Unchecked (benchmarks over generated headers, a chain whose headers commit to no state): no
+        // comparison.
+        let expected = match self.roots_checked() {
+            true => Some(state_root_of_header(&b.header).map_err(|e| {
                 bad_block(sequence, b, format!("header does not decode to a state root: {e}"))
             })?),
-            _ => None,
+            false => None,
         };
         let block = BlockRef { number: b.number, hash: b.hash };
-        self.check_trie_root(batch, sequence, (b.number, b.parent_hash), block, expected, delta)
+        self.check_trie_root(batch, sequence, (b.number, b.parent_hash), block, expected, delta)?;
+        Ok(())
     }
 
     /// Applies `delta` to the trie, which must describe the state `from` names (a block's number and its
@@ -834,7 +868,7 @@ impl Store {
         to: BlockRef,
         expected: Option<B256>,
         delta: &StateDelta,
-    ) -> Result<()> {
+    ) -> Result<B256> {
         let trie = self.trie_head()?;
         let computed = match trie {
             // Genesis: an empty state and no trie yet.
@@ -863,7 +897,7 @@ impl Store {
         }
         let head = TrieHead { number: to.number, hash: to.hash, root: computed };
         self.put::<Meta>(batch, &MetaKey::Trie, &head.encode().into());
-        Ok(())
+        Ok(computed)
     }
 
     fn put_head(&self, batch: &mut Batch, head: BlockRef) {

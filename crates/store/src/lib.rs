@@ -229,6 +229,8 @@ pub struct Store {
     written: WriteCounters,
     /// The root [`Store::build_trie`] computed, for [`Store::mark_imported`] to record the trie as built.
     built_root: std::sync::Mutex<Option<alloy_primitives::B256>>,
+    /// This chain's headers do not commit to its state ([`tables::MetaKey::RootsUnchecked`]).
+    roots_unchecked: std::sync::atomic::AtomicBool,
 }
 
 /// What the store has committed since it was opened (for the benchmark's write amplification).
@@ -276,6 +278,7 @@ impl Store {
             first_state_block: AtomicU64::new(0),
             written: Default::default(),
             built_root: Default::default(),
+            roots_unchecked: Default::default(),
         };
         store.check_layout(path, true)?;
         store.load_first_state_block()?;
@@ -369,6 +372,7 @@ impl Store {
             first_state_block: AtomicU64::new(0),
             written: Default::default(),
             built_root: Default::default(),
+            roots_unchecked: Default::default(),
         }
     }
 
@@ -431,7 +435,28 @@ impl Store {
         Ok(())
     }
 
+    /// A meta entry as text (for tools).
+    pub fn get_meta(&self, key: tables::MetaKey) -> Result<Option<String>> {
+        Ok(self.get::<tables::Meta>(&key)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Whether this chain's roots are compared with its headers (see [`tables::MetaKey::RootsUnchecked`]).
+    pub fn roots_checked(&self) -> bool {
+        self.opts.state_trie == TrieMode::Check && !self.roots_unchecked.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_roots_unchecked(&self) {
+        self.roots_unchecked.store(true, Ordering::SeqCst);
+    }
+
     fn load_first_state_block(&self) -> Result<()> {
+        if let Some(reason) = self.get::<tables::Meta>(&tables::MetaKey::RootsUnchecked)? {
+            self.set_roots_unchecked();
+            tracing::warn!(
+                reason = %String::from_utf8_lossy(&reason),
+                "this chain's headers do not commit to its state: state roots are computed, never compared"
+            );
+        }
         let first = match self.chain()? {
             Some(chain) => chain.first_block,
             None => self.imported()?.map_or(0, |i| i.number),
@@ -512,7 +537,7 @@ impl Store {
         }
         tracing::info!(block = number, "building the state trie from the state tables (once)");
         let computed = self.build_trie()?;
-        if computed != expected && self.opts.state_trie == TrieMode::Check {
+        if computed != expected && self.roots_checked() {
             return Err(StoreError::StoredStateRoot { number, expected, computed });
         }
         let mut batch = batch::Batch::default();

@@ -200,6 +200,9 @@ pub enum MetaKey {
     /// [`crate::trie::TrieHead`]: the block whose state the trie tables describe. Absent while they do not
     /// describe the head's state (never built, or blocks were applied with the trie off).
     Trie,
+    /// Present (the reason, UTF-8) when this chain's headers do not commit to its state, found at genesis:
+    /// roots are computed and kept, never compared (see `Store::check_genesis_root`).
+    RootsUnchecked,
 }
 
 impl MetaKey {
@@ -216,6 +219,7 @@ impl MetaKey {
             MetaKey::HistoryFloor => "history_floor",
             MetaKey::Layout => "layout",
             MetaKey::Trie => "trie",
+            MetaKey::RootsUnchecked => "roots_unchecked",
         }
     }
 }

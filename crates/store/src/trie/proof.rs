@@ -98,9 +98,9 @@ pub trait Proofs: Reads + Sized {
         }
         let mut keys: BTreeMap<B256, Vec<B256>> = BTreeMap::new();
         for n in number + 1..=head {
-            let changes = self
-                .block_changes(n)?
-                .ok_or(StoreError::StateUnavailable { number, first: head.saturating_sub(1) })?;
+            // The undo index of every block since is needed; the oldest provable block is the last one
+            // whose later undo entries are all still held.
+            let changes = self.block_changes(n)?.ok_or(StoreError::StateUnavailable { number, first: n })?;
             for (account, slots) in changes.accounts {
                 keys.entry(account).or_default().extend(slots);
             }
