@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     batch::Source,
+    Store,
     error::{Result, StoreError},
     tables::{Table, Value},
 };
@@ -20,6 +21,9 @@ use crate::{
 /// The stored nodes of one trie: table `T`, under `prefix` (a hashed address in the storage tries' table,
 /// nothing in the account trie's).
 pub(crate) struct DbNodes<'a> {
+    store: &'a Store,
+    /// For point reads (a view's snapshot, when read through one).
+    get_opts: rocksdb::ReadOptions,
     it: rocksdb::DBRawIterator<'a>,
     table: &'static str,
     prefix: Vec<u8>,
@@ -29,7 +33,14 @@ impl<'a> DbNodes<'a> {
     pub(crate) fn new<T: Table>(source: &'a impl Source, prefix: &[u8]) -> Self {
         let store = source.store();
         let it = store.db.raw_iterator_cf_opt(store.cf(T::NAME), source.read_options());
-        Self { it, table: T::NAME, prefix: prefix.to_vec() }
+        Self { store, get_opts: source.read_options(), it, table: T::NAME, prefix: prefix.to_vec() }
+    }
+
+    fn decode(&self, key: &[u8], value: &[u8]) -> Result<(Nibbles, BranchNodeCompact)> {
+        let corrupt = |reason: String| StoreError::Corrupt { table: self.table, reason };
+        let found = path_of(&key[self.prefix.len()..])
+            .ok_or_else(|| corrupt(format!("key {key:02x?} is not a nibble path")))?;
+        Ok((found, TrieNode::decode(value).map_err(corrupt)?.0))
     }
 }
 
@@ -37,14 +48,16 @@ impl NodeCursor for DbNodes<'_> {
     fn seek_under(&mut self, path: &Nibbles) -> Result<Option<(Nibbles, BranchNodeCompact)>> {
         let mut key = self.prefix.clone();
         key.extend_from_slice(&path.to_vec());
+        // Most stored nodes sit right at the path asked for (an extension in between is the exception): a
+        // point read, which the bloom filters keep to one level of the tree, before a seek, which reads a
+        // block of every level.
+        let cf = self.store.cf(self.table);
+        if let Some(value) = self.store.db.get_pinned_cf_opt(cf, &key, &self.get_opts)? {
+            return self.decode(&key, &value).map(Some);
+        }
         self.it.seek(&key);
         let found = match (self.it.key(), self.it.value()) {
-            (Some(k), Some(v)) if k.starts_with(&key) => {
-                let corrupt = |reason: String| StoreError::Corrupt { table: self.table, reason };
-                let found = path_of(&k[self.prefix.len()..])
-                    .ok_or_else(|| corrupt(format!("key {k:02x?} is not a nibble path")))?;
-                Some((found, TrieNode::decode(v).map_err(corrupt)?.0))
-            }
+            (Some(k), Some(v)) if k.starts_with(&key) => Some(self.decode(k, v)?),
             _ => None,
         };
         self.it.status()?;
