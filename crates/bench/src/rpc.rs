@@ -113,7 +113,7 @@ async fn bench(
         // The EIP-2935 contract holds a slot per recent block: an account proof and a storage proof.
         (
             "eth_getProof (latest)",
-            call("eth_getProof", json!([HISTORY, [format!("{:#x}", (head - 2) % 8191)], "latest"])),
+            call("eth_getProof", json!([HISTORY, [format!("{:#066x}", (head - 2) % 8191)], "latest"])),
         ),
         (
             "eth_getProof (head-100)",
@@ -121,7 +121,8 @@ async fn bench(
                 "eth_getProof",
                 json!([
                     HISTORY,
-                    [format!("{:#x}", (head - 2) % 8191)],
+                    // 32-byte keys: anvil refuses an odd number of digits.
+                    [format!("{:#066x}", (head - 2) % 8191)],
                     format!("{:#x}", head.saturating_sub(100))
                 ]),
             ),

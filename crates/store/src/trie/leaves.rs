@@ -13,9 +13,9 @@ use super::{
 };
 use crate::{
     batch::Source,
-    Store,
     error::{Result, StoreError},
     tables::{Table, Value},
+    Store,
 };
 
 /// The stored nodes of one trie: table `T`, under `prefix` (a hashed address in the storage tries' table,
