@@ -820,16 +820,22 @@ impl Store {
         last: &Deferred,
         delta: &StateDelta,
     ) -> Result<Sealed> {
-        let expected = match self.roots_checked() {
-            true => Some(state_root_of_header(&last.header).map_err(|e| StoreError::BadBlock {
-                sequence,
-                number: last.to.number,
-                reason: format!("header does not decode to a state root: {e}"),
-            })?),
-            false => None,
-        };
+        let expected = self.expected_root(sequence, last.to.number, &last.header)?;
         self.check_trie_root(&mut batch, sequence, from, last.to, expected, delta)?;
         Ok(self.seal(batch))
+    }
+
+    /// The root a block's header commits to, when this store compares roots: not with the trie unchecked
+    /// (benchmarks over generated headers) nor on a chain whose headers commit to no state.
+    fn expected_root(&self, sequence: u64, number: u64, header: &[u8]) -> Result<Option<B256>> {
+        if !self.roots_checked() {
+            return Ok(None);
+        }
+        state_root_of_header(header).map(Some).map_err(|e| StoreError::BadBlock {
+            sequence,
+            number,
+            reason: format!("header does not decode to a state root: {e}"),
+        })
     }
 
     /// With the trie on: updates it with a block's change, and refuses the block unless the new root is the
@@ -844,14 +850,7 @@ impl Store {
         if self.opts.state_trie == TrieMode::Off {
             return Ok(());
         }
-        // Unchecked (benchmarks over generated headers, a chain whose headers commit to no state): no
-        // comparison.
-        let expected = match self.roots_checked() {
-            true => Some(state_root_of_header(&b.header).map_err(|e| {
-                bad_block(sequence, b, format!("header does not decode to a state root: {e}"))
-            })?),
-            false => None,
-        };
+        let expected = self.expected_root(sequence, b.number, &b.header)?;
         let block = BlockRef { number: b.number, hash: b.hash };
         self.check_trie_root(batch, sequence, (b.number, b.parent_hash), block, expected, delta)?;
         Ok(())
