@@ -33,17 +33,8 @@ pub fn run(args: VerifyRootArgs) -> ExitCode {
 fn verify(args: &VerifyRootArgs) -> anyhow::Result<Option<String>> {
     let store = Store::open_read_only(&args.data_dir)
         .with_context(|| format!("opening {}", args.data_dir.display()))?;
-    let (number, hash, expected) = match (store.head()?, store.imported()?) {
-        (Some(head), _) => {
-            let block =
-                store.block_head(&head.hash)?.with_context(|| format!("no body for head {}", head.number))?;
-            let root = ec_log::state_root_of_header(&block.header)
-                .with_context(|| format!("the header of block {} has no state root", head.number))?;
-            (head.number, head.hash, root)
-        }
-        (None, Some(imported)) => (imported.number, imported.hash, imported.state_root),
-        (None, None) => anyhow::bail!("the database holds no state yet"),
-    };
+    let (ec_log::BlockRef { number, hash }, expected) =
+        store.state_block()?.context("the database holds no state yet")?;
     // A chain whose headers commit to no state (anvil's): the stored trie's root is what the state must hash
     // to, and the header says nothing.
     let unchecked = store.get_meta(ec_store::tables::MetaKey::RootsUnchecked)?;

@@ -693,10 +693,10 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Prefers the prestate tracer: on clients that serve both, parity's stateDiff cannot express a deleted
-/// account (anvil omits it), while prestate diffs show deletions as absence from `post`.
-/// Which state-diff trace the client serves. A client that cannot be reached (a node restarting under a
-/// starting publisher) is waited for: only a client that answers, and refuses both, has neither.
+/// Which state-diff trace the client serves. Prefers the prestate tracer: on clients that serve both,
+/// parity's stateDiff cannot express a deleted account (anvil omits it), while prestate diffs show
+/// deletions as absence from `post`. A client that cannot be reached (a node restarting under a starting
+/// publisher) is waited for: only a client that answers, and refuses both, has neither.
 async fn detect_trace_mode(rpc: &RpcClient, head: u64) -> Result<TraceMode, PublisherError> {
     let prestate = until_reachable("debug_traceBlockByNumber", || rpc.prestate_diff(head)).await;
     if prestate.is_ok() {

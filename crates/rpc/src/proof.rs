@@ -44,6 +44,8 @@ pub(crate) fn get_proof(
         other => server_error(other),
     })?;
     let existing = proof.account.as_ref();
+    // geth answers no proof at all for an account without storage.
+    let empty = existing.is_none() || proof.storage_root == alloy_consensus::constants::EMPTY_ROOT_HASH;
     let storage_proof: Vec<Value> = proof
         .storage
         .iter()
@@ -51,12 +53,6 @@ pub(crate) fn get_proof(
         .map(|(slot, (key, spelled_len))| {
             // geth: a 32-byte key is answered as given; a shorter one as a quantity.
             let key = if *spelled_len == 32 { json!(key) } else { json!(U256::from_be_bytes(key.0)) };
-            // geth answers no proof at all for an account without storage.
-            let empty = existing.is_none()
-                || proof.storage_root
-                    == alloy_primitives::b256!(
-                        "56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421"
-                    );
             let proof_nodes = if empty { vec![] } else { slot.proof.clone() };
             json!({ "key": key, "value": U256::from_be_bytes(slot.value.0), "proof": proof_nodes })
         })

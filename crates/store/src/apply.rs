@@ -89,11 +89,19 @@ pub(crate) enum Staged {
     },
 }
 
-/// A block whose state root is checked with its group's.
+/// A block whose state root is checked with its group's: its change, and what the group needs of it as its
+/// first block (its parent) or its last (its header).
 #[derive(Debug, Clone)]
 pub(crate) struct Deferred {
     pub(crate) delta: StateDelta,
-    pub(crate) to: BlockRef,
+    pub(crate) head: GroupEnd,
+    pub(crate) parent_hash: B256,
+}
+
+/// The block a group ends at, as far as its root check needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupEnd {
+    pub(crate) block: BlockRef,
     pub(crate) header: Bytes,
 }
 
@@ -331,8 +339,11 @@ impl Store {
                 if defer_trie {
                     deferred = Some(Deferred {
                         delta,
-                        to: BlockRef { number: b.number, hash: b.hash },
-                        header: b.header.clone(),
+                        head: GroupEnd {
+                            block: BlockRef { number: b.number, hash: b.hash },
+                            header: b.header.clone(),
+                        },
+                        parent_hash: b.parent_hash,
                     });
                 } else {
                     self.check_state_root(&mut batch, sequence, b, &delta)?;
@@ -447,15 +458,14 @@ impl Store {
         }
         if self.opts.state_trie != TrieMode::Off {
             let built = TrieHead { number: b.number, hash: b.hash, root };
-            if self.trie_head()? != Some(built) {
+            let trie = self.trie_head()?;
+            if trie != Some(built) {
                 return Err(StoreError::Corrupt {
                     table: "meta",
                     reason: format!(
-                        "the state trie describes {:?}, not the imported block {} ({}): restart the replica to \
-                         rebuild it",
-                        self.trie_head()?,
-                        b.number,
-                        b.hash
+                        "the state trie describes {trie:?}, not the imported block {} ({}): restart the replica \
+                         to rebuild it",
+                        b.number, b.hash
                     ),
                 });
             }
@@ -811,17 +821,17 @@ impl Store {
 
     /// A group's batch sealed after its one state root check: `delta` is every change of the group's blocks
     /// (later ones over earlier ones), applied to the trie that describes the state before the first block
-    /// (`from`: its number and parent hash); the root must be the last block's (`to`, `header`).
+    /// (`from`: its number and parent hash); the root must be the one the last block's header commits to.
     pub(crate) fn seal_group(
         &self,
         mut batch: Batch,
         sequence: u64,
         from: (u64, B256),
-        last: &Deferred,
+        last: &GroupEnd,
         delta: &StateDelta,
     ) -> Result<Sealed> {
-        let expected = self.expected_root(sequence, last.to.number, &last.header)?;
-        self.check_trie_root(&mut batch, sequence, from, last.to, expected, delta)?;
+        let expected = self.expected_root(sequence, last.block.number, &last.header)?;
+        self.check_trie_root(&mut batch, sequence, from, last.block, expected, delta)?;
         Ok(self.seal(batch))
     }
 

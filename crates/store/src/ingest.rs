@@ -17,7 +17,7 @@ use std::{
 
 use alloy_primitives::{B256, U256};
 use alloy_rlp::Encodable;
-use alloy_trie::{HashBuilder, Nibbles, TrieAccount, EMPTY_ROOT_HASH};
+use alloy_trie::{BranchNodeCompact, HashBuilder, Nibbles, TrieAccount, EMPTY_ROOT_HASH};
 use rocksdb::{IngestExternalFileOptions, Options, ReadOptions};
 
 use crate::{
@@ -201,11 +201,7 @@ impl Store {
             acc_it.next();
             if let Some(updates) = state.updated_branch_nodes.as_mut().filter(|u| u.len() >= NODES_PER_BATCH)
             {
-                let drained = updates.len();
-                for (path, node) in updates.drain() {
-                    self.put::<AccountTrie>(&mut nodes.batch, &TriePath(path), &TrieNode(node));
-                }
-                nodes.added(self, drained)?;
+                nodes.account_nodes(self, updates.drain())?;
             }
 
             if accounts.is_multiple_of(1024) && logged.elapsed() >= PROGRESS_EVERY {
@@ -234,10 +230,7 @@ impl Store {
         }
         let root = state.root();
         let (_, updates) = state.split();
-        nodes.pending += updates.len();
-        for (path, node) in updates {
-            self.put::<AccountTrie>(&mut nodes.batch, &TriePath(path), &TrieNode(node));
-        }
+        nodes.account_nodes(self, updates)?;
         nodes.finish(self)?;
         tracing::info!(accounts, slots, %root, elapsed_s = started.elapsed().as_secs(), "state root computed");
         Ok(root)
@@ -265,12 +258,9 @@ impl Store {
             if keep_nodes {
                 let mut nodes = nodes.borrow_mut();
                 let (_, updates) = trie.split();
-                let added = updates.len() + 1;
-                for (path, node) in updates {
-                    self.put::<StorageTrie>(&mut nodes.batch, &(account, TriePath(path)), &TrieNode(node));
-                }
                 self.put::<StorageRoots>(&mut nodes.batch, &account, &root);
-                nodes.added(self, added)?;
+                nodes.pending += 1;
+                nodes.storage_nodes(self, account, updates)?;
             }
             Ok(out.send(Ok(StorageRoot { account, root, slots })).is_ok())
         };
@@ -299,12 +289,7 @@ impl Store {
             *slots += 1;
             // A contract with millions of slots: its finished nodes go out as the pass goes, not at its end.
             if let Some(updates) = trie.updated_branch_nodes.as_mut().filter(|u| u.len() >= NODES_PER_BATCH) {
-                let mut nodes = nodes.borrow_mut();
-                let drained = updates.len();
-                for (path, node) in updates.drain() {
-                    self.put::<StorageTrie>(&mut nodes.batch, &(account, TriePath(path)), &TrieNode(node));
-                }
-                nodes.added(self, drained)?;
+                nodes.borrow_mut().storage_nodes(self, account, updates.drain())?;
             }
             it.next();
         }
@@ -325,9 +310,34 @@ struct NodeWriter {
 }
 
 impl NodeWriter {
-    /// Counts `added` writes put into the batch; commits once a batch's worth is pending.
-    fn added(&mut self, store: &Store, added: usize) -> Result<()> {
-        self.pending += added;
+    /// Puts the account trie's `nodes`; commits once a batch's worth is pending.
+    fn account_nodes(
+        &mut self,
+        store: &Store,
+        nodes: impl IntoIterator<Item = (Nibbles, BranchNodeCompact)>,
+    ) -> Result<()> {
+        for (path, node) in nodes {
+            store.put::<AccountTrie>(&mut self.batch, &TriePath(path), &TrieNode(node));
+            self.pending += 1;
+        }
+        self.commit_if_full(store)
+    }
+
+    /// Puts `account`'s storage trie `nodes`; commits once a batch's worth is pending.
+    fn storage_nodes(
+        &mut self,
+        store: &Store,
+        account: B256,
+        nodes: impl IntoIterator<Item = (Nibbles, BranchNodeCompact)>,
+    ) -> Result<()> {
+        for (path, node) in nodes {
+            store.put::<StorageTrie>(&mut self.batch, &(account, TriePath(path)), &TrieNode(node));
+            self.pending += 1;
+        }
+        self.commit_if_full(store)
+    }
+
+    fn commit_if_full(&mut self, store: &Store) -> Result<()> {
         if self.pending >= NODES_PER_BATCH {
             store.commit(std::mem::take(&mut self.batch))?;
             self.pending = 0;

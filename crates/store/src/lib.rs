@@ -516,22 +516,8 @@ impl Store {
             }
             return Ok(());
         }
-        let (number, hash, expected) = match (self.head()?, self.imported()?) {
-            (Some(head), _) => {
-                let block = self.block_head(&head.hash)?.ok_or_else(|| StoreError::Corrupt {
-                    table: "block_heads",
-                    reason: format!("no body for the head block {}", head.number),
-                })?;
-                let root = ec_log::state_root_of_header(&block.header).map_err(|e| StoreError::Corrupt {
-                    table: "block_heads",
-                    reason: format!("the head block's header has no state root: {e}"),
-                })?;
-                (head.number, head.hash, root)
-            }
-            (None, Some(imported)) => (imported.number, imported.hash, imported.state_root),
-            // Nothing applied yet: the genesis record builds the trie.
-            (None, None) => return Ok(()),
-        };
+        // Nothing applied yet: the genesis record builds the trie.
+        let Some((ec_log::BlockRef { number, hash }, expected)) = self.state_block()? else { return Ok(()) };
         if trie_head.is_some_and(|t| t.hash == hash) {
             return Ok(());
         }

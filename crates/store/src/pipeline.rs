@@ -30,7 +30,7 @@ use ec_log::Assembled;
 use alloy_primitives::B256;
 
 use crate::{
-    apply::{may_group, may_prepare_during, may_start_group, After, Deferred, Prepared, Ready, Staged},
+    apply::{may_group, may_prepare_during, may_start_group, After, GroupEnd, Prepared, Ready, Staged},
     batch::{Batch, Sealed},
     error::{Result, StoreError},
     trie::update::StateDelta,
@@ -77,7 +77,7 @@ struct Group {
     /// The state the group starts from: its first block's number and parent hash.
     from: (u64, B256),
     /// The group's last block (its root is the one checked).
-    last: Deferred,
+    last: GroupEnd,
     blocks: usize,
 }
 
@@ -240,25 +240,20 @@ impl Pipeline {
                 g.batch.extend(batch);
                 g.after = g.after.then(after);
                 if let Some(d) = deferred {
-                    g.delta.extend(d.delta.clone());
-                    g.last = d;
+                    g.delta.extend(d.delta);
+                    g.last = d.head;
                     g.blocks += 1;
                 }
                 g.recs.push(rec);
             }
             (None, Some(d)) => {
-                let parent = match &rec.record {
-                    ec_log::Record::Block(b) => b.parent_hash,
-                    _ => return Err(StoreError::Config { reason: "a group starts with a block".into() }),
-                };
-                let from = (d.to.number, parent);
                 self.group = Some(Group {
                     batch,
-                    delta: d.delta.clone(),
+                    delta: d.delta,
                     after,
                     recs: vec![rec],
-                    from,
-                    last: d,
+                    from: (d.head.block.number, d.parent_hash),
+                    last: d.head,
                     blocks: 1,
                 });
             }

@@ -173,6 +173,22 @@ pub trait Reads: Source {
         meta_postcard(self, MetaKey::Trie)
     }
 
+    /// The block whose state the state tables hold, with the state root its header commits to: the head, or
+    /// before any block the imported one; `None` when the database holds no state yet.
+    fn state_block(&self) -> Result<Option<(BlockRef, B256)>> {
+        if let Some(head) = self.head()? {
+            let corrupt = |reason: String| StoreError::Corrupt { table: "block_heads", reason };
+            let block = self
+                .block_head(&head.hash)?
+                .ok_or_else(|| corrupt(format!("no body for the head block {}", head.number)))?;
+            let root = ec_log::state_root_of_header(&block.header).map_err(|e| {
+                corrupt(format!("the header of block {} has no state root: {e}", head.number))
+            })?;
+            return Ok(Some((head, root)));
+        }
+        Ok(self.imported()?.map(|i| (BlockRef { number: i.number, hash: i.hash }, i.state_root)))
+    }
+
     /// The state `import-state` seeded this database with, if any.
     fn imported(&self) -> Result<Option<crate::tables::ImportedState>> {
         meta_postcard(self, MetaKey::Imported)

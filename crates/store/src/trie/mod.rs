@@ -125,19 +125,6 @@ impl PrefixSet {
         let i = self.keys.partition_point(|k| k < path);
         self.keys.get(i).is_some_and(|k| k.starts_with(path))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// The keys, as hashed keys.
-    pub fn keys(&self) -> impl Iterator<Item = B256> + '_ {
-        self.keys.iter().map(lowest_key)
-    }
 }
 
 /// A storage slot's leaf value: the value's RLP (as an integer, leading zeros dropped).

@@ -9,7 +9,7 @@ use alloy_trie::{Nibbles, EMPTY_ROOT_HASH};
 
 use super::{
     account_leaf,
-    update::{stored_storage_root, AccountDelta, StateDelta, TrieWalks},
+    update::{AccountDelta, StateDelta, TrieWalks},
     walk::Walked,
 };
 use crate::{
@@ -64,16 +64,10 @@ pub trait Proofs: Reads + Sized {
         // account, the storage root just computed; for the others, the one each had then).
         let mut overlay = BTreeMap::new();
         for (k, d) in &delta.accounts {
-            let root = if *k == key {
-                storage_root
-            } else if d.slots.is_empty() {
-                stored_storage_root(self, k)?
-            } else {
-                self.walk_storage(k, &d.slots, &[])?.root
-            };
+            let root = if *k == key { storage_root } else { self.storage_root_after(k, d)?.0 };
             overlay.insert(*k, d.account.as_ref().map(|a| account_leaf(a, root)));
         }
-        let accounts = self.walk_accounts(&overlay, &delta.account_keys(), &[key])?;
+        let accounts = self.walk_accounts(&overlay, delta.accounts.keys(), &[key])?;
         let slots = slots
             .iter()
             .zip(&slot_keys)
@@ -122,9 +116,4 @@ impl<S: Reads> Proofs for S {}
 /// The proof nodes on the path to `key`, root first.
 fn nodes_to(walked: &Walked, key: &B256) -> Vec<Bytes> {
     walked.proof.matching_nodes_sorted(&Nibbles::unpack(key)).into_iter().map(|(_, node)| node).collect()
-}
-
-/// Checks a proof against a root (the test's and `verify-root`'s own check of what is served).
-pub fn verify(root: B256, key: &B256, value: Option<Vec<u8>>, proof: &[Bytes]) -> bool {
-    alloy_trie::proof::verify_proof(root, Nibbles::unpack(key), value, proof).is_ok()
 }

@@ -42,11 +42,6 @@ impl StateDelta {
             entry.slots.extend(change.slots);
         }
     }
-
-    /// The changed accounts' keys, as the account trie's prefix set.
-    pub(crate) fn account_keys(&self) -> PrefixSet {
-        PrefixSet::new(self.accounts.keys().copied())
-    }
 }
 
 /// The storage root of an account the delta does not change: its [`StorageRoots`] entry.
@@ -79,18 +74,15 @@ impl Store {
     pub(crate) fn update_trie(&self, batch: &mut Batch, delta: &StateDelta) -> Result<B256> {
         let mut overlay = BTreeMap::new();
         for (key, change) in &delta.accounts {
-            let storage_root = if change.slots.is_empty() {
-                stored_storage_root(self, key)?
-            } else {
-                let walked = self.walk_storage(key, &change.slots, &[])?;
+            let (storage_root, walked) = self.storage_root_after(key, change)?;
+            if let Some(walked) = walked {
                 for path in &walked.removed {
                     self.delete::<StorageTrie>(batch, &(*key, TriePath(*path)));
                 }
                 for (path, node) in walked.updated {
                     self.put::<StorageTrie>(batch, &(*key, TriePath(path)), &TrieNode(node));
                 }
-                walked.root
-            };
+            }
             match &change.account {
                 Some(_) if storage_root != EMPTY_ROOT_HASH => {
                     self.put::<StorageRoots>(batch, key, &storage_root)
@@ -99,7 +91,7 @@ impl Store {
             }
             overlay.insert(*key, change.account.as_ref().map(|a| account_leaf(a, storage_root)));
         }
-        let walked = self.walk_accounts(&overlay, &delta.account_keys(), &[])?;
+        let walked = self.walk_accounts(&overlay, delta.accounts.keys(), &[])?;
         for path in &walked.removed {
             self.delete::<AccountTrie>(batch, &TriePath(*path));
         }
@@ -124,18 +116,25 @@ pub(crate) trait TrieWalks: Source + Sized {
         Walk::new(nodes, leaves, &changed).with_proof(targets).run()
     }
 
-    /// The account trie with `overlay` (hashed address -> new leaf value, `None`: gone) laid over it.
-    fn walk_accounts(
+    /// An account's storage root after `change`: the stored one when no slot changes, else the walk over the
+    /// changed slots (returned too, with the nodes it changed).
+    fn storage_root_after(&self, account: &B256, change: &AccountDelta) -> Result<(B256, Option<Walked>)> {
+        if change.slots.is_empty() {
+            return Ok((stored_storage_root(self, account)?, None));
+        }
+        let walked = self.walk_storage(account, &change.slots, &[])?;
+        Ok((walked.root, Some(walked)))
+    }
+
+    /// The account trie with `overlay` (hashed address -> new leaf value, `None`: gone) laid over it, the
+    /// `changed` accounts' paths walked down; keeps the proofs of `targets`.
+    fn walk_accounts<'k>(
         &self,
         overlay: &BTreeMap<B256, Option<Vec<u8>>>,
-        changed: &PrefixSet,
+        changed: impl IntoIterator<Item = &'k B256>,
         targets: &[B256],
     ) -> Result<Walked> {
-        let changed = if targets.is_empty() {
-            changed.clone()
-        } else {
-            PrefixSet::new(changed.keys().chain(targets.iter().copied()))
-        };
+        let changed = PrefixSet::new(changed.into_iter().copied().chain(targets.iter().copied()));
         let nodes = DbNodes::new::<AccountTrie>(self, &[]);
         let leaves =
             DbLeaves::new::<Accounts>(self, &[], overlay, |key, raw| stored_account_leaf(self, key, raw));
