@@ -171,18 +171,38 @@ impl Upstream {
             .unwrap_or_else(|e| panic!("{method} {params}: {e}"))
     }
 
+    /// A read, asked again while the client cannot be reached (for 20 s at most). Under load a client's
+    /// connection is now and then reset or refused for a moment (seen in CI with anvil beside four
+    /// publishers); a read is safe to repeat, a send is not, so only reads go through here.
+    fn read<T>(
+        &self,
+        what: &str,
+        ask: impl Fn() -> Result<T, ec_publisher::rpc::RpcError>,
+    ) -> Result<T, ec_publisher::rpc::RpcError> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match ask() {
+                Err(e) if e.is_unreachable() && Instant::now() < deadline => {
+                    eprintln!("{what}: {} (asking again)", error_chain(&e));
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub fn head(&self) -> (u64, B256) {
-        self.rt
-            .block_on(self.rpc.block_hash(ec_publisher::rpc::BlockId::Latest))
-            .expect("head")
+        self.read("head", || self.rt.block_on(self.rpc.block_hash(ec_publisher::rpc::BlockId::Latest)))
+            .unwrap_or_else(|e| panic!("head: {}", error_chain(&e)))
             .expect("a head")
     }
 
     pub fn hash_at(&self, n: u64) -> Option<B256> {
-        self.rt
-            .block_on(self.rpc.block_hash(ec_publisher::rpc::BlockId::Number(n)))
-            .expect("block")
-            .map(|b| b.1)
+        self.read("block hash", || {
+            self.rt.block_on(self.rpc.block_hash(ec_publisher::rpc::BlockId::Number(n)))
+        })
+        .unwrap_or_else(|e| panic!("block {n}: {}", error_chain(&e)))
+        .map(|b| b.1)
     }
 
     /// Sends a transaction from a dev account; returns its hash. anvil signs it (unlocked accounts); for
@@ -281,10 +301,11 @@ impl Upstream {
     /// in progress" for a while: that is "none yet" too.)
     pub fn receipt(&self, hash: B256) -> Value {
         let params = json!([hash]);
-        match self.rt.block_on(self.rpc.call::<Value>("eth_getTransactionReceipt", params)) {
+        let ask = || self.rt.block_on(self.rpc.call::<Value>("eth_getTransactionReceipt", params.clone()));
+        match self.read("eth_getTransactionReceipt", ask) {
             Ok(r) => r,
             Err(e) if e.to_string().contains("indexing is in progress") => Value::Null,
-            Err(e) => panic!("eth_getTransactionReceipt {hash}: {e}"),
+            Err(e) => panic!("eth_getTransactionReceipt {hash}: {}", error_chain(&e)),
         }
     }
 
@@ -323,6 +344,17 @@ impl Drop for Upstream {
             let _ = child.wait();
         }
     }
+}
+
+/// An error with every cause under it ("error sending request" alone does not say refused or reset).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }
 
 /// Every account and slot any block record of the log touched.
