@@ -235,7 +235,7 @@ pub(crate) async fn follow(
     rx.wait_for(|s| s.head_block.is_some_and(|h| h >= head)).await?;
     let rpc_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr = format!("127.0.0.1:{rpc_port}").parse()?;
-    let (server, _) = ec_rpc::serve(addr, store, None, limits, None, None).await?;
+    let (server, _) = ec_rpc::serve(addr, ec_rpc::Ctx::new(store, None, limits, None, None)).await?;
     Ok((format!("http://127.0.0.1:{rpc_port}"), Following { _server: server, _dir: dir }))
 }
 

@@ -42,12 +42,7 @@ impl KafkaArgs {
     pub async fn connect(self) -> anyhow::Result<KafkaConfig> {
         let cfg = self.into_config();
         if cfg.is_msk_iam() {
-            let tls = aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            );
-            let http = aws_smithy_http_client::Builder::new().tls_provider(tls).build_https();
-            let sdk =
-                aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).load().await;
+            let sdk = crate::aws::sdk_config().await;
             let region = sdk
                 .region()
                 .map(|r| r.to_string())

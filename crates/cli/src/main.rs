@@ -1,7 +1,9 @@
 //! `ether-cattle`: the replica, and the tools around it.
 
 mod availability;
+mod aws;
 mod balancer_cmd;
+mod filters_args;
 mod healthcheck;
 mod import_cmd;
 mod kafka_args;
@@ -30,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Replay the cluster's topic into a local database and keep following it.
-    Replica(ReplicaArgs),
+    Replica(Box<ReplicaArgs>),
     /// Follow an execution client and write every block, reorg and heartbeat to the cluster's topic.
     Publisher(publisher_cmd::PublisherArgs),
     /// Build a replica database at block N of a synced node from a dump of its state (checked against
@@ -158,6 +160,8 @@ struct ReplicaArgs {
     /// are proven by laying their values over every key changed since, so the cost grows with the depth.
     #[arg(long, env = "EC_PROOF_WINDOW", default_value_t = 128)]
     proof_window: u64,
+    #[command(flatten)]
+    filters: filters_args::FilterArgs,
     /// Topic for transactions accepted by eth_sendRawTransaction; default `<topic>-tx`, `none` refuses them.
     #[arg(long, env = "EC_TX_TOPIC")]
     tx_topic: Option<String>,
@@ -215,7 +219,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Replica(args) => runtime.block_on(replica(args)),
+        Command::Replica(args) => runtime.block_on(replica(*args)),
         Command::Publisher(args) => report(runtime.block_on(publisher_cmd::run(args, shutdown_signal()))),
         Command::ImportState(args) => report(runtime.block_on(import_cmd::run(args))),
         Command::Checksum { data_dir } => report(checksum(&data_dir)),
@@ -261,7 +265,34 @@ impl Drop for BackgroundRuntime {
     }
 }
 
+/// The JSON-RPC limits from the flags; unset pool sizes take the library's defaults (per core), written once
+/// in `ec_rpc::Limits::default`.
+fn rpc_limits(args: &ReplicaArgs) -> ec_rpc::Limits {
+    let defaults = ec_rpc::Limits::default();
+    ec_rpc::Limits {
+        max_log_block_range: args.max_log_block_range,
+        max_logs: args.max_logs,
+        gas_cap: args.rpc_gas_cap,
+        call_timeout: Duration::from_secs_f64(args.rpc_call_timeout_secs.max(0.01)),
+        logs_concurrency: args.rpc_logs_concurrency.unwrap_or(defaults.logs_concurrency),
+        evm_concurrency: args.rpc_evm_concurrency.unwrap_or(defaults.evm_concurrency),
+        trace_concurrency: args.rpc_trace_concurrency.unwrap_or(defaults.trace_concurrency),
+        trace_timeout: Duration::from_secs_f64(args.rpc_trace_timeout_secs.max(0.01)),
+        max_trace_bytes: args.rpc_max_trace_mb.max(1) << 20,
+        max_trace_filter_blocks: args.rpc_trace_filter_max_blocks.max(1),
+        proof_window: args.proof_window,
+    }
+}
+
 async fn replica(args: ReplicaArgs) -> ExitCode {
+    let limits = rpc_limits(&args);
+    let filters = match args.filters.open().await {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: polling filters: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let kafka = match args.kafka.connect().await {
         Ok(k) => k,
         Err(e) => {
@@ -355,21 +386,6 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
             }
         }
     };
-    // Unset pool sizes take the library's defaults (per core), written once in `ec_rpc::Limits::default`.
-    let defaults = ec_rpc::Limits::default();
-    let limits = ec_rpc::Limits {
-        max_log_block_range: args.max_log_block_range,
-        max_logs: args.max_logs,
-        gas_cap: args.rpc_gas_cap,
-        call_timeout: Duration::from_secs_f64(args.rpc_call_timeout_secs.max(0.01)),
-        logs_concurrency: args.rpc_logs_concurrency.unwrap_or(defaults.logs_concurrency),
-        evm_concurrency: args.rpc_evm_concurrency.unwrap_or(defaults.evm_concurrency),
-        trace_concurrency: args.rpc_trace_concurrency.unwrap_or(defaults.trace_concurrency),
-        trace_timeout: Duration::from_secs_f64(args.rpc_trace_timeout_secs.max(0.01)),
-        max_trace_bytes: args.rpc_max_trace_mb.max(1) << 20,
-        max_trace_filter_blocks: args.rpc_trace_filter_max_blocks.max(1),
-        proof_window: args.proof_window,
-    };
     // Stopping (SIGTERM from ECS/ASG, or Ctrl-C) is staged so that no request is cut off: readiness turns
     // 503 at once, RPC keeps serving for --drain-secs while the balancer takes the replica out, then the RPC
     // server stops accepting and finishes what is in flight, and only then does replay stop and the
@@ -401,7 +417,9 @@ async fn replica(args: ReplicaArgs) -> ExitCode {
                 r = caught_up.wait_for(|s| s.caught_up) => if r.is_err() { return },
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
             }
-            match ec_rpc::serve(addr, store, tx_producer, limits, Some(heads), events).await {
+            let mut ctx = ec_rpc::Ctx::new(store, tx_producer, limits, Some(heads), events);
+            ctx.filters = filters;
+            match ec_rpc::serve(addr, ctx).await {
                 Ok((handle, rpc_metrics)) => {
                     let _ = extra_metrics.set(Box::new(move || rpc_metrics.render()));
                     opened.send_modify(|s| s.rpc_pending = false);

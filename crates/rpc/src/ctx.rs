@@ -31,6 +31,8 @@ pub struct Ctx {
     pub pools: Pools,
     /// Recently read block bodies, decoded.
     pub blocks: BlockCache,
+    /// Polling filters (`eth_newFilter` and the rest); `None`: refused.
+    pub filters: Option<crate::filters::methods::Filters>,
 }
 
 /// The bodies of the blocks read most recently, decoded, by hash. A body is the same for ever under its hash
@@ -177,6 +179,7 @@ impl Ctx {
             last_tip: Default::default(),
             pools: Pools::new(&limits),
             blocks: Default::default(),
+            filters: None,
         }
     }
 

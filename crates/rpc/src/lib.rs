@@ -22,6 +22,7 @@ pub mod error;
 pub mod evm;
 pub mod exec;
 pub mod fees;
+pub mod filters;
 pub mod geth_shape;
 pub mod geth_trace;
 pub mod logs;
@@ -38,7 +39,6 @@ pub mod verify;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use ec_store::Store;
 use jsonrpsee::{
     server::{Server, ServerHandle},
     RpcModule,
@@ -55,18 +55,12 @@ pub const MAX_BATCH: u32 = 100;
 const MAX_RESPONSE_BYTES: u32 = 64 << 20;
 
 /// Every namespace, on one module over one shared [`Ctx`].
-pub fn module(
-    store: Arc<Store>,
-    tx_producer: Option<ec_kafka::TxProducer>,
-    limits: Limits,
-    status: Option<tokio::sync::watch::Receiver<ec_replica::Status>>,
-    events: Option<tokio::sync::broadcast::Sender<ec_replica::ChainEvent>>,
-) -> RpcModule<()> {
+pub fn module(ctx: Ctx) -> RpcModule<()> {
     use api::{
         debug::DebugApiServer, eth::EthApiServer, net::NetApiServer, trace::TraceApiServer,
         web3::Web3ApiServer,
     };
-    let ctx = Arc::new(Ctx::new(store, tx_producer, limits, status, events));
+    let ctx = Arc::new(ctx);
     let mut m = RpcModule::new(());
     // Two namespaces registering one name is a programming error caught by the first test run.
     let unique = "method names are unique across namespaces";
@@ -78,23 +72,16 @@ pub fn module(
     m
 }
 
-/// Serves JSON-RPC (HTTP and websocket on one port) on `addr`.
-pub async fn serve(
-    addr: SocketAddr,
-    store: Arc<Store>,
-    tx_producer: Option<ec_kafka::TxProducer>,
-    limits: Limits,
-    status: Option<tokio::sync::watch::Receiver<ec_replica::Status>>,
-    events: Option<tokio::sync::broadcast::Sender<ec_replica::ChainEvent>>,
-) -> std::io::Result<(ServerHandle, Arc<metrics::RpcMetrics>)> {
+/// Serves JSON-RPC (HTTP and websocket on one port) on `addr`, over `ctx` ([`Ctx::new`], then its filters).
+pub async fn serve(addr: SocketAddr, ctx: Ctx) -> std::io::Result<(ServerHandle, Arc<metrics::RpcMetrics>)> {
     // Bounded requests and responses: no input can make the server allocate without limit.
     let config = jsonrpsee::server::ServerConfig::builder()
         .max_request_body_size(5 << 20)
         .max_response_body_size(MAX_RESPONSE_BYTES)
         .set_batch_request_config(jsonrpsee::server::BatchRequestConfig::Limit(MAX_BATCH))
-        .set_id_provider(subscriptions::HexIdProvider::default())
+        .set_id_provider(subscriptions::HexIdProvider)
         .build();
-    let module = module(store, tx_producer, limits, status, events);
+    let module = module(ctx);
     let rpc_metrics = Arc::new(metrics::RpcMetrics::new(module.method_names().map(str::to_owned)));
     let m = rpc_metrics.clone();
     let middleware = jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new().layer_fn(move |inner| {

@@ -142,22 +142,26 @@ async fn logs_subscription(
 
 /// Subscription ids as Ethereum clients spell them: `0x` and 32 hex digits, unpredictable.
 #[derive(Debug, Default)]
-pub struct HexIdProvider {
-    counter: std::sync::atomic::AtomicU64,
-}
+pub struct HexIdProvider;
 
 impl jsonrpsee::server::IdProvider for HexIdProvider {
     fn next_id(&self) -> jsonrpsee::types::SubscriptionId<'static> {
-        use std::hash::{BuildHasher, Hasher};
-        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // RandomState is seeded per instance from the OS: enough to make ids unguessable across connections.
-        let mut words = [0u64; 2];
-        for (i, w) in words.iter_mut().enumerate() {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(n);
-            h.write_usize(i);
-            *w = h.finish();
-        }
-        jsonrpsee::types::SubscriptionId::Str(format!("0x{:016x}{:016x}", words[0], words[1]).into())
+        jsonrpsee::types::SubscriptionId::Str(format!("0x{}", random_hex_128()).into())
     }
+}
+
+/// 32 unpredictable hex digits (subscription and filter ids).
+pub fn random_hex_128() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // RandomState is seeded per instance from the OS: enough to make ids unguessable across connections.
+    let mut words = [0u64; 2];
+    for (i, w) in words.iter_mut().enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(n);
+        h.write_usize(i);
+        *w = h.finish();
+    }
+    format!("{:016x}{:016x}", words[0], words[1])
 }

@@ -21,7 +21,7 @@ use crate::{
     tables::{
         AccountHistory, Accounts, BlockChanges, BlockHead, BlockHeads, BlockTx, BlockTxs, Canonical,
         ChainInfo, ChangeSet, Code, ImportedState, LegacyBlocks, LogAddresses, LogTopics, Meta, MetaKey,
-        PriorAccount, Storage, StorageHistory, StoredAccount, TxIndex, TxLocation, Value,
+        PriorAccount, RevertedBlocks, Storage, StorageHistory, StoredAccount, TxIndex, TxLocation, Value,
     },
     trie::{
         update::{AccountDelta, StateDelta},
@@ -423,6 +423,10 @@ impl Store {
             }
         }
         self.delete::<BlockChanges>(batch, &number);
+        // Blocks of this number a revert took off the chain leave with it.
+        for (_, block) in self.scan_prefix::<RevertedBlocks>(&number.to_be_bytes())? {
+            self.delete::<RevertedBlocks>(batch, &(number, block.hash));
+        }
         Ok(())
     }
 
@@ -767,6 +771,7 @@ impl Store {
         }
         self.delete::<Canonical>(batch, &r.number);
         self.delete::<BlockChanges>(batch, &r.number);
+        self.put::<RevertedBlocks>(batch, &(r.number, r.hash), &block);
         let parent = r.number - 1;
         let parent_hash =
             self.canonical_hash(parent)?.ok_or_else(|| missing(format!("canonical block {parent}")))?;

@@ -352,8 +352,9 @@ impl Store {
         }
         // Any other table missing: a database its writer is still creating (tables are created one by one),
         // or not a replica's. Nothing may read through a missing table.
-        // The trie tables are derived, and newer than layout 3: a database without them is read without them.
-        if let Some(table) = missing.iter().find(|t| !tables::TRIE_TABLES.contains(t)) {
+        // The trie tables and the reverted blocks are newer than layout 3: a database without them is read
+        // without them.
+        if let Some(table) = missing.iter().find(|t| !tables::OPTIONAL_TABLES.contains(t)) {
             return Err(StoreError::Corrupt {
                 table,
                 reason: format!("{} has no such table (a database still being created?)", path.display()),

@@ -105,6 +105,15 @@ pub trait Reads: Source {
         }
     }
 
+    /// A block a revert took off the chain (kept as long as the undo window): `None` if this replica never
+    /// held it, or no longer does.
+    fn reverted_block(&self, number: u64, hash: &B256) -> Result<Option<StoredBlock>> {
+        if self.store().db.cf_handle(crate::tables::RevertedBlocks::NAME).is_none() {
+            return Ok(None); // a database of an older build, opened read-only
+        }
+        self.get::<crate::tables::RevertedBlocks>(&(number, *hash))
+    }
+
     /// Transaction `index` of block `hash` with its receipt, read alone (`None`: no such block or index), in
     /// one instant as [`Reads::block_by_hash`].
     fn block_transaction(&self, hash: &B256, index: usize) -> Result<Option<BlockTransaction>> {

@@ -147,8 +147,20 @@ table!(
     StorageRoots, "storage_roots", B256 => B256
 );
 
+table!(
+    /// Blocks a revert took off the chain, by `(number, hash)`, as they were: a polling log filter whose
+    /// cursor sits on one walks back from it to the canonical chain and reports its logs as removed. Kept as
+    /// long as the undo window (pruned with the history of the canonical block of the same number).
+    RevertedBlocks, "reverted_blocks", (u64, B256) => StoredBlock
+);
+
 /// The tables of the state trie: derived from the state tables, built when missing.
 pub const TRIE_TABLES: &[&str] = &[AccountTrie::NAME, StorageTrie::NAME, StorageRoots::NAME];
+
+/// Tables newer than layout 3 that a database may lack (it is then read without them, and they are created at
+/// the next writable open): the trie tables and the reverted blocks.
+pub const OPTIONAL_TABLES: &[&str] =
+    &[AccountTrie::NAME, StorageTrie::NAME, StorageRoots::NAME, RevertedBlocks::NAME];
 
 /// Every table, in the fixed order the checksum walks them.
 pub const ALL_TABLES: &[&str] = &[
@@ -169,6 +181,7 @@ pub const ALL_TABLES: &[&str] = &[
     AccountTrie::NAME,
     StorageTrie::NAME,
     StorageRoots::NAME,
+    RevertedBlocks::NAME,
 ];
 
 /// The keys of the [`Meta`] table.
@@ -257,6 +270,12 @@ impl Key for (B256, B256) {
 impl Key for (Address, u64) {
     fn encode(&self) -> Vec<u8> {
         [self.0.as_slice(), &self.1.to_be_bytes()].concat()
+    }
+}
+
+impl Key for (u64, B256) {
+    fn encode(&self) -> Vec<u8> {
+        [&self.0.to_be_bytes()[..], self.1.as_slice()].concat()
     }
 }
 

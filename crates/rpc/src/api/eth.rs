@@ -22,7 +22,7 @@ use crate::{
     ctx::{on_evm_thread, Class, Ctx, Req},
     error::{invalid_params, reverted, server_error, RpcResult},
     evm::{self, AccountOverride, BlockOverrides, CallRequest},
-    fees, logs,
+    fees, filters, logs,
     params::{BlockCount, Hash, StorageKey},
     send_tx, subscriptions,
 };
@@ -153,6 +153,26 @@ pub trait EthApi {
     // --- Logs.
     #[method(name = "getLogs")]
     async fn get_logs(&self, filter: logs::Filter) -> RpcResult<Vec<Log>>;
+
+    // --- Polling filters (crate::filters): a cursor in a store every replica shares.
+    #[method(name = "newFilter")]
+    async fn new_filter(&self, criteria: Value) -> RpcResult<String>;
+
+    #[method(name = "newBlockFilter")]
+    async fn new_block_filter(&self) -> RpcResult<String>;
+
+    /// A real filter whose changes are always empty: pending transactions live in the upstream's pool.
+    #[method(name = "newPendingTransactionFilter")]
+    async fn new_pending_transaction_filter(&self) -> RpcResult<String>;
+
+    #[method(name = "getFilterChanges")]
+    async fn get_filter_changes(&self, id: String) -> RpcResult<Value>;
+
+    #[method(name = "getFilterLogs")]
+    async fn get_filter_logs(&self, id: String) -> RpcResult<Vec<Log>>;
+
+    #[method(name = "uninstallFilter")]
+    async fn uninstall_filter(&self, id: String) -> RpcResult<bool>;
 
     /// `newHeads`, or `logs` with an optional filter.
     #[subscription(name = "subscribe" => "subscription", unsubscribe = "unsubscribe", item = Value)]
@@ -448,6 +468,30 @@ impl EthApiServer for Eth {
         self.0
             .on_pool(Class::Logs, move |r| logs::get_logs(r, &filter, None).map(Option::unwrap_or_default))
             .await
+    }
+
+    async fn new_filter(&self, criteria: Value) -> RpcResult<String> {
+        filters::methods::install(&self.0, filters::Kind::Logs(criteria)).await
+    }
+
+    async fn new_block_filter(&self) -> RpcResult<String> {
+        filters::methods::install(&self.0, filters::Kind::Blocks).await
+    }
+
+    async fn new_pending_transaction_filter(&self) -> RpcResult<String> {
+        filters::methods::install(&self.0, filters::Kind::PendingTransactions).await
+    }
+
+    async fn get_filter_changes(&self, id: String) -> RpcResult<Value> {
+        filters::methods::changes(&self.0, id).await
+    }
+
+    async fn get_filter_logs(&self, id: String) -> RpcResult<Vec<Log>> {
+        filters::methods::all_logs(&self.0, id).await
+    }
+
+    async fn uninstall_filter(&self, id: String) -> RpcResult<bool> {
+        filters::methods::uninstall(&self.0, id).await
     }
 
     async fn subscribe(
