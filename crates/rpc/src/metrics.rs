@@ -81,6 +81,7 @@ impl RpcMetrics {
              # TYPE ether_cattle_replica_reexecution_mismatches_total counter\n\
              ether_cattle_replica_reexecution_mismatches_total {mismatches}\n"
         ));
+        text.push_str(&crate::filters::COUNTS.render());
         text
     }
 }

@@ -1,7 +1,10 @@
 //! The six filter methods over a [`FilterStore`]: parsing and the store's calls here, what a poll delivers in
 //! [`super::poll`].
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::Duration,
+};
 
 use alloy_primitives::B256;
 use alloy_rpc_types_eth::Log;
@@ -39,7 +42,7 @@ fn not_found() -> ErrorObjectOwned {
 
 fn unavailable(e: super::FilterStoreError) -> ErrorObjectOwned {
     tracing::warn!(error = %e, "filter store");
-    ::metrics::counter!("ec_filter_store_errors_total").increment(1);
+    super::COUNTS.store_errors.fetch_add(1, Relaxed);
     server_error(e)
 }
 
@@ -64,32 +67,26 @@ pub async fn install(c: &Arc<Ctx>, kind: Kind) -> RpcResult<String> {
     let id = new_id();
     let filter = StoredFilter { kind, cluster, cursor, expires_at: expiry(filters) };
     filters.store.insert(&id, &filter).await.map_err(unavailable)?;
-    ::metrics::counter!("ec_filters_installed_total", "kind" => filter.kind.name()).increment(1);
+    super::COUNTS.installed.fetch_add(1, Relaxed);
     Ok(id)
 }
 
 /// geth's rules for a live log filter: the range bounds which new blocks' logs are reported, so it must be
-/// numbers or `latest` (`earliest` is 0), in order.
+/// numbers, `earliest` (0) or `latest`, in order; geth's -32602 and words when it is not.
 fn check_criteria(criteria: &Value) -> RpcResult<logs::Filter> {
     let f = logs::parse_filter(criteria).map_err(invalid_params)?;
-    if let logs::Range::Blocks { from, to } = f.range {
-        let bound = |s: BlockSpec| match s {
-            BlockSpec::Pending => Err(server_error("pending logs are not supported")),
-            BlockSpec::Safe | BlockSpec::Finalized | BlockSpec::Hash { .. } => {
-                Err(server_error("invalid from and to block combination"))
-            }
-            _ => Ok(()),
-        };
-        bound(from)?;
-        bound(to)?;
-        if let (Some(a), Some(b)) = (number(from), number(to)) {
-            if a > b {
-                return Err(server_error("invalid from and to block combination"));
-            }
-        }
-        if let (BlockSpec::Latest, Some(_)) = (from, number(to)) {
-            return Err(server_error("invalid from and to block combination"));
-        }
+    let refuse = |msg: &str| Err(ErrorObjectOwned::owned(-32602, msg.to_string(), None::<()>));
+    let logs::Range::Blocks { from, to } = f.range else { return Ok(f) };
+    if from == BlockSpec::Pending || to == BlockSpec::Pending {
+        return refuse("pending logs are not supported");
+    }
+    let in_order = match (from, to) {
+        (BlockSpec::Latest, BlockSpec::Latest) => true,
+        (from, BlockSpec::Latest) => number(from).is_some(),
+        (from, to) => number(from).zip(number(to)).is_some_and(|(a, b)| a <= b),
+    };
+    if !in_order {
+        return refuse("invalid block range params");
     }
     Ok(f)
 }
@@ -102,8 +99,10 @@ fn number(s: BlockSpec) -> Option<u64> {
     }
 }
 
+/// When a filter polled now expires: rounded up to the second (the store's unit), so never early.
 fn expiry(filters: &Filters) -> u64 {
-    unix_now().saturating_add(filters.timeout.as_secs().max(1))
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (now + filters.timeout).as_secs_f64().ceil() as u64
 }
 
 /// `eth_getFilterChanges`: what happened since the last poll, from whichever replica answers.
@@ -114,14 +113,14 @@ pub async fn changes(c: &Arc<Ctx>, id: String) -> RpcResult<Value> {
         let polled = f.clone();
         let (answer, cursor) =
             c.on_pool(Class::Logs, move |r| delivery(r, &polled)).await?.ok_or_else(|| {
-                ::metrics::counter!("ec_filter_polls_total", "outcome" => "unknown_cursor").increment(1);
+                super::COUNTS.unknown_cursor.fetch_add(1, Relaxed);
                 not_found()
             })?;
         if filters.store.advance(&id, &f.cursor, &cursor, expiry(&filters)).await.map_err(unavailable)? {
-            ::metrics::counter!("ec_filter_polls_total", "outcome" => "delivered").increment(1);
+            super::COUNTS.delivered.fetch_add(1, Relaxed);
             return Ok(answer);
         }
-        ::metrics::counter!("ec_filter_polls_total", "outcome" => "raced").increment(1);
+        super::COUNTS.raced.fetch_add(1, Relaxed);
     }
     // Every attempt lost to another poll of the same filter: they delivered what there was.
     Ok(Value::Array(Vec::new()))

@@ -17,8 +17,56 @@ pub mod memory;
 pub mod methods;
 pub mod poll;
 
+use std::sync::atomic::AtomicU64;
+
 use alloy_primitives::B256;
 use serde_json::Value;
+
+/// What the filter methods did since the process started (rendered on `/metrics`).
+#[derive(Default)]
+pub struct Counts {
+    pub installed: AtomicU64,
+    /// Polls answered (with changes or none).
+    pub delivered: AtomicU64,
+    /// Poll attempts that lost the race for the cursor to another poll of the same filter, and started again.
+    pub raced: AtomicU64,
+    /// Polls whose cursor block this replica does not know ("filter not found": the client re-creates it).
+    pub unknown_cursor: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+pub static COUNTS: Counts = Counts {
+    installed: AtomicU64::new(0),
+    delivered: AtomicU64::new(0),
+    raced: AtomicU64::new(0),
+    unknown_cursor: AtomicU64::new(0),
+    store_errors: AtomicU64::new(0),
+};
+
+impl Counts {
+    /// Prometheus text for the counts.
+    pub fn render(&self) -> String {
+        let get = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        format!(
+            "# HELP ether_cattle_replica_filters_installed_total Polling filters created through this replica.\n\
+             # TYPE ether_cattle_replica_filters_installed_total counter\n\
+             ether_cattle_replica_filters_installed_total {}\n\
+             # HELP ether_cattle_replica_filter_polls_total eth_getFilterChanges attempts by outcome.\n\
+             # TYPE ether_cattle_replica_filter_polls_total counter\n\
+             ether_cattle_replica_filter_polls_total{{outcome=\"delivered\"}} {}\n\
+             ether_cattle_replica_filter_polls_total{{outcome=\"raced\"}} {}\n\
+             ether_cattle_replica_filter_polls_total{{outcome=\"unknown_cursor\"}} {}\n\
+             # HELP ether_cattle_replica_filter_store_errors_total Failed calls to the filter store.\n\
+             # TYPE ether_cattle_replica_filter_store_errors_total counter\n\
+             ether_cattle_replica_filter_store_errors_total {}\n",
+            get(&self.installed),
+            get(&self.delivered),
+            get(&self.raced),
+            get(&self.unknown_cursor),
+            get(&self.store_errors),
+        )
+    }
+}
 
 /// geth's idle expiry: a filter not polled for this long is gone.
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
