@@ -66,7 +66,7 @@ def deployed():
                 Parameters=params({
                     "ClusterId": cluster, "Topic": cluster, "KafkaBrokers": "b-1.kafka:9094,b-2.kafka:9094",
                     "VpcId": vpc, "SubnetIds": ",".join(subnets), "ListenerArn": shared["ListenerArn"],
-                    "ServingTargetGroupArn": shared["ServingTargetGroupArn"],
+                    "ServingTargetGroupArn": shared["ServingTargetGroupArn"], "FilterTableArn": shared["FilterTableArn"],
                     "AlbSecurityGroupId": shared["AlbSecurityGroupId"], "ListenerRulePriority": priority,
                     "ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/ether-cattle:abc",
                     "ExecutionClientRpcUrl": "http://10.0.1.10:8545", "LambdaCodeBucket": "artifacts",

@@ -144,6 +144,25 @@ def test_shared_resources_present(shared):
     assert shared["Resources"]["MskCluster"]["Condition"] == "MakeMsk"
 
 
+def test_filter_table_shared_with_ttl_and_replicas_granted_only_its_items(cluster, shared):
+    table = shared["Resources"]["FilterTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert shared["Outputs"]["FilterTableArn"]["Value"] == {"Fn::GetAtt": ["FilterTable", "Arn"]}
+    policy = cluster["Resources"]["ReplicaFilterTablePolicy"]
+    assert policy["Condition"] == "HasFilterTable"
+    assert policy["Properties"]["Roles"] == [{"Ref": "InstanceRole"}]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    # Exactly what ec_rpc::filters::dynamodb calls (CreateTable and UpdateTimeToLive are for local clusters).
+    assert set(statement["Action"]) == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                        "dynamodb:DeleteItem"}
+    assert statement["Resource"] == {"Ref": "FilterTableArn"}
+    script = cluster["Resources"]["ReplicaLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
+    assert "-e EC_FILTER_STORE=${FilterStore} -e EC_FILTER_TABLE=${FilterTableName}" in script[0]
+    assert script[1]["FilterStore"] == {"Fn::If": ["HasFilterTable", "dynamodb", "off"]}
+
+
 def test_serving_alarms(shared):
     """Healthy hosts, 5xx and p99 latency of the serving target group, where every user request goes."""
     want = {"ServingHealthyHostsAlarm": ("HealthyHostCount", "LessThanThreshold", {"Ref": "MinHealthyReplicas"}),
