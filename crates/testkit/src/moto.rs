@@ -1,4 +1,4 @@
-//! moto: an AWS API emulator (Python), run as `python3 -m moto.server` on a free 127.0.0.1 port, so the
+//! moto: an AWS API emulator (Python), its server app run on a free 127.0.0.1 port (one request at a time), so the
 //! Lambda functions' tests drive the real AWS SDK clients against it. `scripts/setup.sh` installs it.
 //!
 //! The interpreter comes from `MOTO_PYTHON`, else `python3`. A server that does not start is an error, never a
@@ -10,6 +10,24 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+/// moto's server app (as `python -m moto.server` runs it), one request at a time. AWS applies each call
+/// atomically (a DynamoDB conditional update checks and writes as one step); moto's backends do not lock, so
+/// two requests at once could both pass one condition. Serialised, moto keeps AWS's promise.
+const SERIALIZED_SERVER: &str = r#"
+import sys, threading
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import run_simple
+
+app = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+
+def serialized(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
+
+run_simple("127.0.0.1", int(sys.argv[1]), serialized, threaded=True)
+"#;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MotoError {
@@ -36,7 +54,7 @@ impl MotoServer {
         let log = std::fs::File::create(&log_path)?;
         let port = crate::free_port()?;
         let mut child = Command::new(python)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-c", SERIALIZED_SERVER, &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
