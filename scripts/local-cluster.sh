@@ -3,7 +3,8 @@
 # from config/genesis-local.json mining a block every second with a small traffic generator (transfers, and
 # calls of a contract that stores a value and emits a log), the publisher following it, two replicas
 # following the topic, and a balancer in front of them that routes only to ready replicas (the ALB's
-# stand-in). Prints a status line per second; Ctrl-C stops all.
+# stand-in), with moto's DynamoDB API holding the polling filters both replicas share. Prints a status line
+# per second; Ctrl-C stops all.
 #
 #   scripts/local-cluster.sh [DATA_DIR]     (default: ./local-cluster)
 set -euo pipefail
@@ -13,6 +14,7 @@ PORT="${EC_LOCAL_KAFKA_PORT:-19092}"
 CONTROLLER_PORT="${EC_LOCAL_KAFKA_CONTROLLER_PORT:-19093}"
 ANVIL_PORT="${EC_LOCAL_ANVIL_PORT:-18545}"
 METRICS_PORT="${EC_LOCAL_METRICS_PORT:-19101}"
+MOTO_PORT="${EC_LOCAL_MOTO_PORT:-19500}"
 HEALTH_BASE="${EC_LOCAL_HEALTH_BASE:-19080}"   # replica r serves health on HEALTH_BASE + r
 RPC_BASE="${EC_LOCAL_RPC_BASE:-18550}"         # and JSON-RPC on RPC_BASE + r; the balancer on RPC_BASE
 TOPIC="local-cluster"
@@ -110,11 +112,20 @@ done
 ) >/dev/null 2>&1 &
 pids+=($!)
 
+# The replicas' polling-filter table (eth_newFilter): DynamoDB's API from moto, as the stacks give them
+# DynamoDB, so that a filter polled through the balancer continues on either replica.
+python3 scripts/moto-server.py "$MOTO_PORT" >"$DATA/logs/moto.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 300); do (echo >"/dev/tcp/127.0.0.1/$MOTO_PORT") 2>/dev/null && break; sleep 0.1; done
+export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1 \
+  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+
 # Replica 2 also checks every block's prior values against its own state (--verify-priors).
 for r in 1 2; do
   verify=(); [ "$r" = 2 ] && verify=(--verify-priors)
   "$BIN" replica "${verify[@]}" --brokers "127.0.0.1:$PORT" --topic "$TOPIC" --data-dir "$DATA/replica-$r" \
     --health-addr "127.0.0.1:$(( HEALTH_BASE + r ))" --rpc-addr "127.0.0.1:$(( RPC_BASE + r ))" \
+    --filter-store dynamodb --filter-table "filters-$RUN" --filter-create-table \
     --snapshot-dir "$DATA/snapshots" >"$DATA/logs/replica-$r.log" 2>&1 &
   pids+=($!)
 done

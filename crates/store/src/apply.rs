@@ -352,6 +352,9 @@ impl Store {
                 // one block at a time, so dropping the one entry that just left the window prunes every
                 // older one too. (Not a range delete: RocksDB re-fragments every range tombstone in the
                 // memtable on each read, which made replay twenty times slower.)
+                if let Some(expired) = b.number.checked_sub(self.opts.undo_window) {
+                    self.prune_reverted(&mut batch, expired)?;
+                }
                 match self.opts.history_blocks {
                     None => {
                         if let Some(expired) = b.number.checked_sub(self.opts.undo_window) {
@@ -423,7 +426,12 @@ impl Store {
             }
         }
         self.delete::<BlockChanges>(batch, &number);
-        // Blocks of this number a revert took off the chain leave with it.
+        Ok(())
+    }
+
+    /// Drops the reverted blocks of height `number` (it left the undo window: no revert reaches it, and no
+    /// filter cursor older than that is continued).
+    fn prune_reverted(&self, batch: &mut Batch, number: u64) -> Result<()> {
         for (_, block) in self.scan_prefix::<RevertedBlocks>(&number.to_be_bytes())? {
             self.delete::<RevertedBlocks>(batch, &(number, block.hash));
         }

@@ -98,6 +98,41 @@ fn every_revert_restores_the_exact_state_of_its_parent() {
     assert!(reverts > 40, "the log must exercise reverts, had {reverts}");
 }
 
+/// A reverted block stays readable by (number, hash), logs and all, as long as the undo window (a polling
+/// log filter reports its logs as removed from it), and is pruned with the history of its height.
+#[test]
+fn reverted_blocks_are_kept_for_the_undo_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let window = 16;
+    let store = open(&dir, window);
+    let opts = GenOptions { reorg_chance: 0.1, max_reorg_depth: 3, ..GenOptions::default() };
+    let mut gen = LogGenerator::new(opts);
+    let mut reverted: Vec<(u64, B256)> = Vec::new();
+    let mut pruned = 0;
+    for _ in 0..600 {
+        let (seq, record) = gen.next_record();
+        let revert = match &record {
+            Record::Revert(r) => Some((r.number, r.hash, store.block_by_hash(&r.hash).expect("reads"))),
+            _ => None,
+        };
+        store.apply(&assembled(seq, record)).expect("applies");
+        if let Some((number, hash, before)) = revert {
+            let kept = store.reverted_block(number, &hash).expect("reads").expect("kept once reverted");
+            assert_eq!(Some(kept), before, "the reverted block as it was");
+            reverted.push((number, hash));
+        }
+        let head = store.head().expect("head").expect("a head").number;
+        for (number, hash) in &reverted {
+            if head >= number + 2 * window + 2 {
+                assert!(store.reverted_block(*number, hash).expect("reads").is_none(), "{number} pruned");
+                pruned += 1;
+            }
+        }
+        reverted.retain(|(number, _)| head < number + 2 * window + 2);
+    }
+    assert!(pruned > 10, "the log must revert and then prune blocks, pruned {pruned}");
+}
+
 /// An account and its slots as one block left them.
 type Seen = (Option<ec_store::tables::StoredAccount>, Vec<B256>);
 

@@ -11,23 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// moto's server app (as `python -m moto.server` runs it), one request at a time. AWS applies each call
-/// atomically (a DynamoDB conditional update checks and writes as one step); moto's backends do not lock, so
-/// two requests at once could both pass one condition. Serialised, moto keeps AWS's promise.
-const SERIALIZED_SERVER: &str = r#"
-import sys, threading
-from moto.server import DomainDispatcherApplication, create_backend_app
-from werkzeug.serving import run_simple
-
-app = DomainDispatcherApplication(create_backend_app)
-lock = threading.Lock()
-
-def serialized(environ, start_response):
-    with lock:
-        return list(app(environ, start_response))
-
-run_simple("127.0.0.1", int(sys.argv[1]), serialized, threaded=True)
-"#;
+/// moto's server app, one request at a time (see the script: AWS's calls are atomic, moto's are not).
+const SERVER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/moto-server.py");
 
 #[derive(Debug, thiserror::Error)]
 pub enum MotoError {
@@ -54,7 +39,7 @@ impl MotoServer {
         let log = std::fs::File::create(&log_path)?;
         let port = crate::free_port()?;
         let mut child = Command::new(python)
-            .args(["-c", SERIALIZED_SERVER, &port.to_string()])
+            .args([SERVER_SCRIPT, &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
