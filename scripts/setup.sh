@@ -69,6 +69,14 @@ fi
 # - cfn-lint and pytest for the CloudFormation checks (infra/);
 # - moto, the AWS API emulator: the functions' tests start its server, the infra deploy test uses it in process;
 # - cargo-lambda (with zig) to build the Lambda functions (functions/README.md).
+# The RPC clients the tests drive against the balancer (ethers v6, viem), pinned by the lock file.
+if ! [ -d tests/clients/node_modules/ethers ] || ! [ -d tests/clients/node_modules/viem ] \
+    || [ tests/clients/package-lock.json -nt tests/clients/node_modules/.package-lock.json ]; then
+  echo "setup: installing the test clients (ethers, viem) from npm"
+  command -v npm >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq npm >/dev/null; }
+  npm ci --silent --no-audit --no-fund --prefix tests/clients >/dev/null
+fi
+
 pip_install() {
   python3 -m pip install --quiet "$@" 2>/dev/null || python3 -m pip install --quiet --break-system-packages "$@"
 }

@@ -1,13 +1,15 @@
 //! Polling filters (`eth_newFilter` and the rest) behind the local balancer: two replicas sharing their
 //! filters through DynamoDB (moto's), polls alternating between them while anvil reorganises its chain;
-//! two clients polling one filter at once; idle expiry; and every method's answer against geth's.
+//! two clients polling one filter at once; ethers v6 and viem watching events through the balancer across a
+//! reorg; idle expiry; and every method's answer against geth's.
 
 mod harness;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    io::Read,
     path::Path,
-    process::Command,
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -17,6 +19,16 @@ use serde_json::{json, Value};
 /// A contract whose every call emits one log: topic 0 the caller, data the call data
 /// (`CALLDATACOPY; LOG1(0, CALLDATASIZE, CALLER)`).
 const LOGGER_INIT: &str = "0x68365f5f3733365fa1005f5260096017f3";
+
+/// A contract whose every call emits `Ping(address indexed from, uint256 value)`: the caller and the call
+/// data's first word (`mstore(0, calldataload(0)); log2(0, 32, sig, caller)`), for clients that decode events
+/// by ABI.
+fn ping_init_code() -> String {
+    let sig = alloy_primitives::keccak256("Ping(address,uint256)");
+    let runtime = format!("5f355f52337f{}60205fa200", alloy_primitives::hex::encode(sig));
+    // CODECOPY the runtime (after these 9 bytes) to memory 0 and return it.
+    format!("0x602b8060095f395ff3{runtime}")
+}
 
 /// A replica of the cluster's log with JSON-RPC and health on free ports, its filters in `filter_flags`'
 /// store; killed on drop.
@@ -105,11 +117,16 @@ fn wait_same_head(port: u16, anvil: &Upstream) {
 
 /// How many polls the replica with health port `health` answered, from its `/metrics`.
 fn polls_delivered(health: u16) -> u64 {
+    metric(health, "ether_cattle_replica_filter_polls_total{outcome=\"delivered\"}")
+}
+
+/// A counter's value on the replica's `/metrics`.
+fn metric(health: u16, series: &str) -> u64 {
     let (_, text) = http_get(health, "/metrics").expect("metrics");
     let line = text
         .lines()
-        .find(|l| l.starts_with("ether_cattle_replica_filter_polls_total{outcome=\"delivered\"}"))
-        .unwrap_or_else(|| panic!("no poll count in:\n{text}"));
+        .find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"));
     line.rsplit(' ').next().and_then(|n| n.parse().ok()).expect("a count")
 }
 
@@ -244,6 +261,94 @@ fn polls_through_the_balancer_add_up_to_get_logs_across_reorgs() {
     for number in start + 1..=head {
         let hash = a.hash_at(number).expect("canonical block");
         assert!(unique.contains(&format!("{hash:#x}")), "block {number} {hash} never delivered");
+    }
+}
+
+/// The applications users point at the balancer: ethers v6 (`contract.on`) and viem (`watchContractEvent`)
+/// over HTTP, each watching with a polling filter (tests/clients/watch.mjs) while the chain gets events, a
+/// reorg of depth 3 and more events. Each receives every event of the final chain exactly once (events of the
+/// reverted blocks again as removed).
+#[test]
+fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
+    let moto = ec_testkit::MotoServer::start().expect("moto server");
+    let c = Cluster::start(&[]);
+    let a = &c.client;
+    let deploy = a.send(json!({"from": DEV[0], "data": ping_init_code(), "gas": "0x100000"}));
+    let contract = a.mined(deploy)["contractAddress"].as_str().expect("a contract").to_string();
+    let flags = ["--filter-store", "dynamodb", "--filter-table", "filters", "--filter-create-table"];
+    let r1 = replica(&c, "r1", &flags, &moto_env(&moto));
+    let r2 = replica(&c, "r2", &flags, &moto_env(&moto));
+    wait_same_head(r1.rpc, a);
+    wait_same_head(r2.rpc, a);
+    let (_balancer, lb) = balancer(c.tmp.path(), &[&r1, &r2]);
+    let (start, _) = a.head();
+    let installed = || {
+        let series = "ether_cattle_replica_filters_installed_total";
+        metric(r1.health, series) + metric(r2.health, series)
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/clients/watch.mjs");
+    let mut clients: Vec<(&str, Killed)> = ["ethers", "viem"]
+        .into_iter()
+        .map(|library| {
+            let mut cmd = Command::new("node");
+            cmd.args([script, library, &format!("http://127.0.0.1:{lb}"), &contract])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(
+                    std::fs::File::create(c.tmp.path().join(format!("{library}.log"))).expect("log file"),
+                ));
+            (library, Killed(cmd.spawn().expect("node runs (scripts/setup.sh installs it)")))
+        })
+        .collect();
+    // Each library installs its filter once it has seen the chain's head.
+    wait_for("ethers and viem to install their filters", Duration::from_secs(60), || installed() >= 2);
+
+    let ping = |from: &str, value: u64| json!({"from": from, "to": contract, "data": format!("{value:#066x}"), "gas": "0x20000"});
+    let settle = || {
+        wait_same_head(r1.rpc, a);
+        wait_same_head(r2.rpc, a);
+        std::thread::sleep(Duration::from_millis(1500)); // a few of the clients' 200 ms polls
+    };
+    for i in 0..6u64 {
+        let tx = a.send(ping(DEV[(i % 2) as usize], i));
+        a.mined(tx);
+    }
+    settle();
+    a.call("anvil_reorg", json!([3, [[ping(DEV[2], 100), 0], [ping(DEV[3], 101), 2]]]));
+    for i in 0..3u64 {
+        let tx = a.send(ping(DEV[1], 200 + i));
+        a.mined(tx);
+    }
+    settle();
+
+    let (head, _) = a.head();
+    let want: BTreeSet<(String, u64, String)> = ok(
+        a.port,
+        "eth_getLogs",
+        json!([{"address": contract, "fromBlock": format!("{:#x}", start + 1), "toBlock": format!("{head:#x}")}]),
+    )
+    .as_array()
+    .expect("logs")
+    .iter()
+    .map(key)
+    .collect();
+    assert_eq!(want.len(), 6 - 3 + 2 + 3, "the scripted events of the final chain");
+    for (library, Killed(child)) in &mut clients {
+        drop(child.stdin.take()); // the script prints what it received and exits
+        let mut out = String::new();
+        child.stdout.take().expect("stdout").read_to_string(&mut out).expect("reads");
+        let status = child.wait().expect("waits");
+        let log = std::fs::read_to_string(c.tmp.path().join(format!("{library}.log"))).unwrap_or_default();
+        assert!(status.success(), "{library} exited {status}: {log}");
+        let mut delivered = Delivered::default();
+        for line in out.lines() {
+            let e: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{library}: {line}: {e}"));
+            let log = json!({"blockHash": e["blockHash"], "logIndex": format!("{:#x}", e["logIndex"].as_u64().unwrap_or(0)),
+                             "transactionHash": e["transactionHash"], "removed": e["removed"]});
+            delivered.take(&json!([log]));
+        }
+        assert!(!delivered.removed.is_empty(), "{library} was told of the reverted events: {out}\n{log}");
+        assert_eq!(delivered.standing(), want, "{library}: every event of the final chain, once\n{log}");
     }
 }
 
