@@ -400,7 +400,10 @@ fn two_clients_polling_one_filter_receive_disjoint_results() {
     assert_eq!(one.len(), got[0].len(), "a client received a log twice");
     assert_eq!(two.len(), got[1].len(), "a client received a log twice");
     assert!(one.is_disjoint(&two), "both clients received {:?}", one.intersection(&two).collect::<Vec<_>>());
-    assert!(!one.is_empty() && !two.is_empty(), "both clients took part: {} and {}", one.len(), two.len());
+    // Which client gets which blocks is timing (under load one may win every race); that the two polled the
+    // same cursor at once shows in the races the replicas counted.
+    let raced = "ether_cattle_replica_filter_polls_total{outcome=\"raced\"}";
+    assert!(metric(r1.health, raced) + metric(r2.health, raced) > 0, "no poll ever lost a race");
     let (head, _) = a.head();
     let want: BTreeSet<_> = ok(a.port, "eth_getLogs", json!([{"address": logger, "fromBlock": format!("{:#x}", start + 1), "toBlock": format!("{head:#x}")}]))
         .as_array().expect("logs").iter().map(key).collect();
@@ -465,7 +468,8 @@ fn filter_answers_equal_geths() {
     assert_eq!(o["result"].as_array().map(Vec::len), Some(3), "{o}");
     assert_eq!(o, t, "log filter changes");
     let (o, t) = (changes(r.rpc, &block_ours), changes(g.port, &block_theirs));
-    assert_eq!(o["result"].as_array().map(Vec::len), Some(3), "{o}");
+    // (geth's on-demand mining now and then seals an empty block beside a transaction's: at least 3.)
+    assert!(o["result"].as_array().is_some_and(|b| b.len() >= 3), "{o}");
     assert_eq!(o, t, "block filter changes");
     // A second poll: nothing new.
     assert_eq!(changes(r.rpc, &log_ours), changes(g.port, &log_theirs));
