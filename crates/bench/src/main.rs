@@ -14,6 +14,7 @@ use ec_store::{Store, StoreOptions};
 use ec_testkit::{GenOptions, LogGenerator, MockBroker};
 
 mod backlog;
+mod filters;
 mod mainnet;
 mod publisher;
 mod rpc;
@@ -32,6 +33,8 @@ enum Cmd {
     Publisher(publisher::Args),
     /// The publisher catching up on a backlog of blocks, sequential next to pipelined, on anvil and geth.
     Backlog(backlog::Args),
+    /// What a polling filter's store (memory or DynamoDB) adds to an eth_getFilterChanges poll, next to geth.
+    Filters(filters::Args),
     /// Replay of mainnet-shaped blocks into a database larger than the block cache, next to RocksDB's raw
     /// write rate for the same bytes.
     Mainnet(mainnet::Args),
@@ -78,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Replay(args) => replay(args),
         Cmd::Publisher(args) => publisher::run(args),
         Cmd::Rpc(args) => rpc::run(args),
+        Cmd::Filters(args) => filters::run(args),
         Cmd::Traces(args) => traces::run(args),
         Cmd::Backlog(args) => backlog::run(args),
         Cmd::Mainnet(args) => mainnet::run(args),

@@ -60,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn post(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
+pub(crate) async fn post(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
     Ok(http.post(url).json(body).send().await?.json().await?)
 }
 
@@ -78,7 +78,7 @@ async fn bench(
         .as_str()
         .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
         .context("the upstream's head")?;
-    let (replica_url, _server) = follow(chain, brokers, head, ec_rpc::Limits::default()).await?;
+    let (replica_url, _server) = follow(chain, brokers, head, ec_rpc::Limits::default(), None).await?;
 
     // A transaction of a block in the middle of the chain.
     let mut tx_hash = Value::Null;
@@ -194,6 +194,7 @@ pub(crate) async fn follow(
     brokers: &str,
     head: u64,
     limits: ec_rpc::Limits,
+    filters: Option<ec_rpc::filters::methods::Filters>,
 ) -> anyhow::Result<(String, Following)> {
     let kafka = KafkaConfig::plaintext(brokers);
     let cfg = PublisherConfig {
@@ -235,11 +236,13 @@ pub(crate) async fn follow(
     rx.wait_for(|s| s.head_block.is_some_and(|h| h >= head)).await?;
     let rpc_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr = format!("127.0.0.1:{rpc_port}").parse()?;
-    let (server, _) = ec_rpc::serve(addr, ec_rpc::Ctx::new(store, None, limits, None, None)).await?;
+    let mut ctx = ec_rpc::Ctx::new(store, None, limits, None, None);
+    ctx.filters = filters;
+    let (server, _) = ec_rpc::serve(addr, ctx).await?;
     Ok((format!("http://127.0.0.1:{rpc_port}"), Following { _server: server, _dir: dir }))
 }
 
-fn print_row(name: &str, ours: &Load, theirs: &Load) {
+pub(crate) fn print_row(name: &str, ours: &Load, theirs: &Load) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "{name:<30} {:>12.0} {:>12.0} {:>6.2}x | {:>7.2}ms {:>7.2}ms | {:>7.2}ms {:>7.2}ms",
@@ -273,7 +276,7 @@ pub(crate) struct Load {
     pub(crate) p99: Duration,
 }
 
-/// Runs wrk (2 threads, `clients` connections, HTTP/1.1 keep-alive) posting `body` to `url`; its rate and
+/// Runs wrk (2 threads, 1 for 1 connection, `clients` connections, HTTP/1.1 keep-alive) posting `body` to `url`; its rate and
 /// latency percentiles. Any non-2xx answer or socket error fails the measurement.
 pub(crate) async fn wrk(url: &str, body: &Value, clients: usize, seconds: f64) -> anyhow::Result<Load> {
     let mut script = tempfile::NamedTempFile::new()?;
@@ -283,11 +286,13 @@ pub(crate) async fn wrk(url: &str, body: &Value, clients: usize, seconds: f64) -
         "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [==[{body}]==]"
     )?;
     let (url, path) = (url.to_owned(), script.path().to_owned());
+    // Two threads, or one for one connection (wrk needs a connection per thread).
+    let threads = if clients < 2 { "1" } else { "2" };
     let (clients, secs) = (clients.to_string(), format!("{}s", seconds.ceil() as u64));
     let out = tokio::task::spawn_blocking(move || {
         Command::new("wrk")
             // A request slower than wrk's default 2 s timeout (a trace on anvil) is waited for, not dropped.
-            .args(["-t2", "-c", &clients, "-d", &secs, "--timeout", "60s", "--latency", "-s"])
+            .args(["-t", threads, "-c", &clients, "-d", &secs, "--timeout", "60s", "--latency", "-s"])
             .arg(&path)
             .arg(&url)
             .output()
