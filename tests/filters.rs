@@ -184,12 +184,13 @@ fn polls_through_the_balancer_add_up_to_get_logs_across_reorgs() {
     let by_topic =
         ok_lb(lb, "eth_newFilter", json!([{"topics": [format!("0x{:0>64}", &DEV[1][2..].to_lowercase())]}]));
     let blocks_filter = ok_lb(lb, "eth_newBlockFilter", json!([]));
-    let (mut logs, mut topic_logs) = (Delivered::default(), Delivered::default());
+    let logs = std::cell::RefCell::new(Delivered::default());
+    let mut topic_logs = Delivered::default();
     let mut hashes: Vec<String> = Vec::new();
     // Polls through the balancer alternate between the two replicas (round robin over ready backends).
     let mut poll = |rounds: usize| {
         for _ in 0..rounds {
-            logs.take(&ok_lb(lb, "eth_getFilterChanges", json!([logs_filter])));
+            logs.borrow_mut().take(&ok_lb(lb, "eth_getFilterChanges", json!([logs_filter])));
             topic_logs.take(&ok_lb(lb, "eth_getFilterChanges", json!([by_topic])));
             for h in ok_lb(lb, "eth_getFilterChanges", json!([blocks_filter])).as_array().expect("hashes") {
                 hashes.push(h.as_str().expect("a hash").to_string());
@@ -219,6 +220,27 @@ fn polls_through_the_balancer_add_up_to_get_logs_across_reorgs() {
         a.mined(tx);
         poll(1);
     }
+    // A rollback: the chain gets shorter than the cursor's block, the removed logs come all the same.
+    for _ in 0..2 {
+        n += 1;
+        let tx = a.send(call(DEV[0], n));
+        a.mined(tx);
+    }
+    wait_same_head(r1.rpc, a);
+    wait_same_head(r2.rpc, a);
+    poll(2);
+    let removed_before = logs.borrow().removed.len();
+    // (The publisher reverts once the client's chain moves on from the rollback: here one block, one below
+    // the cursor's.)
+    a.call("anvil_rollback", json!([2]));
+    n += 1;
+    let tx = a.send(call(DEV[1], n));
+    a.mined(tx);
+    wait_same_head(r1.rpc, a);
+    wait_same_head(r2.rpc, a);
+    poll(2);
+    let removed = logs.borrow().removed.len();
+    assert_eq!(removed, removed_before + 2, "the rolled-back blocks' logs, removed");
     wait_same_head(r1.rpc, a);
     wait_same_head(r2.rpc, a);
     poll(3);
@@ -232,6 +254,7 @@ fn polls_through_the_balancer_add_up_to_get_logs_across_reorgs() {
     let expected = |port: u16, f: Value| -> BTreeSet<_> {
         ok(port, "eth_getLogs", json!([f])).as_array().expect("logs").iter().map(key).collect()
     };
+    let logs = logs.into_inner();
     let want = expected(a.port, range(json!({"address": logger})));
     assert!(want.len() > 10, "the scripted run made {} logs", want.len());
     assert!(!logs.removed.is_empty(), "the reorgs took back logs the filter had delivered");
