@@ -41,7 +41,12 @@ async fn filter_store(args: &Args) -> anyhow::Result<Arc<dyn FilterStore>> {
         return Ok(Arc::new(MemoryFilters::default()));
     }
     anyhow::ensure!(args.store == "dynamodb", "--store is memory or dynamodb, not {}", args.store);
-    let mut config = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    // The workspace builds the SDK without its default HTTP client: rustls, as the replica's (crates/cli/src/aws.rs).
+    let tls = aws_smithy_http_client::tls::Provider::Rustls(
+        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+    );
+    let http = aws_smithy_http_client::Builder::new().tls_provider(tls).build_https();
+    let mut config = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
     if let Some(endpoint) = &args.dynamodb_endpoint {
         let creds = aws_sdk_dynamodb::config::Credentials::new("bench", "bench", None, None, "ec-bench");
         config = config
