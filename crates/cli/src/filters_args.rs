@@ -19,7 +19,7 @@ pub struct FilterArgs {
     #[arg(long, env = "EC_FILTER_CREATE_TABLE")]
     filter_create_table: bool,
     /// Seconds a filter lasts without a poll (geth: 5 minutes).
-    #[arg(long, env = "EC_FILTER_TIMEOUT_SECS", default_value_t = 300)]
+    #[arg(long, env = "EC_FILTER_TIMEOUT_SECS", default_value_t = ec_rpc::filters::DEFAULT_TIMEOUT.as_secs())]
     filter_timeout_secs: u64,
 }
 
