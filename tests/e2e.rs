@@ -160,6 +160,8 @@ impl Replica {
 struct ReplicaOpts {
     from_snapshot: Option<PathBuf>,
     max_silence_secs: Option<f64>,
+    /// `--max-behind-client-blocks`; the replica's default (16) when unset.
+    max_behind_client_blocks: Option<u64>,
 }
 
 /// The broker and the execution client every test starts with.
@@ -226,6 +228,12 @@ impl Bed {
         .arg(&data)
         .args(["--rpc-addr", &format!("127.0.0.1:{rpc}"), "--health-addr", &format!("127.0.0.1:{health}")])
         .args(["--max-silence-secs", &opts.max_silence_secs.unwrap_or(3.0).to_string()])
+        .args(
+            opts.max_behind_client_blocks
+                .map(|n| ["--max-behind-client-blocks".to_string(), n.to_string()])
+                .into_iter()
+                .flatten(),
+        )
         .args(["--progress-interval", "1", "--drain-secs", "2"])
         .arg("--snapshot-dir")
         .arg(self.path("snapshots"));
@@ -510,6 +518,7 @@ fn snapshot_older_than_retention_is_refused() {
         ReplicaOpts {
             from_snapshot: Some(new["path"].as_str().expect("path").into()),
             max_silence_secs: Some(30.0),
+            ..Default::default()
         },
     );
     wait_ready(&fresh, "a replica from the newer snapshot to be ready", &[]);
@@ -614,8 +623,9 @@ fn cluster_refresh_with_no_failed_request() {
 /// through the balancer fails while a replica is ready, and afterwards both replicas hold anvil's state.
 ///
 /// The replicas keep serving (slightly stale) data while the broker is away, as long as the outage is
-/// shorter than their silence limit: a genuine Kafka broker takes 5-20 s here to start and recover its log
-/// after a crash, so the limit is 60 s.
+/// shorter than their silence limit and leaves them fewer blocks behind the client than their limit: a
+/// genuine Kafka broker takes 5-20 s here to start and recover its log after a crash (a block a second), so
+/// the limits are 60 s and 60 blocks. (With the default 16 blocks, a 16 s outage took both out at once.)
 #[test]
 fn broker_restart_and_replica_kill_under_load() {
     let _serial = serial();
@@ -623,7 +633,11 @@ fn broker_restart_and_replica_kill_under_load() {
     bed.topic("chaos", &[]);
     let (stop_traffic, traffic) = bed.traffic(Duration::from_millis(250));
     let publisher = bed.publisher("chaos", "publisher");
-    let opts = ReplicaOpts { max_silence_secs: Some(60.0), ..Default::default() };
+    let opts = ReplicaOpts {
+        max_silence_secs: Some(60.0),
+        max_behind_client_blocks: Some(60),
+        ..Default::default()
+    };
     let r1 = bed.replica("chaos", "replica-1", opts.clone());
     let mut r2 = bed.replica("chaos", "replica-2", opts.clone());
     wait_ready(&r1, "replica 1", &[&publisher]);
@@ -738,6 +752,7 @@ fn startup_time_from_a_snapshot_with_a_1000_block_backlog() {
         ReplicaOpts {
             from_snapshot: Some(snap["path"].as_str().expect("path").into()),
             max_silence_secs: Some(60.0),
+            ..Default::default()
         },
     );
     wait_until(

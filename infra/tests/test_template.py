@@ -352,6 +352,12 @@ def test_msk_iam_least_privilege(cluster):
     assert replica["topic:{Topic}-tx"] == {D, W}, "replicas only write transactions"
     assert W not in guard["topic:{Topic}"] and R in guard["topic:{Topic}"]
     assert set(guard) == {"cluster", "topic:{Topic}", "group:ether-cattle-retention-guard"}
+    # Every consumer's group id is granted to the role that runs it (librdkafka looks the group's coordinator
+    # up even for an assign-only consumer): the replicas' and the publisher's tail reader's (the same
+    # consumer, crates/kafka/src/consumer.rs), the relay's.
+    assert publisher["group:ether-cattle-replica-{Topic}"] == {"kafka-cluster:DescribeGroup"}
+    assert replica["group:ether-cattle-replica-{Topic}"] == {"kafka-cluster:DescribeGroup"}
+    assert "kafka-cluster:DescribeGroup" in publisher["group:ether-cattle-publisher-{ClusterId}"]
     for grants in (publisher, replica, guard):
         assert "kafka-cluster:Connect" in grants["cluster"]
         assert all("*" not in a for actions in grants.values() for a in actions)

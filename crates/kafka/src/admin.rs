@@ -17,15 +17,14 @@ use crate::{KafkaConfig, KafkaContext, KafkaIoError, PARTITION};
 /// How long an admin request may take before it is reported as failed.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// An admin client for `cfg`, with its OAUTHBEARER token already set when it needs one (rust-rdkafka's admin
-/// client never polls for it): every admin client of the project is made here.
+/// An admin client for `cfg`, with its OAUTHBEARER token already set when it needs one
+/// ([`crate::context::prime`]): every admin client of the project is made here.
 pub fn admin_client(cfg: &KafkaConfig) -> Result<AdminClient<KafkaContext>, KafkaIoError> {
     let admin: AdminClient<KafkaContext> = cfg
         .client_config()
         .create_with_context(KafkaContext)
         .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
-    crate::context::prime_token(admin.inner(), cfg)
-        .map_err(|message| KafkaIoError::Auth { brokers: cfg.brokers.clone(), message })?;
+    crate::context::prime(admin.inner(), cfg)?;
     Ok(admin)
 }
 

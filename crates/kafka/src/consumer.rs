@@ -35,6 +35,7 @@ impl PartitionConsumer {
         let consumer: StreamConsumer<KafkaContext> = Self::config(cfg, topic)
             .create_with_context(KafkaContext)
             .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
+        crate::context::prime(consumer.client(), cfg)?;
         Ok(Self { consumer, topic: topic.to_owned() })
     }
 
@@ -162,6 +163,7 @@ impl TxConsumer {
         let consumer: StreamConsumer<KafkaContext> = c
             .create_with_context(KafkaContext)
             .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
+        crate::context::prime(consumer.client(), cfg)?;
         consumer.subscribe(&[topic]).map_err(|source| KafkaIoError::Assign {
             topic: topic.to_owned(),
             offset: -1,

@@ -32,13 +32,25 @@ pub fn install_token_source(source: Arc<dyn TokenSource>) {
     *TOKEN_SOURCE.write().unwrap_or_else(|e| e.into_inner()) = Some(source);
 }
 
-/// Sets a fresh token on `client` at once, when its configuration uses OAUTHBEARER.
+/// Sets a fresh token on a client just made, when its configuration uses OAUTHBEARER: every client of the
+/// crate (admin, consumers, producers) is primed so.
 ///
-/// librdkafka asks for tokens through an event on the client's main queue; producers and consumers poll that
-/// queue, but rust-rdkafka's admin client polls only its own result queue, so an OAUTHBEARER admin client
-/// would wait for a token for ever. Admin clients here are made for one request each, well within a token's
-/// lifetime: one token set when the client is made is enough.
-pub(crate) fn prime_token<C: ClientContext>(
+/// librdkafka asks for a token through an event on the client's main queue, which rust-rdkafka handles only
+/// while something polls that queue: a consumer handles it in its first `recv`, a producer on its polling
+/// thread, an admin client never (it polls only its own result queue). A call made before then (a consumer's
+/// watermarks before its first poll, as the replica, the publisher's tail reader and the retention guard all
+/// start) waits for a token that never comes and times out. Primed, the first call signs in; the refresh
+/// before expiry comes through the poll path (consumers and producers poll for as long as they live; admin
+/// clients are made for one request each, well within a token's lifetime).
+pub fn prime<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    config: &crate::KafkaConfig,
+) -> Result<(), crate::KafkaIoError> {
+    prime_token(client, config)
+        .map_err(|message| crate::KafkaIoError::Auth { brokers: config.brokers.clone(), message })
+}
+
+fn prime_token<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
     config: &crate::KafkaConfig,
 ) -> Result<(), String> {

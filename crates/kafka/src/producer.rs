@@ -75,6 +75,7 @@ impl LogProducer {
         let producer = c
             .create_with_context(KafkaContext)
             .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
+        crate::context::prime(rdkafka::producer::Producer::client(&producer), cfg)?;
         Ok(Self { producer, topic: topic.to_owned() })
     }
 
@@ -234,6 +235,7 @@ impl TxProducer {
         let producer = c
             .create_with_context(KafkaContext)
             .map_err(|source| KafkaIoError::Client { brokers: cfg.brokers.clone(), source })?;
+        crate::context::prime(rdkafka::producer::Producer::client(&producer), cfg)?;
         Ok(Self { producer, topic: topic.to_owned() })
     }
 

@@ -41,12 +41,24 @@ impl TokenSource for UnsecuredJwt {
     }
 }
 
+/// The process's token source, one for every test here (they run at once, and the source is process-wide).
+fn installed_source() -> Arc<UnsecuredJwt> {
+    static SOURCE: std::sync::OnceLock<Arc<UnsecuredJwt>> = std::sync::OnceLock::new();
+    SOURCE
+        .get_or_init(|| {
+            let source =
+                Arc::new(UnsecuredJwt { subject: "ether-cattle-test".into(), asked: AtomicU32::new(0) });
+            install_token_source(source.clone());
+            source
+        })
+        .clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_authenticates_with_the_installed_token_source() {
     let (broker, sasl) =
         KafkaBroker::start_with_oauthbearer().expect("Apache Kafka broker (see docs/testing.md)");
-    let source = Arc::new(UnsecuredJwt { subject: "ether-cattle-test".into(), asked: AtomicU32::new(0) });
-    install_token_source(source.clone());
+    let source = installed_source();
     let cfg = KafkaConfig {
         security_protocol: Some("SASL_PLAINTEXT".into()),
         sasl_mechanism: Some("OAUTHBEARER".into()),
@@ -74,4 +86,36 @@ async fn every_client_authenticates_with_the_installed_token_source() {
     }
     // Each client asked for its own token.
     assert!(source.asked.load(Ordering::SeqCst) >= 3, "asked {} times", source.asked.load(Ordering::SeqCst));
+}
+
+/// A consumer's first call is the high watermark, before any poll (the replica at start-up, the publisher's
+/// tail reader, the retention guard): it signs in with the token primed when the consumer was made, instead
+/// of waiting for a refresh event nothing polls for yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_reads_watermarks_before_its_first_poll() {
+    let (broker, sasl) =
+        KafkaBroker::start_with_oauthbearer().expect("Apache Kafka broker (see docs/testing.md)");
+    installed_source();
+    let cfg = KafkaConfig {
+        security_protocol: Some("SASL_PLAINTEXT".into()),
+        sasl_mechanism: Some("OAUTHBEARER".into()),
+        ..KafkaConfig::plaintext(&sasl)
+    };
+    ec_kafka::admin::create_topic(&cfg, "first-call", None, &[])
+        .await
+        .unwrap_or_else(|e| panic!("admin over OAUTHBEARER: {e}\nbroker log:\n{}", broker.log()));
+    let producer = LogProducer::new(&cfg, "first-call", 1 << 20).expect("producer");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        producer.send_frames(0, &[b"one".to_vec(), b"two".to_vec()]),
+    )
+    .await
+    .expect("produce within 60 s")
+    .expect("produce over OAUTHBEARER");
+    let consumer = PartitionConsumer::new(&cfg, "first-call").expect("consumer");
+    let marks = tokio::task::spawn_blocking(move || consumer.watermarks(Duration::from_secs(20)))
+        .await
+        .expect("joins")
+        .unwrap_or_else(|e| panic!("watermarks before any poll: {e}\nbroker log:\n{}", broker.log()));
+    assert_eq!(marks, (0, 2));
 }

@@ -74,7 +74,12 @@ impl KafkaAdmin {
         c.set("enable.partition.eof", "true");
         // An offset that fell out of the topic is reported, never silently replaced.
         c.set("auto.offset.reset", "error");
-        c.create_with_context(KafkaContext).map_err(|e| self.err("create consumer", topic, e))
+        let consumer: StreamConsumer<KafkaContext> =
+            c.create_with_context(KafkaContext).map_err(|e| self.err("create consumer", topic, e))?;
+        // The first call is the watermarks, before any poll: the OAUTHBEARER token (MSK IAM) must be set now.
+        ec_kafka::context::prime(consumer.client(), &self.config)
+            .map_err(|e| self.err("sign in", topic, e))?;
+        Ok(consumer)
     }
 
     fn watermarks(
