@@ -476,7 +476,7 @@ def test_alarms(cluster):
         "RetentionWarningAlarm": ("RetentionStatus", [CLUSTER_DIM], "Maximum", 1, "breaching"),
         "RetentionCriticalAlarm": ("RetentionStatus", [CLUSTER_DIM], "Maximum", 1, "notBreaching"),
         "ReadyReplicasLowAlarm": ("ReadyReplicas", [CLUSTER_DIM], "Minimum", {"Ref": "MinReplicas"}, "breaching"),
-        "ReplicaLagAlarm": ("ether_cattle_replica_lag_records", SERVING_DIMS, "Maximum",
+        "ReplicaLagAlarm": ("ether_cattle_replica_serving_lag_records", SERVING_DIMS, "Maximum",
                             {"Ref": "MaxReplicaLagRecords"}, "notBreaching"),
         "PublisherHeartbeatAlarm": ("ether_cattle_replica_seconds_since_last_record", SERVING_DIMS, "Maximum",
                                     {"Ref": "HeartbeatSilenceAlarmSecs"}, "breaching"),

@@ -134,66 +134,90 @@ async fn metrics(State(s): State<Arc<Shared>>) -> String {
     let o = st.observed(Instant::now(), std::time::SystemTime::now());
     let r = readiness(&o, &s.readiness);
     let mut out = String::new();
-    let mut g = |name: &str, kind: &str, help: &str, v: f64| {
-        let _ = writeln!(out, "# HELP ether_cattle_replica_{name} {help}");
-        let _ = writeln!(out, "# TYPE ether_cattle_replica_{name} {kind}");
-        let _ = writeln!(out, "ether_cattle_replica_{name} {v}");
-    };
-    g("ready", "gauge", "1 while the replica is ready for traffic.", r.ready as u8 as f64);
-    g("caught_up", "gauge", "1 once replayed to the topic's end since start.", o.caught_up as u8 as f64);
-    g("head_block", "gauge", "Newest block applied.", st.head_block.unwrap_or(0) as f64);
-    g(
+    gauge(&mut out, "ready", "gauge", "1 while the replica is ready for traffic.", r.ready as u8 as f64);
+    gauge(
+        &mut out,
+        "caught_up",
+        "gauge",
+        "1 once replayed to the topic's end since start.",
+        o.caught_up as u8 as f64,
+    );
+    gauge(&mut out, "head_block", "gauge", "Newest block applied.", st.head_block.unwrap_or(0) as f64);
+    gauge(
+        &mut out,
         "applied_sequence",
         "gauge",
         "Sequence of the last record applied.",
         st.position.map_or(0, |p| p.sequence) as f64,
     );
-    g(
+    gauge(
+        &mut out,
         "applied_offset",
         "gauge",
         "Kafka offset of the last record applied.",
         st.position.map_or(-1, |p| p.kafka_offset) as f64,
     );
-    g(
+    gauge(
+        &mut out,
         "lag_records",
         "gauge",
         "Messages behind the topic's high watermark.",
         o.lag_records.unwrap_or(-1) as f64,
     );
-    g(
+    gauge(
+        &mut out,
+        "serving_lag_records",
+        "gauge",
+        "Messages behind the topic's high watermark while ready for traffic; no sample while not (a replica \
+         catching up after a scale-out is not a serving replica falling behind).",
+        o.lag_records.filter(|_| r.ready).map(|l| l as f64),
+    );
+    gauge(
+        &mut out,
         "seconds_since_last_record",
         "gauge",
         "Seconds since the last record from the publisher.",
         o.silence.map_or(-1.0, |d| d.as_secs_f64()),
     );
-    g("records_applied_total", "counter", "Records applied since start.", st.records_applied as f64);
-    g(
+    gauge(
+        &mut out,
+        "records_applied_total",
+        "counter",
+        "Records applied since start.",
+        st.records_applied as f64,
+    );
+    gauge(
+        &mut out,
         "records_prepared_early_total",
         "counter",
         "Records decoded and prepared while the record before them was being written (catching up).",
         st.records_prepared_early as f64,
     );
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    g(
+    gauge(&mut out,
         "head_age_seconds",
         "gauge",
-        "Seconds between now and the head block's timestamp: how far behind the chain the replica serves.",
-        st.head_timestamp.map_or(-1.0, |t| now.saturating_sub(t) as f64),
+        "Seconds between now and the head block's timestamp: how far behind the chain the replica serves (no \
+         sample before the first block).",
+        st.head_timestamp.map(|t| now.saturating_sub(t) as f64),
     );
-    g(
+    gauge(
+        &mut out,
         "publisher_state",
         "gauge",
         "The publisher's state from its last heartbeat: 0 following, 1 client unreachable, 2 stuck on a \
          block, 3 stopped; -1 before the first heartbeat.",
         st.publisher.as_ref().map_or(-1.0, |p| p.code() as f64),
     );
-    g(
+    gauge(
+        &mut out,
         "publisher_trouble_seconds",
         "gauge",
         "How long the publisher has reported trouble (client unreachable, stuck); 0 while following.",
         o.publisher_trouble_for.map_or(0.0, |d| d.as_secs_f64()),
     );
-    g(
+    gauge(
+        &mut out,
         "client_head_block",
         "gauge",
         "The execution client's head block as the publisher last reported it.",
@@ -203,4 +227,68 @@ async fn metrics(State(s): State<Arc<Shared>>) -> String {
         out.push_str(&extra());
     }
     out
+}
+
+/// One gauge or counter in Prometheus text. A value not known (yet) is written as no sample at all, never a
+/// stand-in number: an alarm on the fleet's minimum or maximum must not see one.
+fn gauge(out: &mut String, name: &str, kind: &str, help: &str, v: impl Into<Option<f64>>) {
+    let _ = writeln!(out, "# HELP ether_cattle_replica_{name} {help}");
+    let _ = writeln!(out, "# TYPE ether_cattle_replica_{name} {kind}");
+    if let Some(v) = v.into() {
+        let _ = writeln!(out, "ether_cattle_replica_{name} {v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn render(status: Status) -> String {
+        let (_tx, rx) = watch::channel(status);
+        let shared = Arc::new(Shared {
+            status: rx,
+            readiness: ReadinessConfig::default(),
+            topic: "t".into(),
+            extra: ExtraMetrics::default(),
+            snapshots: None,
+        });
+        metrics(State(shared)).await
+    }
+
+    /// The value lines of a series (name and a space: not a longer name that starts the same).
+    fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        let prefix = format!("ether_cattle_replica_{name} ");
+        text.lines().filter(|l| l.starts_with(&prefix)).collect()
+    }
+
+    #[tokio::test]
+    async fn unknown_values_have_no_sample_and_serving_lag_is_sampled_only_while_ready() {
+        let starting = render(Status::default()).await;
+        assert!(samples(&starting, "head_age_seconds").is_empty(), "{starting}");
+        assert!(samples(&starting, "serving_lag_records").is_empty(), "{starting}");
+        assert!(starting.contains("# TYPE ether_cattle_replica_head_age_seconds gauge"), "{starting}");
+
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let catching_up = Status {
+            head_block: Some(5),
+            head_timestamp: Some(now - 7),
+            high_watermark: Some(1000),
+            next_offset: 10,
+            last_record_at: Some(Instant::now()),
+            ..Status::default()
+        };
+        let text = render(catching_up.clone()).await;
+        assert_eq!(samples(&text, "head_age_seconds"), ["ether_cattle_replica_head_age_seconds 7"], "{text}");
+        assert_eq!(samples(&text, "lag_records"), ["ether_cattle_replica_lag_records 990"], "{text}");
+        assert!(samples(&text, "serving_lag_records").is_empty(), "not ready: {text}");
+
+        let serving = Status { caught_up: true, high_watermark: Some(12), ..catching_up };
+        let text = render(serving).await;
+        assert_eq!(samples(&text, "ready"), ["ether_cattle_replica_ready 1"], "{text}");
+        assert_eq!(
+            samples(&text, "serving_lag_records"),
+            ["ether_cattle_replica_serving_lag_records 2"],
+            "{text}"
+        );
+    }
 }
