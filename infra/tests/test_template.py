@@ -40,8 +40,9 @@ FUNCTION_ACTIONS = {
         "ec2:ModifyLaunchTemplate", "autoscaling:DescribeAutoScalingGroups", "autoscaling:SetDesiredCapacity",
         "autoscaling:CreateOrUpdateTags", "autoscaling:UpdateAutoScalingGroup", "autoscaling:StartInstanceRefresh",
         "autoscaling:DescribeInstanceRefreshes", "elasticloadbalancing:DescribeTargetHealth", "cloudwatch:GetMetricStatistics", "cloudwatch:PutMetricData",
-        # UpdateAutoScalingGroup onto a launch template: AWS checks the caller may launch it.
-        "ec2:RunInstances", "iam:PassRole",
+        # UpdateAutoScalingGroup onto a launch template: AWS checks the caller may launch it, and tag what it
+        # launches (the template's TagSpecifications).
+        "ec2:RunInstances", "iam:PassRole", "ec2:CreateTags",
     },
 }
 # Actions without resource-level permissions in their service: the only ones allowed on "*".
@@ -263,6 +264,16 @@ def test_function_actions_exactly_what_the_code_calls(cluster, role):
         assert s["Effect"] == "Allow"
         actions |= set(as_list(s["Action"]))
     assert actions == FUNCTION_ACTIONS[role]
+
+
+def test_scaler_tags_only_what_it_launches(cluster):
+    """Pointing a group at a template with TagSpecifications needs ec2:CreateTags, granted only as part of
+    RunInstances (AWS's documented condition), on instances and volumes."""
+    (tagging,) = [s for s in statements_of_role(cluster, "ScalerRole") if "ec2:CreateTags" in as_list(s["Action"])]
+    assert tagging["Condition"] == {"StringEquals": {"ec2:CreateAction": "RunInstances",
+                                                     "aws:RequestTag/" + CLUSTER_TAG: {"Ref": "ClusterId"}}}
+    kinds = sorted(r["Fn::Sub"].rsplit(":", 1)[1] for r in tagging["Resource"])
+    assert kinds == ["instance/*", "volume/*"]
 
 
 def test_no_wildcard_actions_and_data_actions_scoped(cluster, shared):
