@@ -128,6 +128,53 @@ impl AsgFleet {
         Ok((number, mappings))
     }
 
+    /// The template's newest version's number, if its description is `description`.
+    async fn latest_version_described(&self, description: &str) -> Result<Option<i64>, AwsError> {
+        let lt = &self.launch_template_id;
+        let out = self
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_id(lt)
+            .versions("$Latest")
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::new("DescribeLaunchTemplateVersions", format!("{lt} version $Latest"), e)
+            })?;
+        Ok(out
+            .launch_template_versions()
+            .first()
+            .filter(|v| v.version_description() == Some(description))
+            .and_then(|v| v.version_number()))
+    }
+
+    /// A new version: `source` with the block device list `requests` (SourceVersion: everything else of the
+    /// version the group runs carries over, image and user data as the last stack update deployed them; AWS
+    /// replaces the block device list as a whole, hence the full list).
+    async fn create_version(
+        &self,
+        source: i64,
+        requests: Vec<LaunchTemplateBlockDeviceMappingRequest>,
+        description: &str,
+    ) -> Result<i64, AwsError> {
+        let lt = &self.launch_template_id;
+        let data = RequestLaunchTemplateData::builder().set_block_device_mappings(Some(requests)).build();
+        let created = self
+            .ec2
+            .create_launch_template_version()
+            .launch_template_id(lt)
+            .source_version(source.to_string())
+            .version_description(description)
+            .launch_template_data(data)
+            .send()
+            .await
+            .map_err(|e| AwsError::new("CreateLaunchTemplateVersion", lt, e))?;
+        created
+            .launch_template_version()
+            .and_then(|v| v.version_number())
+            .ok_or_else(|| AwsError::malformed("CreateLaunchTemplateVersion", lt, "no VersionNumber"))
+    }
+
     /// The replica group, then the snapshot-source group: the groups that launch from the template.
     fn group_names(&self) -> impl Iterator<Item = &String> {
         std::iter::once(&self.asg_name).chain(self.snapshot_source_asg_name.as_ref())
@@ -270,23 +317,14 @@ impl ReplicaFleet for AsgFleet {
                     .build(),
             );
         }
-        // SourceVersion: everything else of the version the group runs carries over (image, user data: what the
-        // last stack update deployed); AWS replaces the block device list as a whole, hence the full list above.
-        let data = RequestLaunchTemplateData::builder().set_block_device_mappings(Some(requests)).build();
-        let created = self
-            .ec2
-            .create_launch_template_version()
-            .launch_template_id(lt)
-            .source_version(source.to_string())
-            .version_description(format!("ether-cattle: data volume from {snapshot_id}"))
-            .launch_template_data(data)
-            .send()
-            .await
-            .map_err(|e| AwsError::new("CreateLaunchTemplateVersion", lt, e))?;
-        let number = created
-            .launch_template_version()
-            .and_then(|v| v.version_number())
-            .ok_or_else(|| AwsError::malformed("CreateLaunchTemplateVersion", lt, "no VersionNumber"))?;
+        // The description names what the version is made of, so that a run finds the version an earlier run
+        // made for the same snapshot and source (one that could not move the groups: denied, throttled) and
+        // reuses it, instead of adding a version per run (a template holds 10,000 at most).
+        let description = format!("ether-cattle: data volume from {snapshot_id} on version {source}");
+        let number = match self.latest_version_described(&description).await? {
+            Some(number) => number,
+            None => self.create_version(source, requests, &description).await?,
+        };
         // The default too, for groups and people that launch `$Default`.
         self.ec2
             .modify_launch_template()

@@ -255,6 +255,34 @@ async fn scaler_on_moto() {
         let g = g.expect("DescribeAutoScalingGroups").auto_scaling_groups()[0].clone();
         assert_eq!(g.launch_template().and_then(|t| t.version()), Some("5"), "{name}");
     }
+    // A run whose move of the groups did not take (denied, throttled) leaves them on version 4: the next
+    // run reuses version 5, made for the same snapshot from the same version, instead of adding one.
+    for name in ["c1-replicas", "c1-snapshot-source"] {
+        asg.update_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_template(
+                LaunchTemplateSpecification::builder().launch_template_id(&lt).version("4").build(),
+            )
+            .send()
+            .await
+            .expect("UpdateAutoScalingGroup");
+    }
+    let r = lambda.handle(scheduled.clone()).await.expect("run");
+    let change = r["snapshot_change"].as_str().expect("re-pointed");
+    assert!(change.contains("version 5 (from version 4, which c1-replicas ran)"), "{change}");
+    let versions = ec2.describe_launch_template_versions().launch_template_id(&lt).send().await;
+    let newest = versions
+        .expect("DescribeLaunchTemplateVersions")
+        .launch_template_versions()
+        .iter()
+        .filter_map(|v| v.version_number())
+        .max();
+    assert_eq!(newest, Some(5), "no version added for a snapshot and source that have one");
+    for name in ["c1-replicas", "c1-snapshot-source"] {
+        let g = asg.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await;
+        let g = g.expect("DescribeAutoScalingGroups").auto_scaling_groups()[0].clone();
+        assert_eq!(g.launch_template().and_then(|t| t.version()), Some("5"), "{name} moved again");
+    }
     // moto reports every instance as launched from the group's current version, so it cannot show outdated
     // instances; the roll decision and its wiring are tested on the in-memory fleet (handler tests) and the
     // launch-configuration comparison in fleet.rs.
