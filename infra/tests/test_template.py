@@ -199,6 +199,9 @@ def test_groups_and_roles(cluster):
     assert replicas["TargetGroupARNs"] == [{"Ref": "ServingTargetGroupArn"}, {"Ref": "ClusterTargetGroup"}]
     assert "TargetGroupARNs" not in source, "the snapshot source serves no traffic"
     assert source["MaxSize"] == "1" and source["MinSize"] == "1"
+    # The scaler owns the replicas' size: no stack update resets it (the floor is MinSize).
+    assert "DesiredCapacity" not in replicas, "a stack update would reset a scaled-out fleet"
+    assert replicas["MinSize"] == {"Ref": "MinReplicas"} and replicas["MaxSize"] == {"Ref": "MaxReplicas"}
     for group, role in [(replicas, "replica"), (source, "snapshot-source")]:
         assert {"Key": "ether-cattle:role", "Value": role, "PropagateAtLaunch": True} in group["Tags"]
         assert {"Key": CLUSTER_TAG, "Value": {"Ref": "ClusterId"}, "PropagateAtLaunch": True} in group["Tags"]
