@@ -33,8 +33,8 @@ else
 fi
 ANVIL="$HOME/.cache/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 
-for p in "$PORT" "$CONTROLLER_PORT" "$ANVIL_PORT" "$METRICS_PORT" "$((HEALTH_BASE + 1))" "$((HEALTH_BASE + 2))" \
-  "$RPC_BASE" "$((RPC_BASE + 1))" "$((RPC_BASE + 2))"; do
+for p in "$PORT" "$CONTROLLER_PORT" "$ANVIL_PORT" "$METRICS_PORT" "$MOTO_PORT" "$((HEALTH_BASE + 1))" \
+  "$((HEALTH_BASE + 2))" "$RPC_BASE" "$((RPC_BASE + 1))" "$((RPC_BASE + 2))"; do
   if (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "port $p on 127.0.0.1 is taken; stop what listens there or set EC_LOCAL_*_PORT" >&2
     exit 1
