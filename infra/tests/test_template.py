@@ -310,6 +310,12 @@ def test_logs_go_to_groups_with_retention(cluster):
         script = cluster["Resources"][lt]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"][0]
         assert f"--log-driver awslogs --log-opt awslogs-group={group}" in script, lt
         assert group in names and "/ether-cattle/${ClusterId}/prometheus" in script and "/ether-cattle/${ClusterId}/prometheus" in names
+    # The groups whose instances write to them are made after them (CloudFormation orders by DependsOn).
+    writers = {"ReplicaGroup": "/ether-cattle/${ClusterId}/replicas", "SnapshotSourceGroup": "/ether-cattle/${ClusterId}/replicas",
+               "PublisherGroup": "/ether-cattle/${ClusterId}/publisher"}
+    for group, log in writers.items():
+        depends = set(as_list(cluster["Resources"][group].get("DependsOn", [])))
+        assert {names[log], names["/ether-cattle/${ClusterId}/prometheus"]} <= depends, group
 
 
 def test_data_disk_usage_is_shipped_and_alarmed(cluster):
