@@ -12,7 +12,7 @@ pub struct FilterArgs {
     /// that serves alone. `off`: the filter methods answer an error.
     #[arg(long, env = "EC_FILTER_STORE", default_value = "memory", value_parser = ["dynamodb", "memory", "off"])]
     filter_store: String,
-    /// The DynamoDB table of `--filter-store dynamodb` (the cluster stack creates it).
+    /// The DynamoDB table of `--filter-store dynamodb` (the shared stack creates it: output FilterTableArn).
     #[arg(long, env = "EC_FILTER_TABLE")]
     filter_table: Option<String>,
     /// Create the DynamoDB table if it does not exist (the local cluster and tests, where no stack runs).

@@ -1,4 +1,4 @@
-//! Filters in a DynamoDB table every replica of the fleet shares (created by the cluster stack; in tests and
+//! Filters in a DynamoDB table every replica of the fleet shares (created by the shared stack; in tests and
 //! the local cluster, the AWS emulator's DynamoDB API).
 //!
 //! One item per filter, keyed by `id` (string): `kind`, `criteria` (the log filter's JSON), `cluster`,
@@ -28,7 +28,7 @@ impl DynamoFilters {
         Self { client, table: table.into() }
     }
 
-    /// Creates the table as the cluster stack does (key `id`, on-demand, TTL on `expires_at`): for the local
+    /// Creates the table as the shared stack does (key `id`, on-demand, TTL on `expires_at`): for the local
     /// cluster and tests, where no stack runs. An existing table is left as it is.
     pub async fn create_table(&self) -> Result<(), FilterStoreError> {
         use aws_sdk_dynamodb::types::{
