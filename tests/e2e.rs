@@ -19,7 +19,7 @@ use std::{
 
 use ec_testkit::KafkaBroker;
 use harness::{
-    bin,
+    balancer_cmd, bin,
     chain::{assert_replica_equals_upstream, free_port, genesis_file, touched, Upstream, DEV},
     http_get, http_post_json, http_post_raw, read_log, rpc_call, spawn_logged, Killed,
 };
@@ -245,15 +245,8 @@ impl Bed {
 
     fn balancer(&self, replicas: &[&Replica]) -> (Proc, u16) {
         let port = free_port();
-        let mut cmd = Command::new(bin());
-        cmd.args(["balancer", "--listen", &format!("127.0.0.1:{port}"), "--check-interval-secs", "0.2"]);
-        for r in replicas {
-            cmd.args([
-                "--backend",
-                &format!("http://127.0.0.1:{},http://127.0.0.1:{}/health/ready", r.rpc, r.health),
-            ]);
-        }
-        let p = Proc::spawn(cmd, self.path("balancer.log"));
+        let backends: Vec<(u16, u16)> = replicas.iter().map(|r| (r.rpc, r.health)).collect();
+        let p = Proc::spawn(balancer_cmd(port, &backends), self.path("balancer.log"));
         wait_until("the balancer to listen", Duration::from_secs(10), &[&p], || {
             http_get(port, "/balancer/status").is_some()
         });

@@ -61,17 +61,36 @@ fn moto_env(moto: &ec_testkit::MotoServer) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// anvil, the broker and a publisher (the cluster), a contract deployed from an init code, and two replicas
+/// at anvil's head sharing their filters through moto's DynamoDB API. Dropped replicas first, moto last.
+struct SharedFilters {
+    r1: Served,
+    r2: Served,
+    contract: String,
+    cluster: Cluster,
+    _moto: ec_testkit::MotoServer,
+}
+
+impl SharedFilters {
+    fn start(init_code: impl std::fmt::Display) -> Self {
+        let moto = ec_testkit::MotoServer::start().expect("moto server");
+        let cluster = Cluster::start(&[]);
+        let a = &cluster.client;
+        let deploy = a.send(json!({"from": DEV[0], "data": init_code.to_string(), "gas": "0x100000"}));
+        let contract = a.mined(deploy)["contractAddress"].as_str().expect("a contract").to_string();
+        let flags = ["--filter-store", "dynamodb", "--filter-table", "filters", "--filter-create-table"];
+        let r1 = replica(&cluster, "r1", &flags, &moto_env(&moto));
+        let r2 = replica(&cluster, "r2", &flags, &moto_env(&moto));
+        wait_same_head(r1.rpc, a);
+        wait_same_head(r2.rpc, a);
+        SharedFilters { r1, r2, contract, cluster, _moto: moto }
+    }
+}
+
 fn balancer(dir: &Path, replicas: &[&Served]) -> (Killed, u16) {
     let port = free_port();
-    let mut cmd = Command::new(bin());
-    cmd.args(["balancer", "--listen", &format!("127.0.0.1:{port}"), "--check-interval-secs", "0.2"]);
-    for r in replicas {
-        cmd.args([
-            "--backend",
-            &format!("http://127.0.0.1:{},http://127.0.0.1:{}/health/ready", r.rpc, r.health),
-        ]);
-    }
-    let p = spawn_logged(cmd, &dir.join("balancer.log"));
+    let backends: Vec<(u16, u16)> = replicas.iter().map(|r| (r.rpc, r.health)).collect();
+    let p = spawn_logged(balancer_cmd(port, &backends), &dir.join("balancer.log"));
     wait_for("the balancer to route to both replicas", Duration::from_secs(60), || {
         http_get(port, "/balancer/status")
             .is_some_and(|(_, body)| body.matches("\"ready\":true").count() >= 2)
@@ -167,17 +186,10 @@ impl Delivered {
 
 #[test]
 fn polls_through_the_balancer_add_up_to_get_logs_across_reorgs() {
-    let moto = ec_testkit::MotoServer::start().expect("moto server");
-    let c = Cluster::start(&[]);
-    let a = &c.client;
-    let deploy = a.send(json!({"from": DEV[0], "data": LOGGER_INIT, "gas": "0x100000"}));
-    let logger = a.mined(deploy)["contractAddress"].as_str().expect("a contract").to_string();
-    let flags = ["--filter-store", "dynamodb", "--filter-table", "filters", "--filter-create-table"];
-    let r1 = replica(&c, "r1", &flags, &moto_env(&moto));
-    let r2 = replica(&c, "r2", &flags, &moto_env(&moto));
-    wait_same_head(r1.rpc, a);
-    wait_same_head(r2.rpc, a);
-    let (_balancer, lb) = balancer(c.tmp.path(), &[&r1, &r2]);
+    let bed = SharedFilters::start(LOGGER_INIT);
+    let (c, a, r1, r2) = (&bed.cluster, &bed.cluster.client, &bed.r1, &bed.r2);
+    let logger = bed.contract.clone();
+    let (_balancer, lb) = balancer(c.tmp.path(), &[r1, r2]);
     let (start, _) = a.head();
 
     let logs_filter = ok_lb(lb, "eth_newFilter", json!([{"address": logger}]));
@@ -273,7 +285,7 @@ fn polls_through_the_balancer_add_up_to_get_logs_across_reorgs() {
     assert_eq!(topic_logs.standing(), want_topic);
 
     // Both replicas answered polls (the balancer alternates), each from the cursor the other left.
-    for r in [&r1, &r2] {
+    for r in [r1, r2] {
         let delivered = polls_delivered(r.health);
         assert!(delivered > 10, "replica on {} answered {delivered} polls", r.rpc);
     }
@@ -293,17 +305,10 @@ fn polls_through_the_balancer_add_up_to_get_logs_across_reorgs() {
 /// reverted blocks again as removed).
 #[test]
 fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
-    let moto = ec_testkit::MotoServer::start().expect("moto server");
-    let c = Cluster::start(&[]);
-    let a = &c.client;
-    let deploy = a.send(json!({"from": DEV[0], "data": ping_init_code(), "gas": "0x100000"}));
-    let contract = a.mined(deploy)["contractAddress"].as_str().expect("a contract").to_string();
-    let flags = ["--filter-store", "dynamodb", "--filter-table", "filters", "--filter-create-table"];
-    let r1 = replica(&c, "r1", &flags, &moto_env(&moto));
-    let r2 = replica(&c, "r2", &flags, &moto_env(&moto));
-    wait_same_head(r1.rpc, a);
-    wait_same_head(r2.rpc, a);
-    let (_balancer, lb) = balancer(c.tmp.path(), &[&r1, &r2]);
+    let bed = SharedFilters::start(ping_init_code());
+    let (c, a, r1, r2) = (&bed.cluster, &bed.cluster.client, &bed.r1, &bed.r2);
+    let contract = bed.contract.clone();
+    let (_balancer, lb) = balancer(c.tmp.path(), &[r1, r2]);
     let (start, _) = a.head();
     let installed = || {
         let series = "ether_cattle_replica_filters_installed_total";
@@ -379,16 +384,9 @@ fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
 /// and together it is every log.
 #[test]
 fn two_clients_polling_one_filter_receive_disjoint_results() {
-    let moto = ec_testkit::MotoServer::start().expect("moto server");
-    let c = Cluster::start(&[]);
-    let a = &c.client;
-    let deploy = a.send(json!({"from": DEV[0], "data": LOGGER_INIT, "gas": "0x100000"}));
-    let logger = a.mined(deploy)["contractAddress"].as_str().expect("a contract").to_string();
-    let flags = ["--filter-store", "dynamodb", "--filter-table", "filters", "--filter-create-table"];
-    let r1 = replica(&c, "r1", &flags, &moto_env(&moto));
-    let r2 = replica(&c, "r2", &flags, &moto_env(&moto));
-    wait_same_head(r1.rpc, a);
-    wait_same_head(r2.rpc, a);
+    let bed = SharedFilters::start(LOGGER_INIT);
+    let (a, r1, r2) = (&bed.cluster.client, &bed.r1, &bed.r2);
+    let logger = bed.contract.clone();
     let (start, _) = a.head();
     let id = ok(r1.rpc, "eth_newFilter", json!([{"address": logger}]));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

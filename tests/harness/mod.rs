@@ -180,6 +180,17 @@ pub fn spawn_quiet(mut cmd: Command) -> Killed {
     Killed(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawns"))
 }
 
+/// The local balancer on 127.0.0.1:`port` in front of replicas given as (RPC port, health port), checking
+/// their readiness every 0.2 s.
+pub fn balancer_cmd(port: u16, replicas: &[(u16, u16)]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(["balancer", "--listen", &format!("127.0.0.1:{port}"), "--check-interval-secs", "0.2"]);
+    for (rpc, health) in replicas {
+        cmd.args(["--backend", &format!("http://127.0.0.1:{rpc},http://127.0.0.1:{health}/health/ready")]);
+    }
+    cmd
+}
+
 /// Spawns `cmd` with its output appended to `log` (which failure messages can quote).
 pub fn spawn_logged(mut cmd: Command, log: &Path) -> Killed {
     let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");

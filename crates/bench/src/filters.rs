@@ -41,20 +41,12 @@ async fn filter_store(args: &Args) -> anyhow::Result<Arc<dyn FilterStore>> {
         return Ok(Arc::new(MemoryFilters::default()));
     }
     anyhow::ensure!(args.store == "dynamodb", "--store is memory or dynamodb, not {}", args.store);
-    // The workspace builds the SDK without its default HTTP client: rustls, as the replica's (crates/cli/src/aws.rs).
-    let tls = aws_smithy_http_client::tls::Provider::Rustls(
-        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-    );
-    let http = aws_smithy_http_client::Builder::new().tls_provider(tls).build_https();
-    let mut config = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
-    if let Some(endpoint) = &args.dynamodb_endpoint {
-        let creds = aws_sdk_dynamodb::config::Credentials::new("bench", "bench", None, None, "ec-bench");
-        config = config
-            .endpoint_url(endpoint)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(creds);
-    }
-    let client = aws_sdk_dynamodb::Client::new(&config.load().await);
+    // The functions' SDK configuration (rustls): the emulator's at an endpoint, else the usual chain.
+    let sdk = match &args.dynamodb_endpoint {
+        Some(endpoint) => ec_functions::emulator_sdk_config(endpoint).await,
+        None => ec_functions::load_sdk_config().await,
+    };
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
     let store = DynamoFilters::new(client, "ec-bench-filters");
     store.create_table().await?;
     Ok(Arc::new(store))

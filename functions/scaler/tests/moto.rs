@@ -69,6 +69,34 @@ async fn group(asg: &aws_sdk_autoscaling::Client) -> aws_sdk_autoscaling::types:
     g.expect("DescribeAutoScalingGroups").auto_scaling_groups()[0].clone()
 }
 
+/// The groups that launch from the template: the replicas and the snapshot source.
+const GROUPS: [&str; 2] = ["c1-replicas", "c1-snapshot-source"];
+
+/// Sets both groups on launch-template version `version`, as a stack update does.
+async fn move_groups(asg: &aws_sdk_autoscaling::Client, lt: &str, version: &str) {
+    for name in GROUPS {
+        asg.update_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_template(
+                LaunchTemplateSpecification::builder().launch_template_id(lt).version(version).build(),
+            )
+            .send()
+            .await
+            .expect("UpdateAutoScalingGroup");
+    }
+}
+
+/// The launch-template version each group launches, in [`GROUPS`] order.
+async fn group_versions(asg: &aws_sdk_autoscaling::Client) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for name in GROUPS {
+        let g = asg.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await;
+        let g = g.expect("DescribeAutoScalingGroups").auto_scaling_groups()[0].clone();
+        out.push(g.launch_template().and_then(|t| t.version()).map(String::from));
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaler_on_moto() {
     let moto = MotoServer::start().expect("moto server must start (scripts/setup.sh installs it)");
@@ -192,12 +220,11 @@ async fn scaler_on_moto() {
         (Some(new.clone()), Some(24)),
         "data volume swapped; the rest from version 2, the one the group ran, not the old default"
     );
-    for name in ["c1-replicas", "c1-snapshot-source"] {
-        let g = asg.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await;
-        let g = g.expect("DescribeAutoScalingGroups").auto_scaling_groups()[0].clone();
-        let version = g.launch_template().and_then(|t| t.version()).map(String::from);
-        assert_eq!(version.as_deref(), Some("3"), "{name} moved to the new version");
-    }
+    assert_eq!(
+        group_versions(&asg).await,
+        [Some("3".into()), Some("3".into())],
+        "both moved to the new version"
+    );
     // Only the snapshot changed: nothing to roll in either group.
     let rolls: Vec<&str> =
         r["rolls"].as_array().expect("rolls").iter().filter_map(|x| x["decision"]["roll"].as_str()).collect();
@@ -233,16 +260,7 @@ async fn scaler_on_moto() {
         .send()
         .await
         .expect("CreateLaunchTemplateVersion");
-    for name in ["c1-replicas", "c1-snapshot-source"] {
-        asg.update_auto_scaling_group()
-            .auto_scaling_group_name(name)
-            .launch_template(
-                LaunchTemplateSpecification::builder().launch_template_id(&lt).version("4").build(),
-            )
-            .send()
-            .await
-            .expect("UpdateAutoScalingGroup");
-    }
+    move_groups(&asg, &lt, "4").await;
     let r = lambda.handle(scheduled.clone()).await.expect("run");
     eprintln!("after a stack update: {r:#}");
     let change = r["snapshot_change"].as_str().expect("re-pointed");
@@ -250,23 +268,10 @@ async fn scaler_on_moto() {
     // Version 5's source is version 4 (EC2 carries the instance type over from it; moto does not emulate
     // SourceVersion, so only the source's number is checked), with the newest snapshot, on both groups.
     assert_eq!(default_mappings(&ec2, &lt).await.0, Some(new.clone()), "the newest snapshot again");
-    for name in ["c1-replicas", "c1-snapshot-source"] {
-        let g = asg.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await;
-        let g = g.expect("DescribeAutoScalingGroups").auto_scaling_groups()[0].clone();
-        assert_eq!(g.launch_template().and_then(|t| t.version()), Some("5"), "{name}");
-    }
+    assert_eq!(group_versions(&asg).await, [Some("5".into()), Some("5".into())]);
     // A run whose move of the groups did not take (denied, throttled) leaves them on version 4: the next
     // run reuses version 5, made for the same snapshot from the same version, instead of adding one.
-    for name in ["c1-replicas", "c1-snapshot-source"] {
-        asg.update_auto_scaling_group()
-            .auto_scaling_group_name(name)
-            .launch_template(
-                LaunchTemplateSpecification::builder().launch_template_id(&lt).version("4").build(),
-            )
-            .send()
-            .await
-            .expect("UpdateAutoScalingGroup");
-    }
+    move_groups(&asg, &lt, "4").await;
     let r = lambda.handle(scheduled.clone()).await.expect("run");
     let change = r["snapshot_change"].as_str().expect("re-pointed");
     assert!(change.contains("version 5 (from version 4, which c1-replicas ran)"), "{change}");
@@ -278,11 +283,7 @@ async fn scaler_on_moto() {
         .filter_map(|v| v.version_number())
         .max();
     assert_eq!(newest, Some(5), "no version added for a snapshot and source that have one");
-    for name in ["c1-replicas", "c1-snapshot-source"] {
-        let g = asg.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await;
-        let g = g.expect("DescribeAutoScalingGroups").auto_scaling_groups()[0].clone();
-        assert_eq!(g.launch_template().and_then(|t| t.version()), Some("5"), "{name} moved again");
-    }
+    assert_eq!(group_versions(&asg).await, [Some("5".into()), Some("5".into())], "both moved again");
     // moto reports every instance as launched from the group's current version, so it cannot show outdated
     // instances; the roll decision and its wiring are tested on the in-memory fleet (handler tests) and the
     // launch-configuration comparison in fleet.rs.
