@@ -166,9 +166,10 @@ impl Upstream {
     }
 
     pub fn call(&self, method: &'static str, params: Value) -> Value {
-        self.rt
-            .block_on(self.rpc.call::<Value>(method, params.clone()))
-            .unwrap_or_else(|e| panic!("{method} {params}: {e}"))
+        self.rt.block_on(self.rpc.call::<Value>(method, params.clone())).unwrap_or_else(|e| {
+            self.exited_panics();
+            panic!("{method} {params}: {}", error_chain(&e))
+        })
     }
 
     /// A read, asked again while the client cannot be reached (for 20 s at most). Under load a client's
@@ -205,14 +206,58 @@ impl Upstream {
         .map(|b| b.1)
     }
 
-    /// Sends a transaction from a dev account; returns its hash. anvil signs it (unlocked accounts); for
-    /// geth it is completed (nonce, gas, fees) and signed here with the account's key.
+    /// Sends a transaction from a dev account; returns its hash. It is completed (nonce, gas, fees) and
+    /// signed here with the account's key, for anvil as for geth, so its hash is known before it is sent and
+    /// a send that met a reset connection can be made again without sending twice ([`Upstream::send_raw`]).
     pub fn send(&self, tx: Value) -> B256 {
-        if !self.is_geth() {
-            return serde_json::from_value(self.call("eth_sendTransaction", json!([tx]))).expect("tx hash");
+        let (raw, hash) = self.signed(tx, None, None);
+        self.send_raw(&raw, hash)
+    }
+
+    /// Sends a signed transaction whose hash is `hash`, asked again while the client cannot be reached (20 s
+    /// at most; seen in CI: anvil resetting a connection under load). A repeat cannot send twice: the
+    /// transaction is the same, so the client answers "already known" or "nonce too low" once the first one
+    /// got through, and the transaction is then looked up by its hash.
+    pub fn send_raw(&self, raw: &str, hash: B256) -> B256 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut repeated = false;
+        loop {
+            let sent = self.rt.block_on(self.rpc.call::<B256>("eth_sendRawTransaction", json!([raw])));
+            match sent {
+                Ok(h) => return h,
+                Err(e) if e.is_unreachable() && Instant::now() < deadline => {
+                    eprintln!("eth_sendRawTransaction {hash}: {} (sending again)", error_chain(&e));
+                    self.exited_panics();
+                    repeated = true;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) if repeated && self.knows(hash) => {
+                    eprintln!("eth_sendRawTransaction {hash}: {e} (the first send got through)");
+                    return hash;
+                }
+                Err(e) => {
+                    self.exited_panics();
+                    panic!("eth_sendRawTransaction {hash}: {}", error_chain(&e))
+                }
+            }
         }
-        let raw = self.sign(tx, None);
-        serde_json::from_value(self.call("eth_sendRawTransaction", json!([raw]))).expect("tx hash")
+    }
+
+    /// Whether the client has the transaction, pending or mined.
+    fn knows(&self, hash: B256) -> bool {
+        let ask = || self.rt.block_on(self.rpc.call::<Value>("eth_getTransactionByHash", json!([hash])));
+        self.read("eth_getTransactionByHash", ask).map(|t| !t.is_null()).unwrap_or(false)
+    }
+
+    /// Panics, naming its exit status, when anvil has exited (a failed call then says why at once).
+    fn exited_panics(&self) {
+        if let Process::Anvil(child) = &self.process {
+            // `try_wait` needs `&mut`; /proc says as much without reaping.
+            let alive = Path::new(&format!("/proc/{}", child.id())).exists()
+                && !std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+                    .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"));
+            assert!(alive, "anvil (pid {}) has exited", child.id());
+        }
     }
 
     /// Sends a blob transaction (type 3) from a dev account to `to` carrying `blobs` all-zero blobs (geth
@@ -233,23 +278,25 @@ impl Upstream {
         let tx = json!({"from": from, "to": to, "value": "0x0", "gas": "0x5208",
                         "maxFeePerGas": "0x174876e800", "maxPriorityFeePerGas": "0x3b9aca00",
                         "maxFeePerBlobGas": "0x3b9aca00", "blobVersionedHashes": hashes});
-        let raw =
-            self.sign_with_sidecar(tx, None, Some(eip7594::BlobTransactionSidecarVariant::Eip7594(sidecar)));
-        serde_json::from_value(self.call("eth_sendRawTransaction", json!([raw]))).expect("tx hash")
+        let (raw, hash) =
+            self.signed(tx, None, Some(eip7594::BlobTransactionSidecarVariant::Eip7594(sidecar)));
+        self.send_raw(&raw, hash)
     }
 
     /// Signs `tx` (JSON in `eth_sendTransaction`'s shape) with its sender's dev key: the raw transaction.
     /// `nonce` overrides the sender's pending nonce (for several transactions sent at once).
     pub fn sign(&self, tx: Value, nonce: Option<u64>) -> String {
-        self.sign_with_sidecar(tx, nonce, None)
+        self.signed(tx, nonce, None).0
     }
 
-    fn sign_with_sidecar(
+    /// Signs `tx` with its sender's dev key, with a blob sidecar if given: the raw transaction (network
+    /// form) and its hash.
+    fn signed(
         &self,
         mut tx: Value,
         nonce: Option<u64>,
         sidecar: Option<alloy_eips::eip7594::BlobTransactionSidecarVariant>,
-    ) -> String {
+    ) -> (String, B256) {
         use alloy_consensus::SignableTransaction;
         use k256::ecdsa::SigningKey;
         let from: Address = serde_json::from_value(tx["from"].clone()).expect("a from address");
@@ -294,7 +341,7 @@ impl Upstream {
             recid.is_y_odd(),
         );
         let envelope = alloy_consensus::TxEnvelope::from(unsigned.into_signed(signature));
-        format!("0x{}", hex::encode(envelope.encoded_2718()))
+        (format!("0x{}", hex::encode(envelope.encoded_2718())), *envelope.tx_hash())
     }
 
     /// The receipt, or null while there is none. (A freshly started geth answers "transaction indexing is

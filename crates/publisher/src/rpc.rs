@@ -81,8 +81,11 @@ pub struct RpcClient {
 
 impl RpcClient {
     pub fn new(url: &str, timeout: Duration) -> Result<Self, RpcError> {
+        // An idle pooled connection is dropped after 20 s, before most servers close theirs (30 s and more is
+        // common): a request sent on a connection the server is closing that moment fails with a reset.
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .map_err(|source| RpcError::Transport { method: "connect", url: url.to_owned(), source })?;
         Ok(Self { http, url: url.to_owned(), next_id: AtomicU64::new(1) })
