@@ -95,6 +95,8 @@ pub struct AccountOverride {
     pub state: Option<std::collections::HashMap<B256, B256>>,
     /// Changes only these slots.
     pub state_diff: Option<std::collections::HashMap<B256, B256>>,
+    /// Moves the precompile at this address to another (`eth_simulateV1` only).
+    pub move_precompile_to_address: Option<Address>,
 }
 
 /// The block override set of `eth_call`.
@@ -420,6 +422,9 @@ pub fn prepare_on<'a>(
         }
     }
     for (address, o) in overrides.state.iter().flatten() {
+        if o.move_precompile_to_address.is_some() {
+            return Err("movePrecompileToAddress is served by eth_simulateV1 only".into());
+        }
         let mut info = db.basic(*address).map_err(|e| e.to_string())?.unwrap_or_default();
         if let Some(b) = o.balance {
             info.balance = b;

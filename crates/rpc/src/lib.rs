@@ -33,6 +33,7 @@ pub mod parity_trace;
 pub mod proof;
 pub mod raw;
 pub mod send_tx;
+pub mod simulate;
 pub mod subscriptions;
 pub mod tracers;
 pub mod verify;

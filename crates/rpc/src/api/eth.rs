@@ -24,7 +24,9 @@ use crate::{
     evm::{self, AccountOverride, BlockOverrides, CallRequest},
     fees, filters, logs,
     params::{BlockCount, Hash, StorageKey},
-    send_tx, subscriptions,
+    send_tx,
+    simulate::{self, SimulatePayload},
+    subscriptions,
 };
 
 /// Most storage keys one `eth_getStorageValues` request may ask for.
@@ -205,6 +207,10 @@ pub trait EthApi {
         state: Option<HashMap<Address, AccountOverride>>,
         block_overrides: Option<BlockOverrides>,
     ) -> RpcResult<Value>;
+
+    /// A chain of blocks simulated on top of `block` (`crate::simulate`).
+    #[method(name = "simulateV1")]
+    async fn simulate_v1(&self, payload: SimulatePayload, block: Option<BlockSpec>) -> RpcResult<Vec<Value>>;
 
     // --- Relaying.
     /// Checked against the replica's state, then queued on the cluster's transaction topic for the
@@ -563,6 +569,15 @@ impl EthApiServer for Eth {
             })),
             evm::CallOutcome::Halt { reason, .. } => Err(server_error(format!("execution halted: {reason}"))),
         }
+    }
+
+    async fn simulate_v1(&self, payload: SimulatePayload, block: Option<BlockSpec>) -> RpcResult<Vec<Value>> {
+        let payload = std::sync::Arc::new(payload);
+        let answer = on_evm_thread(&self.0, block.unwrap_or_default(), move |view, h, env| {
+            Ok(simulate::simulate(view, h, h.hash_slow(), &payload, env))
+        })
+        .await?;
+        answer.map_err(Into::into)
     }
 
     async fn send_raw_transaction(&self, raw: Bytes) -> RpcResult<B256> {

@@ -38,6 +38,18 @@ pub struct SlotProof {
     pub proof: Vec<Bytes>,
 }
 
+/// An account as a simulation left it, laid over a stored state by [`Proofs::state_root_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OverlayAccount {
+    pub address: Address,
+    /// Its value (`None`: it does not exist).
+    pub account: Option<StoredAccount>,
+    /// Whether its stored storage is all gone (a full `state` override, a self-destruct): only `slots` hold.
+    pub storage_cleared: bool,
+    /// Slots (not hashed) and their new values (zero: gone).
+    pub slots: BTreeMap<B256, B256>,
+}
+
 /// Proofs, over a store or a view of it (one instant: the trie and the state agree).
 pub trait Proofs: Reads + Sized {
     /// The proof of `address` and its `slots` in the state after block `number`, which must be the head or
@@ -82,6 +94,43 @@ pub trait Proofs: Reads + Sized {
             .collect::<Result<Vec<_>>>()?;
         let proof = nodes_to(&accounts, &key);
         Ok((accounts.root, AccountProof { address: *address, account, storage_root, proof, storage: slots }))
+    }
+
+    /// The state root of block `number`'s state with `changes` laid over it (`eth_simulateV1`'s blocks): the
+    /// same walk as a proof at `number`, with the changed accounts' leaves and slots on top. `number` must be
+    /// provable ([`Proofs::proof`]).
+    fn state_root_with(&self, number: u64, changes: &[OverlayAccount]) -> Result<B256> {
+        let trie = self.trie_head()?.ok_or(StoreError::Config {
+            reason: "the state trie is off on this replica (--state-trie off): it computes no state roots"
+                .into(),
+        })?;
+        let mut delta = self.values_since(number, trie.number)?;
+        let mut cleared = std::collections::BTreeSet::new();
+        for change in changes {
+            let key = keccak256(change.address);
+            let entry = delta.accounts.entry(key).or_default();
+            entry.account = change.account.clone();
+            if change.storage_cleared {
+                cleared.insert(key);
+                entry.slots.clear();
+            }
+            entry.slots.extend(change.slots.iter().map(|(slot, value)| (keccak256(slot), *value)));
+        }
+        let mut overlay = BTreeMap::new();
+        for (key, d) in &delta.accounts {
+            let root = if cleared.contains(key) {
+                // Nothing of the stored storage is left: the root of the new slots alone.
+                let mut hb = alloy_trie::HashBuilder::default();
+                for (slot, value) in d.slots.iter().filter(|(_, v)| !v.is_zero()) {
+                    hb.add_leaf(Nibbles::unpack(slot), &super::slot_leaf(value));
+                }
+                hb.root()
+            } else {
+                self.storage_root_after(key, d)?.0
+            };
+            overlay.insert(*key, d.account.as_ref().map(|a| account_leaf(a, root)));
+        }
+        Ok(self.walk_accounts(&overlay, delta.accounts.keys(), &[])?.root)
     }
 
     /// Every key changed after block `number` up to the head `head`, with its value at `number`.
