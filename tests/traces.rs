@@ -32,33 +32,6 @@ fn tracer_options() -> Vec<Value> {
     ]
 }
 
-/// The paths where `got` differs from `want`.
-fn differences(path: &str, got: &Value, want: &Value, out: &mut Vec<String>) {
-    match (got, want) {
-        (Value::Object(g), Value::Object(w)) => {
-            for (k, wv) in w {
-                match g.get(k) {
-                    Some(gv) => differences(&format!("{path}.{k}"), gv, wv, out),
-                    None => out.push(format!("{path}.{k}: missing (want {wv})")),
-                }
-            }
-            for k in g.keys().filter(|k| !w.contains_key(*k)) {
-                out.push(format!("{path}.{k}: extra ({})", g[k]));
-            }
-        }
-        (Value::Array(g), Value::Array(w)) if g.len() == w.len() => {
-            for (i, (gv, wv)) in g.iter().zip(w).enumerate() {
-                differences(&format!("{path}[{i}]"), gv, wv, out);
-            }
-        }
-        _ if got == want => {}
-        _ => {
-            let short = |v: &Value| v.to_string().chars().take(200).collect::<String>();
-            out.push(format!("{path}: got {}, want {}", short(got), short(want)));
-        }
-    }
-}
-
 /// A JSON-RPC response's result, or the whole response when it is an error (a difference then).
 fn answer(response: Value) -> Value {
     response.get("result").cloned().unwrap_or(response)

@@ -315,3 +315,30 @@ pub fn wait_rpc_head(port: u16, head: u64) {
         rpc_call(port, "eth_blockNumber", serde_json::json!([]))["result"] == want
     });
 }
+
+/// The paths where `got` differs from `want`.
+pub fn differences(path: &str, got: &serde_json::Value, want: &serde_json::Value, out: &mut Vec<String>) {
+    match (got, want) {
+        (serde_json::Value::Object(g), serde_json::Value::Object(w)) => {
+            for (k, wv) in w {
+                match g.get(k) {
+                    Some(gv) => differences(&format!("{path}.{k}"), gv, wv, out),
+                    None => out.push(format!("{path}.{k}: missing (want {wv})")),
+                }
+            }
+            for k in g.keys().filter(|k| !w.contains_key(*k)) {
+                out.push(format!("{path}.{k}: extra ({})", g[k]));
+            }
+        }
+        (serde_json::Value::Array(g), serde_json::Value::Array(w)) if g.len() == w.len() => {
+            for (i, (gv, wv)) in g.iter().zip(w).enumerate() {
+                differences(&format!("{path}[{i}]"), gv, wv, out);
+            }
+        }
+        _ if got == want => {}
+        _ => {
+            let short = |v: &serde_json::Value| v.to_string().chars().take(200).collect::<String>();
+            out.push(format!("{path}: got {}, want {}", short(got), short(want)));
+        }
+    }
+}
