@@ -224,8 +224,28 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     wait_rpc_head(port, head);
     let earliest = rpc_call(port, "eth_getBlockByNumber", json!(["earliest", false]));
     assert_eq!(earliest["result"]["number"], json!(format!("{n:#x}")), "{earliest}");
+    // Below N: pruned history (4444, as geth answers it), naming N; for blocks and for logs, so an indexer
+    // never reads an empty answer as "no events".
+    let names_n = |answer: &Value| {
+        answer["error"]["code"] == json!(4444)
+            && answer["error"]["message"].as_str().is_some_and(|m| m.contains(&format!("from {n} on")))
+    };
     let below = rpc_call(port, "eth_getBlockByNumber", json!([format!("{:#x}", n - 1), false]));
-    assert_eq!(below["result"], Value::Null, "{below}");
+    assert!(names_n(&below), "{below}");
+    let logs = rpc_call(port, "eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": "latest"}]));
+    assert!(names_n(&logs), "{logs}");
+    let from_earliest =
+        rpc_call(port, "eth_getLogs", json!([{"fromBlock": "earliest", "toBlock": "latest"}]));
+    assert!(from_earliest["result"].is_array(), "{from_earliest}");
+    let capabilities = rpc_call(port, "eth_capabilities", json!([]));
+    for resource in ["blocks", "tx", "logs", "receipts", "state"] {
+        assert_eq!(
+            capabilities["result"][resource]["oldestBlock"],
+            json!(format!("{n:#x}")),
+            "{capabilities}"
+        );
+    }
+    assert_eq!(capabilities["result"]["head"]["number"], json!(format!("{head:#x}")), "{capabilities}");
     let state_below = rpc_call(port, "eth_getBalance", json!([DEV[0], format!("{:#x}", n - 1)]));
     assert!(
         state_below["error"]["message"].as_str().is_some_and(|m| m.contains("historical state")),

@@ -306,6 +306,12 @@ impl<'a> Req<'a> {
                         Err(_) => return Ok(None),
                     },
                 };
+                // Below the first block: pruned history, as geth answers it (not `null`, which says "no such
+                // block").
+                let first = self.first_block()?;
+                if n < first {
+                    return Err(crate::error::pruned_history(first));
+                }
                 return self.canonical_block(n);
             }
         };

@@ -20,3 +20,13 @@ pub(crate) fn server_error(msg: impl std::fmt::Display) -> ErrorObjectOwned {
 pub(crate) fn reverted(output: Bytes) -> ErrorObjectOwned {
     ErrorObject::owned(3, "execution reverted", Some(output))
 }
+
+/// 4444: history this replica does not hold (EIP-4444's "pruned history unavailable", geth's code for it),
+/// naming the oldest block it holds: a cluster started at a checkpoint has no block before it.
+pub(crate) fn pruned_history(first: u64) -> ErrorObjectOwned {
+    ErrorObject::owned(
+        4444,
+        format!("pruned history unavailable: this replica holds blocks from {first} on"),
+        None::<()>,
+    )
+}

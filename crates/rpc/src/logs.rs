@@ -125,13 +125,13 @@ pub(crate) fn get_logs(
     if from > to {
         return Err(crate::invalid_params(format!("fromBlock {from} is after toBlock {to}")));
     }
-    // A cluster started at a checkpoint holds no block before it: the range is clipped to what exists (those
-    // blocks have no logs here to return), so `fromBlock: 0` works on every cluster.
+    // A cluster started at a checkpoint holds no block before it: a range reaching below it is answered as
+    // geth answers pruned history (4444, naming the first block), never with the logs it holds (an indexer
+    // would conclude that no earlier event exists). `earliest` names the first block.
     let first = c.first_block()?;
-    if to < first {
-        return Ok(Some(Vec::new()));
+    if from < first {
+        return Err(crate::error::pruned_history(first));
     }
-    let from = from.max(first);
     let span = to - from + 1;
     if span > c.limits.max_log_block_range {
         return Err(limit(format!(

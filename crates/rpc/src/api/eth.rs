@@ -48,6 +48,10 @@ pub trait EthApi {
     #[method(name = "syncing")]
     fn syncing(&self) -> RpcResult<bool>;
 
+    /// What this replica holds: its head and, per resource, the oldest block it answers for.
+    #[method(name = "capabilities")]
+    fn capabilities(&self) -> RpcResult<Value>;
+
     /// EIP-7910, from the chain specification of the genesis record.
     #[method(name = "config")]
     fn config(&self) -> RpcResult<Value>;
@@ -291,6 +295,30 @@ impl EthApiServer for Eth {
 
     fn syncing(&self) -> RpcResult<bool> {
         Ok(false)
+    }
+
+    /// Blocks, transactions, receipts and logs from the first block (0, or the checkpoint the cluster
+    /// started at; nothing is pruned after it); state from the oldest block the history window keeps; proofs
+    /// within the proof window of the head, when the replica keeps the state trie.
+    fn capabilities(&self) -> RpcResult<Value> {
+        let r = self.req();
+        let head = r.view.head().map_err(server_error)?.ok_or_else(|| server_error("no blocks yet"))?;
+        let first = r.first_block()?;
+        let state = self.0.store.first_state_block().max(first);
+        let held = |oldest: u64| serde_json::json!({"disabled": false, "oldestBlock": U64::from(oldest)});
+        let proofs = match r.view.trie_head().map_err(server_error)? {
+            Some(_) => held(state.max(head.number.saturating_sub(self.0.limits.proof_window))),
+            None => serde_json::json!({"disabled": true}),
+        };
+        Ok(serde_json::json!({
+            "head": {"number": U64::from(head.number), "hash": head.hash},
+            "state": held(state),
+            "tx": held(first),
+            "logs": held(first),
+            "receipts": held(first),
+            "blocks": held(first),
+            "stateproofs": proofs,
+        }))
     }
 
     fn config(&self) -> RpcResult<Value> {
