@@ -60,10 +60,10 @@ pub fn parse(v: Option<&Value>) -> Result<BlockSpec, String> {
 }
 
 /// A hex quantity: `0x` and at least one digit (decimal strings are not block numbers in this API).
+/// Leading zeros are refused, as geth refuses them.
 fn quantity(s: &str) -> Result<u64, String> {
-    let bad = || format!("not a hex block number: {s:?}");
-    let digits = s.strip_prefix("0x").filter(|d| !d.is_empty()).ok_or_else(bad)?;
-    u64::from_str_radix(digits, 16).map_err(|_| bad())
+    let digits = crate::params::quantity_digits(s).map_err(|e| format!("not a hex block number: {e}"))?;
+    u64::from_str_radix(digits, 16).map_err(|_| format!("not a hex block number: {s:?}"))
 }
 
 #[cfg(test)]
@@ -89,6 +89,9 @@ mod tests {
             ),
             (Some(json!(h)), Ok(BlockSpec::Hash { hash: h, require_canonical: false })),
             (Some(json!("0xzz")), Err(())),
+            (Some(json!("0x01")), Err(())),
+            (Some(json!("0x00")), Err(())),
+            (Some(json!("0x0")), Ok(BlockSpec::Number(0))),
             (Some(json!("12")), Err(())),
             (Some(json!(12)), Err(())),
             (Some(json!({})), Err(())),

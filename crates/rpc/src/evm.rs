@@ -73,13 +73,19 @@ impl DatabaseRef for StateAt<'_> {
 pub struct CallRequest {
     pub from: Option<Address>,
     pub to: Option<Address>,
+    #[serde(default, deserialize_with = "crate::params::strict_u64")]
     pub gas: Option<alloy_primitives::U64>,
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub gas_price: Option<U256>,
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub max_fee_per_gas: Option<U256>,
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub max_priority_fee_per_gas: Option<U256>,
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub value: Option<U256>,
     pub data: Option<Bytes>,
     pub input: Option<Bytes>,
+    #[serde(default, deserialize_with = "crate::params::strict_u64")]
     pub nonce: Option<alloy_primitives::U64>,
     pub access_list: Option<alloy_eips::eip2930::AccessList>,
 }
@@ -88,7 +94,9 @@ pub struct CallRequest {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountOverride {
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub balance: Option<U256>,
+    #[serde(default, deserialize_with = "crate::params::strict_u64")]
     pub nonce: Option<alloy_primitives::U64>,
     pub code: Option<Bytes>,
     /// Replaces the whole storage.
@@ -103,12 +111,16 @@ pub struct AccountOverride {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BlockOverrides {
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub number: Option<U256>,
+    #[serde(default, deserialize_with = "crate::params::strict_u64")]
     pub time: Option<alloy_primitives::U64>,
+    #[serde(default, deserialize_with = "crate::params::strict_u64")]
     pub gas_limit: Option<alloy_primitives::U64>,
     #[serde(alias = "coinbase")]
     pub fee_recipient: Option<Address>,
     #[serde(alias = "baseFeePerGas")]
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub base_fee: Option<U256>,
     #[serde(alias = "random")]
     pub prev_randao: Option<B256>,

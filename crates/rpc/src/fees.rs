@@ -112,8 +112,9 @@ pub struct FeeHistory {
     pub gas_used_ratio: Vec<f64>,
     pub base_fee_per_blob_gas: Vec<U256>,
     pub blob_gas_used_ratio: Vec<f64>,
-    /// Empty when no percentiles were asked for (as anvil answers; geth leaves the field out).
-    pub reward: Vec<Vec<U256>>,
+    /// Left out when no percentiles were asked for, or an empty list (as geth; anvil answers `[]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reward: Option<Vec<Vec<U256>>>,
 }
 
 /// Priority fees paid in `b` at each percentile of the block's gas (transactions sorted by tip).
@@ -156,7 +157,7 @@ pub fn fee_history<B: Borrow<StoredBlock>>(
         gas_used_ratio: Vec::new(),
         base_fee_per_blob_gas: Vec::new(),
         blob_gas_used_ratio: Vec::new(),
-        reward: Vec::new(),
+        reward: percentiles.filter(|p| !p.is_empty()).map(|_| Vec::new()),
     };
     let mut last = None;
     for b in blocks {
@@ -171,8 +172,8 @@ pub fn fee_history<B: Borrow<StoredBlock>>(
         let max = params.map_or(0, |p| p.max_blob_gas_per_block());
         let used = h.blob_gas_used.unwrap_or_default();
         out.blob_gas_used_ratio.push(if max == 0 { 0.0 } else { used as f64 / max as f64 });
-        if let Some(p) = percentiles {
-            out.reward.push(rewards(b, &h, p));
+        if let (Some(p), Some(reward)) = (percentiles, out.reward.as_mut()) {
+            reward.push(rewards(b, &h, p));
         }
         last = Some(h);
     }

@@ -65,6 +65,46 @@ impl<'de> Deserialize<'de> for BlockCount {
     }
 }
 
+/// The digits of a hex quantity as geth's `hexutil` reads them: `0x`, at least one digit, and no leading zero
+/// (`0x0` is zero; `0x01` is refused, as geth refuses it, where alloy's serde takes it).
+pub fn quantity_digits(s: &str) -> Result<&str, String> {
+    let digits = s.strip_prefix("0x").ok_or_else(|| format!("hex string without 0x prefix: {s:?}"))?;
+    if digits.is_empty() {
+        return Err("hex string \"0x\"".into());
+    }
+    if digits.len() > 1 && digits.starts_with('0') {
+        return Err("hex number with leading zero digits".into());
+    }
+    Ok(digits)
+}
+
+/// A quantity parameter read strictly ([`quantity_digits`]): a transaction's index in its block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantity(pub u64);
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let digits = quantity_digits(&s).map_err(D::Error::custom)?;
+        u64::from_str_radix(digits, 16).map(Quantity).map_err(D::Error::custom)
+    }
+}
+
+/// `#[serde(default, deserialize_with = "strict_u64")]`: an optional 64-bit quantity of a call object or an
+/// override, read strictly ([`quantity_digits`]).
+pub fn strict_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<U64>, D::Error> {
+    let Some(s) = Option::<std::borrow::Cow<'de, str>>::deserialize(d)? else { return Ok(None) };
+    let digits = quantity_digits(&s).map_err(D::Error::custom)?;
+    U64::from_str_radix(digits, 16).map(Some).map_err(D::Error::custom)
+}
+
+/// As [`strict_u64`], for a 256-bit quantity.
+pub fn strict_u256<'de, D: Deserializer<'de>>(d: D) -> Result<Option<U256>, D::Error> {
+    let Some(s) = Option::<std::borrow::Cow<'de, str>>::deserialize(d)? else { return Ok(None) };
+    let digits = quantity_digits(&s).map_err(D::Error::custom)?;
+    U256::from_str_radix(digits, 16).map(Some).map_err(D::Error::custom)
+}
+
 /// Deserializes through a `serde_json::Value` and a parser of it (for parameters whose shape is checked
 /// by hand: block parameters, log filters).
 pub(crate) fn via_value<'de, D: Deserializer<'de>, T>(
@@ -109,6 +149,33 @@ mod tests {
                 "{input}"
             );
         }
+    }
+
+    #[test]
+    fn quantities_are_read_as_geth_reads_them() {
+        #[derive(Deserialize)]
+        struct Q {
+            #[serde(default, deserialize_with = "strict_u64")]
+            q: Option<U64>,
+        }
+        #[rustfmt::skip]
+        let cases: Vec<(serde_json::Value, Option<Option<u64>>)> = vec![
+            (json!({"q": "0x0"}),   Some(Some(0))),
+            (json!({"q": "0x1b"}),  Some(Some(27))),
+            (json!({}),             Some(None)),
+            (json!({"q": null}),    Some(None)),
+            (json!({"q": "0x01"}),  None),
+            (json!({"q": "0x00"}),  None),
+            (json!({"q": "0x"}),    None),
+            (json!({"q": "12"}),    None),
+            (json!({"q": 12}),      None),
+        ];
+        for (input, want) in cases {
+            let got = serde_json::from_value::<Q>(input.clone()).ok().map(|q| q.q.map(|v| v.to::<u64>()));
+            assert_eq!(got, want, "{input}");
+        }
+        assert_eq!(serde_json::from_value::<Quantity>(json!("0x10")).ok(), Some(Quantity(16)));
+        assert!(serde_json::from_value::<Quantity>(json!("0x010")).is_err());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::{
     error::{invalid_params, reverted, server_error, RpcResult},
     evm::{self, AccountOverride, BlockOverrides, CallRequest},
     fees, filters, logs,
-    params::{BlockCount, Hash, StorageKey},
+    params::{BlockCount, Hash, Quantity, StorageKey},
     send_tx,
     simulate::{self, SimulatePayload},
     subscriptions,
@@ -115,14 +115,14 @@ pub trait EthApi {
     fn get_transaction_by_block_number_and_index(
         &self,
         block: Option<BlockSpec>,
-        index: U64,
+        index: Quantity,
     ) -> RpcResult<Option<RpcTx>>;
 
     #[method(name = "getTransactionByBlockHashAndIndex")]
     fn get_transaction_by_block_hash_and_index(
         &self,
         block: Option<BlockSpec>,
-        index: U64,
+        index: Quantity,
     ) -> RpcResult<Option<RpcTx>>;
 
     #[method(name = "getTransactionByHash")]
@@ -245,10 +245,10 @@ impl Eth {
     fn transaction_by_block_and_index(
         &self,
         block: Option<BlockSpec>,
-        index: U64,
+        index: Quantity,
     ) -> RpcResult<Option<RpcTx>> {
         let Some(b) = self.block(block)? else { return Ok(None) };
-        convert::transaction(&b, index.to::<usize>()).map_err(server_error)
+        convert::transaction(&b, index.0 as usize).map_err(server_error)
     }
 
     fn latest_header(r: &Req) -> RpcResult<alloy_consensus::Header> {
@@ -425,7 +425,7 @@ impl EthApiServer for Eth {
     fn get_transaction_by_block_number_and_index(
         &self,
         block: Option<BlockSpec>,
-        index: U64,
+        index: Quantity,
     ) -> RpcResult<Option<RpcTx>> {
         self.transaction_by_block_and_index(block, index)
     }
@@ -433,7 +433,7 @@ impl EthApiServer for Eth {
     fn get_transaction_by_block_hash_and_index(
         &self,
         block: Option<BlockSpec>,
-        index: U64,
+        index: Quantity,
     ) -> RpcResult<Option<RpcTx>> {
         self.transaction_by_block_and_index(block, index)
     }
@@ -480,9 +480,16 @@ impl EthApiServer for Eth {
     ) -> RpcResult<fees::FeeHistory> {
         let count = count.0.min(MAX_FEE_HISTORY_BLOCKS);
         let (r, newest) = self.at(newest)?;
-        if let Some(p) = &percentiles {
-            if p.iter().any(|x| !(0.0..=100.0).contains(x)) || p.windows(2).any(|w| w[0] > w[1]) {
-                return Err(invalid_params("reward percentiles must ascend within 0..=100"));
+        // geth's checks and words (-32000), each percentile in 0..=100 and above the one before.
+        for (i, p) in percentiles.iter().flatten().enumerate() {
+            if !(0.0..=100.0).contains(p) {
+                return Err(server_error(format!("invalid reward percentile: {p:.6}")));
+            }
+            if let Some(before) = i.checked_sub(1).and_then(|b| percentiles.as_ref().map(|ps| ps[b])) {
+                if *p <= before {
+                    let msg = format!("invalid reward percentile: #{}:{before:.6} >= #{i}:{p:.6}", i - 1);
+                    return Err(server_error(msg));
+                }
             }
         }
         let oldest = (newest + 1).saturating_sub(count);

@@ -61,13 +61,19 @@ pub struct BlockStateCall {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SimBlockOverrides {
+    #[serde(default, deserialize_with = "crate::params::strict_u64")]
     pub number: Option<U64>,
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub difficulty: Option<U256>,
+    #[serde(default, deserialize_with = "crate::params::strict_u64")]
     pub time: Option<U64>,
+    #[serde(default, deserialize_with = "crate::params::strict_u64")]
     pub gas_limit: Option<U64>,
     pub fee_recipient: Option<Address>,
     pub prev_randao: Option<B256>,
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub base_fee_per_gas: Option<U256>,
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub blob_base_fee: Option<U256>,
     pub beacon_root: Option<B256>,
     pub withdrawals: Option<Vec<alloy_eips::eip4895::Withdrawal>>,
@@ -79,16 +85,24 @@ pub struct SimBlockOverrides {
 pub struct SimCall {
     pub from: Option<Address>,
     pub to: Option<Address>,
+    #[serde(default, deserialize_with = "crate::params::strict_u64")]
     pub gas: Option<U64>,
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub gas_price: Option<U256>,
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub max_fee_per_gas: Option<U256>,
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub max_priority_fee_per_gas: Option<U256>,
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub value: Option<U256>,
+    #[serde(default, deserialize_with = "crate::params::strict_u64")]
     pub nonce: Option<U64>,
     pub data: Option<Bytes>,
     pub input: Option<Bytes>,
     pub access_list: Option<alloy_eips::eip2930::AccessList>,
+    #[serde(default, deserialize_with = "crate::params::strict_u64")]
     pub chain_id: Option<U64>,
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
     pub max_fee_per_blob_gas: Option<U256>,
     pub blob_versioned_hashes: Option<Vec<B256>>,
     pub authorization_list: Option<Vec<alloy_eips::eip7702::SignedAuthorization>>,
