@@ -958,3 +958,74 @@ fn logs_subscription_equals_anvil_and_reports_removed_logs() {
     assert_eq!(ours[4]["removed"], json!(false));
     assert_eq!(ours[4]["topics"][0], json!(format!("0x{}", word(70))), "then the new branch's log");
 }
+
+/// A blob transaction in its network form (EIP-7594 cell proofs) sent through a replica with
+/// `eth_sendRawTransactionSync` (EIP-7966) is mined by geth and answered with its receipt, equal to geth's;
+/// its consensus form (no sidecar), a sidecar that does not match its hashes, and a transaction that cannot
+/// be mined within the timeout (a nonce gap) are answered as they should be.
+#[test]
+fn a_blob_transaction_relayed_by_a_replica_is_mined_and_its_receipt_returned() {
+    let c = Cluster::on(Upstream::geth_on_demand());
+    let g = &c.client;
+    mined(g, g.send(json!({"from": DEV[0], "to": DEV[1], "value": "0x1"})));
+    let (head, _) = g.head();
+    let (_replica, port) = c.rpc_replica(&[]);
+    wait_rpc_head(port, head);
+    let send_sync = |raw: &str, timeout: Value| {
+        http_post_json(
+            port,
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransactionSync", "params": [raw, timeout]}),
+        )
+        .expect("an answer")
+    };
+
+    let (raw, hash) = g.sign_zero_blobs(DEV[3], DEV[5], 2, None);
+    let answer = send_sync(&raw, json!(30_000));
+    let receipt = &answer["result"];
+    assert_eq!(receipt["transactionHash"], json!(hash), "{answer}");
+    assert_eq!(receipt["status"], "0x1", "{answer}");
+    assert_eq!(receipt["blobGasUsed"], "0x40000", "two blobs: {answer}");
+    let theirs = g.call("eth_getTransactionReceipt", json!([hash]));
+    assert_eq!(receipt, &theirs, "the replica's receipt is geth's");
+
+    // The consensus form (hashes, no blobs) is refused: it could never be mined.
+    let bare = {
+        use alloy_eips::eip2718::{Decodable2718, Encodable2718};
+        let (net, _) = g.sign_zero_blobs(DEV[3], DEV[5], 1, None);
+        let bytes = hex::decode(net.trim_start_matches("0x")).expect("hex");
+        let alloy_consensus::TxEnvelope::Eip4844(signed) =
+            alloy_consensus::TxEnvelope::decode_2718(&mut &bytes[..]).expect("decodes")
+        else {
+            panic!("not a blob transaction")
+        };
+        let tx = alloy_consensus::TxEip4844Variant::TxEip4844(signed.tx().tx().clone());
+        let bare = alloy_consensus::Signed::new_unchecked(tx, *signed.signature(), *signed.hash());
+        format!("0x{}", hex::encode(alloy_consensus::TxEnvelope::Eip4844(bare).encoded_2718()))
+    };
+    let refused = send_sync(&bare, json!(1_000));
+    assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains("network form")), "{refused}");
+    // A hash that is not its commitment's.
+    let (mut tampered, _) = g.sign_zero_blobs(DEV[3], DEV[5], 1, None);
+    let commitment_hex = format!("c0{}", "00".repeat(47));
+    let at = tampered.find(&commitment_hex).expect("the commitment in the raw transaction");
+    tampered.replace_range(at..at + 2, "c1");
+    let refused = send_sync(&tampered, json!(1_000));
+    assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains("versioned hash")), "{refused}");
+
+    // A nonce far ahead: relayed, never mined; code 4 with the hash once the timeout passes.
+    let nonce = quantity(&g.call("eth_getTransactionCount", json!([DEV[4], "pending"])));
+    let gapped =
+        g.sign(json!({"from": DEV[4], "to": DEV[5], "value": "0x1", "gas": "0x5208"}), Some(nonce + 5));
+    let started = Instant::now();
+    let late = send_sync(&gapped, json!("0x1f4"));
+    assert_eq!(late["error"]["code"], 4, "{late}");
+    assert_eq!(
+        late["error"]["data"],
+        json!(keccak256(hex::decode(gapped.trim_start_matches("0x")).expect("hex")))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited {:?} for a 500 ms timeout",
+        started.elapsed()
+    );
+}

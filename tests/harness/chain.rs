@@ -265,6 +265,13 @@ impl Upstream {
     /// infinity, so no KZG library is needed to make a sidecar geth accepts (EIP-7594 cell proofs, as Osaka
     /// requires). Returns the transaction hash.
     pub fn send_zero_blobs(&self, from: &str, to: &str, blobs: usize) -> B256 {
+        let (raw, hash) = self.sign_zero_blobs(from, to, blobs, None);
+        self.send_raw(&raw, hash)
+    }
+
+    /// The blob transaction of [`Upstream::send_zero_blobs`], signed (network form, with its sidecar), not
+    /// sent: the raw transaction and its hash. `nonce` overrides the sender's pending nonce.
+    pub fn sign_zero_blobs(&self, from: &str, to: &str, blobs: usize, nonce: Option<u64>) -> (String, B256) {
         use alloy_eips::{eip4844, eip7594};
         let mut infinity = [0u8; 48];
         infinity[0] = 0xc0;
@@ -278,9 +285,7 @@ impl Upstream {
         let tx = json!({"from": from, "to": to, "value": "0x0", "gas": "0x5208",
                         "maxFeePerGas": "0x174876e800", "maxPriorityFeePerGas": "0x3b9aca00",
                         "maxFeePerBlobGas": "0x3b9aca00", "blobVersionedHashes": hashes});
-        let (raw, hash) =
-            self.signed(tx, None, Some(eip7594::BlobTransactionSidecarVariant::Eip7594(sidecar)));
-        self.send_raw(&raw, hash)
+        self.signed(tx, nonce, Some(eip7594::BlobTransactionSidecarVariant::Eip7594(sidecar)))
     }
 
     /// Signs `tx` (JSON in `eth_sendTransaction`'s shape) with its sender's dev key: the raw transaction.

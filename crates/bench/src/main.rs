@@ -18,6 +18,7 @@ mod filters;
 mod mainnet;
 mod publisher;
 mod rpc;
+mod simulate;
 mod traces;
 
 #[derive(Parser)]
@@ -29,6 +30,8 @@ enum Cmd {
     /// debug_traceBlockByNumber (callTracer) on blocks of hundreds and thousands of transactions: the
     /// replica next to geth and anvil, same block, same load.
     Traces(traces::Args),
+    /// eth_simulateV1 (10 blocks of 5 calls): the replica next to geth, same base block, same load.
+    Simulate(simulate::Args),
     /// The publisher's per-block time split (fetch, trace, encode, produce) on anvil blocks of given sizes.
     Publisher(publisher::Args),
     /// The publisher catching up on a backlog of blocks, sequential next to pipelined, on anvil and geth.
@@ -83,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Rpc(args) => rpc::run(args),
         Cmd::Filters(args) => filters::run(args),
         Cmd::Traces(args) => traces::run(args),
+        Cmd::Simulate(args) => simulate::run(args),
         Cmd::Backlog(args) => backlog::run(args),
         Cmd::Mainnet(args) => mainnet::run(args),
     }

@@ -160,6 +160,13 @@ struct ReplicaArgs {
     /// are proven by laying their values over every key changed since, so the cost grows with the depth.
     #[arg(long, env = "EC_PROOF_WINDOW", default_value_t = 128)]
     proof_window: u64,
+    /// How long eth_sendRawTransactionSync waits for the receipt when the request names no timeout.
+    #[arg(long, env = "EC_TX_SYNC_TIMEOUT_SECS", default_value_t = 20.0)]
+    tx_sync_timeout_secs: f64,
+    /// The longest eth_sendRawTransactionSync waits, whatever the request asks; keep it under the load
+    /// balancer's idle timeout (120 s in infra/shared.yaml), or the balancer closes the connection first.
+    #[arg(long, env = "EC_TX_SYNC_MAX_TIMEOUT_SECS", default_value_t = 60.0)]
+    tx_sync_max_timeout_secs: f64,
     #[command(flatten)]
     filters: filters_args::FilterArgs,
     /// Topic for transactions accepted by eth_sendRawTransaction; default `<topic>-tx`, `none` refuses them.
@@ -281,6 +288,8 @@ fn rpc_limits(args: &ReplicaArgs) -> ec_rpc::Limits {
         max_trace_bytes: args.rpc_max_trace_mb.max(1) << 20,
         max_trace_filter_blocks: args.rpc_trace_filter_max_blocks.max(1),
         proof_window: args.proof_window,
+        tx_sync_default_timeout: Duration::from_secs_f64(args.tx_sync_timeout_secs.max(0.0)),
+        tx_sync_max_timeout: Duration::from_secs_f64(args.tx_sync_max_timeout_secs.max(0.0)),
     }
 }
 

@@ -132,6 +132,10 @@ pub struct Limits {
     pub max_trace_filter_blocks: u64,
     /// How far behind the head `eth_getProof` answers (geth's path scheme keeps 128 blocks).
     pub proof_window: u64,
+    /// How long `eth_sendRawTransactionSync` waits for a receipt when the request names no timeout, and the
+    /// most it waits whatever the request asks (below the load balancer's idle timeout).
+    pub tx_sync_default_timeout: std::time::Duration,
+    pub tx_sync_max_timeout: std::time::Duration,
 }
 
 /// The machine's cores (at least 1).
@@ -157,6 +161,9 @@ impl Default for Limits {
             // reth's default.
             max_trace_filter_blocks: 100,
             proof_window: 128,
+            // geth's defaults; the maximum is half the ALB's idle timeout (120 s in infra/shared.yaml).
+            tx_sync_default_timeout: std::time::Duration::from_secs(20),
+            tx_sync_max_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -354,6 +361,31 @@ pub(crate) async fn on_evm_thread<T: Send + 'static>(
         + Sync
         + 'static,
 ) -> RpcResult<T> {
+    on_evm(c, spec, true, work).await
+}
+
+/// [`on_evm_thread`] without the attempt in place: for work that seldom fits the inline budget
+/// (`eth_simulateV1` runs many blocks), whose first run would only be thrown away.
+pub(crate) async fn on_evm_pool<T: Send + 'static>(
+    c: &Arc<Ctx>,
+    spec: BlockSpec,
+    work: impl Fn(&StoreView, &alloy_consensus::Header, &evm::CallEnv) -> Result<T, String>
+        + Send
+        + Sync
+        + 'static,
+) -> RpcResult<T> {
+    on_evm(c, spec, false, work).await
+}
+
+async fn on_evm<T: Send + 'static>(
+    c: &Arc<Ctx>,
+    spec: BlockSpec,
+    inline: bool,
+    work: impl Fn(&StoreView, &alloy_consensus::Header, &evm::CallEnv) -> Result<T, String>
+        + Send
+        + Sync
+        + 'static,
+) -> RpcResult<T> {
     let timeout = c.limits.call_timeout;
     let env = evm::CallEnv {
         spec: c.chain_spec()?,
@@ -368,12 +400,16 @@ pub(crate) async fn on_evm_thread<T: Send + 'static>(
     // longer than the budget; the EVM has no side effects, so the second run answers exactly as an only run
     // would. No permit is taken for the attempt: like a cheap read, its cost is bounded, and the permits
     // bound the long runs (taking one made every attempt queue behind them under load).
-    let budget =
-        evm::CallEnv { deadline: env.deadline.min(std::time::Instant::now() + INLINE_BUDGET), ..env.clone() };
-    let result = run_evm(&Req::new(c), spec, &budget, &work);
-    // A result reached before the budget ran out is the answer; after it, it may be the budget's doing.
-    if std::time::Instant::now() < budget.deadline || budget.deadline == env.deadline {
-        return result;
+    if inline {
+        let budget = evm::CallEnv {
+            deadline: env.deadline.min(std::time::Instant::now() + INLINE_BUDGET),
+            ..env.clone()
+        };
+        let result = run_evm(&Req::new(c), spec, &budget, &work);
+        // A result reached before the budget ran out is the answer; after it, it may be the budget's doing.
+        if std::time::Instant::now() < budget.deadline || budget.deadline == env.deadline {
+            return result;
+        }
     }
     // Waiting for a permit counts against the call's deadline: a flood of calls is answered with timeouts,
     // not queued without bound.

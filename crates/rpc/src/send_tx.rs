@@ -28,6 +28,52 @@ pub fn decode(raw: &[u8], chain_id: u64) -> Result<Decoded, String> {
     Ok(Decoded { hash: *tx.tx_hash(), tx, sender })
 }
 
+/// A blob transaction's sidecar checked against the transaction, as a pool checks it before the KZG proofs: it
+/// is there (the network form; the consensus form cannot be mined), one blob per versioned hash, each hash
+/// that of its commitment, the proofs counted for the sidecar's kind (EIP-4844: one per blob; EIP-7594: one
+/// per cell), and at most `max_blobs` blobs (the head's blob schedule). Other transactions pass.
+pub fn check_blobs(tx: &TxEnvelope, max_blobs: Option<u64>) -> Result<(), String> {
+    use alloy_consensus::TxEip4844Variant;
+    use alloy_eips::eip7594::{BlobTransactionSidecarVariant as Sidecar, CELLS_PER_EXT_BLOB};
+    let TxEnvelope::Eip4844(signed) = tx else { return Ok(()) };
+    let sidecar = match signed.tx() {
+        TxEip4844Variant::TxEip4844WithSidecar(t) => &t.sidecar,
+        TxEip4844Variant::TxEip4844(_) => {
+            return Err("blob transaction without its sidecar: send it in its network form (blobs, \
+                        commitments and proofs)"
+                .into())
+        }
+    };
+    let hashes = &signed.tx().tx().blob_versioned_hashes;
+    let blobs = sidecar.blobs().len();
+    if hashes.is_empty() {
+        return Err("blob transaction with no blob hashes".into());
+    }
+    if blobs != hashes.len() || sidecar.commitments().len() != blobs {
+        return Err(format!(
+            "invalid blob sidecar: {} versioned hashes, {blobs} blobs, {} commitments",
+            hashes.len(),
+            sidecar.commitments().len()
+        ));
+    }
+    let (proofs, want) = match sidecar {
+        Sidecar::Eip4844(s) => (s.proofs.len(), blobs),
+        Sidecar::Eip7594(s) => (s.cell_proofs.len(), blobs * CELLS_PER_EXT_BLOB),
+    };
+    if proofs != want {
+        return Err(format!("invalid blob sidecar: {proofs} proofs for {blobs} blobs, want {want}"));
+    }
+    for (i, (want, got)) in hashes.iter().zip(sidecar.versioned_hashes()).enumerate() {
+        if *want != got {
+            return Err(format!("blob {i}: versioned hash {want} is not its commitment's ({got})"));
+        }
+    }
+    if let Some(max) = max_blobs.filter(|max| blobs as u64 > *max) {
+        return Err(format!("too many blobs in transaction: have {blobs}, permitted {max}"));
+    }
+    Ok(())
+}
+
 /// Gas a transaction costs before executing anything (EIP-2028 calldata, EIP-2930 access lists, EIP-3860
 /// init code, EIP-7702 authorizations).
 pub fn intrinsic_gas(tx: &TxEnvelope) -> u64 {

@@ -30,6 +30,7 @@ pub use ingest::sst_options;
 pub use pipeline::{Pipeline, Submitted, HAND_OVER_FROM};
 pub use read::{Position, Reads};
 pub use trie::proof::{AccountProof, OverlayAccount, Proofs, SlotProof};
+pub use trie::update::StateDelta;
 
 /// The on-disk layout this build reads and writes. 1: state keyed by address (before 2026-12-01, no layout
 /// key); 2: state keyed by `keccak256(address)` and `keccak256(slot)`, a checkpoint's first block, the

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::{
     block_id::BlockSpec,
     convert,
-    ctx::{on_evm_thread, Class, Ctx, Req},
+    ctx::{on_evm_pool, on_evm_thread, Class, Ctx, Req},
     error::{invalid_params, reverted, server_error, RpcResult},
     evm::{self, AccountOverride, BlockOverrides, CallRequest},
     fees, filters, logs,
@@ -221,11 +221,48 @@ pub trait EthApi {
     /// publisher to hand to its client.
     #[method(name = "sendRawTransaction")]
     async fn send_raw_transaction(&self, raw: Bytes) -> RpcResult<B256>;
+
+    /// EIP-7966: relayed as `eth_sendRawTransaction`, then its receipt once this replica holds the block
+    /// that mined it, or code 4 (with the hash) when the timeout passes first.
+    #[method(name = "sendRawTransactionSync")]
+    async fn send_raw_transaction_sync(
+        &self,
+        raw: Bytes,
+        timeout_ms: Option<BlockCount>,
+    ) -> RpcResult<RpcReceipt>;
 }
 
 pub struct Eth(pub Arc<Ctx>);
 
+/// How often `eth_sendRawTransactionSync` looks for its receipt.
+const TX_SYNC_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Eth {
+    /// Decodes and checks a raw transaction against the replica's state (nonce, funds, intrinsic gas, a blob
+    /// transaction's sidecar under the head's blob schedule), then queues it, unchanged, on the cluster's
+    /// transaction topic for the publisher to hand to its client. Its hash.
+    async fn relay(&self, raw: Bytes) -> RpcResult<B256> {
+        let c = &self.0;
+        let decoded = send_tx::decode(&raw, c.chain_id()?).map_err(server_error)?;
+        let spec = c.chain_spec()?;
+        let sender = decoded.sender;
+        let (account, head_time) = c
+            .on_pool(Class::Read, move |r| {
+                let account = r.view.account(&sender).map_err(server_error)?;
+                Ok((account, Self::latest_header(r)?.timestamp))
+            })
+            .await?;
+        let max_blobs = spec.blob_params(head_time).map(|p| p.max_blobs_per_tx.min(p.max_blob_count));
+        send_tx::check_blobs(&decoded.tx, max_blobs).map_err(server_error)?;
+        let (nonce, balance) = account.map_or((0, U256::ZERO), |a| (a.nonce, a.balance));
+        send_tx::check(&decoded, nonce, balance).map_err(server_error)?;
+        let producer =
+            c.tx_producer.as_ref().ok_or_else(|| server_error("this replica relays no transactions"))?;
+        producer.send(&raw).await.map_err(|e| server_error(format!("cannot queue the transaction: {e}")))?;
+        tracing::info!(hash = %decoded.hash, sender = %decoded.sender, "transaction queued for the publisher");
+        Ok(decoded.hash)
+    }
+
     /// One request's view of the store.
     fn req(&self) -> Req<'_> {
         Req::new(&self.0)
@@ -608,7 +645,7 @@ impl EthApiServer for Eth {
 
     async fn simulate_v1(&self, payload: SimulatePayload, block: Option<BlockSpec>) -> RpcResult<Vec<Value>> {
         let payload = std::sync::Arc::new(payload);
-        let answer = on_evm_thread(&self.0, block.unwrap_or_default(), move |view, h, env| {
+        let answer = on_evm_pool(&self.0, block.unwrap_or_default(), move |view, h, env| {
             Ok(simulate::simulate(view, h, h.hash_slow(), &payload, env))
         })
         .await?;
@@ -616,16 +653,33 @@ impl EthApiServer for Eth {
     }
 
     async fn send_raw_transaction(&self, raw: Bytes) -> RpcResult<B256> {
-        let c = &self.0;
-        let decoded = send_tx::decode(&raw, c.chain_id()?).map_err(server_error)?;
-        let sender = decoded.sender;
-        let account = c.on_pool(Class::Read, move |r| r.view.account(&sender).map_err(server_error)).await?;
-        let (nonce, balance) = account.map_or((0, U256::ZERO), |a| (a.nonce, a.balance));
-        send_tx::check(&decoded, nonce, balance).map_err(server_error)?;
-        let producer =
-            c.tx_producer.as_ref().ok_or_else(|| server_error("this replica relays no transactions"))?;
-        producer.send(&raw).await.map_err(|e| server_error(format!("cannot queue the transaction: {e}")))?;
-        tracing::info!(hash = %decoded.hash, sender = %decoded.sender, "transaction queued for the publisher");
-        Ok(decoded.hash)
+        self.relay(raw).await
+    }
+
+    async fn send_raw_transaction_sync(
+        &self,
+        raw: Bytes,
+        timeout_ms: Option<BlockCount>,
+    ) -> RpcResult<RpcReceipt> {
+        let limits = &self.0.limits;
+        // geth's rule: the default when none (or zero) is asked for, never more than the maximum.
+        let timeout = match timeout_ms.map(|t| t.0).filter(|t| *t > 0) {
+            Some(ms) => std::time::Duration::from_millis(ms).min(limits.tx_sync_max_timeout),
+            None => limits.tx_sync_default_timeout,
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let hash = self.relay(raw).await?;
+        loop {
+            if let Some(t) = self.req().tx_by_hash(&hash)? {
+                return convert::receipt_of(&t).map_err(server_error);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let msg = format!(
+                    "The transaction was added to the transaction pool but wasn't processed in {timeout:?}"
+                );
+                return Err(jsonrpsee::types::ErrorObject::owned(4, msg, Some(hash)));
+            }
+            tokio::time::sleep(TX_SYNC_POLL).await;
+        }
     }
 }

@@ -51,6 +51,8 @@ pub struct SimChain<'a> {
     budget: u64,
     parent: Header,
     parent_hash: B256,
+    /// The base block's state as seen from the trie's head, computed at the first root and kept for the rest.
+    rollback: Option<ec_store::StateDelta>,
 }
 
 /// One call that ran: what the block and the answer need of it.
@@ -78,6 +80,7 @@ impl<'a> SimChain<'a> {
             budget: if env.gas_cap == 0 { u64::MAX } else { env.gas_cap },
             parent: base.clone(),
             parent_hash: base_hash,
+            rollback: None,
         }
     }
 
@@ -411,7 +414,7 @@ impl<'a> SimChain<'a> {
 
     /// The state root after this block: every changed account as the shared state holds it, laid over the
     /// base block's state in the stored trie. An account left empty is gone (EIP-161, from Spurious Dragon).
-    fn state_root(&self, spec_id: SpecId) -> Result<B256, SimError> {
+    fn state_root(&mut self, spec_id: SpecId) -> Result<B256, SimError> {
         let clears_empty = spec_id.is_enabled_in(SpecId::SPURIOUS_DRAGON);
         let overlay: Vec<OverlayAccount> = self
             .dirty
@@ -430,7 +433,13 @@ impl<'a> SimChain<'a> {
                 Some(OverlayAccount { address: *address, account, storage_cleared, slots })
             })
             .collect();
-        self.view.state_root_with(self.base_number, &overlay).map_err(SimError::server)
+        let rollback = match self.rollback.take() {
+            Some(r) => r,
+            None => self.view.rollback_to(self.base_number).map_err(SimError::server)?,
+        };
+        let root = self.view.state_root_with(&rollback, &overlay);
+        self.rollback = Some(rollback);
+        root.map_err(SimError::server)
     }
 }
 

@@ -96,15 +96,21 @@ pub trait Proofs: Reads + Sized {
         Ok((accounts.root, AccountProof { address: *address, account, storage_root, proof, storage: slots }))
     }
 
-    /// The state root of block `number`'s state with `changes` laid over it (`eth_simulateV1`'s blocks): the
-    /// same walk as a proof at `number`, with the changed accounts' leaves and slots on top. `number` must be
-    /// provable ([`Proofs::proof`]).
-    fn state_root_with(&self, number: u64, changes: &[OverlayAccount]) -> Result<B256> {
+    /// Block `number`'s state as seen from the trie's head: every key changed since, with its value at
+    /// `number` (what [`Proofs::state_root_with`] lays changes over; computed once for many roots).
+    fn rollback_to(&self, number: u64) -> Result<StateDelta> {
         let trie = self.trie_head()?.ok_or(StoreError::Config {
             reason: "the state trie is off on this replica (--state-trie off): it computes no state roots"
                 .into(),
         })?;
-        let mut delta = self.values_since(number, trie.number)?;
+        self.values_since(number, trie.number)
+    }
+
+    /// The state root of a block's state (`rollback`, from [`Proofs::rollback_to`]) with `changes` laid
+    /// over it (`eth_simulateV1`'s blocks): the same walk as a proof at that block, with the changed
+    /// accounts' leaves and slots on top.
+    fn state_root_with(&self, rollback: &StateDelta, changes: &[OverlayAccount]) -> Result<B256> {
+        let mut delta = rollback.clone();
         let mut cleared = std::collections::BTreeSet::new();
         for change in changes {
             let key = keccak256(change.address);
