@@ -348,6 +348,18 @@ impl<'a> Req<'a> {
     }
 }
 
+/// EVM work on one view: given the view, the header of the block the request names and the call
+/// environment, its answer.
+pub(crate) trait EvmWork<T>:
+    Fn(&StoreView, &alloy_consensus::Header, &evm::CallEnv) -> Result<T, String> + Send + Sync + 'static
+{
+}
+
+impl<T, F> EvmWork<T> for F where
+    F: Fn(&StoreView, &alloy_consensus::Header, &evm::CallEnv) -> Result<T, String> + Send + Sync + 'static
+{
+}
+
 /// Runs EVM work, in place for a short budget and otherwise on a blocking thread, given one view of the
 /// store, the header of the block `spec` names in it (the body from the block cache when recent: a mainnet
 /// body is not decoded per call), and the call environment (the chain's rules, the gas cap, one deadline for
@@ -356,10 +368,7 @@ impl<'a> Req<'a> {
 pub(crate) async fn on_evm_thread<T: Send + 'static>(
     c: &Arc<Ctx>,
     spec: BlockSpec,
-    work: impl Fn(&StoreView, &alloy_consensus::Header, &evm::CallEnv) -> Result<T, String>
-        + Send
-        + Sync
-        + 'static,
+    work: impl EvmWork<T>,
 ) -> RpcResult<T> {
     on_evm(c, spec, true, work).await
 }
@@ -369,10 +378,7 @@ pub(crate) async fn on_evm_thread<T: Send + 'static>(
 pub(crate) async fn on_evm_pool<T: Send + 'static>(
     c: &Arc<Ctx>,
     spec: BlockSpec,
-    work: impl Fn(&StoreView, &alloy_consensus::Header, &evm::CallEnv) -> Result<T, String>
-        + Send
-        + Sync
-        + 'static,
+    work: impl EvmWork<T>,
 ) -> RpcResult<T> {
     on_evm(c, spec, false, work).await
 }
@@ -381,10 +387,7 @@ async fn on_evm<T: Send + 'static>(
     c: &Arc<Ctx>,
     spec: BlockSpec,
     inline: bool,
-    work: impl Fn(&StoreView, &alloy_consensus::Header, &evm::CallEnv) -> Result<T, String>
-        + Send
-        + Sync
-        + 'static,
+    work: impl EvmWork<T>,
 ) -> RpcResult<T> {
     let timeout = c.limits.call_timeout;
     let env = evm::CallEnv {
