@@ -612,6 +612,12 @@ fn rpc_fees_and_estimates_equal_geth() {
         };
         assert_eq!(shape(&o), shape(&t), "{method} {params}: ours {o}, geth {t}");
     }
+    // Every block's receipts in their consensus encoding (legacy, EIP-1559 and blob transactions, a creation).
+    for n in 0..=head {
+        let params = json!([format!("{n:#x}")]);
+        let (o, t) = (ours("debug_getRawReceipts", params.clone()), g.call("debug_getRawReceipts", params));
+        assert_eq!(o["result"], t, "debug_getRawReceipts of block {n}: {o}");
+    }
     // The blob traffic is in the compared blocks (else the blob fields above compared only zeros).
     let latest = g.call("eth_getBlockByNumber", json!(["latest", false]));
     assert_eq!(latest["blobGasUsed"], "0x60000", "the head holds the 3-blob transaction: {latest}");

@@ -35,6 +35,9 @@ pub trait DebugApi {
     #[method(name = "getRawTransaction")]
     fn get_raw_transaction(&self, hash: Hash) -> RpcResult<Option<Bytes>>;
 
+    #[method(name = "getRawReceipts")]
+    fn get_raw_receipts(&self, block: BlockSpec) -> RpcResult<Vec<Bytes>>;
+
     /// One transaction, re-executed after the ones before it in its block.
     #[method(name = "traceTransaction")]
     async fn trace_transaction(&self, hash: Hash, opts: Option<GethDebugTracingOptions>) -> RpcResult<Value>;
@@ -131,6 +134,14 @@ impl DebugApiServer for Debug {
 
     fn get_raw_transaction(&self, hash: Hash) -> RpcResult<Option<Bytes>> {
         Ok(Req::new(&self.0).tx_by_hash(&hash.0)?.map(|t| t.tx.transaction.encoded))
+    }
+
+    fn get_raw_receipts(&self, block: BlockSpec) -> RpcResult<Vec<Bytes>> {
+        let r = Req::new(&self.0);
+        let b = block_at(&r, block)?;
+        let spec_id = r.chain_spec()?.spec_id(b.number, b.timestamp).map_err(server_error)?;
+        raw::receipts(&b, spec_id.is_enabled_in(revm::primitives::hardfork::SpecId::BYZANTIUM))
+            .map_err(server_error)
     }
 
     async fn trace_transaction(&self, hash: Hash, opts: Option<GethDebugTracingOptions>) -> RpcResult<Value> {
