@@ -857,3 +857,99 @@ fn a_database_of_layout_2_is_upgraded_in_place_and_answers_as_a_new_one() {
     }
     assert!(Store::open_read_only(old_dir.path()).is_ok(), "stamped layout 3");
 }
+
+/// A state root with changes laid over a stored block's state (`eth_simulateV1`'s blocks): without changes
+/// it is the block's own root at every height of the undo window, and with accounts changed, created,
+/// deleted and their storage cleared it equals a rebuild of the whole state from scratch.
+#[test]
+fn a_state_root_with_changes_over_a_block_equals_a_full_rebuild() {
+    use alloy_trie::{HashBuilder, Nibbles, TrieAccount};
+    use ec_store::{tables::StoredAccount, OverlayAccount, Proofs};
+    use std::collections::BTreeMap;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, addrs, slots, mut gen) = state_fixture(&dir);
+    let mut roots: HashMap<u64, B256> = HashMap::new();
+    for _ in 0..300 {
+        let (seq, record) = gen.next_record();
+        if let Record::Block(b) = &record {
+            roots.insert(b.number, ec_log::state_root_of_header(&b.header).expect("a root"));
+        }
+        store.apply(&assembled(seq, record)).expect("applies");
+    }
+    let head = store.head().expect("head").expect("head").number;
+    for n in head - 20..=head {
+        let rollback = store.rollback_to(n).expect("held");
+        assert_eq!(store.state_root_with(&rollback, &[]).expect("root"), roots[&n], "block {n}");
+    }
+
+    // The whole state at `base` (the generator touches only these accounts and slots), then the changes.
+    let base = head - 3;
+    let mut full: BTreeMap<Address, (Option<StoredAccount>, BTreeMap<B256, B256>)> = addrs
+        .iter()
+        .map(|a| {
+            let values = slots.iter().map(|s| (*s, store.storage_at(a, s, base).expect("reads"))).collect();
+            (*a, (store.account_at(a, base).expect("reads"), values))
+        })
+        .collect();
+    let some = |balance: u64, nonce: u64| {
+        Some(StoredAccount { balance: U256::from(balance), nonce, code_hash: alloy_trie::KECCAK_EMPTY })
+    };
+    let word = |v: u64| B256::from(U256::from(v));
+    let changes = vec![
+        // Changed: a new balance, one slot set, one cleared.
+        OverlayAccount {
+            address: addrs[0],
+            account: some(77, 3),
+            storage_cleared: false,
+            slots: [(slots[1], word(0x77)), (slots[2], B256::ZERO)].into(),
+        },
+        // Created, with storage.
+        OverlayAccount {
+            address: Address::repeat_byte(0xbe),
+            account: some(5, 1),
+            storage_cleared: false,
+            slots: [(word(5), word(5))].into(),
+        },
+        // Deleted.
+        OverlayAccount { address: addrs[1], account: None, storage_cleared: true, slots: BTreeMap::new() },
+        // Storage replaced by one slot.
+        OverlayAccount {
+            address: addrs[2],
+            account: some(9, 9),
+            storage_cleared: true,
+            slots: [(slots[3], word(0x33))].into(),
+        },
+    ];
+    for c in &changes {
+        let entry = full.entry(c.address).or_default();
+        entry.0 = c.account.clone();
+        if c.storage_cleared {
+            entry.1.clear();
+        }
+        entry.1.extend(c.slots.clone());
+    }
+    let mut accounts = BTreeMap::new();
+    for (address, (account, values)) in &full {
+        let Some(account) = account else { continue };
+        let hashed: BTreeMap<B256, B256> =
+            values.iter().filter(|(_, v)| !v.is_zero()).map(|(s, v)| (keccak256(s), *v)).collect();
+        let mut storage = HashBuilder::default();
+        for (slot, value) in hashed {
+            storage.add_leaf(Nibbles::unpack(slot), &alloy_rlp::encode(U256::from_be_bytes(value.0)));
+        }
+        let leaf = TrieAccount {
+            nonce: account.nonce,
+            balance: account.balance,
+            storage_root: storage.root(),
+            code_hash: account.code_hash,
+        };
+        accounts.insert(keccak256(address), alloy_rlp::encode(leaf));
+    }
+    let mut state = HashBuilder::default();
+    for (key, leaf) in accounts {
+        state.add_leaf(Nibbles::unpack(key), &leaf);
+    }
+    let rollback = store.rollback_to(base).expect("held");
+    assert_eq!(store.state_root_with(&rollback, &changes).expect("root"), state.root());
+}
