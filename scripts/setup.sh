@@ -66,7 +66,7 @@ if ! [ -x "$ANVIL_ROOT/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil" ]; 
 fi
 
 # Python tools from PyPI, for the python3 on PATH (pip only when something is missing):
-# - cfn-lint and pytest for the CloudFormation checks (infra/);
+# - cfn-lint, pytest and parliament (IAM policy linter) for the CloudFormation checks (infra/);
 # - moto, the AWS API emulator: the functions' tests start its server, the infra deploy test uses it in process;
 # - cargo-lambda (with zig) to build the Lambda functions (functions/README.md).
 # The RPC clients the tests drive against the balancer (ethers v6, viem), pinned by the lock file.
@@ -83,9 +83,9 @@ pip_install() {
 if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3 python3-pip >/dev/null
 fi
-if ! python3 -c 'import cfnlint, pytest, moto.server, flask, boto3' >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1; then
-  echo "setup: installing cfn-lint, pytest, moto and boto3"
-  pip_install cfn-lint pytest 'moto[server,cloudformation]==5.2.1' boto3
+if ! python3 -c 'import cfnlint, pytest, moto.server, flask, boto3, parliament' >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1; then
+  echo "setup: installing cfn-lint, pytest, moto, boto3 and parliament (the IAM policy linter)"
+  pip_install cfn-lint pytest 'moto[server,cloudformation]==5.2.1' boto3 'parliament==1.6.4'
 fi
 cargo lambda --version >/dev/null 2>&1 || { echo "setup: installing cargo-lambda"; pip_install 'cargo-lambda==1.9.2'; }
 
