@@ -325,60 +325,85 @@ impl<'a> SimChain<'a> {
         cfg: &CfgEnv,
         precompiles: &mut SimPrecompiles,
     ) -> Result<Vec<Ran>, SimError> {
-        let mut ran = Vec::with_capacity(asked.calls.len());
+        let mut ran: Vec<Ran> = Vec::with_capacity(asked.calls.len());
         let (mut gas_used, mut next_log) = (0u64, 0u64);
         for call in &asked.calls {
             if std::time::Instant::now() >= self.env.deadline {
-                return Err(SimError::new(
-                    -32603,
-                    format!("execution aborted (timeout = {:?})", self.env.timeout),
-                ));
+                return Err(self.timed_out());
             }
             let from = call.from.unwrap_or_default();
             let nonce = self.db.basic(from).map_err(SimError::server)?.map_or(0, |a| a.nonce);
-            let limits = Limits {
-                block_gas_left: header.gas_limit.saturating_sub(gas_used),
-                budget_left: self.budget,
-                base_fee: header.base_fee_per_gas,
-                chain_id: self.env.spec.chain_id(),
-            };
             if self.payload.validation && nonce == u64::MAX {
                 // geth checks this before the fees (the EVM would report the base fee first).
                 let msg =
                     format!("err: nonce has max value: address {}, nonce: {nonce}", from.to_checksum(None));
                 return Err(SimError::new(-32603, msg));
             }
+            let limits = Limits {
+                block_gas_left: header.gas_limit.saturating_sub(gas_used),
+                budget_left: self.budget,
+                base_fee: header.base_fee_per_gas,
+                chain_id: self.env.spec.chain_id(),
+            };
             let ready = calls::ready(call, nonce, &limits)?;
-            let mut cfg = cfg.clone();
-            // Without validation a call that pays nothing is not held to the base fee (geth's NoBaseFee).
-            cfg.disable_base_fee = !self.payload.validation && ready.pays_nothing;
-            let inspector = SimInspector::new(self.payload.trace_transfers, next_log, self.env.deadline);
-            let spec_id = cfg.spec;
-            let ctx = Context::mainnet().with_db(&mut self.db).with_block(block_env.clone()).with_cfg(cfg);
-            let mut vm = Evm::new_with_inspector(
-                ctx,
-                inspector,
-                EthInstructions::new_mainnet_with_spec(spec_id),
-                &mut *precompiles,
-            );
-            let result = vm.inspect_tx(ready.tx_env.clone());
-            let inspector = vm.inspector;
-            if inspector.deadline.expired {
-                return Err(SimError::new(
-                    -32603,
-                    format!("execution aborted (timeout = {:?})", self.env.timeout),
-                ));
-            }
-            let done = result.map_err(|e| calls::refusal(&e, ready.tx_env.gas_limit))?;
-            self.commit(done.state);
-            next_log = inspector.next_index;
-            let used = done.result.tx_gas_used();
+            let (result, logs, next) = self.run_call(&ready, nonce, block_env, cfg, precompiles, next_log)?;
+            next_log = next;
+            let used = result.tx_gas_used();
             gas_used += used;
             self.budget = self.budget.saturating_sub(used);
-            let logs = if done.result.is_success() { inspector.logs } else { Vec::new() };
-            ran.push(Ran { ready, result: done.result, logs });
+            ran.push(Ran { ready, result, logs });
         }
         Ok(ran)
+    }
+
+    /// One call run and committed: its result, its kept logs, and the block's next log number.
+    fn run_call(
+        &mut self,
+        ready: &Ready,
+        state_nonce: u64,
+        block_env: &BlockEnv,
+        cfg: &CfgEnv,
+        precompiles: &mut SimPrecompiles,
+        next_log: u64,
+    ) -> Result<(ExecutionResult, Vec<Numbered>, u64), SimError> {
+        let mut cfg = cfg.clone();
+        // Without validation a call that pays nothing is not held to the base fee (geth's NoBaseFee).
+        cfg.disable_base_fee = !self.payload.validation && ready.pays_nothing;
+        // A sender at the largest nonce wraps to zero without validation, as the execution-apis fixtures
+        // expect (geth 1.17.5 did; 1.17.10 refuses): revm refuses a transaction nonce of u64::MAX and
+        // saturates the account's, so the call runs at transaction nonce 0 (nothing checks it here) and the
+        // account's nonce is wrapped after it.
+        let wraps = !self.payload.validation && state_nonce == u64::MAX;
+        let mut tx_env = ready.tx_env.clone();
+        if wraps && tx_env.nonce == u64::MAX {
+            tx_env.nonce = 0;
+        }
+        let inspector = SimInspector::new(self.payload.trace_transfers, next_log, self.env.deadline);
+        let spec_id = cfg.spec;
+        let ctx = Context::mainnet().with_db(&mut self.db).with_block(block_env.clone()).with_cfg(cfg);
+        let instructions = EthInstructions::new_mainnet_with_spec(spec_id);
+        let mut vm = Evm::new_with_inspector(ctx, inspector, instructions, &mut *precompiles);
+        let result = vm.inspect_tx(tx_env);
+        let inspector = vm.inspector;
+        if inspector.deadline.expired {
+            return Err(self.timed_out());
+        }
+        let done = result.map_err(|e| calls::refusal(&e, ready.tx_env.gas_limit))?;
+        self.commit(done.state);
+        if wraps {
+            let from = ready.from;
+            let mut info = self.db.basic(from).map_err(SimError::server)?.unwrap_or_default();
+            if info.nonce == u64::MAX {
+                info.nonce = 0;
+                self.db.insert_account_info(from, info);
+            }
+        }
+        let logs = if done.result.is_success() { inspector.logs } else { Vec::new() };
+        Ok((done.result, logs, inspector.next_index))
+    }
+
+    fn timed_out(&self) -> SimError {
+        SimError::new(-32603, format!("execution aborted (timeout = {:?})", self.env.timeout))
     }
 
     /// After the calls: the withdrawals' credits (from Shanghai, after the merge) or the miner's reward
