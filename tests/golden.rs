@@ -100,6 +100,8 @@ fn block() -> Block {
                 storage: vec![],
             },
         ],
+        receipt_roots: vec![B256::repeat_byte(0x5a)],
+        ommers: vec![bytes!("f901f9a01111")],
     }
 }
 
@@ -126,6 +128,8 @@ fn vectors() -> Vec<(&'static str, u64, Record, EncodeOptions)> {
                 account: Some(AccountState { balance: U256::from(10u64.pow(19)), nonce: 0, code: None }),
                 storage: vec![],
             }],
+            receipt_roots: Vec::new(),
+            ommers: Vec::new(),
         },
     };
     let named =
@@ -243,17 +247,17 @@ fn truncated_and_unknown_version_frames_are_rejected() {
     let f = &frames[0];
     let err = decode(&[f[..f.len() - 1].to_vec()]).unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
-    let mut v6 = f.clone();
-    v6[2] = 6;
-    let err = decode(&[v6]).unwrap_err();
-    assert!(err.to_string().contains("unknown log format version 6"), "{err}");
+    let mut v7 = f.clone();
+    v7[2] = 7;
+    let err = decode(&[v7]).unwrap_err();
+    assert!(err.to_string().contains("unknown log format version 7"), "{err}");
     let empty: Vec<u8> = Bytes::new().to_vec();
     assert!(decode(&[empty]).is_err());
 }
 
-/// Frames of older formats (kept as `tests/golden/v1-genesis-0.bin`, `v2-heartbeat-0.bin`,
-/// `v3-genesis-0.bin` and `v4-genesis-0.bin`) are refused before their body is read, with a message naming their version and the one
-/// this build reads.
+/// Frames of formats older than 5 (kept as `tests/golden/v1-genesis-0.bin`, `v2-heartbeat-0.bin`,
+/// `v3-genesis-0.bin` and `v4-genesis-0.bin`) are refused before their body is read, with a message naming
+/// their version and the ones this build reads.
 #[test]
 fn older_frames_are_refused_naming_both_versions() {
     for (file, found) in
@@ -261,10 +265,35 @@ fn older_frames_are_refused_naming_both_versions() {
     {
         let old = std::fs::read(dir().join(file)).expect("the old vector is kept");
         let err = decode(&[old]).unwrap_err();
-        assert_eq!(err, ec_log::LogError::UnknownVersion { found, supported: 5 });
+        assert_eq!(err, ec_log::LogError::UnknownVersion { found, supported: 6 });
         assert_eq!(
             err.to_string(),
-            format!("unknown log format version {found} (this build reads version 5)")
+            format!("unknown log format version {found} (this build reads versions 5 to 6)")
+        );
+    }
+}
+
+/// Format 5's vectors (kept as `tests/golden/v5-*.bin`) still decode: to the same records, with the block's
+/// receipt roots and uncle headers empty (format 5 did not carry them).
+#[test]
+fn format_5_frames_still_decode() {
+    for (name, seq, record, _) in vectors() {
+        let mut frames = Vec::new();
+        while let Ok(bytes) = std::fs::read(dir().join(format!("v5-{name}-{}.bin", frames.len()))) {
+            frames.push(bytes);
+        }
+        assert!(!frames.is_empty(), "no format-5 frames for {name}");
+        let without = |b: Block| Block { receipt_roots: Vec::new(), ommers: Vec::new(), ..b };
+        let want = match record {
+            Record::Block(b) => Record::Block(without(b)),
+            Record::Genesis(g) => Record::Genesis(Genesis { block: without(g.block), ..g }),
+            Record::Checkpoint(c) => Record::Checkpoint(Checkpoint { block: without(c.block), ..c }),
+            other => other,
+        };
+        assert_eq!(
+            decode(&frames).expect("a format-5 vector decodes"),
+            Some((seq, want, CLUSTER.to_string())),
+            "{name}"
         );
     }
 }

@@ -398,6 +398,8 @@ impl BlockGen {
             receipts: vec![],
             withdrawals: Some(vec![]),
             state: vec![],
+            receipt_roots: Vec::new(),
+            ommers: Vec::new(),
         };
         let spec = ec_log::ChainSpecSource::Named("mainnet".into());
         Record::Genesis(Genesis { chain_id: 1, spec, block })
@@ -542,6 +544,8 @@ impl BlockGen {
             receipts,
             withdrawals: Some(withdrawals),
             state: state.into_values().collect(),
+            receipt_roots: Vec::new(),
+            ommers: Vec::new(),
         };
         self.parent = hash;
         Record::Block(block)

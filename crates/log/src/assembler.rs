@@ -7,7 +7,7 @@
 //! whole, CRC-checked records are ever handed out, and the store's sequence check catches any real loss.
 
 use crate::{
-    codec::decode_payload,
+    codec::decode_payload_of,
     error::LogError,
     frame::{Frame, FrameHeader},
     record::{Envelope, Record},
@@ -132,7 +132,7 @@ fn finish(
     if actual != header.record_crc {
         return Err(LogError::Checksum { sequence: header.sequence, expected: header.record_crc, actual });
     }
-    let record = decode_payload(header.kind, header.flags, header.sequence, payload)?;
+    let record = decode_payload_of(header.version, header.kind, header.flags, header.sequence, payload)?;
     Ok(Assembled {
         envelope: Envelope::from_header(&header),
         record,

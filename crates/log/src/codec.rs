@@ -55,9 +55,21 @@ pub fn encode_payload(record: &Record, zstd_level: i32) -> Result<(u8, Vec<u8>),
     Ok((FLAG_ZSTD, compressed))
 }
 
-/// Decompresses and deserialises a complete payload. Rejects trailing bytes: a v2 payload is exactly one
-/// record.
+/// Decompresses and deserialises a complete payload of this format. Rejects trailing bytes: a payload is
+/// exactly one record.
 pub fn decode_payload(
+    kind: RecordKind,
+    flags: u8,
+    sequence: u64,
+    payload: &[u8],
+) -> Result<Record, LogError> {
+    decode_payload_of(FORMAT_VERSION, kind, flags, sequence, payload)
+}
+
+/// [`decode_payload`] for a frame of format `version` (5 or this one): a format-5 block, genesis or checkpoint
+/// is read through its own types ([`crate::v5`]) and completed with empty receipt roots and uncle headers.
+pub(crate) fn decode_payload_of(
+    version: u8,
     kind: RecordKind,
     flags: u8,
     sequence: u64,
@@ -100,6 +112,16 @@ pub fn decode_payload(
             return Err(decode_err(format!("{} trailing bytes", rest.len())));
         }
         Ok(value)
+    }
+    if version == 5 {
+        use crate::v5;
+        return Ok(match kind {
+            RecordKind::Genesis => Record::Genesis(body::<v5::Genesis>(raw, sequence, kind)?.into()),
+            RecordKind::Block => Record::Block(body::<v5::Block>(raw, sequence, kind)?.into()),
+            RecordKind::Revert => Record::Revert(body(raw, sequence, kind)?),
+            RecordKind::Heartbeat => Record::Heartbeat(body(raw, sequence, kind)?),
+            RecordKind::Checkpoint => Record::Checkpoint(body::<v5::Checkpoint>(raw, sequence, kind)?.into()),
+        });
     }
     Ok(match kind {
         RecordKind::Genesis => Record::Genesis(body(raw, sequence, kind)?),

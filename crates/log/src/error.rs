@@ -10,7 +10,7 @@ pub enum LogError {
     ShortFrame { len: usize, needed: usize },
     #[error("bad magic {found:02x?}: not an Ether Cattle log frame")]
     BadMagic { found: [u8; 2] },
-    #[error("unknown log format version {found} (this build reads version {supported})")]
+    #[error("unknown log format version {found} (this build reads versions 5 to {supported})")]
     UnknownVersion { found: u8, supported: u8 },
     #[error("unknown record kind {0}")]
     UnknownKind(u8),

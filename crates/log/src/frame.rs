@@ -20,7 +20,10 @@
 use crate::{error::LogError, record::RecordKind};
 
 pub const MAGIC: [u8; 2] = [0xEC, 0xA7];
-pub const FORMAT_VERSION: u8 = 5;
+pub const FORMAT_VERSION: u8 = 6;
+/// The oldest format this build still reads (format 5 lacks the block's receipt roots and uncle headers,
+/// read as empty).
+pub const OLDEST_READ_VERSION: u8 = 5;
 pub const FLAG_ZSTD: u8 = 0b0000_0001;
 pub const MAX_CLUSTER_ID_LEN: usize = 255;
 const FIXED_HEADER: usize = 2 + 1 + 1 + 1 + 1 + 8 + 4 + 4 + 4 + 4 + 4;
@@ -91,7 +94,7 @@ impl<'a> Frame<'a> {
             return Err(LogError::BadMagic { found: magic });
         }
         let version = r.u8().ok_or_else(short)?;
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(LogError::UnknownVersion { found: version, supported: FORMAT_VERSION });
         }
         let kind_byte = r.u8().ok_or_else(short)?;

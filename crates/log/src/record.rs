@@ -149,6 +149,12 @@ pub struct Block {
     pub withdrawals: Option<Vec<Withdrawal>>,
     /// Post-block state of every account the block touched, sorted by address, each address once.
     pub state: Vec<AccountChange>,
+    /// Before Byzantium, receipts held the state root after their transaction instead of a status: those
+    /// roots, one per receipt, in order; empty from Byzantium on. (Format 6.)
+    pub receipt_roots: Vec<B256>,
+    /// Proof of work: the block's uncle headers (RLP, each hashing to its entry of the header's ommers list),
+    /// in order; empty after the merge. (Format 6.)
+    pub ommers: Vec<Bytes>,
 }
 
 impl Block {

@@ -129,6 +129,22 @@ pub async fn fetch_body(rpc: &RpcClient, number: u64) -> Result<Option<Body>, Fe
             receipts.len()
         )));
     }
+    // Before Byzantium a receipt holds the state root after its transaction instead of a status: kept beside
+    // the receipts, all or none (a block's receipts are all of one kind).
+    let roots: Vec<B256> = receipts
+        .iter()
+        .filter_map(|r| match alloy_consensus::TxReceipt::status_or_post_state(&r.inner) {
+            alloy_consensus::Eip658Value::PostState(root) => Some(root),
+            alloy_consensus::Eip658Value::Eip658(_) => None,
+        })
+        .collect();
+    if !roots.is_empty() && roots.len() != receipts.len() {
+        return Err(inconsistent(format!(
+            "{} of {} receipts hold a state root",
+            roots.len(),
+            receipts.len()
+        )));
+    }
     let receipts = receipts
         .iter()
         .map(|r| Receipt {
@@ -171,6 +187,8 @@ pub async fn fetch_body(rpc: &RpcClient, number: u64) -> Result<Option<Body>, Fe
         receipts,
         withdrawals,
         state: Vec::new(),
+        receipt_roots: roots,
+        ommers: Vec::new(),
     };
     Ok(Some(Body { block, rpc: rpc_block, header }))
 }
@@ -268,16 +286,26 @@ pub async fn fetch_block(
     for w in withdrawals.iter().flatten() {
         extra.push((w.address, Vec::new()));
     }
+    let mut ommers = Vec::new();
     if pow {
-        // Proof of work: block and uncle rewards.
+        // Proof of work: block and uncle rewards; the uncle headers themselves go into the record (what
+        // `debug_getRawBlock` and the uncle methods answer from), each checked to hash to the block's entry.
         extra.push((header.beneficiary, Vec::new()));
-        for i in uncles {
+        for (k, i) in uncles.into_iter().enumerate() {
             let uncle: Option<serde_json::Value> = probed.get(i, "eth_getUncleByBlockNumberAndIndex")?;
-            if let Some(miner) =
-                uncle.and_then(|u| u.get("miner").cloned()).and_then(|m| serde_json::from_value(m).ok())
-            {
-                extra.push((miner, Vec::new()));
+            let uncle = uncle.ok_or_else(|| inconsistent(format!("uncle {k} is missing")))?;
+            let parsed: alloy_rpc_types_eth::Header = serde_json::from_value(uncle)
+                .map_err(|e| inconsistent(format!("uncle {k} does not decode: {e}")))?;
+            let rlp = alloy_rlp::encode(&parsed.inner);
+            let want = rpc_block.uncles.get(k).copied();
+            if Some(keccak256(&rlp)) != want || want != Some(parsed.hash) {
+                return Err(inconsistent(format!(
+                    "uncle {k} hashes to {}, the block names {want:?}",
+                    keccak256(&rlp)
+                )));
             }
+            extra.push((parsed.inner.beneficiary, Vec::new()));
+            ommers.push(rlp.into());
         }
     }
     if let Some(i) = history {
@@ -410,7 +438,7 @@ pub async fn fetch_block(
     let verified = verify_state(rpc, number, header.state_root, &state, opts.verify_rate).await?;
     let verify = started.elapsed();
 
-    let block = Block { state, ..block };
+    let block = Block { state, ommers, ..block };
     let timings = Timings {
         fetch,
         trace,

@@ -121,6 +121,8 @@ pub async fn genesis_record(
             receipts: Vec::new(),
             withdrawals: block0.withdrawals.as_ref().map(|_| Vec::new()),
             state,
+            receipt_roots: Vec::new(),
+            ommers: Vec::new(),
         },
     })
 }

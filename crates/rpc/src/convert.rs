@@ -161,22 +161,24 @@ pub fn logs_where(b: &StoredBlock, keep: impl Fn(&Address, &[B256]) -> bool) -> 
     out
 }
 
-/// Every receipt of a stored block, as `eth_getBlockReceipts` returns them.
-pub fn receipts(b: &StoredBlock) -> Result<Vec<TransactionReceipt>, String> {
+/// Every receipt of a stored block, as `eth_getBlockReceipts` returns them; `roots`: the block's receipt
+/// roots before Byzantium (empty after), answered in place of a status as the chain has them.
+pub fn receipts(b: &StoredBlock, roots: &[B256]) -> Result<Vec<TransactionReceipt>, String> {
     let mut out = Vec::with_capacity(b.transactions.len());
     let mut first_log_index = 0u64;
     for (i, stored) in b.transactions.iter().enumerate() {
         let r =
             b.receipts.get(i).ok_or_else(|| format!("block {}: no receipt for transaction {i}", b.number))?;
-        out.push(receipt_json(Place::of(b), stored, r, i, first_log_index)?);
+        out.push(receipt_json(Place::of(b), stored, r, i, first_log_index, roots.get(i).copied())?);
         first_log_index += r.logs.len() as u64;
     }
     Ok(out)
 }
 
-/// The receipt of one transaction read alone, as `eth_getTransactionReceipt` returns it.
-pub fn receipt_of(t: &BlockTransaction) -> Result<TransactionReceipt, String> {
-    receipt_json(Place::of_tx(t), &t.tx.transaction, &t.tx.receipt, t.index, t.tx.first_log_index)
+/// The receipt of one transaction read alone, as `eth_getTransactionReceipt` returns it (`root`: its state
+/// root before Byzantium).
+pub fn receipt_of(t: &BlockTransaction, root: Option<B256>) -> Result<TransactionReceipt, String> {
+    receipt_json(Place::of_tx(t), &t.tx.transaction, &t.tx.receipt, t.index, t.tx.first_log_index, root)
 }
 
 /// One stored log as the RPC returns it, with its place: transaction `tx_index` (hash `tx_hash`) of block `at`,
@@ -200,6 +202,7 @@ fn receipt_json(
     r: &ec_log::Receipt,
     i: usize,
     first_log_index: u64,
+    root: Option<B256>,
 ) -> Result<TransactionReceipt, String> {
     let tx = TxEnvelope::decode_2718(&mut &stored.encoded[..])
         .map_err(|e| format!("block {}: stored tx: {e}", at.number))?;
@@ -212,7 +215,7 @@ fn receipt_json(
     }
     let inner = ReceiptWithBloom {
         receipt: Receipt {
-            status: Eip658Value::Eip658(r.success),
+            status: root.map_or(Eip658Value::Eip658(r.success), Eip658Value::PostState),
             cumulative_gas_used: r.cumulative_gas_used,
             logs,
         },

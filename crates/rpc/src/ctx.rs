@@ -325,6 +325,12 @@ impl<'a> Req<'a> {
         self.block(&hash)
     }
 
+    /// Block `hash`'s receipt roots (before Byzantium) and uncle headers, as the log carried them; empty when
+    /// it has none (or its log predates format 6).
+    pub(crate) fn extras(&self, hash: &B256) -> RpcResult<ec_store::tables::StoredExtras> {
+        Ok(self.view.block_extras(hash).map_err(server_error)?.unwrap_or_default())
+    }
+
     /// The canonical block at height `n`, already resolved (at most the head): its hash, then its body.
     pub(crate) fn canonical_block(&self, n: u64) -> RpcResult<Option<Arc<ec_store::tables::StoredBlock>>> {
         match self.view.canonical_hash(n).map_err(server_error)? {

@@ -13,7 +13,7 @@ use alloy_consensus::{
     TxEnvelope, TxType, EMPTY_OMMER_ROOT_HASH,
 };
 use alloy_eips::eip2718::{Decodable2718, Encodable2718};
-use alloy_primitives::{Bytes, Log, LogData};
+use alloy_primitives::{Bytes, Log, LogData, B256};
 use alloy_rlp::Decodable;
 use ec_store::tables::StoredBlock;
 
@@ -22,13 +22,19 @@ pub fn header(b: &StoredBlock) -> Bytes {
     b.header.clone()
 }
 
-/// `debug_getRawBlock`: `rlp([header, transactions, ommers, withdrawals?])`.
-pub fn block(b: &StoredBlock) -> Result<Bytes, String> {
+/// `debug_getRawBlock`: `rlp([header, transactions, ommers, withdrawals?])`; `ommers`: the uncle headers the
+/// log carried (format 6).
+pub fn block(b: &StoredBlock, ommers: &[Bytes]) -> Result<Bytes, String> {
     let header =
         Header::decode(&mut &b.header[..]).map_err(|e| format!("block {}: stored header: {e}", b.number))?;
-    if header.ommers_hash != EMPTY_OMMER_ROOT_HASH {
+    if header.ommers_hash != EMPTY_OMMER_ROOT_HASH && ommers.is_empty() {
         return Err(format!("block {} has uncles, which this replica does not hold", b.number));
     }
+    let ommers = ommers
+        .iter()
+        .map(|o| Header::decode(&mut &o[..]))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("block {}: stored uncle header: {e}", b.number))?;
     let transactions = b
         .transactions
         .iter()
@@ -36,24 +42,25 @@ pub fn block(b: &StoredBlock) -> Result<Bytes, String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("block {}: stored transaction: {e}", b.number))?;
     let withdrawals = crate::convert::withdrawals(b);
-    let block = ConsensusBlock { header, body: BlockBody { transactions, ommers: Vec::new(), withdrawals } };
+    let block = ConsensusBlock { header, body: BlockBody { transactions, ommers, withdrawals } };
     Ok(alloy_rlp::encode(&block).into())
 }
 
 /// `debug_getRawReceipts`: each receipt's EIP-2718 encoding, in order. `byzantium`: whether the block's rules
-/// are Byzantium's or later (receipts with a status).
-pub fn receipts(b: &StoredBlock, byzantium: bool) -> Result<Vec<Bytes>, String> {
-    if !byzantium && !b.receipts.is_empty() {
+/// are Byzantium's or later (receipts with a status); before, `roots` are the receipts' state roots.
+pub fn receipts(b: &StoredBlock, byzantium: bool, roots: &[B256]) -> Result<Vec<Bytes>, String> {
+    if !byzantium && roots.len() != b.receipts.len() {
         return Err(format!(
             "block {} is before Byzantium: its receipts hold intermediate state roots, which this replica does \
-             not hold",
+             not hold (its log predates format 6)",
             b.number
         ));
     }
     b.transactions
         .iter()
         .zip(&b.receipts)
-        .map(|(t, r)| {
+        .enumerate()
+        .map(|(i, (t, r))| {
             // A typed transaction's encoding starts with its type; a legacy one with an RLP list header.
             let ty = match t.encoded.first() {
                 Some(&byte) if byte < 0x7f => TxType::try_from(byte)
@@ -68,11 +75,11 @@ pub fn receipts(b: &StoredBlock, byzantium: bool) -> Result<Vec<Bytes>, String> 
                     data: LogData::new_unchecked(l.topics.clone(), l.data.clone()),
                 })
                 .collect();
-            let receipt = Receipt {
-                status: Eip658Value::Eip658(r.success),
-                cumulative_gas_used: r.cumulative_gas_used,
-                logs,
+            let status = match roots.get(i) {
+                Some(root) if !byzantium => Eip658Value::PostState(*root),
+                _ => Eip658Value::Eip658(r.success),
             };
+            let receipt = Receipt { status, cumulative_gas_used: r.cumulative_gas_used, logs };
             Ok(ReceiptEnvelope::from_typed(ty, ReceiptWithBloom::from(receipt)).encoded_2718().into())
         })
         .collect()

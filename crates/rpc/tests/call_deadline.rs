@@ -41,6 +41,8 @@ fn store_with_a_looping_contract(dir: &tempfile::TempDir) -> Store {
             account: Some(AccountState { balance: U256::ZERO, nonce: 1, code: Some(bytes!("5b600056")) }),
             storage: vec![],
         }],
+        receipt_roots: Vec::new(),
+        ommers: Vec::new(),
     };
     let record = Record::Genesis(Genesis { chain_id: 1337, spec: spec.source(), block });
     // The hand-made header commits to no state root: the trie is not what this test is about.

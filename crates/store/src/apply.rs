@@ -19,9 +19,10 @@ use crate::{
     error::{Result, StoreError},
     read::Reads,
     tables::{
-        AccountHistory, Accounts, BlockChanges, BlockHead, BlockHeads, BlockTx, BlockTxs, Canonical,
-        ChainInfo, ChangeSet, Code, ImportedState, LegacyBlocks, LogAddresses, LogTopics, Meta, MetaKey,
-        PriorAccount, RevertedBlocks, Storage, StorageHistory, StoredAccount, TxIndex, TxLocation, Value,
+        AccountHistory, Accounts, BlockChanges, BlockExtras, BlockHead, BlockHeads, BlockTx, BlockTxs,
+        Canonical, ChainInfo, ChangeSet, Code, ImportedState, LegacyBlocks, LogAddresses, LogTopics, Meta,
+        MetaKey, PriorAccount, RevertedBlocks, Storage, StorageHistory, StoredAccount, StoredExtras, TxIndex,
+        TxLocation, Value,
     },
     trie::{
         update::{AccountDelta, StateDelta},
@@ -591,6 +592,10 @@ impl Store {
             first_log_index += receipt.logs.len() as u64;
             self.put::<BlockTxs>(batch, &(b.hash, index as u64), &tx);
         }
+        if !b.receipt_roots.is_empty() || !b.ommers.is_empty() {
+            let extras = StoredExtras { receipt_roots: b.receipt_roots.clone(), ommers: b.ommers.clone() };
+            self.put::<BlockExtras>(batch, &b.hash, &extras);
+        }
     }
 
     /// Applies one account's change; returns its hashed address, every (hashed) slot it changed with its
@@ -973,6 +978,8 @@ mod tests {
             receipts: vec![],
             withdrawals: None,
             state: vec![change],
+            receipt_roots: Vec::new(),
+            ommers: Vec::new(),
         })
     }
 

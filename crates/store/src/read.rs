@@ -116,6 +116,15 @@ pub trait Reads: Source {
 
     /// Transaction `index` of block `hash` with its receipt, read alone (`None`: no such block or index), in
     /// one instant as [`Reads::block_by_hash`].
+    /// A block's receipt roots and uncle headers, if it has any (blocks before Byzantium, proof of work).
+    fn block_extras(&self, hash: &B256) -> Result<Option<crate::tables::StoredExtras>> {
+        // A read-only open of a database older than the table holds none.
+        if self.store().db.cf_handle(crate::tables::BlockExtras::NAME).is_none() {
+            return Ok(None);
+        }
+        self.get::<crate::tables::BlockExtras>(hash)
+    }
+
     fn block_transaction(&self, hash: &B256, index: usize) -> Result<Option<BlockTransaction>> {
         if !self.is_view() {
             return self.store().view().block_transaction(hash, index);

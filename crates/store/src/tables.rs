@@ -154,13 +154,28 @@ table!(
     RevertedBlocks, "reverted_blocks", (u64, B256) => StoredBlock
 );
 
+table!(
+    /// What a block carries beyond its body, by block hash, for the blocks that have any (log format 6): its
+    /// receipts' intermediate state roots before Byzantium, and a proof-of-work block's uncle headers.
+    BlockExtras, "block_extras", B256 => StoredExtras
+);
+
+/// A block's [`BlockExtras`] entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredExtras {
+    /// One per receipt, in order (receipts before Byzantium held these instead of a status).
+    pub receipt_roots: Vec<B256>,
+    /// The uncle headers, RLP, in order.
+    pub ommers: Vec<Bytes>,
+}
+
 /// The tables of the state trie: derived from the state tables, built when missing.
 pub const TRIE_TABLES: &[&str] = &[AccountTrie::NAME, StorageTrie::NAME, StorageRoots::NAME];
 
 /// Tables newer than layout 3 that a database may lack (it is then read without them, and they are created at
-/// the next writable open): the trie tables and the reverted blocks.
+/// the next writable open): the trie tables, the reverted blocks and the blocks' extras.
 pub const OPTIONAL_TABLES: &[&str] =
-    &[AccountTrie::NAME, StorageTrie::NAME, StorageRoots::NAME, RevertedBlocks::NAME];
+    &[AccountTrie::NAME, StorageTrie::NAME, StorageRoots::NAME, RevertedBlocks::NAME, BlockExtras::NAME];
 
 /// Every table, in the fixed order the checksum walks them.
 pub const ALL_TABLES: &[&str] = &[
@@ -182,6 +197,7 @@ pub const ALL_TABLES: &[&str] = &[
     StorageTrie::NAME,
     StorageRoots::NAME,
     RevertedBlocks::NAME,
+    BlockExtras::NAME,
 ];
 
 /// The keys of the [`Meta`] table.
@@ -333,6 +349,7 @@ postcard_value!(
     TxLocation,
     ChainInfo,
     ImportedState,
+    StoredExtras,
     crate::trie::TrieHead
 );
 

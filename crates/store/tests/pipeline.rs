@@ -115,6 +115,8 @@ fn deploy(number: u64, parent_hash: B256, address: Address, code: &Bytes) -> Blo
             account: Some(AccountState { balance: U256::from(1), nonce: 1, code: Some(code.clone()) }),
             storage: vec![],
         }],
+        receipt_roots: Vec::new(),
+        ommers: Vec::new(),
     }
 }
 

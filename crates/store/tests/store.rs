@@ -520,6 +520,8 @@ fn header_block(number: u64, parent_hash: B256, state_root: B256) -> ec_log::Blo
         receipts: vec![],
         withdrawals: None,
         state: vec![],
+        receipt_roots: Vec::new(),
+        ommers: Vec::new(),
     }
 }
 

@@ -228,6 +228,8 @@ impl LogGenerator {
             receipts,
             withdrawals,
             state,
+            receipt_roots: Vec::new(),
+            ommers: Vec::new(),
         }
     }
 

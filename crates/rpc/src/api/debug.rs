@@ -129,7 +129,8 @@ impl DebugApiServer for Debug {
 
     fn get_raw_block(&self, block: Option<BlockSpec>) -> RpcResult<Option<Bytes>> {
         let r = Req::new(&self.0);
-        r.find_block(block.unwrap_or_default())?.map(|b| raw::block(&b).map_err(server_error)).transpose()
+        let Some(b) = r.find_block(block.unwrap_or_default())? else { return Ok(None) };
+        raw::block(&b, &r.extras(&b.hash)?.ommers).map(Some).map_err(server_error)
     }
 
     fn get_raw_transaction(&self, hash: Hash) -> RpcResult<Option<Bytes>> {
@@ -140,8 +141,8 @@ impl DebugApiServer for Debug {
         let r = Req::new(&self.0);
         let b = block_at(&r, block)?;
         let spec_id = r.chain_spec()?.spec_id(b.number, b.timestamp).map_err(server_error)?;
-        raw::receipts(&b, spec_id.is_enabled_in(revm::primitives::hardfork::SpecId::BYZANTIUM))
-            .map_err(server_error)
+        let byzantium = spec_id.is_enabled_in(revm::primitives::hardfork::SpecId::BYZANTIUM);
+        raw::receipts(&b, byzantium, &r.extras(&b.hash)?.receipt_roots).map_err(server_error)
     }
 
     async fn trace_transaction(&self, hash: Hash, opts: Option<GethDebugTracingOptions>) -> RpcResult<Value> {

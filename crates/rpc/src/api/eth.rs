@@ -446,8 +446,22 @@ impl EthApiServer for Eth {
         self.get_block_transaction_count_by_number(block)
     }
 
+    /// From the uncle headers the log carried (format 6); a proof-of-work block with uncles whose log predates
+    /// them answers an error rather than a wrong zero.
     fn get_uncle_count_by_block_number(&self, block: Option<BlockSpec>) -> RpcResult<Option<U64>> {
-        Ok(self.block(block)?.map(|_| U64::ZERO))
+        let Some(b) = self.block(block)? else { return Ok(None) };
+        let header = fees::header(&b).map_err(server_error)?;
+        if header.ommers_hash == alloy_consensus::EMPTY_OMMER_ROOT_HASH {
+            return Ok(Some(U64::ZERO));
+        }
+        let ommers = self.req().extras(&b.hash)?.ommers;
+        if ommers.is_empty() {
+            return Err(server_error(format!(
+                "block {} has uncles, which this replica does not hold",
+                b.number
+            )));
+        }
+        Ok(Some(U64::from(ommers.len())))
     }
 
     fn get_uncle_count_by_block_hash(&self, block: Option<BlockSpec>) -> RpcResult<Option<U64>> {
@@ -456,7 +470,8 @@ impl EthApiServer for Eth {
 
     fn get_block_receipts(&self, block: Option<BlockSpec>) -> RpcResult<Option<Vec<RpcReceipt>>> {
         let Some(b) = self.block(block)? else { return Ok(None) };
-        convert::receipts(&b).map(Some).map_err(server_error)
+        let roots = self.req().extras(&b.hash)?.receipt_roots;
+        convert::receipts(&b, &roots).map(Some).map_err(server_error)
     }
 
     fn get_transaction_by_block_number_and_index(
@@ -481,8 +496,10 @@ impl EthApiServer for Eth {
     }
 
     fn get_transaction_receipt(&self, hash: Hash) -> RpcResult<Option<RpcReceipt>> {
-        let Some(t) = self.req().tx_by_hash(&hash.0)? else { return Ok(None) };
-        convert::receipt_of(&t).map(Some).map_err(server_error)
+        let r = self.req();
+        let Some(t) = r.tx_by_hash(&hash.0)? else { return Ok(None) };
+        let root = r.extras(&t.hash)?.receipt_roots.get(t.index).copied();
+        convert::receipt_of(&t, root).map(Some).map_err(server_error)
     }
 
     fn max_priority_fee_per_gas(&self) -> RpcResult<U256> {
@@ -670,8 +687,10 @@ impl EthApiServer for Eth {
         let deadline = tokio::time::Instant::now() + timeout;
         let hash = self.relay(raw).await?;
         loop {
-            if let Some(t) = self.req().tx_by_hash(&hash)? {
-                return convert::receipt_of(&t).map_err(server_error);
+            let r = self.req();
+            if let Some(t) = r.tx_by_hash(&hash)? {
+                let root = r.extras(&t.hash)?.receipt_roots.get(t.index).copied();
+                return convert::receipt_of(&t, root).map_err(server_error);
             }
             if tokio::time::Instant::now() >= deadline {
                 let msg = format!(
