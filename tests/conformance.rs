@@ -329,6 +329,8 @@ fn conformance_suite_scores_at_least_the_floor() {
     std::fs::write(&report_path, &report).expect("report written");
     println!("failing cases and their differences: {}", report_path.display());
 
+    uncles_equal_geths(port, geth.http_port());
+
     let floor_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance-floor.txt");
     let floor = read_floor(&floor_path);
     let mut below = Vec::new();
@@ -350,4 +352,38 @@ fn conformance_suite_scores_at_least_the_floor() {
         below.join("\n"),
         report_path.display()
     );
+}
+
+/// Beyond the suite: the proof-of-work blocks' uncles (blocks 1 to 35 of the fixture chain), which the log
+/// carries from format 6: each block's `uncles` and `size`, the uncle counts, and every uncle (and one past the
+/// last) answer as geth answers them.
+fn uncles_equal_geths(port: u16, geth_port: u16) {
+    let ask = |port: u16, method: &str, params: Value| {
+        http_post_json(port, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .unwrap_or(Value::Null)
+    };
+    let mut uncles = 0;
+    for n in 1..=35u64 {
+        let block = json!(format!("{n:#x}"));
+        for (method, params) in [
+            ("eth_getBlockByNumber", json!([block, false])),
+            ("eth_getUncleCountByBlockNumber", json!([block])),
+        ] {
+            let (ours, theirs) = (ask(port, method, params.clone()), ask(geth_port, method, params.clone()));
+            assert_eq!(ours, theirs, "{method} {params}");
+        }
+        let count = ask(geth_port, "eth_getUncleCountByBlockNumber", json!([block]))["result"]
+            .as_str()
+            .and_then(|c| u64::from_str_radix(c.trim_start_matches("0x"), 16).ok())
+            .unwrap_or(0);
+        for i in 0..=count {
+            let params = json!([block, format!("{i:#x}")]);
+            let method = "eth_getUncleByBlockNumberAndIndex";
+            let (ours, theirs) = (ask(port, method, params.clone()), ask(geth_port, method, params.clone()));
+            assert_eq!(ours, theirs, "{method} {params}");
+        }
+        uncles += count;
+    }
+    assert!(uncles > 0, "the fixture chain's proof-of-work blocks have uncles");
+    eprintln!("{uncles} uncles of blocks 1-35 answered as geth answers them");
 }

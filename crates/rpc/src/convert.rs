@@ -9,7 +9,7 @@ use alloy_eips::{
     eip2718::{Decodable2718, Typed2718},
     eip4895::{Withdrawal, Withdrawals},
 };
-use alloy_primitives::{Address, Bloom, Log as PrimLog, LogData, B256, U256};
+use alloy_primitives::{keccak256, Address, Bloom, Bytes, Log as PrimLog, LogData, B256, U256};
 use alloy_rlp::{Decodable, Encodable};
 use alloy_rpc_types_eth::{
     Block, BlockTransactions, Header as RpcHeader, Log, Transaction, TransactionReceipt,
@@ -110,15 +110,23 @@ fn rpc_tx(
 
 /// A stored block as `eth_getBlockBy*` returns it, with full transactions or their hashes. Typed, not a
 /// `serde_json::Value`: the server serializes it once, with no tree of maps built and dropped per answer.
-pub fn block(b: &StoredBlock, full: bool) -> Result<Block, String> {
+/// `ommers`: the block's uncle headers (RLP) as the log carried them (format 6; proof of work only): their
+/// hashes are its `uncles`, and they count in its size.
+pub fn block(b: &StoredBlock, full: bool, ommers: &[Bytes]) -> Result<Block, String> {
     let h = header(b)?;
     let txs = envelopes(b)?;
     let ws = withdrawals(b);
+    let uncles: Vec<B256> = ommers.iter().map(keccak256).collect();
+    let ommers = ommers
+        .iter()
+        .map(|o| Header::decode(&mut &o[..]))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("block {}: stored uncle header: {e}", b.number))?;
     // The block's size is the length of its RLP encoding, withdrawals list included, as geth and the
     // execution-apis conformance suite count it (anvil leaves the withdrawals out).
     let size = ConsensusBlock {
         header: h.clone(),
-        body: BlockBody { transactions: txs.clone(), ommers: Vec::new(), withdrawals: ws.clone() },
+        body: BlockBody { transactions: txs.clone(), ommers, withdrawals: ws.clone() },
     }
     .length();
     let transactions = if full {
@@ -135,10 +143,34 @@ pub fn block(b: &StoredBlock, full: bool) -> Result<Block, String> {
     // No totalDifficulty: geth dropped the field after the merge, and the conformance suite expects none.
     Ok(Block {
         header: RpcHeader { hash: b.hash, inner: h, total_difficulty: None, size: Some(U256::from(size)) },
-        uncles: Vec::new(),
+        uncles,
         transactions,
         withdrawals: ws,
     })
+}
+
+/// Uncle `index` of a block as `eth_getUncleBy*` returns it: the uncle's header as a block of its own, with no
+/// transactions, uncles or withdrawals (as geth answers it); `None` past the last.
+pub fn uncle(ommers: &[Bytes], index: usize) -> Result<Option<Block>, String> {
+    let Some(rlp) = ommers.get(index) else { return Ok(None) };
+    let h = Header::decode(&mut &rlp[..]).map_err(|e| format!("stored uncle header: {e}"))?;
+    let size = ConsensusBlock::<TxEnvelope> {
+        header: h.clone(),
+        body: BlockBody { transactions: Vec::new(), ommers: Vec::new(), withdrawals: None },
+    }
+    .length();
+    Ok(Some(Block {
+        header: RpcHeader {
+            hash: keccak256(rlp),
+            inner: h,
+            total_difficulty: None,
+            size: Some(U256::from(size)),
+        },
+        uncles: Vec::new(),
+        // No `transactions` field at all, as geth answers an uncle.
+        transactions: BlockTransactions::Uncle,
+        withdrawals: None,
+    }))
 }
 
 /// The logs of a stored block that `keep` accepts (given each log's address and topics), in order, with

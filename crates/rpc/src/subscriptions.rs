@@ -86,7 +86,8 @@ async fn new_heads(
                 let Some(block) = r.canonical_block(n).map_err(|e| e.message().to_string())? else {
                     continue;
                 };
-                headers.push(convert::block(&block, false)?);
+                let ommers = r.extras(&block.hash).map_err(|e| e.message().to_string())?.ommers;
+                headers.push(convert::block(&block, false, &ommers)?);
             }
         }
         for json in headers {

@@ -107,6 +107,20 @@ pub trait EthApi {
     #[method(name = "getUncleCountByBlockHash")]
     fn get_uncle_count_by_block_hash(&self, block: Option<BlockSpec>) -> RpcResult<Option<U64>>;
 
+    #[method(name = "getUncleByBlockNumberAndIndex")]
+    fn get_uncle_by_block_number_and_index(
+        &self,
+        block: Option<BlockSpec>,
+        index: Quantity,
+    ) -> RpcResult<Option<RpcBlock>>;
+
+    #[method(name = "getUncleByBlockHashAndIndex")]
+    fn get_uncle_by_block_hash_and_index(
+        &self,
+        block: Option<BlockSpec>,
+        index: Quantity,
+    ) -> RpcResult<Option<RpcBlock>>;
+
     #[method(name = "getBlockReceipts")]
     fn get_block_receipts(&self, block: Option<BlockSpec>) -> RpcResult<Option<Vec<RpcReceipt>>>;
 
@@ -288,6 +302,23 @@ impl Eth {
         convert::transaction(&b, index.0 as usize).map_err(server_error)
     }
 
+    /// Block `b`'s uncle headers (RLP), from log format 6: none for a block without uncles; an error for a
+    /// block with uncles whose log predates them (rather than a wrong "none").
+    fn uncles(&self, b: &ec_store::tables::StoredBlock) -> RpcResult<Vec<Bytes>> {
+        let header = fees::header(b).map_err(server_error)?;
+        if header.ommers_hash == alloy_consensus::EMPTY_OMMER_ROOT_HASH {
+            return Ok(Vec::new());
+        }
+        let ommers = self.req().extras(&b.hash)?.ommers;
+        if ommers.is_empty() {
+            return Err(server_error(format!(
+                "block {} has uncles, which this replica does not hold",
+                b.number
+            )));
+        }
+        Ok(ommers)
+    }
+
     fn latest_header(r: &Req) -> RpcResult<alloy_consensus::Header> {
         let n = r.resolve(BlockSpec::Latest)?;
         let b = r.canonical_block(n)?.ok_or_else(|| server_error("no blocks yet"))?;
@@ -431,7 +462,8 @@ impl EthApiServer for Eth {
         full: Option<bool>,
     ) -> RpcResult<Option<RpcBlock>> {
         let Some(b) = self.block(block)? else { return Ok(None) };
-        convert::block(&b, full.unwrap_or(false)).map(Some).map_err(server_error)
+        let ommers = self.req().extras(&b.hash)?.ommers;
+        convert::block(&b, full.unwrap_or(false), &ommers).map(Some).map_err(server_error)
     }
 
     fn get_block_by_hash(&self, block: Option<BlockSpec>, full: Option<bool>) -> RpcResult<Option<RpcBlock>> {
@@ -450,22 +482,29 @@ impl EthApiServer for Eth {
     /// them answers an error rather than a wrong zero.
     fn get_uncle_count_by_block_number(&self, block: Option<BlockSpec>) -> RpcResult<Option<U64>> {
         let Some(b) = self.block(block)? else { return Ok(None) };
-        let header = fees::header(&b).map_err(server_error)?;
-        if header.ommers_hash == alloy_consensus::EMPTY_OMMER_ROOT_HASH {
-            return Ok(Some(U64::ZERO));
-        }
-        let ommers = self.req().extras(&b.hash)?.ommers;
-        if ommers.is_empty() {
-            return Err(server_error(format!(
-                "block {} has uncles, which this replica does not hold",
-                b.number
-            )));
-        }
-        Ok(Some(U64::from(ommers.len())))
+        Ok(Some(U64::from(self.uncles(&b)?.len())))
     }
 
     fn get_uncle_count_by_block_hash(&self, block: Option<BlockSpec>) -> RpcResult<Option<U64>> {
         self.get_uncle_count_by_block_number(block)
+    }
+
+    /// From the uncle headers the log carried (format 6), as the count above.
+    fn get_uncle_by_block_number_and_index(
+        &self,
+        block: Option<BlockSpec>,
+        index: Quantity,
+    ) -> RpcResult<Option<RpcBlock>> {
+        let Some(b) = self.block(block)? else { return Ok(None) };
+        convert::uncle(&self.uncles(&b)?, index.0 as usize).map_err(server_error)
+    }
+
+    fn get_uncle_by_block_hash_and_index(
+        &self,
+        block: Option<BlockSpec>,
+        index: Quantity,
+    ) -> RpcResult<Option<RpcBlock>> {
+        self.get_uncle_by_block_number_and_index(block, index)
     }
 
     fn get_block_receipts(&self, block: Option<BlockSpec>) -> RpcResult<Option<Vec<RpcReceipt>>> {
