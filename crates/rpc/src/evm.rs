@@ -67,7 +67,7 @@ impl DatabaseRef for StateAt<'_> {
     }
 }
 
-/// The call object of `eth_call` / `eth_estimateGas`.
+/// The call object of `eth_call` / `eth_estimateGas` (and each call of `eth_simulateV1`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CallRequest {
@@ -88,6 +88,14 @@ pub struct CallRequest {
     #[serde(default, deserialize_with = "crate::params::strict_u64")]
     pub nonce: Option<alloy_primitives::U64>,
     pub access_list: Option<alloy_eips::eip2930::AccessList>,
+    // Read by `eth_simulateV1` (its transaction type and hash); `eth_call` and friends ignore them, as they
+    // ignored them before they were named here.
+    #[serde(default, deserialize_with = "crate::params::strict_u64")]
+    pub chain_id: Option<alloy_primitives::U64>,
+    #[serde(default, deserialize_with = "crate::params::strict_u256")]
+    pub max_fee_per_blob_gas: Option<U256>,
+    pub blob_versioned_hashes: Option<Vec<B256>>,
+    pub authorization_list: Option<Vec<alloy_eips::eip7702::SignedAuthorization>>,
 }
 
 /// One account's override for a call (the `eth_call` state override set).
@@ -437,27 +445,7 @@ pub fn prepare_on<'a>(
         if o.move_precompile_to_address.is_some() {
             return Err("movePrecompileToAddress is served by eth_simulateV1 only".into());
         }
-        let mut info = db.basic(*address).map_err(|e| e.to_string())?.unwrap_or_default();
-        if let Some(b) = o.balance {
-            info.balance = b;
-        }
-        if let Some(n) = o.nonce {
-            info.nonce = n.to();
-        }
-        if let Some(code) = &o.code {
-            let bytecode = Bytecode::new_raw(code.clone());
-            info.code_hash = bytecode.hash_slow();
-            info.code = Some(bytecode);
-        }
-        db.insert_account_info(*address, info);
-        let slot = |(k, v): (&B256, &B256)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0));
-        if let Some(state) = &o.state {
-            db.replace_account_storage(*address, state.iter().map(slot).collect())
-                .map_err(|e| e.to_string())?;
-        }
-        for (k, v) in o.state_diff.iter().flatten().map(slot) {
-            db.insert_account_storage(*address, k, v).map_err(|e| e.to_string())?;
-        }
+        apply_account_override(&mut db, *address, o)?;
     }
     // The rules of the (possibly overridden) block.
     let spec_id = fork_rules(&mut block_env, h, &env.spec)?;
@@ -488,6 +476,44 @@ pub fn prepare_on<'a>(
         .access_list(req.access_list.clone().unwrap_or_default())
         .build_fill();
     Ok(Prepared { db, block_env, cfg, tx })
+}
+
+/// Adds `amount` to an account's balance on `db` (a withdrawal, a miner's reward), creating it if need be.
+pub(crate) fn credit(db: &mut CacheDB<StateAt<'_>>, address: Address, amount: U256) -> Result<(), DbError> {
+    let mut info = db.basic(address)?.unwrap_or_default();
+    info.balance = info.balance.saturating_add(amount);
+    db.insert_account_info(address, info);
+    Ok(())
+}
+
+/// One account's override laid on `db`: its balance, nonce and code, then its whole storage (`state`) or the
+/// slots it names (`stateDiff`). Shared by `eth_call` and `eth_simulateV1`.
+pub(crate) fn apply_account_override<'a>(
+    db: &mut CacheDB<StateAt<'a>>,
+    address: Address,
+    o: &AccountOverride,
+) -> Result<(), String> {
+    let mut info = db.basic(address).map_err(|e| e.to_string())?.unwrap_or_default();
+    if let Some(b) = o.balance {
+        info.balance = b;
+    }
+    if let Some(n) = o.nonce {
+        info.nonce = n.to();
+    }
+    if let Some(code) = &o.code {
+        let bytecode = Bytecode::new_raw(code.clone());
+        info.code_hash = bytecode.hash_slow();
+        info.code = Some(bytecode);
+    }
+    db.insert_account_info(address, info);
+    let slot = |(k, v): (&B256, &B256)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0));
+    if let Some(state) = &o.state {
+        db.replace_account_storage(address, state.iter().map(slot).collect()).map_err(|e| e.to_string())?;
+    }
+    for (k, v) in o.state_diff.iter().flatten().map(slot) {
+        db.insert_account_storage(address, k, v).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Runs `req` on top of the canonical block with header `h` (read once by the caller: an estimate runs the

@@ -197,14 +197,9 @@ impl<'a> Replay<'a> {
             });
         }
         let db_error = |e: evm::DbError| ExecError::Block { number, reason: e.0 };
-        let credit =
-            |db: &mut CacheDB<StateAt<'a>>, address: Address, amount: U256| -> Result<(), ExecError> {
-                use revm::Database;
-                let mut info = db.basic(address).map_err(db_error)?.unwrap_or_default();
-                info.balance = info.balance.saturating_add(amount);
-                db.insert_account_info(address, info);
-                Ok(())
-            };
+        let credit = |db: &mut CacheDB<StateAt<'a>>, address, amount| {
+            evm::credit(db, address, amount).map_err(db_error)
+        };
         for w in self.block.withdrawals.iter().flatten() {
             credit(&mut self.db, w.address, U256::from(w.amount_gwei) * U256::from(1_000_000_000u64))?;
         }

@@ -197,28 +197,7 @@ impl<'a> SimChain<'a> {
                 let msg = format!("account {} has both 'state' and 'stateDiff'", address.to_checksum(None));
                 return Err(SimError::server(msg));
             }
-            let mut info = self.db.basic(*address).map_err(SimError::server)?.unwrap_or_default();
-            if let Some(n) = o.nonce {
-                info.nonce = n.to();
-            }
-            if let Some(code) = &o.code {
-                let bytecode = revm::bytecode::Bytecode::new_raw(code.clone());
-                info.code_hash = bytecode.hash_slow();
-                info.code = Some(bytecode);
-            }
-            if let Some(b) = o.balance {
-                info.balance = b;
-            }
-            self.db.insert_account_info(*address, info);
-            let slot = |(k, v): (&B256, &B256)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0));
-            if let Some(state) = &o.state {
-                self.db
-                    .replace_account_storage(*address, state.iter().map(slot).collect())
-                    .map_err(SimError::server)?;
-            }
-            for (k, v) in o.state_diff.iter().flatten().map(slot) {
-                self.db.insert_account_storage(*address, k, v).map_err(SimError::server)?;
-            }
+            evm::apply_account_override(&mut self.db, *address, o).map_err(SimError::server)?;
             self.dirty.insert(*address);
         }
         Ok(())
@@ -414,13 +393,9 @@ impl<'a> SimChain<'a> {
         asked: &BlockStateCall,
         spec_id: SpecId,
     ) -> Result<Option<Vec<alloy_eips::eip4895::Withdrawal>>, SimError> {
-        let credit =
-            |db: &mut CacheDB<StateAt<'a>>, address: Address, amount: U256| -> Result<(), SimError> {
-                let mut info = db.basic(address).map_err(SimError::server)?.unwrap_or_default();
-                info.balance = info.balance.saturating_add(amount);
-                db.insert_account_info(address, info);
-                Ok(())
-            };
+        let credit = |db: &mut CacheDB<StateAt<'a>>, address, amount| {
+            evm::credit(db, address, amount).map_err(SimError::server)
+        };
         if let Some(reward) = crate::parity_trace::base_block_reward(spec_id) {
             credit(&mut self.db, header.beneficiary, reward)?;
             self.dirty.insert(header.beneficiary);

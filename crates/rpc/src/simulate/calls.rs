@@ -12,7 +12,8 @@ use revm::context::{
 };
 use serde_json::{json, Value};
 
-use super::{SimCall, SimError};
+use super::SimError;
+use crate::evm::CallRequest;
 
 /// A call made ready to run.
 pub struct Ready {
@@ -43,7 +44,7 @@ pub struct Limits {
 
 /// Fills `call`'s defaults (nonce from `state_nonce`, gas from the block and the budget, zero fees) and
 /// builds its transaction, as geth's `sanitizeCall` and `ToTransaction` do.
-pub fn ready(call: &SimCall, state_nonce: u64, limits: &Limits) -> Result<Ready, SimError> {
+pub fn ready(call: &CallRequest, state_nonce: u64, limits: &Limits) -> Result<Ready, SimError> {
     let from = call.from.unwrap_or_default();
     let nonce = call.nonce.map_or(state_nonce, |n| n.to());
     let asked_gas = call.gas.map_or(limits.block_gas_left, |g| g.to());

@@ -22,13 +22,13 @@ pub mod precompiles;
 use std::collections::HashMap;
 
 use alloy_consensus::Header;
-use alloy_primitives::{Address, Bytes, B256, U256, U64};
+use alloy_primitives::{Address, B256, U256, U64};
 use ec_store::StoreView;
 use jsonrpsee::types::ErrorObjectOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::evm::{AccountOverride, CallEnv};
+use crate::evm::{AccountOverride, CallEnv, CallRequest};
 
 /// At most this many blocks, counted from the base block (gaps included).
 pub const MAX_BLOCKS: u64 = 256;
@@ -55,7 +55,8 @@ pub struct BlockStateCall {
     pub block_overrides: Option<SimBlockOverrides>,
     pub state_overrides: Option<HashMap<Address, AccountOverride>>,
     #[serde(default)]
-    pub calls: Vec<SimCall>,
+    /// Each call is geth's transaction arguments, the call object `eth_call` takes.
+    pub calls: Vec<CallRequest>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -77,35 +78,6 @@ pub struct SimBlockOverrides {
     pub blob_base_fee: Option<U256>,
     pub beacon_root: Option<B256>,
     pub withdrawals: Option<Vec<alloy_eips::eip4895::Withdrawal>>,
-}
-
-/// One call: geth's transaction arguments.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SimCall {
-    pub from: Option<Address>,
-    pub to: Option<Address>,
-    #[serde(default, deserialize_with = "crate::params::strict_u64")]
-    pub gas: Option<U64>,
-    #[serde(default, deserialize_with = "crate::params::strict_u256")]
-    pub gas_price: Option<U256>,
-    #[serde(default, deserialize_with = "crate::params::strict_u256")]
-    pub max_fee_per_gas: Option<U256>,
-    #[serde(default, deserialize_with = "crate::params::strict_u256")]
-    pub max_priority_fee_per_gas: Option<U256>,
-    #[serde(default, deserialize_with = "crate::params::strict_u256")]
-    pub value: Option<U256>,
-    #[serde(default, deserialize_with = "crate::params::strict_u64")]
-    pub nonce: Option<U64>,
-    pub data: Option<Bytes>,
-    pub input: Option<Bytes>,
-    pub access_list: Option<alloy_eips::eip2930::AccessList>,
-    #[serde(default, deserialize_with = "crate::params::strict_u64")]
-    pub chain_id: Option<U64>,
-    #[serde(default, deserialize_with = "crate::params::strict_u256")]
-    pub max_fee_per_blob_gas: Option<U256>,
-    pub blob_versioned_hashes: Option<Vec<B256>>,
-    pub authorization_list: Option<Vec<alloy_eips::eip7702::SignedAuthorization>>,
 }
 
 /// A whole-request error: geth's code and message.
