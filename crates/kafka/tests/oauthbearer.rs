@@ -54,20 +54,26 @@ fn installed_source() -> Arc<UnsecuredJwt> {
         .clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_client_authenticates_with_the_installed_token_source() {
+/// An Apache Kafka broker that takes only OAUTHBEARER sign-ins, a client configuration for it (the token
+/// source installed by the caller), and `topic` created through it.
+async fn broker_with_topic(topic: &str) -> (KafkaBroker, KafkaConfig) {
     let (broker, sasl) =
         KafkaBroker::start_with_oauthbearer().expect("Apache Kafka broker (see docs/testing.md)");
-    let source = installed_source();
     let cfg = KafkaConfig {
         security_protocol: Some("SASL_PLAINTEXT".into()),
         sasl_mechanism: Some("OAUTHBEARER".into()),
         ..KafkaConfig::plaintext(&sasl)
     };
-
-    ec_kafka::admin::create_topic(&cfg, "oauth", None, &[])
+    ec_kafka::admin::create_topic(&cfg, topic, None, &[])
         .await
         .unwrap_or_else(|e| panic!("admin over OAUTHBEARER: {e}\nbroker log:\n{}", broker.log()));
+    (broker, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_authenticates_with_the_installed_token_source() {
+    let source = installed_source();
+    let (_broker, cfg) = broker_with_topic("oauth").await;
     let producer = LogProducer::new(&cfg, "oauth", 1 << 20).expect("producer");
     let offsets =
         tokio::time::timeout(Duration::from_secs(60), producer.send_frames(0, &[b"frame".to_vec()]))
@@ -93,17 +99,8 @@ async fn every_client_authenticates_with_the_installed_token_source() {
 /// of waiting for a refresh event nothing polls for yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_reads_watermarks_before_its_first_poll() {
-    let (broker, sasl) =
-        KafkaBroker::start_with_oauthbearer().expect("Apache Kafka broker (see docs/testing.md)");
     installed_source();
-    let cfg = KafkaConfig {
-        security_protocol: Some("SASL_PLAINTEXT".into()),
-        sasl_mechanism: Some("OAUTHBEARER".into()),
-        ..KafkaConfig::plaintext(&sasl)
-    };
-    ec_kafka::admin::create_topic(&cfg, "first-call", None, &[])
-        .await
-        .unwrap_or_else(|e| panic!("admin over OAUTHBEARER: {e}\nbroker log:\n{}", broker.log()));
+    let (broker, cfg) = broker_with_topic("first-call").await;
     let producer = LogProducer::new(&cfg, "first-call", 1 << 20).expect("producer");
     tokio::time::timeout(
         Duration::from_secs(60),
