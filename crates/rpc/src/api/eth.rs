@@ -260,14 +260,19 @@ impl Eth {
         let decoded = send_tx::decode(&raw, c.chain_id()?).map_err(server_error)?;
         let spec = c.chain_spec()?;
         let sender = decoded.sender;
+        // The head's time only for a blob transaction (its blob schedule): other relays read no block.
+        let blobs = decoded.tx.is_eip4844();
         let (account, head_time) = c
             .on_pool(Class::Read, move |r| {
                 let account = r.view.account(&sender).map_err(server_error)?;
-                Ok((account, Self::latest_header(r)?.timestamp))
+                let head_time = if blobs { Some(Self::latest_header(r)?.timestamp) } else { None };
+                Ok((account, head_time))
             })
             .await?;
-        let max_blobs = spec.blob_params(head_time).map(|p| p.max_blobs_per_tx.min(p.max_blob_count));
-        send_tx::check_blobs(&decoded.tx, max_blobs).map_err(server_error)?;
+        if let Some(time) = head_time {
+            let max_blobs = spec.blob_params(time).map(|p| p.max_blobs_per_tx.min(p.max_blob_count));
+            send_tx::check_blobs(&decoded.tx, max_blobs).map_err(server_error)?;
+        }
         let (nonce, balance) = account.map_or((0, U256::ZERO), |a| (a.nonce, a.balance));
         send_tx::check(&decoded, nonce, balance).map_err(server_error)?;
         let producer =
