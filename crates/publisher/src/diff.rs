@@ -51,7 +51,7 @@ pub struct Partial {
     /// included), and what the block did to the account must be read back from the client.
     pub false_deletion: bool,
     /// `wiped` before the last deletion, restored when that deletion proves false.
-    wiped_before_deletion: bool,
+    pub(crate) wiped_before_deletion: bool,
 }
 
 impl Partial {

@@ -5,12 +5,15 @@ use std::time::{Duration, Instant};
 
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{address, keccak256, Address, B256, U256};
-use alloy_rpc_types_trace::{common::TraceResult, geth::PreStateFrame};
+use alloy_rpc_types_trace::{
+    common::TraceResult,
+    geth::{PreStateFrame, PreStateMode},
+};
 use ec_log::{Block, Log, Receipt, Transaction, Withdrawal};
 use thiserror::Error;
 
 use crate::{
-    diff,
+    diff, invisible,
     rpc::{BlockId, RpcClient, RpcError},
 };
 
@@ -101,7 +104,7 @@ pub async fn fetch_body(rpc: &RpcClient, number: u64) -> Result<Option<Body>, Fe
         transactions
             .push(Transaction { sender: tx.inner.signer(), encoded: tx.inner.inner().encoded_2718().into() });
     }
-    let receipts = match rpc.block_receipts(number).await {
+    let receipts = match rpc.block_receipts(BlockId::Hash(rpc_block.header.hash)).await {
         Ok(Some(r)) => r,
         Ok(None) => return Err(inconsistent("eth_getBlockReceipts has no receipts for it".into())),
         // Clients without eth_getBlockReceipts: one call per transaction.
@@ -193,6 +196,14 @@ pub async fn fetch_body(rpc: &RpcClient, number: u64) -> Result<Option<Body>, Fe
     Ok(Some(Body { block, rpc: rpc_block, header }))
 }
 
+/// Block `number` as a log record: its body ([`fetch_body`]), then everything else named by the body's hash
+/// (EIP-1898), so a reorg while the block is fetched yields the record of one block, never a mix of two:
+/// 1. [`trace_block`]: the per-transaction traces, merged;
+/// 2. [`reveal_invisible`]: accounts the traces cannot show (issue 26, item 1);
+/// 3. [`read_system_state`]: what no transaction trace shows (system contracts, withdrawals, rewards);
+/// 4. [`read_unknowns`]: every value still unknown, deletions confirmed with the client;
+/// 5. [`read_back_contradicted`]: accounts whose deletion the client contradicted, slot by slot;
+/// 6. [`verify_state`]: a sample of the record against proofs of the header's state root.
 pub async fn fetch_block(
     rpc: &RpcClient,
     number: u64,
@@ -200,22 +211,94 @@ pub async fn fetch_block(
     opts: &FetchOptions,
 ) -> Result<Option<(Block, Timings)>, FetchError> {
     let started = Instant::now();
-    let Some(Body { block, rpc: rpc_block, header }) = fetch_body(rpc, number).await? else {
+    let Some(body) = fetch_body(rpc, number).await? else {
         return Ok(None);
     };
-    let inconsistent = |reason: String| FetchError::Inconsistent { number, reason };
-    let transactions = &block.transactions;
-    let withdrawals = &block.withdrawals;
     let fetch = started.elapsed();
 
     let started = Instant::now();
-    let mut partials = match mode {
+    let mut access = AccessTrace::default();
+    let mut partials = trace_block(rpc, &body, mode).await?;
+    let trace = started.elapsed();
+
+    let started = Instant::now();
+    reveal_invisible(rpc, &body, mode, &mut partials, &mut access).await?;
+    let system = read_system_state(rpc, &body, &mut partials).await?;
+    let contradicted = read_unknowns(rpc, &body, &mut partials, &system.slots).await?;
+    read_back_contradicted(rpc, &body, mode, &mut partials, &contradicted, &mut access).await?;
+    let fetch = fetch + started.elapsed();
+
+    let state = diff::finish(partials);
+    let started = Instant::now();
+    let verified = verify_state(rpc, &body, &state, opts.verify_rate).await?;
+    let verify = started.elapsed();
+
+    let block = Block { state, ommers: system.ommers, ..body.block };
+    let timings = Timings {
+        fetch,
+        trace,
+        verify,
+        verified_accounts: verified,
+        disagreements: contradicted.len() as u64,
+    };
+    Ok(Some((block, timings)))
+}
+
+impl Body {
+    /// The block, by hash: every read after the body names it so.
+    fn at(&self) -> BlockId {
+        BlockId::Hash(self.block.hash)
+    }
+    /// Its parent, by hash: where the values before the block are read.
+    fn parent(&self) -> Result<BlockId, FetchError> {
+        if self.block.number == 0 {
+            return Err(FetchError::Inconsistent {
+                number: 0,
+                reason: "block 0 has no parent to read prior values at".into(),
+            });
+        }
+        Ok(BlockId::Hash(self.block.parent_hash))
+    }
+    fn inconsistent(&self, reason: String) -> FetchError {
+        FetchError::Inconsistent { number: self.block.number, reason }
+    }
+}
+
+/// Step 1: the client's per-transaction traces of the block, checked to be the body's transactions (same
+/// hashes, same order), merged into one change per account.
+async fn trace_block(rpc: &RpcClient, body: &Body, mode: TraceMode) -> Result<diff::Partials, FetchError> {
+    let number = body.block.number;
+    let transactions = &body.block.transactions;
+    let check_hashes = |traced: Vec<Option<B256>>| -> Result<(), FetchError> {
+        if traced.len() != transactions.len() {
+            return Err(body.inconsistent(format!(
+                "{} traces for {} transactions",
+                traced.len(),
+                transactions.len()
+            )));
+        }
+        for (i, (t, tx)) in traced.iter().zip(transactions).enumerate() {
+            // A client may leave the hash out; when it gives one, it must be the body's.
+            if t.is_some_and(|h| h != tx.hash()) {
+                return Err(body.inconsistent(format!(
+                    "trace {i} is of transaction {t:?}, the block's is {} (the chain changed under the fetch)",
+                    tx.hash()
+                )));
+            }
+        }
+        Ok(())
+    };
+    match mode {
         TraceMode::Prestate => {
-            let results = rpc.prestate_diff(number).await?;
+            let results = rpc.prestate_diff(body.at()).await?;
             let mut diffs = Vec::with_capacity(results.len());
+            let mut hashes = Vec::with_capacity(results.len());
             for r in results {
                 match r {
-                    TraceResult::Success { result: PreStateFrame::Diff(d), .. } => diffs.push(d),
+                    TraceResult::Success { result: PreStateFrame::Diff(d), tx_hash } => {
+                        diffs.push(d);
+                        hashes.push(tx_hash);
+                    }
                     TraceResult::Success { tx_hash, .. } => {
                         return Err(FetchError::Trace {
                             number,
@@ -228,49 +311,162 @@ pub async fn fetch_block(
                     }
                 }
             }
-            if diffs.len() != transactions.len() {
-                return Err(inconsistent(format!(
-                    "{} traces for {} transactions",
-                    diffs.len(),
-                    transactions.len()
-                )));
-            }
-            diff::merge_prestate(&diffs)
+            check_hashes(hashes)?;
+            Ok(diff::merge_prestate(&diffs))
         }
         TraceMode::StateDiff => {
+            // Parity's replay takes a block number on some clients: the hashes tell whether it was ours.
             let results = rpc.state_diff(number).await?;
-            if results.len() != transactions.len() {
-                return Err(inconsistent(format!(
-                    "{} traces for {} transactions",
-                    results.len(),
-                    transactions.len()
-                )));
-            }
+            check_hashes(
+                results.iter().map(|r| Some(r.transaction_hash).filter(|h| !h.is_zero())).collect(),
+            )?;
             let diffs: Vec<_> =
                 results.iter().filter_map(|r| r.full_trace.state_diff.as_ref().map(|d| &d.0)).collect();
-            diff::merge_state_diff(diffs)
+            Ok(diff::merge_state_diff(diffs))
         }
-    };
-    let trace = started.elapsed();
-    for address in invisible_creations(rpc, number, &block.receipts, &partials).await? {
-        // Read like any account (balance and nonce at the block, its prior at the parent): it is empty.
-        partials.entry(address).or_default();
     }
+}
 
-    // What no transaction trace shows, and what the traces say but the client must confirm: read from the
-    // client at the block, in as few JSON-RPC batches as possible (one round trip each).
-    let started = Instant::now();
+/// The prestate tracer's default mode over the block ([`RpcClient::prestate_accessed`]), asked for at most
+/// once per block and only when a step needs it.
+#[derive(Default)]
+struct AccessTrace(Option<Vec<PreStateMode>>);
+
+impl AccessTrace {
+    async fn get(&mut self, rpc: &RpcClient, body: &Body) -> Result<&[PreStateMode], FetchError> {
+        if self.0.is_none() {
+            let mut out = Vec::new();
+            for r in rpc.prestate_accessed(body.at()).await? {
+                match r {
+                    TraceResult::Success { result: PreStateFrame::Default(accessed), .. } => {
+                        out.push(accessed)
+                    }
+                    TraceResult::Success { tx_hash, .. } => {
+                        return Err(FetchError::Trace {
+                            number: body.block.number,
+                            tx: tx_hash,
+                            error: "not a default-mode prestate frame".into(),
+                        })
+                    }
+                    TraceResult::Error { error, tx_hash } => {
+                        return Err(FetchError::Trace { number: body.block.number, tx: tx_hash, error })
+                    }
+                }
+            }
+            if out.len() != body.block.transactions.len() {
+                return Err(body.inconsistent(format!(
+                    "{} access traces for {} transactions",
+                    out.len(),
+                    body.block.transactions.len()
+                )));
+            }
+            self.0 = Some(out);
+        }
+        Ok(self.0.as_deref().unwrap_or_default())
+    }
+}
+
+/// Step 2: accounts the traces cannot show ([`crate::invisible`]). With geth's prestate tracer: found in
+/// the access trace of blocks where a creation may hide, their state at the block read as proofs verified
+/// against the header's root. With parity's stateDiff: successful top-level creations no diff names (an
+/// empty account created before EIP-158), asked the same way.
+async fn reveal_invisible(
+    rpc: &RpcClient,
+    body: &Body,
+    mode: TraceMode,
+    partials: &mut diff::Partials,
+    access: &mut AccessTrace,
+) -> Result<(), FetchError> {
+    let created: Vec<Address> =
+        body.block.receipts.iter().filter(|r| r.success).filter_map(|r| r.contract_address).collect();
+    let senders: Vec<Address> = body.block.transactions.iter().map(|t| t.sender).collect();
+    let candidates = match mode {
+        TraceMode::Prestate => {
+            if !invisible::needs_access_trace(partials, &senders, &created) {
+                return Ok(());
+            }
+            invisible::candidates(partials, access.get(rpc, body).await?)
+        }
+        TraceMode::StateDiff => created
+            .into_iter()
+            .filter(|a| !partials.contains_key(a))
+            .map(|address| invisible::Candidate { address, slots: Default::default() })
+            .collect(),
+    };
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let mut reads = Reads::default();
+    let asked: Vec<(usize, usize)> = candidates
+        .iter()
+        .map(|c| {
+            let slots: Vec<B256> = c.slots.keys().copied().collect();
+            let proof =
+                reads.push("eth_getProof", serde_json::json!([c.address, slots, body.at().to_json()]));
+            (proof, reads.code(c.address, body.at()))
+        })
+        .collect();
+    let got = reads.run(rpc).await?;
+    let root = body.header.state_root;
+    let number = body.block.number;
+    let mismatch = |mismatch| FetchError::StateMismatch { number, mismatch };
+    for (candidate, (proof, code)) in candidates.into_iter().zip(asked) {
+        let proof: alloy_rpc_types_eth::EIP1186AccountProofResponse = got.get(proof, "eth_getProof")?;
+        let at_block = match crate::verify::proven_account(root, candidate.address, &proof)
+            .map_err(mismatch)?
+        {
+            None => None,
+            Some(account) => {
+                let code: alloy_primitives::Bytes = got.get(code, "eth_getCode")?;
+                let hash = if code.is_empty() { alloy_primitives::KECCAK256_EMPTY } else { keccak256(&code) };
+                if hash != account.code_hash {
+                    return Err(body.inconsistent(format!(
+                        "{}: eth_getCode hashes to {hash}, its proof says {}",
+                        candidate.address, account.code_hash
+                    )));
+                }
+                let mut storage = std::collections::BTreeMap::new();
+                for s in candidate.slots.keys() {
+                    let v =
+                        crate::verify::proven_slot(root, candidate.address, &proof, *s).map_err(mismatch)?;
+                    storage.insert(*s, B256::from(v));
+                }
+                tracing::info!(block = number, address = %candidate.address, "an account no trace showed: written as its proof shows it");
+                Some(invisible::AtBlock { balance: account.balance, nonce: account.nonce, code, storage })
+            }
+        };
+        invisible::apply(partials, candidate, at_block);
+    }
+    Ok(())
+}
+
+/// What [`read_system_state`] found: slots to read at the block (and before it), and the uncle headers.
+struct SystemState {
+    slots: Vec<(Address, B256)>,
+    ommers: Vec<alloy_primitives::Bytes>,
+}
+
+/// Step 3: what no transaction trace shows, probed in one batch: the system contracts' slots written before
+/// and after the transactions (EIP-2935, EIP-4788, EIP-7002, EIP-7251), withdrawals, and proof-of-work
+/// rewards with the uncle headers (each checked to hash to the block's entry). Those accounts' balance and
+/// nonce are then read at the block by [`read_unknowns`].
+async fn read_system_state(
+    rpc: &RpcClient,
+    body: &Body,
+    partials: &mut diff::Partials,
+) -> Result<SystemState, FetchError> {
+    let (number, header, at) = (body.block.number, &body.header, body.at());
     let mut probe = Reads::default();
-    let history = (number > 0).then(|| probe.code(HISTORY_STORAGE, number));
-    let beacon = probe.code(BEACON_ROOTS, number);
-    let queues = [WITHDRAWAL_REQUESTS, CONSOLIDATION_REQUESTS].map(|q| (q, probe.code(q, number)));
+    let history = (number > 0).then(|| probe.code(HISTORY_STORAGE, at));
+    let beacon = probe.code(BEACON_ROOTS, at);
+    let queues = [WITHDRAWAL_REQUESTS, CONSOLIDATION_REQUESTS].map(|q| (q, probe.code(q, at)));
     let pow = !header.difficulty.is_zero();
     let uncles: Vec<usize> = if pow {
-        (0..rpc_block.uncles.len())
+        (0..body.rpc.uncles.len())
             .map(|i| {
                 probe.push(
-                    "eth_getUncleByBlockNumberAndIndex",
-                    serde_json::json!([BlockId::Number(number).to_json(), format!("{i:#x}")]),
+                    "eth_getUncleByBlockHashAndIndex",
+                    serde_json::json!([body.block.hash, format!("{i:#x}")]),
                 )
             })
             .collect()
@@ -283,23 +479,21 @@ pub async fn fetch_block(
     };
 
     let mut extra: Vec<(Address, Vec<B256>)> = Vec::new();
-    for w in withdrawals.iter().flatten() {
+    for w in body.block.withdrawals.iter().flatten() {
         extra.push((w.address, Vec::new()));
     }
     let mut ommers = Vec::new();
     if pow {
-        // Proof of work: block and uncle rewards; the uncle headers themselves go into the record (what
-        // `debug_getRawBlock` and the uncle methods answer from), each checked to hash to the block's entry.
         extra.push((header.beneficiary, Vec::new()));
         for (k, i) in uncles.into_iter().enumerate() {
-            let uncle: Option<serde_json::Value> = probed.get(i, "eth_getUncleByBlockNumberAndIndex")?;
-            let uncle = uncle.ok_or_else(|| inconsistent(format!("uncle {k} is missing")))?;
+            let uncle: Option<serde_json::Value> = probed.get(i, "eth_getUncleByBlockHashAndIndex")?;
+            let uncle = uncle.ok_or_else(|| body.inconsistent(format!("uncle {k} is missing")))?;
             let parsed: alloy_rpc_types_eth::Header = serde_json::from_value(uncle)
-                .map_err(|e| inconsistent(format!("uncle {k} does not decode: {e}")))?;
+                .map_err(|e| body.inconsistent(format!("uncle {k} does not decode: {e}")))?;
             let rlp = alloy_rlp::encode(&parsed.inner);
-            let want = rpc_block.uncles.get(k).copied();
+            let want = body.rpc.uncles.get(k).copied();
             if Some(keccak256(&rlp)) != want || want != Some(parsed.hash) {
-                return Err(inconsistent(format!(
+                return Err(body.inconsistent(format!(
                     "uncle {k} hashes to {}, the block names {want:?}",
                     keccak256(&rlp)
                 )));
@@ -328,34 +522,44 @@ pub async fn fetch_block(
         p.balance = None;
         p.nonce = None;
     }
-    let extra_slots: Vec<(Address, B256)> =
-        extra.iter().flat_map(|(a, slots)| slots.iter().map(move |s| (*a, *s))).collect();
+    let slots = extra.iter().flat_map(|(a, slots)| slots.iter().map(move |s| (*a, *s))).collect();
+    Ok(SystemState { slots, ommers })
+}
 
-    // Second batch: every value still unknown, the code of accounts whose code may have changed, and the
-    // state of every account a trace says was deleted (confirmed with the client before it is written).
+/// Step 4, one batch: every value still unknown, the code of accounts whose code may have changed, the
+/// system slots, the values before the block no trace gave, and the state of every account a trace says was
+/// deleted (confirmed with the client before it is written). Returns the accounts whose deletion proved
+/// false (the client has them, or a later transaction found them alive).
+async fn read_unknowns(
+    rpc: &RpcClient,
+    body: &Body,
+    partials: &mut diff::Partials,
+    extra_slots: &[(Address, B256)],
+) -> Result<Vec<Address>, FetchError> {
+    let (number, at) = (body.block.number, body.at());
     let mut reads = Reads::default();
     let mut wanted = Vec::new();
     for (address, p) in partials.iter() {
         // A deleted account is confirmed with the client; a falsely deleted one is read back whole.
         let whole = p.deleted || p.false_deletion;
         let account = p.needs_account() || whole;
-        let balance = (account && (whole || p.balance.is_none())).then(|| reads.balance(*address, number));
-        let nonce = (account && (whole || p.nonce.is_none())).then(|| reads.nonce(*address, number));
-        let code = (p.recheck_code || whole).then(|| reads.code(*address, number));
+        let balance = (account && (whole || p.balance.is_none())).then(|| reads.balance(*address, at));
+        let nonce = (account && (whole || p.nonce.is_none())).then(|| reads.nonce(*address, at));
+        let code = (p.recheck_code || whole).then(|| reads.code(*address, at));
         wanted.push((*address, balance, nonce, code));
     }
-    let slot_reads: Vec<usize> = extra_slots.iter().map(|(a, s)| reads.storage(*a, *s, number)).collect();
+    let slot_reads: Vec<usize> = extra_slots.iter().map(|(a, s)| reads.storage(*a, *s, at)).collect();
     // The system contracts' slots are written before the first transaction, so a trace that names one saw
     // it after that write: their values before the block are always read, with every other prior no trace
     // gave, in this same batch.
-    for (address, s) in &extra_slots {
+    for (address, s) in extra_slots {
         if let Some(p) = partials.get_mut(address) {
             p.slot_priors.remove(s);
         }
     }
-    let prior_reads = queue_prior_reads(&partials, &extra_slots, number, &mut reads)?;
+    let prior_reads = queue_prior_reads(partials, extra_slots, body.parent()?, &mut reads);
     let got = reads.run(rpc).await?;
-    apply_prior_reads(&mut partials, prior_reads, &got)?;
+    apply_prior_reads(partials, prior_reads, &got)?;
     let mut contradicted = Vec::new();
     for (address, balance, nonce, code) in wanted {
         let Some(p) = partials.get_mut(&address) else { continue };
@@ -398,55 +602,51 @@ pub async fn fetch_block(
         let value: B256 = got.get(i, "eth_getStorageAt")?;
         partials.entry(*address).or_default().storage.insert(*s, value);
     }
-    if !contradicted.is_empty() {
-        if mode == TraceMode::Prestate {
-            // Diff mode's `pre` omits slots that were zero before the block, and the false deletion took
-            // the account's `post` with it: ask the tracer which slots the block accessed at all.
-            for r in rpc.prestate_accessed(number).await? {
-                if let TraceResult::Success { result: PreStateFrame::Default(accessed), .. } = r {
-                    for address in &contradicted {
-                        if let (Some(p), Some(a)) = (partials.get_mut(address), accessed.0.get(address)) {
-                            p.touched.extend(a.storage.keys());
-                        }
-                    }
+    Ok(contradicted)
+}
+
+/// Step 5: the storage of accounts whose deletion proved false, as the client has it after the block: every
+/// slot any trace named, and with geth's tracer every slot the block accessed at all (diff mode's `pre`
+/// omits slots that were zero before the block, and the false deletion took the account's `post` with it).
+/// Then the values before the block of slots read back that no trace named.
+async fn read_back_contradicted(
+    rpc: &RpcClient,
+    body: &Body,
+    mode: TraceMode,
+    partials: &mut diff::Partials,
+    contradicted: &[Address],
+    access: &mut AccessTrace,
+) -> Result<(), FetchError> {
+    if contradicted.is_empty() {
+        return Ok(());
+    }
+    if mode == TraceMode::Prestate {
+        for accessed in access.get(rpc, body).await? {
+            for address in contradicted {
+                if let (Some(p), Some(a)) = (partials.get_mut(address), accessed.0.get(address)) {
+                    p.touched.extend(a.storage.keys());
                 }
             }
         }
-        let mut reads = Reads::default();
-        let mut slots = Vec::new();
-        for address in &contradicted {
-            for s in partials.get(address).map(|p| p.touched.clone()).unwrap_or_default() {
-                slots.push((*address, s, reads.storage(*address, s, number)));
-            }
-        }
-        let got = reads.run(rpc).await?;
-        for (address, s, i) in slots {
-            let value: B256 = got.get(i, "eth_getStorageAt")?;
-            partials.entry(address).or_default().storage.insert(s, value);
-        }
     }
-    // Left only when the client contradicted a deletion (slots read back that no trace named).
     let mut reads = Reads::default();
-    let leftover = queue_prior_reads(&partials, &[], number, &mut reads)?;
-    if !leftover.is_empty() {
-        apply_prior_reads(&mut partials, leftover, &reads.run(rpc).await?)?;
+    let mut slots = Vec::new();
+    for address in contradicted {
+        for s in partials.get(address).map(|p| p.touched.clone()).unwrap_or_default() {
+            slots.push((*address, s, reads.storage(*address, s, body.at())));
+        }
     }
-    let fetch = fetch + started.elapsed();
-
-    let state = diff::finish(partials);
-    let started = Instant::now();
-    let verified = verify_state(rpc, number, header.state_root, &state, opts.verify_rate).await?;
-    let verify = started.elapsed();
-
-    let block = Block { state, ommers, ..block };
-    let timings = Timings {
-        fetch,
-        trace,
-        verify,
-        verified_accounts: verified,
-        disagreements: contradicted.len() as u64,
-    };
-    Ok(Some((block, timings)))
+    let got = reads.run(rpc).await?;
+    for (address, s, i) in slots {
+        let value: B256 = got.get(i, "eth_getStorageAt")?;
+        partials.entry(address).or_default().storage.insert(s, value);
+    }
+    let mut reads = Reads::default();
+    let leftover = queue_prior_reads(partials, &[], body.parent()?, &mut reads);
+    if !leftover.is_empty() {
+        apply_prior_reads(partials, leftover, &reads.run(rpc).await?)?;
+    }
+    Ok(())
 }
 
 /// Prior values to read from the client at the parent block: an account's (balance, nonce, code) and its
@@ -459,13 +659,9 @@ type PriorReads = Vec<(Address, Option<(usize, usize, usize)>, Vec<(B256, usize)
 fn queue_prior_reads(
     partials: &diff::Partials,
     extra_slots: &[(Address, B256)],
-    number: u64,
+    parent: BlockId,
     reads: &mut Reads,
-) -> Result<PriorReads, FetchError> {
-    let parent = number.checked_sub(1).ok_or(FetchError::Inconsistent {
-        number,
-        reason: "block 0 has no parent to read prior values at".into(),
-    })?;
+) -> PriorReads {
     let mut wanted = Vec::new();
     for (address, p) in partials.iter() {
         let account = p.prior.is_none().then(|| {
@@ -483,7 +679,7 @@ fn queue_prior_reads(
             wanted.push((*address, account, slots));
         }
     }
-    Ok(wanted)
+    wanted
 }
 
 fn apply_prior_reads(
@@ -508,15 +704,15 @@ fn apply_prior_reads(
     Ok(())
 }
 
-/// Checks a sample (`rate`) of the block's account changes against `eth_getProof` proofs at the block,
-/// verified against its state root ([`crate::verify`]); returns how many accounts were checked.
+/// Step 6: checks a sample (`rate`) of the block's account changes against `eth_getProof` proofs at the
+/// block, verified against its state root ([`crate::verify`]); returns how many accounts were checked.
 async fn verify_state(
     rpc: &RpcClient,
-    number: u64,
-    state_root: B256,
+    body: &Body,
     state: &[ec_log::AccountChange],
     rate: f64,
 ) -> Result<u64, FetchError> {
+    let number = body.block.number;
     let chosen: Vec<&ec_log::AccountChange> =
         state.iter().filter(|c| crate::verify::sampled(&c.address, number, rate)).collect();
     if chosen.is_empty() {
@@ -527,10 +723,7 @@ async fn verify_state(
         .iter()
         .map(|c| {
             let slots: Vec<B256> = c.storage.iter().map(|s| s.slot).collect();
-            reads.push(
-                "eth_getProof",
-                serde_json::json!([c.address, slots, BlockId::Number(number).to_json()]),
-            )
+            reads.push("eth_getProof", serde_json::json!([c.address, slots, body.at().to_json()]))
         })
         .collect();
     let got = reads.run(rpc).await?;
@@ -541,50 +734,10 @@ async fn verify_state(
                 e if e.is_unsupported() => FetchError::NoProofs { reason: e.to_string() },
                 e => e.into(),
             })?;
-        crate::verify::check_account(state_root, change, &proof)
+        crate::verify::check_account(body.header.state_root, change, &proof)
             .map_err(|mismatch| FetchError::StateMismatch { number, mismatch })?;
     }
     Ok(chosen.len() as u64)
-}
-
-/// Accounts a transaction created that no trace names. Before EIP-158 (Spurious Dragon) a creation that
-/// leaves an empty account (no code, no balance, nonce 0) creates it all the same, and diff mode, seeing no
-/// field change, leaves it out; the replica's state root check refused such a block (block 2 of the
-/// execution-apis chain). Each successful top-level creation missing from the traces is asked of the client
-/// with `eth_getProof` (a zero code hash: the account does not exist, as after EIP-158 it would not). Only
-/// creations the traces left out cost a call; a creation inside a call frame is not covered (issue 26).
-async fn invisible_creations(
-    rpc: &RpcClient,
-    number: u64,
-    receipts: &[ec_log::Receipt],
-    partials: &diff::Partials,
-) -> Result<Vec<Address>, FetchError> {
-    let candidates: Vec<Address> = receipts
-        .iter()
-        .filter(|r| r.success)
-        .filter_map(|r| r.contract_address)
-        .filter(|a| !partials.contains_key(a))
-        .collect();
-    if candidates.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut reads = Reads::default();
-    let asked: Vec<usize> = candidates
-        .iter()
-        .map(|a| reads.push("eth_getProof", serde_json::json!([a, [], BlockId::Number(number).to_json()])))
-        .collect();
-    let got = reads.run(rpc).await?;
-    let mut created = Vec::new();
-    for (address, i) in candidates.into_iter().zip(asked) {
-        let proof: serde_json::Value = got.get(i, "eth_getProof")?;
-        let code_hash: B256 = serde_json::from_value(proof["codeHash"].clone())
-            .map_err(|e| RpcError::Decode { method: "eth_getProof", reason: e.to_string() })?;
-        if !code_hash.is_zero() {
-            tracing::debug!(block = number, %address, "an empty account created before EIP-158: read back");
-            created.push(address);
-        }
-    }
-    Ok(created)
 }
 
 /// Reads gathered for one JSON-RPC batch.
@@ -598,17 +751,17 @@ impl Reads {
         self.calls.push((method, params));
         self.calls.len() - 1
     }
-    fn code(&mut self, a: Address, n: u64) -> usize {
-        self.push("eth_getCode", serde_json::json!([a, BlockId::Number(n).to_json()]))
+    fn code(&mut self, a: Address, at: BlockId) -> usize {
+        self.push("eth_getCode", serde_json::json!([a, at.to_json()]))
     }
-    fn balance(&mut self, a: Address, n: u64) -> usize {
-        self.push("eth_getBalance", serde_json::json!([a, BlockId::Number(n).to_json()]))
+    fn balance(&mut self, a: Address, at: BlockId) -> usize {
+        self.push("eth_getBalance", serde_json::json!([a, at.to_json()]))
     }
-    fn nonce(&mut self, a: Address, n: u64) -> usize {
-        self.push("eth_getTransactionCount", serde_json::json!([a, BlockId::Number(n).to_json()]))
+    fn nonce(&mut self, a: Address, at: BlockId) -> usize {
+        self.push("eth_getTransactionCount", serde_json::json!([a, at.to_json()]))
     }
-    fn storage(&mut self, a: Address, s: B256, n: u64) -> usize {
-        self.push("eth_getStorageAt", serde_json::json!([a, s, BlockId::Number(n).to_json()]))
+    fn storage(&mut self, a: Address, s: B256, at: BlockId) -> usize {
+        self.push("eth_getStorageAt", serde_json::json!([a, s, at.to_json()]))
     }
     async fn run(self, rpc: &RpcClient) -> Result<Answers, RpcError> {
         Ok(Answers(rpc.batch(&self.calls).await?))

@@ -4,6 +4,7 @@
 //!
 //! - [`rpc`]: the JSON-RPC calls; [`fetch`]: one block as a log record; [`diff`]: trace merging (pure);
 //! - [`genesis`]: the initial-state record; [`checkpoint`]: the record that starts a cluster at block N; [`tail`]: recovering the position from the topic;
+//! - [`invisible`]: accounts the tracer's diffs cannot show (pure);
 //! - [`verify`]: records checked against `eth_getProof` proofs of the state root (pure);
 //! - [`publisher`]: the loop; [`relay`]: the tx topic; [`metrics`]: Prometheus text.
 
@@ -11,6 +12,7 @@ pub mod checkpoint;
 pub mod diff;
 pub mod fetch;
 pub mod genesis;
+pub mod invisible;
 pub mod metrics;
 pub mod publisher;
 pub mod relay;

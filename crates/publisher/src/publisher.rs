@@ -698,7 +698,8 @@ fn now_ms() -> u64 {
 /// deletions as absence from `post`. A client that cannot be reached (a node restarting under a starting
 /// publisher) is waited for: only a client that answers, and refuses both, has neither.
 async fn detect_trace_mode(rpc: &RpcClient, head: u64) -> Result<TraceMode, PublisherError> {
-    let prestate = until_reachable("debug_traceBlockByNumber", || rpc.prestate_diff(head)).await;
+    let prestate =
+        until_reachable("debug_traceBlockByNumber", || rpc.prestate_diff(BlockId::Number(head))).await;
     if prestate.is_ok() {
         return Ok(TraceMode::Prestate);
     }

@@ -57,6 +57,8 @@ fn answer(method: &'static str, resp: &Value) -> Result<Value, RpcError> {
 #[derive(Debug, Clone, Copy)]
 pub enum BlockId {
     Number(u64),
+    /// A block named by its hash (EIP-1898): the answer is about that block even if a reorg replaced it.
+    Hash(B256),
     Latest,
     Safe,
     Finalized,
@@ -66,6 +68,7 @@ impl BlockId {
     pub fn to_json(self) -> Value {
         match self {
             BlockId::Number(n) => json!(format!("{n:#x}")),
+            BlockId::Hash(h) => json!({ "blockHash": h }),
             BlockId::Latest => json!("latest"),
             BlockId::Safe => json!("safe"),
             BlockId::Finalized => json!("finalized"),
@@ -191,8 +194,13 @@ impl RpcClient {
         Ok(Some((number.saturating_to(), field(&b, "hash")?, timestamp.saturating_to())))
     }
 
-    pub async fn block_receipts(&self, number: u64) -> Result<Option<Vec<TransactionReceipt>>, RpcError> {
-        self.call("eth_getBlockReceipts", json!([BlockId::Number(number).to_json()])).await
+    pub async fn block_receipts(&self, id: BlockId) -> Result<Option<Vec<TransactionReceipt>>, RpcError> {
+        let block = match id {
+            // eth_getBlockReceipts takes a bare hash where state methods take EIP-1898's object.
+            BlockId::Hash(h) => json!(h),
+            other => other.to_json(),
+        };
+        self.call("eth_getBlockReceipts", json!([block])).await
     }
 
     pub async fn transaction_receipt(&self, hash: B256) -> Result<Option<TransactionReceipt>, RpcError> {
@@ -202,20 +210,28 @@ impl RpcClient {
     /// geth's prestate tracer in diff mode, one result per transaction.
     pub async fn prestate_diff(
         &self,
-        number: u64,
+        id: BlockId,
     ) -> Result<Vec<TraceResult<PreStateFrame, String>>, RpcError> {
-        let opts = json!({"tracer": "prestateTracer", "tracerConfig": {"diffMode": true}});
-        self.call("debug_traceBlockByNumber", json!([BlockId::Number(number).to_json(), opts])).await
+        self.trace_block(id, json!({"tracer": "prestateTracer", "tracerConfig": {"diffMode": true}})).await
     }
 
-    /// geth's prestate tracer in its default mode: every account and slot each transaction accessed, with
-    /// its value before the transaction (zero-valued slots included, unlike diff mode's `pre`).
+    /// geth's prestate tracer in its default mode with `includeEmpty`: every account and slot each
+    /// transaction accessed, with its value before the transaction (zero-valued slots and empty accounts
+    /// included, unlike diff mode's `pre`).
     pub async fn prestate_accessed(
         &self,
-        number: u64,
+        id: BlockId,
     ) -> Result<Vec<TraceResult<PreStateFrame, String>>, RpcError> {
-        let opts = json!({"tracer": "prestateTracer"});
-        self.call("debug_traceBlockByNumber", json!([BlockId::Number(number).to_json(), opts])).await
+        self.trace_block(id, json!({"tracer": "prestateTracer", "tracerConfig": {"includeEmpty": true}}))
+            .await
+    }
+
+    /// `debug_traceBlockByHash` or `debug_traceBlockByNumber`, as `id` names the block.
+    async fn trace_block<T: DeserializeOwned>(&self, id: BlockId, opts: Value) -> Result<T, RpcError> {
+        match id {
+            BlockId::Hash(h) => self.call("debug_traceBlockByHash", json!([h, opts])).await,
+            other => self.call("debug_traceBlockByNumber", json!([other.to_json(), opts])).await,
+        }
     }
 
     /// Parity's `stateDiff` replay, one result per transaction.

@@ -95,26 +95,64 @@ pub fn check_account(
         }
     }
     for slot in &change.storage {
-        let Some(p) = proof.storage_proof.iter().find(|p| p.key.as_b256() == slot.slot) else {
-            return Err(bad(format!("no storage proof for slot {}", slot.slot)));
-        };
-        let value = U256::from_be_bytes(slot.value.0);
-        if value != p.value {
-            return Err(differs(&format!("slot {}", slot.slot), value.to_string(), p.value.to_string()));
+        let value = proven_slot(state_root, address, proof, slot.slot)?;
+        let recorded = U256::from_be_bytes(slot.value.0);
+        if recorded != value {
+            return Err(differs(&format!("slot {}", slot.slot), recorded.to_string(), value.to_string()));
         }
-        let encoded = (!p.value.is_zero()).then(|| alloy_rlp::encode(p.value));
-        let root = if proof.storage_hash.is_zero() { EMPTY_ROOT_HASH } else { proof.storage_hash };
-        let key = Nibbles::unpack(keccak256(slot.slot));
-        verify_proof(root, key, encoded.clone(), &p.proof)
-            .or_else(|e| match encoded {
-                // anvil keeps zeroed slots in its trie (its roots are not canonical): a zero proven by
-                // inclusion is still a zero.
-                None => verify_proof(root, key, Some(alloy_rlp::encode(U256::ZERO)), &p.proof).map_err(|_| e),
-                Some(_) => Err(e),
-            })
-            .map_err(|e| bad(format!("storage proof of slot {}: {e}", slot.slot)))?;
     }
     Ok(())
+}
+
+/// The account a proof shows at the block, once the proof verifies against `state_root`: `None` when it
+/// proves the account absent. (Unlike [`check_account`] this tells an existing empty account, which only a
+/// pre-EIP-158 chain holds, from an absent one: inclusion is tried first.)
+pub fn proven_account(
+    state_root: B256,
+    address: Address,
+    proof: &EIP1186AccountProofResponse,
+) -> Result<Option<TrieAccount>, Mismatch> {
+    let code_hash = if proof.code_hash.is_zero() { KECCAK_EMPTY } else { proof.code_hash };
+    let storage_root = if proof.storage_hash.is_zero() { EMPTY_ROOT_HASH } else { proof.storage_hash };
+    let account = TrieAccount::new(proof.nonce, proof.balance, storage_root, code_hash);
+    let key = Nibbles::unpack(keccak256(address));
+    let mut encoded = Vec::new();
+    account.encode(&mut encoded);
+    if verify_proof(state_root, key, Some(encoded), &proof.account_proof).is_ok() {
+        return Ok(Some(account));
+    }
+    verify_proof(state_root, key, None, &proof.account_proof).map_err(|e| Mismatch::BadProof {
+        address,
+        root: state_root,
+        reason: format!("the account proof shows neither {account:?} nor its absence: {e}"),
+    })?;
+    Ok(None)
+}
+
+/// A slot's value from a proof, once its storage proof verifies against the proof's storage root (the
+/// caller has verified the account proof).
+pub fn proven_slot(
+    state_root: B256,
+    address: Address,
+    proof: &EIP1186AccountProofResponse,
+    slot: B256,
+) -> Result<U256, Mismatch> {
+    let bad = |reason: String| Mismatch::BadProof { address, root: state_root, reason };
+    let Some(p) = proof.storage_proof.iter().find(|p| p.key.as_b256() == slot) else {
+        return Err(bad(format!("no storage proof for slot {slot}")));
+    };
+    let encoded = (!p.value.is_zero()).then(|| alloy_rlp::encode(p.value));
+    let root = if proof.storage_hash.is_zero() { EMPTY_ROOT_HASH } else { proof.storage_hash };
+    let key = Nibbles::unpack(keccak256(slot));
+    verify_proof(root, key, encoded.clone(), &p.proof)
+        .or_else(|e| match encoded {
+            // anvil keeps zeroed slots in its trie (its roots are not canonical): a zero proven by
+            // inclusion is still a zero.
+            None => verify_proof(root, key, Some(alloy_rlp::encode(U256::ZERO)), &p.proof).map_err(|_| e),
+            Some(_) => Err(e),
+        })
+        .map_err(|e| bad(format!("storage proof of slot {slot}: {e}")))?;
+    Ok(p.value)
 }
 
 #[cfg(test)]
