@@ -770,3 +770,107 @@ fn a_starting_publisher_waits_for_a_client_that_is_not_up_yet() {
     assert!(log.contains("cannot be reached"), "the wait is logged:\n{log}");
     assert!(!log.contains("serves neither"), "{log}");
 }
+
+/// Issue 26's scenario on geth, where its prestate tracer (diff mode) is blind: a contract created in a
+/// transaction whose SELFDESTRUCT ran in a frame that reverted appears in no diff, and one created by
+/// CREATE2 at a pre-funded address is reported deleted. Each is touched again by a later transaction of the
+/// same block. Also: a create-and-destroy in one transaction, an EIP-6780 survivor touched again in its
+/// block, and an EIP-7702 delegation set and then cleared. Every touched account's balance, nonce, code and
+/// storage on the replica equal geth's at every block (and the replica checked every block's state root).
+#[test]
+fn self_destructs_creations_and_delegations_equal_geths_at_every_block() {
+    use harness::evm;
+    let c = Cluster::on(Upstream::geth());
+    let a = &c.client;
+    let deploy = |from: &str, init: Vec<u8>| {
+        contract_address(
+            a,
+            a.send(json!({"from": from, "data": format!("0x{}", hex::encode(init)), "gas": "0x200000"})),
+        )
+    };
+    let wrapper = deploy(DEV[0], evm::deployable(&evm::wrapper_runtime()));
+    let factory = deploy(DEV[0], evm::deployable(&evm::factory_runtime()));
+    let survivor = deploy(DEV[0], hex::decode(format!("{INIT_PREFIX}{RUNTIME}")).expect("hex"));
+    let funded = a.send(
+        json!({"from": DEV[0], "to": survivor, "value": "0x5555", "data": call_data(7, 7), "gas": "0x30000"}),
+    );
+    assert_eq!(status(a, funded), 1);
+    // The CREATE2 child's address holds value before the child exists.
+    let pre_funded = evm::factory_child2(factory, 7);
+    a.mined(a.send(json!({"from": DEV[0], "to": pre_funded, "value": "0x777", "gas": "0x5208"})));
+    // The factory is a contract: its first CREATE uses nonce 1, its second nonce 2.
+    let (invisible, destroyed) = (factory.create(1), factory.create(2));
+
+    // Block 1: the invisible creation (its self-destruct reverted), touched again; the survivor's
+    // self-destruct, touched again.
+    let (txs, b1) = a.send_in_one_block(vec![
+        json!({"from": DEV[1], "to": factory, "value": "0x1234", "data": evm::factory_call(0, wrapper, true), "gas": "0x200000"}),
+        json!({"from": DEV[2], "to": invisible, "data": call_data(5, 0x42), "gas": "0x30000"}),
+        json!({"from": DEV[3], "to": survivor, "data": "0x01", "gas": "0x30000"}),
+        json!({"from": DEV[4], "to": survivor, "data": call_data(11, 0x77), "gas": "0x30000"}),
+    ]);
+    for tx in &txs {
+        assert_eq!(status(a, *tx), 1, "{tx} in block {b1}");
+    }
+    // Block 2: CREATE2 at the pre-funded address, its self-destruct reverted (the tracer calls it deleted),
+    // touched again; a child created and destroyed in one transaction.
+    let (txs, b2) = a.send_in_one_block(vec![
+        json!({"from": DEV[1], "to": factory, "value": "0x99", "data": evm::factory_call(7, wrapper, true), "gas": "0x200000"}),
+        json!({"from": DEV[2], "to": pre_funded, "data": call_data(6, 0x66), "gas": "0x30000"}),
+        json!({"from": DEV[3], "to": factory, "data": evm::factory_call(0, wrapper, false), "gas": "0x200000"}),
+    ]);
+    for tx in &txs {
+        assert_eq!(status(a, *tx), 1, "{tx} in block {b2}");
+    }
+    // Blocks 3 and 4: account 5 delegates to the survivor and is called; then the delegation is cleared and
+    // the account paid.
+    let (set, authority) = sign_authorization(KEY_5, a.chain_id, survivor, 0);
+    let (txs, _) = a.send_in_one_block(vec![
+        json!({"from": DEV[0], "to": authority, "data": call_data(9, 0x99), "gas": "0x40000", "authorizationList": [set]}),
+        json!({"from": DEV[1], "to": authority, "data": call_data(10, 0x10), "gas": "0x40000"}),
+    ]);
+    for tx in &txs {
+        assert_eq!(status(a, *tx), 1);
+    }
+    let (clear, _) = sign_authorization(KEY_5, a.chain_id, alloy_primitives::Address::ZERO, 1);
+    let (txs, _) = a.send_in_one_block(vec![
+        json!({"from": DEV[0], "to": authority, "gas": "0x40000", "authorizationList": [clear]}),
+        json!({"from": DEV[1], "to": authority, "value": "0x1", "gas": "0x40000"}),
+    ]);
+    for tx in &txs {
+        assert_eq!(status(a, *tx), 1);
+    }
+    let code = |at: alloy_primitives::Address| a.call("eth_getCode", json!([at, "latest"]));
+    assert_ne!(code(invisible), json!("0x"), "the invisible child lives on geth");
+    assert_ne!(code(pre_funded), json!("0x"), "the CREATE2 child lives on geth");
+    assert_eq!(code(destroyed), json!("0x"), "the destroyed child is gone on geth");
+    assert_eq!(code(authority), json!("0x"), "the delegation is cleared");
+
+    let (dir, log) = c.replay("replica");
+    let (head, _) = published_head(&log).expect("a published head");
+    let mut touched = touched(&log);
+    let slots =
+        |s: &[u64]| s.iter().map(|s| B256::from(U256::from(*s))).collect::<std::collections::BTreeSet<_>>();
+    for (account, s) in [
+        (factory, slots(&[0])),
+        (invisible, slots(&[1, 2, 5])),
+        (pre_funded, slots(&[1, 2, 6])),
+        (destroyed, slots(&[1, 2])),
+        (survivor, slots(&[1, 2, 7, 11])),
+        (authority, slots(&[9, 10])),
+        (wrapper, slots(&[])),
+    ] {
+        touched.entry(account).or_default().extend(s);
+    }
+    let compared = assert_replica_equals_upstream(a, &dir, head, &touched);
+    eprintln!("{compared} values compared over {} blocks", head + 1);
+    let log_text = c.publisher_log();
+    assert!(
+        log_text.contains("an account no trace showed") && log_text.contains(&format!("{invisible}")),
+        "the publisher found the invisible child {invisible}:\n{log_text}"
+    );
+    assert!(
+        log_text.contains("contradicts"),
+        "the publisher saw the false deletion of {pre_funded}:\n{log_text}"
+    );
+}

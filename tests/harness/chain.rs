@@ -375,6 +375,52 @@ impl Upstream {
         }
     }
 
+    /// geth only: `txs` (each with its `gas`) signed, sent in one JSON-RPC batch right after a block is
+    /// sealed, and mined; asserts they landed in one block and returns their hashes and that block's number.
+    pub fn send_in_one_block(&self, txs: Vec<Value>) -> (Vec<B256>, u64) {
+        assert!(self.is_geth(), "anvil mines each transaction at once");
+        let mut nonces: BTreeMap<String, u64> = BTreeMap::new();
+        let raw: Vec<String> = txs
+            .into_iter()
+            .map(|tx| {
+                assert!(
+                    tx.get("gas").is_some(),
+                    "a gas limit: estimates cannot see the batch's earlier transactions"
+                );
+                let from = tx["from"].as_str().expect("from").to_lowercase();
+                let nonce = *nonces.entry(from.clone()).or_insert_with(|| {
+                    let n = self.call("eth_getTransactionCount", json!([from, "pending"]));
+                    quantity_of(&n)
+                });
+                nonces.insert(from, nonce + 1);
+                self.sign(tx, Some(nonce))
+            })
+            .collect();
+        // Right after a block: the whole period to take the batch in.
+        let (start, _) = self.head();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.head().0 == start {
+            assert!(Instant::now() < deadline, "geth sealed no block in 10 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let batch: Vec<Value> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, r)| json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [r]}))
+            .collect();
+        let answers = super::http_post_json(self.port, &Value::Array(batch)).expect("the batch is answered");
+        let hashes: Vec<B256> = answers
+            .as_array()
+            .expect("a batch answer")
+            .iter()
+            .map(|r| serde_json::from_value(r["result"].clone()).unwrap_or_else(|_| panic!("sent: {r}")))
+            .collect();
+        let blocks: BTreeSet<u64> =
+            hashes.iter().map(|h| quantity_of(&self.mined(*h)["blockNumber"])).collect();
+        assert_eq!(blocks.len(), 1, "the batch must land in one block, it landed in {blocks:?}");
+        (hashes, blocks.into_iter().next().unwrap_or_default())
+    }
+
     /// `n` mined transfers from `from` to addresses `base..base + n`.
     pub fn transfers(&self, from: &str, base: u64, n: u64) {
         for i in 0..n {
@@ -476,4 +522,8 @@ pub fn assert_replica_equals_upstream_from(
         }
     }
     compared
+}
+
+fn quantity_of(v: &Value) -> u64 {
+    u64::from_str_radix(v.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).expect("a quantity")
 }

@@ -222,6 +222,7 @@ pub fn path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
 
 pub mod chain;
 pub mod cluster;
+pub mod evm;
 pub mod proxy;
 pub mod script;
 

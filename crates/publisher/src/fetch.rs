@@ -704,8 +704,11 @@ fn apply_prior_reads(
     Ok(())
 }
 
-/// Step 6: checks a sample (`rate`) of the block's account changes against `eth_getProof` proofs at the
-/// block, verified against its state root ([`crate::verify`]); returns how many accounts were checked.
+/// Step 6: checks the record against `eth_getProof` proofs verified against the header's state root
+/// ([`crate::verify`]): a sample (`rate`) of the changed accounts, and every wipe and deletion whatever the
+/// rate (the changes a tracer has got wrong). The sampled accounts' values before the block are checked too,
+/// against proofs at the parent: a replica restores them when it undoes the block. Returns how many
+/// accounts were checked.
 async fn verify_state(
     rpc: &RpcClient,
     body: &Body,
@@ -713,29 +716,49 @@ async fn verify_state(
     rate: f64,
 ) -> Result<u64, FetchError> {
     let number = body.block.number;
+    let sampled = |c: &ec_log::AccountChange| crate::verify::sampled(&c.address, number, rate);
     let chosen: Vec<&ec_log::AccountChange> =
-        state.iter().filter(|c| crate::verify::sampled(&c.address, number, rate)).collect();
+        state.iter().filter(|c| sampled(c) || c.storage_wiped || c.account.is_none()).collect();
     if chosen.is_empty() {
         return Ok(0);
     }
+    let parent = (number > 0 && rate > 0.0).then_some(BlockId::Hash(body.block.parent_hash));
     let mut reads = Reads::default();
-    let ids: Vec<usize> = chosen
+    let proof = |reads: &mut Reads, c: &ec_log::AccountChange, at: BlockId| {
+        let slots: Vec<B256> = c.storage.iter().map(|s| s.slot).collect();
+        reads.push("eth_getProof", serde_json::json!([c.address, slots, at.to_json()]))
+    };
+    let ids: Vec<(usize, Option<usize>)> = chosen
         .iter()
         .map(|c| {
-            let slots: Vec<B256> = c.storage.iter().map(|s| s.slot).collect();
-            reads.push("eth_getProof", serde_json::json!([c.address, slots, body.at().to_json()]))
+            (proof(&mut reads, c, body.at()), parent.filter(|_| sampled(c)).map(|p| proof(&mut reads, c, p)))
         })
         .collect();
+    let parent_header =
+        parent.map(|_| reads.push("eth_getBlockByHash", serde_json::json!([body.block.parent_hash, false])));
     let got = reads.run(rpc).await?;
-    for (change, i) in chosen.iter().zip(ids) {
-        let proof: alloy_rpc_types_eth::EIP1186AccountProofResponse =
-            got.get(i, "eth_getProof").map_err(|e| match e {
-                // Retrying cannot help: the publisher would be stuck on this block for ever.
-                e if e.is_unsupported() => FetchError::NoProofs { reason: e.to_string() },
-                e => e.into(),
-            })?;
-        crate::verify::check_account(body.header.state_root, change, &proof)
-            .map_err(|mismatch| FetchError::StateMismatch { number, mismatch })?;
+    let proof_at = |i: usize| -> Result<alloy_rpc_types_eth::EIP1186AccountProofResponse, FetchError> {
+        got.get(i, "eth_getProof").map_err(|e| match e {
+            // Retrying cannot help: the publisher would be stuck on this block for ever.
+            e if e.is_unsupported() => FetchError::NoProofs { reason: e.to_string() },
+            e => e.into(),
+        })
+    };
+    let parent_root = match parent_header {
+        Some(i) => {
+            let header: Option<alloy_rpc_types_eth::Header> = got.get(i, "eth_getBlockByHash")?;
+            let header = header
+                .ok_or_else(|| body.inconsistent("the client no longer has the parent block".into()))?;
+            Some(header.inner.state_root)
+        }
+        None => None,
+    };
+    let mismatch = |mismatch| FetchError::StateMismatch { number, mismatch };
+    for (change, (at, before)) in chosen.iter().zip(ids) {
+        crate::verify::check_account(body.header.state_root, change, &proof_at(at)?).map_err(mismatch)?;
+        if let (Some(i), Some(root)) = (before, parent_root) {
+            crate::verify::check_prior(root, change, &proof_at(i)?).map_err(mismatch)?;
+        }
     }
     Ok(chosen.len() as u64)
 }

@@ -87,16 +87,78 @@ pub fn check_account(
     if account.nonce != proof.nonce {
         return Err(differs("the nonce", account.nonce.to_string(), proof.nonce.to_string()));
     }
-    if let Some(code) = &account.code {
-        let hash = if code.is_empty() { KECCAK_EMPTY } else { keccak256(code) };
-        let chain = if proof.code_hash.is_zero() { KECCAK_EMPTY } else { proof.code_hash };
-        if hash != chain {
-            return Err(differs("the code hash", hash.to_string(), chain.to_string()));
+    // The code the replica will hold: new code, else the code before the block, which a wipe (or an
+    // account that did not exist) leaves empty.
+    let hash = match &account.code {
+        Some(code) if code.is_empty() => KECCAK_EMPTY,
+        Some(code) => keccak256(code),
+        None => match &change.prior {
+            Some(p) if !change.storage_wiped => p.code_hash,
+            _ => KECCAK_EMPTY,
+        },
+    };
+    let chain = if proof.code_hash.is_zero() { KECCAK_EMPTY } else { proof.code_hash };
+    if hash != chain {
+        return Err(differs("the code hash", hash.to_string(), chain.to_string()));
+    }
+    if change.storage_wiped {
+        // After a wipe the record lists the account's whole storage: its root must be the chain's.
+        let root = storage_root(change.storage.iter().map(|s| (s.slot, U256::from_be_bytes(s.value.0))));
+        let chain = if proof.storage_hash.is_zero() { EMPTY_ROOT_HASH } else { proof.storage_hash };
+        if root != chain {
+            return Err(differs("the storage root after the wipe", root.to_string(), chain.to_string()));
         }
     }
     for slot in &change.storage {
         let value = proven_slot(state_root, address, proof, slot.slot)?;
         let recorded = U256::from_be_bytes(slot.value.0);
+        if recorded != value {
+            return Err(differs(&format!("slot {}", slot.slot), recorded.to_string(), value.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// The storage root of exactly these slots (zeros are absent from a trie).
+pub fn storage_root(slots: impl Iterator<Item = (B256, U256)>) -> B256 {
+    let mut leaves: Vec<(Nibbles, Vec<u8>)> = slots
+        .filter(|(_, v)| !v.is_zero())
+        .map(|(s, v)| (Nibbles::unpack(keccak256(s)), alloy_rlp::encode(v)))
+        .collect();
+    leaves.sort_by_key(|a| a.0);
+    let mut hb = alloy_trie::HashBuilder::default();
+    for (k, v) in &leaves {
+        hb.add_leaf(*k, v);
+    }
+    hb.root()
+}
+
+/// Checks the values a record gives for before the block (what a replica restores when it undoes the
+/// block) against a proof at the parent, verified against the parent's state root: the account prior
+/// (existence, balance, nonce, code hash) and, unless the account was wiped, every slot's prior.
+pub fn check_prior(
+    parent_root: B256,
+    change: &AccountChange,
+    proof: &EIP1186AccountProofResponse,
+) -> Result<(), Mismatch> {
+    let address = change.address;
+    let differs = |what: &str, record: String, chain: String| Mismatch::Differs {
+        address,
+        what: format!("{what} before the block"),
+        record,
+        chain,
+    };
+    let chain = proven_account(parent_root, address, proof)?;
+    let chain = chain.and_then(|a| ec_log::AccountPrior::existing(a.balance, a.nonce, a.code_hash));
+    if change.prior != chain {
+        return Err(differs("the account", format!("{:?}", change.prior), format!("{chain:?}")));
+    }
+    if change.storage_wiped {
+        return Ok(());
+    }
+    for slot in &change.storage {
+        let value = proven_slot(parent_root, address, proof, slot.slot)?;
+        let recorded = U256::from_be_bytes(slot.prior.0);
         if recorded != value {
             return Err(differs(&format!("slot {}", slot.slot), recorded.to_string(), value.to_string()));
         }
@@ -247,6 +309,83 @@ mod tests {
         // A real deletion: a proof of exclusion.
         let (root, proof) = state_with(a, None);
         assert_eq!(check_account(root, &change(a, None), &response(a, None, proof)), Ok(()));
+    }
+
+    /// The storage proof of `slot` in a trie holding `slots` (slot, value).
+    fn slot_proof(slots: &[(u8, u64)], slot: u8) -> alloy_rpc_types_eth::EIP1186StorageProof {
+        let key = |s: u8| Nibbles::unpack(keccak256(B256::with_last_byte(s)));
+        let mut leaves: Vec<(Nibbles, Vec<u8>)> =
+            slots.iter().map(|(s, v)| (key(*s), alloy_rlp::encode(U256::from(*v)))).collect();
+        leaves.sort_by_key(|l| l.0);
+        let mut hb = HashBuilder::default().with_proof_retainer(ProofRetainer::from_iter([key(slot)]));
+        for (k, v) in &leaves {
+            hb.add_leaf(*k, v);
+        }
+        hb.root();
+        let value = slots.iter().find(|(s, _)| *s == slot).map_or(U256::ZERO, |(_, v)| U256::from(*v));
+        alloy_rpc_types_eth::EIP1186StorageProof {
+            key: B256::with_last_byte(slot).into(),
+            value,
+            proof: hb.take_proof_nodes().into_nodes_sorted().into_iter().map(|(_, n)| n).collect(),
+        }
+    }
+
+    #[test]
+    fn the_code_and_storage_the_replica_will_hold_are_checked() {
+        let a = address!("00000000000000000000000000000000000000a1");
+        let code_hash = keccak256([0x60, 0x00]);
+        // The chain: code unchanged from before the block, one slot left after a wipe.
+        let kept = storage_root([(B256::with_last_byte(1), U256::from(5))].into_iter());
+        let live = TrieAccount::new(1, U256::from(9), kept, code_hash);
+        let (root, proof) = state_with(a, Some(live));
+        let r = response(a, Some(live), proof);
+        let prior = ec_log::AccountPrior::existing(U256::from(9), 1, code_hash);
+        let slot = |v: u8| StorageSlot {
+            slot: B256::with_last_byte(1),
+            prior: B256::ZERO,
+            value: B256::with_last_byte(v),
+        };
+        // "Unchanged" code is the code before the block.
+        let mut r = r;
+        r.storage_proof = vec![slot_proof(&[(1, 5)], 1)];
+        let mut c = change(a, Some((9, 1)));
+        c.prior = prior;
+        c.storage = vec![slot(5)];
+        assert_eq!(check_account(root, &c, &r), Ok(()));
+        // After a wipe, "unchanged" code is no code: the chain still has code.
+        c.storage_wiped = true;
+        let err = check_account(root, &c, &r).unwrap_err();
+        assert!(matches!(&err, Mismatch::Differs { what, .. } if what == "the code hash"), "{err}");
+        // A wiped account's listed storage must be all of it: a slot the chain kept is missing.
+        c.account = Some(AccountState {
+            balance: U256::from(9),
+            nonce: 1,
+            code: Some(Bytes::from_static(&[0x60, 0x00])),
+        });
+        c.storage = vec![];
+        let err = check_account(root, &c, &r).unwrap_err();
+        assert!(matches!(&err, Mismatch::Differs { what, .. } if what.contains("storage root")), "{err}");
+        c.storage = vec![slot(5)];
+        assert_eq!(check_account(root, &c, &r), Ok(()));
+    }
+
+    #[test]
+    fn priors_are_checked_against_the_parent() {
+        let a = address!("00000000000000000000000000000000000000a1");
+        let before = TrieAccount::new(3, U256::from(100), EMPTY_ROOT_HASH, KECCAK_EMPTY);
+        let (root, proof) = state_with(a, Some(before));
+        let r = response(a, Some(before), proof);
+        let mut c = change(a, Some((50, 4)));
+        c.prior = ec_log::AccountPrior::existing(U256::from(100), 3, KECCAK_EMPTY);
+        assert_eq!(check_prior(root, &c, &r), Ok(()));
+        c.prior = ec_log::AccountPrior::existing(U256::from(99), 3, KECCAK_EMPTY);
+        assert!(matches!(check_prior(root, &c, &r), Err(Mismatch::Differs { .. })));
+        // "Did not exist" against an account that did.
+        c.prior = None;
+        assert!(matches!(check_prior(root, &c, &r), Err(Mismatch::Differs { .. })));
+        // And against a proof of absence.
+        let (root, proof) = state_with(a, None);
+        assert_eq!(check_prior(root, &c, &response(a, None, proof)), Ok(()));
     }
 
     #[test]
