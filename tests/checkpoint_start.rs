@@ -267,3 +267,40 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
         assert_ne!(theirs, json!(format!("0x{}", "0".repeat(64))), "block {target} has a hash");
     }
 }
+
+/// Issue 26, item 8: `import-state --from-rpc` on a geth run as operators run it (the path scheme, geth's
+/// default) cannot read block N's storage of the system contracts block N+1 writes, on any Cancun chain.
+/// It is refused at once, before any state is read, with the flags the node needs; and the half-finished
+/// database it leaves never takes a genesis record (a replica refuses it, naming why).
+#[test]
+fn import_from_a_path_scheme_node_is_refused_with_the_flags_it_needs() {
+    let geth = ec_testkit::Geth::dev_path_scheme(&DEV, 1).expect("geth with the path scheme starts");
+    let url = format!("http://127.0.0.1:{}", geth.http_port());
+    let number = |v: &Value| {
+        u64::from_str_radix(v.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).unwrap_or(0)
+    };
+    wait_for("geth to seal 4 blocks", Duration::from_secs(30), || {
+        harness::http_post_json(
+            geth.http_port(),
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}),
+        )
+        .is_some_and(|r| number(&r["result"]) >= 4)
+    });
+    let tmp = tempdir();
+    let data = tmp.path().join("db");
+    let out = import_state(&data, 2, &url, &["--from-rpc"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "a path-scheme node must be refused:\n{said}");
+    assert!(
+        said.contains("--state.scheme=hash") && said.contains("0x000F3df6D732807Ef1319fB7B8bB8522d0Beac02"),
+        "{said}"
+    );
+
+    // The refused import left a database behind: a genesis record is refused on it.
+    let broker = ec_testkit::MockBroker::start(&["log"]).expect("mock broker");
+    let records = ec_testkit::LogGenerator::records(ec_testkit::GenOptions::default(), 1);
+    produce(&broker.bootstrap_servers(), "log", &records, ec_log::EncodeOptions::default());
+    let out = run_replica(&data, &broker.bootstrap_servers(), "log");
+    assert!(!out.status.success(), "a genesis record on a half-finished import must be refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("half-finished import"), "{}", text(&out));
+}

@@ -526,7 +526,7 @@ fn a_false_deletion_is_written_as_the_client_has_it() {
     let key = format!("{contract:#x}");
     proxy.set_rewrite(Some(Box::new(move |method, _, result| {
         let mut changed = false;
-        if method != "debug_traceBlockByNumber" {
+        if !method.starts_with("debug_traceBlockBy") {
             return false;
         }
         for tx in result.as_array_mut().into_iter().flatten() {
@@ -580,7 +580,7 @@ fn the_verifier_stops_a_falsified_balance_before_it_is_written() {
     let needle = victim.clone();
     proxy.set_rewrite(Some(Box::new(move |method, _, result| {
         let mut changed = false;
-        if method != "debug_traceBlockByNumber" {
+        if !method.starts_with("debug_traceBlockBy") {
             return false;
         }
         for tx in result.as_array_mut().into_iter().flatten() {
@@ -873,4 +873,81 @@ fn self_destructs_creations_and_delegations_equal_geths_at_every_block() {
         log_text.contains("contradicts"),
         "the publisher saw the false deletion of {pre_funded}:\n{log_text}"
     );
+}
+
+/// Issue 26, item 5: a client that answers slowly (every answer held back 1.2 s by a proxy in front of geth,
+/// so a block takes several seconds to fetch) for five times the takeover time. The active publisher keeps
+/// writing heartbeats while it fetches: the standby never sees the silence it waits for, the log keeps one
+/// writer, and it rebuilds geth's chain once the client is fast again.
+#[test]
+fn a_slow_client_does_not_let_a_standby_take_over() {
+    let broker = ec_testkit::KafkaBroker::start().expect("kafka broker");
+    broker.create_topic("log", &[]).expect("topic");
+    let brokers = broker.bootstrap_servers();
+    let client = Upstream::geth();
+    let proxy = harness::proxy::Proxy::start(format!("127.0.0.1:{}", client.port));
+    let tmp = tempdir();
+    let takeover_secs = 4u64;
+    let publisher = |name: &str| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["publisher", "--topic", "log", "--cluster-id", CLUSTER, "--brokers", &brokers])
+            .args(["--rpc-url", &proxy.url(), "--tx-topic", "none", "--standby"])
+            .args(["--heartbeat-interval-ms", "300", "--poll-interval-ms", "100"])
+            .args(["--takeover-after-secs", &takeover_secs.to_string()])
+            .arg("--genesis")
+            .arg(client.genesis());
+        spawn_logged(cmd, &tmp.path().join(format!("{name}.log")))
+    };
+    let log_of =
+        |name: &str| std::fs::read_to_string(tmp.path().join(format!("{name}.log"))).unwrap_or_default();
+    let mut a = publisher("a");
+    client.transfers(DEV[2], 0xf00, 3);
+    wait_log_at_head(&brokers, &client, "publisher a to follow");
+    let mut b = publisher("b");
+    wait_for("b to stand by", Duration::from_secs(30), || {
+        log_of("b").contains("waiting for the active publisher")
+    });
+
+    proxy.set_delay(Duration::from_millis(1200));
+    let slow_from = now_ms();
+    let until = Instant::now() + Duration::from_secs(5 * takeover_secs);
+    while Instant::now() < until {
+        client.send(
+            json!({"from": DEV[3], "to": "0x000000000000000000000000000000000000f00d", "value": "0x1"}),
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(a.0.try_wait().ok().flatten().is_none(), "publisher a stopped:\n{}", log_of("a"));
+    }
+    let slow_to = now_ms();
+    proxy.set_delay(Duration::ZERO);
+    wait_log_at_head(&brokers, &client, "publisher a to catch up once the client is fast again");
+    assert!(a.0.try_wait().ok().flatten().is_none(), "publisher a stopped:\n{}", log_of("a"));
+    assert!(b.0.try_wait().ok().flatten().is_none(), "the standby exited:\n{}", log_of("b"));
+    assert!(!log_of("b").contains("taking over"), "the standby took over:\n{}", log_of("b"));
+
+    let log = read_log(&brokers, "log");
+    assert_one_writer(&log);
+    // While the client was slow, no silence near the takeover time.
+    let beats: Vec<u64> = log
+        .iter()
+        .filter_map(|r| match &r.record {
+            ec_log::Record::Heartbeat(h) if (slow_from..=slow_to).contains(&h.time_ms) => Some(h.time_ms),
+            _ => None,
+        })
+        .collect();
+    let widest = beats.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(u64::MAX);
+    assert!(
+        beats.len() > 10 && widest < takeover_secs * 1000 / 2,
+        "{} heartbeats, widest gap {widest} ms",
+        beats.len()
+    );
+    let dir = tmp.path().join("replica");
+    run_replica_ok(&dir, &brokers, "log");
+    let (head, _) = published_head(&log).expect("a head");
+    assert_replica_equals_upstream(&client, &dir, head, &touched(&log));
+    drop(b);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -22,6 +22,8 @@ pub type Rewrite = Box<dyn FnMut(&str, &Value, &mut Value) -> bool + Send>;
 pub struct Proxy {
     pub port: u16,
     down: Arc<AtomicBool>,
+    /// Milliseconds every answer is held back.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     rewrite: Arc<Mutex<Option<Rewrite>>>,
     /// Answers rewritten so far.
     pub rewritten: Arc<std::sync::atomic::AtomicU64>,
@@ -37,12 +39,14 @@ impl Proxy {
         let proxy = Proxy {
             port,
             down: Arc::default(),
+            delay_ms: Arc::default(),
             rewrite: Arc::new(Mutex::new(None)),
             rewritten: Arc::default(),
             stop: Arc::default(),
         };
         let (down, rewrite, rewritten, stop) =
             (proxy.down.clone(), proxy.rewrite.clone(), proxy.rewritten.clone(), proxy.stop.clone());
+        let delay = proxy.delay_ms.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let (stream, _) = match listener.accept() {
@@ -57,7 +61,9 @@ impl Proxy {
                     continue;
                 }
                 let (upstream, rewrite, rewritten) = (upstream.clone(), rewrite.clone(), rewritten.clone());
+                let delay = Duration::from_millis(delay.load(Ordering::Relaxed));
                 std::thread::spawn(move || {
+                    std::thread::sleep(delay);
                     let _ = serve(stream, &upstream, &rewrite, &rewritten);
                 });
             }
@@ -72,6 +78,11 @@ impl Proxy {
     /// Cuts (true) or restores (false) the client.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::Relaxed);
+    }
+
+    /// Holds every answer back by `delay` (a slow client): connections accepted from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn set_rewrite(&self, rewrite: Option<Rewrite>) {

@@ -65,7 +65,9 @@ pub struct PublisherArgs {
     #[arg(long, env = "EC_PIPELINE_DEPTH", default_value_t = 8)]
     pipeline_depth: usize,
     /// Fraction of every block's changed accounts checked against eth_getProof proofs of the block's state
-    /// root before the block is written; a mismatch stops the publisher (0: off, 1: every account).
+    /// root (and their values before the block against the parent's) before the block is written; every
+    /// wipe and deletion is checked at any rate above 0; a mismatch stops the publisher (0: off, 1: every
+    /// account).
     #[arg(long, env = "EC_VERIFY_RATE", default_value_t = 0.02)]
     verify_rate: f64,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101).

@@ -118,6 +118,8 @@ pub fn import_with(
             return Err(ImportError::NotEmpty { table });
         }
     }
+    // From here on the database holds a half-finished import until the caller marks it imported.
+    store.begin_import()?;
     // Leftovers of an interrupted run are partial files: start from nothing.
     let scratch = work_dir.join("ec-import");
     if scratch.exists() {

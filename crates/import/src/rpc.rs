@@ -151,6 +151,8 @@ pub(crate) async fn fetch_state(url: &str, block: u64, sink: &mut dyn StateSink)
         });
     };
 
+    probe_storage_ranges(&client, block, next_block.hash).await?;
+
     let started = Instant::now();
     let mut logged = started;
     let mut start: Vec<u8> = Vec::new();
@@ -209,6 +211,54 @@ pub(crate) async fn fetch_state(url: &str, block: u64, sink: &mut dyn StateSink)
         start = next;
     }
     root.ok_or_else(|| ImportError::Rpc { method: "debug_accountRange", reason: "no page returned".into() })
+}
+
+/// EIP-4788's and EIP-2935's contracts: every block from Cancun (and Prague) on writes their storage.
+const SYSTEM_CONTRACTS: [Address; 2] = [
+    alloy_primitives::address!("000F3df6D732807Ef1319fB7B8bB8522d0Beac02"),
+    alloy_primitives::address!("0000F90827F1C53a10cb7A02335B175320002935"),
+];
+
+/// Reads, before anything else, the storage of the system contracts block N+1 writes, the accounts a node
+/// that cannot serve N's storage gets wrong: geth with the path scheme (its default) answers
+/// `debug_storageRangeAt` from its newest tries only, so on a Cancun chain the import would fail, maybe
+/// hours in. Refused at once, saying how to run the node.
+async fn probe_storage_ranges(client: &Client, block: u64, at_block: B256) -> Result<()> {
+    struct Discard;
+    impl StateSink for Discard {
+        fn account(&mut self, _: B256, _: StoredAccount, _: Option<Bytes>) -> Result<()> {
+            Ok(())
+        }
+        fn slot(&mut self, _: B256, _: B256, _: B256) -> Result<()> {
+            Ok(())
+        }
+    }
+    for address in SYSTEM_CONTRACTS {
+        let hashed = alloy_primitives::keccak256(address);
+        let page: AccountPage = client
+            .require("debug_accountRange", json!([format!("{block:#x}"), hashed, 1, false, true, true]))
+            .await?;
+        let Some((name, account)) = page.accounts.into_iter().next() else { continue };
+        let found = account
+            .key
+            .unwrap_or_else(|| account.address.map(alloy_primitives::keccak256).unwrap_or_default());
+        if found != hashed || account.root == EMPTY_ROOT_HASH {
+            continue; // not deployed on this chain, or nothing stored yet
+        }
+        if let Err(e) = write_account(client, at_block, hashed, name, account, &mut Discard).await {
+            return Err(ImportError::Rpc {
+                method: "debug_storageRangeAt",
+                reason: format!(
+                    "the node cannot serve block {block}'s storage of {address}, which block {} changes ({e}). \
+                     A geth with the path scheme (its default) serves storage ranges from its newest state only: \
+                     run the node with --state.scheme=hash --gcmode=archive, or import from a state dump \
+                     (--geth-dump, --reth-state)",
+                    block + 1
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// geth writes `next` as base64 (a Go `[]byte`); accept hex too, for nodes that follow the `start` format.

@@ -34,6 +34,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// One fetched block's timings and check counts.
+    pub fn record_fetch(&self, t: &crate::fetch::Timings) {
+        self.fetch_micros_total.fetch_add(t.fetch.as_micros() as u64, Relaxed);
+        self.trace_micros_total.fetch_add(t.trace.as_micros() as u64, Relaxed);
+        self.last_trace_micros.store(t.trace.as_micros() as u64, Relaxed);
+        self.verify_micros_total.fetch_add(t.verify.as_micros() as u64, Relaxed);
+        self.verified_accounts.fetch_add(t.verified_accounts, Relaxed);
+        self.tracer_disagreements.fetch_add(t.disagreements, Relaxed);
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let g = |out: &mut String, name: &str, kind: &str, help: &str, v: u64| {

@@ -163,6 +163,9 @@ pub struct Publisher {
     /// What the heartbeats report.
     state: PublisherState,
     client_head: Option<ClientHead>,
+    /// The safe and finalized blocks the last heartbeat reported, reported again while the client is too
+    /// slow to say (see [`Publisher::heartbeat`]).
+    tags: (Option<BlockRef>, Option<BlockRef>),
     /// Blocks or reverts were written since the last heartbeat.
     unannounced: bool,
 }
@@ -202,13 +205,14 @@ impl Publisher {
         let mut publisher = Publisher {
             rpc,
             producer,
-            published: Published { next_sequence: 0, chain: Default::default(), checkpoint: None },
+            published: Published::default(),
             mode,
             spec,
             metrics,
             last_heartbeat: Instant::now(),
             state: PublisherState::Following,
             client_head: None,
+            tags: (None, None),
             unannounced: true,
             cfg,
         };
@@ -353,7 +357,8 @@ impl Publisher {
             if self.last_heartbeat.elapsed() >= self.cfg.heartbeat_interval {
                 self.heartbeat().await?;
             }
-            let client_head = self.rpc.block_number().await?;
+            let rpc = self.rpc.clone();
+            let client_head = self.beating(async move { rpc.block_number().await }).await??;
             self.metrics.client_head.store(client_head, Relaxed);
             let ours = self.head();
             match self.compare_chains(client_head).await? {
@@ -372,7 +377,8 @@ impl Publisher {
             if let Some(newest) = blocks.last() {
                 // The chain may have moved while the blocks were traced: publish only what is still
                 // canonical. The blocks link parent to child, so the newest being canonical covers them all.
-                match self.rpc.block_hash(BlockId::Number(newest.number)).await? {
+                let (rpc, number) = (self.rpc.clone(), newest.number);
+                match self.beating(async move { rpc.block_hash(BlockId::Number(number)).await }).await?? {
                     Some((_, hash)) if hash == newest.hash => {}
                     _ => return Ok(()), // the next wake-up sees how it moved
                 }
@@ -393,8 +399,12 @@ impl Publisher {
 
     /// Fetches and traces blocks `next..=last` concurrently (at most `pipeline_depth` at once) and returns,
     /// in order, the longest run that links to `ours` parent by parent, with the error that ended it early.
+    ///
+    /// A slow client must not look like a dead publisher: heartbeats go out on their timer while the run is
+    /// fetched, and a run stops taking blocks after a quarter of the takeover time (at least one block),
+    /// so a standby waiting for silence never sees any.
     async fn fetch_run(
-        &self,
+        &mut self,
         ours: BlockRef,
         next: u64,
         last: u64,
@@ -408,9 +418,23 @@ impl Publisher {
                 async move { fetch_block(&rpc, n, mode, &opts).await }
             })
             .buffered(self.cfg.pipeline_depth.max(1));
+        let budget = (self.cfg.takeover_after / 4).max(self.cfg.heartbeat_interval);
+        let deadline = tokio::time::Instant::now() + budget;
+        let mut beat = self.heartbeat_timer();
         let mut blocks: Vec<ec_log::Block> = Vec::new();
         let mut parent = ours.hash;
-        while let Some(fetched) = fetches.next().await {
+        loop {
+            let fetched = tokio::select! {
+                fetched = fetches.next() => fetched,
+                _ = beat.tick() => {
+                    if let Err(e) = self.heartbeat().await {
+                        return (blocks, Some(e));
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(deadline), if !blocks.is_empty() => break,
+            };
+            let Some(fetched) = fetched else { break };
             let (block, timings) = match fetched {
                 Ok(Some(found)) => found,
                 Ok(None) => break,
@@ -423,17 +447,33 @@ impl Publisher {
             if let Err(source) = self.spec.check_supported(block.number, block.timestamp) {
                 return (blocks, Some(PublisherError::UnsupportedFork { number: block.number, source }));
             }
-            let m = &self.metrics;
-            m.fetch_micros_total.fetch_add(timings.fetch.as_micros() as u64, Relaxed);
-            m.trace_micros_total.fetch_add(timings.trace.as_micros() as u64, Relaxed);
-            m.last_trace_micros.store(timings.trace.as_micros() as u64, Relaxed);
-            m.verify_micros_total.fetch_add(timings.verify.as_micros() as u64, Relaxed);
-            m.verified_accounts.fetch_add(timings.verified_accounts, Relaxed);
-            m.tracer_disagreements.fetch_add(timings.disagreements, Relaxed);
+            self.metrics.record_fetch(&timings);
             parent = block.hash;
             blocks.push(block);
         }
         (blocks, None)
+    }
+
+    /// A timer for heartbeats during a long step, first due when the next heartbeat is.
+    fn heartbeat_timer(&self) -> tokio::time::Interval {
+        let every = self.cfg.heartbeat_interval.max(Duration::from_millis(10));
+        let due = every.saturating_sub(self.last_heartbeat.elapsed());
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + due, every);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    }
+
+    /// Awaits `call` (which must not borrow the publisher: the heartbeats need it) while writing heartbeats
+    /// on their timer.
+    async fn beating<T>(&mut self, call: impl std::future::Future<Output = T>) -> Result<T, PublisherError> {
+        tokio::pin!(call);
+        let mut beat = self.heartbeat_timer();
+        loop {
+            tokio::select! {
+                answer = &mut call => return Ok(answer),
+                _ = beat.tick() => self.heartbeat().await?,
+            }
+        }
     }
 
     /// How the client's chain relates to the log's, judged at the highest height both have.
@@ -498,23 +538,34 @@ impl Publisher {
         Ok(())
     }
 
+    /// Writes a heartbeat: the log's head, the client's head and its safe and finalized blocks, the
+    /// publisher's state. The client is asked under a short timeout (a quarter of the heartbeat interval, at
+    /// most 2 s): a slow client must not delay the heartbeat that says this publisher is alive. What it did
+    /// not answer in time is reported as last known.
     async fn heartbeat(&mut self) -> Result<(), PublisherError> {
         let head = self.head();
-        match self.rpc.block_summary(BlockId::Latest).await {
-            Ok(Some((number, _, timestamp))) => self.client_head = Some(ClientHead { number, timestamp }),
-            Ok(None) => {}
-            Err(e) if e.is_unreachable() && self.state == PublisherState::Following => {
+        let limit =
+            (self.cfg.heartbeat_interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(2));
+        match tokio::time::timeout(limit, self.rpc.block_summary(BlockId::Latest)).await {
+            Ok(Ok(Some((number, _, timestamp)))) => self.client_head = Some(ClientHead { number, timestamp }),
+            Ok(Ok(None)) | Err(_) => {}
+            Ok(Err(e)) if e.is_unreachable() && self.state == PublisherState::Following => {
                 self.set_state(PublisherState::ClientUnreachable { since_ms: now_ms(), error: e.to_string() })
             }
-            Err(_) => {}
+            Ok(Err(_)) => {}
         }
-        let safe = self.tag(BlockId::Safe, head).await;
-        let finalized = self.tag(BlockId::Finalized, head).await;
+        let tags = async { (self.tag(BlockId::Safe, head).await, self.tag(BlockId::Finalized, head).await) };
+        if let Ok(tags) = tokio::time::timeout(limit, tags).await {
+            self.tags = tags;
+        }
+        // Tags last known are kept only while the log still holds them.
+        let (safe, finalized) = self.tags;
+        let held = |t: Option<BlockRef>| t.filter(|t| t.number <= head.number && self.holds(*t));
         let record = Heartbeat {
             time_ms: now_ms(),
             head,
-            safe,
-            finalized,
+            safe: held(safe),
+            finalized: held(finalized),
             client_head: self.client_head,
             state: self.state.clone(),
             reorg_window: self.cfg.reorg_window,
@@ -534,10 +585,15 @@ impl Publisher {
             let (_, canonical) = self.rpc.block_hash(BlockId::Number(head.number)).await.ok().flatten()?;
             return (canonical == head.hash).then_some(head);
         }
+        let tag = BlockRef { number, hash };
+        self.holds(tag).then_some(tag)
+    }
+
+    /// Whether `b` is on the log's chain (or older than the blocks the publisher remembers).
+    fn holds(&self, b: BlockRef) -> bool {
         let chain = &self.published.chain;
-        let oldest = chain.front().map_or(0, |b| b.number);
-        let held = number < oldest || chain.iter().any(|b| b.number == number && b.hash == hash);
-        held.then_some(BlockRef { number, hash })
+        let oldest = chain.front().map_or(0, |c| c.number);
+        b.number < oldest || chain.iter().any(|c| *c == b)
     }
 
     /// Writes records as one Kafka transaction and waits for its commit. While Kafka refuses, retries the
@@ -552,6 +608,13 @@ impl Publisher {
                 .map_err(|source| PublisherError::Encode { sequence, source })?;
             encoded.push((sequence, frames));
         }
+        // What tells this publisher's records from a rival's with the same sequences.
+        let crcs: Vec<u32> = encoded
+            .iter()
+            .map(|(_, frames)| {
+                frames.first().and_then(|f| ec_log::Frame::decode(f).ok()).map_or(0, |f| f.header.record_crc)
+            })
+            .collect();
         let started = Instant::now();
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -571,13 +634,13 @@ impl Publisher {
                                     reason: fatal,
                                 });
                             }
-                            self.check_not_taken_over(first, encoded.len() as u64, fatal.clone()).await?;
+                            self.check_not_taken_over(first, &crcs, fatal.clone()).await?;
                         }
                         // This producer can write nothing more (e.g. a transaction that outlived a broker
                         // outage). A new one, registered under the same id, learns from the topic whether the
                         // records made it: what a restart would do, without the restart.
                         warn!(sequence = first, reason = %fatal, "the Kafka producer failed for good; replacing it");
-                        match self.replace_producer(first, encoded.len() as u64).await? {
+                        match self.replace_producer(first, &crcs).await? {
                             Replaced::Written => break,
                             Replaced::Retry => continue,
                         }
@@ -615,51 +678,71 @@ enum Replaced {
 
 impl Publisher {
     /// After a "fenced" error: waits long enough for a rival publisher that took over to have written (it
-    /// heartbeats every `--heartbeat-interval-ms`), then reads the log. If it moved past the records this one
-    /// was writing, a rival writes it: stop. If not, nobody else is writing, and the error was the
+    /// heartbeats every `--heartbeat-interval-ms`), then reads the log. If it holds other records than this
+    /// one was writing, a rival writes it: stop. If not, nobody else is writing, and the error was the
     /// coordinator aborting a timed-out transaction: the caller replaces the producer and goes on.
     async fn check_not_taken_over(
         &mut self,
         first: u64,
-        count: u64,
+        ours: &[u32],
         reason: String,
     ) -> Result<(), PublisherError> {
         let grace = (self.cfg.heartbeat_interval * 3).max(Duration::from_secs(3));
         warn!(sequence = first, %reason, ?grace, "fenced: waiting to see whether another publisher writes the log");
         tokio::time::sleep(grace).await;
-        let next = log_next_sequence(&self.cfg).await?;
-        records_in_log(next, first, count)
+        let tail = log_tail(&self.cfg).await?;
+        records_in_log(&tail, first, ours)
             .map(|_| ())
             .map_err(|_| PublisherError::Fenced { cluster: self.cfg.cluster_id.clone(), reason })
     }
 
     /// Replaces a producer that failed for good with a new one of the same transactional id (which fences
-    /// the old and aborts its open transaction), retrying while Kafka is unreachable, then reads the tail to
-    /// learn whether the records `first..first + count` were committed.
-    async fn replace_producer(&mut self, first: u64, count: u64) -> Result<Replaced, PublisherError> {
+    /// the old and aborts its open transaction), retrying while Kafka is unreachable, and learns from the
+    /// tail whether the records `first..` (checksums `ours`) were committed. The tail is read before
+    /// registering too: registering would fence a rival that took over meanwhile, which must go on instead.
+    async fn replace_producer(&mut self, first: u64, ours: &[u32]) -> Result<Replaced, PublisherError> {
+        let fenced = |reason| PublisherError::Fenced { cluster: self.cfg.cluster_id.clone(), reason };
+        records_in_log(&log_tail(&self.cfg).await?, first, ours).map_err(fenced)?;
         let producer = register(&self.cfg).await;
-        let next = log_next_sequence(&self.cfg).await?;
+        let tail = log_tail(&self.cfg).await?;
         self.producer = producer;
-        records_in_log(next, first, count)
-            .map_err(|reason| PublisherError::Fenced { cluster: self.cfg.cluster_id.clone(), reason })
+        records_in_log(&tail, first, ours).map_err(fenced)
     }
 }
 
-/// The sequence the log's committed tail continues at (0 for an empty log).
-async fn log_next_sequence(cfg: &PublisherConfig) -> Result<u64, PublisherError> {
+/// What the log's committed tail holds: the sequence it continues at (0 for an empty log) and the
+/// checksums of its last records.
+async fn log_tail(cfg: &PublisherConfig) -> Result<tail::Published, PublisherError> {
     let keep = cfg.reorg_window as usize + 1;
     let tail = tail::read_tail(&cfg.kafka, &cfg.topic, &cfg.cluster_id, cfg.tail_messages, keep).await?;
-    Ok(tail.map_or(0, |t| t.next_sequence))
+    Ok(tail.unwrap_or_default())
 }
 
-/// Where the records `first..first + count` stand, given the sequence the log continues at: not written,
-/// written, or neither (another writer wrote the log meanwhile: the reason why this one must stop).
-fn records_in_log(next: u64, first: u64, count: u64) -> Result<Replaced, String> {
-    match next {
-        n if n == first => Ok(Replaced::Retry),
-        n if n == first + count => Ok(Replaced::Written),
-        n => Err(format!("the log continues at record {n} while this publisher was writing {first}")),
+/// Where the records `first..` (checksums `ours`) stand in the log, judged by content: not written (the log
+/// continues at `first`), written (it continues right after them and holds these very records), or
+/// neither: another writer wrote the log meanwhile, the reason why this one must stop.
+fn records_in_log(tail: &tail::Published, first: u64, ours: &[u32]) -> Result<Replaced, String> {
+    let next = tail.next_sequence;
+    let after = first + ours.len() as u64;
+    if next == first {
+        return Ok(Replaced::Retry);
     }
+    if next != after {
+        return Err(format!(
+            "the log continues at record {next} while this publisher was writing {first}..{after}"
+        ));
+    }
+    for (i, crc) in ours.iter().enumerate() {
+        let sequence = first + i as u64;
+        match tail.crcs.get(&sequence) {
+            Some(theirs) if theirs == crc => {}
+            Some(_) => {
+                return Err(format!("record {sequence} in the log is not the one this publisher wrote"))
+            }
+            None => return Err(format!("record {sequence} is not in the tail read back")),
+        }
+    }
+    Ok(Replaced::Written)
 }
 
 /// A transactional producer registered as the cluster's only writer (`init_transactions`), retried while
@@ -729,6 +812,37 @@ where
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
             answered => return answered,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail(next: u64, crcs: &[(u64, u32)]) -> tail::Published {
+        tail::Published { next_sequence: next, crcs: crcs.iter().copied().collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_failed_write_is_judged_by_the_records_the_log_holds() {
+        let ours = [0xa, 0xb];
+        let cases: Vec<(&str, tail::Published, Option<bool>)> = vec![
+            ("nothing of ours: write again", tail(10, &[(9, 1)]), Some(false)),
+            ("ours, committed before the failure", tail(12, &[(10, 0xa), (11, 0xb)]), Some(true)),
+            ("a rival wrote as many records as ours", tail(12, &[(10, 0xa), (11, 0xc)]), None),
+            ("a rival wrote different records at our sequences", tail(12, &[(10, 0xd), (11, 0xe)]), None),
+            ("a rival wrote more", tail(13, &[(10, 0xa), (11, 0xb), (12, 0xf)]), None),
+            ("a rival wrote fewer", tail(11, &[(10, 0xa)]), None),
+            ("the tail does not reach back to ours", tail(12, &[(11, 0xb)]), None),
+        ];
+        for (what, t, want) in cases {
+            let got = match records_in_log(&t, 10, &ours) {
+                Ok(Replaced::Written) => Some(true),
+                Ok(Replaced::Retry) => Some(false),
+                Err(_) => None,
+            };
+            assert_eq!(got, want, "{what}");
         }
     }
 }

@@ -25,7 +25,7 @@ pub enum TailError {
 }
 
 /// What the log already holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Published {
     /// The sequence number the next record gets.
     pub next_sequence: u64,
@@ -34,6 +34,9 @@ pub struct Published {
     /// The checkpoint block the log starts at, when the tail reached back to it: a reorg below it cannot be
     /// followed (a checkpoint has no undo data).
     pub checkpoint: Option<BlockRef>,
+    /// The checksums of the records read from the tail, by sequence (what a publisher whose write failed
+    /// compares its own records with: the same sequences written by a rival differ in content).
+    pub crcs: std::collections::BTreeMap<u64, u32>,
 }
 
 impl Published {
@@ -108,7 +111,7 @@ pub async fn read_tail(
     let start = low.max(high - messages);
     consumer.assign(start)?;
     let mut assembler = Assembler::new();
-    let mut published = Published { next_sequence: 0, chain: VecDeque::new(), checkpoint: None };
+    let mut published = Published::default();
     // The head named by the last heartbeat, if no block or revert came after it.
     let mut heartbeat_head = None;
     let mut offset = start;
@@ -138,6 +141,7 @@ pub async fn read_tail(
         if published.next_sequence > 0 && rec.envelope.sequence < published.next_sequence {
             continue;
         }
+        published.crcs.insert(rec.envelope.sequence, rec.record_crc);
         heartbeat_head = match &rec.record {
             Record::Heartbeat(h) => Some(h.head),
             _ => None,

@@ -291,6 +291,9 @@ impl Store {
                 if let Some(imported) = self.imported()? {
                     return Err(StoreError::ImportedButGenesis { sequence, number: imported.number });
                 }
+                if self.import_started()? {
+                    return Err(StoreError::ImportUnfinished { sequence });
+                }
                 let delta;
                 (new_code, delta) =
                     self.write_block(&mut batch, sequence, &g.block, false, in_flight_code)?;

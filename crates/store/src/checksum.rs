@@ -52,8 +52,12 @@ impl fmt::Display for Checksum {
 impl Store {
     pub fn checksum(&self) -> Result<Checksum> {
         // The Kafka offset names a place in one topic; the undo window is this replica's configuration.
-        let skip =
-            [MetaKey::KafkaOffset.encode(), MetaKey::UndoWindow.encode(), MetaKey::HistoryFloor.encode()];
+        let skip = [
+            MetaKey::KafkaOffset.encode(),
+            MetaKey::UndoWindow.encode(),
+            MetaKey::HistoryFloor.encode(),
+            MetaKey::ImportStarted.encode(),
+        ];
         let mut total = Keccak256::new();
         let mut tables = Vec::with_capacity(ALL_TABLES.len());
         // A database opened read-only may lack the (derived) trie tables: see `Store::open_read_only`.

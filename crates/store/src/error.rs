@@ -67,6 +67,11 @@ pub enum StoreError {
     )]
     ImportedButGenesis { sequence: u64, number: u64 },
     #[error(
+        "record {sequence} is a genesis record, but this database holds a half-finished import-state (it was \
+         interrupted or its root was refused): delete the database and import again, or start from an empty one"
+    )]
+    ImportUnfinished { sequence: u64 },
+    #[error(
         "{path} holds a database of layout {found}, this build reads layout {supported} (state under hashed \
          keys): rebuild it (a new snapshot lineage, or import-state) with this version"
     )]

@@ -477,6 +477,25 @@ impl Store {
         self.first_state_block.load(Ordering::SeqCst)
     }
 
+    /// Marks the database as the target of an import before anything is written to it: until
+    /// [`Store::mark_imported`] it holds a half-finished import, which no genesis record may start a chain on.
+    pub fn begin_import(&self) -> Result<()> {
+        use tables::{Meta, MetaKey};
+        if let Some(position) = self.position()? {
+            return Err(StoreError::Import {
+                reason: format!("the database has already applied records up to {}", position.sequence),
+            });
+        }
+        let mut batch = batch::Batch::default();
+        self.put::<Meta>(&mut batch, &MetaKey::ImportStarted, &Vec::new().into());
+        self.commit(batch)
+    }
+
+    /// Whether an import wrote to this database ([`Store::begin_import`]), finished or not.
+    pub fn import_started(&self) -> Result<bool> {
+        Ok(self.get::<tables::Meta>(&tables::MetaKey::ImportStarted)?.is_some())
+    }
+
     /// Records that the state tables hold block `imported.number`'s state, checked against its state root by
     /// the caller (`ether-cattle import-state`). Only on a database that has applied no record: the topic's
     /// checkpoint record is then the first one it applies.

@@ -232,6 +232,10 @@ pub enum MetaKey {
     /// Present (the reason, UTF-8) when this chain's headers do not commit to its state, found at genesis:
     /// roots are computed and kept, never compared (see `Store::check_genesis_root`).
     RootsUnchecked,
+    /// Present (empty) from the first write of `import-state` on: the state tables are an import's, finished
+    /// only once [`MetaKey::Imported`] is there too. A genesis record is refused on such a database (a
+    /// half-finished import must never become a chain's state). Local: left out of the checksum.
+    ImportStarted,
 }
 
 impl MetaKey {
@@ -249,6 +253,7 @@ impl MetaKey {
             MetaKey::Layout => "layout",
             MetaKey::Trie => "trie",
             MetaKey::RootsUnchecked => "roots_unchecked",
+            MetaKey::ImportStarted => "import_started",
         }
     }
 }

@@ -70,6 +70,8 @@ pub struct Geth {
     chain_id: u64,
     /// The flags `spawn` was given, for [`Geth::restart`].
     extra: Vec<String>,
+    /// `--state.scheme`: "hash" (archive: every old block's state) unless told otherwise.
+    scheme: &'static str,
 }
 
 impl Geth {
@@ -89,13 +91,29 @@ impl Geth {
         })
     }
 
+    /// [`Geth::dev`] with the path scheme, geth's default (a node as operators run it, without archive
+    /// state).
+    pub fn dev_path_scheme(funded: &[&str], period_secs: u64) -> Result<Geth, GethError> {
+        Geth::dev_on("path", funded, period_secs, |_| {})
+    }
+
     /// [`Geth::dev`] with its genesis `config` edited by `edit` first.
     pub fn dev_with(
         funded: &[&str],
         period_secs: u64,
         edit: impl FnOnce(&mut serde_json::Map<String, Value>),
     ) -> Result<Geth, GethError> {
+        Geth::dev_on("hash", funded, period_secs, edit)
+    }
+
+    fn dev_on(
+        scheme: &'static str,
+        funded: &[&str],
+        period_secs: u64,
+        edit: impl FnOnce(&mut serde_json::Map<String, Value>),
+    ) -> Result<Geth, GethError> {
         let mut geth = Geth::new()?;
+        geth.scheme = scheme;
         let out = geth.run_step("dumpgenesis", Command::new(&geth.bin).args(["--dev", "dumpgenesis"]))?;
         let mut genesis: Value = serde_json::from_slice(&out.stdout)?;
         // geth's developer chain schedules forks still in development (Bogota, at 1.17.10); the chain here
@@ -160,6 +178,7 @@ impl Geth {
             jwt,
             chain_id: 0,
             extra: Vec::new(),
+            scheme: "hash",
         })
     }
 
@@ -200,7 +219,7 @@ impl Geth {
                 .arg(self.datadir())
                 // Preimages from genesis on (archive mode records the later ones): `geth dump` and
                 // `debug_accountRange` name every account by address only when geth knows it.
-                .args(["--state.scheme", "hash", "--cache.preimages", "init"])
+                .args(["--state.scheme", self.scheme, "--cache.preimages", "init"])
                 .arg(genesis),
         )?;
         Ok(())
@@ -215,7 +234,9 @@ impl Geth {
         let child = Command::new(&self.bin)
             .arg("--datadir")
             .arg(self.datadir())
-            .args(["--gcmode", "archive", "--state.scheme", "hash"])
+            .args(["--state.scheme", self.scheme])
+            // Archive state with the hash scheme; the path scheme keeps its default (recent state only).
+            .args(if self.scheme == "hash" { &["--gcmode", "archive"][..] } else { &[] })
             .args(["--http", "--http.addr", "127.0.0.1", "--http.port", &self.http_port.to_string()])
             .args([
                 "--http.api",
