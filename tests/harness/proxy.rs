@@ -19,12 +19,16 @@ use serde_json::Value;
 /// Rewrites one call's answer: `(method, params, result)`; returns whether it changed anything.
 pub type Rewrite = Box<dyn FnMut(&str, &Value, &mut Value) -> bool + Send>;
 
+/// Sees each call `(method, params)` before it is forwarded (to change the client's chain under a caller).
+pub type Before = Box<dyn FnMut(&str, &Value) + Send>;
+
 pub struct Proxy {
     pub port: u16,
     down: Arc<AtomicBool>,
     /// Milliseconds every answer is held back.
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
     rewrite: Arc<Mutex<Option<Rewrite>>>,
+    before: Arc<Mutex<Option<Before>>>,
     /// Answers rewritten so far.
     pub rewritten: Arc<std::sync::atomic::AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -41,12 +45,14 @@ impl Proxy {
             down: Arc::default(),
             delay_ms: Arc::default(),
             rewrite: Arc::new(Mutex::new(None)),
+            before: Arc::new(Mutex::new(None)),
             rewritten: Arc::default(),
             stop: Arc::default(),
         };
         let (down, rewrite, rewritten, stop) =
             (proxy.down.clone(), proxy.rewrite.clone(), proxy.rewritten.clone(), proxy.stop.clone());
         let delay = proxy.delay_ms.clone();
+        let before = proxy.before.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let (stream, _) = match listener.accept() {
@@ -62,9 +68,10 @@ impl Proxy {
                 }
                 let (upstream, rewrite, rewritten) = (upstream.clone(), rewrite.clone(), rewritten.clone());
                 let delay = Duration::from_millis(delay.load(Ordering::Relaxed));
+                let before = before.clone();
                 std::thread::spawn(move || {
                     std::thread::sleep(delay);
-                    let _ = serve(stream, &upstream, &rewrite, &rewritten);
+                    let _ = serve(stream, &upstream, &before, &rewrite, &rewritten);
                 });
             }
         });
@@ -85,6 +92,10 @@ impl Proxy {
         self.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
+    pub fn set_before(&self, before: Option<Before>) {
+        *self.before.lock().expect("before lock") = before;
+    }
+
     pub fn set_rewrite(&self, rewrite: Option<Rewrite>) {
         *self.rewrite.lock().expect("rewrite lock") = rewrite;
     }
@@ -99,6 +110,7 @@ impl Drop for Proxy {
 fn serve(
     stream: TcpStream,
     upstream: &str,
+    before: &Mutex<Option<Before>>,
     rewrite: &Mutex<Option<Rewrite>>,
     rewritten: &std::sync::atomic::AtomicU64,
 ) -> std::io::Result<()> {
@@ -123,6 +135,17 @@ fn serve(
     }
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body)?;
+    if let (Some(f), Ok(request)) =
+        (before.lock().expect("before lock").as_mut(), serde_json::from_slice::<Value>(&body))
+    {
+        let calls = match &request {
+            Value::Array(calls) => calls.iter().collect(),
+            one => vec![one],
+        };
+        for call in calls {
+            f(call["method"].as_str().unwrap_or(""), &call["params"]);
+        }
+    }
     let answer = forward(upstream, &body)?;
     let answer = match (serde_json::from_slice::<Value>(&body), serde_json::from_slice::<Value>(&answer)) {
         (Ok(request), Ok(mut response)) => {
