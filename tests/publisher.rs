@@ -998,3 +998,43 @@ fn a_reorg_while_a_block_is_fetched_is_a_retry() {
     let (head, _) = c.client.head();
     assert_replica_equals_upstream(&c.client, &dir, head, &touched(&log));
 }
+
+/// Issue 26, item 7: a publisher that falls behind its client (geth behind a proxy holding every answer
+/// back 400 ms: a block takes longer to publish than geth takes to seal one) takes the replicas out of the
+/// balancer once the client's head, as its heartbeats report it, is more than `--max-behind-client-blocks`
+/// past theirs; they return once it has caught up. On geth's developer chain: a genesis-file devnet.
+#[test]
+fn a_publisher_behind_its_client_takes_replicas_out() {
+    let client = Upstream::geth();
+    let proxy = harness::proxy::Proxy::start(format!("127.0.0.1:{}", client.port));
+    let broker = MockBroker::start(&["log"]).expect("mock broker");
+    let tmp = tempdir();
+    let mut publisher = Command::new(bin());
+    publisher
+        .args([
+            "publisher",
+            "--topic",
+            "log",
+            "--cluster-id",
+            CLUSTER,
+            "--brokers",
+            &broker.bootstrap_servers(),
+        ])
+        .args(["--rpc-url", &proxy.url(), "--tx-topic", "none", "--pipeline-depth", "1"])
+        .args(["--heartbeat-interval-ms", "2000", "--poll-interval-ms", "100"])
+        .arg("--genesis")
+        .arg(client.genesis());
+    let _publisher = spawn_logged(publisher, &tmp.path().join("publisher.log"));
+    let port = free_port();
+    let mut replica = replica_follow_cmd(&tmp.path().join("replica"), &broker.bootstrap_servers(), "log");
+    replica.args(["--max-behind-client-blocks", "3", "--max-silence-secs", "20"]);
+    replica.args(["--health-addr", &format!("127.0.0.1:{port}")]);
+    let _replica = spawn_quiet(replica);
+    wait_ready(port, 200, 90, "the replica to be ready");
+
+    proxy.set_delay(Duration::from_millis(400));
+    let body = wait_ready(port, 503, 90, "the replica to leave with the publisher behind its client");
+    assert!(body.contains("behind"), "{body}");
+    proxy.set_delay(Duration::ZERO);
+    wait_ready(port, 200, 90, "the replica to return once the publisher caught up");
+}

@@ -541,7 +541,8 @@ impl Publisher {
     /// Writes a heartbeat: the log's head, the client's head and its safe and finalized blocks, the
     /// publisher's state. The client is asked under a short timeout (a quarter of the heartbeat interval, at
     /// most 2 s): a slow client must not delay the heartbeat that says this publisher is alive. What it did
-    /// not answer in time is reported as last known.
+    /// not answer in time is reported as last known (the client's head number as the sync loop last read
+    /// it, with the timestamp of the last head read whole).
     async fn heartbeat(&mut self) -> Result<(), PublisherError> {
         let head = self.head();
         let limit =
@@ -553,6 +554,12 @@ impl Publisher {
                 self.set_state(PublisherState::ClientUnreachable { since_ms: now_ms(), error: e.to_string() })
             }
             Ok(Err(_)) => {}
+        }
+        // A client too slow for the heartbeat's read still told the sync loop its head: the lag behind the
+        // client is what replicas judge readiness by, and a slow client is when it grows.
+        let seen = self.metrics.client_head.load(Relaxed);
+        if let Some(c) = self.client_head.as_mut().filter(|c| c.number < seen) {
+            c.number = seen;
         }
         let tags = async { (self.tag(BlockId::Safe, head).await, self.tag(BlockId::Finalized, head).await) };
         if let Ok(tags) = tokio::time::timeout(limit, tags).await {
