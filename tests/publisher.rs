@@ -775,12 +775,16 @@ fn a_starting_publisher_waits_for_a_client_that_is_not_up_yet() {
 /// transaction whose SELFDESTRUCT ran in a frame that reverted appears in no diff, and one created by
 /// CREATE2 at a pre-funded address is reported deleted. Each is touched again by a later transaction of the
 /// same block. Also: a create-and-destroy in one transaction, an EIP-6780 survivor touched again in its
-/// block, and an EIP-7702 delegation set and then cleared. Every touched account's balance, nonce, code and
-/// storage on the replica equal geth's at every block (and the replica checked every block's state root).
+/// block, and an EIP-7702 delegation set and then cleared. The publisher checks every account of every record
+/// against proofs (`--verify-rate 1`); every touched account's balance, nonce, code and storage on the replica
+/// equal geth's at every block (and the replica checked every block's state root).
 #[test]
 fn self_destructs_creations_and_delegations_equal_geths_at_every_block() {
     use harness::evm;
-    let c = Cluster::on(Upstream::geth());
+    // Every account of every block checked against proofs (item 3): at the block, and before it at the parent.
+    let mut c = Cluster::idle(Upstream::geth(), MockBroker::start(&["log", "log-tx"]).expect("mock broker"));
+    c.publisher_args = vec!["--verify-rate".into(), "1".into()];
+    c.start_publisher();
     let a = &c.client;
     let deploy = |from: &str, init: Vec<u8>| {
         contract_address(

@@ -24,6 +24,8 @@ FUNCTION_ACTIONS = {
         "ec2:DescribeSnapshots", "ec2:DeleteSnapshot", "ec2:DescribeLaunchTemplates",
         "ec2:DescribeLaunchTemplateVersions", "ebs:ListSnapshotBlocks", "ebs:ListChangedBlocks",
         "cloudwatch:PutMetricData",
+        # The launch template versions the cluster's groups launch from: never pruned.
+        "autoscaling:DescribeAutoScalingGroups",
         # Encrypted snapshots in the EBS direct APIs, through EBS only (kms:ViaService).
         "kms:Decrypt", "kms:DescribeKey",
     },

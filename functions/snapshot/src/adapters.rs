@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, time::Duration};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification, VolumeAttachmentState};
 use ec_functions::{
     snapshots::{tag_filter, Ec2},
-    tags, AwsError,
+    tags, AwsError, SnapshotCatalog, SnapshotRecord,
 };
 
 use crate::{
@@ -13,11 +13,71 @@ use crate::{
     source::SourceHealth,
 };
 
+/// EC2 and Auto Scaling: the snapshot function's view of the cluster's volumes, snapshots and what launches
+/// from them.
+pub struct Fleet {
+    pub ec2: Ec2,
+    pub groups: aws_sdk_autoscaling::Client,
+}
+
 #[async_trait::async_trait]
-impl Volumes for Ec2 {
+impl SnapshotCatalog for Fleet {
+    async fn list_snapshots(&self, cluster: &str) -> Result<Vec<SnapshotRecord>, AwsError> {
+        self.ec2.list_snapshots(cluster).await
+    }
+}
+
+impl Fleet {
+    /// The launch template versions the cluster's Auto Scaling groups launch from, and those their
+    /// instances were launched from (an instance refresh leaves both for a while): `(template id, version)`.
+    async fn group_versions(&self, cluster: &str) -> Result<BTreeSet<(String, String)>, AwsError> {
+        let resource = format!("Auto Scaling groups of cluster {cluster}");
+        let mut versions = BTreeSet::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .groups
+                .describe_auto_scaling_groups()
+                .filters(
+                    aws_sdk_autoscaling::types::Filter::builder()
+                        .name(format!("tag:{}", tags::CLUSTER))
+                        .values(cluster)
+                        .build(),
+                )
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| AwsError::new("DescribeAutoScalingGroups", &resource, e))?;
+            for g in page.auto_scaling_groups() {
+                let specs = g
+                    .launch_template()
+                    .into_iter()
+                    .chain(
+                        g.mixed_instances_policy()
+                            .and_then(|m| m.launch_template())
+                            .and_then(|l| l.launch_template_specification()),
+                    )
+                    .chain(g.instances().iter().filter_map(|i| i.launch_template()));
+                for spec in specs {
+                    if let (Some(id), Some(version)) = (spec.launch_template_id(), spec.version()) {
+                        versions.insert((id.to_string(), version.to_string()));
+                    }
+                }
+            }
+            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+            if token.is_none() {
+                return Ok(versions);
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Volumes for Fleet {
     async fn source_volumes(&self, cluster: &str) -> Result<Vec<SourceVolume>, AwsError> {
         let resource = format!("volumes of cluster {cluster} with role {}", tags::ROLE_SNAPSHOT_SOURCE);
         let out = self
+            .ec2
             .0
             .describe_volumes()
             .filters(tag_filter(tags::CLUSTER, cluster))
@@ -37,7 +97,7 @@ impl Volumes for Ec2 {
                 .and_then(|a| a.instance_id())
                 .map(str::to_string);
             let private_ip = match &instance_id {
-                Some(id) => private_ip(&self.0, id).await?,
+                Some(id) => private_ip(&self.ec2.0, id).await?,
                 None => None,
             };
             found.push(SourceVolume { volume_id: volume_id.to_string(), instance_id, private_ip });
@@ -56,6 +116,7 @@ impl Volumes for Ec2 {
             .set_tags(Some(t.iter().map(|(k, v)| Tag::builder().key(*k).value(v).build()).collect()))
             .build();
         let out = self
+            .ec2
             .0
             .create_snapshot()
             .volume_id(volume_id)
@@ -70,7 +131,8 @@ impl Volumes for Ec2 {
     }
 
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), AwsError> {
-        self.0
+        self.ec2
+            .0
             .delete_snapshot()
             .snapshot_id(snapshot_id)
             .send()
@@ -90,6 +152,7 @@ impl Volumes for Ec2 {
             let mut token = None;
             loop {
                 let page = self
+                    .ec2
                     .0
                     .describe_volumes()
                     .filters(Filter::builder().name("snapshot-id").set_values(Some(chunk.to_vec())).build())
@@ -104,9 +167,30 @@ impl Volumes for Ec2 {
                 }
             }
         }
+        // The versions the cluster's groups launch from (a version the scaler reused may be neither default
+        // nor latest), and the default and latest versions of its launch templates: what launches next.
+        for (id, version) in self.group_versions(cluster).await? {
+            let versions = self
+                .ec2
+                .0
+                .describe_launch_template_versions()
+                .launch_template_id(&id)
+                .versions(&version)
+                .send()
+                .await
+                .map_err(|e| {
+                    AwsError::new("DescribeLaunchTemplateVersions", format!("{id} version {version}"), e)
+                })?;
+            for v in versions.launch_template_versions() {
+                let mappings =
+                    v.launch_template_data().map(|d| d.block_device_mappings()).unwrap_or_default();
+                used.extend(mappings.iter().filter_map(|m| m.ebs()?.snapshot_id()).map(str::to_string));
+            }
+        }
         // The default and latest versions of the cluster's launch templates: what the ASG launches next.
         let resource = format!("launch templates of cluster {cluster}");
         let lts = self
+            .ec2
             .0
             .describe_launch_templates()
             .filters(tag_filter(tags::CLUSTER, cluster))
@@ -122,6 +206,7 @@ impl Volumes for Ec2 {
                 ));
             };
             let versions = self
+                .ec2
                 .0
                 .describe_launch_template_versions()
                 .launch_template_id(id)

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
-    adapters::{Ebs, HttpPosition},
+    adapters::{Ebs, Fleet, HttpPosition},
     ports::{BlockCheck, ReplicaPosition, Volumes},
     prune::{self, Plan, PrunePolicy},
     source::check_source,
@@ -54,7 +54,7 @@ impl Config {
 /// The function with its AWS adapters.
 pub struct Lambda {
     pub config: Config,
-    pub ec2: Ec2,
+    pub ec2: Fleet,
     pub ebs: Ebs,
     pub position: HttpPosition,
     pub metrics: Publisher,
@@ -66,7 +66,10 @@ impl Lambda {
         let metrics =
             Publisher::cloudwatch(&config.namespace, &config.cluster, aws_sdk_cloudwatch::Client::new(sdk));
         Ok(Self {
-            ec2: Ec2(aws_sdk_ec2::Client::new(sdk)),
+            ec2: Fleet {
+                ec2: Ec2(aws_sdk_ec2::Client::new(sdk)),
+                groups: aws_sdk_autoscaling::Client::new(sdk),
+            },
             ebs: Ebs(aws_sdk_ebs::Client::new(sdk)),
             position: HttpPosition::new(config.admin_port, config.admin_url.clone()),
             metrics,

@@ -16,7 +16,7 @@ use aws_sdk_ec2::types::{
 };
 use ec_functions::{snapshots::tag_filter, tags, Ec2, Env, Publisher, SnapshotPosition};
 use ec_snapshot::{
-    adapters::{Ebs, HttpPosition},
+    adapters::{Ebs, Fleet, HttpPosition},
     handler::{run, Config, Deps},
     ports::{BlockCheck, MemoryBlocks},
 };
@@ -151,7 +151,8 @@ async fn snapshot_function_on_moto() {
         .device_name("/dev/sdf")
         .ebs(LaunchTemplateEbsBlockDeviceRequest::builder().snapshot_id(&s1).build())
         .build();
-    ec2.create_launch_template()
+    let lt = ec2
+        .create_launch_template()
         .launch_template_name("c1-replicas")
         .launch_template_data(
             RequestLaunchTemplateData::builder().image_id(&image).block_device_mappings(mapping).build(),
@@ -160,6 +161,52 @@ async fn snapshot_function_on_moto() {
         .send()
         .await
         .expect("CreateLaunchTemplate");
+    let lt = lt.launch_template().and_then(|l| l.launch_template_id()).expect("template id").to_string();
+    // Version 2 (the default and the latest) names s3; s1 is named only by version 1, which the cluster's
+    // group still launches from (a version the scaler reused): pinned, so not pruned.
+    let s3_mapping = LaunchTemplateBlockDeviceMappingRequest::builder()
+        .device_name("/dev/sdf")
+        .ebs(LaunchTemplateEbsBlockDeviceRequest::builder().snapshot_id(&s3).build())
+        .build();
+    ec2.create_launch_template_version()
+        .launch_template_id(&lt)
+        .launch_template_data(
+            RequestLaunchTemplateData::builder().image_id(&image).block_device_mappings(s3_mapping).build(),
+        )
+        .send()
+        .await
+        .expect("CreateLaunchTemplateVersion");
+    ec2.modify_launch_template()
+        .launch_template_id(&lt)
+        .default_version("2")
+        .send()
+        .await
+        .expect("ModifyLaunchTemplate");
+    let autoscaling = aws_sdk_autoscaling::Client::new(&sdk);
+    autoscaling
+        .create_auto_scaling_group()
+        .auto_scaling_group_name("c1-replicas")
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_id(&lt)
+                .version("1")
+                .build(),
+        )
+        .min_size(0)
+        .max_size(4)
+        .desired_capacity(0)
+        .availability_zones("us-east-1a")
+        .tags(
+            aws_sdk_autoscaling::types::Tag::builder()
+                .key(tags::CLUSTER)
+                .value(CLUSTER)
+                .propagate_at_launch(true)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateAutoScalingGroup");
+    let fleet = Fleet { ec2: Ec2(ec2.clone()), groups: autoscaling.clone() };
 
     // moto answers ListSnapshotBlocks/ListChangedBlocks with string block indexes, which the SDK rejects: the
     // real EBS adapter's error names the call and the snapshot; the run itself uses the in-memory blocks.
@@ -181,7 +228,7 @@ async fn snapshot_function_on_moto() {
     let cw = aws_sdk_cloudwatch::Client::new(&sdk);
     let publisher = Publisher::cloudwatch(&cfg.namespace, CLUSTER, cw.clone());
     let position = HttpPosition::new(cfg.admin_port, cfg.admin_url.clone());
-    let deps = Deps { ec2: &Ec2(ec2.clone()), ebs: &blocks, position: &position, metrics: &publisher };
+    let deps = Deps { ec2: &fleet, ebs: &blocks, position: &position, metrics: &publisher };
     let report = run(&cfg, &deps, ec_functions::unix_now()).await.expect("snapshot run");
     let report = serde_json::to_value(report).expect("json");
     eprintln!("report: {report:#}");
@@ -206,7 +253,8 @@ async fn snapshot_function_on_moto() {
     assert_eq!(report["newest_blocks"], json!(3));
     assert_eq!(report["changed_bytes"], json!(CHANGED));
 
-    // Pruned: keep the newest two completed (new, s3) and s1 (in the launch template); s2 goes.
+    // Pruned: keep the newest two completed (new, s3) and s1 (its launch template version is the group's);
+    // s2 goes.
     assert_eq!(report["pruned"], json!([s2]));
     let left = ec2
         .describe_snapshots()
@@ -238,7 +286,7 @@ async fn snapshot_function_on_moto() {
     let cfg = Config::from_env(&Env::from_pairs([("CLUSTER_ID", CLUSTER), ("ADMIN_URL", lagging.as_str())]))
         .expect("config");
     let position = HttpPosition::new(cfg.admin_port, cfg.admin_url.clone());
-    let deps = Deps { ec2: &Ec2(ec2.clone()), ebs: &blocks, position: &position, metrics: &publisher };
+    let deps = Deps { ec2: &fleet, ebs: &blocks, position: &position, metrics: &publisher };
     let err = run(&cfg, &deps, ec_functions::unix_now()).await.expect_err("a lagging source is refused");
     assert!(err.to_string().contains("500 messages behind"), "{err:#}");
     let now_there =
