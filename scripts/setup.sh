@@ -67,6 +67,7 @@ fi
 
 # Python tools from PyPI, for the python3 on PATH (pip only when something is missing):
 # - cfn-lint, pytest and parliament (IAM policy linter) for the CloudFormation checks (infra/);
+# - confluent-kafka (librdkafka's Python client): tests/kafka_grants.rs creates the template's ACLs with it;
 # - moto, the AWS API emulator: the functions' tests start its server, the infra deploy test uses it in process;
 # - cargo-lambda (with zig) to build the Lambda functions (functions/README.md).
 # The RPC clients the tests drive against the balancer (ethers v6, viem), pinned by the lock file.
@@ -83,9 +84,9 @@ pip_install() {
 if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3 python3-pip >/dev/null
 fi
-if ! python3 -c 'import cfnlint, pytest, moto.server, flask, boto3, parliament' >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1; then
-  echo "setup: installing cfn-lint, pytest, moto, boto3 and parliament (the IAM policy linter)"
-  pip_install cfn-lint pytest 'moto[server,cloudformation]==5.2.1' boto3 'parliament==1.6.4'
+if ! python3 -c 'import cfnlint, pytest, moto.server, flask, boto3, parliament, confluent_kafka' >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1; then
+  echo "setup: installing cfn-lint, pytest, moto, boto3, parliament (the IAM policy linter) and confluent-kafka"
+  pip_install cfn-lint pytest 'moto[server,cloudformation]==5.2.1' boto3 'parliament==1.6.4' 'confluent-kafka==2.6.1'
 fi
 cargo lambda --version >/dev/null 2>&1 || { echo "setup: installing cargo-lambda"; pip_install 'cargo-lambda==1.9.2'; }
 

@@ -100,8 +100,8 @@ impl Cluster {
         self.broker.bootstrap_servers()
     }
 
-    /// Waits until the log's head is anvil's head, then replays it into a fresh replica; returns the replica
-    /// directory and the log.
+    /// Waits until the log's head is the client's head, then replays it into a fresh replica; returns the
+    /// replica directory and the log as it was when the replica started (the replica holds at least that).
     pub fn replay(&self, name: &str) -> (std::path::PathBuf, Vec<ec_log::Assembled>) {
         let wait = std::env::var("EC_TEST_WAIT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
         let deadline = Instant::now() + Duration::from_secs(wait);
@@ -126,9 +126,13 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        // The log as of now, read before the replica runs: the replica reads at least this far, while a
+        // client that keeps sealing blocks (geth --dev with a period) may add more to the topic meanwhile,
+        // which a log read afterwards would name but the replica may not hold.
+        let log = read_log(&self.brokers(), "log");
         let dir = self.tmp.path().join(name);
         run_replica_ok(&dir, &self.brokers(), "log");
-        (dir, read_log(&self.brokers(), "log"))
+        (dir, log)
     }
 }
 

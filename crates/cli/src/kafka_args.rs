@@ -23,6 +23,10 @@ pub struct KafkaArgs {
     /// PEM CA bundle for TLS; the system trust store when unset.
     #[arg(long, env = "EC_KAFKA_SSL_CA_LOCATION")]
     pub kafka_ssl_ca_location: Option<String>,
+    /// With `--kafka-sasl-mechanism OAUTHBEARER`: sign in with unsigned tokens naming this principal, for a
+    /// development or test broker that validates with Kafka's unsecured validator (never in production).
+    #[arg(long, env = "EC_KAFKA_OAUTH_UNSECURED_PRINCIPAL")]
+    pub kafka_oauth_unsecured_principal: Option<String>,
     /// Any librdkafka property, `key=value`; repeatable.
     #[arg(long = "kafka-option", value_parser = parse_key_value)]
     pub kafka_options: Vec<(String, String)>,
@@ -40,7 +44,15 @@ impl KafkaArgs {
     /// credentials and region from the SDK's usual chain (environment, instance profile, ...), refreshed in
     /// the background for as long as the process runs.
     pub async fn connect(self) -> anyhow::Result<KafkaConfig> {
+        let unsecured = self.kafka_oauth_unsecured_principal.clone();
         let cfg = self.into_config();
+        if let Some(principal) = unsecured {
+            if cfg.sasl_mechanism.as_deref() != Some("OAUTHBEARER") {
+                anyhow::bail!("--kafka-oauth-unsecured-principal needs --kafka-sasl-mechanism OAUTHBEARER");
+            }
+            ec_kafka::unsecured::UnsecuredJwt::install(&principal);
+            tracing::warn!(%principal, "Kafka: unsigned OAUTHBEARER tokens (a development broker's unsecured validator)");
+        }
         if cfg.is_msk_iam() {
             let sdk = crate::aws::sdk_config().await;
             let region = sdk

@@ -9,45 +9,39 @@ use std::{
         atomic::{AtomicU32, Ordering},
         Arc,
     },
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
-use base64::Engine;
 use ec_kafka::{
     context::{install_token_source, TokenSource},
+    unsecured::UnsecuredJwt,
     Fetched, KafkaConfig, LogProducer, PartitionConsumer,
 };
 use ec_testkit::KafkaBroker;
 use rdkafka::client::OAuthToken;
 
-/// Unsigned JWTs (`alg: none`) for one subject, counting how often librdkafka asked.
-struct UnsecuredJwt {
-    subject: String,
+/// Unsigned JWTs (`alg: none`) for one subject ([`UnsecuredJwt`]), counting how often librdkafka asked.
+struct UnsecuredJwtCounted {
+    inner: UnsecuredJwt,
     asked: AtomicU32,
 }
 
-impl TokenSource for UnsecuredJwt {
+impl TokenSource for UnsecuredJwtCounted {
     fn token(&self) -> Result<OAuthToken, Box<dyn Error>> {
         self.asked.fetch_add(1, Ordering::SeqCst);
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs();
-        let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        let header = b64(r#"{"alg":"none"}"#.to_string());
-        let claims = b64(format!(r#"{{"sub":"{}","iat":{now},"exp":{}}}"#, self.subject, now + 900));
-        Ok(OAuthToken {
-            token: format!("{header}.{claims}."),
-            principal_name: self.subject.clone(),
-            lifetime_ms: ((now + 900) * 1000) as i64,
-        })
+        self.inner.token()
     }
 }
 
 /// The process's token source, one for every test here (they run at once, and the source is process-wide).
-fn installed_source() -> Arc<UnsecuredJwt> {
-    static SOURCE: std::sync::OnceLock<Arc<UnsecuredJwt>> = std::sync::OnceLock::new();
+fn installed_source() -> Arc<UnsecuredJwtCounted> {
+    static SOURCE: std::sync::OnceLock<Arc<UnsecuredJwtCounted>> = std::sync::OnceLock::new();
     SOURCE
         .get_or_init(|| {
-            let source =
-                Arc::new(UnsecuredJwt { subject: "ether-cattle-test".into(), asked: AtomicU32::new(0) });
+            let source = Arc::new(UnsecuredJwtCounted {
+                inner: UnsecuredJwt::new("ether-cattle-test"),
+                asked: AtomicU32::new(0),
+            });
             install_token_source(source.clone());
             source
         })

@@ -64,8 +64,22 @@ impl KafkaBroker {
     /// built-in unsecured JWT validator (an unsigned JWT with a subject and an unexpired `exp` passes): the
     /// OAUTHBEARER client path of MSK IAM, without AWS. Returns the broker and that listener's address.
     pub fn start_with_oauthbearer() -> Result<(Self, String), KafkaBrokerError> {
+        Self::start_sasl(&[])
+    }
+
+    /// [`KafkaBroker::start_with_oauthbearer`] with Kafka's standard ACL authorizer: a client signed in over
+    /// OAUTHBEARER (`User:<its token's subject>`) may do only what an ACL allows it. The PLAINTEXT listener's
+    /// clients (`User:ANONYMOUS`, the harness itself: topics, ACLs, reading the log back) are super users.
+    pub fn start_with_acls() -> Result<(Self, String), KafkaBrokerError> {
+        Self::start_sasl(&[
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer".to_string(),
+            "super.users=User:ANONYMOUS".to_string(),
+        ])
+    }
+
+    fn start_sasl(extra: &[String]) -> Result<(Self, String), KafkaBrokerError> {
         let (port, controller_port, sasl) = (crate::free_port()?, crate::free_port()?, crate::free_port()?);
-        let props = vec![
+        let mut props = vec![
             format!(
                 "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},\
                  SASL_PLAINTEXT://127.0.0.1:{sasl}"
@@ -78,6 +92,7 @@ impl KafkaBroker {
              org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;"
                 .to_string(),
         ];
+        props.extend_from_slice(extra);
         let mut broker = KafkaBroker { dir: tempfile::tempdir()?, port, controller_port, props, child: None };
         broker.spawn()?;
         let addr = format!("127.0.0.1:{sasl}");
