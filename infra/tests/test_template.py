@@ -223,7 +223,10 @@ def test_groups_and_roles(cluster):
     assert (hook["LifecycleHookName"], hook["DefaultResult"]) == ("ether-cattle-ready", "ABANDON")
     script = r["PublisherLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"][0]
     assert script.index("trap 'hook ABANDON' ERR") < script.index("create-topics")
-    assert script.index('"${ImageUri}" publisher') < script.index("127.0.0.1:9101/metrics; do") < script.index("hook CONTINUE")
+    # In service only once a heartbeat is in the log, not on an open metrics port (a crash loop serves it).
+    waits = script.index('until [ "$(beats)" -ge 1 ]')
+    assert script.index('"${ImageUri}" publisher') < waits < script.index("hook CONTINUE")
+    assert "ether_cattle_publisher_heartbeats_written_total" in script[script.index("beats()"):waits]
 
 
 def test_publisher_creates_topics_with_the_projects_image(cluster):
