@@ -441,10 +441,14 @@ impl ReplicaFleet for AsgFleet {
     async fn start_refresh(&self, name: &str) -> Result<String, AwsError> {
         // Replacements first (up to twice the group), every ready instance kept until its replacement is in
         // service (the launch hook: ready), instances already on the group's configuration left alone.
+        // The warm-up after a replacement is in service: its catch-up is already over (the launch hook
+        // completes on readiness), what is left is the ALB's two 10 s health checks. Unset, AWS would take
+        // the group's health-check grace period (ReplicaCatchUpSecs, an hour by default) per replacement.
         let preferences = RefreshPreferences::builder()
             .min_healthy_percentage(100)
             .max_healthy_percentage(200)
             .skip_matching(true)
+            .instance_warmup(REFRESH_WARMUP_SECS)
             .build();
         let out = self
             .asg
@@ -457,6 +461,10 @@ impl ReplicaFleet for AsgFleet {
         Ok(format!("instance refresh {} of {name} started", out.instance_refresh_id().unwrap_or("(no id)")))
     }
 }
+
+/// Seconds an instance refresh waits after a replacement is in service: the ALB's two health checks at 10 s
+/// and a margin (`infra/cluster.yaml`, the target groups' `HealthyThresholdCount` and interval).
+pub const REFRESH_WARMUP_SECS: i32 = 30;
 
 /// The load balancer's view: this cluster's healthy targets (its own target group), and CloudWatch's
 /// `RequestCountPerTarget` of the shared serving target group, where every user request arrives (the cluster's
