@@ -107,6 +107,8 @@ pub struct Report {
     /// The snapshot new replicas start from after this run, and what was changed to get there.
     pub snapshot: Option<String>,
     pub snapshot_change: Option<String>,
+    /// Why new replicas were not moved to a newer snapshot this run (an instance refresh running).
+    pub repoint_deferred: Option<String>,
     pub ready: Option<u32>,
     pub load_per_min: Option<f64>,
     pub decision: Decision,
@@ -136,12 +138,29 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, trigger: &Trigger, now: i64) -> any
     }
     let state = d.fleet.state().await.map_err(|e| anyhow::anyhow!("{e}; nothing done"))?;
 
-    let (snapshot, snapshot_change) = match point_new_replicas(cfg, d, &state).await {
-        Ok(r) => r,
-        Err(e) => {
-            problem(e);
+    // Not while an instance refresh runs: moving the groups to another launch template version mid-refresh
+    // would leave its replacements on the old one and roll them again.
+    let refreshing = refreshing_groups(d).await;
+    let repoint_deferred = match &refreshing {
+        Ok(groups) if groups.is_empty() => None,
+        Ok(groups) => Some(format!("instance refresh running in {groups:?}")),
+        Err(e) => Some(format!("cannot tell whether an instance refresh runs: {e}")),
+    };
+    let (snapshot, snapshot_change) = match &repoint_deferred {
+        Some(why) => {
+            tracing::info!(reason = %why, "new replicas keep their snapshot for now");
+            if let Err(e) = refreshing {
+                problem(e);
+            }
             (state.snapshot_id.clone(), None)
         }
+        None => match point_new_replicas(cfg, d, &state).await {
+            Ok(r) => r,
+            Err(e) => {
+                problem(e);
+                (state.snapshot_id.clone(), None)
+            }
+        },
     };
 
     let ready = d.load.ready().await.map_err(|e| problem(e.to_string())).ok();
@@ -180,6 +199,7 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, trigger: &Trigger, now: i64) -> any
         trigger: format!("{trigger:?}"),
         snapshot,
         snapshot_change,
+        repoint_deferred,
         ready,
         load_per_min,
         decision,
@@ -215,6 +235,17 @@ async fn roll_outdated(d: &Deps<'_>) -> (Vec<GroupRoll>, Vec<String>) {
         rolls.push(GroupRoll { group, decision, started });
     }
     (rolls, errors)
+}
+
+/// The groups with an instance refresh running.
+async fn refreshing_groups(d: &Deps<'_>) -> Result<Vec<String>, String> {
+    let mut running = Vec::new();
+    for group in d.fleet.roll_groups() {
+        if d.fleet.refresh_in_progress(&group).await.map_err(|e| e.to_string())? {
+            running.push(group);
+        }
+    }
+    Ok(running)
 }
 
 /// Moves new replicas to the newest usable snapshot when it is newer than the one they start from now.
@@ -341,6 +372,28 @@ mod tests {
         assert_eq!((s.snapshot_id.as_deref(), s.desired, s.last_change_at), (Some("new"), 3, Some(NOW)));
         assert_eq!(m.value("DesiredReplicas"), Some(3.0));
         assert_eq!(m.value("ReadyReplicas"), Some(2.0));
+    }
+
+    #[tokio::test]
+    async fn no_repoint_while_an_instance_refresh_runs() {
+        let config = |s: &str| LaunchConfig(s.into());
+        let mut f = fleet(2, Some("old"), 2, Some(150.0));
+        f.configs = Some(GroupConfigs { group: config("image-2"), instances: vec![Some(config("image-1"))] });
+        f.refreshing = true;
+        let snaps = vec![
+            record("old", "c", SnapshotState::Completed, NOW - 7200, 10),
+            record("new", "c", SnapshotState::Completed, NOW - 60, 20),
+        ];
+        let (r, _) = go(&f, snaps.clone(), Trigger::Scheduled).await;
+        assert_eq!((r.snapshot.as_deref(), r.snapshot_change.as_deref()), (Some("old"), None));
+        assert!(r.repoint_deferred.as_deref().is_some_and(|w| w.contains("replicas")), "{:?}", r.repoint_deferred);
+        assert_eq!(f.state.lock().expect("lock").snapshot_id.as_deref(), Some("old"));
+        // Once it has ended, the next run moves them.
+        f.refreshing = false;
+        f.configs = Some(GroupConfigs { group: config("image-2"), instances: vec![Some(config("image-2"))] });
+        let (r, _) = go(&f, snaps, Trigger::Scheduled).await;
+        assert_eq!(r.snapshot.as_deref(), Some("new"));
+        assert!(r.snapshot_change.is_some() && r.repoint_deferred.is_none());
     }
 
     #[tokio::test]
