@@ -139,19 +139,20 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, trigger: &Trigger, now: i64) -> any
     let state = d.fleet.state().await.map_err(|e| anyhow::anyhow!("{e}; nothing done"))?;
 
     // Not while an instance refresh runs: moving the groups to another launch template version mid-refresh
-    // would leave its replacements on the old one and roll them again.
-    let refreshing = refreshing_groups(d).await;
-    let repoint_deferred = match &refreshing {
+    // would leave its replacements on the old one and roll them again. A refresh state that cannot be read
+    // does not hold the move back (a lasting denial would leave new replicas on ever older snapshots, until
+    // one is older than the topic's retention): it is reported.
+    let repoint_deferred = match refreshing_groups(d).await {
         Ok(groups) if groups.is_empty() => None,
         Ok(groups) => Some(format!("instance refresh running in {groups:?}")),
-        Err(e) => Some(format!("cannot tell whether an instance refresh runs: {e}")),
+        Err(e) => {
+            problem(format!("cannot tell whether an instance refresh runs: {e}"));
+            None
+        }
     };
     let (snapshot, snapshot_change) = match &repoint_deferred {
         Some(why) => {
             tracing::info!(reason = %why, "new replicas keep their snapshot for now");
-            if let Err(e) = refreshing {
-                problem(e);
-            }
             (state.snapshot_id.clone(), None)
         }
         None => match point_new_replicas(cfg, d, &state).await {
@@ -386,7 +387,11 @@ mod tests {
         ];
         let (r, _) = go(&f, snaps.clone(), Trigger::Scheduled).await;
         assert_eq!((r.snapshot.as_deref(), r.snapshot_change.as_deref()), (Some("old"), None));
-        assert!(r.repoint_deferred.as_deref().is_some_and(|w| w.contains("replicas")), "{:?}", r.repoint_deferred);
+        assert!(
+            r.repoint_deferred.as_deref().is_some_and(|w| w.contains("replicas")),
+            "{:?}",
+            r.repoint_deferred
+        );
         assert_eq!(f.state.lock().expect("lock").snapshot_id.as_deref(), Some("old"));
         // Once it has ended, the next run moves them.
         f.refreshing = false;
