@@ -229,6 +229,17 @@ def test_groups_and_roles(cluster):
     assert "ether_cattle_publisher_heartbeats_written_total" in script[script.index("beats()"):waits]
 
 
+def test_start_block_reaches_the_publisher(cluster):
+    """StartBlock (a real network's cluster starts at a finalized block) becomes the publisher's EC_START_BLOCK."""
+    p = cluster["Parameters"]["StartBlock"]
+    assert (p["Default"], p["AllowedPattern"]) == ("", "^[0-9]*$")
+    r = cluster["Resources"]
+    script = r["PublisherLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"][0]
+    assert 'START=(-e EC_START_BLOCK="${StartBlock}")' in script
+    run = script[script.index("docker run -d --name ether-cattle-publisher"):script.index('"${ImageUri}" publisher')]
+    assert '"${!START[@]}"' in run
+
+
 def test_publisher_creates_topics_with_the_projects_image(cluster):
     """No image pulled from Docker Hub at boot: the topics come from `ether-cattle create-topics` (Kafka admin API)."""
     data = cluster["Resources"]["PublisherLaunchTemplate"]["Properties"]["LaunchTemplateData"]
