@@ -16,12 +16,21 @@ export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 cargo test --workspace --locked
 unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 
+# What the functions' binaries link: glibc only, all the Lambda runtime image is known to carry. The check
+# itself must fail on a binary that links more (ether-cattle links libstdc++).
+./scripts/check-links.sh "$CARGO_TARGET_DIR"/debug/{snapshot,retention-guard,scaler}
+if ./scripts/check-links.sh "$CARGO_TARGET_DIR/debug/ether-cattle" >/dev/null 2>&1; then
+  echo "check-links passed a binary that links libstdc++" >&2
+  exit 1
+fi
+
 # The Lambda functions are compiled and tested above (unit tests, moto and Kafka integration tests). Their
 # deployable zips (`cargo lambda build --release`, a cross-target release build of every dependency, ~11
 # minutes from cold) are a deploy step, not a test: see functions/README.md. Set EC_TEST_LAMBDA_RELEASE=1 to
 # include it here.
 if [ "${EC_TEST_LAMBDA_RELEASE:-0}" = "1" ]; then
   cargo lambda build --release --locked --compiler cargo -p ec-snapshot -p ec-retention-guard -p ec-scaler
+  ./scripts/check-links.sh "$CARGO_TARGET_DIR"/lambda/{snapshot,retention-guard,scaler}/bootstrap
 fi
 
 # Infrastructure: the templates lint clean, pass the project's guard rules, and pass their tests.

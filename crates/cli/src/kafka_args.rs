@@ -20,7 +20,7 @@ pub struct KafkaArgs {
     /// Prefer the environment variable: flags show up in process listings.
     #[arg(long, env = "EC_KAFKA_SASL_PASSWORD", hide_env_values = true)]
     pub kafka_sasl_password: Option<String>,
-    /// PEM CA bundle for TLS; the system trust store when unset.
+    /// PEM CA bundle for TLS; unset, the system's bundle found at its usual paths (librdkafka's `probe`).
     #[arg(long, env = "EC_KAFKA_SSL_CA_LOCATION")]
     pub kafka_ssl_ca_location: Option<String>,
     /// With `--kafka-sasl-mechanism OAUTHBEARER`: sign in with unsigned tokens naming this principal, for a

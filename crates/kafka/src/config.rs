@@ -63,6 +63,15 @@ impl KafkaConfig {
             c.set("sasl.mechanism", "OAUTHBEARER");
             c.set("security.protocol", self.security_protocol.as_deref().unwrap_or("SASL_SSL"));
         }
+        // OpenSSL is built into the binaries (rdkafka's `ssl-vendored`), so its default certificate paths are
+        // its build's, not the system's: over TLS with no CA bundle named, librdkafka probes the system's
+        // usual bundle paths (Debian's, Amazon Linux's and the Lambda runtime's among them).
+        let tls = c
+            .get("security.protocol")
+            .is_some_and(|p| p.eq_ignore_ascii_case("SSL") || p.eq_ignore_ascii_case("SASL_SSL"));
+        if tls && self.ssl_ca_location.is_none() {
+            c.set("ssl.ca.location", "probe");
+        }
         for (k, v) in defaults {
             c.set(*k, *v);
         }
@@ -94,7 +103,28 @@ mod tests {
         assert_eq!(scram.client_config().get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert!(!scram.is_msk_iam() && iam.is_msk_iam());
         // A test broker's SASL_PLAINTEXT listener with MSK IAM's mechanism (the OAUTHBEARER path, no TLS).
-        let plain = KafkaConfig { security_protocol: Some("SASL_PLAINTEXT".into()), ..iam };
+        let plain = KafkaConfig { security_protocol: Some("SASL_PLAINTEXT".into()), ..iam.clone() };
         assert_eq!(plain.client_config().get("security.protocol"), Some("SASL_PLAINTEXT"));
+        assert_eq!(plain.client_config().get("ssl.ca.location"), None);
+    }
+
+    #[test]
+    fn tls_finds_the_systems_certificates_unless_told_where() {
+        let tls = |protocol: &str, ca: Option<&str>| {
+            let k = KafkaConfig {
+                security_protocol: Some(protocol.into()),
+                ssl_ca_location: ca.map(String::from),
+                ..KafkaConfig::plaintext("b-1:9094")
+            };
+            k.client_config().get("ssl.ca.location").map(String::from)
+        };
+        assert_eq!(tls("SSL", None).as_deref(), Some("probe"));
+        assert_eq!(tls("SASL_SSL", None).as_deref(), Some("probe"));
+        assert_eq!(tls("SSL", Some("/etc/ca.pem")).as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(tls("PLAINTEXT", None), None);
+        // MSK IAM defaults to SASL_SSL.
+        let iam =
+            KafkaConfig { sasl_mechanism: Some("AWS_MSK_IAM".into()), ..KafkaConfig::plaintext("b-1:9098") };
+        assert_eq!(iam.client_config().get("ssl.ca.location"), Some("probe"));
     }
 }
