@@ -7,7 +7,7 @@ mod harness;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Output},
     time::Duration,
 };
@@ -303,4 +303,85 @@ fn import_from_a_path_scheme_node_is_refused_with_the_flags_it_needs() {
     let out = run_replica(&data, &broker.bootstrap_servers(), "log");
     assert!(!out.status.success(), "a genesis record on a half-finished import must be refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("half-finished import"), "{}", text(&out));
+}
+
+/// Issue 27, item 5: the runbook's start of a real network as one scripted path (`scripts/start-at-block.sh`)
+/// in the local cluster's terms: the state imported from geth at a finalized block N, the lineage's first
+/// snapshot, the publisher at N, and two replicas each started from a copy of that snapshot. Both answer like
+/// geth for blocks after N.
+#[test]
+fn the_runbook_starts_a_network_at_block_n_with_one_script() {
+    let client = Upstream::geth_on_demand();
+    let deploy = client.mined(
+        client.send(json!({"from": DEV[0], "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"})),
+    );
+    let contract: Address = serde_json::from_value(deploy["contractAddress"].clone()).expect("created");
+    store_slot(&client, contract, 5, 0x77);
+    let mut next_address = 0x6000;
+    while !client.head().0.is_multiple_of(32) {
+        client.transfers(DEV[1], next_address, 1);
+        next_address += 1;
+    }
+    let n = client.head().0;
+    wait_for("geth to finalize the head", Duration::from_secs(30), || {
+        client.call("eth_getBlockByNumber", json!(["finalized", false]))["number"] == json!(format!("{n:#x}"))
+    });
+    // Block N+1, where geth's debug_storageRangeAt shows the state after N.
+    client.transfers(DEV[2], next_address, 1);
+
+    let broker = ec_testkit::KafkaBroker::start().expect("Apache Kafka broker");
+    let tmp = tempdir();
+    let data = tmp.path().join("network");
+    let replicas: Vec<(u16, u16)> = (0..2).map(|_| (free_port(), free_port())).collect();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/start-at-block.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
+        .args(["--rpc-url", &client.http_url(), "--block", &n.to_string()])
+        .args(["--brokers", &broker.bootstrap_servers(), "--topic", "net", "--cluster-id", CLUSTER])
+        .arg("--data")
+        .arg(&data)
+        .arg("--from-rpc")
+        .arg("--genesis")
+        .arg(client.genesis())
+        .env("BIN", bin())
+        .env("RUST_LOG", "info,rdkafka=warn");
+    for (rpc, health) in &replicas {
+        cmd.args(["--replica", &format!("{rpc}:{health}")]);
+    }
+    let _stop = StopPids(data.join("pids"));
+    let out = cmd.output().expect("the script runs");
+    assert!(out.status.success(), "start-at-block.sh failed:\n{}", text(&out));
+
+    // Traffic after N; both replicas follow and answer as geth does.
+    store_slot(&client, contract, 6, 0x66);
+    client.transfers(DEV[3], next_address + 1, 2);
+    let head = client.head().0;
+    for (rpc, _) in &replicas {
+        wait_rpc_head(*rpc, head);
+        let earliest = rpc_call(*rpc, "eth_getBlockByNumber", json!(["earliest", false]));
+        assert_eq!(earliest["result"]["number"], json!(format!("{n:#x}")), "{earliest}");
+        for (method, params) in [
+            ("eth_getStorageAt", json!([contract, "0x6", format!("{head:#x}")])),
+            ("eth_getStorageAt", json!([contract, "0x5", format!("{n:#x}")])),
+            ("eth_getBalance", json!([DEV[3], format!("{head:#x}")])),
+            ("eth_getBlockByNumber", json!([format!("{head:#x}"), false])),
+        ] {
+            let ours = rpc_call(*rpc, method, params.clone());
+            assert_eq!(ours["result"], client.call(method, params.clone()), "{method} {params} on {rpc}");
+        }
+    }
+    let pids = std::fs::read_to_string(data.join("pids")).expect("the script wrote its pids");
+    assert_eq!(pids.lines().count(), 3, "a publisher and two replicas: {pids}");
+}
+
+/// Kills (SIGKILL: a replica drains for a while on SIGTERM) the processes a script left running, their pids one
+/// per line in the file, when the test ends.
+struct StopPids(PathBuf);
+
+impl Drop for StopPids {
+    fn drop(&mut self) {
+        for pid in std::fs::read_to_string(&self.0).unwrap_or_default().lines() {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+        }
+    }
 }
