@@ -264,6 +264,43 @@ def test_user_data_completes_the_launch_hook(cluster):
     assert len(hooks) == 1 and hooks[0]["Resource"]["Fn::Sub"].endswith("autoScalingGroupName/ether-cattle-${ClusterId}-*")
 
 
+def test_a_replaying_replica_renews_its_launch_hook_only_while_it_progresses(cluster, tmp_path):
+    """The user data's wait for readiness, run in bash with the replica and the AWS CLI stood in for: each
+    minute in which the Kafka offset moved renews the launch hook; a minute without progress does not (the
+    hook's timeout then abandons a stuck replica); readiness ends the wait. `sleep` advances bash's clock."""
+    data = cluster["Resources"]["ReplicaLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    script = data["UserData"]["Fn::Base64"]["Fn::Sub"][0]
+    start = script.index("offset() {")
+    loop = script[start:script.index("hook CONTINUE", start)]
+    # The replica's offset per minute: moving, moving, stuck for two minutes, moving; ready after 6 minutes.
+    harness = f"""
+set -euo pipefail
+calls={tmp_path}/aws-calls
+offsets=(100 250 400 400 400 700 900)
+sleep() {{ SECONDS=$((SECONDS + $1)); }}
+curl() {{
+  case "$*" in
+    *health/ready*) [ "$SECONDS" -ge 370 ] ;;
+    *admin/position*) echo '{{"kafka_offset": '"${{offsets[$((SECONDS / 60))]}}"'}}' ;;
+  esac
+}}
+aws() {{ echo "$*" >> "$calls"; }}
+ASG=ether-cattle-c1-replicas IID=i-0123
+touch "$calls"
+{loop}
+cat "$calls"
+"""
+    out = subprocess.run(["bash", "-c", harness], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    renewals = [line for line in out.stdout.splitlines() if "record-lifecycle-action-heartbeat" in line]
+    # Minutes 1, 2 (moved), 3 and 4 (stuck: none), 5 and 6 (moved).
+    assert len(renewals) == 4, out.stdout
+    assert all("--auto-scaling-group-name ether-cattle-c1-replicas --instance-id i-0123" in r for r in renewals)
+    hooks = [s for s in statements_of_role(cluster, "InstanceRole")
+             if "autoscaling:RecordLifecycleActionHeartbeat" in as_list(s["Action"])]
+    assert len(hooks) == 1 and hooks[0]["Resource"]["Fn::Sub"].endswith("autoScalingGroupName/ether-cattle-${ClusterId}-*")
+
+
 def test_health_checks_are_readiness(cluster, shared):
     groups = list(resources(cluster, "AWS::ElasticLoadBalancingV2::TargetGroup").values())
     groups += list(resources(shared, "AWS::ElasticLoadBalancingV2::TargetGroup").values())
