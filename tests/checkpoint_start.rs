@@ -80,17 +80,16 @@ fn reth_init_state(trie_dump: &Path, out: &Path) {
     std::fs::write(out, output.join("\n") + "\n").expect("writes");
 }
 
-#[test]
-fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
-    let mut client = Upstream::geth_on_demand();
-    // Before N: a contract with storage, transfers; then blocks up to a multiple of 32, which geth --dev
-    // finalizes (its simulated beacon's epoch).
+/// Before N on geth on demand: a contract with slot 5 stored, then transfers to `first_address` and on
+/// until the head is a multiple of 32, which geth --dev finalizes (its simulated beacon's epoch); waits for
+/// that. Returns the contract, N, and the next unused transfer address.
+fn chain_finalized_at_an_epoch(client: &Upstream, first_address: u64) -> (Address, u64, u64) {
     let deploy = client.mined(
         client.send(json!({"from": DEV[0], "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"})),
     );
     let contract: Address = serde_json::from_value(deploy["contractAddress"].clone()).expect("created");
-    store_slot(&client, contract, 5, 0x77);
-    let mut next_address = 0x5000;
+    store_slot(client, contract, 5, 0x77);
+    let mut next_address = first_address;
     while !client.head().0.is_multiple_of(32) {
         client.transfers(DEV[1], next_address, 1);
         next_address += 1;
@@ -99,6 +98,13 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     wait_for("geth to finalize the head", Duration::from_secs(30), || {
         client.call("eth_getBlockByNumber", json!(["finalized", false]))["number"] == json!(format!("{n:#x}"))
     });
+    (contract, n, next_address)
+}
+
+#[test]
+fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
+    let mut client = Upstream::geth_on_demand();
+    let (contract, n, next_address) = chain_finalized_at_an_epoch(&client, 0x5000);
 
     // Stopped cleanly at N, dumped, and started again.
     let tmp = tempdir();
@@ -168,16 +174,12 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
         broker.create_topic(topic, &[]).expect("topic");
     }
     let publisher_log = tmp.path().join("publisher.log");
-    let mut publisher_cmd = Command::new(bin());
-    publisher_cmd
-        .args(["publisher", "--topic", "log", "--cluster-id", CLUSTER, "--brokers"])
-        .arg(broker.bootstrap_servers())
-        .args(["--rpc-url", &client.http_url(), "--start-block", &n.to_string()])
-        .arg("--genesis")
-        .arg(client.genesis())
+    let mut publisher = publisher_cmd(&broker.bootstrap_servers(), &client.http_url(), client.genesis());
+    publisher
+        .args(["--start-block", &n.to_string()])
         .args(["--poll-interval-ms", "50", "--heartbeat-interval-ms", "500", "--verify-rate", "1"])
         .env("RUST_LOG", "info,rdkafka=warn");
-    let _publisher = spawn_logged(publisher_cmd, &publisher_log);
+    let _publisher = spawn_logged(publisher, &publisher_log);
     store_slot(&client, contract, 1, 0);
     store_slot(&client, contract, 6, 0x66);
     client.transfers(DEV[2], next_address, 3);
@@ -276,15 +278,8 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
 fn import_from_a_path_scheme_node_is_refused_with_the_flags_it_needs() {
     let geth = ec_testkit::Geth::dev_path_scheme(&DEV, 1).expect("geth with the path scheme starts");
     let url = format!("http://127.0.0.1:{}", geth.http_port());
-    let number = |v: &Value| {
-        u64::from_str_radix(v.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).unwrap_or(0)
-    };
     wait_for("geth to seal 4 blocks", Duration::from_secs(30), || {
-        harness::http_post_json(
-            geth.http_port(),
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}),
-        )
-        .is_some_and(|r| number(&r["result"]) >= 4)
+        quantity(&rpc_call(geth.http_port(), "eth_blockNumber", json!([]))["result"]) >= 4
     });
     let tmp = tempdir();
     let data = tmp.path().join("db");
@@ -312,20 +307,7 @@ fn import_from_a_path_scheme_node_is_refused_with_the_flags_it_needs() {
 #[test]
 fn the_runbook_starts_a_network_at_block_n_with_one_script() {
     let client = Upstream::geth_on_demand();
-    let deploy = client.mined(
-        client.send(json!({"from": DEV[0], "data": format!("0x{INIT_PREFIX}{RUNTIME}"), "gas": "0x100000"})),
-    );
-    let contract: Address = serde_json::from_value(deploy["contractAddress"].clone()).expect("created");
-    store_slot(&client, contract, 5, 0x77);
-    let mut next_address = 0x6000;
-    while !client.head().0.is_multiple_of(32) {
-        client.transfers(DEV[1], next_address, 1);
-        next_address += 1;
-    }
-    let n = client.head().0;
-    wait_for("geth to finalize the head", Duration::from_secs(30), || {
-        client.call("eth_getBlockByNumber", json!(["finalized", false]))["number"] == json!(format!("{n:#x}"))
-    });
+    let (contract, n, next_address) = chain_finalized_at_an_epoch(&client, 0x6000);
     // Block N+1, where geth's debug_storageRangeAt shows the state after N.
     client.transfers(DEV[2], next_address, 1);
 

@@ -52,13 +52,9 @@ fn text(out: &Output) -> String {
 }
 
 fn publisher(client: &Upstream, sasl: &str, principal: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.args(["publisher", "--topic", "log", "--cluster-id", CLUSTER, "--rpc-url", &client.http_url()])
-        .args(["--heartbeat-interval-ms", "300", "--poll-interval-ms", "100", "--takeover-after-secs", "3"])
+    let mut cmd = publisher_cmd(sasl, &client.http_url(), client.genesis());
+    cmd.args(["--heartbeat-interval-ms", "300", "--poll-interval-ms", "100", "--takeover-after-secs", "3"])
         .args(extra)
-        .arg("--genesis")
-        .arg(client.genesis())
-        .args(["--brokers", sasl])
         .env("RUST_LOG", "info,rdkafka=warn");
     signed_in(&mut cmd, principal);
     cmd

@@ -3,10 +3,7 @@
 
 mod harness;
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use alloy_primitives::{hex, keccak256, B256, U256};
 use ec_testkit::MockBroker;
@@ -173,19 +170,8 @@ fn genesis_mismatch_is_refused() {
     alloc.get_mut(&first).expect("account")["balance"] = json!("0x1");
     let path = tmp.path().join("genesis.json");
     std::fs::write(&path, serde_json::to_string(&genesis).expect("json")).expect("write");
-    let out = Command::new(bin())
-        .args([
-            "publisher",
-            "--topic",
-            "log",
-            "--cluster-id",
-            CLUSTER,
-            "--brokers",
-            &broker.bootstrap_servers(),
-        ])
-        .args(["--rpc-url", &anvil.http_url(), "--tx-topic", "none"])
-        .arg("--genesis")
-        .arg(&path)
+    let out = publisher_cmd(&broker.bootstrap_servers(), &anvil.http_url(), &path)
+        .args(["--tx-topic", "none"])
         .output()
         .expect("publisher runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -204,20 +190,9 @@ fn reorg_deeper_than_the_window_stops_the_publisher() {
     let log_path = tmp.path().join("publisher.log");
     let log = std::fs::File::create(&log_path).expect("log");
     let mut child = Killed(
-        Command::new(bin())
-            .args([
-                "publisher",
-                "--topic",
-                "log",
-                "--cluster-id",
-                CLUSTER,
-                "--brokers",
-                &broker.bootstrap_servers(),
-            ])
-            .args(["--rpc-url", &anvil.http_url(), "--tx-topic", "none", "--reorg-window", "2"])
+        publisher_cmd(&broker.bootstrap_servers(), &anvil.http_url(), &genesis_file())
+            .args(["--tx-topic", "none", "--reorg-window", "2"])
             .args(["--poll-interval-ms", "100", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .arg("--genesis")
-            .arg(genesis_file())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::from(log))
             .spawn()
@@ -624,9 +599,8 @@ fn rival_publishers_never_write_a_conflicting_record() {
     let client = Upstream::anvil(&[]);
     let tmp = tempdir();
     let publisher = |name: &str, extra: &[&str]| {
-        let mut cmd = Command::new(bin());
-        cmd.args(["publisher", "--topic", "log", "--cluster-id", CLUSTER, "--brokers", &brokers])
-            .args(["--rpc-url", &client.http_url(), "--tx-topic", "none"])
+        let mut cmd = publisher_cmd(&brokers, &client.http_url(), client.genesis());
+        cmd.args(["--tx-topic", "none"])
             .args([
                 "--heartbeat-interval-ms",
                 "300",
@@ -635,9 +609,7 @@ fn rival_publishers_never_write_a_conflicting_record() {
                 "--takeover-after-secs",
                 "2",
             ])
-            .args(extra)
-            .arg("--genesis")
-            .arg(client.genesis());
+            .args(extra);
         spawn_logged(cmd, &tmp.path().join(format!("{name}.log")))
     };
     let log_of =
@@ -690,13 +662,10 @@ fn a_transaction_that_outlives_a_broker_outage_is_recovered() {
     let brokers = broker.bootstrap_servers();
     let client = Upstream::anvil(&[]);
     let tmp = tempdir();
-    let mut cmd = Command::new(bin());
-    cmd.args(["publisher", "--topic", "log", "--cluster-id", CLUSTER, "--brokers", &brokers])
-        .args(["--rpc-url", &client.http_url(), "--tx-topic", "none"])
+    let mut cmd = publisher_cmd(&brokers, &client.http_url(), client.genesis());
+    cmd.args(["--tx-topic", "none"])
         .args(["--heartbeat-interval-ms", "300", "--poll-interval-ms", "100"])
-        .args(["--kafka-option", "transaction.timeout.ms=2000"])
-        .arg("--genesis")
-        .arg(client.genesis());
+        .args(["--kafka-option", "transaction.timeout.ms=2000"]);
     let log_path = tmp.path().join("publisher.log");
     let mut publisher = spawn_logged(cmd, &log_path);
     let traffic = |n: u64| client.transfers(DEV[3], 0xe00, n);
@@ -893,13 +862,10 @@ fn a_slow_client_does_not_let_a_standby_take_over() {
     let tmp = tempdir();
     let takeover_secs = 4u64;
     let publisher = |name: &str| {
-        let mut cmd = Command::new(bin());
-        cmd.args(["publisher", "--topic", "log", "--cluster-id", CLUSTER, "--brokers", &brokers])
-            .args(["--rpc-url", &proxy.url(), "--tx-topic", "none", "--standby"])
+        let mut cmd = publisher_cmd(&brokers, &proxy.url(), client.genesis());
+        cmd.args(["--tx-topic", "none", "--standby"])
             .args(["--heartbeat-interval-ms", "300", "--poll-interval-ms", "100"])
-            .args(["--takeover-after-secs", &takeover_secs.to_string()])
-            .arg("--genesis")
-            .arg(client.genesis());
+            .args(["--takeover-after-secs", &takeover_secs.to_string()]);
         spawn_logged(cmd, &tmp.path().join(format!("{name}.log")))
     };
     let log_of =
@@ -1013,21 +979,13 @@ fn a_publisher_behind_its_client_takes_replicas_out() {
     let proxy = harness::proxy::Proxy::start(format!("127.0.0.1:{}", client.port));
     let broker = MockBroker::start(&["log"]).expect("mock broker");
     let tmp = tempdir();
-    let mut publisher = Command::new(bin());
-    publisher
-        .args([
-            "publisher",
-            "--topic",
-            "log",
-            "--cluster-id",
-            CLUSTER,
-            "--brokers",
-            &broker.bootstrap_servers(),
-        ])
-        .args(["--rpc-url", &proxy.url(), "--tx-topic", "none", "--pipeline-depth", "1"])
-        .args(["--heartbeat-interval-ms", "2000", "--poll-interval-ms", "100"])
-        .arg("--genesis")
-        .arg(client.genesis());
+    let mut publisher = publisher_cmd(&broker.bootstrap_servers(), &proxy.url(), client.genesis());
+    publisher.args(["--tx-topic", "none", "--pipeline-depth", "1"]).args([
+        "--heartbeat-interval-ms",
+        "2000",
+        "--poll-interval-ms",
+        "100",
+    ]);
     let _publisher = spawn_logged(publisher, &tmp.path().join("publisher.log"));
     let port = free_port();
     let mut replica = replica_follow_cmd(&tmp.path().join("replica"), &broker.bootstrap_servers(), "log");

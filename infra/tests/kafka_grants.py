@@ -66,11 +66,11 @@ def resource(arn):
     return kind, name, "LITERAL"
 
 
-def grants(topic, cluster_id, suffix="", without=()):
+def grants(topic, cluster_id, suffix="", without=(), template=None):
     """Every (principal, kind, name, pattern, operation) the template grants, less `without`
     (`Policy:Sid:Action` entries)."""
     test_iam_lint.PARAMETERS.update({"Topic": topic, "ClusterId": cluster_id})
-    template = load("cluster.yaml")
+    template = template or load("cluster.yaml")
     out = set()
     for name, principal in PRINCIPALS.items():
         document = test_iam_lint.render(template["Resources"][name]["Properties"]["PolicyDocument"], template)
@@ -113,8 +113,9 @@ def main():
     p.add_argument("--principal-suffix", default="")
     p.add_argument("--without", action="append", default=[], help="Policy:Sid:Action to leave out")
     a = p.parse_args()
-    acls = grants(a.topic, a.cluster_id, a.principal_suffix, set(a.without))
-    known = {f"{n}:{s}:{x}" for n, s, x in statements()}
+    template = load("cluster.yaml")
+    acls = grants(a.topic, a.cluster_id, a.principal_suffix, set(a.without), template)
+    known = {f"{n}:{s}:{x}" for n, s, x in statements(template)}
     missing = [w for w in a.without if w not in known]
     if missing:
         sys.exit(f"--without names no grant of the template: {missing}")
@@ -123,9 +124,9 @@ def main():
         print(json.dumps(acl))
 
 
-def statements():
+def statements(template=None):
     """(Policy, Sid, Action) of every kafka-cluster grant."""
-    template = load("cluster.yaml")
+    template = template or load("cluster.yaml")
     for name in PRINCIPALS:
         for s in template["Resources"][name]["Properties"]["PolicyDocument"]["Statement"]:
             for action in s["Action"] if isinstance(s["Action"], list) else [s["Action"]]:

@@ -379,23 +379,7 @@ impl Upstream {
     /// sealed, and mined; asserts they landed in one block and returns their hashes and that block's number.
     pub fn send_in_one_block(&self, txs: Vec<Value>) -> (Vec<B256>, u64) {
         assert!(self.is_geth(), "anvil mines each transaction at once");
-        let mut nonces: BTreeMap<String, u64> = BTreeMap::new();
-        let raw: Vec<String> = txs
-            .into_iter()
-            .map(|tx| {
-                assert!(
-                    tx.get("gas").is_some(),
-                    "a gas limit: estimates cannot see the batch's earlier transactions"
-                );
-                let from = tx["from"].as_str().expect("from").to_lowercase();
-                let nonce = *nonces.entry(from.clone()).or_insert_with(|| {
-                    let n = self.call("eth_getTransactionCount", json!([from, "pending"]));
-                    quantity_of(&n)
-                });
-                nonces.insert(from, nonce + 1);
-                self.sign(tx, Some(nonce))
-            })
-            .collect();
+        let raw = self.sign_batch(txs);
         // Right after a block: the whole period to take the batch in.
         let (start, _) = self.head();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -403,22 +387,44 @@ impl Upstream {
             assert!(Instant::now() < deadline, "geth sealed no block in 10 s");
             std::thread::sleep(Duration::from_millis(5));
         }
+        let hashes = self.send_raw_batch(&raw);
+        let blocks: BTreeSet<u64> =
+            hashes.iter().map(|h| super::quantity(&self.mined(*h)["blockNumber"])).collect();
+        assert_eq!(blocks.len(), 1, "the batch must land in one block, it landed in {blocks:?}");
+        (hashes, blocks.into_iter().next().unwrap_or_default())
+    }
+
+    /// `txs` signed in order, each sender's nonces following its pending one. Each needs its `gas`: an estimate
+    /// cannot see the batch's earlier transactions.
+    pub fn sign_batch(&self, txs: Vec<Value>) -> Vec<String> {
+        let mut nonces: BTreeMap<String, u64> = BTreeMap::new();
+        txs.into_iter()
+            .map(|tx| {
+                assert!(tx.get("gas").is_some(), "a gas limit: {tx}");
+                let from = tx["from"].as_str().expect("from").to_lowercase();
+                let nonce = *nonces.entry(from.clone()).or_insert_with(|| {
+                    super::quantity(&self.call("eth_getTransactionCount", json!([from, "pending"])))
+                });
+                nonces.insert(from, nonce + 1);
+                self.sign(tx, Some(nonce))
+            })
+            .collect()
+    }
+
+    /// Raw transactions sent in one JSON-RPC batch (one request: they reach the pool together); their hashes.
+    pub fn send_raw_batch(&self, raw: &[String]) -> Vec<B256> {
         let batch: Vec<Value> = raw
             .iter()
             .enumerate()
             .map(|(i, r)| json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [r]}))
             .collect();
         let answers = super::http_post_json(self.port, &Value::Array(batch)).expect("the batch is answered");
-        let hashes: Vec<B256> = answers
+        answers
             .as_array()
             .expect("a batch answer")
             .iter()
             .map(|r| serde_json::from_value(r["result"].clone()).unwrap_or_else(|_| panic!("sent: {r}")))
-            .collect();
-        let blocks: BTreeSet<u64> =
-            hashes.iter().map(|h| quantity_of(&self.mined(*h)["blockNumber"])).collect();
-        assert_eq!(blocks.len(), 1, "the batch must land in one block, it landed in {blocks:?}");
-        (hashes, blocks.into_iter().next().unwrap_or_default())
+            .collect()
     }
 
     /// `n` mined transfers from `from` to addresses `base..base + n`.
@@ -522,8 +528,4 @@ pub fn assert_replica_equals_upstream_from(
         }
     }
     compared
-}
-
-fn quantity_of(v: &Value) -> u64 {
-    u64::from_str_radix(v.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).expect("a quantity")
 }

@@ -11,9 +11,8 @@ use ec_testkit::MockBroker;
 use serde_json::json;
 
 use super::{
-    bin,
     chain::{free_port, Upstream},
-    read_log, replica_follow_cmd, run_replica_ok, spawn_quiet, tempdir, Killed, CLUSTER,
+    publisher_cmd, read_log, replica_follow_cmd, run_replica_ok, spawn_quiet, tempdir, Killed,
 };
 
 /// A client (anvil or geth), a mock broker with the `log` and `log-tx` topics, and a publisher following the
@@ -48,23 +47,12 @@ impl Cluster {
     }
 
     fn publisher_cmd(&self) -> Command {
-        let mut cmd = Command::new(bin());
-        cmd.args([
-            "publisher",
-            "--topic",
-            "log",
-            "--cluster-id",
-            CLUSTER,
-            "--brokers",
-            &self.broker.bootstrap_servers(),
-        ])
-        .args(["--rpc-url", &self.rpc_url.clone().unwrap_or_else(|| self.client.http_url())])
-        .args(["--ws-url", &self.client.ws_url()])
-        .args(["--heartbeat-interval-ms", "500", "--poll-interval-ms", "100", "--reorg-window", "32"])
-        .args(&self.publisher_args)
-        .arg("--genesis")
-        .arg(self.client.genesis())
-        .env("RUST_LOG", "info,rdkafka=warn");
+        let rpc_url = self.rpc_url.clone().unwrap_or_else(|| self.client.http_url());
+        let mut cmd = publisher_cmd(&self.broker.bootstrap_servers(), &rpc_url, self.client.genesis());
+        cmd.args(["--ws-url", &self.client.ws_url()])
+            .args(["--heartbeat-interval-ms", "500", "--poll-interval-ms", "100", "--reorg-window", "32"])
+            .args(&self.publisher_args)
+            .env("RUST_LOG", "info,rdkafka=warn");
         cmd
     }
 

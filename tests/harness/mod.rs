@@ -124,6 +124,17 @@ pub fn replica_cmd_grouping(data_dir: &Path, brokers: &str, topic: &str) -> Comm
     cmd
 }
 
+/// The publisher of cluster [`CLUSTER`] on topic `log`: `brokers`, the client at `rpc_url`, the chain's
+/// `genesis` file. Tests add their own flags.
+pub fn publisher_cmd(brokers: &str, rpc_url: &str, genesis: &Path) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(["publisher", "--topic", "log", "--cluster-id", CLUSTER, "--brokers", brokers])
+        .args(["--rpc-url", rpc_url])
+        .arg("--genesis")
+        .arg(genesis);
+    cmd
+}
+
 /// Runs a replica to completion and returns its output.
 pub fn run_replica(data_dir: &Path, brokers: &str, topic: &str) -> Output {
     replica_cmd(data_dir, brokers, topic).output().expect("replica runs")

@@ -5,7 +5,7 @@
 use alloy_primitives::{hex, keccak256, Address, B256, U256};
 use serde_json::{json, Value};
 
-use super::{chain::*, http_post_json};
+use super::chain::*;
 
 /// Storage contract runtime: 1-byte calldata self-destructs to the caller; empty calldata reverts; otherwise
 /// `SSTORE(calldata[0..32], calldata[32..64])` and `LOG1(topic = slot, data = value)`.
@@ -119,28 +119,8 @@ pub fn run_script(a: &Upstream) -> std::collections::BTreeMap<Address, Vec<u64>>
     };
     let last = if a.is_geth() {
         // geth mines on its clock: sign all 500 first, then send them in one JSON-RPC batch between blocks.
-        let mut nonces: Vec<u64> = (1..5)
-            .map(|d| {
-                let n = a.call("eth_getTransactionCount", json!([DEV[d], "pending"]));
-                u64::from_str_radix(n.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).expect("nonce")
-            })
-            .collect();
-        let batch: Vec<Value> = (0..500u64)
-            .map(|i| {
-                let d = (i % 4) as usize;
-                let raw = a.sign(transfer(i), Some(nonces[d]));
-                nonces[d] += 1;
-                json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [raw]})
-            })
-            .collect();
-        let answers = http_post_json(a.port, &Value::Array(batch)).expect("the batch is answered");
-        let hashes: Vec<B256> = answers
-            .as_array()
-            .expect("a batch answer")
-            .iter()
-            .map(|r| serde_json::from_value(r["result"].clone()).unwrap_or_else(|_| panic!("sent: {r}")))
-            .collect();
-        *hashes.last().expect("500 hashes")
+        let raw = a.sign_batch((0..500u64).map(transfer).collect());
+        *a.send_raw_batch(&raw).last().expect("500 hashes")
     } else {
         a.call("evm_setAutomine", json!([false]));
         let mut last = B256::ZERO;

@@ -161,10 +161,14 @@ pub fn merge_prestate<'a>(txs: impl IntoIterator<Item = &'a DiffMode>) -> Partia
 
 /// Whether a prestate account shows anything: a nonce, a balance, code or storage.
 fn exists(a: &alloy_rpc_types_trace::geth::AccountState) -> bool {
+    has_fields(a) || !a.storage.is_empty()
+}
+
+/// Whether a prestate account shows a nonce, a balance or code (its storage aside).
+pub(crate) fn has_fields(a: &alloy_rpc_types_trace::geth::AccountState) -> bool {
     a.nonce.is_some_and(|n| n > 0)
         || a.balance.is_some_and(|b| !b.is_zero())
         || a.code.as_ref().is_some_and(|c| !c.is_empty())
-        || !a.storage.is_empty()
 }
 
 /// Folds parity `stateDiff`s, in transaction order.

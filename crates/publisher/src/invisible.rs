@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::diff::{Partial, Partials};
 use alloy_primitives::{Address, Bytes, B256, U256};
-use alloy_rpc_types_trace::geth::{AccountState, PreStateMode};
+use alloy_rpc_types_trace::geth::PreStateMode;
 
 /// Whether the block needs the extra trace: something in the diffs can hide a creation.
 ///
@@ -67,7 +67,9 @@ pub fn candidates(partials: &Partials, accessed: &[PreStateMode]) -> Vec<Candida
     let mut slots: BTreeMap<Address, BTreeMap<B256, B256>> = BTreeMap::new();
     for tx in accessed {
         for (address, state) in &tx.0 {
-            first.entry(*address).or_insert_with(|| exists(state));
+            // Existed before the block: a nonce, a balance or code. The access trace also lists the slots an
+            // empty account's creation wrote, with their zero values before: they do not make it exist.
+            first.entry(*address).or_insert_with(|| crate::diff::has_fields(state));
             let known = slots.entry(*address).or_default();
             for (slot, value) in &state.storage {
                 // The first transaction to access a slot saw its value before the block.
@@ -127,16 +129,10 @@ pub fn apply(partials: &mut Partials, candidate: Candidate, at_block: Option<AtB
     );
 }
 
-/// Whether an access-trace account shows anything (empty accounts are listed with `includeEmpty`).
-fn exists(a: &AccountState) -> bool {
-    a.nonce.is_some_and(|n| n > 0)
-        || a.balance.is_some_and(|b| !b.is_zero())
-        || a.code.as_ref().is_some_and(|c| !c.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloy_rpc_types_trace::geth::AccountState;
     use ec_log::AccountPrior;
 
     fn addr(b: u8) -> Address {

@@ -567,7 +567,7 @@ impl Publisher {
         }
         // Tags last known are kept only while the log still holds them.
         let (safe, finalized) = self.tags;
-        let held = |t: Option<BlockRef>| t.filter(|t| t.number <= head.number && self.holds(*t));
+        let held = |t: Option<BlockRef>| t.filter(|t| self.holds(*t));
         let record = Heartbeat {
             time_ms: now_ms(),
             head,
