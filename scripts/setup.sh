@@ -11,8 +11,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # builds with TLS (MSK) and zstd; zlib for libz-sys.
 # curl: the local cluster's traffic generator and status line.
 # podman, buildah, runc: CI builds and runs the replica image (replica-image/ci-image-test.sh; crun fails on
-# hybrid cgroups, so runc). python3-pip: cfn-lint and pytest for the CloudFormation checks.
-packages=(build-essential pkg-config cmake libclang-dev libssl-dev zlib1g-dev curl podman buildah runc python3-pip)
+# hybrid cgroups, so runc). python3-pip: cfn-lint and pytest for the CloudFormation checks. jq: the instances'
+# user data, which the template tests run in bash.
+packages=(build-essential pkg-config cmake libclang-dev libssl-dev zlib1g-dev curl podman buildah runc python3-pip jq)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -6,13 +6,19 @@ and policies, security groups, the ALB, listener, rules and target groups, launc
 snapshot), Auto Scaling groups, Lambda functions from S3 zips, EventBridge rules and permissions.
 """
 
+import ast
 import io
+import json
 import zipfile
+from urllib.parse import unquote
 from pathlib import Path
 
 import boto3
 import pytest
+from cfnlint.decode import decode
 from moto import mock_aws
+
+from cfn_rules import violations
 
 INFRA = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
@@ -30,6 +36,25 @@ def params(d):
     return [{"ParameterKey": k, "ParameterValue": v} for k, v in d.items()]
 
 
+def document(p):
+    """A policy document as moto returns it: a dict, URL-encoded JSON, or (from CloudFormation) a Python repr."""
+    if not isinstance(p, str):
+        return p
+    try:
+        return json.loads(unquote(p))
+    except json.JSONDecodeError:
+        return ast.literal_eval(p)
+
+
+def create(cfn, name, template, values, **kw):
+    """create_stack, after checking that real CloudFormation would accept `values`: moto skips parameter
+    constraints and the template's Rules, so a deploy test could pass with values a real account refuses."""
+    decoded, matches = decode(str(INFRA / template))
+    assert decoded is not None, matches
+    assert violations(decoded, values) == [], f"{name}: CloudFormation would refuse these parameters"
+    cfn.create_stack(StackName=name, TemplateBody=(INFRA / template).read_text(), Parameters=params(values), **kw)
+
+
 @pytest.fixture(scope="module")
 def deployed():
     with mock_aws():
@@ -39,10 +64,9 @@ def deployed():
                    ["Subnet"]["SubnetId"] for i, z in enumerate("abc")]
         cert = boto3.client("acm", region_name=REGION).request_certificate(DomainName="rpc.example.com")
         cfn = boto3.client("cloudformation", region_name=REGION)
-        cfn.create_stack(StackName="ether-cattle-shared", TemplateBody=(INFRA / "shared.yaml").read_text(),
-                         Parameters=params({"VpcId": vpc, "AlbSubnetIds": ",".join(subnets),
-                                            "CertificateArn": cert["CertificateArn"],
-                                            "MskSubnetIds": ",".join(subnets)}))
+        create(cfn, "ether-cattle-shared", "shared.yaml",
+               {"VpcId": vpc, "AlbSubnetIds": ",".join(subnets), "CertificateArn": cert["CertificateArn"],
+                "MskSubnetIds": ",".join(subnets)})
         shared = outputs(cfn, "ether-cattle-shared")
 
         s3 = boto3.client("s3", region_name=REGION)
@@ -58,20 +82,29 @@ def deployed():
         snapshot = ec2.create_snapshot(VolumeId=volume, TagSpecifications=[{
             "ResourceType": "snapshot", "Tags": [{"Key": "ether-cattle:cluster", "Value": "mainnet-a"}]}])["SnapshotId"]
 
+        # mainnet-a: MSK IAM (the default; it needs the cluster's ARN, which moto's skipped MSK cannot give),
+        # replicas from a snapshot. mainnet-b: SCRAM (its secret and key), a new network started at a block from
+        # a state dump in S3: its own lineage, no snapshot yet.
+        kms = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
+        secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name="AmazonMSK_ether-cattle", KmsKeyId=kms, SecretString='{"username": "u", "password": "p"}')["ARN"]
+        per_cluster = {
+            "mainnet-a": {"ListenerRulePriority": "10", "DataVolumeSnapshotId": snapshot,
+                          "MskClusterArn": f"arn:aws:kafka:{REGION}:123456789012:cluster/ether-cattle/0123abcd-1"},
+            "mainnet-b": {"ListenerRulePriority": "20", "KafkaSaslMechanism": "SCRAM-SHA-512",
+                          "KafkaSaslSecretArn": secret, "KafkaSaslSecretKmsKeyArn": kms,
+                          "StartBlock": "21000000", "StartStateS3Uri": "s3://artifacts/state-21000000.jsonl"},
+        }
         clusters = {}
-        for cluster, priority in (("mainnet-a", "10"), ("mainnet-b", "20")):
-            cfn.create_stack(
-                StackName=f"ether-cattle-{cluster}", TemplateBody=(INFRA / "cluster.yaml").read_text(),
-                Capabilities=["CAPABILITY_IAM"],
-                Parameters=params({
-                    "ClusterId": cluster, "Topic": cluster, "KafkaBrokers": "b-1.kafka:9094,b-2.kafka:9094",
-                    "VpcId": vpc, "SubnetIds": ",".join(subnets), "ListenerArn": shared["ListenerArn"],
-                    "ServingTargetGroupArn": shared["ServingTargetGroupArn"], "FilterTableArn": shared["FilterTableArn"],
-                    "AlbSecurityGroupId": shared["AlbSecurityGroupId"], "ListenerRulePriority": priority,
-                    "ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/ether-cattle:abc",
-                    "ExecutionClientRpcUrl": "http://10.0.1.10:8545", "LambdaCodeBucket": "artifacts",
-                    "DataVolumeSnapshotId": snapshot if cluster == "mainnet-a" else "",
-                }))
+        for cluster, extra in per_cluster.items():
+            create(cfn, f"ether-cattle-{cluster}", "cluster.yaml", {
+                "ClusterId": cluster, "Topic": cluster, "KafkaBrokers": "b-1.kafka:9098,b-2.kafka:9098",
+                "VpcId": vpc, "SubnetIds": ",".join(subnets), "ListenerArn": shared["ListenerArn"],
+                "ServingTargetGroupArn": shared["ServingTargetGroupArn"], "FilterTableArn": shared["FilterTableArn"],
+                "AlbSecurityGroupId": shared["AlbSecurityGroupId"],
+                "ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/ether-cattle:abc",
+                "ExecutionClientRpcUrl": "http://10.0.1.10:8545", "LambdaCodeBucket": "artifacts", **extra,
+            }, Capabilities=["CAPABILITY_IAM"])
             clusters[cluster] = outputs(cfn, f"ether-cattle-{cluster}")
         yield {"shared": shared, "clusters": clusters, "snapshot": snapshot}
 
@@ -115,6 +148,24 @@ def test_deployed_resources(deployed):
     assert env["ASG_NAME"] == "ether-cattle-mainnet-a-replicas"
     assert env["LAUNCH_TEMPLATE_ID"] == a["LaunchTemplateId"]
     assert env["TARGET_GROUP_ARN"] == a["ClusterTargetGroupArn"]
+    assert env["REPLICAS_NEED_SNAPSHOT"] == "false"
+
+    # The cluster that starts at a block: no replica before its first snapshot (the scaler holds the group at
+    # 0, which CloudFormation creates at 0: the deploy does not wait for a first replay), and its instances may
+    # read the state dump.
+    b_env = lam.get_function(FunctionName="ether-cattle-mainnet-b-scaler")["Configuration"]["Environment"]["Variables"]
+    assert b_env["REPLICAS_NEED_SNAPSHOT"] == "true"
+    b_replicas = groups["ether-cattle-mainnet-b-replicas"]
+    assert (b_replicas["MinSize"], b_replicas["DesiredCapacity"]) == (0, 0)
+    iam = boto3.client("iam")
+    role = [r for r in iam.list_roles()["Roles"] if r["RoleName"].startswith("ether-cattle-mainnet-b-InstanceRole-")]
+    assert len(role) == 1, [r["RoleName"] for r in iam.list_roles()["Roles"]]
+    policies = [iam.get_role_policy(RoleName=role[0]["RoleName"], PolicyName=n)["PolicyDocument"]
+                for n in iam.list_role_policies(RoleName=role[0]["RoleName"])["PolicyNames"]]
+    policies = [document(p) for p in policies]
+    statements = [st for p in policies for st in ([p["Statement"]] if isinstance(p["Statement"], dict) else p["Statement"])]
+    grants = [st for st in statements if st.get("Sid") == "StartState"]
+    assert grants and grants[0]["Resource"] == "arn:aws:s3:::artifacts/state-21000000.jsonl", policies
 
     schedules = {r["ScheduleExpression"] for r in events.list_rules()["Rules"] if "ScheduleExpression" in r}
     assert {"rate(6 hours)", "rate(15 minutes)", "rate(1 minute)"} <= schedules

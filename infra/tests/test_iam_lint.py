@@ -30,6 +30,7 @@ PARAMETERS = {
     "KafkaSaslSecretKmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0123abcd-4567-89ab-cdef-0123456789ab",
     "FilterTableArn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/ether-cattle-filters",
     "GenesisS3Uri": "s3://ether-cattle-config/genesis.json",
+    "StartStateS3Uri": "s3://ether-cattle-dumps/state-21000000.jsonl",
     "LambdaCodeBucket": "ether-cattle-code",
     "AlarmTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:ether-cattle-alarms",
     "ServingTargetGroupArn": f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/serving/0123456789abcdef",

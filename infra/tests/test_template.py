@@ -69,7 +69,7 @@ CONTRACT_ENV = {
     "ScalerFunction": {
         "CLUSTER_ID", "METRICS_NAMESPACE", "ASG_NAME", "SNAPSHOT_SOURCE_ASG_NAME", "LAUNCH_TEMPLATE_ID",
         "SERVING_TARGET_GROUP_ARN", "TARGET_GROUP_ARN", "MIN_REPLICAS", "MAX_REPLICAS",
-        "TARGET_REQUESTS_PER_REPLICA_PER_MIN", "COOLDOWN_SECS", "DATA_DEVICE_NAME",
+        "TARGET_REQUESTS_PER_REPLICA_PER_MIN", "COOLDOWN_SECS", "DATA_DEVICE_NAME", "REPLICAS_NEED_SNAPSHOT",
     },
 }
 
@@ -201,9 +201,13 @@ def test_groups_and_roles(cluster):
     assert replicas["TargetGroupARNs"] == [{"Ref": "ServingTargetGroupArn"}, {"Ref": "ClusterTargetGroup"}]
     assert "TargetGroupARNs" not in source, "the snapshot source serves no traffic"
     assert source["MaxSize"] == "1" and source["MinSize"] == "1"
-    # The scaler owns the replicas' size: no stack update resets it (the floor is MinSize).
+    # The scaler owns the replicas' size: no stack update resets it, and no deploy waits for a first replay
+    # (CloudFormation waits for a new group's desired capacity; the scaler raises it to MinReplicas).
     assert "DesiredCapacity" not in replicas, "a stack update would reset a scaled-out fleet"
-    assert replicas["MinSize"] == {"Ref": "MinReplicas"} and replicas["MaxSize"] == {"Ref": "MaxReplicas"}
+    assert replicas["MinSize"] == "0" and replicas["MaxSize"] == {"Ref": "MaxReplicas"}
+    scaler = r["ScalerFunction"]["Properties"]["Environment"]["Variables"]
+    assert scaler["MIN_REPLICAS"] == {"Ref": "MinReplicas"}
+    assert scaler["REPLICAS_NEED_SNAPSHOT"] == {"Fn::If": ["HasStartBlock", "true", "false"]}
     for group, role in [(replicas, "replica"), (source, "snapshot-source")]:
         assert {"Key": "ether-cattle:role", "Value": role, "PropagateAtLaunch": True} in group["Tags"]
         assert {"Key": CLUSTER_TAG, "Value": {"Ref": "ClusterId"}, "PropagateAtLaunch": True} in group["Tags"]
@@ -213,9 +217,13 @@ def test_groups_and_roles(cluster):
         # Readiness is the ALB's business: an outage that makes every replica unready must not terminate them.
         assert group["HealthCheckType"] == "EC2"
         assert group["HealthCheckGracePeriod"] == {"Ref": "ReplicaCatchUpSecs"}
-        (hook,) = group["LifecycleHookSpecificationList"]
-        assert hook == {"LifecycleHookName": "ether-cattle-ready", "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
-                        "HeartbeatTimeout": {"Ref": "ReplicaCatchUpSecs"}, "DefaultResult": "ABANDON"}
+    (hook,) = replicas["LifecycleHookSpecificationList"]
+    assert hook == {"LifecycleHookName": "ether-cattle-ready", "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+                    "HeartbeatTimeout": {"Ref": "ReplicaCatchUpSecs"}, "DefaultResult": "ABANDON"}
+    # The source's hook covers its boot only: it continues before its import and first replay.
+    (hook,) = source["LifecycleHookSpecificationList"]
+    assert hook == {"LifecycleHookName": "ether-cattle-ready", "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+                    "HeartbeatTimeout": 900, "DefaultResult": "ABANDON"}
     assert int(cluster["Parameters"]["ReplicaCatchUpSecs"]["MaxValue"]) <= 7200, "the hook's timeout limit"
     publisher = r["PublisherGroup"]["Properties"]["LaunchTemplate"]["Version"]
     assert publisher == {"Fn::GetAtt": ["PublisherLaunchTemplate", "LatestVersionNumber"]}
@@ -258,7 +266,8 @@ def test_user_data_completes_the_launch_hook(cluster):
     assert "--lifecycle-hook-name ether-cattle-ready" in script
     assert "trap 'hook ABANDON' ERR" in script
     ready = script.index("until curl -sf -o /dev/null http://127.0.0.1:8081/health/ready")
-    assert script.index('"${ImageUri}" replica') < ready < script.index("hook CONTINUE")
+    # (A replica's; the snapshot source's earlier CONTINUE: test_the_snapshot_source_imports_...)
+    assert script.index('"${ImageUri}" replica') < ready < script.rindex("hook CONTINUE")
     hooks = [s for s in statements_of_role(cluster, "InstanceRole")
              if "autoscaling:CompleteLifecycleAction" in as_list(s["Action"])]
     assert len(hooks) == 1 and hooks[0]["Resource"]["Fn::Sub"].endswith("autoScalingGroupName/ether-cattle-${ClusterId}-*")
@@ -299,6 +308,144 @@ cat "$calls"
     hooks = [s for s in statements_of_role(cluster, "InstanceRole")
              if "autoscaling:RecordLifecycleActionHeartbeat" in as_list(s["Action"])]
     assert len(hooks) == 1 and hooks[0]["Resource"]["Fn::Sub"].endswith("autoScalingGroupName/ether-cattle-${ClusterId}-*")
+
+
+def run_replica_user_data(cluster, tmp_path, *, role, fresh, params, import_rc=0, ready_after=120):
+    """The replica launch template's user data, rendered as CloudFormation's Fn::Sub would with `params`, run
+    in bash with the instance's world stood in for: the AWS CLI, docker, the block device, the instance
+    metadata and the replica's health port. /data and /etc live under tmp_path. Returns (exit code, the
+    external calls in order, stderr)."""
+    data = cluster["Resources"]["ReplicaLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    template, _ = data["UserData"]["Fn::Base64"]["Fn::Sub"]
+    values = {"AWS::Region": "eu-west-1", "ClusterId": "c1", "Topic": "net", "KafkaBrokers": "b-1:9098",
+              "KafkaSecurityProtocol": "SSL", "KafkaSaslMechanism": "AWS_MSK_IAM", "KafkaSaslSecretArn": "",
+              "ImageUri": "123.dkr.ecr.eu-west-1.amazonaws.com/ec:1", "Registry": "123.dkr.ecr.eu-west-1.amazonaws.com",
+              "FilterStore": "off", "FilterTableName": "", "ExecutionClientRpcUrl": "http://client:8545",
+              "StartBlock": "", "StartStateS3Uri": "", "StartStateFormat": "geth-dump", **params}
+
+    def sub(m):
+        name = m.group(1)
+        if name.startswith("!"):
+            return "${" + name[1:] + "}"
+        assert name in values, f"the test does not know parameter {name}"
+        return values[name]
+
+    script = re.sub(r"\$\{([^}]+)\}", sub, template)
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    script = script.replace("/etc/", f"{root}/etc/").replace("/data", f"{root}/data")
+    calls = tmp_path / "calls"
+    stubs = f"""
+calls={calls}
+log() {{ echo "$*" >> "$calls"; }}
+dnf() {{ :; }}; systemctl() {{ :; }}; mount() {{ :; }}; chown() {{ :; }}
+sleep() {{ SECONDS=$((SECONDS + $1)); }}
+blkid() {{ {"return 1" if fresh else "return 0"}; }}
+mkfs.xfs() {{ log mkfs.xfs "$@"; }}
+function /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl {{ :; }}
+curl() {{
+  case "$*" in
+    *api/token*) echo token ;;
+    *meta-data/instance-id*) echo i-0123 ;;
+    *health/ready*) [ "$SECONDS" -ge {ready_after} ] ;;
+    *admin/position*) echo '{{"kafka_offset": '"$SECONDS"'}}' ;;
+    *) return 1 ;;
+  esac
+}}
+aws() {{
+  case "$*" in
+    *describe-tags*ether-cattle:role*) echo {role} ;;
+    *describe-tags*aws:autoscaling:groupName*) echo ether-cattle-c1-group ;;
+    *describe-instances*) echo vol-0abc ;;
+    *get-login-password*) echo pw ;;
+    *) log aws "$@" ;;
+  esac
+}}
+docker() {{
+  log docker "$@"
+  case "$*" in *import-state*) return {import_rc} ;; esac
+}}
+"""
+    out = subprocess.run(["bash", "-c", stubs + script], capture_output=True, text=True, timeout=60)
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return out.returncode, lines, out.stderr
+
+
+def first(lines, needle):
+    """The index of the first call containing `needle` (a failed assertion names the calls)."""
+    for i, line in enumerate(lines):
+        if needle in line:
+            return i
+    raise AssertionError(f"no call with {needle!r} in:\n" + "\n".join(lines))
+
+
+def test_the_snapshot_source_imports_the_first_volume_at_the_start_block(cluster, tmp_path):
+    """A new cluster that starts at block N: the snapshot source continues its launch hook at boot (no hook
+    timeout may cut an import and first replay short), imports the dump at N from S3 into its empty volume,
+    starts the replica on it and, once ready, asks the snapshot function for the lineage's first snapshot."""
+    rc, calls, err = run_replica_user_data(
+        cluster, tmp_path, role="snapshot-source", fresh=True,
+        params={"StartBlock": "21000000", "StartStateS3Uri": "s3://dumps/state-21000000.jsonl"})
+    assert rc == 0, err
+    steps = [first(calls, "mkfs.xfs"),
+             first(calls, "complete-lifecycle-action"),
+             first(calls, "s3 cp --only-show-errors s3://dumps/state-21000000.jsonl"),
+             first(calls, "import-state"),
+             first(calls, "docker run -d --name ether-cattle"),
+             first(calls, "lambda invoke --function-name ether-cattle-c1-snapshot")]
+    assert steps == sorted(steps), calls
+    assert "--lifecycle-action-result CONTINUE" in calls[steps[1]]
+    imp = calls[steps[3]]
+    assert "--block 21000000 --rpc-url http://client:8545 --geth-dump" in imp and "--work-dir" in imp, imp
+    assert "awslogs-stream=i-0123-import" in imp, "the import's progress goes to the dashboard's log widget"
+    assert not any("ABANDON" in c or "record-lifecycle-action-heartbeat" in c for c in calls), calls
+
+    # Without a dump the state is read from the client itself.
+    rc, calls, err = run_replica_user_data(cluster, tmp_path / "rpc", role="snapshot-source", fresh=True,
+                                           params={"StartBlock": "5"})
+    assert rc == 0, err
+    assert "--block 5 --rpc-url http://client:8545 --from-rpc" in calls[first(calls, "import-state")]
+    assert not any(" s3 " in c for c in calls)
+
+
+def test_a_failed_import_has_the_source_replaced(cluster, tmp_path):
+    """After the source continued its hook, a failed step marks it unhealthy (its group replaces it, with a new
+    empty volume and a new import) and starts no replica."""
+    rc, calls, _ = run_replica_user_data(cluster, tmp_path, role="snapshot-source", fresh=True,
+                                         params={"StartBlock": "5"}, import_rc=1)
+    assert rc != 0
+    health = calls[first(calls, "set-instance-health")]
+    assert "--instance-id i-0123 --health-status Unhealthy --no-should-respect-grace-period" in health
+    assert not any("docker run -d" in c for c in calls), calls
+
+
+def test_no_replica_on_an_empty_volume_of_a_cluster_that_starts_at_a_block(cluster, tmp_path):
+    rc, calls, err = run_replica_user_data(cluster, tmp_path, role="replica", fresh=True, params={"StartBlock": "5"})
+    assert rc == 1 and "starts at block 5" in err, err
+    assert "--lifecycle-action-result ABANDON" in calls[first(calls, "complete-lifecycle-action")]
+    assert not any(c.startswith("docker run") for c in calls), calls
+
+
+def test_a_replica_from_a_snapshot_continues_once_ready(cluster, tmp_path):
+    """The usual launch: a replica from a snapshot starts, renews its hook while its offset moves, continues
+    it once ready; it neither imports nor asks for a snapshot. A source from a snapshot asks for none either."""
+    rc, calls, err = run_replica_user_data(cluster, tmp_path, role="replica", fresh=False,
+                                           params={"StartBlock": "5"}, ready_after=200)
+    assert rc == 0, err
+    assert first(calls, "docker run -d --name ether-cattle") < first(calls, "record-lifecycle-action-heartbeat")
+    assert "--lifecycle-action-result CONTINUE" in calls[-1], calls
+    assert not any(s in c for c in calls for s in ("mkfs", "import-state", "lambda invoke", "set-instance-health"))
+    rc, calls, err = run_replica_user_data(cluster, tmp_path / "source", role="snapshot-source", fresh=False,
+                                           params={"StartBlock": "5"})
+    assert rc == 0, err
+    assert not any(s in c for c in calls for s in ("import-state", "lambda invoke")), calls
+
+
+def test_a_genesis_cluster_source_replays_and_asks_for_its_first_snapshot(cluster, tmp_path):
+    rc, calls, err = run_replica_user_data(cluster, tmp_path, role="snapshot-source", fresh=True, params={})
+    assert rc == 0, err
+    assert not any("import-state" in c for c in calls)
+    assert first(calls, "docker run -d --name ether-cattle") < first(calls, "lambda invoke")
 
 
 def test_health_checks_are_readiness(cluster, shared):
@@ -589,11 +736,17 @@ def test_dashboard_shows_the_alarmed_metrics(cluster):
     """One dashboard per cluster, valid JSON once rendered, charting the metrics the alarms watch."""
     body = cluster["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     rendered = json.loads(re.sub(r"\$\{[A-Za-z:]+\}", "x", body))
-    charted = {m for w in rendered["widgets"] for row in w["properties"]["metrics"] for m in row if isinstance(m, str)}
+    charted = {m for w in rendered["widgets"] if w["type"] == "metric"
+               for row in w["properties"]["metrics"] for m in row if isinstance(m, str)}
     for metric in ("ReadyReplicas", "ether_cattle_replica_head_age_seconds", "ether_cattle_replica_lag_records",
                    "ether_cattle_replica_seconds_since_last_record", "ether_cattle_publisher_lag_blocks",
                    "SnapshotAgeSeconds", "RetentionMarginSeconds", "RetentionStatus"):
         assert metric in charted, metric
+    # A new lineage's first replay and import show progress: the source's lag, the import's log stream.
+    source = [w for w in rendered["widgets"] if "snapshot-source" in json.dumps(w.get("properties", {}).get("metrics"))]
+    assert source and source[0]["properties"]["metrics"][0][1] == "ether_cattle_replica_lag_records"
+    (logs,) = [w for w in rendered["widgets"] if w["type"] == "log"]
+    assert "/replicas'" in logs["properties"]["query"] and "-import$" in logs["properties"]["query"]
 
 
 # ---------------------------------------------------------------- parameters documented

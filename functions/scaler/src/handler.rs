@@ -27,6 +27,9 @@ pub struct Config {
     pub policy: ScalePolicy,
     /// Start instance refreshes for instances on an older launch configuration (`ROLL_INSTANCES`).
     pub roll_instances: bool,
+    /// The cluster starts at a block, not genesis (`REPLICAS_NEED_SNAPSHOT`): an empty volume cannot become a
+    /// replica, so none is launched before the launch template names a snapshot.
+    pub replicas_need_snapshot: bool,
 }
 
 impl Config {
@@ -41,6 +44,7 @@ impl Config {
             serving_target_group_arn: env.required("SERVING_TARGET_GROUP_ARN")?,
             device_name: env.optional("DATA_DEVICE_NAME").unwrap_or_else(|| "/dev/sdf".into()),
             roll_instances: env.parse_or("ROLL_INSTANCES", true)?,
+            replicas_need_snapshot: env.parse_or("REPLICAS_NEED_SNAPSHOT", false)?,
             policy: ScalePolicy {
                 min: env.parse_or("MIN_REPLICAS", 1)?,
                 max: env.parse_or("MAX_REPLICAS", 10)?,
@@ -174,6 +178,7 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, trigger: &Trigger, now: i64) -> any
         load_per_min,
         last_change_at: state.last_change_at,
         alarm: matches!(trigger, Trigger::AlarmStateChange { state, .. } if state == "ALARM"),
+        startable: snapshot.is_some() || !cfg.replicas_need_snapshot,
         now,
     };
     let decision = decide(&cfg.policy, &observed);
@@ -310,11 +315,20 @@ mod tests {
         snaps: Vec<ec_functions::SnapshotRecord>,
         trigger: Trigger,
     ) -> (Report, MemoryMetrics) {
+        go_with(&cfg(), fleet, snaps, trigger).await
+    }
+
+    async fn go_with(
+        cfg: &Config,
+        fleet: &MemoryFleet,
+        snaps: Vec<ec_functions::SnapshotRecord>,
+        trigger: Trigger,
+    ) -> (Report, MemoryMetrics) {
         let m = MemoryMetrics::default();
         let publisher = m.publisher("c");
         let snaps = MemorySnapshots::with(snaps);
         let deps = Deps { snapshots: &snaps, fleet, load: fleet, metrics: &publisher };
-        (run(&cfg(), &deps, &trigger, NOW).await.expect("run"), m)
+        (run(cfg, &deps, &trigger, NOW).await.expect("run"), m)
     }
 
     fn fleet(desired: u32, snapshot: Option<&str>, ready: u32, per_target: Option<f64>) -> MemoryFleet {
@@ -411,6 +425,29 @@ mod tests {
         let (r, _) = go(&f, snaps, Trigger::Scheduled).await;
         assert_eq!((r.snapshot.as_deref(), r.snapshot_change.as_deref()), (Some("manual"), None));
         assert_eq!((r.decision.desired, r.decision.change), (3, Change::None));
+    }
+
+    #[tokio::test]
+    async fn a_cluster_that_starts_at_a_block_waits_for_its_first_snapshot() {
+        let c = Config { replicas_need_snapshot: true, ..cfg() };
+        // A new group (desired 0, no snapshot) under load: it stays empty, below the floor of 1.
+        let f = fleet(0, None, 0, Some(500.0));
+        let (r, _) = go_with(&c, &f, vec![], Trigger::Scheduled).await;
+        assert_eq!((r.decision.desired, r.decision.change), (0, Change::None), "{}", r.decision.reason);
+        assert!(r.decision.reason.contains("no snapshot to start from"), "{}", r.decision.reason);
+        assert_eq!(f.state.lock().expect("lock").desired, 0);
+        // The snapshot source's first snapshot: the template is pointed at it and the group grows in one run.
+        let first = vec![record("first", "c", SnapshotState::Completed, NOW - 60, 5)];
+        let (r, _) = go_with(&c, &f, first, Trigger::Scheduled).await;
+        assert_eq!(r.snapshot.as_deref(), Some("first"));
+        assert_eq!(r.decision.change, Change::Bounds, "{}", r.decision.reason);
+        let s = f.state.lock().expect("lock").clone();
+        assert_eq!((s.snapshot_id.as_deref(), s.desired), (Some("first"), 1));
+
+        // A genesis cluster (the default) launches on empty volumes: the floor applies at once.
+        let f = fleet(0, None, 0, None);
+        let (r, _) = go(&f, vec![], Trigger::Scheduled).await;
+        assert_eq!((r.decision.desired, r.decision.change), (1, Change::Bounds));
     }
 
     #[tokio::test]

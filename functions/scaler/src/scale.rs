@@ -8,6 +8,9 @@
 //!   those not ready yet (the group may terminate ready ones first).
 //! - Out-of-bounds counts are corrected at once: bounds need no load figure.
 //! - Unknown load: no change (except bounds), and the reason says so.
+//! - Nothing to start from (a cluster that starts at block N, before its first snapshot): none, whatever the
+//!   floor. A replica on an empty volume would replay a topic that begins at N onto no state, fail, and be
+//!   replaced, for ever; the snapshot source imports block N's state and its first snapshot ends the wait.
 
 use serde::Serialize;
 
@@ -35,6 +38,9 @@ pub struct Observed {
     pub last_change_at: Option<i64>,
     /// The invocation came from the load alarm entering `ALARM`.
     pub alarm: bool,
+    /// New replicas have a volume to start from: the launch template names a snapshot, or the cluster starts
+    /// at genesis (an empty volume replays the whole topic).
+    pub startable: bool,
     pub now: i64,
 }
 
@@ -45,6 +51,8 @@ pub enum Change {
     Out,
     In,
     Bounds,
+    /// To none: nothing to start from yet.
+    Wait,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,6 +80,15 @@ pub fn decide(p: &ScalePolicy, o: &Observed) -> Decision {
     let keep = |reason: String| Decision { desired: o.desired, change: Change::None, reason };
     if p.min > p.max {
         return keep(format!("bounds are inverted (min {} > max {}): not scaling", p.min, p.max));
+    }
+    if !o.startable {
+        let why =
+            "no snapshot to start from yet (the cluster starts at a block: its snapshot source imports \
+                   that block's state, and the first snapshot of it ends the wait)";
+        if o.desired == 0 {
+            return keep(why.into());
+        }
+        return Decision { desired: 0, change: Change::Wait, reason: why.into() };
     }
     if o.desired < p.min || o.desired > p.max {
         let desired = o.desired.clamp(p.min, p.max);
@@ -144,8 +161,13 @@ mod tests {
             load_per_min: load,
             last_change_at: since_change.map(|s| NOW - s),
             alarm,
+            startable: true,
             now: NOW,
         }
+    }
+
+    fn waiting(o: Observed) -> Observed {
+        Observed { startable: false, ..o }
     }
 
     #[test]
@@ -183,6 +205,25 @@ mod tests {
                 Change::In,
             ),
             ("no ready replicas, load: scale out", obs(2, 0, Some(3000.0), None, false), 3, Change::Out),
+            ("a new group starts at the floor", obs(0, 0, None, None, false), 2, Change::Bounds),
+            (
+                "nothing to start from: none, below the floor",
+                waiting(obs(0, 0, None, None, false)),
+                0,
+                Change::None,
+            ),
+            (
+                "nothing to start from, alarm and load",
+                waiting(obs(0, 0, Some(9e9), None, true)),
+                0,
+                Change::None,
+            ),
+            (
+                "nothing to start from: launched ones go",
+                waiting(obs(2, 0, Some(3000.0), Some(10), false)),
+                0,
+                Change::Wait,
+            ),
         ];
         for (name, o, desired, change) in cases {
             let d = decide(&P, &o);
@@ -204,6 +245,7 @@ mod tests {
                 load_per_min: Some(load),
                 last_change_at: None,
                 alarm: false,
+                startable: true,
                 now: NOW + i as i64 * 600,
             };
             let d = decide(&P, &o);
