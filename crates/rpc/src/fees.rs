@@ -109,12 +109,29 @@ impl TipOracle {
 pub struct FeeHistory {
     pub oldest_block: alloy_primitives::U64,
     pub base_fee_per_gas: Vec<U256>,
+    #[serde(serialize_with = "go_floats")]
     pub gas_used_ratio: Vec<f64>,
     pub base_fee_per_blob_gas: Vec<U256>,
+    #[serde(serialize_with = "go_floats")]
     pub blob_gas_used_ratio: Vec<f64>,
     /// Left out when no percentiles were asked for, or an empty list (as geth; anvil answers `[]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reward: Option<Vec<Vec<U256>>>,
+}
+
+/// Ratios as geth writes them (Go's encoding/json): a whole number without a fraction (`0`, `1`), where
+/// serde_json would write `0.0`; a client reads both as the same number, but answers compare equal to geth's.
+fn go_floats<S: serde::Serializer>(values: &[f64], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(values.len()))?;
+    for v in values {
+        if v.fract() == 0.0 && v.abs() < 1e15 {
+            seq.serialize_element(&(*v as i64))?;
+        } else {
+            seq.serialize_element(v)?;
+        }
+    }
+    seq.end()
 }
 
 /// Priority fees paid in `b` at each percentile of the block's gas (transactions sorted by tip).
@@ -195,6 +212,21 @@ mod tests {
     const MINER: Address = Address::repeat_byte(0xfe);
     const USER: Address = Address::repeat_byte(0x01);
     const GWEI: u128 = 1_000_000_000;
+
+    #[test]
+    fn ratios_are_written_as_go_writes_them() {
+        let history = FeeHistory {
+            oldest_block: alloy_primitives::U64::from(1),
+            base_fee_per_gas: vec![],
+            gas_used_ratio: vec![0.0, 1.0, 0.5, 0.0001, 1e-7],
+            base_fee_per_blob_gas: vec![],
+            blob_gas_used_ratio: vec![0.0],
+            reward: None,
+        };
+        let json = serde_json::to_string(&history).expect("serializes");
+        assert!(json.contains(r#""gasUsedRatio":[0,1,0.5,0.0001,1e-7]"#), "{json}");
+        assert!(json.contains(r#""blobGasUsedRatio":[0]"#), "{json}");
+    }
 
     /// A block with base fee 10 gwei whose transactions pay these tips (in wei), from these senders.
     fn block(number: u64, tips: &[(u128, Address)]) -> StoredBlock {
