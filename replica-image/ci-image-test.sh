@@ -41,7 +41,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port below the kernel's ephemeral range: a port the OS hands out for port 0 can be taken by an outgoing
+# connection (the broker's, the synthetic log's) before the container binds it (ec_testkit::free_port, same idea).
+free_port() {
+  python3 - <<'PY'
+import random, socket
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+top = lo if lo >= 12000 else 32768
+for _ in range(2000):
+    port = random.randrange(10000, top)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    raise SystemExit("no free port below the ephemeral range")
+PY
+}
 
 # ---- 1. rootfs: the binary, what it links, CA certificates, the non-root user --------------------------------
 t0=$(date +%s)

@@ -3,7 +3,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -52,8 +51,9 @@ pub fn genesis_file() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/genesis-local.json")
 }
 
+/// A free port for a server the test starts next (outside the ephemeral range: `ec_testkit::free_port`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    ec_testkit::free_port().expect("free port")
 }
 
 enum Process {
