@@ -31,7 +31,12 @@ pub fn free_port() -> std::io::Result<u16> {
     let (low, high) = listening_range();
     let span = u32::from(high - low);
     if NEXT.load(Ordering::Relaxed) == u32::MAX {
-        let _ = NEXT.compare_exchange(u32::MAX, rand::random::<u32>() % span, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = NEXT.compare_exchange(
+            u32::MAX,
+            rand::random::<u32>() % span,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
     for _ in 0..span.min(4096) {
         let port = low + (NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
