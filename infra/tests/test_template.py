@@ -310,11 +310,12 @@ cat "$calls"
     assert len(hooks) == 1 and hooks[0]["Resource"]["Fn::Sub"].endswith("autoScalingGroupName/ether-cattle-${ClusterId}-*")
 
 
-def run_replica_user_data(cluster, tmp_path, *, role, fresh, params, import_rc=0, ready_after=120):
+def run_replica_user_data(cluster, tmp_path, *, role, fresh, params, import_rc=0, ready_after=120, refuse=None):
     """The replica launch template's user data, rendered as CloudFormation's Fn::Sub would with `params`, run
     in bash with the instance's world stood in for: the AWS CLI, docker, the block device, the instance
-    metadata and the replica's health port. /data and /etc live under tmp_path. Returns (exit code, the
-    external calls in order, stderr)."""
+    metadata and the replica's health port. /data and /etc live under tmp_path. `import_rc` is the import's
+    exit code, `ready_after` the seconds until the replica is ready, `refuse` words of an AWS CLI call that
+    fails. Returns (exit code, the external calls in order, stderr)."""
     data = cluster["Resources"]["ReplicaLaunchTemplate"]["Properties"]["LaunchTemplateData"]
     template, _ = data["UserData"]["Fn::Base64"]["Fn::Sub"]
     values = {"AWS::Region": "eu-west-1", "ClusterId": "c1", "Topic": "net", "KafkaBrokers": "b-1:9098",
@@ -358,6 +359,7 @@ aws() {{
     *describe-tags*aws:autoscaling:groupName*) echo ether-cattle-c1-group ;;
     *describe-instances*) echo vol-0abc ;;
     *get-login-password*) echo pw ;;
+    {"*" + refuse.replace(" ", "*") + "*) log aws refused" + ' "$@"; return 255 ;;' if refuse else ""}
     *) log aws "$@" ;;
   esac
 }}
@@ -446,6 +448,11 @@ def test_a_genesis_cluster_source_replays_and_asks_for_its_first_snapshot(cluste
     assert rc == 0, err
     assert not any("import-state" in c for c in calls)
     assert first(calls, "docker run -d --name ether-cattle") < first(calls, "lambda invoke")
+    # A refused invocation does not fail the source (the schedule takes the snapshot).
+    rc, calls, err = run_replica_user_data(cluster, tmp_path / "refused", role="snapshot-source", fresh=True,
+                                           params={}, refuse="lambda invoke")
+    assert rc == 0 and "could not ask for the first snapshot" in err, err
+    assert not any("set-instance-health" in c for c in calls), calls
 
 
 def test_health_checks_are_readiness(cluster, shared):
