@@ -31,12 +31,12 @@ pub fn free_port() -> std::io::Result<u16> {
     let (low, high) = listening_range();
     let span = u32::from(high - low);
     if NEXT.load(Ordering::Relaxed) == u32::MAX {
-        let _ = NEXT.compare_exchange(
-            u32::MAX,
-            rand::random::<u32>() % span,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        // A start that differs between processes started together (the time's nanoseconds and the pid).
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let start = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % span;
+        let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
     }
     for _ in 0..span.min(4096) {
         let port = low + (NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
