@@ -86,7 +86,8 @@ fn proofs_equal_geths_at_every_block_and_verify_root_catches_a_flipped_leaf() {
     let (dir, _) = c.replay("verified");
     let (code, text) = verify_root(&dir);
     assert_eq!(code, 0, "verify-root on a faithful replica:\n{text}");
-    let verified = text.lines().find(|l| l.contains("verified from the state tables")).expect("a verified line");
+    let verified =
+        text.lines().find(|l| l.contains("verified from the state tables")).expect("a verified line");
     let (block, root) = {
         let words: Vec<&str> = verified.split_whitespace().collect();
         let at = |w: &str| words.iter().position(|x| *x == w).expect("word in the verified line");
@@ -107,7 +108,10 @@ fn proofs_equal_geths_at_every_block_and_verify_root_catches_a_flipped_leaf() {
     }
     let (code, text) = verify_root(&dir);
     assert_eq!(code, 3, "verify-root on a flipped leaf:\n{text}");
-    assert!(text.contains(&format!("block {block} ")) && text.contains(&format!("state root is {root}")), "{text}");
+    assert!(
+        text.contains(&format!("block {block} ")) && text.contains(&format!("state root is {root}")),
+        "{text}"
+    );
 }
 
 /// The account leaf a proof answer describes, as the trie encodes it.

@@ -73,8 +73,8 @@ impl Store {
     /// delta's leaves too, which the walk takes from `delta` instead).
     pub(crate) fn update_trie(&self, batch: &mut Batch, delta: &StateDelta) -> Result<B256> {
         let mut overlay = BTreeMap::new();
-        for (key, change) in &delta.accounts {
-            let (storage_root, walked) = self.storage_root_after(key, change)?;
+        let storage = self.storage_roots_after(delta)?;
+        for ((key, change), (storage_root, walked)) in delta.accounts.iter().zip(storage) {
             if let Some(walked) = walked {
                 for path in &walked.removed {
                     self.delete::<StorageTrie>(batch, &(*key, TriePath(*path)));
@@ -102,6 +102,58 @@ impl Store {
     }
 }
 
+/// Below this many changed slots in a state change, its storage tries are walked on the calling thread: a
+/// thread costs more than it saves.
+const PARALLEL_MIN_SLOTS: usize = 256;
+
+/// An account's storage root after a change, with the walk that computed it (none when no slot changed).
+type StorageAfter = (B256, Option<Walked>);
+
+impl Store {
+    /// Each changed account's storage root after `delta`, in the delta's order, with the walk that computed
+    /// it. The storage tries are independent of each other, and walking them (reading the leaves around each
+    /// change and hashing) is about a third of a block's trie update, so they are walked on every core: the
+    /// largest first, each worker taking the next when it is done.
+    fn storage_roots_after(&self, delta: &StateDelta) -> Result<Vec<StorageAfter>> {
+        let items: Vec<(&B256, &AccountDelta)> = delta.accounts.iter().collect();
+        let slots: usize = items.iter().map(|(_, c)| c.slots.len()).sum();
+        let tries = items.iter().filter(|(_, c)| !c.slots.is_empty()).count();
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(tries);
+        if workers < 2 || slots < PARALLEL_MIN_SLOTS {
+            return items.iter().map(|(key, change)| self.storage_root_after(key, change)).collect();
+        }
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(items[i].1.slots.len()));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: Vec<Vec<(usize, Result<StorageAfter>)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(&i) = order.get(at) else { return mine };
+                            let (key, change) = items[i];
+                            mine.push((i, self.storage_root_after(key, change)));
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        });
+        // Every index was taken by exactly one worker.
+        let mut out: Vec<Option<StorageAfter>> = (0..items.len()).map(|_| None).collect();
+        for (i, result) in done.into_iter().flatten() {
+            out[i] = Some(result?);
+        }
+        debug_assert!(out.iter().all(Option::is_some));
+        Ok(out.into_iter().flatten().collect())
+    }
+}
+
 /// The walks over one source (the database now, or a view of it), shared by the apply path and proofs.
 pub(crate) trait TrieWalks: Source + Sized {
     /// One account's storage trie with `slots` (hashed slot -> new value, zero: gone) laid over it; keeps the
@@ -118,7 +170,7 @@ pub(crate) trait TrieWalks: Source + Sized {
 
     /// An account's storage root after `change`: the stored one when no slot changes, else the walk over the
     /// changed slots (returned too, with the nodes it changed).
-    fn storage_root_after(&self, account: &B256, change: &AccountDelta) -> Result<(B256, Option<Walked>)> {
+    fn storage_root_after(&self, account: &B256, change: &AccountDelta) -> Result<StorageAfter> {
         if change.slots.is_empty() {
             return Ok((stored_storage_root(self, account)?, None));
         }
@@ -143,3 +195,62 @@ pub(crate) trait TrieWalks: Source + Sized {
 }
 
 impl<S: Source> TrieWalks for S {}
+
+#[cfg(test)]
+mod tests {
+    use alloy_primitives::{keccak256, U256};
+    use alloy_trie::KECCAK_EMPTY;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    use super::*;
+    use crate::StoreOptions;
+
+    /// Enough changed slots over enough accounts that the storage tries are walked on every core (slots set,
+    /// changed and cleared, some accounts without storage changes): round after round the updated trie's root
+    /// equals a rebuild of the whole state from its tables.
+    #[test]
+    fn storage_tries_walked_in_parallel_give_the_rebuilt_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("opens");
+        let mut rng = StdRng::seed_from_u64(3);
+        let accounts: Vec<B256> = (0u8..12).map(|i| keccak256([i])).collect();
+        let mut held: BTreeMap<B256, Vec<B256>> = BTreeMap::new();
+        for round in 0u64..4 {
+            let (mut batch, mut delta) = (Batch::default(), StateDelta::default());
+            for (i, key) in accounts.iter().enumerate() {
+                let account = StoredAccount { nonce: round, balance: U256::from(i), code_hash: KECCAK_EMPTY };
+                let mut slots = BTreeMap::new();
+                for _ in 0..(i as u64 * 25 + round * 7) {
+                    let existing = held.get(key).filter(|h| !h.is_empty() && rng.random_bool(0.3));
+                    let slot = match existing {
+                        Some(h) => h[rng.random_range(0..h.len())],
+                        None => B256::from(rng.random::<[u8; 32]>()),
+                    };
+                    let value = if rng.random_bool(0.2) {
+                        B256::ZERO
+                    } else {
+                        B256::from(U256::from(rng.random::<u64>() | 1))
+                    };
+                    slots.insert(slot, value);
+                }
+                store.put::<Accounts>(&mut batch, key, &account);
+                let h = held.entry(*key).or_default();
+                for (slot, value) in &slots {
+                    h.retain(|s| s != slot);
+                    if value.is_zero() {
+                        store.delete::<Storage>(&mut batch, &(*key, *slot));
+                    } else {
+                        store.put::<Storage>(&mut batch, &(*key, *slot), value);
+                        h.push(*slot);
+                    }
+                }
+                delta.accounts.insert(*key, AccountDelta { account: Some(account), slots });
+            }
+            let changed: usize = delta.accounts.values().map(|c| c.slots.len()).sum();
+            assert!(changed >= PARALLEL_MIN_SLOTS, "round {round}: {changed} slots");
+            let root = store.update_trie(&mut batch, &delta).expect("updates");
+            store.commit(batch).expect("commits");
+            assert_eq!(root, store.state_root().expect("rebuilds"), "round {round}");
+        }
+    }
+}
