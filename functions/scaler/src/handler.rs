@@ -146,7 +146,8 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, trigger: &Trigger, now: i64) -> any
     // would leave its replacements on the old one and roll them again. A refresh state that cannot be read
     // does not hold the move back (a lasting denial would leave new replicas on ever older snapshots, until
     // one is older than the topic's retention): it is reported.
-    let repoint_deferred = match refreshing_groups(d).await {
+    let refreshing = refreshing_groups(d).await;
+    let repoint_deferred = match &refreshing {
         Ok(groups) if groups.is_empty() => None,
         Ok(groups) => Some(format!("instance refresh running in {groups:?}")),
         Err(e) => {
@@ -190,7 +191,7 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, trigger: &Trigger, now: i64) -> any
     }
     let mut rolls = Vec::new();
     if cfg.roll_instances {
-        let (done, errors) = roll_outdated(d).await;
+        let (done, errors) = roll_outdated(d, refreshing.as_deref().ok()).await;
         rolls = done;
         errors.into_iter().for_each(&mut problem);
     }
@@ -216,7 +217,9 @@ pub async fn run(cfg: &Config, d: &Deps<'_>, trigger: &Trigger, now: i64) -> any
 
 /// Starts an instance refresh for each group whose instances run an older launch configuration than the
 /// group's (after a stack update; never for snapshot-only changes): the decision is [`decide_roll`].
-async fn roll_outdated(d: &Deps<'_>) -> (Vec<GroupRoll>, Vec<String>) {
+/// `refreshing`: the groups this run already found refreshing (`None`: that read failed, so each group's
+/// state is read here).
+async fn roll_outdated(d: &Deps<'_>, refreshing: Option<&[String]>) -> (Vec<GroupRoll>, Vec<String>) {
     let (mut rolls, mut errors) = (Vec::new(), Vec::new());
     for group in d.fleet.roll_groups() {
         let configs = match d.fleet.launch_configs(&group).await {
@@ -226,11 +229,11 @@ async fn roll_outdated(d: &Deps<'_>) -> (Vec<GroupRoll>, Vec<String>) {
                 continue;
             }
         };
-        // The refresh state is read only when there is something to roll.
-        let in_progress = if outdated(&configs.group, &configs.instances) > 0 {
-            d.fleet.refresh_in_progress(&group).await.map_err(|e| errors.push(e.to_string())).ok()
-        } else {
-            None
+        // The refresh state counts only when there is something to roll.
+        let in_progress = match refreshing {
+            _ if outdated(&configs.group, &configs.instances) == 0 => None,
+            Some(running) => Some(running.contains(&group)),
+            None => d.fleet.refresh_in_progress(&group).await.map_err(|e| errors.push(e.to_string())).ok(),
         };
         let decision = decide_roll(&configs.group, &configs.instances, in_progress);
         let mut started = None;
