@@ -40,10 +40,6 @@ fn import_state(data_dir: &Path, block: u64, rpc_url: &str, source: &[&str]) -> 
         .expect("import-state runs")
 }
 
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
 /// The digest of the state tables of a database (accounts, storage, code).
 fn state_digest(dir: &Path) -> B256 {
     let store = ec_store::Store::open_read_only(dir).expect("imported database");
@@ -123,7 +119,7 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     // The dump imports, and its root is block N's.
     let data = tmp.path().join("replica");
     let out = import_state(&data, n, &client.http_url(), &["--geth-dump", dump.to_str().expect("utf-8")]);
-    assert!(out.status.success(), "import-state failed:\n{}", text(&out));
+    assert!(out.status.success(), "import-state failed:\n{}", output_text(&out));
     let imported_state = state_digest(&data);
 
     // The same state as a reth init-state file (plain addresses and slots) imports to the same tables.
@@ -136,7 +132,7 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
         &client.http_url(),
         &["--reth-state", reth_file.to_str().expect("utf-8")],
     );
-    assert!(out.status.success(), "import-state --reth-state failed:\n{}", text(&out));
+    assert!(out.status.success(), "import-state --reth-state failed:\n{}", output_text(&out));
     assert_eq!(state_digest(&reth_data), imported_state, "reth-format import");
 
     // An altered balance is refused by the root check, naming both roots.
@@ -163,7 +159,7 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     let bad_data = tmp.path().join("bad");
     let out =
         import_state(&bad_data, n, &client.http_url(), &["--geth-dump", altered.to_str().expect("utf-8")]);
-    let msg = text(&out);
+    let msg = output_text(&out);
     assert!(!out.status.success(), "an altered dump must be refused:\n{msg}");
     assert!(msg.contains(&header_root.to_string()), "the refusal names the header's root:\n{msg}");
     assert!(msg.contains("the imported state's root is 0x"), "the refusal names the imported root:\n{msg}");
@@ -189,7 +185,7 @@ fn a_cluster_started_at_a_checkpoint_answers_like_geth() {
     // debug_storageRangeAt needs to show the state after N).
     let rpc_data = tmp.path().join("rpc");
     let out = import_state(&rpc_data, n, &client.http_url(), &["--from-rpc"]);
-    assert!(out.status.success(), "import-state --from-rpc failed:\n{}", text(&out));
+    assert!(out.status.success(), "import-state --from-rpc failed:\n{}", output_text(&out));
     assert_eq!(state_digest(&rpc_data), imported_state, "RPC import");
 
     wait_for("the log to reach geth's head", Duration::from_secs(120), || {
@@ -284,7 +280,7 @@ fn import_from_a_path_scheme_node_is_refused_with_the_flags_it_needs() {
     let tmp = tempdir();
     let data = tmp.path().join("db");
     let out = import_state(&data, 2, &url, &["--from-rpc"]);
-    let said = text(&out);
+    let said = output_text(&out);
     assert!(!out.status.success(), "a path-scheme node must be refused:\n{said}");
     assert!(
         said.contains("--state.scheme=hash") && said.contains("0x000F3df6D732807Ef1319fB7B8bB8522d0Beac02"),
@@ -297,7 +293,7 @@ fn import_from_a_path_scheme_node_is_refused_with_the_flags_it_needs() {
     produce(&broker.bootstrap_servers(), "log", &records, ec_log::EncodeOptions::default());
     let out = run_replica(&data, &broker.bootstrap_servers(), "log");
     assert!(!out.status.success(), "a genesis record on a half-finished import must be refused");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("half-finished import"), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("half-finished import"), "{}", output_text(&out));
 }
 
 /// Issue 27, item 5: the runbook's start of a real network as one scripted path (`scripts/start-at-block.sh`)
@@ -332,7 +328,7 @@ fn the_runbook_starts_a_network_at_block_n_with_one_script() {
     }
     let _stop = StopPids(data.join("pids"));
     let out = cmd.output().expect("the script runs");
-    assert!(out.status.success(), "start-at-block.sh failed:\n{}", text(&out));
+    assert!(out.status.success(), "start-at-block.sh failed:\n{}", output_text(&out));
 
     // Traffic after N; both replicas follow and answer as geth does.
     store_slot(&client, contract, 6, 0x66);

@@ -37,7 +37,7 @@ fn grant(broker: &KafkaBroker, suffix: &str, without: &[&str]) {
         cmd.args(["--without", w]);
     }
     let out = cmd.output().expect("python3 runs (scripts/setup.sh installs confluent-kafka)");
-    assert!(out.status.success(), "kafka_grants.py failed:\n{}", text(&out));
+    assert!(out.status.success(), "kafka_grants.py failed:\n{}", output_text(&out));
 }
 
 /// The flags that sign a process in as `principal` over SASL/OAUTHBEARER (its `--brokers` names the
@@ -45,10 +45,6 @@ fn grant(broker: &KafkaBroker, suffix: &str, without: &[&str]) {
 fn signed_in(cmd: &mut Command, principal: &str) {
     cmd.args(["--kafka-security-protocol", "SASL_PLAINTEXT", "--kafka-sasl-mechanism", "OAUTHBEARER"])
         .args(["--kafka-oauth-unsecured-principal", principal]);
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 fn publisher(client: &Upstream, sasl: &str, principal: &str, extra: &[&str]) -> Command {
@@ -75,7 +71,7 @@ fn every_role_works_with_exactly_the_template_grants() {
     assert!(
         out.status.success(),
         "create-topics as the publisher:\n{}\nbroker:\n{}",
-        text(&out),
+        output_text(&out),
         broker.log()
     );
 
@@ -98,7 +94,7 @@ fn every_role_works_with_exactly_the_template_grants() {
     let mut replay = replica_cmd(&tmp.path().join("replay"), &sasl, "log");
     signed_in(&mut replay, "replica");
     let out = replay.output().expect("replica runs");
-    assert!(out.status.success(), "replica as the replica role:\n{}", text(&out));
+    assert!(out.status.success(), "replica as the replica role:\n{}", output_text(&out));
     let port = free_port();
     let mut follow = replica_follow_cmd(&tmp.path().join("follow"), &sasl, "log");
     follow.args(["--rpc-addr", &format!("127.0.0.1:{port}")]);
@@ -156,8 +152,12 @@ fn a_grant_removed_from_the_template_is_a_denial() {
     let mut replay = replica_cmd(&tmp.path().join("replay"), &sasl, "log");
     signed_in(&mut replay, "replica-cut");
     let out = run_with_timeout(replay, Duration::from_secs(90));
-    assert!(!out.status.success(), "a replica without its group's DescribeGroup must fail:\n{}", text(&out));
-    let said = text(&out).to_lowercase();
+    assert!(
+        !out.status.success(),
+        "a replica without its group's DescribeGroup must fail:\n{}",
+        output_text(&out)
+    );
+    let said = output_text(&out).to_lowercase();
     assert!(said.contains("group authorization failed"), "the failure names the group's denial:\n{said}");
 }
 

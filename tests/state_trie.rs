@@ -15,7 +15,7 @@ use std::process::Command;
 fn verify_root(dir: &std::path::Path) -> (i32, String) {
     let out =
         Command::new(bin()).args(["verify-root", "--data-dir"]).arg(dir).output().expect("verify-root runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = harness::output_text(&out);
     (out.status.code().unwrap_or(-1), text)
 }
 

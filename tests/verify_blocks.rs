@@ -17,7 +17,7 @@ fn verify_blocks(dir: &std::path::Path) -> (i32, String) {
         .arg(dir)
         .output()
         .expect("verify-blocks runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = harness::output_text(&out);
     (out.status.code().unwrap_or(-1), text)
 }
 

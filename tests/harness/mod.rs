@@ -140,6 +140,11 @@ pub fn run_replica(data_dir: &Path, brokers: &str, topic: &str) -> Output {
     replica_cmd(data_dir, brokers, topic).output().expect("replica runs")
 }
 
+/// What a finished command printed: its standard output, then its standard error.
+pub fn output_text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
 pub fn run_replica_ok(data_dir: &Path, brokers: &str, topic: &str) {
     let out = run_replica(data_dir, brokers, topic);
     assert!(out.status.success(), "replica failed: {}", String::from_utf8_lossy(&out.stderr));
