@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import test_iam_lint  # noqa: E402  (the template's intrinsics rendered with example values)
-from test_template import load  # noqa: E402
+from test_template import as_list, load  # noqa: E402
 
 # The IAM policy of each role in the template, and the principal its process signs in as here.
 PRINCIPALS = {
@@ -76,9 +76,8 @@ def grants(topic, cluster_id, suffix="", without=(), template=None):
         document = test_iam_lint.render(template["Resources"][name]["Properties"]["PolicyDocument"], template)
         for statement in document["Statement"]:
             assert statement["Effect"] == "Allow", statement
-            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            arns = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-            for action in actions:
+            arns = as_list(statement["Resource"])
+            for action in as_list(statement["Action"]):
                 if action == "kafka-cluster:Connect" or f"{name}:{statement['Sid']}:{action}" in without:
                     continue
                 kind, operation = OPERATIONS[action]
@@ -129,7 +128,7 @@ def statements(template=None):
     template = template or load("cluster.yaml")
     for name in PRINCIPALS:
         for s in template["Resources"][name]["Properties"]["PolicyDocument"]["Statement"]:
-            for action in s["Action"] if isinstance(s["Action"], list) else [s["Action"]]:
+            for action in as_list(s["Action"]):
                 yield name, s["Sid"], action
 
 
