@@ -197,6 +197,13 @@ impl Store {
         Ok(())
     }
 
+    /// Counts a trie update's walk ([`crate::WriteStats::trie_leaves_read`]).
+    pub(crate) fn count_walk(&self, walked: &crate::trie::walk::Walked) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.written.trie_leaves_read.fetch_add(walked.leaves_read as u64, Relaxed);
+        self.written.trie_leaf_hashes_given.fetch_add(walked.leaf_hashes_given as u64, Relaxed);
+    }
+
     /// What this store has committed since it was opened.
     pub fn write_stats(&self) -> crate::WriteStats {
         use std::sync::atomic::Ordering::Relaxed;
@@ -204,6 +211,8 @@ impl Store {
             batches: self.written.batches.load(Relaxed),
             ops: self.written.ops.load(Relaxed),
             bytes: self.written.bytes.load(Relaxed),
+            trie_leaves_read: self.written.trie_leaves_read.load(Relaxed),
+            trie_leaf_hashes_given: self.written.trie_leaf_hashes_given.load(Relaxed),
         }
     }
 

@@ -23,7 +23,7 @@ use rocksdb::{IngestExternalFileOptions, Options, ReadOptions};
 use crate::{
     error::{Result, StoreError},
     tables::{AccountTrie, Accounts, Storage, StorageRoots, StorageTrie, StoredAccount, Table, Value},
-    trie::{TrieNode, TriePath},
+    trie::{leaf_hashes::LeafParents, TriePath},
     Store,
 };
 
@@ -159,6 +159,7 @@ impl Store {
         let mut acc_it = self.db.raw_iterator_cf_opt(accounts_cf, scan_options());
         acc_it.seek_to_first();
         let mut state = HashBuilder::default().with_updates(keep_nodes);
+        let mut parents = LeafParents::default();
         let mut nodes = NodeWriter::default();
         let mut leaf = Vec::with_capacity(128);
         let (mut accounts, mut slots) = (0u64, 0u64);
@@ -196,12 +197,16 @@ impl Store {
             }
             leaf.clear();
             trie_account(&account, storage_root).encode(&mut leaf);
-            state.add_leaf(Nibbles::unpack(hashed_address), &leaf);
+            let key = Nibbles::unpack(hashed_address);
+            state.add_leaf(key, &leaf);
+            if keep_nodes {
+                parents.leaf(key, leaf.clone());
+            }
             accounts += 1;
             acc_it.next();
             if let Some(updates) = state.updated_branch_nodes.as_mut().filter(|u| u.len() >= NODES_PER_BATCH)
             {
-                nodes.account_nodes(self, updates.drain())?;
+                nodes.account_nodes(self, &mut parents, updates.drain())?;
             }
 
             if accounts.is_multiple_of(1024) && logged.elapsed() >= PROGRESS_EVERY {
@@ -229,8 +234,9 @@ impl Store {
             }
         }
         let root = state.root();
+        parents.finish();
         let (_, updates) = state.split();
-        nodes.account_nodes(self, updates)?;
+        nodes.account_nodes(self, &mut parents, updates)?;
         nodes.finish(self)?;
         tracing::info!(accounts, slots, %root, elapsed_s = started.elapsed().as_secs(), "state root computed");
         Ok(root)
@@ -250,17 +256,18 @@ impl Store {
         let mut it = self.db.raw_iterator_cf_opt(storage_cf, scan_options());
         it.seek([lo as u8]);
         let mut leaf = Vec::with_capacity(40);
-        let mut current: Option<(B256, HashBuilder, u64)> = None;
+        let mut current: Option<(B256, HashBuilder, LeafParents, u64)> = None;
         // The receiver only hangs up after an error of its own: stop quietly then.
-        let emit = |done: Option<(B256, HashBuilder, u64)>| -> Result<bool> {
-            let Some((account, mut trie, slots)) = done else { return Ok(true) };
+        let emit = |done: Option<(B256, HashBuilder, LeafParents, u64)>| -> Result<bool> {
+            let Some((account, mut trie, mut parents, slots)) = done else { return Ok(true) };
             let root = trie.root();
             if keep_nodes {
                 let mut nodes = nodes.borrow_mut();
+                parents.finish();
                 let (_, updates) = trie.split();
                 self.put::<StorageRoots>(&mut nodes.batch, &account, &root);
                 nodes.pending += 1;
-                nodes.storage_nodes(self, account, updates)?;
+                nodes.storage_nodes(self, account, &mut parents, updates)?;
             }
             Ok(out.send(Ok(StorageRoot { account, root, slots })).is_ok())
         };
@@ -278,18 +285,23 @@ impl Store {
                 // A zero slot is an absent slot in the trie; storing one is a writer's bug.
                 return Err(corrupt(format!("zero value stored for {account}")));
             }
-            if current.as_ref().is_none_or(|(a, _, _)| *a != account) && !emit(current.take())? {
+            if current.as_ref().is_none_or(|(a, ..)| *a != account) && !emit(current.take())? {
                 return Ok(());
             }
-            let (_, trie, slots) =
-                current.get_or_insert_with(|| (account, HashBuilder::default().with_updates(keep_nodes), 0));
+            let (_, trie, parents, slots) = current.get_or_insert_with(|| {
+                (account, HashBuilder::default().with_updates(keep_nodes), LeafParents::default(), 0)
+            });
             leaf.clear();
             U256::from_be_bytes(value.0).encode(&mut leaf);
-            trie.add_leaf(Nibbles::unpack(&key[32..]), &leaf);
+            let slot = Nibbles::unpack(&key[32..]);
+            trie.add_leaf(slot, &leaf);
+            if keep_nodes {
+                parents.leaf(slot, leaf.clone());
+            }
             *slots += 1;
             // A contract with millions of slots: its finished nodes go out as the pass goes, not at its end.
             if let Some(updates) = trie.updated_branch_nodes.as_mut().filter(|u| u.len() >= NODES_PER_BATCH) {
-                nodes.borrow_mut().storage_nodes(self, account, updates.drain())?;
+                nodes.borrow_mut().storage_nodes(self, account, parents, updates.drain())?;
             }
             it.next();
         }
@@ -310,30 +322,36 @@ struct NodeWriter {
 }
 
 impl NodeWriter {
-    /// Puts the account trie's `nodes`; commits once a batch's worth is pending.
+    /// Puts the account trie's `nodes` (every node the hash builder has finished so far), with the hashes of
+    /// their leaf children; commits once a batch's worth is pending.
     fn account_nodes(
         &mut self,
         store: &Store,
+        parents: &mut LeafParents,
         nodes: impl IntoIterator<Item = (Nibbles, BranchNodeCompact)>,
     ) -> Result<()> {
         for (path, node) in nodes {
-            store.put::<AccountTrie>(&mut self.batch, &TriePath(path), &TrieNode(node));
+            store.put::<AccountTrie>(&mut self.batch, &TriePath(path), &parents.node(&path, node));
             self.pending += 1;
         }
+        parents.forget_finished();
         self.commit_if_full(store)
     }
 
-    /// Puts `account`'s storage trie `nodes`; commits once a batch's worth is pending.
+    /// Puts `account`'s storage trie `nodes` (every node its hash builder has finished so far), with the
+    /// hashes of their leaf children; commits once a batch's worth is pending.
     fn storage_nodes(
         &mut self,
         store: &Store,
         account: B256,
+        parents: &mut LeafParents,
         nodes: impl IntoIterator<Item = (Nibbles, BranchNodeCompact)>,
     ) -> Result<()> {
         for (path, node) in nodes {
-            store.put::<StorageTrie>(&mut self.batch, &(account, TriePath(path)), &TrieNode(node));
+            store.put::<StorageTrie>(&mut self.batch, &(account, TriePath(path)), &parents.node(&path, node));
             self.pending += 1;
         }
+        parents.forget_finished();
         self.commit_if_full(store)
     }
 

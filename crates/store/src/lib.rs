@@ -240,6 +240,8 @@ struct WriteCounters {
     batches: AtomicU64,
     ops: AtomicU64,
     bytes: AtomicU64,
+    trie_leaves_read: AtomicU64,
+    trie_leaf_hashes_given: AtomicU64,
 }
 
 /// Totals of the write batches committed since the store was opened.
@@ -250,6 +252,10 @@ pub struct WriteStats {
     pub ops: u64,
     /// The batches' serialized size: keys, values and RocksDB's per-entry framing.
     pub bytes: u64,
+    /// Leaves the trie updates read (the changed ones and those beside them no stored node kept a hash
+    /// of), and leaves they took as the hash their parent node keeps.
+    pub trie_leaves_read: u64,
+    pub trie_leaf_hashes_given: u64,
 }
 
 impl Store {
@@ -550,6 +556,7 @@ impl Store {
         let mut batch = batch::Batch::default();
         let head = trie::TrieHead { number, hash, root: computed };
         self.put::<Meta>(&mut batch, &MetaKey::Trie, &tables::Value::encode(&head).into());
+        self.delete::<Meta>(&mut batch, &MetaKey::LegacyTrie);
         self.commit(batch)?;
         tracing::info!(block = number, root = %computed, "state trie built");
         Ok(())

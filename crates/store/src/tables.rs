@@ -227,8 +227,11 @@ pub enum MetaKey {
     /// The database layout version (u32, big-endian): see `LAYOUT_VERSION` in the crate root.
     Layout,
     /// [`crate::trie::TrieHead`]: the block whose state the trie tables describe. Absent while they do not
-    /// describe the head's state (never built, or blocks were applied with the trie off).
+    /// describe the head's state (never built, or blocks were applied with the trie off). Named `trie_v2`
+    /// since stored nodes keep their leaf children's hashes: an older build's trie is rebuilt once.
     Trie,
+    /// The older builds' [`MetaKey::Trie`] (nodes without leaf hashes): deleted when the trie is rebuilt.
+    LegacyTrie,
     /// Present (the reason, UTF-8) when this chain's headers do not commit to its state, found at genesis:
     /// roots are computed and kept, never compared (see `Store::check_genesis_root`).
     RootsUnchecked,
@@ -251,7 +254,8 @@ impl MetaKey {
             MetaKey::Imported => "imported",
             MetaKey::HistoryFloor => "history_floor",
             MetaKey::Layout => "layout",
-            MetaKey::Trie => "trie",
+            MetaKey::Trie => "trie_v2",
+            MetaKey::LegacyTrie => "trie",
             MetaKey::RootsUnchecked => "roots_unchecked",
             MetaKey::ImportStarted => "import_started",
         }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use alloy_primitives::B256;
-use alloy_trie::{BranchNodeCompact, Nibbles};
+use alloy_trie::Nibbles;
 
 use super::{
     path_of,
@@ -36,16 +36,16 @@ impl<'a> DbNodes<'a> {
         Self { store, get_opts: source.read_options(), it, table: T::NAME, prefix: prefix.to_vec() }
     }
 
-    fn decode(&self, key: &[u8], value: &[u8]) -> Result<(Nibbles, BranchNodeCompact)> {
+    fn decode(&self, key: &[u8], value: &[u8]) -> Result<(Nibbles, TrieNode)> {
         let corrupt = |reason: String| StoreError::Corrupt { table: self.table, reason };
         let found = path_of(&key[self.prefix.len()..])
             .ok_or_else(|| corrupt(format!("key {key:02x?} is not a nibble path")))?;
-        Ok((found, TrieNode::decode(value).map_err(corrupt)?.0))
+        Ok((found, TrieNode::decode(value).map_err(corrupt)?))
     }
 }
 
 impl NodeCursor for DbNodes<'_> {
-    fn seek_under(&mut self, path: &Nibbles) -> Result<Option<(Nibbles, BranchNodeCompact)>> {
+    fn seek_under(&mut self, path: &Nibbles) -> Result<Option<(Nibbles, TrieNode)>> {
         let mut key = self.prefix.clone();
         key.extend_from_slice(&path.to_vec());
         // Most stored nodes sit right at the path asked for (an extension in between is the exception): a

@@ -12,6 +12,7 @@
 //! the leaves around the changes. The same walk, with target keys in the prefix set and a proof retainer,
 //! answers `eth_getProof`.
 
+pub(crate) mod leaf_hashes;
 pub(crate) mod leaves;
 pub mod proof;
 pub mod update;
@@ -49,26 +50,57 @@ pub(crate) fn path_of(bytes: &[u8]) -> Option<Nibbles> {
     (bytes.len() <= 64 && bytes.iter().all(|b| *b < 16)).then(|| Nibbles::from_nibbles_unchecked(bytes))
 }
 
-/// A stored branch node ([`BranchNodeCompact`]), encoded as its three masks, whether a root hash follows,
-/// the root hash, then the child hashes (as many as the hash mask has bits).
+/// A stored branch node: reth's [`BranchNodeCompact`] (its masks, the root hash at the root, the hashes of
+/// its hashed *branch* children), plus the hashes of its *leaf* children (`leaf_mask`, hashes in nibble
+/// order; a leaf whose node is under 32 bytes is embedded in its parent, has no hash, and is not among
+/// them). With them, a walk past an unchanged leaf reads neither the leaf nor (in the account trie) its
+/// storage root: see [`leaf_hashes`].
+///
+/// Encoded as the three masks, a flags byte (1: a root hash follows, 2: a leaf mask follows), the root
+/// hash, the leaf mask, the branch hashes (as many as the hash mask has bits), then the leaf hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrieNode(pub BranchNodeCompact);
+pub struct TrieNode {
+    pub branch: BranchNodeCompact,
+    pub leaf_mask: TrieMask,
+    pub leaf_hashes: Vec<B256>,
+}
+
+impl From<BranchNodeCompact> for TrieNode {
+    fn from(branch: BranchNodeCompact) -> Self {
+        Self { branch, leaf_mask: TrieMask::default(), leaf_hashes: Vec::new() }
+    }
+}
+
+impl TrieNode {
+    /// The hash of the leaf child at `nibble`, if this node keeps it.
+    pub fn leaf_hash(&self, nibble: u8) -> Option<B256> {
+        if !self.leaf_mask.is_bit_set(nibble) {
+            return None;
+        }
+        let below = (self.leaf_mask.get() & ((1u16 << nibble) - 1)).count_ones() as usize;
+        self.leaf_hashes.get(below).copied()
+    }
+}
+
+const ROOT_FLAG: u8 = 1;
+const LEAVES_FLAG: u8 = 2;
 
 impl Value for TrieNode {
     fn encode(&self) -> Vec<u8> {
-        let n = &self.0;
-        let mut out = Vec::with_capacity(7 + 32 * (n.hashes.len() + 1));
+        let n = &self.branch;
+        let mut out = Vec::with_capacity(9 + 32 * (n.hashes.len() + self.leaf_hashes.len() + 1));
         for mask in [n.state_mask, n.tree_mask, n.hash_mask] {
             out.extend_from_slice(&mask.get().to_be_bytes());
         }
-        match n.root_hash {
-            Some(root) => {
-                out.push(1);
-                out.extend_from_slice(root.as_slice());
-            }
-            None => out.push(0),
+        let leaves = !self.leaf_mask.is_empty();
+        out.push(if n.root_hash.is_some() { ROOT_FLAG } else { 0 } | if leaves { LEAVES_FLAG } else { 0 });
+        if let Some(root) = n.root_hash {
+            out.extend_from_slice(root.as_slice());
         }
-        for hash in n.hashes.iter() {
+        if leaves {
+            out.extend_from_slice(&self.leaf_mask.get().to_be_bytes());
+        }
+        for hash in n.hashes.iter().chain(&self.leaf_hashes) {
             out.extend_from_slice(hash.as_slice());
         }
         out
@@ -80,19 +112,52 @@ impl Value for TrieNode {
         }
         let mask = |i: usize| TrieMask::new(u16::from_be_bytes([bytes[2 * i], bytes[2 * i + 1]]));
         let (state_mask, tree_mask, hash_mask) = (mask(0), mask(1), mask(2));
-        let (root_hash, rest) = match bytes[6] {
-            0 => (None, &bytes[7..]),
-            1 if bytes.len() >= 39 => (Some(B256::from_slice(&bytes[7..39])), &bytes[39..]),
-            flag => return Err(format!("trie node root flag {flag} in {} bytes", bytes.len())),
+        let flags = bytes[6];
+        if flags & !(ROOT_FLAG | LEAVES_FLAG) != 0 {
+            return Err(format!("trie node flags {flags} in {} bytes", bytes.len()));
+        }
+        let mut rest = &bytes[7..];
+        let mut take = |n: usize| -> Result<&[u8], String> {
+            let (head, tail) = rest.split_at_checked(n).ok_or_else(|| format!("trie node of {} bytes", bytes.len()))?;
+            rest = tail;
+            Ok(head)
         };
-        if !tree_mask.is_subset_of(state_mask) || !hash_mask.is_subset_of(state_mask) {
-            return Err(format!("trie node masks {state_mask:?} {tree_mask:?} {hash_mask:?} disagree"));
+        let root_hash = if flags & ROOT_FLAG != 0 { Some(B256::from_slice(take(32)?)) } else { None };
+        let leaf_mask = if flags & LEAVES_FLAG != 0 {
+            let m = take(2)?;
+            TrieMask::new(u16::from_be_bytes([m[0], m[1]]))
+        } else {
+            TrieMask::default()
+        };
+        let leaf_children = TrieMask::new(leaf_mask.get() & (hash_mask.get() | tree_mask.get()));
+        if !tree_mask.is_subset_of(state_mask)
+            || !hash_mask.is_subset_of(state_mask)
+            || !leaf_mask.is_subset_of(state_mask)
+            || !leaf_children.is_empty()
+        {
+            return Err(format!("trie node masks {state_mask:?} {tree_mask:?} {hash_mask:?} {leaf_mask:?} disagree"));
         }
-        if rest.len() != 32 * hash_mask.count_ones() as usize {
-            return Err(format!("{} bytes of hashes for hash mask {hash_mask:?}", rest.len()));
+        let branch_hashes = hash_mask.count_bits() as usize;
+        let leaf_hashes = leaf_mask.count_bits() as usize;
+        if rest.len() != 32 * (branch_hashes + leaf_hashes) {
+            return Err(format!(
+                "{} bytes of hashes for hash mask {hash_mask:?} and leaf mask {leaf_mask:?}",
+                rest.len()
+            ));
         }
-        let hashes = rest.chunks_exact(32).map(B256::from_slice).collect::<Vec<_>>();
-        Ok(TrieNode(BranchNodeCompact { state_mask, tree_mask, hash_mask, hashes: hashes.into(), root_hash }))
+        let mut hashes = rest.chunks_exact(32).map(B256::from_slice);
+        let branch_hashes: Vec<B256> = hashes.by_ref().take(branch_hashes).collect();
+        Ok(TrieNode {
+            branch: BranchNodeCompact {
+                state_mask,
+                tree_mask,
+                hash_mask,
+                hashes: branch_hashes.into(),
+                root_hash,
+            },
+            leaf_mask,
+            leaf_hashes: hashes.collect(),
+        })
     }
 }
 
@@ -167,16 +232,30 @@ mod tests {
             vec![B256::repeat_byte(1), B256::repeat_byte(2)],
             Some(B256::repeat_byte(9)),
         );
-        let bytes = TrieNode(node.clone()).encode();
-        assert_eq!(TrieNode::decode(&bytes).expect("decodes").0, node);
-        let rootless = BranchNodeCompact { root_hash: None, ..node };
-        assert_eq!(TrieNode::decode(&TrieNode(rootless.clone()).encode()).expect("decodes").0, rootless);
+        let bytes = TrieNode::from(node.clone()).encode();
+        assert_eq!(TrieNode::decode(&bytes).expect("decodes"), TrieNode::from(node.clone()));
+        let rootless = TrieNode::from(BranchNodeCompact { root_hash: None, ..node.clone() });
+        assert_eq!(TrieNode::decode(&rootless.encode()).expect("decodes"), rootless);
+        // Leaf hashes for the children that are neither stored nor hashed branches (nibbles 2 and 0xc).
+        let with_leaves = TrieNode {
+            branch: BranchNodeCompact { state_mask: TrieMask::new(0b1_0000_0000_1111), ..node },
+            leaf_mask: TrieMask::new(0b1_0000_0000_0100),
+            leaf_hashes: vec![B256::repeat_byte(3), B256::repeat_byte(4)],
+        };
+        assert_eq!(TrieNode::decode(&with_leaves.encode()).expect("decodes"), with_leaves);
+        assert_eq!(with_leaves.leaf_hash(2), Some(B256::repeat_byte(3)));
+        assert_eq!(with_leaves.leaf_hash(12), Some(B256::repeat_byte(4)));
+        assert_eq!(with_leaves.leaf_hash(0), None);
+        let leaf_on_a_branch =
+            TrieNode { leaf_mask: TrieMask::new(0b1000), leaf_hashes: vec![B256::ZERO], ..with_leaves.clone() };
         #[rustfmt::skip]
         let bad: Vec<(&str, Vec<u8>)> = vec![
             ("too short",                 vec![0; 5]),
             ("a hash missing",            bytes[..bytes.len() - 32].to_vec()),
             ("tree mask outside state",   [&[0, 1, 0, 2, 0, 0, 0][..]].concat()),
-            ("unknown root flag",         vec![0, 0, 0, 0, 0, 0, 7]),
+            ("unknown flag",              vec![0, 0, 0, 0, 0, 0, 4]),
+            ("a leaf hash missing",       with_leaves.encode()[..with_leaves.encode().len() - 32].to_vec()),
+            ("a leaf on a hashed branch", leaf_on_a_branch.encode()),
         ];
         for (name, bytes) in bad {
             assert!(TrieNode::decode(&bytes).is_err(), "{name}");

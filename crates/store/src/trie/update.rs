@@ -11,7 +11,7 @@ use super::{
     leaves::{DbLeaves, DbNodes},
     slot_leaf,
     walk::{Walk, Walked},
-    PrefixSet, TrieNode, TriePath,
+    PrefixSet, TriePath,
 };
 use crate::{
     batch::{Batch, Source},
@@ -76,11 +76,12 @@ impl Store {
         let storage = self.storage_roots_after(delta)?;
         for ((key, change), (storage_root, walked)) in delta.accounts.iter().zip(storage) {
             if let Some(walked) = walked {
+                self.count_walk(&walked);
                 for path in &walked.removed {
                     self.delete::<StorageTrie>(batch, &(*key, TriePath(*path)));
                 }
                 for (path, node) in walked.updated {
-                    self.put::<StorageTrie>(batch, &(*key, TriePath(path)), &TrieNode(node));
+                    self.put::<StorageTrie>(batch, &(*key, TriePath(path)), &node);
                 }
             }
             match &change.account {
@@ -92,11 +93,12 @@ impl Store {
             overlay.insert(*key, change.account.as_ref().map(|a| account_leaf(a, storage_root)));
         }
         let walked = self.walk_accounts(&overlay, delta.accounts.keys(), &[])?;
+        self.count_walk(&walked);
         for path in &walked.removed {
             self.delete::<AccountTrie>(batch, &TriePath(*path));
         }
         for (path, node) in walked.updated {
-            self.put::<AccountTrie>(batch, &TriePath(path), &TrieNode(node));
+            self.put::<AccountTrie>(batch, &TriePath(path), &node);
         }
         Ok(walked.root)
     }
@@ -162,10 +164,11 @@ pub(crate) trait TrieWalks: Source + Sized {
         let overlay: BTreeMap<B256, Option<Vec<u8>>> =
             slots.iter().map(|(k, v)| (*k, (!v.is_zero()).then(|| slot_leaf(v)))).collect();
         let changed = PrefixSet::new(slots.keys().chain(targets).copied());
+        let deleted = PrefixSet::new(gone(&overlay));
         let nodes = DbNodes::new::<StorageTrie>(self, account.as_slice());
         let leaves =
             DbLeaves::new::<Storage>(self, account.as_slice(), &overlay, |_, raw| stored_slot_leaf(raw));
-        Walk::new(nodes, leaves, &changed).with_proof(targets).run()
+        Walk::new(nodes, leaves, &changed, &deleted).with_proof(targets).run()
     }
 
     /// An account's storage root after `change`: the stored one when no slot changes, else the walk over the
@@ -187,14 +190,20 @@ pub(crate) trait TrieWalks: Source + Sized {
         targets: &[B256],
     ) -> Result<Walked> {
         let changed = PrefixSet::new(changed.into_iter().copied().chain(targets.iter().copied()));
+        let deleted = PrefixSet::new(gone(overlay));
         let nodes = DbNodes::new::<AccountTrie>(self, &[]);
         let leaves =
             DbLeaves::new::<Accounts>(self, &[], overlay, |key, raw| stored_account_leaf(self, key, raw));
-        Walk::new(nodes, leaves, &changed).with_proof(targets).run()
+        Walk::new(nodes, leaves, &changed, &deleted).with_proof(targets).run()
     }
 }
 
 impl<S: Source> TrieWalks for S {}
+
+/// The keys an overlay removes (or keeps absent).
+fn gone(overlay: &BTreeMap<B256, Option<Vec<u8>>>) -> impl Iterator<Item = B256> + '_ {
+    overlay.iter().filter(|(_, value)| value.is_none()).map(|(key, _)| *key)
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,17 +8,21 @@
 //! leaves. Leaves fill every gap between the hashes given, in key order, from a [`LeafCursor`] that already
 //! shows the new values. The hash builder rebuilds the nodes along the changed paths; its updates replace
 //! them, and the visited nodes it did not rebuild are gone from the trie.
+//!
+//! A stored node also keeps its leaf children's hashes ([`super::leaf_hashes`]). An unchanged leaf child
+//! goes to the hash builder as its kept hash where the node keeps its shape (no key below it is deleted),
+//! and the leaves given to the hash builder have their hashes kept in the nodes it hands back.
 
 use alloy_primitives::{map::HashMap, B256};
-use alloy_trie::{proof::ProofRetainer, BranchNodeCompact, HashBuilder, Nibbles};
+use alloy_trie::{proof::ProofRetainer, HashBuilder, Nibbles};
 
-use super::{lowest_key, PrefixSet};
+use super::{leaf_hashes::LeafParents, lowest_key, PrefixSet, TrieNode};
 use crate::error::{Result, StoreError};
 
 /// Stored branch nodes of one trie.
 pub(crate) trait NodeCursor {
     /// The first stored node at or after `path` whose path starts with `path`.
-    fn seek_under(&mut self, path: &Nibbles) -> Result<Option<(Nibbles, BranchNodeCompact)>>;
+    fn seek_under(&mut self, path: &Nibbles) -> Result<Option<(Nibbles, TrieNode)>>;
 }
 
 /// Leaves of one trie, with their new values, in key order.
@@ -34,35 +38,48 @@ pub(crate) trait LeafCursor {
 pub(crate) struct Walked {
     pub root: B256,
     /// Nodes to store (new or changed), by path.
-    pub updated: HashMap<Nibbles, BranchNodeCompact>,
+    pub updated: HashMap<Nibbles, TrieNode>,
     /// Stored nodes that are no longer in the trie.
     pub removed: Vec<Nibbles>,
     /// Proof nodes, when a retainer was given.
     pub proof: alloy_trie::proof::ProofNodes,
+    /// Leaves read from the leaf cursor, and leaves given as the hash their parent keeps.
+    pub leaves_read: usize,
+    pub leaf_hashes_given: usize,
 }
 
 pub(crate) struct Walk<'p, N, L> {
     nodes: N,
     leaves: L,
     changed: &'p PrefixSet,
+    /// The changed keys whose leaves are gone: a node above one may change shape.
+    deleted: &'p PrefixSet,
     hb: HashBuilder,
+    parents: LeafParents,
     visited: Vec<Nibbles>,
     /// Every leaf below this key has been given to the hash builder; `None`: every leaf has.
     leaves_from: Option<B256>,
     /// The leaf cursor's position: `None` before its first seek.
     leaf: Option<Option<(B256, Vec<u8>)>>,
+    leaves_read: usize,
+    leaf_hashes_given: usize,
 }
 
 impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
-    pub(crate) fn new(nodes: N, leaves: L, changed: &'p PrefixSet) -> Self {
+    /// A walk down the `changed` keys' paths, of which the `deleted` ones have no leaf any more.
+    pub(crate) fn new(nodes: N, leaves: L, changed: &'p PrefixSet, deleted: &'p PrefixSet) -> Self {
         Self {
             nodes,
             leaves,
             changed,
+            deleted,
             hb: HashBuilder::default().with_updates(true),
+            parents: LeafParents::default(),
             visited: Vec::new(),
             leaves_from: Some(B256::ZERO),
             leaf: None,
+            leaves_read: 0,
+            leaf_hashes_given: 0,
         }
     }
 
@@ -81,16 +98,23 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
             self.visit(path, node)?;
         }
         self.leaves_before(None)?;
+        self.parents.finish();
         let root = self.hb.root();
         let proof = self.hb.take_proof_nodes();
-        let (_, updated) = self.hb.split();
+        let (_, built) = self.hb.split();
+        let updated: HashMap<Nibbles, TrieNode> =
+            built.into_iter().map(|(path, branch)| (path, self.parents.node(&path, branch))).collect();
         let removed = self.visited.into_iter().filter(|p| !updated.contains_key(p)).collect();
-        Ok(Walked { root, updated, removed, proof })
+        let (leaves_read, leaf_hashes_given) = (self.leaves_read, self.leaf_hashes_given);
+        Ok(Walked { root, updated, removed, proof, leaves_read, leaf_hashes_given })
     }
 
     /// The children of the stored node at `path`, in order: a hash where it holds, else a walk below.
-    fn visit(&mut self, path: Nibbles, node: BranchNodeCompact) -> Result<()> {
+    fn visit(&mut self, path: Nibbles, stored: TrieNode) -> Result<()> {
         self.visited.push(path);
+        // A kept leaf hash holds while the leaf stays where it is: while no key below this node is deleted.
+        let keeps_shape = !self.deleted.contains(&path);
+        let node = &stored.branch;
         let mut hashes = node.hashes.iter();
         for nibble in 0..16u8 {
             let hash = if node.hash_mask.is_bit_set(nibble) { hashes.next().copied() } else { None };
@@ -100,8 +124,13 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
             let mut child = path;
             child.push(nibble);
             let stored_below = node.tree_mask.is_bit_set(nibble);
+            let unchanged = !self.changed.contains(&child);
+            if let Some(leaf) = stored.leaf_hash(nibble).filter(|_| unchanged && keeps_shape) {
+                self.leaf(path, nibble, leaf)?;
+                continue;
+            }
             match hash {
-                Some(hash) if !self.changed.contains(&child) => self.branch(child, hash, stored_below)?,
+                Some(hash) if unchanged => self.branch(child, hash, stored_below)?,
                 _ if stored_below => {
                     let (below, node) =
                         self.nodes.seek_under(&child)?.ok_or_else(|| StoreError::Corrupt {
@@ -121,7 +150,21 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
     fn branch(&mut self, path: Nibbles, hash: B256, stored_below: bool) -> Result<()> {
         self.leaves_before(Some(lowest_key(&path)))?;
         self.hb.add_branch(path, hash, stored_below);
+        self.parents.subtree(path);
         // The subtree's own leaves are in the hash: carry on after it (nothing is after the last path).
+        self.leaves_from = path.increment().map(|next| lowest_key(&next));
+        Ok(())
+    }
+
+    /// Gives the hash builder the leaf child `nibble` of the node at `parent` as its kept hash, after the
+    /// leaves before it. (The hash builder takes it for a branch's hash; [`LeafParents::node`] moves it back.)
+    fn leaf(&mut self, parent: Nibbles, nibble: u8, hash: B256) -> Result<()> {
+        let mut path = parent;
+        path.push(nibble);
+        self.leaves_before(Some(lowest_key(&path)))?;
+        self.hb.add_branch(path, hash, false);
+        self.parents.given_leaf(parent, nibble, hash);
+        self.leaf_hashes_given += 1;
         self.leaves_from = path.increment().map(|next| lowest_key(&next));
         Ok(())
     }
@@ -143,7 +186,10 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
                 leaf = Some((key, value));
                 break;
             }
-            self.hb.add_leaf(Nibbles::unpack(key), &value);
+            let key = Nibbles::unpack(key);
+            self.hb.add_leaf(key, &value);
+            self.parents.leaf(key, value);
+            self.leaves_read += 1;
             leaf = self.leaves.next()?;
         }
         self.leaf = Some(leaf);
@@ -162,10 +208,10 @@ pub(crate) mod tests {
 
     /// Stored nodes in memory.
     #[derive(Default, Clone)]
-    pub(crate) struct MemNodes(pub BTreeMap<Nibbles, BranchNodeCompact>);
+    pub(crate) struct MemNodes(pub BTreeMap<Nibbles, TrieNode>);
 
     impl NodeCursor for &MemNodes {
-        fn seek_under(&mut self, path: &Nibbles) -> Result<Option<(Nibbles, BranchNodeCompact)>> {
+        fn seek_under(&mut self, path: &Nibbles) -> Result<Option<(Nibbles, TrieNode)>> {
             Ok(self
                 .0
                 .range(*path..)
@@ -221,12 +267,13 @@ pub(crate) mod tests {
     #[test]
     fn the_walk_over_stored_nodes_agrees_with_a_full_rebuild() {
         let mut rng = StdRng::seed_from_u64(7);
+        let (mut given, mut read) = (0, 0);
         for trial in 0..60 {
             let mut leaves = BTreeMap::new();
             let mut nodes = MemNodes::default();
             let size = [1, 2, 5, 40, 300][trial % 5];
             for round in 0..8 {
-                let mut changed = Vec::new();
+                let (mut changed, mut deleted) = (Vec::new(), Vec::new());
                 let edits = rng.random_range(1..=size.max(2));
                 for _ in 0..edits {
                     let existing = leaves.keys().nth(rng.random_range(0..leaves.len().max(1))).copied();
@@ -236,15 +283,19 @@ pub(crate) mod tests {
                     };
                     if rng.random_bool(if round == 7 { 0.9 } else { 0.3 }) {
                         leaves.remove(&k);
+                        deleted.push(k);
                     } else {
                         let len = rng.random_range(1..40);
                         leaves.insert(k, (0..len).map(|_| rng.random::<u8>() | 1).collect());
                     }
                     changed.push(k);
                 }
-                let set = PrefixSet::new(changed);
+                // A key deleted and set again in the same round is not deleted.
+                deleted.retain(|k| !leaves.contains_key(k));
+                let (set, deleted) = (PrefixSet::new(changed), PrefixSet::new(deleted));
                 let mem = MemLeaves { leaves: &leaves, at: None };
-                let walked = Walk::new(&nodes, mem, &set).run().expect("walks");
+                let walked = Walk::new(&nodes, mem, &set, &deleted).run().expect("walks");
+                (given, read) = (given + walked.leaf_hashes_given, read + walked.leaves_read);
                 assert_eq!(walked.root, reference_root(&leaves), "trial {trial} round {round}");
                 for p in &walked.removed {
                     nodes.0.remove(p);
@@ -253,10 +304,53 @@ pub(crate) mod tests {
 
                 let everything = PrefixSet::new(leaves.keys().copied());
                 let mem = MemLeaves { leaves: &leaves, at: None };
-                let full = Walk::new(&MemNodes::default(), mem, &everything).run().expect("walks");
+                let none = PrefixSet::default();
+                let full = Walk::new(&MemNodes::default(), mem, &everything, &none).run().expect("walks");
                 let full: BTreeMap<_, _> = full.updated.into_iter().collect();
                 assert_eq!(nodes.0, full, "trial {trial} round {round}: stored nodes");
             }
         }
+        // The kept leaf hashes were used (deletions, which stop them, are frequent here: see the next test).
+        assert!(given > 0, "{given} leaf hashes given, {read} leaves read");
+    }
+
+    /// Updates to a few keys of a large trie read the changed leaves and little else: their siblings'
+    /// hashes are kept in the stored nodes. A deletion reads the leaves beside it again.
+    #[test]
+    fn kept_leaf_hashes_spare_reading_the_siblings_of_a_changed_leaf() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut leaves: BTreeMap<B256, Vec<u8>> =
+            (0..5_000).map(|_| (B256::from(rng.random::<[u8; 32]>()), vec![7u8; 40])).collect();
+        let (everything, none) = (PrefixSet::new(leaves.keys().copied()), PrefixSet::default());
+        let mem = MemLeaves { leaves: &leaves, at: None };
+        let built = Walk::new(&MemNodes::default(), mem, &everything, &none).run().expect("walks");
+        let nodes = MemNodes(built.updated.into_iter().collect());
+
+        let keys: Vec<B256> = leaves.keys().step_by(500).copied().collect();
+        for key in &keys {
+            leaves.insert(*key, vec![8u8; 40]);
+        }
+        let changed = PrefixSet::new(keys.iter().copied());
+        let mem = MemLeaves { leaves: &leaves, at: None };
+        let walked = Walk::new(&nodes, mem, &changed, &none).run().expect("walks");
+        assert_eq!(walked.root, reference_root(&leaves));
+        // The same nodes as reth keeps them, without leaf hashes: every sibling leaf is read.
+        let bare = MemNodes(nodes.0.iter().map(|(p, n)| (*p, TrieNode::from(n.branch.clone()))).collect());
+        let mem = MemLeaves { leaves: &leaves, at: None };
+        let walked_bare = Walk::new(&bare, mem, &changed, &none).run().expect("walks");
+        assert_eq!(walked_bare.root, walked.root);
+        assert!(
+            walked.leaves_read * 2 < walked_bare.leaves_read,
+            "{} leaves read, {} without leaf hashes",
+            walked.leaves_read,
+            walked_bare.leaves_read
+        );
+
+        leaves.remove(&keys[0]);
+        let deleted = PrefixSet::new([keys[0]]);
+        let mem = MemLeaves { leaves: &leaves, at: None };
+        let walked_del = Walk::new(&nodes, mem, &changed, &deleted).run().expect("walks");
+        assert_eq!(walked_del.root, reference_root(&leaves));
+        assert!(walked_del.leaves_read > walked.leaves_read + 3, "{} leaves read", walked_del.leaves_read);
     }
 }
