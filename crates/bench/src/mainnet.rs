@@ -137,6 +137,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (mut applied, mut keys) = (0u64, 0u64);
     // [one by one, pipelined]: blocks and time.
     let mut modes = [(0u64, Duration::ZERO); 2];
+    // Leaves the trie updates read, and leaf hashes they took from stored nodes, by mode.
+    let mut trie_walked = [(0u64, 0u64); 2];
     let io_before = process_write_bytes();
     let mut per_batch = Vec::new();
     let mut chunk_index = 0;
@@ -184,6 +186,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         mode.1 += t.elapsed();
         // The chunk's blocks are alike: its writes, spread evenly, stand for each block's batch.
         let after = store.write_stats();
+        let walked = &mut trie_walked[usize::from(pipelined)];
+        walked.0 += after.trie_leaves_read - before.trie_leaves_read;
+        walked.1 += after.trie_leaf_hashes_given - before.trie_leaf_hashes_given;
         per_batch.extend((0..n).map(|_| ((after.ops - before.ops) / n, (after.bytes - before.bytes) / n)));
         applied += n;
         chunk_index += 1;
@@ -247,6 +252,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     for (what, micros) in reads {
         println!("reads: {what}: {micros:.1} µs each");
+    }
+    if trie_walked.iter().any(|w| w.0 + w.1 > 0) {
+        let per_key = |n: u64, mode: usize| n as f64 / (modes[mode].0.max(1) as f64 * keys as f64 / applied as f64);
+        println!(
+            "trie: per changed key, {:.1} leaves read and {:.1} leaf hashes taken from stored nodes (one record at a \
+             time), {:.1} and {:.1} (pipelined)",
+            per_key(trie_walked[0].0, 0),
+            per_key(trie_walked[0].1, 0),
+            per_key(trie_walked[1].0, 1),
+            per_key(trie_walked[1].1, 1)
+        );
     }
     println!(
         "rocksdb raw, same batches and bytes: {:.1} s = {:.1} blocks/s; replay is {:.2}x the raw rate",

@@ -118,11 +118,15 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
         let mut hashes = node.hashes.iter();
         for nibble in 0..16u8 {
             let hash = if node.hash_mask.is_bit_set(nibble) { hashes.next().copied() } else { None };
-            if !node.state_mask.is_bit_set(nibble) {
-                continue;
-            }
             let mut child = path;
             child.push(nibble);
+            if !node.state_mask.is_bit_set(nibble) {
+                // The stored trie has no leaf under an absent child; a new one would be a changed key.
+                if !self.changed.contains(&child) {
+                    self.skip_empty(&child);
+                }
+                continue;
+            }
             let stored_below = node.tree_mask.is_bit_set(nibble);
             let unchanged = !self.changed.contains(&child);
             if let Some(leaf) = stored.leaf_hash(nibble).filter(|_| unchanged && keeps_shape) {
@@ -167,6 +171,14 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
         self.leaf_hashes_given += 1;
         self.leaves_from = path.increment().map(|next| lowest_key(&next));
         Ok(())
+    }
+
+    /// Moves past the subtree at `path`, which holds no leaf, when the leaves given so far end right before
+    /// it: the next read then starts after it, or is not needed at all (a seek saved per gap).
+    fn skip_empty(&mut self, path: &Nibbles) {
+        if self.leaves_from == Some(lowest_key(path)) {
+            self.leaves_from = path.increment().map(|next| lowest_key(&next));
+        }
     }
 
     /// Gives the hash builder every leaf from `leaves_from` up to `bound` (`None`: to the end).
