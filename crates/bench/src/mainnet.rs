@@ -254,7 +254,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("reads: {what}: {micros:.1} µs each");
     }
     if trie_walked.iter().any(|w| w.0 + w.1 > 0) {
-        let per_key = |n: u64, mode: usize| n as f64 / (modes[mode].0.max(1) as f64 * keys as f64 / applied as f64);
+        let per_key =
+            |n: u64, mode: usize| n as f64 / (modes[mode].0.max(1) as f64 * keys as f64 / applied as f64);
         println!(
             "trie: per changed key, {:.1} leaves read and {:.1} leaf hashes taken from stored nodes (one record at a \
              time), {:.1} and {:.1} (pipelined)",

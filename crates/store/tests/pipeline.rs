@@ -90,7 +90,10 @@ fn a_pipelined_replay_writes_what_applying_one_by_one_writes() {
             let trie = ["account_trie", "storage_trie", "storage_roots"];
             let sum = piped.checksum().expect("checksum");
             for table in trie {
-                assert!(sum.tables.iter().any(|(name, entries, _)| *name == table && *entries > 0), "{table}");
+                assert!(
+                    sum.tables.iter().any(|(name, entries, _)| *name == table && *entries > 0),
+                    "{table}"
+                );
             }
             let replayed = sum.of_tables(&trie);
             piped.build_trie().expect("builds");

@@ -118,7 +118,8 @@ impl Value for TrieNode {
         }
         let mut rest = &bytes[7..];
         let mut take = |n: usize| -> Result<&[u8], String> {
-            let (head, tail) = rest.split_at_checked(n).ok_or_else(|| format!("trie node of {} bytes", bytes.len()))?;
+            let (head, tail) =
+                rest.split_at_checked(n).ok_or_else(|| format!("trie node of {} bytes", bytes.len()))?;
             rest = tail;
             Ok(head)
         };
@@ -135,7 +136,9 @@ impl Value for TrieNode {
             || !leaf_mask.is_subset_of(state_mask)
             || !leaf_children.is_empty()
         {
-            return Err(format!("trie node masks {state_mask:?} {tree_mask:?} {hash_mask:?} {leaf_mask:?} disagree"));
+            return Err(format!(
+                "trie node masks {state_mask:?} {tree_mask:?} {hash_mask:?} {leaf_mask:?} disagree"
+            ));
         }
         let branch_hashes = hash_mask.count_bits() as usize;
         let leaf_hashes = leaf_mask.count_bits() as usize;
@@ -246,8 +249,11 @@ mod tests {
         assert_eq!(with_leaves.leaf_hash(2), Some(B256::repeat_byte(3)));
         assert_eq!(with_leaves.leaf_hash(12), Some(B256::repeat_byte(4)));
         assert_eq!(with_leaves.leaf_hash(0), None);
-        let leaf_on_a_branch =
-            TrieNode { leaf_mask: TrieMask::new(0b1000), leaf_hashes: vec![B256::ZERO], ..with_leaves.clone() };
+        let leaf_on_a_branch = TrieNode {
+            leaf_mask: TrieMask::new(0b1000),
+            leaf_hashes: vec![B256::ZERO],
+            ..with_leaves.clone()
+        };
         #[rustfmt::skip]
         let bad: Vec<(&str, Vec<u8>)> = vec![
             ("too short",                 vec![0; 5]),

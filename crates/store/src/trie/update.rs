@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use alloy_primitives::B256;
-use alloy_trie::EMPTY_ROOT_HASH;
+use alloy_trie::{HashBuilder, Nibbles, EMPTY_ROOT_HASH};
 
 use super::{
     account_leaf,
@@ -92,7 +92,10 @@ impl Store {
             }
             overlay.insert(*key, change.account.as_ref().map(|a| account_leaf(a, storage_root)));
         }
-        let walked = self.walk_accounts(&overlay, delta.accounts.keys(), &[])?;
+        let walked = match self.walk_accounts_in_parallel(&overlay)? {
+            Some(walked) => walked,
+            None => self.walk_accounts(&overlay, delta.accounts.keys(), &[])?,
+        };
         self.count_walk(&walked);
         for path in &walked.removed {
             self.delete::<AccountTrie>(batch, &TriePath(*path));
@@ -153,6 +156,87 @@ impl Store {
         }
         debug_assert!(out.iter().all(Option::is_some));
         Ok(out.into_iter().flatten().collect())
+    }
+}
+
+/// Below this many changed accounts, the account trie is walked whole on the calling thread.
+const PARALLEL_MIN_ACCOUNTS: usize = 256;
+
+impl Store {
+    /// The account trie's walk split by the changed keys' first nibble, the subtrees walked on every core
+    /// and their hashes then put together under the root: the same root and nodes as one walk
+    /// ([`TrieWalks::walk_accounts`]). Only where the stored root's 16 children are all hashed branches (a
+    /// mainnet-sized state) and each changed one still is afterwards; `None` otherwise, and the caller walks
+    /// the whole trie.
+    fn walk_accounts_in_parallel(&self, overlay: &BTreeMap<B256, Option<Vec<u8>>>) -> Result<Option<Walked>> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if workers < 2 || overlay.len() < PARALLEL_MIN_ACCOUNTS {
+            return Ok(None);
+        }
+        let Some(root) = self.get::<AccountTrie>(&TriePath(Nibbles::default()))? else { return Ok(None) };
+        let root = root.branch;
+        if root.state_mask.get() != u16::MAX || root.hash_mask != root.state_mask {
+            return Ok(None);
+        }
+        let mut tops: Vec<u8> = overlay.keys().map(|key| key[0] >> 4).collect();
+        tops.dedup();
+        let changed = PrefixSet::new(overlay.keys().copied());
+        let deleted = PrefixSet::new(gone(overlay));
+        let walk = |top: u8| {
+            let nodes = DbNodes::new::<AccountTrie>(self, &[]);
+            let leaves =
+                DbLeaves::new::<Accounts>(self, &[], overlay, |key, raw| stored_account_leaf(self, key, raw));
+            Walk::new(nodes, leaves, &changed, &deleted).subtree(Nibbles::from_nibbles_unchecked([top])).run()
+        };
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: Vec<Vec<(u8, Result<Walked>)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers.min(tops.len()))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        while let Some(&top) =
+                            tops.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                        {
+                            mine.push((top, walk(top)));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        });
+        let mut subtrees: [Option<Walked>; 16] = Default::default();
+        for (top, walked) in done.into_iter().flatten() {
+            let walked = walked?;
+            // A subtree whose top is no longer a stored branch: its hash is not what the root keeps.
+            if !walked.updated.contains_key(&Nibbles::from_nibbles_unchecked([top])) {
+                return Ok(None);
+            }
+            subtrees[usize::from(top)] = Some(walked);
+        }
+
+        let mut hb = HashBuilder::default().with_updates(true);
+        let mut all = Walked::default();
+        for (nibble, old) in (0..16u8).zip(root.hashes.iter()) {
+            let path = Nibbles::from_nibbles_unchecked([nibble]);
+            match subtrees[usize::from(nibble)].take() {
+                Some(walked) => {
+                    hb.add_branch(path, walked.root, true);
+                    all.updated.extend(walked.updated);
+                    all.removed.extend(walked.removed);
+                    all.leaves_read += walked.leaves_read;
+                    all.leaf_hashes_given += walked.leaf_hashes_given;
+                }
+                None => hb.add_branch(path, *old, root.tree_mask.is_bit_set(nibble)),
+            }
+        }
+        all.root = hb.root();
+        let (_, top) = hb.split();
+        all.updated.extend(top.into_iter().map(|(path, node)| (path, node.into())));
+        Ok(Some(all))
     }
 }
 
@@ -260,6 +344,82 @@ mod tests {
             let root = store.update_trie(&mut batch, &delta).expect("updates");
             store.commit(batch).expect("commits");
             assert_eq!(root, store.state_root().expect("rebuilds"), "round {round}");
+        }
+    }
+
+    /// Enough changed accounts that the account trie is walked as 16 subtrees on every core: round after
+    /// round (accounts changed, created and deleted) the subtrees give what one walk gives (root, nodes
+    /// written and removed), the root equals a rebuild's and the trie tables a build's.
+    #[test]
+    fn the_account_trie_walked_as_subtrees_gives_what_one_walk_gives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("opens");
+        let mut rng = StdRng::seed_from_u64(5);
+        let account = |rng: &mut StdRng| StoredAccount {
+            nonce: rng.random_range(0..100),
+            balance: U256::from(rng.random::<u64>()),
+            code_hash: KECCAK_EMPTY,
+        };
+        // Hundreds of accounts under every first nibble: the root's children are all hashed branches.
+        let mut held: Vec<B256> = (0u32..4_000).map(|i| keccak256(i.to_be_bytes())).collect();
+        let mut batch = Batch::default();
+        for key in &held {
+            store.put::<Accounts>(&mut batch, key, &account(&mut rng));
+        }
+        store.commit(batch).expect("commits");
+        store.build_trie().expect("builds");
+        let trie_tables = || store.checksum().expect("checksum").of_tables(crate::tables::TRIE_TABLES);
+
+        for round in 0u32..4 {
+            let (mut batch, mut delta) = (Batch::default(), StateDelta::default());
+            for i in 0..400u32 {
+                let (key, value) = match i % 10 {
+                    // Deleted.
+                    0 => (held.swap_remove(rng.random_range(0..held.len())), None),
+                    // Created.
+                    1 => {
+                        (keccak256([round.to_be_bytes(), i.to_be_bytes()].concat()), Some(account(&mut rng)))
+                    }
+                    _ => (held[rng.random_range(0..held.len())], Some(account(&mut rng))),
+                };
+                match &value {
+                    Some(a) => store.put::<Accounts>(&mut batch, &key, a),
+                    None => store.delete::<Accounts>(&mut batch, &key),
+                }
+                delta.accounts.insert(key, AccountDelta { account: value, slots: BTreeMap::new() });
+            }
+            let created: Vec<B256> = delta
+                .accounts
+                .iter()
+                .filter(|(key, change)| change.account.is_some() && !held.contains(key))
+                .map(|(key, _)| *key)
+                .collect();
+            held.extend(created);
+
+            let overlay: BTreeMap<B256, Option<Vec<u8>>> = delta
+                .accounts
+                .iter()
+                .map(|(key, change)| {
+                    (*key, change.account.as_ref().map(|a| account_leaf(a, EMPTY_ROOT_HASH)))
+                })
+                .collect();
+            let split =
+                store.walk_accounts_in_parallel(&overlay).expect("walks").expect("walked as subtrees");
+            let whole = store.walk_accounts(&overlay, overlay.keys(), &[]).expect("walks");
+            assert_eq!(split.root, whole.root, "round {round}");
+            assert_eq!(split.updated, whole.updated, "round {round}: nodes written");
+            let sorted = |mut v: Vec<Nibbles>| {
+                v.sort();
+                v
+            };
+            assert_eq!(sorted(split.removed), sorted(whole.removed), "round {round}: nodes removed");
+
+            let root = store.update_trie(&mut batch, &delta).expect("updates");
+            store.commit(batch).expect("commits");
+            assert_eq!(root, store.state_root().expect("rebuilds"), "round {round}");
+            let updated = trie_tables();
+            store.build_trie().expect("builds");
+            assert_eq!(trie_tables(), updated, "round {round}: trie tables");
         }
     }
 }

@@ -63,6 +63,9 @@ pub(crate) struct Walk<'p, N, L> {
     leaf: Option<Option<(B256, Vec<u8>)>>,
     leaves_read: usize,
     leaf_hashes_given: usize,
+    /// The subtree walked (empty: the whole trie). The hash builder sees the paths below it, so that its
+    /// root is the subtree's hash: see [`Walk::subtree`].
+    top: Nibbles,
 }
 
 impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
@@ -80,7 +83,23 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
             leaf: None,
             leaves_read: 0,
             leaf_hashes_given: 0,
+            top: Nibbles::default(),
         }
+    }
+
+    /// Walks only the subtree at `top` (the changed keys outside it are not looked at). The walk's root is
+    /// then the hash of the node at `top` as its parent sees it, and the nodes it updates keep their full
+    /// paths. Only a branch at `top` is a subtree whose hash its parent keeps as it is: the caller checks
+    /// that the walk updated a node at `top` ([`Walked::updated`]) before it uses the hash.
+    pub(crate) fn subtree(mut self, top: Nibbles) -> Self {
+        self.leaves_from = Some(lowest_key(&top));
+        self.top = top;
+        self
+    }
+
+    /// A path as the hash builder sees it: below the subtree walked.
+    fn below_top(&self, path: &Nibbles) -> Nibbles {
+        path.slice(self.top.len()..)
     }
 
     /// Keeps the proof nodes of `targets` (hashed keys), which must also be in the prefix set.
@@ -94,16 +113,28 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
     }
 
     pub(crate) fn run(mut self) -> Result<Walked> {
-        if let Some((path, node)) = self.nodes.seek_under(&Nibbles::default())? {
+        if let Some((path, node)) = self.nodes.seek_under(&self.top)? {
             self.visit(path, node)?;
         }
-        self.leaves_before(None)?;
+        // To the end of the subtree (of the trie, for the whole trie).
+        let end = if self.top.is_empty() { None } else { self.top.increment().map(|next| lowest_key(&next)) };
+        self.leaves_before(end)?;
         self.parents.finish();
         let root = self.hb.root();
         let proof = self.hb.take_proof_nodes();
         let (_, built) = self.hb.split();
-        let updated: HashMap<Nibbles, TrieNode> =
-            built.into_iter().map(|(path, branch)| (path, self.parents.node(&path, branch))).collect();
+        let top = self.top;
+        let updated: HashMap<Nibbles, TrieNode> = built
+            .into_iter()
+            .map(|(below, branch)| {
+                let mut node = self.parents.node(&below, branch);
+                if !top.is_empty() {
+                    // The hash builder's root is the subtree's top, which is not the trie's root.
+                    node.branch.root_hash = None;
+                }
+                (top.join(&below), node)
+            })
+            .collect();
         let removed = self.visited.into_iter().filter(|p| !updated.contains_key(p)).collect();
         let (leaves_read, leaf_hashes_given) = (self.leaves_read, self.leaf_hashes_given);
         Ok(Walked { root, updated, removed, proof, leaves_read, leaf_hashes_given })
@@ -153,8 +184,9 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
     /// Gives the hash builder the subtree at `path` as `hash`, after the leaves before it.
     fn branch(&mut self, path: Nibbles, hash: B256, stored_below: bool) -> Result<()> {
         self.leaves_before(Some(lowest_key(&path)))?;
-        self.hb.add_branch(path, hash, stored_below);
-        self.parents.subtree(path);
+        let below = self.below_top(&path);
+        self.hb.add_branch(below, hash, stored_below);
+        self.parents.subtree(below);
         // The subtree's own leaves are in the hash: carry on after it (nothing is after the last path).
         self.leaves_from = path.increment().map(|next| lowest_key(&next));
         Ok(())
@@ -166,8 +198,8 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
         let mut path = parent;
         path.push(nibble);
         self.leaves_before(Some(lowest_key(&path)))?;
-        self.hb.add_branch(path, hash, false);
-        self.parents.given_leaf(parent, nibble, hash);
+        self.hb.add_branch(self.below_top(&path), hash, false);
+        self.parents.given_leaf(self.below_top(&parent), nibble, hash);
         self.leaf_hashes_given += 1;
         self.leaves_from = path.increment().map(|next| lowest_key(&next));
         Ok(())
@@ -198,7 +230,7 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
                 leaf = Some((key, value));
                 break;
             }
-            let key = Nibbles::unpack(key);
+            let key = self.below_top(&Nibbles::unpack(key));
             self.hb.add_leaf(key, &value);
             self.parents.leaf(key, value);
             self.leaves_read += 1;
