@@ -13,6 +13,10 @@ use ec_replica::{ReplicaConfig, Status};
 use ec_store::{Store, StoreOptions};
 use ec_testkit::{GenOptions, LogGenerator, MockBroker};
 
+/// mimalloc, as the `ether-cattle` binary runs (measured against glibc's malloc: docs/benchmarks.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod backlog;
 mod filters;
 mod mainnet;

@@ -1,5 +1,10 @@
 //! `ether-cattle`: the replica, and the tools around it.
 
+/// mimalloc: a replica's trie walks allocate per leaf and node, and glibc's malloc made a block a third slower
+/// (docs/benchmarks.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod availability;
 mod aws;
 mod balancer_cmd;
