@@ -312,7 +312,7 @@ impl Store {
 }
 
 /// Trie nodes a full pass holds and writes per batch: a few megabytes (the import's memory bound).
-const NODES_PER_BATCH: usize = 2_048;
+pub(crate) const NODES_PER_BATCH: usize = 2_048;
 
 /// The trie nodes of a full pass, written a batch at a time.
 #[derive(Default)]

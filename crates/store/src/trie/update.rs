@@ -422,4 +422,56 @@ mod tests {
             assert_eq!(trie_tables(), updated, "round {round}: trie tables");
         }
     }
+
+    /// A full build over tables large enough that its hash builders hand nodes over as they go (60,000
+    /// accounts, and one account with 60,000 slots) keeps every leaf hash a build at once keeps: the
+    /// nodes written, byte for byte, equal the ones one walk over the same leaves builds in memory.
+    #[test]
+    fn a_full_build_that_writes_nodes_as_it_goes_keeps_every_leaf_hash() {
+        use crate::trie::{walk::tests::built, TrieNode};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("opens");
+        let mut rng = StdRng::seed_from_u64(9);
+        let big = keccak256([0u8]);
+        let (mut accounts, mut slots) = (BTreeMap::new(), BTreeMap::new());
+        let mut batch = Batch::default();
+        for i in 0u32..60_000 {
+            let key = if i == 0 { big } else { keccak256(i.to_be_bytes()) };
+            let slot = keccak256([i.to_be_bytes(), [7; 4]].concat());
+            let value = B256::from(U256::from(rng.random::<u64>() | 1));
+            store.put::<Storage>(&mut batch, &(big, slot), &value);
+            slots.insert(slot, slot_leaf(&value));
+            let account = StoredAccount { nonce: 1, balance: U256::from(i), code_hash: KECCAK_EMPTY };
+            store.put::<Accounts>(&mut batch, &key, &account);
+            accounts.insert(key, account);
+        }
+        store.commit(batch).expect("commits");
+        store.build_trie().expect("builds");
+
+        let storage_nodes = built(&slots);
+        assert!(storage_nodes.len() > crate::ingest::NODES_PER_BATCH, "{} nodes", storage_nodes.len());
+        let storage_root = store.get::<StorageRoots>(&big).expect("reads").expect("a storage root");
+        let account_leaves: BTreeMap<B256, Vec<u8>> = accounts
+            .iter()
+            .map(|(key, a)| (*key, account_leaf(a, if *key == big { storage_root } else { EMPTY_ROOT_HASH })))
+            .collect();
+        let account_nodes = built(&account_leaves);
+        assert!(account_nodes.len() > crate::ingest::NODES_PER_BATCH, "{} nodes", account_nodes.len());
+
+        let stored = |table: &'static str, prefix: &[u8]| -> BTreeMap<Nibbles, TrieNode> {
+            let mut it = store.raw_iter(table);
+            let mut nodes = BTreeMap::new();
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if let Some(rest) = k.strip_prefix(prefix) {
+                    let path = crate::trie::path_of(rest).expect("a nibble path");
+                    nodes.insert(path, TrieNode::decode(v).expect("decodes"));
+                }
+                it.next();
+            }
+            nodes
+        };
+        assert_eq!(stored(AccountTrie::NAME, &[]), account_nodes, "account trie");
+        assert_eq!(stored(StorageTrie::NAME, big.as_slice()), storage_nodes, "storage trie");
+        assert!(account_nodes.values().any(|n| !n.leaf_hashes.is_empty()), "leaf hashes kept");
+    }
 }

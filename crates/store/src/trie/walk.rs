@@ -271,6 +271,19 @@ pub(crate) mod tests {
         at: Option<B256>,
     }
 
+    impl<'a> MemLeaves<'a> {
+        pub(crate) fn new(leaves: &'a BTreeMap<B256, Vec<u8>>) -> Self {
+            Self { leaves, at: None }
+        }
+    }
+
+    /// Every node of the trie over `leaves`, as one walk builds them (in memory, handed over at its end).
+    pub(crate) fn built(leaves: &BTreeMap<B256, Vec<u8>>) -> BTreeMap<Nibbles, TrieNode> {
+        let (everything, none) = (PrefixSet::new(leaves.keys().copied()), PrefixSet::default());
+        let walked = Walk::new(&MemNodes::default(), MemLeaves::new(leaves), &everything, &none).run();
+        walked.expect("walks").updated.into_iter().collect()
+    }
+
     impl LeafCursor for MemLeaves<'_> {
         fn seek(&mut self, key: B256) -> Result<Option<(B256, Vec<u8>)>> {
             let found = self.leaves.range(key..).next().map(|(k, v)| (*k, v.clone()));
