@@ -360,12 +360,17 @@ impl Load {
     }
 }
 
-fn assert_no_failures(stats: &LoadStats, what: &str) {
+/// No request failed; on a failure, the balancer's log says which backend left the rotation, and why.
+fn assert_no_failures(stats: &LoadStats, what: &str, balancer: &Proc) {
     assert!(stats.ok > 0, "{what}: no request succeeded");
     assert_eq!(
-        stats.failed, 0,
-        "{what}: {} of {} requests failed: {:?}",
-        stats.failed, stats.ok, stats.failures
+        stats.failed,
+        0,
+        "{what}: {} of {} requests failed: {:?}\nbalancer log:\n{}",
+        stats.failed,
+        stats.ok,
+        stats.failures,
+        balancer.tail()
     );
 }
 
@@ -607,7 +612,7 @@ fn cluster_refresh_with_no_failed_request() {
     stop_traffic.store(true, Ordering::Relaxed);
     traffic.join().expect("traffic");
     eprintln!("refresh: {} requests, {} failed, over {:?}", stats.ok, stats.failed, stats.elapsed);
-    assert_no_failures(&stats, "cluster refresh");
+    assert_no_failures(&stats, "cluster refresh", &balancer);
     let head = green.head().expect("green head");
     assert_rpc_equals_anvil_at(port, &bed.anvil, head);
 }
@@ -635,7 +640,7 @@ fn broker_restart_and_replica_kill_under_load() {
     let mut r2 = bed.replica("chaos", "replica-2", opts.clone());
     wait_ready(&r1, "replica 1", &[&publisher]);
     wait_ready(&r2, "replica 2", &[&publisher]);
-    let (_balancer, port) = bed.balancer(&[&r1, &r2]);
+    let (balancer, port) = bed.balancer(&[&r1, &r2]);
     let load = Load::start(port, 16);
     std::thread::sleep(Duration::from_secs(3));
 
@@ -660,7 +665,7 @@ fn broker_restart_and_replica_kill_under_load() {
     stop_traffic.store(true, Ordering::Relaxed);
     traffic.join().expect("traffic");
     eprintln!("chaos: {} requests, {} failed, over {:?}", stats.ok, stats.failed, stats.elapsed);
-    assert_no_failures(&stats, "broker restart and kill -9");
+    assert_no_failures(&stats, "broker restart and kill -9", &balancer);
 
     // Every block and every touched account and slot equals anvil's, in both databases.
     let head = bed.anvil.head().0;
@@ -706,7 +711,7 @@ fn load_through_the_balancer() {
         stats.failed
     );
     eprintln!("{}", status.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"));
-    assert_no_failures(&stats, "load test");
+    assert_no_failures(&stats, "load test", &balancer);
     assert!(stats.elapsed >= Duration::from_secs(secs), "ran the whole time");
     drop(balancer);
 }
