@@ -65,6 +65,10 @@ pub struct Args {
     /// generated headers carrying no real root, compared with nothing) or `off`.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     state_trie: String,
+    /// Blocks the pipelined chunks group under one write batch and, with the trie on, one root (the
+    /// replica's default: `ec_store::DEFAULT_GROUP_BLOCKS`). A chunk's end ends a group.
+    #[arg(long, default_value_t = ec_store::DEFAULT_GROUP_BLOCKS)]
+    group_blocks: usize,
 }
 
 /// Blocks generated at a time, outside the clock.
@@ -131,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // pipeline (`ec_store::Pipeline`: the next block prepared while the one before is written), so that both
     // meet the same database and machine.
     let store = std::sync::Arc::new(store);
-    let mut pipeline = ec_store::Pipeline::new(store.clone())?;
+    let mut pipeline = ec_store::Pipeline::new(store.clone())?.group_blocks(args.group_blocks);
     let mut gen = BlockGen::new(shape, args.seed);
     store.apply(&assembled(0, gen.genesis()))?;
     let (mut applied, mut keys) = (0u64, 0u64);

@@ -27,7 +27,7 @@ pub use apply::ApplyOutcome;
 pub use checksum::Checksum;
 pub use error::{Result, StoreError};
 pub use ingest::sst_options;
-pub use pipeline::{Pipeline, Submitted, HAND_OVER_FROM};
+pub use pipeline::{Pipeline, Submitted, DEFAULT_GROUP_BLOCKS, HAND_OVER_FROM};
 pub use read::{Position, Reads};
 pub use trie::proof::{AccountProof, OverlayAccount, Proofs, SlotProof};
 pub use trie::update::StateDelta;
