@@ -129,34 +129,43 @@ impl Store {
         }
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(items[i].1.slots.len()));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let done: Vec<Vec<(usize, Result<StorageAfter>)>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..workers)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut mine = Vec::new();
-                        loop {
-                            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(&i) = order.get(at) else { return mine };
-                            let (key, change) = items[i];
-                            mine.push((i, self.storage_root_after(key, change)));
-                        }
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
-        });
-        // Every index was taken by exactly one worker.
+        let done = on_every_core(&order, workers, |&i| self.storage_root_after(items[i].0, items[i].1));
+        // Back in the delta's order.
         let mut out: Vec<Option<StorageAfter>> = (0..items.len()).map(|_| None).collect();
-        for (i, result) in done.into_iter().flatten() {
+        for (i, result) in order.into_iter().zip(done) {
             out[i] = Some(result?);
         }
         debug_assert!(out.iter().all(Option::is_some));
         Ok(out.into_iter().flatten().collect())
     }
+}
+
+/// `work` over every item, on `workers` threads, each taking the next item when it is done (so that one
+/// long item does not hold back a share of the others); the results in the items' order.
+fn on_every_core<T: Sync, R: Send>(items: &[T], workers: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: Vec<Vec<(usize, R)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers.min(items.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(at) else { return mine };
+                        mine.push((at, work(item)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    let mut done: Vec<(usize, R)> = done.into_iter().flatten().collect();
+    // Every index was taken by exactly one worker.
+    done.sort_unstable_by_key(|(at, _)| *at);
+    done.into_iter().map(|(_, result)| result).collect()
 }
 
 /// Below this many changed accounts, the account trie is walked whole on the calling thread.
@@ -182,34 +191,15 @@ impl Store {
         tops.dedup();
         let changed = PrefixSet::new(overlay.keys().copied());
         let deleted = PrefixSet::new(gone(overlay));
-        let walk = |top: u8| {
+        let walk = |&top: &u8| {
             let nodes = DbNodes::new::<AccountTrie>(self, &[]);
             let leaves =
                 DbLeaves::new::<Accounts>(self, &[], overlay, |key, raw| stored_account_leaf(self, key, raw));
             Walk::new(nodes, leaves, &changed, &deleted).subtree(Nibbles::from_nibbles_unchecked([top])).run()
         };
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let done: Vec<Vec<(u8, Result<Walked>)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers.min(tops.len()))
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut mine = Vec::new();
-                        while let Some(&top) =
-                            tops.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                        {
-                            mine.push((top, walk(top)));
-                        }
-                        mine
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
-        });
+        let done = on_every_core(&tops, workers, walk);
         let mut subtrees: [Option<Walked>; 16] = Default::default();
-        for (top, walked) in done.into_iter().flatten() {
+        for (top, walked) in tops.into_iter().zip(done) {
             let walked = walked?;
             // A subtree whose top is no longer a stored branch: its hash is not what the root keeps.
             if !walked.updated.contains_key(&Nibbles::from_nibbles_unchecked([top])) {
