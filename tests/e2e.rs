@@ -247,8 +247,11 @@ impl Bed {
         let port = free_port();
         let backends: Vec<(u16, u16)> = replicas.iter().map(|r| (r.rpc, r.health)).collect();
         let p = Proc::spawn(balancer_cmd(port, &backends), self.path("balancer.log"));
-        wait_until("the balancer to listen", Duration::from_secs(10), &[&p], || {
-            http_get(port, "/balancer/status").is_some()
+        // Listening is not enough: like the ALB, the balancer routes nowhere until a health check has passed,
+        // and load started in between (tens of milliseconds) was answered "no ready replica". Every caller
+        // hands over at least one ready replica.
+        wait_until("the balancer to see a ready replica", Duration::from_secs(10), &[&p], || {
+            http_get(port, "/balancer/status").is_some_and(|(_, body)| body.contains("\"ready\":true"))
         });
         (p, port)
     }
