@@ -36,6 +36,8 @@ struct Served {
     _proc: Killed,
     rpc: u16,
     health: u16,
+    /// Its output, which failure messages quote.
+    log: std::path::PathBuf,
 }
 
 fn replica(c: &Cluster, name: &str, filter_flags: &[&str], env: &[(&str, String)]) -> Served {
@@ -47,8 +49,9 @@ fn replica(c: &Cluster, name: &str, filter_flags: &[&str], env: &[(&str, String)
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let proc = spawn_logged(cmd, &c.tmp.path().join(format!("{name}.log")));
-    Served { _proc: proc, rpc, health }
+    let log = c.tmp.path().join(format!("{name}.log"));
+    let proc = spawn_logged(cmd, &log);
+    Served { _proc: proc, rpc, health, log }
 }
 
 /// The AWS SDK pointed at moto (any credentials do).
@@ -81,8 +84,8 @@ impl SharedFilters {
         let flags = ["--filter-store", "dynamodb", "--filter-table", "filters", "--filter-create-table"];
         let r1 = replica(&cluster, "r1", &flags, &moto_env(&moto));
         let r2 = replica(&cluster, "r2", &flags, &moto_env(&moto));
-        wait_same_head(r1.rpc, a);
-        wait_same_head(r2.rpc, a);
+        wait_same_head(&r1, a);
+        wait_same_head(&r2, a);
         SharedFilters { r1, r2, contract, cluster, _moto: moto }
     }
 }
@@ -125,13 +128,29 @@ fn ok_lb(lb: u16, method: &str, params: Value) -> Value {
     panic!("no replica became ready again within 30 s");
 }
 
-/// Waits until the replica's head is `anvil`'s head (number and hash: after a reorg the number alone says
-/// nothing).
-fn wait_same_head(port: u16, anvil: &Upstream) {
-    let (_, hash) = anvil.head();
-    wait_for("the replica at anvil's head", Duration::from_secs(90), || {
-        rpc_call(port, "eth_getBlockByNumber", json!(["latest", false]))["result"]["hash"] == json!(hash)
-    });
+/// Waits until the replica's head is the upstream's head (number and hash: after a reorg the number alone
+/// says nothing). The upstream's head is read again on every poll: geth's on-demand mining now and then seals
+/// an empty block after the transaction's, which the replica then follows past a head read once.
+fn wait_same_head(r: &Served, upstream: &Upstream) {
+    let start = std::time::Instant::now();
+    loop {
+        let (number, hash) = upstream.head();
+        let ours = rpc_call(r.rpc, "eth_getBlockByNumber", json!(["latest", false]));
+        if ours["result"]["hash"] == json!(hash) {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            let log = std::fs::read_to_string(&r.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "after 90 s the replica's head is {} {}, the upstream's {number} {hash}; the replica's log ends:\n{}",
+                ours["result"]["number"],
+                ours["result"]["hash"],
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// How many polls the replica with health port `health` answered, from its `/metrics`.
@@ -219,8 +238,8 @@ fn polls_through_the_balancer_add_up_to_get_logs_across_reorgs() {
             a.mined(tx);
             poll(1);
         }
-        wait_same_head(r1.rpc, a);
-        wait_same_head(r2.rpc, a);
+        wait_same_head(r1, a);
+        wait_same_head(r2, a);
         poll(2);
         // The new branch: logs from other senders in some of its blocks.
         let txs: Vec<Value> =
@@ -238,8 +257,8 @@ fn polls_through_the_balancer_add_up_to_get_logs_across_reorgs() {
         let tx = a.send(call(DEV[0], n));
         a.mined(tx);
     }
-    wait_same_head(r1.rpc, a);
-    wait_same_head(r2.rpc, a);
+    wait_same_head(r1, a);
+    wait_same_head(r2, a);
     poll(2);
     let removed_before = logs.borrow().removed.len();
     // (The publisher reverts once the client's chain moves on from the rollback: here one block, one below
@@ -248,13 +267,13 @@ fn polls_through_the_balancer_add_up_to_get_logs_across_reorgs() {
     n += 1;
     let tx = a.send(call(DEV[1], n));
     a.mined(tx);
-    wait_same_head(r1.rpc, a);
-    wait_same_head(r2.rpc, a);
+    wait_same_head(r1, a);
+    wait_same_head(r2, a);
     poll(2);
     let removed = logs.borrow().removed.len();
     assert_eq!(removed, removed_before + 2, "the rolled-back blocks' logs, removed");
-    wait_same_head(r1.rpc, a);
-    wait_same_head(r2.rpc, a);
+    wait_same_head(r1, a);
+    wait_same_head(r2, a);
     poll(3);
 
     let (head, _) = a.head();
@@ -333,8 +352,8 @@ fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
 
     let ping = |from: &str, value: u64| json!({"from": from, "to": contract, "data": format!("{value:#066x}"), "gas": "0x20000"});
     let settle = || {
-        wait_same_head(r1.rpc, a);
-        wait_same_head(r2.rpc, a);
+        wait_same_head(r1, a);
+        wait_same_head(r2, a);
         std::thread::sleep(Duration::from_millis(1500)); // a few of the clients' 200 ms polls
     };
     for i in 0..6u64 {
@@ -411,8 +430,8 @@ fn two_clients_polling_one_filter_receive_disjoint_results() {
         let tx = a.send(json!({"from": DEV[(i % 3) as usize], "to": logger, "data": format!("{i:#066x}"), "gas": "0x20000"}));
         a.mined(tx);
     }
-    wait_same_head(r1.rpc, a);
-    wait_same_head(r2.rpc, a);
+    wait_same_head(r1, a);
+    wait_same_head(r2, a);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let got: Vec<Vec<_>> = pollers.into_iter().map(|p| p.join().expect("poller")).collect();
@@ -436,7 +455,7 @@ fn two_clients_polling_one_filter_receive_disjoint_results() {
 fn an_idle_filter_expires() {
     let c = Cluster::start(&[]);
     let r = replica(&c, "r", &["--filter-timeout-secs", "2"], &[]);
-    wait_same_head(r.rpc, &c.client);
+    wait_same_head(&r, &c.client);
     let id = ok(r.rpc, "eth_newBlockFilter", json!([]));
     for _ in 0..3 {
         // Each poll extends the filter's life.
@@ -457,7 +476,7 @@ fn filter_answers_equal_geths() {
     let deploy = g.send(json!({"from": DEV[0], "data": LOGGER_INIT, "gas": "0x100000"}));
     let logger = g.mined(deploy)["contractAddress"].as_str().expect("a contract").to_string();
     let r = replica(&c, "r", &[], &[]);
-    wait_same_head(r.rpc, g);
+    wait_same_head(&r, g);
     let both = |method: &str, params: Value| {
         (rpc_call(r.rpc, method, params.clone()), rpc_call(g.port, method, params))
     };
@@ -483,7 +502,7 @@ fn filter_answers_equal_geths() {
             g.send(json!({"from": DEV[1], "to": logger, "data": format!("{i:#066x}"), "gas": "0x20000"}));
         g.mined(tx);
     }
-    wait_same_head(r.rpc, g);
+    wait_same_head(&r, g);
     let changes = |port: u16, id: &str| rpc_call(port, "eth_getFilterChanges", json!([id]));
     let (o, t) = (changes(r.rpc, &log_ours), changes(g.port, &log_theirs));
     assert_eq!(o["result"].as_array().map(Vec::len), Some(3), "{o}");
