@@ -8,6 +8,7 @@
 mod apply;
 mod batch;
 mod checksum;
+mod cores;
 mod error;
 mod ingest;
 mod pipeline;

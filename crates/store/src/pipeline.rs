@@ -19,6 +19,11 @@
 //! some record. When a group's root differs, its blocks are applied again one by one, each checked, so that
 //! the error names the block and every good block before it is kept. [`Pipeline::flush`] closes the group:
 //! at the tip (the replica flushes after each record there) every block is its own group.
+//!
+//! A closed group's batch goes to the writer thread like a record's, and the next group is gathered while it
+//! is written: its blocks are prepared without the trie, on the terms a block joins a group on
+//! ([`crate::apply::may_group`]: no wipes, no pruning of a block the batch in flight holds). Its root walk,
+//! when it closes, waits for that write first.
 
 use std::{
     sync::{mpsc, Arc},
@@ -76,16 +81,23 @@ struct Group {
     recs: Vec<Assembled>,
     /// The state the group starts from: its first block's number and parent hash.
     from: (u64, B256),
+    /// The first block whose batch may not be written yet while the group is gathered: its own first, or the
+    /// first of the group in flight when it started. A block joins only if it prunes no history from there
+    /// on ([`may_group`]), since pruning reads the pruned block's undo entries.
+    unwritten_from: u64,
     /// The group's last block (its root is the one checked).
     last: GroupEnd,
     blocks: usize,
 }
 
 struct InFlight {
-    rec: Assembled,
+    /// One record, or a group's.
+    recs: Vec<Assembled>,
     /// What the database holds once it commits.
     after: After,
     first_state_block: Option<u64>,
+    /// A group's first block: the next group may be gathered while it is written ([`may_group`]).
+    group_from: Option<u64>,
 }
 
 /// What one [`Pipeline::submit`] did.
@@ -171,13 +183,24 @@ impl Pipeline {
         if self.group_blocks > 1 {
             match &self.group {
                 Some(g)
-                    if g.blocks < self.group_blocks && may_group(&g.after, g.from.0, &rec.record, opts) =>
+                    if g.blocks < self.group_blocks
+                        && may_group(&g.after, g.unwritten_from, &rec.record, opts) =>
                 {
                     return self.join_group(rec, out);
                 }
                 Some(_) => out.committed.extend(self.close_group()?),
                 None if may_start_group(&rec.record, opts) => {
-                    out.committed.extend(self.flush()?);
+                    // A group's blocks are prepared without the trie (it is walked once, when the group
+                    // closes, after the batch in flight is written): the next group may be gathered while
+                    // the one before it is written, on the terms a block joins a group on.
+                    let joins_in_flight = self.in_flight.as_ref().is_some_and(|f| {
+                        f.group_from.is_some_and(|from| may_group(&f.after, from, &rec.record, opts))
+                    });
+                    if joins_in_flight {
+                        self.early += 1;
+                    } else {
+                        out.committed.extend(self.flush()?);
+                    }
                     return self.join_group(rec, out);
                 }
                 None => {}
@@ -202,29 +225,38 @@ impl Pipeline {
         out.committed.extend(self.flush_in_flight()?);
         match prepared {
             Prepared::Duplicate { applied } => out.duplicate = Some(applied),
-            Prepared::Ready(Ready { sealed, first_state_block, .. })
-                if sealed.writes() < self.hand_over_from =>
-            {
-                self.store.write_sealed(sealed)?;
-                self.store.committed(first_state_block);
-                out.committed.push(rec);
-            }
             Prepared::Ready(Ready { sealed, after, first_state_block }) => {
-                let writer = self.writer.as_ref().ok_or(StoreError::WriterStopped)?;
-                writer.jobs.send(sealed).map_err(|_| StoreError::WriterStopped)?;
-                self.in_flight = Some(InFlight { rec, after, first_state_block });
+                let f = InFlight { recs: vec![rec], after, first_state_block, group_from: None };
+                out.committed.extend(self.write(sealed, f)?);
             }
         }
         Ok(out)
     }
 
+    /// Hands a batch to the writer thread (nothing may be in flight), or writes it in place when it is small
+    /// ([`HAND_OVER_FROM`]); returns its records if it was written in place.
+    fn write(&mut self, sealed: Sealed, f: InFlight) -> Result<Vec<Assembled>> {
+        debug_assert!(self.in_flight.is_none());
+        if sealed.writes() < self.hand_over_from {
+            self.store.write_sealed(sealed)?;
+            self.store.committed(f.first_state_block);
+            return Ok(f.recs);
+        }
+        let writer = self.writer.as_ref().ok_or(StoreError::WriterStopped)?;
+        writer.jobs.send(sealed).map_err(|_| StoreError::WriterStopped)?;
+        self.in_flight = Some(f);
+        Ok(Vec::new())
+    }
+
     /// Adds `rec` to the group (starting one), and closes the group once it is full.
     fn join_group(&mut self, rec: Assembled, mut out: Submitted) -> Result<Submitted> {
-        let staged = match self.store.prepare_batch(&rec, self.group.as_ref().map(|g| &g.after), true) {
+        // Prepared on top of the group, or of the group in flight when this one starts.
+        let before = self.group.as_ref().map(|g| &g.after).or(self.in_flight.as_ref().map(|f| &f.after));
+        let staged = match self.store.prepare_batch(&rec, before, true) {
             Ok(staged) => staged,
             Err(e) => {
                 // What the group holds is good: it is written before the error is returned.
-                self.close_group()?;
+                self.flush()?;
                 return Err(e);
             }
         };
@@ -253,6 +285,11 @@ impl Pipeline {
                     after,
                     recs: vec![rec],
                     from: (d.head.block.number, d.parent_hash),
+                    unwritten_from: self
+                        .in_flight
+                        .as_ref()
+                        .and_then(|f| f.group_from)
+                        .unwrap_or(d.head.block.number),
                     last: d.head,
                     blocks: 1,
                 });
@@ -265,22 +302,30 @@ impl Pipeline {
         Ok(out)
     }
 
-    /// Checks the group's root and writes it; returns its records. On a root mismatch of a group of several
-    /// blocks, applies them one by one, each checked: the good ones are written, the bad one's error returned.
+    /// Checks the group's root and hands its batch to the writer; returns the records committed meanwhile
+    /// (the batch in flight before it). On a root mismatch of a group of several blocks, applies them one by
+    /// one, each checked: the good ones are written, the bad one's error returned.
     fn close_group(&mut self) -> Result<Vec<Assembled>> {
         let Some(g) = self.group.take() else { return Ok(Vec::new()) };
+        // The root walk reads the trie, which the batch in flight (the group before) writes.
+        let mut done = self.flush_in_flight()?;
         match self.store.seal_group(g.batch, g.after.sequence(), g.from, &g.last, &g.delta) {
             Ok(sealed) => {
-                self.store.write_sealed(sealed)?;
                 self.groups += 1;
-                Ok(g.recs)
+                let f = InFlight {
+                    recs: g.recs,
+                    after: g.after,
+                    first_state_block: None,
+                    group_from: Some(g.from.0),
+                };
+                done.extend(self.write(sealed, f)?);
+                Ok(done)
             }
             Err(StoreError::StateRootMismatch { .. }) if g.blocks > 1 => {
                 tracing::warn!(
                     blocks = g.blocks,
                     "a group's state root differs: applying its blocks one by one"
                 );
-                let mut done = Vec::new();
                 for rec in g.recs {
                     if self.store.apply(&rec)? == crate::ApplyOutcome::Applied {
                         done.push(rec);
@@ -305,18 +350,18 @@ impl Pipeline {
         Ok(done)
     }
 
-    /// Waits for the batch in flight; returns its record once committed.
-    fn flush_in_flight(&mut self) -> Result<Option<Assembled>> {
-        let Some(f) = self.in_flight.take() else { return Ok(None) };
+    /// Waits for the batch in flight; returns its records once committed.
+    fn flush_in_flight(&mut self) -> Result<Vec<Assembled>> {
+        let Some(f) = self.in_flight.take() else { return Ok(Vec::new()) };
         let writer = self.writer.as_ref().ok_or(StoreError::WriterStopped)?;
         let written = writer.done.recv().map_err(|_| StoreError::WriterStopped)?;
-        written.map_err(|e| StoreError::Write {
-            sequence: f.rec.envelope.sequence,
-            offset: f.rec.last_offset,
-            source: Box::new(e),
-        })?;
+        if let Err(e) = written {
+            // The batch holds its last record's offset: that is the write that failed.
+            let (sequence, offset) = f.recs.last().map_or((0, 0), |r| (r.envelope.sequence, r.last_offset));
+            return Err(StoreError::Write { sequence, offset, source: Box::new(e) });
+        }
         self.store.committed(f.first_state_block);
-        Ok(Some(f.rec))
+        Ok(f.recs)
     }
 }
 

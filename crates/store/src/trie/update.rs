@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     batch::{Batch, Source},
+    cores::on_every_core,
     error::{Result, StoreError},
     tables::{AccountTrie, Accounts, Storage, StorageRoots, StorageTrie, StoredAccount, Table, Value},
     Store,
@@ -123,7 +124,7 @@ impl Store {
         let items: Vec<(&B256, &AccountDelta)> = delta.accounts.iter().collect();
         let slots: usize = items.iter().map(|(_, c)| c.slots.len()).sum();
         let tries = items.iter().filter(|(_, c)| !c.slots.is_empty()).count();
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(tries);
+        let workers = crate::cores::available().min(tries);
         if workers < 2 || slots < PARALLEL_MIN_SLOTS {
             return items.iter().map(|(key, change)| self.storage_root_after(key, change)).collect();
         }
@@ -140,34 +141,6 @@ impl Store {
     }
 }
 
-/// `work` over every item, on `workers` threads, each taking the next item when it is done (so that one
-/// long item does not hold back a share of the others); the results in the items' order.
-fn on_every_core<T: Sync, R: Send>(items: &[T], workers: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done: Vec<Vec<(usize, R)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers.min(items.len()))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(item) = items.get(at) else { return mine };
-                        mine.push((at, work(item)));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
-    });
-    let mut done: Vec<(usize, R)> = done.into_iter().flatten().collect();
-    // Every index was taken by exactly one worker.
-    done.sort_unstable_by_key(|(at, _)| *at);
-    done.into_iter().map(|(_, result)| result).collect()
-}
-
 /// Below this many changed accounts, the account trie is walked whole on the calling thread.
 const PARALLEL_MIN_ACCOUNTS: usize = 256;
 
@@ -178,7 +151,7 @@ impl Store {
     /// mainnet-sized state) and each changed one still is afterwards; `None` otherwise, and the caller walks
     /// the whole trie.
     fn walk_accounts_in_parallel(&self, overlay: &BTreeMap<B256, Option<Vec<u8>>>) -> Result<Option<Walked>> {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = crate::cores::available();
         if workers < 2 || overlay.len() < PARALLEL_MIN_ACCOUNTS {
             return Ok(None);
         }
