@@ -232,7 +232,13 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Replica(args) => runtime.block_on(replica(*args)),
-        Command::Publisher(args) => report(runtime.block_on(publisher_cmd::run(args, shutdown_signal()))),
+        Command::Publisher(args) => {
+            let result = runtime.block_on(publisher_cmd::run(args, shutdown_signal()));
+            // A Kafka call the stop cut short runs on in a blocking thread until its own timeout (30 s for a
+            // commit); the process does not wait for it (see `until_stopped` in the publisher).
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            report(result)
+        }
         Command::ImportState(args) => report(runtime.block_on(import_cmd::run(args))),
         Command::Checksum { data_dir } => report(checksum(&data_dir)),
         Command::Status { data_dir } => report(status(&data_dir)),

@@ -281,11 +281,15 @@ impl Publisher {
                 }
                 _ = heartbeat.tick() => {
                     if self.last_heartbeat.elapsed() >= self.cfg.heartbeat_interval / 2 {
-                        self.heartbeat().await?;
+                        let Some(written) = until_stopped(self.heartbeat(), &mut shutdown).await else {
+                            return Ok(());
+                        };
+                        written?;
                     }
                 }
                 _ = wake.wait() => {
-                    match self.sync().await {
+                    let Some(synced) = until_stopped(self.sync(), &mut shutdown).await else { return Ok(()) };
+                    match synced {
                         Ok(()) => {
                             self.set_state(PublisherState::Following);
                             // Caught up with new blocks: tell replicas at once where safe and finalized
@@ -787,6 +791,24 @@ fn now_ms() -> u64 {
 /// parity's stateDiff cannot express a deleted account (anvil omits it), while prestate diffs show
 /// deletions as absence from `post`. A client that cannot be reached (a node restarting under a starting
 /// publisher) is waited for: only a client that answers, and refuses both, has neither.
+/// `work`, unless `shutdown` resolves first: then `None`, and `work` is dropped where it stands. That is safe
+/// at any point, as a crash is: records go to Kafka in transactions, so a transaction cut short is either
+/// committed or aborted (by the next publisher's registration at the latest), and a restart learns which from
+/// the log's tail. It keeps the stop prompt (ECS sends SIGKILL 30 s after SIGTERM) when the client or Kafka
+/// is slow to answer: a commit may wait 30 s for the broker.
+async fn until_stopped<T>(
+    work: impl std::future::Future<Output = T>,
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Option<T> {
+    tokio::select! {
+        done = work => Some(done),
+        _ = shutdown.as_mut() => {
+            info!("publisher stopping: the block or heartbeat being written is left to the log's transaction");
+            None
+        }
+    }
+}
+
 async fn detect_trace_mode(rpc: &RpcClient, head: u64) -> Result<TraceMode, PublisherError> {
     let prestate =
         until_reachable("debug_traceBlockByNumber", || rpc.prestate_diff(BlockId::Number(head))).await;

@@ -103,7 +103,8 @@ struct InFlight {
 /// What one [`Pipeline::submit`] did.
 #[derive(Debug, Default)]
 pub struct Submitted {
-    /// Records whose batches committed during the call, oldest first: the one that was in flight.
+    /// Records whose batches committed during the call, oldest first: the batch in flight (a record's, or a
+    /// group's) and any written in place.
     pub committed: Vec<Assembled>,
     /// The submitted record was already applied (its sequence is at or below this one): nothing is written
     /// for it, and it is not returned as committed.
