@@ -251,8 +251,18 @@ impl Pipeline {
 
     /// Adds `rec` to the group (starting one), and closes the group once it is full.
     fn join_group(&mut self, rec: Assembled, mut out: Submitted) -> Result<Submitted> {
-        // Prepared on top of the group, or of the group in flight when this one starts.
-        let before = self.group.as_ref().map(|g| &g.after).or(self.in_flight.as_ref().map(|f| &f.after));
+        // Prepared on top of the group and of the group in flight before it (while a group is gathered, what
+        // is in flight can only be that group): the code it stores is not in the database yet, and a block
+        // storing the same code must not store it again nor claim it as new in its undo entry.
+        let both;
+        let before = match (&self.group, &self.in_flight) {
+            (Some(g), Some(f)) => {
+                both = f.after.then(g.after.clone());
+                Some(&both)
+            }
+            (Some(g), None) => Some(&g.after),
+            (None, f) => f.as_ref().map(|f| &f.after),
+        };
         let staged = match self.store.prepare_batch(&rec, before, true) {
             Ok(staged) => staged,
             Err(e) => {

@@ -165,6 +165,46 @@ fn code_stored_by_the_block_in_flight_stays_when_the_next_block_is_reverted() {
     assert!(store.account(&Address::repeat_byte(2)).expect("reads").is_none());
 }
 
+/// The same with groups (the trie on, unchecked: the stand-in headers carry no root): a group that starts
+/// while the group before it is written may deploy that group's new code again, in any of its blocks; it must
+/// not claim it either. The write races the preparation, so the case is run many times.
+#[test]
+fn code_stored_by_the_group_in_flight_stays_when_a_block_of_the_next_group_is_reverted() {
+    let opts = StoreOptions { state_trie: TrieMode::Unchecked, ..StoreOptions::default() };
+    let code = Bytes::from_static(&[0x60, 0x00, 0x60, 0x00, 0xf3]);
+    let other = |n: u8| Bytes::from(vec![0x60, n, 0x60, 0x00, 0xf3]);
+    let genesis = LogGenerator::records(GenOptions::default(), 1).remove(0).1;
+    let Record::Genesis(g) = &genesis else { panic!("a genesis first") };
+    for round in 0..30 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(&dir, &opts);
+        let mut pipeline =
+            Pipeline::new(store.clone()).expect("pipeline starts").hand_over_from(0).group_blocks(2);
+        // Group 1: blocks 1-2, block 1 storing `code` first. Group 2: blocks 3-4, block 4 storing it again.
+        let one = deploy(1, g.block.hash, Address::repeat_byte(1), &code);
+        let two = deploy(2, one.hash, Address::repeat_byte(2), &other(2));
+        let three = deploy(3, two.hash, Address::repeat_byte(3), &other(3));
+        let four = deploy(4, three.hash, Address::repeat_byte(4), &code);
+        let four_hash = four.hash;
+        pipeline.submit(assembled(0, genesis.clone())).expect("genesis");
+        for (seq, block) in [(1, one), (2, two), (3, three), (4, four)] {
+            pipeline.submit(assembled(seq, Record::Block(block))).expect("block");
+        }
+        assert!(
+            pipeline.prepared_early() >= 1,
+            "round {round}: group 2 was gathered while group 1 was written"
+        );
+        pipeline.submit(assembled(5, Record::Revert(Revert { number: 4, hash: four_hash }))).expect("revert");
+        pipeline.flush().expect("written");
+        assert_eq!(
+            store.code(&keccak256(&code)).expect("reads"),
+            Some(code.clone()),
+            "round {round}: block 1's code"
+        );
+        assert!(store.account(&Address::repeat_byte(4)).expect("reads").is_none());
+    }
+}
+
 /// A record sent again is a duplicate whether its first copy is written or still in flight; a different
 /// record under an applied sequence is refused; a refused record writes nothing, and the batch in flight
 /// before it is written.
