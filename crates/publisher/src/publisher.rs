@@ -787,10 +787,6 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Which state-diff trace the client serves. Prefers the prestate tracer: on clients that serve both,
-/// parity's stateDiff cannot express a deleted account (anvil omits it), while prestate diffs show
-/// deletions as absence from `post`. A client that cannot be reached (a node restarting under a starting
-/// publisher) is waited for: only a client that answers, and refuses both, has neither.
 /// `work`, unless `shutdown` resolves first: then `None`, and `work` is dropped where it stands. That is safe
 /// at any point, as a crash is: records go to Kafka in transactions, so a transaction cut short is either
 /// committed or aborted (by the next publisher's registration at the latest), and a restart learns which from
@@ -809,6 +805,10 @@ async fn until_stopped<T>(
     }
 }
 
+/// Which state-diff trace the client serves. Prefers the prestate tracer: on clients that serve both,
+/// parity's stateDiff cannot express a deleted account (anvil omits it), while prestate diffs show
+/// deletions as absence from `post`. A client that cannot be reached (a node restarting under a starting
+/// publisher) is waited for: only a client that answers, and refuses both, has neither.
 async fn detect_trace_mode(rpc: &RpcClient, head: u64) -> Result<TraceMode, PublisherError> {
     let prestate =
         until_reachable("debug_traceBlockByNumber", || rpc.prestate_diff(BlockId::Number(head))).await;
