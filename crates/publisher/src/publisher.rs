@@ -132,12 +132,21 @@ impl PublisherError {
     ///
     /// An answer that does not decode (an unknown transaction type, a client that changed its format) is not
     /// transient: the same answer comes back on every retry, so the publisher stops and says so.
+    ///
+    /// A proof that does not verify against the block's own state root says nothing about the record, only
+    /// that the client answered for another state: retried, like any answer inconsistent with the block (anvil
+    /// 1.7.1 once answered a proof at a block, asked by hash, for another state while the publisher caught up
+    /// 8 blocks at a time). A verified proof that differs from the record stops the publisher.
     pub fn is_transient(&self) -> bool {
         match self {
             PublisherError::Rpc(e) | PublisherError::Fetch(FetchError::Rpc(e)) => {
                 !matches!(e, RpcError::Decode { .. })
             }
             PublisherError::Fetch(FetchError::Inconsistent { .. } | FetchError::Trace { .. }) => true,
+            PublisherError::Fetch(FetchError::StateMismatch {
+                mismatch: crate::verify::Mismatch::BadProof { .. },
+                ..
+            }) => true,
             _ => false,
         }
     }
@@ -848,6 +857,41 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Which errors the publisher retries: a client's answer that does not fit the block (a proof for another
+    /// state among them), not a verified difference from the record.
+    #[test]
+    fn what_is_retried() {
+        use crate::verify::Mismatch;
+        use alloy_primitives::{Address, B256};
+        let address = Address::repeat_byte(6);
+        let mismatch = |mismatch| PublisherError::Fetch(FetchError::StateMismatch { number: 23, mismatch });
+        let cases = [
+            (
+                "a proof of another state",
+                mismatch(Mismatch::BadProof { address, root: B256::ZERO, reason: "root".into() }),
+                true,
+            ),
+            (
+                "a verified proof that differs from the record",
+                mismatch(Mismatch::Differs {
+                    address,
+                    what: "the balance".into(),
+                    record: "1".into(),
+                    chain: "2".into(),
+                }),
+                false,
+            ),
+            (
+                "a block that changed under the fetch",
+                PublisherError::Fetch(FetchError::Inconsistent { number: 1, reason: "hash".into() }),
+                true,
+            ),
+        ];
+        for (what, error, retried) in cases {
+            assert_eq!(error.is_transient(), retried, "{what}");
+        }
+    }
 
     fn tail(next: u64, crcs: &[(u64, u32)]) -> tail::Published {
         tail::Published { next_sequence: next, crcs: crcs.iter().copied().collect(), ..Default::default() }
