@@ -81,10 +81,6 @@ struct Group {
     recs: Vec<Assembled>,
     /// The state the group starts from: its first block's number and parent hash.
     from: (u64, B256),
-    /// The first block whose batch may not be written yet while the group is gathered: its own first, or the
-    /// first of the group in flight when it started. A block joins only if it prunes no history from there
-    /// on ([`may_group`]), since pruning reads the pruned block's undo entries.
-    unwritten_from: u64,
     /// The group's last block (its root is the one checked).
     last: GroupEnd,
     blocks: usize,
@@ -185,7 +181,7 @@ impl Pipeline {
             match &self.group {
                 Some(g)
                     if g.blocks < self.group_blocks
-                        && may_group(&g.after, g.unwritten_from, &rec.record, opts) =>
+                        && may_group(&g.after, self.unwritten_from(g), &rec.record, opts) =>
                 {
                     return self.join_group(rec, out);
                 }
@@ -234,6 +230,14 @@ impl Pipeline {
         Ok(out)
     }
 
+    /// The first block whose batch may not be written yet while group `g` is gathered: the first of the group
+    /// in flight (while a group is gathered, what is in flight can only be the group before it), else its
+    /// own first. A block joins only if it prunes no history from there on ([`may_group`]), since pruning
+    /// reads the pruned block's undo entries.
+    fn unwritten_from(&self, g: &Group) -> u64 {
+        self.in_flight.as_ref().and_then(|f| f.group_from).unwrap_or(g.from.0)
+    }
+
     /// Hands a batch to the writer thread (nothing may be in flight), or writes it in place when it is small
     /// ([`HAND_OVER_FROM`]); returns its records if it was written in place.
     fn write(&mut self, sealed: Sealed, f: InFlight) -> Result<Vec<Assembled>> {
@@ -251,8 +255,8 @@ impl Pipeline {
 
     /// Adds `rec` to the group (starting one), and closes the group once it is full.
     fn join_group(&mut self, rec: Assembled, mut out: Submitted) -> Result<Submitted> {
-        // Prepared on top of the group and of the group in flight before it (while a group is gathered, what
-        // is in flight can only be that group): the code it stores is not in the database yet, and a block
+        // Prepared on top of the group and of the group in flight before it ([`Pipeline::unwritten_from`]):
+        // the code it stores is not in the database yet, and a block
         // storing the same code must not store it again nor claim it as new in its undo entry.
         let both;
         let before = match (&self.group, &self.in_flight) {
@@ -296,11 +300,6 @@ impl Pipeline {
                     after,
                     recs: vec![rec],
                     from: (d.head.block.number, d.parent_hash),
-                    unwritten_from: self
-                        .in_flight
-                        .as_ref()
-                        .and_then(|f| f.group_from)
-                        .unwrap_or(d.head.block.number),
                     last: d.head,
                     blocks: 1,
                 });
