@@ -378,6 +378,10 @@ struct BlockGen {
     shape: Shape,
     /// Slots each contract holds (new slots are appended).
     slot_counts: Vec<u64>,
+    /// What the replayed blocks wrote so far, so that each record's prior values are the state's, as a
+    /// publisher's are: slots by (contract, index), accounts' balance and nonce by index.
+    slots_written: std::collections::HashMap<(u64, u64), B256>,
+    accounts_written: std::collections::HashMap<u64, (U256, u64)>,
     next_account: u64,
     parent: B256,
     number: u64,
@@ -391,6 +395,8 @@ impl BlockGen {
             rng: StdRng::seed_from_u64(seed),
             shape,
             slot_counts,
+            slots_written: Default::default(),
+            accounts_written: Default::default(),
             next_account,
             parent: B256::ZERO,
             number: 0,
@@ -426,6 +432,25 @@ impl BlockGen {
         Record::Genesis(Genesis { chain_id: 1, spec, block })
     }
 
+    /// Account `i`'s balance and nonce before the block being generated.
+    fn account_before(&self, i: u64) -> (U256, u64) {
+        self.accounts_written.get(&i).copied().unwrap_or((U256::from(10u64.pow(18) + i), i % 1000))
+    }
+
+    /// Keeps what a generated block writes, for the priors of the blocks after it. (A slot listed twice in a
+    /// block keeps its first write, as the record does.)
+    fn remember(&mut self, state: &std::collections::BTreeMap<Address, AccountChange>) {
+        for (address, change) in state {
+            let i = u64::from_be_bytes(address.0[12..].try_into().expect("8 bytes")) - 0x10_0000;
+            if let Some(account) = &change.account {
+                self.accounts_written.insert(i, (account.balance, account.nonce));
+            }
+            for s in &change.storage {
+                self.slots_written.insert((i, U256::from_be_bytes(s.slot.0).to::<u64>()), s.value);
+            }
+        }
+    }
+
     /// A contract: 60% of picks among the hot ones.
     fn contract(&mut self) -> u64 {
         if self.rng.random_bool(0.6) {
@@ -450,14 +475,11 @@ impl BlockGen {
         while slot_writes < 4_500 {
             let c = self.contract();
             let n = if c < HOT { 60 } else { 15 };
+            let (balance, nonce) = self.account_before(c);
             let change = state.entry(address(c)).or_insert_with(|| AccountChange {
                 address: address(c),
                 storage_wiped: false,
-                prior: Some(AccountPrior {
-                    balance: U256::from(10u64.pow(18) + c),
-                    nonce: c % 1000,
-                    code_hash: keccak256(code(c % CODES)),
-                }),
+                prior: Some(AccountPrior { balance, nonce, code_hash: keccak256(code(c % CODES)) }),
                 account: Some(AccountState {
                     balance: U256::from(self.rng.random::<u64>()),
                     nonce: c % 1000,
@@ -468,14 +490,18 @@ impl BlockGen {
             for _ in 0..n {
                 let count = &mut self.slot_counts[c as usize];
                 let roll = self.rng.random_range(0..30);
-                let (index, prior, value) = if roll < 10 || *count == 0 {
+                let (index, value) = if roll < 10 || *count == 0 {
                     *count += 1;
-                    (*count - 1, B256::ZERO, B256::from(self.rng.random::<[u8; 32]>()))
+                    (*count - 1, B256::from(self.rng.random::<[u8; 32]>()))
                 } else if roll < 13 {
-                    (self.rng.random_range(0..*count), B256::from(U256::from(c + 1)), B256::ZERO)
+                    (self.rng.random_range(0..*count), B256::ZERO)
                 } else {
-                    let value = B256::from(self.rng.random::<[u8; 32]>());
-                    (self.rng.random_range(0..*count), B256::from(U256::from(c + 1)), value)
+                    (self.rng.random_range(0..*count), B256::from(self.rng.random::<[u8; 32]>()))
+                };
+                let prior = match self.slots_written.get(&(c, index)) {
+                    Some(written) => *written,
+                    None if index < self.shape.slots_of(c) => B256::from(U256::from(c + 1)),
+                    None => B256::ZERO,
                 };
                 change.storage.push(StorageSlot { slot: slot(index), prior, value });
             }
@@ -494,11 +520,8 @@ impl BlockGen {
             } else {
                 self.rng.random_range(self.shape.contracts..self.shape.accounts)
             };
-            let prior = (!new).then(|| AccountPrior {
-                balance: U256::from(10u64.pow(18) + i),
-                nonce: i % 1000,
-                code_hash: KECCAK256_EMPTY,
-            });
+            let (balance, nonce) = self.account_before(i);
+            let prior = (!new).then_some(AccountPrior { balance, nonce, code_hash: KECCAK256_EMPTY });
             state.insert(
                 address(i),
                 AccountChange {
@@ -555,6 +578,7 @@ impl BlockGen {
                 amount_gwei: 20_000,
             })
             .collect();
+        self.remember(&state);
         let block = Block {
             number: self.number,
             hash,
