@@ -179,7 +179,7 @@ fn last_writes(ops: Vec<Op>) -> impl Iterator<Item = Op> {
     let mut ops = ops.into_iter().peekable();
     std::iter::from_fn(move || loop {
         let op = ops.next()?;
-        if !ops.peek().is_some_and(|next| next.key == op.key) {
+        if ops.peek().is_none_or(|next| next.key != op.key) {
             return Some(op);
         }
     })
