@@ -161,114 +161,6 @@ fn sort_tables(by_table: &mut [Vec<Op>], writes: usize) {
     });
 }
 
-/// A batch's writes by table ([`Table::INDEX`]), each table's sorted by key.
-fn sorted_by_table(batch: Batch) -> Vec<Vec<Op>> {
-    let mut by_table: Vec<Vec<Op>> = crate::tables::ALL_TABLES.iter().map(|_| Vec::new()).collect();
-    let writes = batch.ops.len();
-    for op in batch.ops {
-        by_table[op.table].push(op);
-    }
-    sort_tables(&mut by_table, writes);
-    by_table
-}
-
-/// A table's sorted writes, each key's last only. Only the last write of a key in one atomic batch is ever
-/// seen, so the earlier ones are not written at all: a block's logs put the same (topic, block) index key once
-/// per log (a Transfer event's topic hundreds of times on mainnet).
-fn last_writes(ops: Vec<Op>) -> impl Iterator<Item = Op> {
-    let mut ops = ops.into_iter().peekable();
-    std::iter::from_fn(move || loop {
-        let op = ops.next()?;
-        if ops.peek().is_none_or(|next| next.key != op.key) {
-            return Some(op);
-        }
-    })
-}
-
-/// RocksDB's write batch written out in its own serialized form (`WriteBatch::from_data`), rather than one
-/// foreign call per write: a group of blocks is about 330,000 writes, whose `put_cf` calls took 80-100 ms of
-/// its seal. The form is RocksDB's `WriteBatch` rep (the LevelDB one, with column families): a 12-byte header
-/// (sequence 0, then the count, fixed32 little-endian), then per write a tag (put 1, delete 0; in a column
-/// family other than the default: 5 and 4, followed by the family's id as a varint32), the key and, for a put,
-/// the value, each as a varint32 length and its bytes. A test checks it byte for byte against `put_cf`'s.
-struct RawBatch {
-    rep: Vec<u8>,
-    count: u32,
-}
-
-impl RawBatch {
-    const HEADER: usize = 12;
-
-    fn with_capacity(bytes: usize) -> Self {
-        let mut rep = Vec::with_capacity(Self::HEADER + bytes);
-        rep.resize(Self::HEADER, 0);
-        Self { rep, count: 0 }
-    }
-
-    fn varint(&mut self, mut n: u32) {
-        while n >= 0x80 {
-            self.rep.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        self.rep.push(n as u8);
-    }
-
-    fn bytes(&mut self, b: &[u8]) {
-        // A key or value is far below 4 GiB (RocksDB's own limit for a slice in a batch).
-        self.varint(b.len() as u32);
-        self.rep.extend_from_slice(b);
-    }
-
-    fn tag(&mut self, cf: u32, plain: u8, in_family: u8) {
-        if cf == 0 {
-            self.rep.push(plain);
-        } else {
-            self.rep.push(in_family);
-            self.varint(cf);
-        }
-        self.count += 1;
-    }
-
-    fn put(&mut self, cf: u32, key: &[u8], value: &[u8]) {
-        self.tag(cf, 0x1, 0x5);
-        self.bytes(key);
-        self.bytes(value);
-    }
-
-    fn delete(&mut self, cf: u32, key: &[u8]) {
-        self.tag(cf, 0x0, 0x4);
-        self.bytes(key);
-    }
-
-    fn finish(mut self) -> WriteBatch {
-        self.rep[8..12].copy_from_slice(&self.count.to_le_bytes());
-        WriteBatch::from_data(&self.rep)
-    }
-}
-
-/// A column family's id, as RocksDB writes it into a batch (the crate does not expose it): read back from a
-/// one-write batch.
-fn family_id(cf: &rocksdb::ColumnFamily) -> Option<u32> {
-    let mut probe = WriteBatch::default();
-    probe.put_cf(cf, b"k", b"");
-    let data = probe.data();
-    match data.get(RawBatch::HEADER)? {
-        0x1 => Some(0),
-        0x5 => {
-            let (mut id, mut shift) = (0u32, 0);
-            for b in data.get(RawBatch::HEADER + 1..)? {
-                id |= u32::from(b & 0x7f) << shift;
-                if b & 0x80 == 0 {
-                    return Some(id);
-                }
-                shift += 7;
-            }
-            None
-        }
-        _ => None,
-    }
-}
-
 /// One write: a put (`Some` value) or a delete, in table [`Table::INDEX`].
 struct Op {
     table: usize,
@@ -298,34 +190,23 @@ impl Store {
     /// Turns a batch into RocksDB's form, in table and key order, each key once: the CPU half of a commit,
     /// which [`crate::Pipeline`] does for one record while the previous one is being written.
     pub(crate) fn seal(&self, batch: Batch) -> Sealed {
-        let by_table = sorted_by_table(batch);
-        let ids: Option<Vec<u32>> =
-            crate::tables::ALL_TABLES.iter().map(|name| family_id(self.cf(name))).collect();
-        let Some(ids) = ids else {
-            // Not RocksDB's batch format as this crate knows it: one call per write.
-            return self.seal_by_calls(by_table);
-        };
-        let bytes =
-            by_table.iter().flatten().map(|op| op.key.len() + op.value.as_ref().map_or(0, Vec::len) + 12);
-        let mut raw = RawBatch::with_capacity(bytes.sum());
-        for (id, ops) in ids.into_iter().zip(by_table) {
-            for op in last_writes(ops) {
-                match op.value {
-                    Some(value) => raw.put(id, &op.key, &value),
-                    None => raw.delete(id, &op.key),
-                }
-            }
+        let mut by_table: Vec<Vec<Op>> = crate::tables::ALL_TABLES.iter().map(|_| Vec::new()).collect();
+        let writes = batch.ops.len();
+        for op in batch.ops {
+            by_table[op.table].push(op);
         }
-        Sealed(raw.finish())
-    }
-
-    /// [`Store::seal`] through RocksDB's own calls, one per write: the reference the written-out form is
-    /// tested against, and what a build whose batch format this crate does not recognise uses.
-    fn seal_by_calls(&self, by_table: Vec<Vec<Op>>) -> Sealed {
+        sort_tables(&mut by_table, writes);
         let mut inner = WriteBatch::default();
         for (name, ops) in crate::tables::ALL_TABLES.iter().zip(by_table) {
             let table = self.cf(name);
-            for op in last_writes(ops) {
+            let mut ops = ops.into_iter().peekable();
+            while let Some(op) = ops.next() {
+                // Only the last write of a key in one atomic batch is ever seen, so the earlier ones are not
+                // written at all: a block's logs put the same (topic, block) index key once per log (a
+                // Transfer event's topic hundreds of times on mainnet).
+                if ops.peek().is_some_and(|next| next.key == op.key) {
+                    continue;
+                }
                 match op.value {
                     Some(value) => inner.put_cf(table, op.key, value),
                     None => inner.delete_cf(table, op.key),
@@ -412,40 +293,6 @@ mod tests {
         assert_eq!(store.get::<Canonical>(&3).expect("reads"), Some(hash(5)));
         assert_eq!(store.get::<Canonical>(&5).expect("reads"), None);
         assert_eq!(store.get::<Meta>(&MetaKey::Heartbeat).expect("reads"), Some(vec![1].into()));
-    }
-
-    /// The batch written out in RocksDB's form is, byte for byte, the one RocksDB's own calls build: puts and
-    /// deletes, empty and long values (lengths over one varint byte), across tables; and in the default family
-    /// too, which no table uses.
-    #[test]
-    fn a_batch_written_out_is_byte_for_byte_what_rocksdbs_calls_build() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), crate::StoreOptions::default()).expect("opens");
-        let fill = |store: &Store| {
-            let mut batch = Batch::default();
-            for i in 0..300u64 {
-                store.put::<Canonical>(&mut batch, &(i * 31 % 97), &B256::from(U256::from(i)));
-                if i % 7 == 0 {
-                    store.delete::<Canonical>(&mut batch, &(i % 13));
-                }
-                let value: Vec<u8> = (0..(i * 5) as usize).map(|j| j as u8).collect();
-                store.put::<Meta>(&mut batch, &MetaKey::Heartbeat, &value.into());
-            }
-            batch
-        };
-        let Sealed(raw) = store.seal(fill(&store));
-        let Sealed(by_calls) = store.seal_by_calls(sorted_by_table(fill(&store)));
-        assert_eq!(raw.len(), 97 + 1);
-        assert_eq!(raw.data(), by_calls.data());
-
-        let mut raw = RawBatch::with_capacity(64);
-        let mut by_calls = WriteBatch::default();
-        let long = vec![9u8; 200];
-        raw.put(0, b"a", &long);
-        by_calls.put(b"a", &long);
-        raw.delete(0, b"b");
-        by_calls.delete(b"b");
-        assert_eq!(raw.finish().data(), by_calls.data());
     }
 
     /// A batch large enough that its tables are sorted on every core: still each key once, the later write
