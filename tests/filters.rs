@@ -338,12 +338,19 @@ fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
         .into_iter()
         .map(|library| {
             let mut cmd = Command::new("node");
-            cmd.args([script, library, &format!("http://127.0.0.1:{lb}"), &contract])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::from(
-                    std::fs::File::create(c.tmp.path().join(format!("{library}.log"))).expect("log file"),
-                ));
+            let progress = c.tmp.path().join(format!("{library}.progress"));
+            cmd.args([
+                script,
+                library,
+                &format!("http://127.0.0.1:{lb}"),
+                &contract,
+                &progress.display().to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(c.tmp.path().join(format!("{library}.log"))).expect("log file"),
+            ));
             (library, Killed(cmd.spawn().expect("node runs (scripts/setup.sh installs it)")))
         })
         .collect();
@@ -351,22 +358,32 @@ fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
     wait_for("ethers and viem to install their filters", Duration::from_secs(60), || installed() >= 2);
 
     let ping = |from: &str, value: u64| json!({"from": from, "to": contract, "data": format!("{value:#066x}"), "gas": "0x20000"});
-    let settle = || {
+    // Until both libraries have delivered `events` added events (their progress files): on a loaded machine a
+    // client's 200 ms polls can lag by seconds, and a reorg before they saw the events it removes would leave
+    // nothing to report as removed.
+    let delivered = |library: &str| -> usize {
+        let progress = std::fs::read_to_string(c.tmp.path().join(format!("{library}.progress")));
+        progress.ok().and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    };
+    let settle = |events: usize| {
         wait_same_head(r1, a);
         wait_same_head(r2, a);
-        std::thread::sleep(Duration::from_millis(1500)); // a few of the clients' 200 ms polls
+        wait_for(&format!("ethers and viem to deliver {events} events"), Duration::from_secs(60), || {
+            ["ethers", "viem"].iter().all(|library| delivered(library) >= events)
+        });
     };
     for i in 0..6u64 {
         let tx = a.send(ping(DEV[(i % 2) as usize], i));
         a.mined(tx);
     }
-    settle();
+    settle(6);
     a.call("anvil_reorg", json!([3, [[ping(DEV[2], 100), 0], [ping(DEV[3], 101), 2]]]));
     for i in 0..3u64 {
         let tx = a.send(ping(DEV[1], 200 + i));
         a.mined(tx);
     }
-    settle();
+    // The 6 first events, then the reorg's 2 and the 3 after it.
+    settle(11);
 
     let (head, _) = a.head();
     let want: BTreeSet<(String, u64, String)> = ok(

@@ -2,22 +2,27 @@
 // application would, with ethers v6 (`contract.on`) or viem (`watchContractEvent`), until its standard input
 // closes; then prints every event it received, one JSON object per line, and exits.
 //
-//   node tests/clients/watch.mjs ethers|viem RPC_URL CONTRACT
+//   node tests/clients/watch.mjs ethers|viem RPC_URL CONTRACT PROGRESS_FILE
 //
 // Each line: {"blockHash", "logIndex", "transactionHash", "removed"}. The test (tests/filters.rs) checks that
-// the added events minus the removed ones are the chain's, each once.
+// the added events minus the removed ones are the chain's, each once. PROGRESS_FILE holds how many added
+// (not removed) events the library has delivered so far, rewritten on each: the test waits on it rather than
+// on a fixed time, which a loaded machine's slow polls outlast.
+import { writeFileSync } from "node:fs";
 import { ethers } from "ethers";
 import { createPublicClient, http, parseAbi } from "viem";
 
-const [library, url, address] = process.argv.slice(2);
+const [library, url, address, progress] = process.argv.slice(2);
 const seen = [];
-const record = (log) =>
+const record = (log) => {
   seen.push({
     blockHash: log.blockHash,
     logIndex: Number(log.logIndex ?? log.index),
     transactionHash: log.transactionHash,
     removed: Boolean(log.removed),
   });
+  writeFileSync(progress, String(seen.filter((e) => !e.removed).length));
+};
 
 let stop;
 if (library === "ethers") {
