@@ -334,7 +334,8 @@ fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
         metric(r1.health, series) + metric(r2.health, series)
     };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/clients/watch.mjs");
-    let mut clients: Vec<(&str, Killed)> = ["ethers", "viem"]
+    let libraries = ["ethers", "viem"];
+    let mut clients: Vec<(&str, Killed)> = libraries
         .into_iter()
         .map(|library| {
             let mut cmd = Command::new("node");
@@ -369,7 +370,7 @@ fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
         wait_same_head(r1, a);
         wait_same_head(r2, a);
         wait_for(&format!("ethers and viem to deliver {events} events"), Duration::from_secs(60), || {
-            ["ethers", "viem"].iter().all(|library| delivered(library) >= events)
+            libraries.iter().all(|library| delivered(library) >= events)
         });
     };
     for i in 0..6u64 {

@@ -379,9 +379,9 @@ struct BlockGen {
     /// Slots each contract holds (new slots are appended).
     slot_counts: Vec<u64>,
     /// What the replayed blocks wrote so far, so that each record's prior values are the state's, as a
-    /// publisher's are: slots by (contract, index), accounts' balance and nonce by index.
-    slots_written: std::collections::HashMap<(u64, u64), B256>,
-    accounts_written: std::collections::HashMap<u64, (U256, u64)>,
+    /// publisher's are: slots by (address, slot), accounts' balance and nonce by address.
+    slots_written: std::collections::HashMap<(Address, B256), B256>,
+    accounts_written: std::collections::HashMap<Address, (U256, u64)>,
     next_account: u64,
     parent: B256,
     number: u64,
@@ -434,19 +434,18 @@ impl BlockGen {
 
     /// Account `i`'s balance and nonce before the block being generated.
     fn account_before(&self, i: u64) -> (U256, u64) {
-        self.accounts_written.get(&i).copied().unwrap_or((U256::from(10u64.pow(18) + i), i % 1000))
+        self.accounts_written.get(&address(i)).copied().unwrap_or((U256::from(10u64.pow(18) + i), i % 1000))
     }
 
     /// Keeps what a generated block writes, for the priors of the blocks after it. (A slot listed twice in a
     /// block keeps its first write, as the record does.)
     fn remember(&mut self, state: &std::collections::BTreeMap<Address, AccountChange>) {
         for (address, change) in state {
-            let i = u64::from_be_bytes(address.0[12..].try_into().expect("8 bytes")) - 0x10_0000;
             if let Some(account) = &change.account {
-                self.accounts_written.insert(i, (account.balance, account.nonce));
+                self.accounts_written.insert(*address, (account.balance, account.nonce));
             }
             for s in &change.storage {
-                self.slots_written.insert((i, U256::from_be_bytes(s.slot.0).to::<u64>()), s.value);
+                self.slots_written.insert((*address, s.slot), s.value);
             }
         }
     }
@@ -498,7 +497,7 @@ impl BlockGen {
                 } else {
                     (self.rng.random_range(0..*count), B256::from(self.rng.random::<[u8; 32]>()))
                 };
-                let prior = match self.slots_written.get(&(c, index)) {
+                let prior = match self.slots_written.get(&(address(c), slot(index))) {
                     Some(written) => *written,
                     None if index < self.shape.slots_of(c) => B256::from(U256::from(c + 1)),
                     None => B256::ZERO,
