@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use alloy_primitives::{keccak256, Address, Bytes, B256, KECCAK256_EMPTY};
 use ec_log::{
     state_root_of_header, AccountChange, AccountPrior, Assembled, Block, BlockRef, Checkpoint, Genesis,
-    Record, Revert,
+    Heartbeat, Record, Revert,
 };
 
 use crate::{
@@ -97,6 +97,23 @@ pub(crate) struct Deferred {
     pub(crate) delta: StateDelta,
     pub(crate) head: GroupEnd,
     pub(crate) parent_hash: B256,
+}
+
+/// Code the batch in flight stores: the record prepared after it must not store it again.
+fn code_in_flight(in_flight: Option<&After>) -> &BTreeSet<B256> {
+    static NONE: BTreeSet<B256> = BTreeSet::new();
+    in_flight.map_or(&NONE, |f| &f.new_code)
+}
+
+/// What staging one record leaves beside its batch ([`Store::prepare_batch`]).
+#[derive(Default)]
+struct StagedRecord {
+    /// Code the record stores for the first time.
+    new_code: BTreeSet<B256>,
+    /// A block's state change, when its root check is left to its group.
+    deferred: Option<Deferred>,
+    /// The history floor a block raised.
+    history_floor: Option<u64>,
 }
 
 /// The block a group ends at, as far as its root check needs it.
@@ -229,176 +246,58 @@ impl Store {
 
     /// [`Store::prepare`] without sealing; with `defer_trie`, a block's state change is returned for a
     /// group's one root check ([`Store::seal_group`]) instead of being checked here.
+    ///
+    /// In four steps: the record's place in the log (a duplicate stops here), its cluster, its own writes
+    /// (by kind), then the position it leaves the database at.
     pub(crate) fn prepare_batch(
         &self,
         rec: &Assembled,
         in_flight: Option<&After>,
         defer_trie: bool,
     ) -> Result<Staged> {
+        if let Some(applied) = self.check_sequence(rec, in_flight)? {
+            return Ok(Staged::Duplicate { applied });
+        }
+        self.check_cluster(rec)?;
         let sequence = rec.envelope.sequence;
-        let applied = match in_flight {
-            Some(f) => Some(f.sequence),
-            None => self.position()?.map(|p| p.sequence),
-        };
-        let expected = applied.map_or(0, |s| s + 1);
-        if let Some(applied) = applied {
-            if sequence == applied {
-                let stored = match in_flight {
-                    Some(f) => Some(f.record_crc.to_be_bytes().to_vec().into()),
-                    None => self.get::<Meta>(&MetaKey::SequenceCrc)?,
-                };
-                if stored.is_some_and(|c: Bytes| c.as_ref() != rec.record_crc.to_be_bytes()) {
-                    return Err(StoreError::ConflictingDuplicate { sequence });
-                }
-            }
-            if sequence <= applied {
-                return Ok(Staged::Duplicate { applied });
-            }
-        }
-        if sequence != expected {
-            return Err(StoreError::SequenceGap { applied, expected, found: sequence });
-        }
-        let chain = self.chain()?;
-        match (&chain, &rec.record) {
-            (Some(c), _) if c.cluster_id != rec.envelope.cluster_id => {
-                return Err(StoreError::WrongCluster {
-                    sequence,
-                    expected: c.cluster_id.clone(),
-                    found: rec.envelope.cluster_id.clone(),
-                })
-            }
-            (Some(_), Record::Genesis(_) | Record::Checkpoint(_)) => {
-                return Err(StoreError::UnexpectedGenesis { sequence })
-            }
-            (None, Record::Genesis(_) | Record::Checkpoint(_)) => {}
-            (None, other) => return Err(StoreError::MissingGenesis { sequence, kind: other.kind().name() }),
-            (Some(_), _) => {}
-        }
-
         let mut batch = Batch::default();
-        let mut deferred = None;
-        // Code the batch in flight stores, and code this record stores for the first time.
-        let no_code = BTreeSet::new();
-        let in_flight_code = in_flight.map_or(&no_code, |f| &f.new_code);
-        let mut new_code = BTreeSet::new();
-        // Set when a block moves the history window: the new floor, stored with the block.
-        let mut history_floor = None;
+        let mut staged = StagedRecord::default();
         match &rec.record {
             Record::Genesis(g) => {
-                if g.block.number != 0 {
-                    return Err(bad_block(sequence, &g.block, "a genesis block must be block 0".into()));
-                }
-                if let Some(imported) = self.imported()? {
-                    return Err(StoreError::ImportedButGenesis { sequence, number: imported.number });
-                }
-                if self.import_started()? {
-                    return Err(StoreError::ImportUnfinished { sequence });
-                }
-                let delta;
-                (new_code, delta) =
-                    self.write_block(&mut batch, sequence, &g.block, false, in_flight_code)?;
-                self.check_genesis_root(&mut batch, sequence, &g.block, &delta)?;
-                let info = ChainInfo {
-                    cluster_id: rec.envelope.cluster_id.clone(),
-                    chain_id: g.chain_id,
-                    genesis_hash: g.block.hash,
-                    genesis_timestamp: g.block.timestamp,
-                    spec: g.spec.clone(),
-                    first_block: 0,
-                };
-                self.put::<Meta>(&mut batch, &MetaKey::Chain, &info.encode().into());
+                staged.new_code = self.stage_genesis(&mut batch, sequence, g, code_in_flight(in_flight))?;
+                self.put_chain_info(
+                    &mut batch,
+                    ChainInfo {
+                        cluster_id: rec.envelope.cluster_id.clone(),
+                        chain_id: g.chain_id,
+                        genesis_hash: g.block.hash,
+                        genesis_timestamp: g.block.timestamp,
+                        spec: g.spec.clone(),
+                        first_block: 0,
+                    },
+                );
             }
             Record::Checkpoint(c) => {
                 self.write_checkpoint(&mut batch, sequence, c)?;
-                let info = ChainInfo {
-                    cluster_id: rec.envelope.cluster_id.clone(),
-                    chain_id: c.chain_id,
-                    genesis_hash: c.genesis_hash,
-                    genesis_timestamp: c.genesis_timestamp,
-                    spec: c.spec.clone(),
-                    first_block: c.block.number,
-                };
-                self.put::<Meta>(&mut batch, &MetaKey::Chain, &info.encode().into());
+                self.put_chain_info(
+                    &mut batch,
+                    ChainInfo {
+                        cluster_id: rec.envelope.cluster_id.clone(),
+                        chain_id: c.chain_id,
+                        genesis_hash: c.genesis_hash,
+                        genesis_timestamp: c.genesis_timestamp,
+                        spec: c.spec.clone(),
+                        first_block: c.block.number,
+                    },
+                );
             }
             Record::Block(b) => {
-                let head = match in_flight.and_then(|f| f.head) {
-                    Some(head) => head,
-                    None => self.head()?.ok_or(StoreError::MissingGenesis { sequence, kind: "block" })?,
-                };
-                let not_next = |reason: String| StoreError::NotNextBlock {
-                    sequence,
-                    number: b.number,
-                    head_number: head.number,
-                    head_hash: head.hash,
-                    reason,
-                };
-                if b.number != head.number + 1 {
-                    return Err(not_next(format!("expected block {}", head.number + 1)));
-                }
-                if b.parent_hash != head.hash {
-                    return Err(not_next(format!("its parent is {}", b.parent_hash)));
-                }
-                let delta;
-                (new_code, delta) = self.write_block(&mut batch, sequence, b, true, in_flight_code)?;
-                if defer_trie {
-                    deferred = Some(Deferred {
-                        delta,
-                        head: GroupEnd {
-                            block: BlockRef { number: b.number, hash: b.hash },
-                            header: b.header.clone(),
-                        },
-                        parent_hash: b.parent_hash,
-                    });
-                } else {
-                    self.check_state_root(&mut batch, sequence, b, &delta)?;
-                }
-                // Keep the undo index for the newest `undo_window` blocks only. The head only ever grows
-                // one block at a time, so dropping the one entry that just left the window prunes every
-                // older one too. (Not a range delete: RocksDB re-fragments every range tombstone in the
-                // memtable on each read, which made replay twenty times slower.)
-                if let Some(expired) = b.number.checked_sub(self.opts.undo_window) {
-                    self.prune_reverted(&mut batch, expired)?;
-                }
-                match self.opts.history_blocks {
-                    None => {
-                        if let Some(expired) = b.number.checked_sub(self.opts.undo_window) {
-                            self.delete::<BlockChanges>(&mut batch, &expired);
-                        }
-                    }
-                    Some(k) => {
-                        if let Some(expired) = b.number.checked_sub(k) {
-                            self.prune_history(&mut batch, expired)?;
-                            // The floor only rises: after a reorg (or with a larger K since a restart) the
-                            // block leaving the window can be below it, and its history is long gone.
-                            if expired > self.first_state_block() {
-                                history_floor = Some(expired);
-                            }
-                        }
-                    }
-                }
+                staged = self.stage_block(&mut batch, sequence, b, in_flight, defer_trie)?;
             }
             Record::Revert(r) => self.write_revert(&mut batch, sequence, r)?,
-            Record::Heartbeat(h) => {
-                if h.reorg_window > self.opts.undo_window {
-                    return Err(StoreError::UndoWindowTooSmall {
-                        sequence,
-                        reorg_window: h.reorg_window,
-                        undo_window: self.opts.undo_window,
-                    });
-                }
-                let bytes = postcard::to_stdvec(h).unwrap_or_default();
-                self.put::<Meta>(&mut batch, &MetaKey::Heartbeat, &bytes.into());
-            }
+            Record::Heartbeat(h) => self.stage_heartbeat(&mut batch, sequence, h)?,
         }
-        self.put::<Meta>(&mut batch, &MetaKey::KafkaOffset, &rec.last_offset.to_be_bytes().to_vec().into());
-        self.put::<Meta>(&mut batch, &MetaKey::Sequence, &sequence.to_be_bytes().to_vec().into());
-        self.put::<Meta>(&mut batch, &MetaKey::SequenceCrc, &rec.record_crc.to_be_bytes().to_vec().into());
-        if let Some(floor) = history_floor {
-            self.put::<Meta>(&mut batch, &MetaKey::HistoryFloor, &floor.to_be_bytes().to_vec().into());
-            // Raised before the pruning commits: a read that checks the floor after its lookup (see
-            // `Store::account_at`) then never returns a value the pruning took away under it.
-            self.set_first_state_block(floor);
-        }
+        self.stage_position(&mut batch, rec, staged.history_floor);
         let first_state_block = match &rec.record {
             Record::Genesis(Genesis { block, .. }) | Record::Checkpoint(Checkpoint { block, .. }) => {
                 Some(block.number)
@@ -412,10 +311,185 @@ impl Store {
                 Record::Block(b) => Some(BlockRef { number: b.number, hash: b.hash }),
                 _ => None,
             },
-            new_code,
+            new_code: staged.new_code,
             simple: matches!(rec.record, Record::Block(_) | Record::Heartbeat(_)),
         };
-        Ok(Staged::Ready { batch, after, first_state_block, deferred })
+        Ok(Staged::Ready { batch, after, first_state_block, deferred: staged.deferred })
+    }
+
+    /// Where `rec` falls in the log: `Some(applied)` for a record already applied (the same one: a
+    /// different record under an applied sequence is refused), `None` for the next one; a gap is an error.
+    fn check_sequence(&self, rec: &Assembled, in_flight: Option<&After>) -> Result<Option<u64>> {
+        let sequence = rec.envelope.sequence;
+        let applied = match in_flight {
+            Some(f) => Some(f.sequence),
+            None => self.position()?.map(|p| p.sequence),
+        };
+        if let Some(applied) = applied {
+            if sequence == applied {
+                let stored = match in_flight {
+                    Some(f) => Some(f.record_crc.to_be_bytes().to_vec().into()),
+                    None => self.get::<Meta>(&MetaKey::SequenceCrc)?,
+                };
+                if stored.is_some_and(|c: Bytes| c.as_ref() != rec.record_crc.to_be_bytes()) {
+                    return Err(StoreError::ConflictingDuplicate { sequence });
+                }
+            }
+            if sequence <= applied {
+                return Ok(Some(applied));
+            }
+        }
+        let expected = applied.map_or(0, |s| s + 1);
+        if sequence != expected {
+            return Err(StoreError::SequenceGap { applied, expected, found: sequence });
+        }
+        Ok(None)
+    }
+
+    /// The record belongs to this database's cluster, and starts it (a genesis or checkpoint) exactly when
+    /// the database has none.
+    fn check_cluster(&self, rec: &Assembled) -> Result<()> {
+        let sequence = rec.envelope.sequence;
+        match (self.chain()?, &rec.record) {
+            (Some(c), _) if c.cluster_id != rec.envelope.cluster_id => Err(StoreError::WrongCluster {
+                sequence,
+                expected: c.cluster_id,
+                found: rec.envelope.cluster_id.clone(),
+            }),
+            (Some(_), Record::Genesis(_) | Record::Checkpoint(_)) => {
+                Err(StoreError::UnexpectedGenesis { sequence })
+            }
+            (None, Record::Genesis(_) | Record::Checkpoint(_)) | (Some(_), _) => Ok(()),
+            (None, other) => Err(StoreError::MissingGenesis { sequence, kind: other.kind().name() }),
+        }
+    }
+
+    /// A genesis record's writes: its block, and its root checked (or the chain marked as one whose
+    /// headers do not commit to its state). Returns the code it stores.
+    fn stage_genesis(
+        &self,
+        batch: &mut Batch,
+        sequence: u64,
+        g: &Genesis,
+        in_flight_code: &BTreeSet<B256>,
+    ) -> Result<BTreeSet<B256>> {
+        if g.block.number != 0 {
+            return Err(bad_block(sequence, &g.block, "a genesis block must be block 0".into()));
+        }
+        if let Some(imported) = self.imported()? {
+            return Err(StoreError::ImportedButGenesis { sequence, number: imported.number });
+        }
+        if self.import_started()? {
+            return Err(StoreError::ImportUnfinished { sequence });
+        }
+        let (new_code, delta) = self.write_block(batch, sequence, &g.block, false, in_flight_code)?;
+        self.check_genesis_root(batch, sequence, &g.block, &delta)?;
+        Ok(new_code)
+    }
+
+    fn put_chain_info(&self, batch: &mut Batch, info: ChainInfo) {
+        self.put::<Meta>(batch, &MetaKey::Chain, &info.encode().into());
+    }
+
+    /// A block's writes: the block on top of the head (the one in flight, if any), its state root checked
+    /// or deferred to its group, and the undo and history windows moved along.
+    fn stage_block(
+        &self,
+        batch: &mut Batch,
+        sequence: u64,
+        b: &Block,
+        in_flight: Option<&After>,
+        defer_trie: bool,
+    ) -> Result<StagedRecord> {
+        let head = match in_flight.and_then(|f| f.head) {
+            Some(head) => head,
+            None => self.head()?.ok_or(StoreError::MissingGenesis { sequence, kind: "block" })?,
+        };
+        let not_next = |reason: String| StoreError::NotNextBlock {
+            sequence,
+            number: b.number,
+            head_number: head.number,
+            head_hash: head.hash,
+            reason,
+        };
+        if b.number != head.number + 1 {
+            return Err(not_next(format!("expected block {}", head.number + 1)));
+        }
+        if b.parent_hash != head.hash {
+            return Err(not_next(format!("its parent is {}", b.parent_hash)));
+        }
+        let (new_code, delta) = self.write_block(batch, sequence, b, true, code_in_flight(in_flight))?;
+        let deferred = if defer_trie {
+            Some(Deferred {
+                delta,
+                head: GroupEnd {
+                    block: BlockRef { number: b.number, hash: b.hash },
+                    header: b.header.clone(),
+                },
+                parent_hash: b.parent_hash,
+            })
+        } else {
+            self.check_state_root(batch, sequence, b, &delta)?;
+            None
+        };
+        let history_floor = self.move_windows(batch, b.number)?;
+        Ok(StagedRecord { new_code, deferred, history_floor })
+    }
+
+    /// Prunes what block `number` pushes out of the undo window and the history window. Returns the new
+    /// history floor when it rises.
+    fn move_windows(&self, batch: &mut Batch, number: u64) -> Result<Option<u64>> {
+        // Keep the undo index for the newest `undo_window` blocks only. The head only ever grows one block
+        // at a time, so dropping the one entry that just left the window prunes every older one too. (Not a
+        // range delete: RocksDB re-fragments every range tombstone in the memtable on each read, which made
+        // replay twenty times slower.)
+        if let Some(expired) = number.checked_sub(self.opts.undo_window) {
+            self.prune_reverted(batch, expired)?;
+        }
+        match self.opts.history_blocks {
+            None => {
+                if let Some(expired) = number.checked_sub(self.opts.undo_window) {
+                    self.delete::<BlockChanges>(batch, &expired);
+                }
+                Ok(None)
+            }
+            Some(k) => {
+                let Some(expired) = number.checked_sub(k) else { return Ok(None) };
+                self.prune_history(batch, expired)?;
+                // The floor only rises: after a reorg (or with a larger K since a restart) the block leaving
+                // the window can be below it, and its history is long gone.
+                Ok((expired > self.first_state_block()).then_some(expired))
+            }
+        }
+    }
+
+    /// A heartbeat's write: itself, once its reorg window is known to fit in the undo window.
+    fn stage_heartbeat(&self, batch: &mut Batch, sequence: u64, h: &Heartbeat) -> Result<()> {
+        if h.reorg_window > self.opts.undo_window {
+            return Err(StoreError::UndoWindowTooSmall {
+                sequence,
+                reorg_window: h.reorg_window,
+                undo_window: self.opts.undo_window,
+            });
+        }
+        let bytes = postcard::to_stdvec(h).unwrap_or_default();
+        self.put::<Meta>(batch, &MetaKey::Heartbeat, &bytes.into());
+        Ok(())
+    }
+
+    /// The position the record leaves the database at (offset, sequence, checksum), committed with it, and
+    /// the history floor a block raised.
+    fn stage_position(&self, batch: &mut Batch, rec: &Assembled, history_floor: Option<u64>) {
+        let sequence = rec.envelope.sequence;
+        self.put::<Meta>(batch, &MetaKey::KafkaOffset, &rec.last_offset.to_be_bytes().to_vec().into());
+        self.put::<Meta>(batch, &MetaKey::Sequence, &sequence.to_be_bytes().to_vec().into());
+        self.put::<Meta>(batch, &MetaKey::SequenceCrc, &rec.record_crc.to_be_bytes().to_vec().into());
+        if let Some(floor) = history_floor {
+            self.put::<Meta>(batch, &MetaKey::HistoryFloor, &floor.to_be_bytes().to_vec().into());
+            // Raised before the pruning commits: a read that checks the floor after its lookup (see
+            // `Store::account_at`) then never returns a value the pruning took away under it.
+            self.set_first_state_block(floor);
+        }
     }
 
     /// Drops the history entries block `number` wrote, and its undo index: after this no read at or after
