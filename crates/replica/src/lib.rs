@@ -13,17 +13,17 @@
 pub mod health;
 mod progress;
 pub mod readiness;
+mod replay;
 pub mod snapshot;
 pub mod startup;
 
 use std::{future::Future, path::PathBuf, time::Duration};
 
-use ec_kafka::{is_offset_out_of_range, Fetched, KafkaConfig, KafkaIoError, PartitionConsumer};
-use ec_log::{Assembler, LogError, Record};
-use ec_store::{Pipeline, Position, Reads, Store, StoreError, StoreOptions};
+use ec_kafka::{KafkaConfig, KafkaIoError};
+use ec_log::{LogError, Record};
+use ec_store::{Position, Reads, Store, StoreError, StoreOptions};
 use thiserror::Error;
 use tokio::sync::watch;
-use tracing::{info, warn};
 
 pub use progress::Progress;
 pub use startup::StartError;
@@ -174,180 +174,7 @@ pub async fn run_with_store(
     status: watch::Sender<Status>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Progress, ReplicaError> {
-    let stored = store.position().map_err(ReplicaError::Open)?;
-    let last_heartbeat = store.last_heartbeat().map_err(ReplicaError::Open)?;
-    if let Some(hb) = &last_heartbeat {
-        let undo_window = store.options().undo_window;
-        if hb.reorg_window > undo_window {
-            return Err(ReplicaError::UndoWindowTooSmall { reorg_window: hb.reorg_window, undo_window });
-        }
-    }
-    let chain_max_head_age = store
-        .chain()
-        .map_err(ReplicaError::Open)?
-        .and_then(|c| readiness::chain_default_max_head_age(&c.spec));
-    let consumer = PartitionConsumer::new(&cfg.kafka, &cfg.topic)?;
-    let (earliest, high) = consumer.watermarks(Duration::from_secs(10))?;
-    let start = startup::start_offset(&cfg.topic, stored, earliest, high)?;
-    info!(
-        topic = %cfg.topic,
-        stored_offset = ?stored.map(|p| p.kafka_offset),
-        stored_sequence = ?stored.map(|p| p.sequence),
-        earliest, high, start,
-        "replica starting: {} messages to replay", high - start
-    );
-    status.send_modify(|s| {
-        s.position = stored;
-        let head = store.head().ok().flatten();
-        s.head_block = head.map(|h| h.number);
-        s.head_hash = head.map(|h| h.hash);
-        s.head_timestamp = head.and_then(|h| store.block_head(&h.hash).ok().flatten()).map(|b| b.timestamp);
-        s.publisher = last_heartbeat.as_ref().map(|h| h.state.clone());
-        s.client_head = last_heartbeat.as_ref().and_then(|h| h.client_head);
-        s.chain_max_head_age = chain_max_head_age;
-        s.high_watermark = Some(high);
-        s.next_offset = start;
-    });
-    consumer.assign(start)?;
-    let mut watermarks = tokio::time::interval(Duration::from_secs(1));
-
-    let mut assembler = Assembler::new();
-    let mut progress = Progress::default();
-    // The offset of the first message read, checked against the first whole record's sequence.
-    let mut first_offset = None;
-    let mut first_checked = false;
-    let mut next_offset = start;
-    let mut tick = tokio::time::interval(cfg.progress_interval);
-    tick.tick().await;
-    let mut pipeline =
-        Pipeline::new(store.clone()).map_err(ReplicaError::Open)?.hand_over_from(cfg.pipeline_from_writes);
-    let ctx = AfterCommit { store: &store, status: &status, events: cfg.events.as_ref() };
-    tokio::pin!(shutdown);
-    loop {
-        let fetched = tokio::select! {
-            _ = &mut shutdown => {
-                // The batch being written is kept: the database ends at a whole record either way.
-                for done in pipeline.flush().map_err(ReplicaError::Write)? {
-                    on_committed(&done, None, &ctx, &mut progress);
-                }
-                info!("shutdown requested: {}", progress.report(next_offset, None));
-                return Ok(progress);
-            }
-            _ = tick.tick() => {
-                let high = status.borrow().high_watermark;
-                info!("replay: {}", progress.report(next_offset, high));
-                continue;
-            }
-            _ = watermarks.tick() => {
-                // A blocking call of a few milliseconds; block_in_place keeps the runtime's other tasks
-                // (health endpoints) running meanwhile.
-                let high = tokio::task::block_in_place(|| consumer.watermarks(Duration::from_secs(2)).ok().map(|w| w.1));
-                if high.is_some() {
-                    status.send_modify(|s| s.high_watermark = high);
-                }
-                continue;
-            }
-            fetched = consumer.next() => fetched,
-        };
-        let (offset, payload) = match fetched {
-            Ok(Fetched::Message { offset, payload }) => (offset, payload),
-            Ok(Fetched::EndOfPartition { next_offset: position }) => {
-                if assembler.pending().is_some() {
-                    // The publisher is between chunks of one record: not caught up until it is whole.
-                    continue;
-                }
-                // Caught up means written: the last record's batch commits before anyone is told.
-                for done in pipeline.flush().map_err(ReplicaError::Write)? {
-                    on_committed(&done, None, &ctx, &mut progress);
-                }
-                // The consumer's position is past the last transaction's commit marker, which is no message:
-                // counting from it, a caught-up replica is 0 messages behind, not 1.
-                next_offset = next_offset.max(position);
-                if !status.borrow().caught_up {
-                    info!("caught up: {}", progress.report(next_offset, Some(next_offset)));
-                }
-                status.send_modify(|s| {
-                    s.caught_up = true;
-                    s.next_offset = next_offset;
-                    s.high_watermark = Some(s.high_watermark.unwrap_or(next_offset).max(next_offset));
-                });
-                if cfg.exit_when_caught_up {
-                    return Ok(progress);
-                }
-                continue;
-            }
-            Err(e) if is_offset_out_of_range(&e) => {
-                // Retention overtook the replica while it was reading.
-                let (earliest, _) = consumer.watermarks(Duration::from_secs(10))?;
-                let stored = store.position().map_err(ReplicaError::Open)?;
-                return Err(StartError::RetentionExceeded {
-                    topic: cfg.topic.clone(),
-                    stored: stored.map(|p| p.kafka_offset),
-                    needed: next_offset,
-                    earliest,
-                }
-                .into());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        first_offset.get_or_insert(offset);
-        next_offset = offset + 1;
-        let assembled = assembler.push(offset, &payload).map_err(|source| ReplicaError::Log {
-            topic: cfg.topic.clone(),
-            offset,
-            source,
-        })?;
-        let Some(rec) = assembled else { continue };
-        if let Some(got) = first_offset.filter(|_| !first_checked) {
-            startup::check_first_record(&cfg.topic, stored, start, got, rec.envelope.sequence)?;
-            first_checked = true;
-        }
-        status.send_modify(|s| s.next_offset = next_offset);
-        // A refused record names this record's offset; a failed write of the record before it names its own.
-        let apply_err = |source| match source {
-            StoreError::Write { .. } | StoreError::WriterStopped => ReplicaError::Write(source),
-            source => ReplicaError::Apply { topic: cfg.topic.clone(), offset, source },
-        };
-        let (sequence, last_offset) = (rec.envelope.sequence, rec.last_offset);
-        if let Record::Revert(ec_log::Revert { hash, .. }) = rec.record {
-            // A revert deletes the block: read it first, to announce its logs as removed. It is never
-            // prepared early (it reads what the batch before it writes), so it is written right here.
-            for done in pipeline.flush().map_err(apply_err)? {
-                on_committed(&done, None, &ctx, &mut progress);
-            }
-            let reverted = match &cfg.events {
-                Some(_) => store.block_by_hash(&hash).ok().flatten(),
-                None => None,
-            };
-            let step = pipeline.submit(rec).map_err(apply_err)?;
-            let flushed = pipeline.flush().map_err(apply_err)?;
-            for done in step.committed.iter().chain(flushed.iter()) {
-                on_committed(done, reverted.clone(), &ctx, &mut progress);
-            }
-            if let Some(applied) = step.duplicate {
-                warn!(sequence, applied, offset, "skipping a revert already applied");
-                progress.duplicates += 1;
-            }
-            continue;
-        }
-        let step = pipeline.submit(rec).map_err(apply_err)?;
-        progress.prepared_early = pipeline.prepared_early();
-        progress.groups = pipeline.groups_written();
-        for done in &step.committed {
-            on_committed(done, None, &ctx, &mut progress);
-        }
-        if let Some(applied) = step.duplicate {
-            warn!(sequence, applied, offset, "skipping a record already applied");
-            progress.duplicates += 1;
-        }
-        // Behind the high watermark the next record is prepared while this one is written; at the tip (as
-        // far as the last watermark knows) it is written now, so that status and RPC see it at once.
-        if status.borrow().high_watermark.is_none_or(|high| last_offset + 1 >= high) {
-            for done in pipeline.flush().map_err(apply_err)? {
-                on_committed(&done, None, &ctx, &mut progress);
-            }
-        }
-    }
+    replay::Replay::start(cfg, store, status)?.run(shutdown).await
 }
 
 /// What [`on_committed`] updates.
