@@ -13,19 +13,18 @@ mod healthcheck;
 mod import_cmd;
 mod kafka_args;
 mod publisher_cmd;
+mod replica_cmd;
 mod snapshot_cmd;
 mod synth;
 mod topics_cmd;
 mod verify_cmd;
 mod verify_root_cmd;
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ec_replica::{ReplicaConfig, Status};
-use ec_store::{Store, StoreOptions, DEFAULT_UNDO_WINDOW};
-use tokio::sync::watch;
+use ec_store::{Store, DEFAULT_UNDO_WINDOW};
 
 #[derive(Parser)]
 #[command(name = "ether-cattle", version, about = "Ethereum RPC nodes as cattle: replicas fed from Kafka")]
@@ -231,7 +230,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Replica(args) => runtime.block_on(replica(*args)),
+        Command::Replica(args) => runtime.block_on(replica_cmd::run(*args)),
         Command::Publisher(args) => {
             let result = runtime.block_on(publisher_cmd::run(args, shutdown_signal()));
             // A Kafka call the stop cut short runs on in a blocking thread until its own timeout (30 s for a
@@ -265,230 +264,8 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// A runtime dropped without waiting for its tasks (dropping one inside an async context would panic).
-struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
-
-impl std::ops::Deref for BackgroundRuntime {
-    type Target = tokio::runtime::Runtime;
-    fn deref(&self) -> &Self::Target {
-        self.0.as_ref().expect("present until dropped")
-    }
-}
-
-impl Drop for BackgroundRuntime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// The JSON-RPC limits from the flags; unset pool sizes take the library's defaults (per core), written once
-/// in `ec_rpc::Limits::default`.
-fn rpc_limits(args: &ReplicaArgs) -> ec_rpc::Limits {
-    let defaults = ec_rpc::Limits::default();
-    ec_rpc::Limits {
-        max_log_block_range: args.max_log_block_range,
-        max_logs: args.max_logs,
-        gas_cap: args.rpc_gas_cap,
-        call_timeout: Duration::from_secs_f64(args.rpc_call_timeout_secs.max(0.01)),
-        logs_concurrency: args.rpc_logs_concurrency.unwrap_or(defaults.logs_concurrency),
-        evm_concurrency: args.rpc_evm_concurrency.unwrap_or(defaults.evm_concurrency),
-        trace_concurrency: args.rpc_trace_concurrency.unwrap_or(defaults.trace_concurrency),
-        trace_timeout: Duration::from_secs_f64(args.rpc_trace_timeout_secs.max(0.01)),
-        max_trace_bytes: args.rpc_max_trace_mb.max(1) << 20,
-        max_trace_filter_blocks: args.rpc_trace_filter_max_blocks.max(1),
-        proof_window: args.proof_window,
-        tx_sync_default_timeout: Duration::from_secs_f64(args.tx_sync_timeout_secs.max(0.0)),
-        tx_sync_max_timeout: Duration::from_secs_f64(args.tx_sync_max_timeout_secs.max(0.0)),
-    }
-}
-
-async fn replica(args: ReplicaArgs) -> ExitCode {
-    let limits = rpc_limits(&args);
-    let filters = match args.filters.open().await {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: polling filters: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let kafka = match args.kafka.connect().await {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let cfg = ReplicaConfig {
-        data_dir: args.data_dir,
-        kafka,
-        topic: args.topic,
-        store: StoreOptions {
-            undo_window: args.undo_window,
-            sync_writes: args.sync_writes,
-            history_blocks: args.history_blocks,
-            verify_priors: args.verify_priors,
-            state_trie: if args.state_trie == "off" {
-                ec_store::TrieMode::Off
-            } else {
-                ec_store::TrieMode::Check
-            },
-            tuning: ec_store::Tuning::replica(args.block_cache_mb << 20),
-        },
-        exit_when_caught_up: args.exit_when_caught_up,
-        progress_interval: Duration::from_secs_f64(args.progress_interval.max(0.1)),
-        events: Some(tokio::sync::broadcast::channel(1024).0),
-        pipeline_from_writes: args.pipeline_from_writes,
-    };
-    if let Some(snapshot) = &args.from_snapshot {
-        match ec_replica::snapshot::restore(snapshot, &cfg.data_dir) {
-            Ok(true) => {
-                tracing::info!(snapshot = %snapshot.display(), "data directory created from the snapshot")
-            }
-            Ok(false) => tracing::info!("data directory already holds a database; --from-snapshot ignored"),
-            Err(e) => {
-                eprintln!("error: starting from snapshot: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    let store = match ec_store::Store::open(&cfg.data_dir, cfg.store.clone()) {
-        Ok(s) => std::sync::Arc::new(s),
-        Err(e) => {
-            eprintln!("error: opening the store: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // With JSON-RPC configured, the replica is not ready until its port is open (it opens once caught up).
-    let (status, status_rx) =
-        watch::channel(Status { rpc_pending: args.rpc_addr.is_some(), ..Status::default() });
-    let extra_metrics = ec_replica::health::ExtraMetrics::default();
-    if let Some(addr) = args.health_addr {
-        let readiness = ec_replica::readiness::ReadinessConfig {
-            max_lag_records: args.max_lag_records,
-            max_silence: Duration::from_secs_f64(args.max_silence_secs.max(0.0)),
-            max_head_age: args.max_head_age_secs.map(|s| Duration::from_secs_f64(s.max(0.0))),
-            publisher_grace: Duration::from_secs_f64(args.publisher_grace_secs.max(0.0)),
-            max_behind_client_blocks: args.max_behind_client_blocks,
-        };
-        let snapshots = args.snapshot_dir.map(|dir| {
-            std::sync::Arc::new(ec_replica::snapshot::LocalSnapshots {
-                store: store.clone(),
-                dir,
-                topic: cfg.topic.clone(),
-            })
-        });
-        let router = ec_replica::health::router(
-            status_rx,
-            readiness,
-            cfg.topic.clone(),
-            extra_metrics.clone(),
-            snapshots,
-        );
-        // Bound before the replay starts, so the load balancer sees "not ready" (503), not "down".
-        tokio::spawn(async move {
-            if let Err(e) = ec_replica::health::serve(addr, router).await {
-                tracing::error!(%addr, error = %e, "health endpoint failed");
-            }
-        });
-    }
-    let tx_producer = match args.tx_topic.as_deref() {
-        Some("none") => None,
-        other => {
-            let topic = other.map_or_else(|| format!("{}-tx", cfg.topic), str::to_owned);
-            match ec_kafka::TxProducer::new(&cfg.kafka, &topic) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    eprintln!("error: transaction topic {topic}: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-    };
-    // Stopping (SIGTERM from ECS/ASG, or Ctrl-C) is staged so that no request is cut off: readiness turns
-    // 503 at once, RPC keeps serving for --drain-secs while the balancer takes the replica out, then the RPC
-    // server stops accepting and finishes what is in flight, and only then does replay stop and the
-    // database close (RocksDB flushes on close; the WAL would replay anything unflushed anyway).
-    let (stop_rpc, stop_rpc_rx) = watch::channel(false);
-    // The JSON-RPC server runs on a runtime of its own: however busy its requests keep its workers, replay
-    // and /health (on this runtime) keep theirs.
-    let rpc_runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.rpc_threads.unwrap_or(ec_rpc::cores()).max(1))
-        .thread_name("rpc")
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => BackgroundRuntime(Some(rt)),
-        Err(e) => {
-            eprintln!("error: the JSON-RPC runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let rpc_task = args.rpc_addr.map(|addr| {
-        let (store, mut caught_up, heads) = (store.clone(), status.subscribe(), status.subscribe());
-        let opened = status.clone();
-        let events = cfg.events.clone();
-        let mut stop = stop_rpc_rx;
-        rpc_runtime.spawn(async move {
-            // RPC only from a replica that has replayed its backlog: never serve a stale snapshot's state.
-            // (`wait_for` hands back a read guard; the inner async blocks drop it so the task stays `Send`.)
-            tokio::select! {
-                r = caught_up.wait_for(|s| s.caught_up) => if r.is_err() { return },
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
-            }
-            let mut ctx = ec_rpc::Ctx::new(store, tx_producer, limits, Some(heads), events);
-            ctx.filters = filters;
-            match ec_rpc::serve(addr, ctx).await {
-                Ok((handle, rpc_metrics)) => {
-                    let _ = extra_metrics.set(Box::new(move || rpc_metrics.render()));
-                    opened.send_modify(|s| s.rpc_pending = false);
-                    tracing::info!(%addr, "JSON-RPC open");
-                    tokio::select! {
-                        _ = handle.clone().stopped() => {}
-                        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                            let _ = handle.stop();
-                            handle.stopped().await;
-                            tracing::info!(%addr, "JSON-RPC closed; in-flight requests finished");
-                        }
-                    }
-                }
-                Err(e) => tracing::error!(%addr, error = %e, "JSON-RPC server failed"),
-            }
-        })
-    });
-    let drain = Duration::from_secs_f64(args.drain_secs.max(0.0));
-    let status_ctl = status.clone();
-    let shutdown = async move {
-        shutdown_signal().await;
-        status_ctl.send_modify(|s| s.draining = true);
-        tracing::info!(
-            drain_secs = drain.as_secs_f64(),
-            "stopping: readiness is 503; still serving while draining"
-        );
-        tokio::time::sleep(drain).await;
-        let _ = stop_rpc.send(true);
-        if let Some(task) = rpc_task {
-            if tokio::time::timeout(Duration::from_secs(30), task).await.is_err() {
-                tracing::warn!("in-flight RPC requests did not finish within 30 s; stopping anyway");
-            }
-        }
-    };
-    match ec_replica::run_with_store(cfg, store, status, shutdown).await {
-        Ok(_) => {
-            tracing::info!("replica stopped cleanly");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!("replica stopped: {e}");
-            eprintln!("error: {e}");
-            ExitCode::from(e.exit_code() as u8)
-        }
-    }
-}
-
 /// Resolves on SIGINT or SIGTERM (ECS stops tasks with SIGTERM).
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
