@@ -99,14 +99,68 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if args.state_trie == "off" { ec_store::TrieMode::Off } else { ec_store::TrieMode::Unchecked };
     let opts = StoreOptions { tuning, state_trie, ..StoreOptions::default() };
 
-    // 1. Prefill.
-    let started = Instant::now();
-    let store = Store::open(&db_path, opts.clone())?;
+    // 1. Prefill, and the trie built over it.
     let shape = Shape::new(&args);
-    prefill(&store, &shape, &root.join("sst"))?;
+    let store = std::sync::Arc::new(prefilled(&args, &shape, &db_path, &root, &opts)?);
+    let db_before = dir_bytes(&db_path);
+
+    // 2. Replay.
+    let io_before = process_write_bytes();
+    let mut gen = BlockGen::new(shape, args.seed);
+    let replayed = replay(&store, &mut gen, &args)?;
+    store.flush()?;
+    let physical = process_write_bytes().saturating_sub(io_before);
+    let db_after = dir_bytes(&db_path);
+    let reads = read_rates(&store, &gen, replayed.applied, args.seed)?;
+    let proofs = if state_trie == ec_store::TrieMode::Off { Vec::new() } else { proof_times(&store, &gen)? };
+    drop(store);
+
+    // 3. The same batches, puts and bytes, raw.
+    let raw_time = raw_writes(&root.join("raw"), &opts, &replayed.per_batch)?;
+
+    println!(
+        "tuning {} (block cache {} MiB, bloom filters {}, {} background jobs, direct I/O {}, levels 0-1 uncompressed {}): database {:.1}x the block cache",
+        args.tuning,
+        args.block_cache_mb,
+        tuning.bloom_filters,
+        tuning.background_jobs,
+        tuning.direct_io,
+        tuning.uncompressed_top_levels,
+        db_before as f64 / (args.block_cache_mb as f64 * 1048576.0)
+    );
+    replayed.report(physical, db_before, db_after);
+    for (what, micros) in reads {
+        println!("reads: {what}: {micros:.1} µs each");
+    }
+    for (back, millis) in proofs {
+        println!(
+            "proofs: a contract and one of its slots, {back} blocks before the head: {millis:.1} ms each"
+        );
+    }
+    let secs = replayed.time().as_secs_f64();
+    println!(
+        "rocksdb raw, same batches and bytes: {:.1} s = {:.1} blocks/s; replay is {:.2}x the raw rate",
+        raw_time.as_secs_f64(),
+        replayed.applied as f64 / raw_time.as_secs_f64(),
+        raw_time.as_secs_f64() / secs
+    );
+    Ok(())
+}
+
+/// The prefilled database, with the trie built over it when it is on: both timed and reported.
+fn prefilled(
+    args: &Args,
+    shape: &Shape,
+    db_path: &Path,
+    root: &Path,
+    opts: &StoreOptions,
+) -> anyhow::Result<Store> {
+    let started = Instant::now();
+    let store = Store::open(db_path, opts.clone())?;
+    prefill(&store, shape, &root.join("sst"))?;
     store.flush()?;
     let prefill_time = started.elapsed();
-    let db_state = dir_bytes(&db_path);
+    let db_state = dir_bytes(db_path);
     println!(
         "prefill: {} accounts, {} slots, {} contracts ({HOT} hot), {CODES} codes: {:.2} GB on disk in {:.0} s",
         args.accounts,
@@ -115,53 +169,74 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         db_state as f64 / 1e9,
         prefill_time.as_secs_f64()
     );
-    if state_trie != ec_store::TrieMode::Off {
+    if opts.state_trie != ec_store::TrieMode::Off {
         // What import-state does after ingesting: one pass over the sorted state, keeping the trie's nodes.
         let started = Instant::now();
         store.build_trie()?;
         store.flush()?;
         let secs = started.elapsed().as_secs_f64();
         let entries = args.accounts + shape.total_slots();
-        let trie_bytes = dir_bytes(&db_path).saturating_sub(db_state);
+        let trie_bytes = dir_bytes(db_path).saturating_sub(db_state);
         println!(
             "trie built: {entries} entries in {secs:.0} s = {:.0} entries/s; {:.2} GB of nodes",
             entries as f64 / secs,
             trie_bytes as f64 / 1e9
         );
     }
-    let db_before = dir_bytes(&db_path);
+    Ok(store)
+}
 
-    // 2. Replay, in chunks that alternate between one record at a time (`Store::apply`) and the replica's
-    // pipeline (`ec_store::Pipeline`: the next block prepared while the one before is written), so that both
-    // meet the same database and machine.
-    let store = std::sync::Arc::new(store);
+/// What the replay measured.
+struct Replayed {
+    applied: u64,
+    /// Changed keys (accounts and slots), over every block.
+    keys: u64,
+    /// [one by one, pipelined]: blocks and time.
+    modes: [(u64, Duration); 2],
+    /// Leaves the trie updates read, and leaf hashes they took from stored nodes, by mode.
+    trie_walked: [(u64, u64); 2],
+    /// Each block's writes and bytes (a chunk's spread evenly over its blocks).
+    per_batch: Vec<(u64, u64)>,
+    wire_bytes: usize,
+    /// Decoding's share, timed in the one-at-a-time chunks (in the pipelined ones it overlaps the write).
+    decode_time: Duration,
+}
+
+/// Replays `args.blocks` generated blocks, in chunks that alternate between one record at a time
+/// (`Store::apply`) and the replica's pipeline (`ec_store::Pipeline`: the next block prepared while the one
+/// before is written), so that both meet the same database and machine.
+fn replay(store: &std::sync::Arc<Store>, gen: &mut BlockGen, args: &Args) -> anyhow::Result<Replayed> {
     let mut pipeline = ec_store::Pipeline::new(store.clone())?.group_blocks(args.group_blocks);
-    let mut gen = BlockGen::new(shape, args.seed);
     store.apply(&assembled(0, gen.genesis()))?;
-    let (mut applied, mut keys) = (0u64, 0u64);
-    // [one by one, pipelined]: blocks and time.
-    let mut modes = [(0u64, Duration::ZERO); 2];
-    // Leaves the trie updates read, and leaf hashes they took from stored nodes, by mode.
-    let mut trie_walked = [(0u64, 0u64); 2];
-    let io_before = process_write_bytes();
-    let mut per_batch = Vec::new();
+    let mut out = Replayed {
+        applied: 0,
+        keys: 0,
+        modes: [(0, Duration::ZERO); 2],
+        trie_walked: [(0, 0); 2],
+        per_batch: Vec::new(),
+        wire_bytes: 0,
+        decode_time: Duration::ZERO,
+    };
     let mut chunk_index = 0;
     let mut assembler = ec_log::Assembler::new();
-    let (mut offset, mut wire_bytes) = (1i64, 0usize);
-    // Decoding's share, timed in the one-at-a-time chunks (in the pipelined ones it overlaps the write).
-    let mut decode_time = Duration::ZERO;
-    while applied < args.blocks {
+    let mut offset = 1i64;
+    while out.applied < args.blocks {
         // Generated and encoded as the publisher would (postcard, zstd, frames) outside the clock; decoded
         // inside it, as the replica does.
         let mut chunk = Vec::new();
-        for i in 0..CHUNK.min(args.blocks - applied) {
+        for i in 0..CHUNK.min(args.blocks - out.applied) {
             let record = gen.next_block();
             if let Record::Block(b) = &record {
-                keys += b.state.len() as u64 + b.state.iter().map(|c| c.storage.len() as u64).sum::<u64>();
+                out.keys +=
+                    b.state.len() as u64 + b.state.iter().map(|c| c.storage.len() as u64).sum::<u64>();
             }
-            let frames =
-                ec_log::encode_record("bench", applied + i + 1, &record, ec_log::EncodeOptions::default())?;
-            wire_bytes += frames.iter().map(Vec::len).sum::<usize>();
+            let frames = ec_log::encode_record(
+                "bench",
+                out.applied + i + 1,
+                &record,
+                ec_log::EncodeOptions::default(),
+            )?;
+            out.wire_bytes += frames.iter().map(Vec::len).sum::<usize>();
             chunk.push(frames);
         }
         let n = chunk.len() as u64;
@@ -173,7 +248,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let decoding = Instant::now();
                 let assembled = assembler.push(offset, &frame)?;
                 if !pipelined {
-                    decode_time += decoding.elapsed();
+                    out.decode_time += decoding.elapsed();
                 }
                 offset += 1;
                 let Some(rec) = assembled else { continue };
@@ -185,97 +260,97 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         pipeline.flush()?;
-        let mode = &mut modes[usize::from(pipelined)];
+        let mode = &mut out.modes[usize::from(pipelined)];
         mode.0 += n;
         mode.1 += t.elapsed();
         // The chunk's blocks are alike: its writes, spread evenly, stand for each block's batch.
         let after = store.write_stats();
-        let walked = &mut trie_walked[usize::from(pipelined)];
+        let walked = &mut out.trie_walked[usize::from(pipelined)];
         walked.0 += after.trie_leaves_read - before.trie_leaves_read;
         walked.1 += after.trie_leaf_hashes_given - before.trie_leaf_hashes_given;
-        per_batch.extend((0..n).map(|_| ((after.ops - before.ops) / n, (after.bytes - before.bytes) / n)));
-        applied += n;
+        out.per_batch
+            .extend((0..n).map(|_| ((after.ops - before.ops) / n, (after.bytes - before.bytes) / n)));
+        out.applied += n;
         chunk_index += 1;
     }
-    drop(pipeline);
-    let apply_time = modes[0].1 + modes[1].1;
-    let (ops, logical) = per_batch.iter().fold((0, 0), |(o, b), (ops, bytes)| (o + ops, b + bytes));
-    store.flush()?;
-    let physical = process_write_bytes().saturating_sub(io_before);
-    let db_after = dir_bytes(&db_path);
-    let reads = read_rates(&store, &gen, applied, args.seed)?;
-    drop(store);
+    Ok(out)
+}
 
-    // 3. The same batches, puts and bytes, raw.
-    let raw_time = raw_writes(&root.join("raw"), &opts, &per_batch)?;
-
-    let secs = apply_time.as_secs_f64();
-    println!(
-        "tuning {} (block cache {} MiB, bloom filters {}, {} background jobs, direct I/O {}, levels 0-1 uncompressed {}): database {:.1}x the block cache",
-        args.tuning,
-        args.block_cache_mb,
-        tuning.bloom_filters,
-        tuning.background_jobs,
-        tuning.direct_io,
-        tuning.uncompressed_top_levels,
-        db_before as f64 / (args.block_cache_mb as f64 * 1048576.0)
-    );
-    let rate = |(blocks, time): (u64, Duration)| blocks as f64 / time.as_secs_f64().max(1e-9);
-    println!(
-        "replay: {applied} blocks in {secs:.1} s = {:.1} blocks/s; {:.0} changed keys per block, {:.2} µs per changed key",
-        applied as f64 / secs,
-        keys as f64 / applied as f64,
-        secs * 1e6 / keys as f64
-    );
-    println!(
-        "replay by mode (alternating chunks of {CHUNK} blocks): one record at a time {:.1} blocks/s, pipelined {:.1} \
-         blocks/s = {:.2}x",
-        rate(modes[0]),
-        rate(modes[1]),
-        rate(modes[1]) / rate(modes[0])
-    );
-    println!(
-        "records: {:.0} KB per block on the wire (postcard, zstd), decoded inside the clock in both modes: {:.1} ms \
-         per block (one record at a time)",
-        wire_bytes as f64 / applied as f64 / 1e3,
-        decode_time.as_secs_f64() * 1e3 / modes[0].0.max(1) as f64
-    );
-    println!(
-        "writes: {:.0} puts/deletes per block, {:.2} MB logical per block; {:.2} GB written to disk during replay and \
-         flush = {:.1}x write amplification (compaction still owed is not counted)",
-        ops as f64 / applied as f64,
-        logical as f64 / applied as f64 / 1e6,
-        physical as f64 / 1e9,
-        physical as f64 / logical as f64
-    );
-    println!(
-        "database: {:.2} GB -> {:.2} GB, {:.0} KB per block",
-        db_before as f64 / 1e9,
-        db_after as f64 / 1e9,
-        db_after.saturating_sub(db_before) as f64 / applied as f64 / 1e3
-    );
-    for (what, micros) in reads {
-        println!("reads: {what}: {micros:.1} µs each");
+impl Replayed {
+    fn time(&self) -> Duration {
+        self.modes[0].1 + self.modes[1].1
     }
-    if trie_walked.iter().any(|w| w.0 + w.1 > 0) {
-        let per_key =
-            |n: u64, mode: usize| n as f64 / (modes[mode].0.max(1) as f64 * keys as f64 / applied as f64);
+
+    /// Prints the replay's rates, records, writes, disk and trie work; `physical`: bytes the process wrote.
+    fn report(&self, physical: u64, db_before: u64, db_after: u64) {
+        let (applied, keys, modes) = (self.applied, self.keys, &self.modes);
+        let secs = self.time().as_secs_f64();
+        let (ops, logical) = self.per_batch.iter().fold((0, 0), |(o, b), (ops, bytes)| (o + ops, b + bytes));
+        let rate = |(blocks, time): (u64, Duration)| blocks as f64 / time.as_secs_f64().max(1e-9);
         println!(
-            "trie: per changed key, {:.1} leaves read and {:.1} leaf hashes taken from stored nodes (one record at a \
-             time), {:.1} and {:.1} (pipelined)",
-            per_key(trie_walked[0].0, 0),
-            per_key(trie_walked[0].1, 0),
-            per_key(trie_walked[1].0, 1),
-            per_key(trie_walked[1].1, 1)
+            "replay: {applied} blocks in {secs:.1} s = {:.1} blocks/s; {:.0} changed keys per block, {:.2} µs per changed key",
+            applied as f64 / secs,
+            keys as f64 / applied as f64,
+            secs * 1e6 / keys as f64
         );
+        println!(
+            "replay by mode (alternating chunks of {CHUNK} blocks): one record at a time {:.1} blocks/s, pipelined {:.1} \
+             blocks/s = {:.2}x",
+            rate(modes[0]),
+            rate(modes[1]),
+            rate(modes[1]) / rate(modes[0])
+        );
+        println!(
+            "records: {:.0} KB per block on the wire (postcard, zstd), decoded inside the clock in both modes: {:.1} ms \
+             per block (one record at a time)",
+            self.wire_bytes as f64 / applied as f64 / 1e3,
+            self.decode_time.as_secs_f64() * 1e3 / modes[0].0.max(1) as f64
+        );
+        println!(
+            "writes: {:.0} puts/deletes per block, {:.2} MB logical per block; {:.2} GB written to disk during replay and \
+             flush = {:.1}x write amplification (compaction still owed is not counted)",
+            ops as f64 / applied as f64,
+            logical as f64 / applied as f64 / 1e6,
+            physical as f64 / 1e9,
+            physical as f64 / logical as f64
+        );
+        println!(
+            "database: {:.2} GB -> {:.2} GB, {:.0} KB per block",
+            db_before as f64 / 1e9,
+            db_after as f64 / 1e9,
+            db_after.saturating_sub(db_before) as f64 / applied as f64 / 1e3
+        );
+        if self.trie_walked.iter().any(|w| w.0 + w.1 > 0) {
+            let per_key =
+                |n: u64, mode: usize| n as f64 / (modes[mode].0.max(1) as f64 * keys as f64 / applied as f64);
+            println!(
+                "trie: per changed key, {:.1} leaves read and {:.1} leaf hashes taken from stored nodes (one record at a \
+                 time), {:.1} and {:.1} (pipelined)",
+                per_key(self.trie_walked[0].0, 0),
+                per_key(self.trie_walked[0].1, 0),
+                per_key(self.trie_walked[1].0, 1),
+                per_key(self.trie_walked[1].1, 1)
+            );
+        }
     }
-    println!(
-        "rocksdb raw, same batches and bytes: {:.1} s = {:.1} blocks/s; replay is {:.2}x the raw rate",
-        raw_time.as_secs_f64(),
-        applied as f64 / raw_time.as_secs_f64(),
-        raw_time.as_secs_f64() / secs
-    );
-    Ok(())
+}
+
+/// `eth_getProof`'s work in the store (`Proofs::proof`: a hot contract and one of its slots) at the head and
+/// at blocks before it, in ms each. A proof at an older block walks the trie with every key changed since
+/// laid over it at its value then, so its cost grows with the blocks between.
+fn proof_times(store: &Store, gen: &BlockGen) -> anyhow::Result<Vec<(u64, f64)>> {
+    use ec_store::Proofs;
+    let mut out = Vec::new();
+    for (back, times) in [(0u64, 200u32), (1, 20), (10, 5), (100, 2)] {
+        let Some(number) = gen.number.checked_sub(back) else { continue };
+        let started = Instant::now();
+        for i in 0..times {
+            let contract = u64::from(i) % HOT;
+            std::hint::black_box(store.proof(&address(contract), &[slot(u64::from(i))], number)?);
+        }
+        out.push((back, started.elapsed().as_secs_f64() * 1e3 / f64::from(times)));
+    }
+    Ok(out)
 }
 
 /// The RocksDB options a `--tuning` names, with a block cache of `cache_mb`.

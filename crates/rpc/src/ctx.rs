@@ -73,8 +73,9 @@ pub enum Class {
     /// Both heavy classes first run in place for a short budget (`INLINE_BUDGET`), since most of their
     /// requests are small, and only when that runs out again from the start on their pool.
     Evm,
-    /// Re-executions of whole blocks or transactions for traces (`debug_trace*`): always on their own pool,
-    /// each bounded by the trace deadline and response size cap.
+    /// Re-executions of whole blocks or transactions for traces (`debug_trace*`, each bounded by the trace
+    /// deadline and response size cap), and `eth_getProof` below the head (a walk over every key changed
+    /// since): always on their own pool.
     Trace,
 }
 

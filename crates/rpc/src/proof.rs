@@ -14,7 +14,7 @@ use crate::{
 const MAX_KEYS: usize = 1024;
 
 pub(crate) fn get_proof(
-    r: Req<'_>,
+    r: &Req<'_>,
     window: u64,
     address: Address,
     keys: &[String],

@@ -72,7 +72,12 @@ pub trait EthApi {
 
     /// EIP-1186: the account's and the slots' Merkle proofs at a block within the proof window.
     #[method(name = "getProof")]
-    fn get_proof(&self, address: Address, keys: Vec<String>, block: Option<BlockSpec>) -> RpcResult<Value>;
+    async fn get_proof(
+        &self,
+        address: Address,
+        keys: Vec<String>,
+        block: Option<BlockSpec>,
+    ) -> RpcResult<Value>;
 
     /// Many slots of many accounts at one block; the answer is keyed by the addresses as the request spells
     /// them.
@@ -429,8 +434,27 @@ impl EthApiServer for Eth {
         r.view.storage_at(&address, &slot.0, n).map_err(server_error)
     }
 
-    fn get_proof(&self, address: Address, keys: Vec<String>, block: Option<BlockSpec>) -> RpcResult<Value> {
-        crate::proof::get_proof(self.req(), self.0.limits.proof_window, address, &keys, block)
+    /// At the head a proof is a walk down the stored nodes (well under a millisecond): in place. Below it,
+    /// every key changed since is laid over the trie at its value then and walked again, which grows with
+    /// the blocks between (10 s at head-100 on the mainnet-shaped state, docs/benchmarks.md): on the trace
+    /// pool, so that a few such requests wait their turn instead of holding the server's workers.
+    async fn get_proof(
+        &self,
+        address: Address,
+        keys: Vec<String>,
+        block: Option<BlockSpec>,
+    ) -> RpcResult<Value> {
+        let window = self.0.limits.proof_window;
+        let (number, head) = {
+            let r = self.req();
+            (r.resolve(block.unwrap_or_default())?, r.resolve(BlockSpec::Latest)?)
+        };
+        let class = if number >= head { Class::Read } else { Class::Trace };
+        self.0
+            .on_pool(class, move |r| {
+                crate::proof::get_proof(r, window, address, &keys, Some(BlockSpec::Number(number)))
+            })
+            .await
     }
 
     fn get_storage_values(
