@@ -408,9 +408,20 @@ fn code(i: u64) -> Bytes {
     (0..len).map(|j| (j as u64 ^ i.wrapping_mul(31)) as u8).collect::<Vec<u8>>().into()
 }
 
+/// The prefilled value of every slot of contract `i`.
+fn slot_value(i: u64) -> B256 {
+    B256::from(U256::from(i + 1))
+}
+
+/// The prefilled balance and nonce of account `i`.
+fn balance_and_nonce(i: u64) -> (U256, u64) {
+    (U256::from(10u64.pow(18) + i), i % 1000)
+}
+
 fn account_value(i: u64, shape: &Shape) -> StoredAccount {
     let code_hash = if i < shape.contracts { keccak256(code(i % CODES)) } else { KECCAK256_EMPTY };
-    StoredAccount { balance: U256::from(10u64.pow(18) + i), nonce: i % 1000, code_hash }
+    let (balance, nonce) = balance_and_nonce(i);
+    StoredAccount { balance, nonce, code_hash }
 }
 
 /// Writes the state as sorted SST files and ingests them.
@@ -440,7 +451,7 @@ fn prefill(store: &Store, shape: &Shape, dir: &Path) -> anyhow::Result<()> {
         key[..32].copy_from_slice(hash.as_slice());
         for s in slots {
             key[32..].copy_from_slice(s.as_slice());
-            w.put(&key, B256::from(U256::from(*i + 1)).as_slice())?;
+            w.put(&key, slot_value(*i).as_slice())?;
         }
     }
     store.ingest_sst_files(Storage::NAME, &w.finish()?)?;
@@ -509,7 +520,7 @@ impl BlockGen {
 
     /// Account `i`'s balance and nonce before the block being generated.
     fn account_before(&self, i: u64) -> (U256, u64) {
-        self.accounts_written.get(&address(i)).copied().unwrap_or((U256::from(10u64.pow(18) + i), i % 1000))
+        self.accounts_written.get(&address(i)).copied().unwrap_or_else(|| balance_and_nonce(i))
     }
 
     /// Keeps what a generated block writes, for the priors of the blocks after it. (A slot listed twice in a
@@ -574,7 +585,7 @@ impl BlockGen {
                 };
                 let prior = match self.slots_written.get(&(address(c), slot(index))) {
                     Some(written) => *written,
-                    None if index < self.shape.slots_of(c) => B256::from(U256::from(c + 1)),
+                    None if index < self.shape.slots_of(c) => slot_value(c),
                     None => B256::ZERO,
                 };
                 change.storage.push(StorageSlot { slot: slot(index), prior, value });
