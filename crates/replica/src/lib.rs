@@ -20,8 +20,8 @@ pub mod startup;
 use std::{future::Future, path::PathBuf, time::Duration};
 
 use ec_kafka::{KafkaConfig, KafkaIoError};
-use ec_log::{LogError, Record};
-use ec_store::{Position, Reads, Store, StoreError, StoreOptions};
+use ec_log::LogError;
+use ec_store::{Position, Store, StoreError, StoreOptions};
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -175,79 +175,4 @@ pub async fn run_with_store(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Progress, ReplicaError> {
     replay::Replay::start(cfg, store, status)?.run(shutdown).await
-}
-
-/// What [`on_committed`] updates.
-struct AfterCommit<'a> {
-    store: &'a Store,
-    status: &'a watch::Sender<Status>,
-    events: Option<&'a tokio::sync::broadcast::Sender<ChainEvent>>,
-}
-
-/// Once a record's batch has committed: progress, the chain events, and the status the health endpoints
-/// and RPC see. `reverted` is the block a revert removed (read before it was applied).
-fn on_committed(
-    rec: &ec_log::Assembled,
-    reverted: Option<ec_store::tables::StoredBlock>,
-    ctx: &AfterCommit<'_>,
-    progress: &mut Progress,
-) {
-    let AfterCommit { store, status, events } = ctx;
-    progress.records += 1;
-    progress.bytes += rec.payload_len as u64;
-    match &rec.record {
-        Record::Block(_) | Record::Genesis(_) | Record::Checkpoint(_) => progress.blocks += 1,
-        Record::Revert(_) => progress.reverts += 1,
-        Record::Heartbeat(_) => {}
-    }
-    if let Some(events) = events {
-        // No subscriber is not an error: send fails only when nobody listens.
-        let _ = match &rec.record {
-            Record::Block(b) => events.send(ChainEvent::Applied { hash: b.hash }),
-            Record::Revert(_) => match reverted {
-                Some(b) => events.send(ChainEvent::Reverted(Box::new(b))),
-                None => Ok(0),
-            },
-            _ => Ok(0),
-        };
-    }
-    let position = Position { kafka_offset: rec.last_offset, sequence: rec.envelope.sequence };
-    // The new head and its timestamp come with the record; only a revert has to read its parent.
-    let head = match &rec.record {
-        Record::Block(b)
-        | Record::Genesis(ec_log::Genesis { block: b, .. })
-        | Record::Checkpoint(ec_log::Checkpoint { block: b, .. }) => {
-            Some((ec_log::BlockRef { number: b.number, hash: b.hash }, Some(b.timestamp)))
-        }
-        Record::Revert(_) => store
-            .head()
-            .ok()
-            .flatten()
-            .map(|h| (h, store.block_head(&h.hash).ok().flatten().map(|b| b.timestamp))),
-        Record::Heartbeat(_) => None,
-    };
-    status.send_modify(|s| {
-        // Only records that move the database count as "heard from the publisher": a stream of
-        // duplicates (a publisher replaying an old log) must not keep a stale replica ready.
-        s.last_record_at = Some(std::time::Instant::now());
-        s.position = Some(position);
-        s.records_applied += 1;
-        s.records_prepared_early = progress.prepared_early;
-        if let Some((h, timestamp)) = head {
-            s.head_block = Some(h.number);
-            s.head_hash = Some(h.hash);
-            s.head_timestamp = timestamp;
-        }
-        match &rec.record {
-            Record::Heartbeat(hb) => {
-                s.publisher = Some(hb.state.clone());
-                s.client_head = hb.client_head;
-            }
-            Record::Genesis(ec_log::Genesis { spec, .. })
-            | Record::Checkpoint(ec_log::Checkpoint { spec, .. }) => {
-                s.chain_max_head_age = readiness::chain_default_max_head_age(spec)
-            }
-            _ => {}
-        }
-    });
 }

@@ -1,5 +1,5 @@
 //! The replay loop itself: Kafka messages in, whole records assembled, records through the store's
-//! [`Pipeline`], and what each commit changes announced ([`on_committed`]).
+//! [`Pipeline`], and what each commit changes announced ([`Replay::on_committed`]).
 //!
 //! [`Replay::start`] decides where to read from; [`Replay::run`] waits on the next message, the progress
 //! timer, the watermark refresh and the shutdown signal, and hands each to one named step.
@@ -11,13 +11,11 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use ec_kafka::{is_offset_out_of_range, Fetched, PartitionConsumer};
 use ec_log::{Assembled, Assembler, Record};
-use ec_store::{Pipeline, Position, Reads, Store, StoreError};
+use ec_store::{tables::StoredBlock, Pipeline, Position, Reads, Store, StoreError};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::{
-    on_committed, readiness, startup, AfterCommit, Progress, ReplicaConfig, ReplicaError, StartError, Status,
-};
+use crate::{readiness, startup, ChainEvent, Progress, ReplicaConfig, ReplicaError, StartError, Status};
 
 /// What a step of the loop tells it.
 enum Next {
@@ -275,10 +273,73 @@ impl Replay {
         Ok(())
     }
 
-    fn committed(&mut self, done: &[Assembled], reverted: Option<ec_store::tables::StoredBlock>) {
-        let ctx = AfterCommit { store: &self.store, status: &self.status, events: self.cfg.events.as_ref() };
+    fn committed(&mut self, done: &[Assembled], reverted: Option<StoredBlock>) {
         for rec in done {
-            on_committed(rec, reverted.clone(), &ctx, &mut self.progress);
+            self.on_committed(rec, reverted.clone());
         }
+    }
+
+    /// Once a record's batch has committed: progress, the chain events, and the status the health endpoints
+    /// and RPC see. `reverted` is the block a revert removed (read before it was applied).
+    fn on_committed(&mut self, rec: &Assembled, reverted: Option<StoredBlock>) {
+        let (store, status, events, progress) =
+            (&self.store, &self.status, self.cfg.events.as_ref(), &mut self.progress);
+        progress.records += 1;
+        progress.bytes += rec.payload_len as u64;
+        match &rec.record {
+            Record::Block(_) | Record::Genesis(_) | Record::Checkpoint(_) => progress.blocks += 1,
+            Record::Revert(_) => progress.reverts += 1,
+            Record::Heartbeat(_) => {}
+        }
+        if let Some(events) = events {
+            // No subscriber is not an error: send fails only when nobody listens.
+            let _ = match &rec.record {
+                Record::Block(b) => events.send(ChainEvent::Applied { hash: b.hash }),
+                Record::Revert(_) => match reverted {
+                    Some(b) => events.send(ChainEvent::Reverted(Box::new(b))),
+                    None => Ok(0),
+                },
+                _ => Ok(0),
+            };
+        }
+        let position = Position { kafka_offset: rec.last_offset, sequence: rec.envelope.sequence };
+        // The new head and its timestamp come with the record; only a revert has to read its parent.
+        let head = match &rec.record {
+            Record::Block(b)
+            | Record::Genesis(ec_log::Genesis { block: b, .. })
+            | Record::Checkpoint(ec_log::Checkpoint { block: b, .. }) => {
+                Some((ec_log::BlockRef { number: b.number, hash: b.hash }, Some(b.timestamp)))
+            }
+            Record::Revert(_) => store
+                .head()
+                .ok()
+                .flatten()
+                .map(|h| (h, store.block_head(&h.hash).ok().flatten().map(|b| b.timestamp))),
+            Record::Heartbeat(_) => None,
+        };
+        status.send_modify(|s| {
+            // Only records that move the database count as "heard from the publisher": a stream of
+            // duplicates (a publisher replaying an old log) must not keep a stale replica ready.
+            s.last_record_at = Some(std::time::Instant::now());
+            s.position = Some(position);
+            s.records_applied += 1;
+            s.records_prepared_early = progress.prepared_early;
+            if let Some((h, timestamp)) = head {
+                s.head_block = Some(h.number);
+                s.head_hash = Some(h.hash);
+                s.head_timestamp = timestamp;
+            }
+            match &rec.record {
+                Record::Heartbeat(hb) => {
+                    s.publisher = Some(hb.state.clone());
+                    s.client_head = hb.client_head;
+                }
+                Record::Genesis(ec_log::Genesis { spec, .. })
+                | Record::Checkpoint(ec_log::Checkpoint { spec, .. }) => {
+                    s.chain_max_head_age = readiness::chain_default_max_head_age(spec)
+                }
+                _ => {}
+            }
+        });
     }
 }
