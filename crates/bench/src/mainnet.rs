@@ -69,10 +69,13 @@ pub struct Args {
     /// replica's default: `ec_store::DEFAULT_GROUP_BLOCKS`). A chunk's end ends a group.
     #[arg(long, default_value_t = ec_store::DEFAULT_GROUP_BLOCKS)]
     group_blocks: usize,
+    /// Blocks generated at a time, outside the clock, and applied in one mode: the chunks alternate between
+    /// one record at a time and the pipeline. Longer chunks let the pipeline run as a replica catching up
+    /// does, group after group, each written while the next is gathered.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    chunk_blocks: u64,
 }
 
-/// Blocks generated at a time, outside the clock.
-const CHUNK: u64 = 50;
 const HOT: u64 = 100;
 const CODES: u64 = 64;
 
@@ -188,6 +191,8 @@ fn prefilled(
 
 /// What the replay measured.
 struct Replayed {
+    /// Blocks a chunk holds (`--chunk-blocks`).
+    chunk_blocks: u64,
     applied: u64,
     /// Changed keys (accounts and slots), over every block.
     keys: u64,
@@ -209,6 +214,7 @@ fn replay(store: &std::sync::Arc<Store>, gen: &mut BlockGen, args: &Args) -> any
     let mut pipeline = ec_store::Pipeline::new(store.clone())?.group_blocks(args.group_blocks);
     store.apply(&assembled(0, gen.genesis()))?;
     let mut out = Replayed {
+        chunk_blocks: args.chunk_blocks,
         applied: 0,
         keys: 0,
         modes: [(0, Duration::ZERO); 2],
@@ -224,7 +230,7 @@ fn replay(store: &std::sync::Arc<Store>, gen: &mut BlockGen, args: &Args) -> any
         // Generated and encoded as the publisher would (postcard, zstd, frames) outside the clock; decoded
         // inside it, as the replica does.
         let mut chunk = Vec::new();
-        for i in 0..CHUNK.min(args.blocks - out.applied) {
+        for i in 0..args.chunk_blocks.min(args.blocks - out.applied) {
             let record = gen.next_block();
             if let Record::Block(b) = &record {
                 out.keys +=
@@ -294,8 +300,9 @@ impl Replayed {
             secs * 1e6 / keys as f64
         );
         println!(
-            "replay by mode (alternating chunks of {CHUNK} blocks): one record at a time {:.1} blocks/s, pipelined {:.1} \
+            "replay by mode (alternating chunks of {} blocks): one record at a time {:.1} blocks/s, pipelined {:.1} \
              blocks/s = {:.2}x",
+            self.chunk_blocks,
             rate(modes[0]),
             rate(modes[1]),
             rate(modes[1]) / rate(modes[0])
