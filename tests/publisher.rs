@@ -663,7 +663,18 @@ fn rival_publishers_never_write_a_conflicting_record() {
     let log_of =
         |name: &str| std::fs::read_to_string(tmp.path().join(format!("{name}.log"))).unwrap_or_default();
     let traffic = |n: u64| client.transfers(DEV[2], 0xf00, n);
-    let caught_up = |what: &str| wait_log_at_head(&brokers, &client, what);
+    // On a timeout, every publisher's log: which one held the log, which one stopped and why.
+    let caught_up = |what: &str| {
+        let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_log_at_head(&brokers, &client, what)
+        }));
+        if let Err(cause) = waited {
+            let logs: Vec<String> =
+                ["a", "b", "a2", "b2"].iter().map(|n| format!("--- {n}:\n{}", log_of(n))).collect();
+            let cause = cause.downcast_ref::<String>().cloned().unwrap_or_default();
+            panic!("{cause}\n{}", logs.join("\n"));
+        }
+    };
 
     let mut a = publisher("a", &[]);
     traffic(4);
