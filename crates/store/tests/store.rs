@@ -881,6 +881,20 @@ fn a_database_of_layout_2_is_upgraded_in_place_and_answers_as_a_new_one() {
     assert!(Store::open_read_only(old_dir.path()).is_ok(), "stamped layout 3");
 }
 
+/// Applies the generator's next `records` records; the state root each block's header carries, by number
+/// (a reorged block's replacement last).
+fn apply_recording_roots(store: &Store, gen: &mut LogGenerator, records: usize) -> HashMap<u64, B256> {
+    let mut roots = HashMap::new();
+    for _ in 0..records {
+        let (seq, record) = gen.next_record();
+        if let Record::Block(b) = &record {
+            roots.insert(b.number, ec_log::state_root_of_header(&b.header).expect("a root"));
+        }
+        store.apply(&assembled(seq, record)).expect("applies");
+    }
+    roots
+}
+
 /// A state root with changes laid over a stored block's state (`eth_simulateV1`'s blocks): without changes
 /// it is the block's own root at every height of the undo window, and with accounts changed, created,
 /// deleted and their storage cleared it equals a rebuild of the whole state from scratch.
@@ -892,14 +906,7 @@ fn a_state_root_with_changes_over_a_block_equals_a_full_rebuild() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, addrs, slots, mut gen) = state_fixture(&dir);
-    let mut roots: HashMap<u64, B256> = HashMap::new();
-    for _ in 0..300 {
-        let (seq, record) = gen.next_record();
-        if let Record::Block(b) = &record {
-            roots.insert(b.number, ec_log::state_root_of_header(&b.header).expect("a root"));
-        }
-        store.apply(&assembled(seq, record)).expect("applies");
-    }
+    let roots = apply_recording_roots(&store, &mut gen, 300);
     let head = store.head().expect("head").expect("head").number;
     for n in head - 20..=head {
         let rollback = store.rollback_to(n).expect("held");
@@ -975,4 +982,32 @@ fn a_state_root_with_changes_over_a_block_equals_a_full_rebuild() {
     }
     let rollback = store.rollback_to(base).expect("held");
     assert_eq!(store.state_root_with(&rollback, &changes).expect("root"), state.root());
+}
+
+/// A root or a proof at an older block lays every key changed since over the head's trie. With hundreds of
+/// slots changed since, the storage tries are walked and the history read on every core: the roots still
+/// equal the headers' at every block of the window, and so does the root each proof leads to.
+#[test]
+fn roots_and_proofs_at_older_blocks_with_hundreds_of_slots_changed_since_equal_the_headers() {
+    use ec_store::Proofs;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = GenOptions { seed: 9, max_txs: 16, slots: 64, reorg_chance: 0.0, ..GenOptions::default() };
+    let addrs = addresses(&opts);
+    let mut gen = LogGenerator::new(opts);
+    let store = open(&dir, 100);
+    let roots = apply_recording_roots(&store, &mut gen, 200);
+    let head = store.head().expect("head").expect("head").number;
+    let mut widest = 0;
+    for n in (head - 60..=head).step_by(6) {
+        let rollback = store.rollback_to(n).expect("held");
+        widest = widest.max(rollback.accounts.values().map(|d| d.slots.len()).sum::<usize>());
+        assert_eq!(store.state_root_with(&rollback, &[]).expect("root"), roots[&n], "root at block {n}");
+        let (root, proof) =
+            store.proof(&addrs[0], &[B256::ZERO, B256::with_last_byte(1)], n).expect("proves");
+        assert_eq!(root, roots[&n], "the root of the proof at block {n}");
+        assert_eq!(proof.storage.len(), 2);
+    }
+    // The walks went on every core (ec-store walks the storage tries of a change of 256 slots or more so).
+    assert!(widest >= 256, "at most {widest} slots changed since a block of the window");
 }

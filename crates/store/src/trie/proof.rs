@@ -13,6 +13,7 @@ use super::{
     walk::Walked,
 };
 use crate::{
+    cores::{self, on_every_core},
     error::{Result, StoreError},
     read::Reads,
     tables::StoredAccount,
@@ -51,7 +52,7 @@ pub struct OverlayAccount {
 }
 
 /// Proofs, over a store or a view of it (one instant: the trie and the state agree).
-pub trait Proofs: Reads + Sized {
+pub trait Proofs: Reads + Sized + Sync {
     /// The proof of `address` and its `slots` in the state after block `number`, which must be the head or
     /// a block whose changes since are still held (the undo window). The state root the proof leads to is
     /// returned beside it: block `number`'s.
@@ -74,9 +75,11 @@ pub trait Proofs: Reads + Sized {
 
         // The account trie, at `number`: every account changed since with its value then (and, for this
         // account, the storage root just computed; for the others, the one each had then).
+        let roots = self.each_storage_trie(&delta, |k, d| {
+            Ok(if *k == key { storage_root } else { self.storage_root_after(k, d)?.0 })
+        })?;
         let mut overlay = BTreeMap::new();
-        for (k, d) in &delta.accounts {
-            let root = if *k == key { storage_root } else { self.storage_root_after(k, d)?.0 };
+        for ((k, d), root) in delta.accounts.iter().zip(roots) {
             overlay.insert(*k, d.account.as_ref().map(|a| account_leaf(a, root)));
         }
         let accounts = self.walk_accounts(&overlay, delta.accounts.keys(), &[key])?;
@@ -122,18 +125,19 @@ pub trait Proofs: Reads + Sized {
             }
             entry.slots.extend(change.slots.iter().map(|(slot, value)| (keccak256(slot), *value)));
         }
+        let roots = self.each_storage_trie(&delta, |key, d| {
+            if !cleared.contains(key) {
+                return Ok(self.storage_root_after(key, d)?.0);
+            }
+            // Nothing of the stored storage is left: the root of the new slots alone.
+            let mut hb = alloy_trie::HashBuilder::default();
+            for (slot, value) in d.slots.iter().filter(|(_, v)| !v.is_zero()) {
+                hb.add_leaf(Nibbles::unpack(slot), &super::slot_leaf(value));
+            }
+            Ok(hb.root())
+        })?;
         let mut overlay = BTreeMap::new();
-        for (key, d) in &delta.accounts {
-            let root = if cleared.contains(key) {
-                // Nothing of the stored storage is left: the root of the new slots alone.
-                let mut hb = alloy_trie::HashBuilder::default();
-                for (slot, value) in d.slots.iter().filter(|(_, v)| !v.is_zero()) {
-                    hb.add_leaf(Nibbles::unpack(slot), &super::slot_leaf(value));
-                }
-                hb.root()
-            } else {
-                self.storage_root_after(key, d)?.0
-            };
+        for ((key, d), root) in delta.accounts.iter().zip(roots) {
             overlay.insert(*key, d.account.as_ref().map(|a| account_leaf(a, root)));
         }
         Ok(self.walk_accounts(&overlay, delta.accounts.keys(), &[])?.root)
@@ -154,19 +158,23 @@ pub trait Proofs: Reads + Sized {
                 keys.entry(account).or_default().extend(slots);
             }
         }
-        for (account, slots) in keys {
-            let mut d =
-                AccountDelta { account: self.account_at_key(&account, number)?, ..Default::default() };
+        // Each key's value then is a history read, independent of the others: on every core.
+        let keys: Vec<(B256, Vec<B256>)> = keys.into_iter().collect();
+        let values = on_every_core(&keys, cores::available(), |(account, slots)| -> Result<AccountDelta> {
+            let mut d = AccountDelta { account: self.account_at_key(account, number)?, ..Default::default() };
             for slot in slots {
-                d.slots.insert(slot, self.storage_at_keys(&account, &slot, number)?);
+                d.slots.insert(*slot, self.storage_at_keys(account, slot, number)?);
             }
-            delta.accounts.insert(account, d);
+            Ok(d)
+        });
+        for ((account, _), d) in keys.into_iter().zip(values) {
+            delta.accounts.insert(account, d?);
         }
         Ok(delta)
     }
 }
 
-impl<S: Reads> Proofs for S {}
+impl<S: Reads + Sync> Proofs for S {}
 
 /// The proof nodes on the path to `key`, root first.
 fn nodes_to(walked: &Walked, key: &B256) -> Vec<Bytes> {

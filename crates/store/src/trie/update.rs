@@ -118,26 +118,10 @@ type StorageAfter = (B256, Option<Walked>);
 impl Store {
     /// Each changed account's storage root after `delta`, in the delta's order, with the walk that computed
     /// it. The storage tries are independent of each other, and walking them (reading the leaves around each
-    /// change and hashing) is about a third of a block's trie update, so they are walked on every core: the
-    /// largest first, each worker taking the next when it is done.
+    /// change and hashing) is about a third of a block's trie update, so they are walked on every core
+    /// ([`TrieWalks::each_storage_trie`]).
     fn storage_roots_after(&self, delta: &StateDelta) -> Result<Vec<StorageAfter>> {
-        let items: Vec<(&B256, &AccountDelta)> = delta.accounts.iter().collect();
-        let slots: usize = items.iter().map(|(_, c)| c.slots.len()).sum();
-        let tries = items.iter().filter(|(_, c)| !c.slots.is_empty()).count();
-        let workers = crate::cores::available().min(tries);
-        if workers < 2 || slots < PARALLEL_MIN_SLOTS {
-            return items.iter().map(|(key, change)| self.storage_root_after(key, change)).collect();
-        }
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(items[i].1.slots.len()));
-        let done = on_every_core(&order, workers, |&i| self.storage_root_after(items[i].0, items[i].1));
-        // Back in the delta's order.
-        let mut out: Vec<Option<StorageAfter>> = (0..items.len()).map(|_| None).collect();
-        for (i, result) in order.into_iter().zip(done) {
-            out[i] = Some(result?);
-        }
-        debug_assert!(out.iter().all(Option::is_some));
-        Ok(out.into_iter().flatten().collect())
+        self.each_storage_trie(delta, |key, change| self.storage_root_after(key, change))
     }
 }
 
@@ -226,6 +210,36 @@ pub(crate) trait TrieWalks: Source + Sized {
         }
         let walked = self.walk_storage(account, &change.slots, &[])?;
         Ok((walked.root, Some(walked)))
+    }
+
+    /// `work` for each account of `delta`, the results in the delta's order. When the change names
+    /// [`PARALLEL_MIN_SLOTS`] slots or more, on every core: the largest storage trie first, each worker
+    /// taking the next when it is done (the accounts are independent of each other).
+    fn each_storage_trie<R: Send>(
+        &self,
+        delta: &StateDelta,
+        work: impl Fn(&B256, &AccountDelta) -> Result<R> + Sync,
+    ) -> Result<Vec<R>>
+    where
+        Self: Sync,
+    {
+        let items: Vec<(&B256, &AccountDelta)> = delta.accounts.iter().collect();
+        let slots: usize = items.iter().map(|(_, c)| c.slots.len()).sum();
+        let tries = items.iter().filter(|(_, c)| !c.slots.is_empty()).count();
+        let workers = crate::cores::available().min(tries);
+        if workers < 2 || slots < PARALLEL_MIN_SLOTS {
+            return items.iter().map(|(key, change)| work(key, change)).collect();
+        }
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(items[i].1.slots.len()));
+        let done = on_every_core(&order, workers, |&i| work(items[i].0, items[i].1));
+        // Back in the delta's order.
+        let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+        for (i, result) in order.into_iter().zip(done) {
+            out[i] = Some(result?);
+        }
+        debug_assert!(out.iter().all(Option::is_some));
+        Ok(out.into_iter().flatten().collect())
     }
 
     /// The account trie with `overlay` (hashed address -> new leaf value, `None`: gone) laid over it, the
