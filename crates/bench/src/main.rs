@@ -28,49 +28,55 @@ mod traces;
 
 #[derive(Parser)]
 enum Cmd {
-    /// Replay rate of the log into the store, next to RocksDB's raw write rate for the same bytes.
     #[cfg(feature = "cluster")]
-    Replay(replay::Args),
-    /// JSON-RPC throughput: the replica next to anvil, same chain, same requests, same load.
-    #[cfg(feature = "cluster")]
-    Rpc(rpc::Args),
-    /// debug_traceBlockByNumber (callTracer) on blocks of hundreds and thousands of transactions: the
-    /// replica next to geth and anvil, same block, same load.
-    #[cfg(feature = "cluster")]
-    Traces(traces::Args),
-    /// eth_simulateV1 (10 blocks of 5 calls): the replica next to geth, same base block, same load.
-    #[cfg(feature = "cluster")]
-    Simulate(simulate::Args),
-    /// The publisher's per-block time split (fetch, trace, encode, produce) on anvil blocks of given sizes.
-    #[cfg(feature = "cluster")]
-    Publisher(publisher::Args),
-    /// The publisher catching up on a backlog of blocks, sequential next to pipelined, on anvil and geth.
-    #[cfg(feature = "cluster")]
-    Backlog(backlog::Args),
-    /// What a polling filter's store (memory or DynamoDB) adds to an eth_getFilterChanges poll, next to geth.
-    #[cfg(feature = "cluster")]
-    Filters(filters::Args),
+    #[command(flatten)]
+    Cluster(Cluster),
     /// Replay of mainnet-shaped blocks into a database larger than the block cache, next to RocksDB's raw
     /// write rate for the same bytes.
     Mainnet(mainnet::Args),
 }
 
+// The subcommands that start Kafka, the RPC, the publisher or AWS clients (feature `cluster`). A plain
+// comment: a doc comment here would become the whole binary's `--help` text, as the enum is flattened.
+#[cfg(feature = "cluster")]
+#[derive(clap::Subcommand)]
+enum Cluster {
+    /// Replay rate of the log into the store, next to RocksDB's raw write rate for the same bytes.
+    Replay(replay::Args),
+    /// JSON-RPC throughput: the replica next to anvil, same chain, same requests, same load.
+    Rpc(rpc::Args),
+    /// debug_traceBlockByNumber (callTracer) on blocks of hundreds and thousands of transactions: the
+    /// replica next to geth and anvil, same block, same load.
+    Traces(traces::Args),
+    /// eth_simulateV1 (10 blocks of 5 calls): the replica next to geth, same base block, same load.
+    Simulate(simulate::Args),
+    /// The publisher's per-block time split (fetch, trace, encode, produce) on anvil blocks of given sizes.
+    Publisher(publisher::Args),
+    /// The publisher catching up on a backlog of blocks, sequential next to pipelined, on anvil and geth.
+    Backlog(backlog::Args),
+    /// What a polling filter's store (memory or DynamoDB) adds to an eth_getFilterChanges poll, next to geth.
+    Filters(filters::Args),
+}
+
+#[cfg(feature = "cluster")]
+impl Cluster {
+    fn run(self) -> anyhow::Result<()> {
+        match self {
+            Cluster::Replay(args) => replay::run(args),
+            Cluster::Publisher(args) => publisher::run(args),
+            Cluster::Rpc(args) => rpc::run(args),
+            Cluster::Filters(args) => filters::run(args),
+            Cluster::Traces(args) => traces::run(args),
+            Cluster::Simulate(args) => simulate::run(args),
+            Cluster::Backlog(args) => backlog::run(args),
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     match Cmd::parse() {
         #[cfg(feature = "cluster")]
-        Cmd::Replay(args) => replay::run(args),
-        #[cfg(feature = "cluster")]
-        Cmd::Publisher(args) => publisher::run(args),
-        #[cfg(feature = "cluster")]
-        Cmd::Rpc(args) => rpc::run(args),
-        #[cfg(feature = "cluster")]
-        Cmd::Filters(args) => filters::run(args),
-        #[cfg(feature = "cluster")]
-        Cmd::Traces(args) => traces::run(args),
-        #[cfg(feature = "cluster")]
-        Cmd::Simulate(args) => simulate::run(args),
-        #[cfg(feature = "cluster")]
-        Cmd::Backlog(args) => backlog::run(args),
+        Cmd::Cluster(cmd) => cmd.run(),
         Cmd::Mainnet(args) => mainnet::run(args),
     }
 }
