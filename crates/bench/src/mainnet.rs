@@ -74,6 +74,10 @@ pub struct Args {
     /// does, group after group, each written while the next is gathered.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     chunk_blocks: u64,
+    /// Write the pipelined chunks (catching up) through RocksDB's write-ahead log too, as `--catch-up-wal`
+    /// makes a replica do; by default they skip it, as a replica's catch-up does.
+    #[arg(long)]
+    catch_up_wal: bool,
 }
 
 const HOT: u64 = 100;
@@ -100,7 +104,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Generated headers commit to no real state root: the trie runs unchecked (its cost is measured).
     let state_trie =
         if args.state_trie == "off" { ec_store::TrieMode::Off } else { ec_store::TrieMode::Unchecked };
-    let opts = StoreOptions { tuning, state_trie, ..StoreOptions::default() };
+    let opts =
+        StoreOptions { tuning, state_trie, catch_up_wal: args.catch_up_wal, ..StoreOptions::default() };
 
     // 1. Prefill, and the trie built over it.
     let shape = Shape::new(&args);
@@ -212,6 +217,7 @@ struct Replayed {
 /// before is written), so that both meet the same database and machine.
 fn replay(store: &std::sync::Arc<Store>, gen: &mut BlockGen, args: &Args) -> anyhow::Result<Replayed> {
     let mut pipeline = ec_store::Pipeline::new(store.clone())?.group_blocks(args.group_blocks);
+    pipeline.set_catching_up(true);
     store.apply(&assembled(0, gen.genesis()))?;
     let mut out = Replayed {
         chunk_blocks: args.chunk_blocks,
@@ -266,6 +272,9 @@ fn replay(store: &std::sync::Arc<Store>, gen: &mut BlockGen, args: &Args) -> any
             }
         }
         pipeline.flush()?;
+        // Made durable within the clock, as a replica does once caught up (`Store::persist`): the chunk's
+        // batches skipped the write-ahead log.
+        store.persist()?;
         let mode = &mut out.modes[usize::from(pipelined)];
         mode.0 += n;
         mode.1 += t.elapsed();

@@ -102,6 +102,8 @@ fn replica_config(args: &ReplicaArgs, kafka: ec_kafka::KafkaConfig) -> ReplicaCo
                 ec_store::TrieMode::Check
             },
             tuning: ec_store::Tuning::replica(args.block_cache_mb << 20),
+            catch_up_wal: args.catch_up_wal,
+            catch_up_flush_interval: Duration::from_secs_f64(args.catch_up_flush_secs.max(0.0)),
         },
         exit_when_caught_up: args.exit_when_caught_up,
         progress_interval: Duration::from_secs_f64(args.progress_interval.max(0.1)),

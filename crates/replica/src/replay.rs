@@ -163,7 +163,7 @@ impl Replay {
             // The publisher is between chunks of one record: not caught up until it is whole.
             return Ok(Next::Continue);
         }
-        // Caught up means written: the last record's batch commits before anyone is told.
+        // Caught up means written (and durable): the last record's batch commits before anyone is told.
         self.flush().map_err(ReplicaError::Write)?;
         // The consumer's position is past the last transaction's commit marker, which is no message:
         // counting from it, a caught-up replica is 0 messages behind, not 1.
@@ -221,6 +221,11 @@ impl Replay {
     /// A record other than a revert: submitted to the pipeline, and written at once at the tip.
     fn apply(&mut self, rec: Assembled, offset: i64) -> Result<(), ReplicaError> {
         let (sequence, last_offset) = (rec.envelope.sequence, rec.last_offset);
+        // Behind the high watermark the next record is prepared while this one is written; at the tip (as far
+        // as the last watermark knows) it is written now, so that status and RPC see it at once, and through
+        // the write-ahead log.
+        let at_tip = self.at_tip(last_offset);
+        self.pipeline.set_catching_up(!at_tip);
         let step = self.pipeline.submit(rec).map_err(|e| self.apply_error(offset, e))?;
         self.progress.prepared_early = self.pipeline.prepared_early();
         self.progress.groups = self.pipeline.groups_written();
@@ -229,9 +234,7 @@ impl Replay {
             warn!(sequence, applied, offset, "skipping a record already applied");
             self.progress.duplicates += 1;
         }
-        // Behind the high watermark the next record is prepared while this one is written; at the tip (as far
-        // as the last watermark knows) it is written now, so that status and RPC see it at once.
-        if self.status.borrow().high_watermark.is_none_or(|high| last_offset + 1 >= high) {
+        if at_tip {
             self.flush().map_err(|e| self.apply_error(offset, e))?;
         }
         Ok(())
@@ -243,6 +246,7 @@ impl Replay {
         let Record::Revert(ec_log::Revert { hash, .. }) = rec.record else { return Ok(()) };
         let sequence = rec.envelope.sequence;
         self.flush().map_err(|e| self.apply_error(offset, e))?;
+        self.pipeline.set_catching_up(!self.at_tip(rec.last_offset));
         let reverted = match &self.cfg.events {
             Some(_) => self.store.block_by_hash(&hash).ok().flatten(),
             None => None,
@@ -258,6 +262,12 @@ impl Replay {
         Ok(())
     }
 
+    /// Whether the record ending at `last_offset` is the last one the log holds, as far as the last high
+    /// watermark knows.
+    fn at_tip(&self, last_offset: i64) -> bool {
+        self.status.borrow().high_watermark.is_none_or(|high| last_offset + 1 >= high)
+    }
+
     /// A refused record names this record's offset; a failed write of the record before it names its own.
     fn apply_error(&self, offset: i64, source: StoreError) -> ReplicaError {
         match source {
@@ -266,9 +276,13 @@ impl Replay {
         }
     }
 
-    /// Writes the batch in flight, and announces what committed.
+    /// Writes the batch in flight, makes it durable, and announces what committed. Called where the replay
+    /// stops catching up (at the tip, caught up, before a revert, at shutdown): what was caught up without
+    /// the write-ahead log is flushed there, once ([`Store::persist`]: a no-op when there is nothing unlogged),
+    /// so that what the replica serves is what a crash or a snapshot of its volume keeps.
     fn flush(&mut self) -> Result<(), StoreError> {
         let done = self.pipeline.flush()?;
+        self.store.persist()?;
         self.committed(&done, None);
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! Typed access to the tables: reads straight from the database, writes into one [`Batch`].
 
+use std::time::Instant;
+
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions};
 
 use crate::{
@@ -126,12 +128,24 @@ impl Batch {
 }
 
 /// A batch in RocksDB's form, ready to write ([`Store::seal`]).
-pub(crate) struct Sealed(WriteBatch);
+pub(crate) struct Sealed {
+    inner: WriteBatch,
+    /// Written without the write-ahead log ([`Sealed::catching_up`]).
+    unlogged: bool,
+}
 
 impl Sealed {
     /// Puts and deletes.
     pub(crate) fn writes(&self) -> usize {
-        self.0.len()
+        self.inner.len()
+    }
+
+    /// Marks a batch caught up ([`crate::Pipeline::set_catching_up`]) to be written without RocksDB's
+    /// write-ahead log, unless the store's options keep it ([`crate::StoreOptions::catch_up_wal`], `sync_writes`). See
+    /// [`Store::persist`] for what keeps that crash-safe.
+    pub(crate) fn catching_up(mut self, opts: &crate::StoreOptions) -> Self {
+        self.unlogged = !opts.catch_up_wal && !opts.sync_writes;
+        self
     }
 }
 
@@ -213,18 +227,66 @@ impl Store {
                 }
             }
         }
-        Sealed(inner)
+        Sealed { inner, unlogged: false }
     }
 
-    /// Writes a sealed batch atomically.
-    pub(crate) fn write_sealed(&self, Sealed(inner): Sealed) -> Result<()> {
+    /// Writes a sealed batch atomically: through the write-ahead log, or without it when it was caught up
+    /// ([`Sealed::catching_up`]). A logged write never follows unlogged ones that are not
+    /// flushed yet: they are flushed first (see [`Store::persist`]).
+    pub(crate) fn write_sealed(&self, Sealed { inner, unlogged }: Sealed) -> Result<()> {
+        // Marked before the write, so that no logged write can slip between it and the mark.
+        let unlogged_since = if unlogged {
+            let mut since = self.unlogged_since.lock().unwrap_or_else(|p| p.into_inner());
+            Some(*since.get_or_insert_with(Instant::now))
+        } else {
+            self.persist()?;
+            None
+        };
         let mut wo = WriteOptions::default();
         wo.set_sync(self.opts.sync_writes);
+        wo.disable_wal(unlogged);
         let (ops, bytes) = (inner.len() as u64, inner.size_in_bytes() as u64);
         self.db.write_opt(inner, &wo)?;
         self.written.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.written.ops.fetch_add(ops, std::sync::atomic::Ordering::Relaxed);
         self.written.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        if let Some(since) = unlogged_since {
+            self.written.unlogged_batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // A bound on what a crash can lose while catching up: RocksDB flushes on its own whenever a
+            // memtable fills (every few groups of mainnet blocks), this when the blocks are small or few.
+            if since.elapsed() >= self.opts.catch_up_flush_interval {
+                self.persist()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every write so far durable: when batches were written without the write-ahead log since the last
+    /// flush, flushes the memtables of every table, together (one atomic flush: the database opens with
+    /// `atomic_flush`, so a crash never leaves one table's half of a batch without the other's). Cheap when
+    /// there is nothing unlogged.
+    ///
+    /// Why that is crash-safe: the offset a batch carries is in the batch, so whatever state a crash leaves
+    /// (the last flush plus the logged writes after it) names the records it holds, and the replica replays
+    /// the rest from Kafka. The one thing that must never happen is a logged write after unlogged ones that
+    /// are not flushed: the log replayed after a crash would lay it over a state missing them. Hence every
+    /// logged write calls this first.
+    pub fn persist(&self) -> Result<()> {
+        let mut since = self.unlogged_since.lock().unwrap_or_else(|p| p.into_inner());
+        if since.is_some() {
+            self.flush_all_tables()?;
+            self.written.persists.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *since = None;
+        }
+        Ok(())
+    }
+
+    /// One atomic flush of every table's memtable, waited for.
+    fn flush_all_tables(&self) -> Result<()> {
+        let cfs: Vec<_> = crate::tables::ALL_TABLES.iter().map(|name| self.cf(name)).collect();
+        let mut opts = rocksdb::FlushOptions::default();
+        opts.set_wait(true);
+        self.db.flush_cfs_opt(&cfs, &opts)?;
         Ok(())
     }
 
@@ -244,14 +306,17 @@ impl Store {
             bytes: self.written.bytes.load(Relaxed),
             trie_leaves_read: self.written.trie_leaves_read.load(Relaxed),
             trie_leaf_hashes_given: self.written.trie_leaf_hashes_given.load(Relaxed),
+            unlogged_batches: self.written.unlogged_batches.load(Relaxed),
+            persists: self.written.persists.load(Relaxed),
         }
     }
 
-    /// Flushes every memtable to SST files (the benchmark measures the size on disk after it).
+    /// Flushes every memtable to SST files, all tables at once (the benchmark measures the size on disk
+    /// after it).
     pub fn flush(&self) -> Result<()> {
-        for name in crate::tables::ALL_TABLES {
-            self.db.flush_cf(self.cf(name))?;
-        }
+        let mut since = self.unlogged_since.lock().unwrap_or_else(|p| p.into_inner());
+        self.flush_all_tables()?;
+        *since = None;
         Ok(())
     }
 

@@ -96,6 +96,9 @@ impl Store {
     /// the pass goes (no second pass, memory bounded). The trie tables are emptied first. Records nothing
     /// about which block the state is: the caller does ([`Store::mark_imported`], or the rebuild at open).
     pub fn build_trie(&self) -> Result<B256> {
+        // The range deletes below go through the write-ahead log: nothing written without it may precede them
+        // unflushed (see [`Store::persist`]).
+        self.persist()?;
         for name in crate::tables::TRIE_TABLES {
             let cf = self.cf_or_corrupt(name)?;
             // Whole-table range deletes; the rebuild then writes every key anew.

@@ -69,7 +69,19 @@ pub struct StoreOptions {
     pub state_trie: TrieMode,
     /// RocksDB's configuration: [`Tuning::replica`] unless measuring.
     pub tuning: Tuning,
+    /// Write the batches of blocks caught up several at a time ([`Pipeline`]'s groups) through RocksDB's
+    /// write-ahead log too. Off by default: those batches skip it (catching up ~20% faster,
+    /// `docs/benchmarks.md`), and a crash then loses what was written since the last flush of the
+    /// memtables, which the replica replays from Kafka (see [`Store::persist`]). Records applied one at a
+    /// time, as at the tip, always go through the log. `sync_writes` keeps the log for every batch.
+    pub catch_up_wal: bool,
+    /// While catching up without the log, flush the memtables at least this often, bounding what a crash
+    /// replays (RocksDB flushes on its own whenever a memtable fills, every few seconds on mainnet blocks).
+    pub catch_up_flush_interval: std::time::Duration,
 }
+
+/// The default [`StoreOptions::catch_up_flush_interval`]: one minute.
+pub const DEFAULT_CATCH_UP_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the store does with the state trie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -145,6 +157,8 @@ impl Default for StoreOptions {
             verify_priors: false,
             state_trie: TrieMode::Check,
             tuning: Tuning::replica(DEFAULT_BLOCK_CACHE_BYTES),
+            catch_up_wal: false,
+            catch_up_flush_interval: DEFAULT_CATCH_UP_FLUSH_INTERVAL,
         }
     }
 }
@@ -190,6 +204,9 @@ pub fn db_options(tuning: &Tuning) -> Options {
     // Replay is write-heavy: a larger memtable means fewer flushes while catching up.
     opts.set_write_buffer_size(64 << 20);
     opts.set_max_background_jobs(tuning.background_jobs);
+    // Every flush, RocksDB's own included, flushes all the tables together: batches written without the
+    // write-ahead log (catching up, [`StoreOptions::catch_up_wal`]) then survive a crash whole or not at all.
+    opts.set_atomic_flush(true);
     if tuning.direct_io {
         opts.set_use_direct_reads(true);
         opts.set_use_direct_io_for_flush_and_compaction(true);
@@ -233,6 +250,9 @@ pub struct Store {
     built_root: std::sync::Mutex<Option<alloy_primitives::B256>>,
     /// This chain's headers do not commit to its state ([`tables::MetaKey::RootsUnchecked`]).
     roots_unchecked: std::sync::atomic::AtomicBool,
+    /// When the first batch written without the write-ahead log since the last flush was written (`None`:
+    /// every write so far is durable). See [`Store::persist`].
+    unlogged_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// What the store has committed since it was opened (for the benchmark's write amplification).
@@ -243,6 +263,8 @@ struct WriteCounters {
     bytes: AtomicU64,
     trie_leaves_read: AtomicU64,
     trie_leaf_hashes_given: AtomicU64,
+    unlogged_batches: AtomicU64,
+    persists: AtomicU64,
 }
 
 /// Totals of the write batches committed since the store was opened.
@@ -257,6 +279,10 @@ pub struct WriteStats {
     /// of), and leaves they took as the hash their parent node keeps.
     pub trie_leaves_read: u64,
     pub trie_leaf_hashes_given: u64,
+    /// Batches written without the write-ahead log ([`StoreOptions::catch_up_wal`]), and the flushes that
+    /// made them durable ([`Store::persist`]; RocksDB's own flushes of full memtables are not counted).
+    pub unlogged_batches: u64,
+    pub persists: u64,
 }
 
 impl Store {
@@ -287,6 +313,7 @@ impl Store {
             written: Default::default(),
             built_root: Default::default(),
             roots_unchecked: Default::default(),
+            unlogged_since: Default::default(),
         };
         store.check_layout(path, true)?;
         store.load_first_state_block()?;
@@ -382,6 +409,7 @@ impl Store {
             written: Default::default(),
             built_root: Default::default(),
             roots_unchecked: Default::default(),
+            unlogged_since: Default::default(),
         }
     }
 
@@ -575,6 +603,8 @@ impl Store {
     /// Makes a consistent on-disk copy (a RocksDB checkpoint: hard links where possible) at `dest`, which
     /// must not exist. The copy holds the same records and the same offset as this database at one instant.
     pub fn checkpoint(&self, dest: &Path) -> Result<()> {
+        // A checkpoint links the SST files: what only the memtables hold goes into them first.
+        self.persist()?;
         let cp = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
         cp.create_checkpoint(dest)?;
         Ok(())

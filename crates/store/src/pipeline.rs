@@ -24,6 +24,11 @@
 //! is written: its blocks are prepared without the trie, on the terms a block joins a group on
 //! ([`crate::apply::may_group`]: no wipes, no pruning of a block the batch in flight holds). Its root walk,
 //! when it closes, waits for that write first.
+//!
+//! Catching up ([`Pipeline::set_catching_up`]), batches are written without RocksDB's write-ahead log (unless
+//! [`crate::StoreOptions::catch_up_wal`]): every group's tens of megabytes would otherwise be written twice,
+//! and Kafka is the log a replica replays anyway. A crash then rolls the database back to its last flush, whole
+//! groups only, its offset with it ([`Store::persist`] says why that is safe and what keeps it so).
 
 use std::{
     sync::{mpsc, Arc},
@@ -70,6 +75,8 @@ pub struct Pipeline {
     group: Option<Group>,
     /// See [`DEFAULT_GROUP_BLOCKS`]; 1: no grouping.
     group_blocks: usize,
+    /// Batches are written without the write-ahead log ([`Pipeline::set_catching_up`]).
+    catching_up: bool,
 }
 
 /// Records applied as one batch with one state root check.
@@ -140,7 +147,16 @@ impl Pipeline {
             hand_over_from: HAND_OVER_FROM,
             group: None,
             group_blocks: DEFAULT_GROUP_BLOCKS,
+            catching_up: false,
         })
+    }
+
+    /// Whether the records submitted from now on are being caught up (the caller is behind the log's end): their
+    /// batches are then written without RocksDB's write-ahead log (see the module's comment), unless the
+    /// store's options keep it. Off (the default), as at the tip, every batch goes through the log, and the
+    /// first one flushes what was written without it.
+    pub fn set_catching_up(&mut self, behind: bool) {
+        self.catching_up = behind;
     }
 
     /// Groups up to `blocks` blocks per batch and root check (default [`DEFAULT_GROUP_BLOCKS`]; 1: none).
@@ -242,6 +258,7 @@ impl Pipeline {
     /// ([`HAND_OVER_FROM`]); returns its records if it was written in place.
     fn write(&mut self, sealed: Sealed, f: InFlight) -> Result<Vec<Assembled>> {
         debug_assert!(self.in_flight.is_none());
+        let sealed = if self.catching_up { sealed.catching_up(self.store.options()) } else { sealed };
         if sealed.writes() < self.hand_over_from {
             self.store.write_sealed(sealed)?;
             self.store.committed(f.first_state_block);
