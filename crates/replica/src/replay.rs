@@ -134,14 +134,22 @@ impl Replay {
                 fetched = self.consumer.next() => fetched,
             };
             let next = match fetched {
-                Ok(Fetched::Message { offset, payload }) => self.on_message(offset, &payload)?,
-                Ok(Fetched::EndOfPartition { next_offset }) => self.on_end_of_partition(next_offset)?,
-                Err(e) if is_offset_out_of_range(&e) => return Err(self.overtaken_by_retention()?),
-                Err(e) => return Err(e.into()),
+                Ok(Fetched::Message { offset, payload }) => self.on_message(offset, &payload),
+                Ok(Fetched::EndOfPartition { next_offset }) => self.on_end_of_partition(next_offset),
+                Err(e) if is_offset_out_of_range(&e) => self.overtaken_by_retention().and_then(Err),
+                Err(e) => Err(e.into()),
             };
-            if let Next::Done = next {
+            if let Next::Done = next.inspect_err(|_| self.keep_what_committed())? {
                 return Ok(self.progress);
             }
+        }
+    }
+
+    /// The replay stops on an error: what it committed before (caught up, maybe, without the write-ahead log)
+    /// is made durable, so that a restart resumes after it rather than replaying it.
+    fn keep_what_committed(&self) {
+        if let Err(e) = self.store.persist() {
+            warn!("could not flush what was caught up before the error (a restart replays it): {e}");
         }
     }
 

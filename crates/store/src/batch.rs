@@ -234,30 +234,30 @@ impl Store {
     /// ([`Sealed::catching_up`]). A logged write never follows unlogged ones that are not
     /// flushed yet: they are flushed first (see [`Store::persist`]).
     pub(crate) fn write_sealed(&self, Sealed { inner, unlogged }: Sealed) -> Result<()> {
-        // Marked before the write, so that no logged write can slip between it and the mark.
-        let unlogged_since = if unlogged {
-            let mut since = self.unlogged_since.lock().unwrap_or_else(|p| p.into_inner());
-            Some(*since.get_or_insert_with(Instant::now))
-        } else {
-            self.persist()?;
-            None
-        };
         let mut wo = WriteOptions::default();
         wo.set_sync(self.opts.sync_writes);
-        wo.disable_wal(unlogged);
         let (ops, bytes) = (inner.len() as u64, inner.size_in_bytes() as u64);
-        self.db.write_opt(inner, &wo)?;
-        self.written.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.written.ops.fetch_add(ops, std::sync::atomic::Ordering::Relaxed);
-        self.written.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-        if let Some(since) = unlogged_since {
+        if unlogged {
+            // Marked and written under one lock: a flush ([`Store::persist`], from another thread: a snapshot)
+            // then either covers this write or leaves its mark for the next flush.
+            let mut since = self.unlogged_since.lock().unwrap_or_else(|p| p.into_inner());
+            let first = *since.get_or_insert_with(Instant::now);
+            wo.disable_wal(true);
+            self.db.write_opt(inner, &wo)?;
+            drop(since);
             self.written.unlogged_batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // A bound on what a crash can lose while catching up: RocksDB flushes on its own whenever a
             // memtable fills (every few groups of mainnet blocks), this when the blocks are small or few.
-            if since.elapsed() >= self.opts.catch_up_flush_interval {
+            if first.elapsed() >= self.opts.catch_up_flush_interval {
                 self.persist()?;
             }
+        } else {
+            self.persist()?;
+            self.db.write_opt(inner, &wo)?;
         }
+        self.written.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.written.ops.fetch_add(ops, std::sync::atomic::Ordering::Relaxed);
+        self.written.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

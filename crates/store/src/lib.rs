@@ -369,7 +369,8 @@ impl Store {
     }
 
     /// Opens an existing database read-only, beside a replica that may be writing it (for the checksum
-    /// command and inspection). Sees the data as of the moment it opens.
+    /// command and inspection). Sees the data as of the moment it opens, as a crash would leave it: of a
+    /// replica catching up, its last flush ([`Store::persist`]).
     pub fn open_read_only(path: &Path) -> Result<Self> {
         if !path.join("CURRENT").exists() {
             return Err(StoreError::NotADatabase { path: path.display().to_string() });
