@@ -98,10 +98,10 @@ struct ReplicaArgs {
     /// fsync every write batch (only needed against power loss; Kafka replays what is lost otherwise).
     #[arg(long, env = "EC_SYNC_WRITES")]
     sync_writes: bool,
-    /// Write the blocks caught up several at a time through RocksDB's write-ahead log too. Off, they skip it
+    /// Write what the replica catches up at start-up through RocksDB's write-ahead log too. Off, it skips it
     /// (catching up ~20% faster); a crash then loses what was caught up since the last flush of the
-    /// memtables (at most --catch-up-flush-secs), which is replayed from Kafka. Blocks at the tip always go
-    /// through the log.
+    /// memtables (at most --catch-up-flush-secs), which is replayed from Kafka. Once caught up, every record
+    /// goes through the log.
     #[arg(long, env = "EC_CATCH_UP_WAL")]
     catch_up_wal: bool,
     /// Catching up without the write-ahead log, flush the memtables at least this often (seconds).

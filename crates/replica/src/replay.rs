@@ -230,10 +230,9 @@ impl Replay {
     fn apply(&mut self, rec: Assembled, offset: i64) -> Result<(), ReplicaError> {
         let (sequence, last_offset) = (rec.envelope.sequence, rec.last_offset);
         // Behind the high watermark the next record is prepared while this one is written; at the tip (as far
-        // as the last watermark knows) it is written now, so that status and RPC see it at once, and through
-        // the write-ahead log.
+        // as the last watermark knows) it is written now, so that status and RPC see it at once.
         let at_tip = self.at_tip(last_offset);
-        self.pipeline.set_catching_up(!at_tip);
+        self.pipeline.set_catching_up(self.catching_up(at_tip));
         let step = self.pipeline.submit(rec).map_err(|e| self.apply_error(offset, e))?;
         self.progress.prepared_early = self.pipeline.prepared_early();
         self.progress.groups = self.pipeline.groups_written();
@@ -254,7 +253,7 @@ impl Replay {
         let Record::Revert(ec_log::Revert { hash, .. }) = rec.record else { return Ok(()) };
         let sequence = rec.envelope.sequence;
         self.flush().map_err(|e| self.apply_error(offset, e))?;
-        self.pipeline.set_catching_up(!self.at_tip(rec.last_offset));
+        self.pipeline.set_catching_up(self.catching_up(self.at_tip(rec.last_offset)));
         let reverted = match &self.cfg.events {
             Some(_) => self.store.block_by_hash(&hash).ok().flatten(),
             None => None,
@@ -274,6 +273,14 @@ impl Replay {
     /// watermark knows.
     fn at_tip(&self, last_offset: i64) -> bool {
         self.status.borrow().high_watermark.is_none_or(|high| last_offset + 1 >= high)
+    }
+
+    /// Whether records are written without the write-ahead log (see `ec_store::Pipeline::set_catching_up`):
+    /// only behind the log's end and before the replica first caught up, the start-up replay. Once it has
+    /// caught up (and may serve), every record goes through the log even when a burst puts it behind: what
+    /// it serves, and what `/admin/position` tells the snapshot function, is then always on its volume.
+    fn catching_up(&self, at_tip: bool) -> bool {
+        !at_tip && !self.status.borrow().caught_up
     }
 
     /// A refused record names this record's offset; a failed write of the record before it names its own.
