@@ -141,8 +141,8 @@ impl Sealed {
     }
 
     /// Marks a batch caught up ([`crate::Pipeline::set_catching_up`]) to be written without RocksDB's
-    /// write-ahead log, unless the store's options keep it ([`crate::StoreOptions::catch_up_wal`], `sync_writes`). See
-    /// [`Store::persist`] for what keeps that crash-safe.
+    /// write-ahead log, unless the store's options keep it ([`crate::StoreOptions::catch_up_wal`],
+    /// `sync_writes`). See [`Store::persist`] for what keeps that crash-safe.
     pub(crate) fn catching_up(mut self, opts: &crate::StoreOptions) -> Self {
         self.unlogged = !opts.catch_up_wal && !opts.sync_writes;
         self
@@ -231,8 +231,8 @@ impl Store {
     }
 
     /// Writes a sealed batch atomically: through the write-ahead log, or without it when it was caught up
-    /// ([`Sealed::catching_up`]). A logged write never follows unlogged ones that are not
-    /// flushed yet: they are flushed first (see [`Store::persist`]).
+    /// ([`Sealed::catching_up`]). A logged write never follows unlogged ones that are not flushed yet: they
+    /// are flushed first (see [`Store::persist`]).
     pub(crate) fn write_sealed(&self, Sealed { inner, unlogged }: Sealed) -> Result<()> {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.opts.sync_writes);

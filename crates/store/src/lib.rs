@@ -69,11 +69,11 @@ pub struct StoreOptions {
     pub state_trie: TrieMode,
     /// RocksDB's configuration: [`Tuning::replica`] unless measuring.
     pub tuning: Tuning,
-    /// Write the batches of blocks caught up several at a time ([`Pipeline`]'s groups) through RocksDB's
+    /// Write the batches a [`Pipeline`] catches up ([`Pipeline::set_catching_up`]) through RocksDB's
     /// write-ahead log too. Off by default: those batches skip it (catching up ~20% faster,
     /// `docs/benchmarks.md`), and a crash then loses what was written since the last flush of the
-    /// memtables, which the replica replays from Kafka (see [`Store::persist`]). Records applied one at a
-    /// time, as at the tip, always go through the log. `sync_writes` keeps the log for every batch.
+    /// memtables, which the replica replays from Kafka (see [`Store::persist`]). Every other write always
+    /// goes through the log. `sync_writes` keeps the log for every batch.
     pub catch_up_wal: bool,
     /// While catching up without the log, flush the memtables at least this often, bounding what a crash
     /// replays (RocksDB flushes on its own whenever a memtable fills, every few seconds on mainnet blocks).
