@@ -127,11 +127,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let raw_time = raw_writes(&root.join("raw"), &opts, &replayed.per_batch)?;
 
     println!(
-        "tuning {} (block cache {} MiB, bloom filters {}, {} background jobs, direct I/O {}, levels 0-1 uncompressed {}): database {:.1}x the block cache",
+        "tuning {} (block cache {} MiB, bloom filters {}, {} background jobs, {} MiB memtables, direct I/O {}, levels 0-1 uncompressed {}): database {:.1}x the block cache",
         args.tuning,
         args.block_cache_mb,
         tuning.bloom_filters,
         tuning.background_jobs,
+        tuning.memtable_bytes >> 20,
         tuning.direct_io,
         tuning.uncompressed_top_levels,
         db_before as f64 / (args.block_cache_mb as f64 * 1048576.0)

@@ -109,6 +109,12 @@ pub struct Tuning {
     pub bloom_filters: bool,
     /// Background flush and compaction threads (RocksDB's default is 2).
     pub background_jobs: i32,
+    /// Each table's memtable, in bytes (RocksDB's `write_buffer_size`). Every flush flushes all the tables
+    /// at once (`atomic_flush`, see [`db_options`]), so the table that fills first sets how often every table
+    /// writes a level-0 file; with hashed keys each level-0 compaction rewrites the whole of level 1, so
+    /// fewer, larger flushes save most of that. Memory: the fullest table's memtable and the one being
+    /// flushed, at most twice this, plus the other tables' smaller ones.
+    pub memtable_bytes: usize,
     /// Read and compact with O_DIRECT, bypassing the page cache: reads are then served from the block cache
     /// or the disk only (the benchmark uses it to measure a database larger than memory).
     pub direct_io: bool,
@@ -126,19 +132,22 @@ impl Tuning {
             block_cache_bytes: 32 << 20,
             bloom_filters: false,
             background_jobs: 2,
+            memtable_bytes: 64 << 20,
             direct_io: false,
             uncompressed_top_levels: false,
         }
     }
 
     /// What a replica runs with: a block cache of `block_cache_bytes`, bloom filters, one background job per
-    /// core (at least 2) so that compaction keeps up with a write-heavy replay, and levels 0-1 uncompressed.
+    /// core (at least 2) so that compaction keeps up with a write-heavy replay, 256 MiB memtables, and levels
+    /// 0-1 uncompressed.
     pub fn replica(block_cache_bytes: usize) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as i32;
         Self {
             block_cache_bytes,
             bloom_filters: true,
             background_jobs: cores.max(2),
+            memtable_bytes: 256 << 20,
             direct_io: false,
             uncompressed_top_levels: true,
         }
@@ -188,6 +197,7 @@ pub(crate) fn table_options(tuning: &Tuning, cache: Option<&rocksdb::Cache>) -> 
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     }
     opts.set_block_based_table_factory(&table);
+    opts.set_write_buffer_size(tuning.memtable_bytes);
     if tuning.uncompressed_top_levels {
         use rocksdb::DBCompressionType::{Lz4, None as Uncompressed};
         opts.set_compression_per_level(&[Uncompressed, Uncompressed, Lz4, Lz4, Lz4, Lz4, Lz4]);
@@ -201,8 +211,8 @@ pub fn db_options(tuning: &Tuning) -> Options {
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    // Replay is write-heavy: a larger memtable means fewer flushes while catching up.
-    opts.set_write_buffer_size(64 << 20);
+    // Replay is write-heavy: a larger memtable means fewer flushes (each table sets its own, the same).
+    opts.set_write_buffer_size(tuning.memtable_bytes);
     opts.set_max_background_jobs(tuning.background_jobs);
     // Every flush, RocksDB's own included, flushes all the tables together: batches written without the
     // write-ahead log (catching up, [`StoreOptions::catch_up_wal`]) then survive a crash whole or not at all.
