@@ -247,7 +247,7 @@ impl Store {
             drop(since);
             self.written.unlogged_batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // A bound on what a crash can lose while catching up: RocksDB flushes on its own whenever a
-            // memtable fills (every few groups of mainnet blocks), this when the blocks are small or few.
+            // memtable fills (every ten groups or so of mainnet blocks), this when the blocks are small or few.
             if first.elapsed() >= self.opts.catch_up_flush_interval {
                 self.persist()?;
             }

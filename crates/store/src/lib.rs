@@ -76,7 +76,7 @@ pub struct StoreOptions {
     /// goes through the log. `sync_writes` keeps the log for every batch.
     pub catch_up_wal: bool,
     /// While catching up without the log, flush the memtables at least this often, bounding what a crash
-    /// replays (RocksDB flushes on its own whenever a memtable fills, every few seconds on mainnet blocks).
+    /// replays (RocksDB flushes on its own whenever a memtable fills, every 10-20 seconds catching up mainnet blocks).
     pub catch_up_flush_interval: std::time::Duration,
 }
 
