@@ -94,13 +94,19 @@ fn kill_9_during_replay_loses_nothing_and_applies_nothing_twice() {
     // injected broker latency, so that there are many moments to kill it at and the test can see them.
     broker.set_round_trip_time(Duration::from_millis(1)).expect("latency injection");
     // Without --verify-priors, as production runs: catching up, blocks are grouped under one state root
-    // per write batch, so the kills land inside and between groups. The groups skip the write-ahead log,
-    // so a kill also throws away what was caught up since the last flush of the memtables: flushed every
-    // 20 ms here (a minute by default), so that the test sees the replica's progress on disk and every kill
-    // lands with some of it unflushed.
+    // per write batch, so the kills land inside and between groups. With --catch-up-without-wal the groups
+    // skip the write-ahead log, so a kill also throws away what was caught up since the last flush of the
+    // memtables: flushed every 20 ms here (a minute by default), so that the test sees the replica's
+    // progress on disk and every kill lands with some of it unflushed.
     let slow_replica = |dir: &std::path::Path| {
         let mut cmd = replica_cmd_grouping(dir, &brokers, "log");
-        cmd.args(["--kafka-option", "max.partition.fetch.bytes=16384", "--catch-up-flush-secs", "0.02"]);
+        cmd.args([
+            "--kafka-option",
+            "max.partition.fetch.bytes=16384",
+            "--catch-up-without-wal",
+            "--catch-up-flush-secs",
+            "0.02",
+        ]);
         cmd
     };
 

@@ -74,10 +74,10 @@ pub struct Args {
     /// does, group after group, each written while the next is gathered.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     chunk_blocks: u64,
-    /// Write the pipelined chunks (catching up) through RocksDB's write-ahead log too, as `--catch-up-wal`
-    /// makes a replica do; by default they skip it, as a replica's catch-up does.
+    /// Write the pipelined chunks (catching up) without RocksDB's write-ahead log, with atomic flushes and
+    /// 256 MiB memtables, as `--catch-up-without-wal` makes a replica do.
     #[arg(long)]
-    catch_up_wal: bool,
+    catch_up_without_wal: bool,
 }
 
 const HOT: u64 = 100;
@@ -90,6 +90,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut tuning = tuning(&args.tuning, args.block_cache_mb)?;
     tuning.direct_io = args.direct_io;
+    if args.catch_up_without_wal {
+        tuning.memtable_bytes = ec_store::CATCH_UP_WITHOUT_WAL_MEMTABLE_BYTES;
+    }
     let tmp;
     let root = match &args.dir {
         Some(d) => d.clone(),
@@ -104,8 +107,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Generated headers commit to no real state root: the trie runs unchecked (its cost is measured).
     let state_trie =
         if args.state_trie == "off" { ec_store::TrieMode::Off } else { ec_store::TrieMode::Unchecked };
-    let opts =
-        StoreOptions { tuning, state_trie, catch_up_wal: args.catch_up_wal, ..StoreOptions::default() };
+    let opts = StoreOptions {
+        tuning,
+        state_trie,
+        catch_up_wal: !args.catch_up_without_wal,
+        ..StoreOptions::default()
+    };
 
     // 1. Prefill, and the trie built over it.
     let shape = Shape::new(&args);

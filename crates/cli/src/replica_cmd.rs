@@ -101,8 +101,15 @@ fn replica_config(args: &ReplicaArgs, kafka: ec_kafka::KafkaConfig) -> ReplicaCo
             } else {
                 ec_store::TrieMode::Check
             },
-            tuning: ec_store::Tuning::replica(args.block_cache_mb << 20),
-            catch_up_wal: args.catch_up_wal,
+            tuning: ec_store::Tuning {
+                memtable_bytes: if args.catch_up_without_wal {
+                    ec_store::CATCH_UP_WITHOUT_WAL_MEMTABLE_BYTES
+                } else {
+                    ec_store::Tuning::replica(0).memtable_bytes
+                },
+                ..ec_store::Tuning::replica(args.block_cache_mb << 20)
+            },
+            catch_up_wal: !args.catch_up_without_wal,
             catch_up_flush_interval: Duration::from_secs_f64(args.catch_up_flush_secs.max(0.0)),
         },
         exit_when_caught_up: args.exit_when_caught_up,

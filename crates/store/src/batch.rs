@@ -262,9 +262,9 @@ impl Store {
     }
 
     /// Makes every write so far durable: when batches were written without the write-ahead log since the last
-    /// flush, flushes the memtables of every table, together (one atomic flush: the database opens with
-    /// `atomic_flush`, so a crash never leaves one table's half of a batch without the other's). Cheap when
-    /// there is nothing unlogged.
+    /// flush, flushes the memtables of every table, together (one atomic flush: a store that writes without
+    /// the log opens with `atomic_flush`, so a crash never leaves one table's half of a batch without the
+    /// other's). Cheap when there is nothing unlogged.
     ///
     /// Why that is crash-safe: the offset a batch carries is in the batch, so whatever state a crash leaves
     /// (the last flush plus the logged writes after it) names the records it holds, and the replica replays

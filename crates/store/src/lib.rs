@@ -70,15 +70,23 @@ pub struct StoreOptions {
     /// RocksDB's configuration: [`Tuning::replica`] unless measuring.
     pub tuning: Tuning,
     /// Write the batches a [`Pipeline`] catches up ([`Pipeline::set_catching_up`]) through RocksDB's
-    /// write-ahead log too. Off by default: those batches skip it (catching up ~20% faster,
-    /// `docs/benchmarks.md`), and a crash then loses what was written since the last flush of the
-    /// memtables, which the replica replays from Kafka (see [`Store::persist`]). Every other write always
-    /// goes through the log. `sync_writes` keeps the log for every batch.
+    /// write-ahead log, as every other write (the default). Off, those batches skip it, and a crash then loses
+    /// what was written since the last flush of the memtables, which the replica replays from Kafka (see
+    /// [`Store::persist`]); the database is then opened with `atomic_flush`, which that needs. Measured
+    /// (`docs/benchmarks.md`, session 14): with [`CATCH_UP_WITHOUT_WAL_MEMTABLE_BYTES`], 10-14% faster
+    /// catching up on a 2M-account state, but no faster, maybe slower, on a 20M-account one, so it is not
+    /// the default. `sync_writes` keeps the log for every batch.
     pub catch_up_wal: bool,
     /// While catching up without the log, flush the memtables at least this often, bounding what a crash
     /// replays (RocksDB flushes on its own whenever a memtable fills, every 10-20 seconds catching up mainnet blocks).
     pub catch_up_flush_interval: std::time::Duration,
 }
+
+/// The memtables to pair with catching up without the write-ahead log ([`StoreOptions::catch_up_wal`] off):
+/// with `atomic_flush` the first table to fill its memtable makes every table write a level-0 file, and with
+/// hashed keys each level-0 compaction rewrites the whole of level 1, so fewer, larger flushes win back most
+/// of what atomic flushes cost (`docs/benchmarks.md`, session 14).
+pub const CATCH_UP_WITHOUT_WAL_MEMTABLE_BYTES: usize = 256 << 20;
 
 /// The default [`StoreOptions::catch_up_flush_interval`]: one minute.
 pub const DEFAULT_CATCH_UP_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -109,11 +117,8 @@ pub struct Tuning {
     pub bloom_filters: bool,
     /// Background flush and compaction threads (RocksDB's default is 2).
     pub background_jobs: i32,
-    /// Each table's memtable, in bytes (RocksDB's `write_buffer_size`). Every flush flushes all the tables
-    /// at once (`atomic_flush`, see [`db_options`]), so the table that fills first sets how often every table
-    /// writes a level-0 file; with hashed keys each level-0 compaction rewrites the whole of level 1, so
-    /// fewer, larger flushes save most of that. Memory: the fullest table's memtable and the one being
-    /// flushed, at most twice this, plus the other tables' smaller ones.
+    /// Each table's memtable, in bytes (RocksDB's `write_buffer_size`). Memory: the fullest table's memtable
+    /// and the one being flushed, at most twice this, plus the other tables' smaller ones.
     pub memtable_bytes: usize,
     /// Read and compact with O_DIRECT, bypassing the page cache: reads are then served from the block cache
     /// or the disk only (the benchmark uses it to measure a database larger than memory).
@@ -139,7 +144,7 @@ impl Tuning {
     }
 
     /// What a replica runs with: a block cache of `block_cache_bytes`, bloom filters, one background job per
-    /// core (at least 2) so that compaction keeps up with a write-heavy replay, 256 MiB memtables, and levels
+    /// core (at least 2) so that compaction keeps up with a write-heavy replay, 64 MiB memtables, and levels
     /// 0-1 uncompressed.
     pub fn replica(block_cache_bytes: usize) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as i32;
@@ -147,7 +152,7 @@ impl Tuning {
             block_cache_bytes,
             bloom_filters: true,
             background_jobs: cores.max(2),
-            memtable_bytes: 256 << 20,
+            memtable_bytes: 64 << 20,
             direct_io: false,
             uncompressed_top_levels: true,
         }
@@ -166,7 +171,7 @@ impl Default for StoreOptions {
             verify_priors: false,
             state_trie: TrieMode::Check,
             tuning: Tuning::replica(DEFAULT_BLOCK_CACHE_BYTES),
-            catch_up_wal: false,
+            catch_up_wal: true,
             catch_up_flush_interval: DEFAULT_CATCH_UP_FLUSH_INTERVAL,
         }
     }
@@ -214,9 +219,6 @@ pub fn db_options(tuning: &Tuning) -> Options {
     // Replay is write-heavy: a larger memtable means fewer flushes (each table sets its own, the same).
     opts.set_write_buffer_size(tuning.memtable_bytes);
     opts.set_max_background_jobs(tuning.background_jobs);
-    // Every flush, RocksDB's own included, flushes all the tables together: batches written without the
-    // write-ahead log (catching up, [`StoreOptions::catch_up_wal`]) then survive a crash whole or not at all.
-    opts.set_atomic_flush(true);
     if tuning.direct_io {
         opts.set_use_direct_reads(true);
         opts.set_use_direct_io_for_flush_and_compaction(true);
@@ -314,7 +316,13 @@ impl Store {
         let cfs = tables::ALL_TABLES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, table_options(&opts.tuning, Some(&cache))));
-        let db = DB::open_cf_descriptors(&db_options(&opts.tuning), path, cfs)
+        let mut db_opts = db_options(&opts.tuning);
+        if !opts.catch_up_wal {
+            // Every flush, RocksDB's own included, flushes all the tables together: batches written without the
+            // write-ahead log then survive a crash whole or not at all (see [`Store::persist`]).
+            db_opts.set_atomic_flush(true);
+        }
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs)
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         let store = Store {
             db,

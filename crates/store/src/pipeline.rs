@@ -25,9 +25,9 @@
 //! ([`crate::apply::may_group`]: no wipes, no pruning of a block the batch in flight holds). Its root walk,
 //! when it closes, waits for that write first.
 //!
-//! Catching up ([`Pipeline::set_catching_up`]), batches are written without RocksDB's write-ahead log (unless
-//! [`crate::StoreOptions::catch_up_wal`]): every group's tens of megabytes would otherwise be written twice,
-//! and Kafka is the log a replica replays anyway. A crash then rolls the database back to its last flush, whole
+//! Catching up ([`Pipeline::set_catching_up`]) with [`crate::StoreOptions::catch_up_wal`] off, batches are
+//! written without RocksDB's write-ahead log: every group's tens of megabytes would otherwise be written
+//! twice, and Kafka is the log a replica replays anyway. A crash then rolls the database back to its last flush, whole
 //! groups only, its offset with it ([`Store::persist`] says why that is safe and what keeps it so).
 
 use std::{

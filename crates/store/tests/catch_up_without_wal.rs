@@ -1,5 +1,5 @@
-//! Blocks caught up several at a time are written without RocksDB's write-ahead log
-//! (`StoreOptions::catch_up_wal` off, the default): what a crash leaves is the last flush, whole groups only,
+//! Blocks caught up are written without RocksDB's write-ahead log when `StoreOptions::catch_up_wal` is off
+//! (`--catch-up-without-wal`): what a crash leaves is the last flush, whole groups only,
 //! its offset with it, and never a logged write laid over a state missing the unlogged ones before it.
 //!
 //! A crash is a child process: this test binary runs itself again with `EC_CRASH_CHILD` set, the child
@@ -30,7 +30,11 @@ fn records() -> Vec<(u64, Record)> {
 
 /// Never flushed by time within the test: only what the test asks for is durable.
 fn options() -> StoreOptions {
-    StoreOptions { catch_up_flush_interval: std::time::Duration::from_secs(3600), ..StoreOptions::default() }
+    StoreOptions {
+        catch_up_wal: false,
+        catch_up_flush_interval: std::time::Duration::from_secs(3600),
+        ..StoreOptions::default()
+    }
 }
 
 /// Records applied one by one, through the log, into a fresh store: the database a crash must leave.
