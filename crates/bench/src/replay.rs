@@ -106,8 +106,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     {
         let store = std::sync::Arc::new(Store::open(&dir.path().join("piped"), store_opts.clone())?);
         let mut pipeline = ec_store::Pipeline::new(store.clone())?;
-        // Catching up, as a replica behind the log's end does: without the write-ahead log, made durable at the
-        // end.
+        // Catching up, as a replica behind the log's end does (without the write-ahead log only with
+        // `catch_up_wal` off), made durable at the end.
         pipeline.set_catching_up(true);
         let started = Instant::now();
         decode_each(&frames, |rec| Ok(pipeline.submit(rec).map(drop)?))?;
