@@ -8,20 +8,12 @@
 
 use std::{path::Path, process::Command, sync::Arc};
 
-use ec_log::{Assembled, Envelope, Record, FORMAT_VERSION};
+use ec_log::Record;
 use ec_store::{Pipeline, Reads, Store, StoreOptions};
 use ec_testkit::{GenOptions, LogGenerator};
 
-fn assembled(sequence: u64, record: Record) -> Assembled {
-    Assembled {
-        envelope: Envelope { version: FORMAT_VERSION, kind: record.kind(), cluster_id: "c".into(), sequence },
-        record,
-        first_offset: sequence as i64,
-        last_offset: sequence as i64,
-        payload_len: 0,
-        record_crc: sequence as u32,
-    }
-}
+mod common;
+use common::assembled;
 
 /// No reorgs: a revert is applied alone, through the log, and would flush the groups before it.
 fn records() -> Vec<(u64, Record)> {

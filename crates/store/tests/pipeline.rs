@@ -3,22 +3,14 @@
 //! windows, duplicates and refused records.
 
 use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
-use ec_log::{AccountChange, AccountState, Assembled, Block, Envelope, Record, Revert, FORMAT_VERSION};
+use ec_log::{AccountChange, AccountState, Block, Record, Revert};
 use ec_store::{Pipeline, Reads, Store, StoreError, StoreOptions, TrieMode};
 
 use ec_testkit::{GenOptions, LogGenerator};
 use std::sync::Arc;
 
-fn assembled(sequence: u64, record: Record) -> Assembled {
-    Assembled {
-        envelope: Envelope { version: FORMAT_VERSION, kind: record.kind(), cluster_id: "c".into(), sequence },
-        record,
-        first_offset: sequence as i64,
-        last_offset: sequence as i64,
-        payload_len: 0,
-        record_crc: sequence as u32,
-    }
-}
+mod common;
+use common::assembled;
 
 fn open(dir: &tempfile::TempDir, opts: &StoreOptions) -> Arc<Store> {
     Arc::new(Store::open(dir.path(), opts.clone()).expect("store opens"))
