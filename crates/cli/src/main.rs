@@ -170,10 +170,16 @@ struct ReplicaArgs {
     /// Widest block range one trace_filter re-executes (reth's default).
     #[arg(long, env = "EC_RPC_TRACE_FILTER_MAX_BLOCKS", default_value_t = 100)]
     rpc_trace_filter_max_blocks: u64,
-    /// How many blocks behind the head `eth_getProof` answers (geth's path scheme keeps 128). Older blocks
-    /// are proven by laying their values over every key changed since, so the cost grows with the depth.
+    /// How many blocks behind the head `eth_getProof` answers (geth's path scheme keeps 128). The replica
+    /// keeps what each of these blocks changed in the trie in memory (within --proof-history-mb), so a
+    /// proof there reads the nodes as they were; a block it does not hold (caught up in a group, or before
+    /// a restart) is proven by laying its values over every key changed since, which grows with the depth.
     #[arg(long, env = "EC_PROOF_WINDOW", default_value_t = 128)]
     proof_window: u64,
+    /// The most memory, in MiB, the trie's recent past for proofs below the head may take (the oldest
+    /// blocks go first; 0 keeps none).
+    #[arg(long, env = "EC_PROOF_HISTORY_MB", default_value_t = ec_store::DEFAULT_PROOF_HISTORY_BYTES >> 20)]
+    proof_history_mb: usize,
     /// How long eth_sendRawTransactionSync waits for the receipt when the request names no timeout.
     #[arg(long, env = "EC_TX_SYNC_TIMEOUT_SECS", default_value_t = 20.0)]
     tx_sync_timeout_secs: f64,

@@ -111,6 +111,8 @@ fn replica_config(args: &ReplicaArgs, kafka: ec_kafka::KafkaConfig) -> ReplicaCo
             },
             catch_up_wal: !args.catch_up_without_wal,
             catch_up_flush_interval: Duration::from_secs_f64(args.catch_up_flush_secs.max(0.0)),
+            proof_history_blocks: args.proof_window,
+            proof_history_bytes: args.proof_history_mb << 20,
         },
         exit_when_caught_up: args.exit_when_caught_up,
         progress_interval: Duration::from_secs_f64(args.progress_interval.max(0.1)),
@@ -185,9 +187,12 @@ async fn serve_rpc_once_caught_up(
         r = caught_up.wait_for(|s| s.caught_up) => if r.is_err() { return },
         _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
     }
+    let store = ctx.store.clone();
     match ec_rpc::serve(addr, ctx).await {
         Ok((handle, rpc_metrics)) => {
-            let _ = extra_metrics.set(Box::new(move || rpc_metrics.render()));
+            let _ = extra_metrics.set(Box::new(move || {
+                rpc_metrics.render() + &ec_rpc::metrics::proof_history(store.trie_history())
+            }));
             status.send_modify(|s| s.rpc_pending = false);
             tracing::info!(%addr, "JSON-RPC open");
             tokio::select! {

@@ -86,6 +86,29 @@ impl RpcMetrics {
     }
 }
 
+/// The trie's recent past a replica keeps for proofs below the head ([`ec_store::TrieHistoryStats`]).
+pub fn proof_history(stats: ec_store::TrieHistoryStats) -> String {
+    let mut text = String::new();
+    #[rustfmt::skip]
+    let series: [(&str, &str, &str, u64); 4] = [
+        ("proof_history_blocks", "gauge", "Consecutive blocks up to the head whose trie changes are kept in memory: \
+          eth_getProof at those blocks reads the nodes as they were.", stats.blocks),
+        ("proof_history_bytes", "gauge", "Memory those blocks' trie changes take (--proof-history-mb bounds it).",
+          stats.bytes),
+        ("proofs_from_history_total", "counter", "Proofs below the head read from the blocks kept.",
+          stats.proofs_read),
+        ("proofs_walked_total", "counter", "Proofs below the head walked over every key changed since (a block \
+          not kept: caught up in a group, or before a restart).", stats.proofs_walked),
+    ];
+    for (name, kind, help, value) in series {
+        text.push_str(&format!(
+            "# HELP ether_cattle_replica_{name} {help}\n# TYPE ether_cattle_replica_{name} {kind}\n\
+             ether_cattle_replica_{name} {value}\n"
+        ));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,7 @@ use crate::{
         TxLocation, Value,
     },
     trie::{
+        history::{Recorded, TrieChange, TrieUnit},
         update::{AccountDelta, StateDelta},
         TrieHead,
     },
@@ -535,6 +536,8 @@ impl Store {
         if !b.state.is_empty() {
             return Err(bad_block(sequence, b, "a checkpoint carries no state change".into()));
         }
+        // The state (and its trie) is the imported one from here on: no node before it holds.
+        batch.set_trie_change(TrieChange::Reset);
         let expected_ancestors = b.number.min(256);
         if c.ancestors.len() as u64 != expected_ancestors {
             let reason = format!("{} ancestor hashes, expected {expected_ancestors}", c.ancestors.len());
@@ -974,11 +977,16 @@ impl Store {
         delta: &StateDelta,
     ) -> Result<B256> {
         let trie = self.trie_head()?;
-        let computed = match trie {
+        // A block applied on its own leaves what its update replaced for proofs at the blocks before it
+        // ([`crate::trie::history`]); a group's union of changes is no block's state, a revert undoes one.
+        let record = self.trie_history.enabled() && number == to.number;
+        let (computed, recorded) = match trie {
             // Genesis: an empty state and no trie yet.
-            None if number == 0 && to.number == 0 => self.update_trie(batch, delta)?,
-            Some(t) if t.hash == from && delta.accounts.is_empty() => t.root,
-            Some(t) if t.hash == from => self.update_trie(batch, delta)?,
+            None if number == 0 && to.number == 0 => (self.update_trie(batch, delta, false)?.0, None),
+            Some(t) if t.hash == from && delta.accounts.is_empty() => {
+                (t.root, record.then(Recorded::default))
+            }
+            Some(t) if t.hash == from => self.update_trie(batch, delta, record)?,
             _ => {
                 return Err(StoreError::Corrupt {
                     table: "meta",
@@ -1001,6 +1009,11 @@ impl Store {
         }
         let head = TrieHead { number: to.number, hash: to.hash, root: computed };
         self.put::<Meta>(batch, &MetaKey::Trie, &head.encode().into());
+        if to.number < number {
+            batch.set_trie_change(TrieChange::Revert { to: to.number });
+        } else if let (Some(before), Some(recorded)) = (trie, recorded) {
+            batch.set_trie_change(TrieChange::Block(TrieUnit::new(to.number, before.root, recorded)));
+        }
         Ok(computed)
     }
 

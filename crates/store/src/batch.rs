@@ -7,6 +7,7 @@ use rocksdb::{ReadOptions, WriteBatch, WriteOptions};
 use crate::{
     error::{Result, StoreError},
     tables::{Key, Table, Value},
+    trie::history::TrieChange,
     Store,
 };
 
@@ -118,12 +119,21 @@ impl Source for Store {
 #[derive(Default)]
 pub(crate) struct Batch {
     ops: Vec<Op>,
+    /// What the batch does to the trie, told to the store's [`crate::trie::history::TrieHistory`] once it commits.
+    trie: Option<TrieChange>,
 }
 
 impl Batch {
     /// Appends `later`'s writes: where both write a key, `later`'s wins.
     pub(crate) fn extend(&mut self, later: Batch) {
         self.ops.extend(later.ops);
+        if later.trie.is_some() {
+            self.trie = later.trie;
+        }
+    }
+
+    pub(crate) fn set_trie_change(&mut self, change: TrieChange) {
+        self.trie = Some(change);
     }
 }
 
@@ -132,6 +142,7 @@ pub(crate) struct Sealed {
     inner: WriteBatch,
     /// Written without the write-ahead log ([`Sealed::catching_up`]).
     unlogged: bool,
+    trie: Option<TrieChange>,
 }
 
 impl Sealed {
@@ -206,6 +217,7 @@ impl Store {
     pub(crate) fn seal(&self, batch: Batch) -> Sealed {
         let mut by_table: Vec<Vec<Op>> = crate::tables::ALL_TABLES.iter().map(|_| Vec::new()).collect();
         let writes = batch.ops.len();
+        let trie = batch.trie;
         for op in batch.ops {
             by_table[op.table].push(op);
         }
@@ -227,13 +239,13 @@ impl Store {
                 }
             }
         }
-        Sealed { inner, unlogged: false }
+        Sealed { inner, unlogged: false, trie }
     }
 
     /// Writes a sealed batch atomically: through the write-ahead log, or without it when it was caught up
     /// ([`Sealed::catching_up`]). A logged write never follows unlogged ones that are not flushed yet: they
     /// are flushed first (see [`Store::persist`]).
-    pub(crate) fn write_sealed(&self, Sealed { inner, unlogged }: Sealed) -> Result<()> {
+    pub(crate) fn write_sealed(&self, Sealed { inner, unlogged, trie }: Sealed) -> Result<()> {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.opts.sync_writes);
         let (ops, bytes) = (inner.len() as u64, inner.size_in_bytes() as u64);
@@ -254,6 +266,9 @@ impl Store {
         } else {
             self.persist()?;
             self.db.write_opt(inner, &wo)?;
+        }
+        if let Some(change) = trie {
+            self.trie_history.record(change);
         }
         self.written.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.written.ops.fetch_add(ops, std::sync::atomic::Ordering::Relaxed);

@@ -99,6 +99,7 @@ impl Store {
         // The range deletes below go through the write-ahead log: nothing written without it may precede them
         // unflushed (see [`Store::persist`]).
         self.persist()?;
+        self.trie_history.record(crate::trie::history::TrieChange::Reset);
         for name in crate::tables::TRIE_TABLES {
             let cf = self.cf_or_corrupt(name)?;
             // Whole-table range deletes; the rebuild then writes every key anew.

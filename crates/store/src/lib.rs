@@ -31,6 +31,7 @@ pub use ingest::sst_options;
 pub use pipeline::{Pipeline, Submitted, DEFAULT_GROUP_BLOCKS, HAND_OVER_FROM};
 pub use read::{Position, Reads};
 pub use trie::proof::{AccountProof, OverlayAccount, Proofs, SlotProof};
+pub use trie::history::TrieHistoryStats;
 pub use trie::update::StateDelta;
 
 /// The on-disk layout this build reads and writes. 1: state keyed by address (before 2026-12-01, no layout
@@ -80,7 +81,19 @@ pub struct StoreOptions {
     /// While catching up without the log, flush the memtables at least this often, bounding what a crash
     /// replays (RocksDB flushes on its own whenever a memtable fills, every 10-20 seconds catching up mainnet blocks).
     pub catch_up_flush_interval: std::time::Duration,
+    /// Proofs reach this many blocks below the head from the trie's recent past kept in memory
+    /// ([`trie::history`]): each block applied on its own keeps what its trie update replaced (`0`: none
+    /// kept; older proofs then walk every key changed since). The replica sets it to its `--proof-window`.
+    pub proof_history_blocks: u64,
+    /// The most memory that recent past may take (the oldest blocks are dropped first).
+    pub proof_history_bytes: usize,
 }
+
+/// The default [`StoreOptions::proof_history_blocks`]: geth's path scheme keeps 128 layers.
+pub const DEFAULT_PROOF_HISTORY_BLOCKS: u64 = 128;
+
+/// The default [`StoreOptions::proof_history_bytes`]: 1 GiB.
+pub const DEFAULT_PROOF_HISTORY_BYTES: usize = 1 << 30;
 
 /// The memtables to pair with catching up without the write-ahead log ([`StoreOptions::catch_up_wal`] off):
 /// with `atomic_flush` the first table to fill its memtable makes every table write a level-0 file, and with
@@ -173,6 +186,8 @@ impl Default for StoreOptions {
             tuning: Tuning::replica(DEFAULT_BLOCK_CACHE_BYTES),
             catch_up_wal: true,
             catch_up_flush_interval: DEFAULT_CATCH_UP_FLUSH_INTERVAL,
+            proof_history_blocks: DEFAULT_PROOF_HISTORY_BLOCKS,
+            proof_history_bytes: DEFAULT_PROOF_HISTORY_BYTES,
         }
     }
 }
@@ -265,6 +280,8 @@ pub struct Store {
     /// When the first batch written without the write-ahead log since the last flush was written (`None`:
     /// every write so far is durable). See [`Store::persist`].
     unlogged_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The trie's recent past, for proofs below the head ([`trie::history`]).
+    trie_history: trie::history::TrieHistory,
 }
 
 /// What the store has committed since it was opened (for the benchmark's write amplification).
@@ -324,8 +341,11 @@ impl Store {
         }
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let trie_history =
+            trie::history::TrieHistory::new(opts.proof_history_blocks, opts.proof_history_bytes);
         let store = Store {
             db,
+            trie_history,
             opts,
             first_state_block: AtomicU64::new(0),
             written: Default::default(),
@@ -429,6 +449,7 @@ impl Store {
             built_root: Default::default(),
             roots_unchecked: Default::default(),
             unlogged_since: Default::default(),
+            trie_history: trie::history::TrieHistory::new(0, 0),
         }
     }
 

@@ -1011,3 +1011,70 @@ fn roots_and_proofs_at_older_blocks_with_hundreds_of_slots_changed_since_equal_t
     // The walks went on every core (ec-store walks the storage tries of a change of 256 slots or more so).
     assert!(widest >= 256, "at most {widest} slots changed since a block of the window");
 }
+
+/// Proofs below the head read the trie's recent past (what each block's update replaced, kept in memory)
+/// and equal the proofs walked over every key changed since, at every block of the window and across
+/// reorgs; each leads to the header's root. Older than the past held, and on a store that keeps none, they
+/// are walked.
+#[test]
+fn proofs_from_the_tries_recent_past_equal_the_walked_ones_across_reorgs() {
+    use ec_store::Proofs;
+
+    let opts = GenOptions {
+        seed: 11,
+        max_txs: 16,
+        slots: 64,
+        reorg_chance: 0.08,
+        max_reorg_depth: 5,
+        ..GenOptions::default()
+    };
+    let addrs = addresses(&opts);
+    let (kept_dir, walked_dir) =
+        (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let window = 30;
+    let kept = Store::open(
+        kept_dir.path(),
+        StoreOptions { undo_window: 100, proof_history_blocks: window, ..StoreOptions::default() },
+    )
+    .expect("store opens");
+    let walked = Store::open(
+        walked_dir.path(),
+        StoreOptions { undo_window: 100, proof_history_blocks: 0, ..StoreOptions::default() },
+    )
+    .expect("store opens");
+    let mut gen = LogGenerator::new(opts);
+    let mut roots = HashMap::new();
+    let mut reverts = 0;
+    for _ in 0..400 {
+        let (seq, record) = gen.next_record();
+        match &record {
+            Record::Block(b) => {
+                roots.insert(b.number, ec_log::state_root_of_header(&b.header).expect("a root"));
+            }
+            Record::Revert(_) => reverts += 1,
+            _ => {}
+        }
+        let rec = assembled(seq, record);
+        kept.apply(&rec).expect("applies");
+        walked.apply(&rec).expect("applies");
+    }
+    assert!(reverts >= 10, "only {reverts} reverts");
+    let head = kept.head().expect("head").expect("head").number;
+    let held = kept.trie_history().blocks;
+    assert!(held > 0 && held <= window, "{held} blocks held of a window of {window}");
+    let slots = [B256::ZERO, B256::with_last_byte(1), B256::with_last_byte(7), B256::with_last_byte(40)];
+    let mut asked = 0;
+    for n in head - 40..=head {
+        for address in addrs.iter().take(8) {
+            let (root, proof) = kept.proof(address, &slots, n).expect("proves");
+            assert_eq!(root, roots[&n], "the root of the proof at block {n}");
+            assert_eq!((root, proof), walked.proof(address, &slots, n).expect("proves"), "{address} at {n}");
+        }
+        asked += 8;
+    }
+    let (stats, oldest) = (kept.trie_history(), head - held);
+    assert_eq!(stats.proofs_read, 8 * held, "every block from {oldest} on is read from the past held");
+    assert_eq!(stats.proofs_read + stats.proofs_walked + 8, asked, "the rest walked (the head is neither)");
+    let none = walked.trie_history();
+    assert_eq!((none.blocks, none.proofs_read), (0, 0));
+}

@@ -12,6 +12,7 @@
 //! the leaves around the changes. The same walk, with target keys in the prefix set and a proof retainer,
 //! answers `eth_getProof`.
 
+pub mod history;
 pub(crate) mod leaf_hashes;
 pub(crate) mod leaves;
 pub mod proof;

@@ -1,6 +1,7 @@
 //! Merkle proofs of accounts and slots (`eth_getProof`, EIP-1186) from the stored trie: at the head by
-//! walking the stored nodes down to the targets, at an older block by laying that block's values over every
-//! key changed since (the same walk a block's root check does).
+//! walking the stored nodes down to the targets; at an older block the same way over the nodes as they were
+//! then, when the trie's recent past holds every block since ([`super::history`]), and otherwise by laying
+//! that block's values over every key changed since (the same walk a block's root check does).
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use alloy_trie::{Nibbles, EMPTY_ROOT_HASH};
 
 use super::{
     account_leaf,
+    history::{walk_accounts_at, walk_storage_at, Past},
     update::{AccountDelta, StateDelta, TrieWalks},
     walk::Walked,
 };
@@ -60,7 +62,29 @@ pub trait Proofs: Reads + Sized + Sync {
         let trie = self.trie_head()?.ok_or(StoreError::Config {
             reason: "the state trie is off on this replica (--state-trie off): it serves no proofs".into(),
         })?;
-        let delta = self.values_since(number, trie.number)?;
+        if number < trie.number {
+            let history = &self.store().trie_history;
+            if let Some(units) = history.since(number, trie.number) {
+                if let Some(found) = proof_from_past(self, address, slots, &Past::new(number, &units))? {
+                    history.count_proof(true);
+                    return Ok(found);
+                }
+            }
+            history.count_proof(false);
+        }
+        self.proof_by_walking(address, slots, number, trie.number)
+    }
+
+    /// [`Proofs::proof`] over every key changed after block `number` up to the trie's head `head`, with its
+    /// value then (read from history).
+    fn proof_by_walking(
+        &self,
+        address: &Address,
+        slots: &[B256],
+        number: u64,
+        head: u64,
+    ) -> Result<(B256, AccountProof)> {
+        let delta = self.values_since(number, head)?;
         let key = keccak256(address);
 
         // The account's storage trie, at `number`.
@@ -175,6 +199,52 @@ pub trait Proofs: Reads + Sized + Sync {
 }
 
 impl<S: Reads + Sync> Proofs for S {}
+
+/// [`Proofs::proof`] over the nodes as they were after the past's block; `None` when the walk does not
+/// come out at the root the trie had then (a reorg between the view's instant and the units read: the caller
+/// walks instead).
+fn proof_from_past<S: Reads>(
+    source: &S,
+    address: &Address,
+    slots: &[B256],
+    past: &Past<'_>,
+) -> Result<Option<(B256, AccountProof)>> {
+    let key = keccak256(address);
+    let slot_keys: Vec<B256> = slots.iter().map(keccak256).collect();
+    let storage = walk_storage_at(source, past, &key, &slot_keys)?;
+    let account = match past.account_changed(&key) {
+        true => source.account_at_key(&key, past.number)?,
+        false => source.get::<crate::tables::Accounts>(&key)?,
+    };
+    let storage_root = if account.is_some() { storage.root } else { EMPTY_ROOT_HASH };
+    let accounts = walk_accounts_at(source, past, &[key])?;
+    if accounts.root != past.root() {
+        tracing::warn!(
+            number = past.number,
+            computed = %accounts.root,
+            expected = %past.root(),
+            "a proof over the trie's recent past did not come out at that block's root; walking instead"
+        );
+        return Ok(None);
+    }
+    let slots = slots
+        .iter()
+        .zip(&slot_keys)
+        .map(|(slot, slot_key)| {
+            let value = match past.slot_changed(&key, slot_key) {
+                true => source.storage_at_keys(&key, slot_key, past.number)?,
+                false => source.get::<crate::tables::Storage>(&(key, *slot_key))?.unwrap_or_default(),
+            };
+            let value = if account.is_some() { value } else { B256::ZERO };
+            Ok(SlotProof { slot: *slot, value, proof: nodes_to(&storage, slot_key) })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let proof = nodes_to(&accounts, &key);
+    Ok(Some((
+        accounts.root,
+        AccountProof { address: *address, account, storage_root, proof, storage: slots },
+    )))
+}
 
 /// The proof nodes on the path to `key`, root first.
 fn nodes_to(walked: &Walked, key: &B256) -> Vec<Bytes> {

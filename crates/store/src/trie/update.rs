@@ -8,6 +8,7 @@ use alloy_trie::{HashBuilder, Nibbles, EMPTY_ROOT_HASH};
 
 use super::{
     account_leaf,
+    history::Recorded,
     leaves::{DbLeaves, DbNodes},
     slot_leaf,
     walk::{Walk, Walked},
@@ -71,13 +72,23 @@ pub(crate) fn stored_slot_leaf(raw: &[u8]) -> Result<Vec<u8>> {
 impl Store {
     /// Applies `delta` to the stored trie: writes the changed nodes and storage roots into `batch` and
     /// returns the new state root. Reads the database as it is before the batch (the batch holds the
-    /// delta's leaves too, which the walk takes from `delta` instead).
-    pub(crate) fn update_trie(&self, batch: &mut Batch, delta: &StateDelta) -> Result<B256> {
+    /// delta's leaves too, which the walk takes from `delta` instead). With `record`, also what it replaced,
+    /// as it was ([`super::history`]).
+    pub(crate) fn update_trie(
+        &self,
+        batch: &mut Batch,
+        delta: &StateDelta,
+        record: bool,
+    ) -> Result<(B256, Option<Recorded>)> {
+        let mut recorded = record.then(|| Recorded::new(delta));
         let mut overlay = BTreeMap::new();
         let storage = self.storage_roots_after(delta)?;
         for ((key, change), (storage_root, walked)) in delta.accounts.iter().zip(storage) {
             if let Some(walked) = walked {
                 self.count_walk(&walked);
+                if let Some(r) = recorded.as_mut() {
+                    r.storage_walk(*key, &walked);
+                }
                 for path in &walked.removed {
                     self.delete::<StorageTrie>(batch, &(*key, TriePath(*path)));
                 }
@@ -98,13 +109,16 @@ impl Store {
             None => self.walk_accounts(&overlay, delta.accounts.keys(), &[])?,
         };
         self.count_walk(&walked);
+        if let Some(r) = recorded.as_mut() {
+            r.account_walk(&walked);
+        }
         for path in &walked.removed {
             self.delete::<AccountTrie>(batch, &TriePath(*path));
         }
         for (path, node) in walked.updated {
             self.put::<AccountTrie>(batch, &TriePath(path), &node);
         }
-        Ok(walked.root)
+        Ok((walked.root, recorded))
     }
 }
 
@@ -139,8 +153,10 @@ impl Store {
         if workers < 2 || overlay.len() < PARALLEL_MIN_ACCOUNTS {
             return Ok(None);
         }
-        let Some(root) = self.get::<AccountTrie>(&TriePath(Nibbles::default()))? else { return Ok(None) };
-        let root = root.branch;
+        let Some(stored_root) = self.get::<AccountTrie>(&TriePath(Nibbles::default()))? else {
+            return Ok(None);
+        };
+        let root = stored_root.branch.clone();
         if root.state_mask.get() != u16::MAX || root.hash_mask != root.state_mask {
             return Ok(None);
         }
@@ -166,7 +182,7 @@ impl Store {
         }
 
         let mut hb = HashBuilder::default().with_updates(true);
-        let mut all = Walked::default();
+        let mut all = Walked { visited: vec![(Nibbles::default(), stored_root)], ..Walked::default() };
         for (nibble, old) in (0..16u8).zip(root.hashes.iter()) {
             let path = Nibbles::from_nibbles_unchecked([nibble]);
             match subtrees[usize::from(nibble)].take() {
@@ -174,6 +190,7 @@ impl Store {
                     hb.add_branch(path, walked.root, true);
                     all.updated.extend(walked.updated);
                     all.removed.extend(walked.removed);
+                    all.visited.extend(walked.visited);
                     all.leaves_read += walked.leaves_read;
                     all.leaf_hashes_given += walked.leaf_hashes_given;
                 }
@@ -318,7 +335,7 @@ mod tests {
             }
             let changed: usize = delta.accounts.values().map(|c| c.slots.len()).sum();
             assert!(changed >= PARALLEL_MIN_SLOTS, "round {round}: {changed} slots");
-            let root = store.update_trie(&mut batch, &delta).expect("updates");
+            let (root, _) = store.update_trie(&mut batch, &delta, false).expect("updates");
             store.commit(batch).expect("commits");
             assert_eq!(root, store.state_root().expect("rebuilds"), "round {round}");
         }
@@ -391,7 +408,7 @@ mod tests {
             };
             assert_eq!(sorted(split.removed), sorted(whole.removed), "round {round}: nodes removed");
 
-            let root = store.update_trie(&mut batch, &delta).expect("updates");
+            let (root, _) = store.update_trie(&mut batch, &delta, false).expect("updates");
             store.commit(batch).expect("commits");
             assert_eq!(root, store.state_root().expect("rebuilds"), "round {round}");
             let updated = trie_tables();
