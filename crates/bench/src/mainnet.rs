@@ -78,6 +78,10 @@ pub struct Args {
     /// 256 MiB memtables, as `--catch-up-without-wal` makes a replica do.
     #[arg(long)]
     catch_up_without_wal: bool,
+    /// The trie's recent past kept for proofs below the head, in MiB (the replica's --proof-history-mb;
+    /// 0: none, every proof below the head walks).
+    #[arg(long, default_value_t = ec_store::DEFAULT_PROOF_HISTORY_BYTES >> 20)]
+    proof_history_mb: usize,
 }
 
 const HOT: u64 = 100;
@@ -111,6 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tuning,
         state_trie,
         catch_up_wal: !args.catch_up_without_wal,
+        proof_history_bytes: args.proof_history_mb << 20,
         ..StoreOptions::default()
     };
 
@@ -226,7 +231,6 @@ struct Replayed {
 /// before is written), so that both meet the same database and machine.
 fn replay(store: &std::sync::Arc<Store>, gen: &mut BlockGen, args: &Args) -> anyhow::Result<Replayed> {
     let mut pipeline = ec_store::Pipeline::new(store.clone())?.group_blocks(args.group_blocks);
-    pipeline.set_catching_up(true);
     store.apply(&assembled(0, gen.genesis()))?;
     let mut out = Replayed {
         chunk_blocks: args.chunk_blocks,
@@ -262,6 +266,9 @@ fn replay(store: &std::sync::Arc<Store>, gen: &mut BlockGen, args: &Args) -> any
         }
         let n = chunk.len() as u64;
         let pipelined = chunk_index % 2 == 1;
+        // The pipelined chunks catch up as a replica does at start-up (no write-ahead log with
+        // --catch-up-without-wal, no trie history kept); the others are blocks at the tip.
+        pipeline.set_catching_up(pipelined);
         let before = store.write_stats();
         let t = Instant::now();
         for frames in chunk {
@@ -369,8 +376,12 @@ fn proof_times(store: &Store, gen: &BlockGen) -> anyhow::Result<Vec<(u64, f64, O
     use ec_store::Proofs;
     let mut out = Vec::new();
     let held = store.trie_history();
-    println!("proofs: the trie's recent past holds {} blocks ({:.1} MB)", held.blocks, held.bytes as f64 / 1e6);
-    for (back, times) in [(0u64, 200u32), (1, 20), (10, 20), (100, 20)] {
+    println!(
+        "proofs: the trie's recent past holds {} blocks ({:.1} MB)",
+        held.blocks,
+        held.bytes as f64 / 1e6
+    );
+    for (back, times) in [(0u64, 200u32), (1, 20), (10, 5), (100, 5)] {
         let Some(number) = gen.number.checked_sub(back) else { continue };
         let time = |walk: bool, times: u32| -> anyhow::Result<f64> {
             let started = Instant::now();
@@ -378,7 +389,9 @@ fn proof_times(store: &Store, gen: &BlockGen) -> anyhow::Result<Vec<(u64, f64, O
                 let (contract, slots) = (address(u64::from(i) % HOT), [slot(u64::from(i))]);
                 match walk {
                     false => std::hint::black_box(store.proof(&contract, &slots, number)?),
-                    true => std::hint::black_box(store.proof_by_walking(&contract, &slots, number, gen.number)?),
+                    true => {
+                        std::hint::black_box(store.proof_by_walking(&contract, &slots, number, gen.number)?)
+                    }
                 };
             }
             Ok(started.elapsed().as_secs_f64() * 1e3 / f64::from(times))

@@ -114,6 +114,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_tries_recent_past_has_its_four_series() {
+        let stats =
+            ec_store::TrieHistoryStats { blocks: 128, bytes: 5_000_000, proofs_read: 7, proofs_walked: 2 };
+        let text = proof_history(stats);
+        for line in [
+            "ether_cattle_replica_proof_history_blocks 128",
+            "ether_cattle_replica_proof_history_bytes 5000000",
+            "ether_cattle_replica_proofs_from_history_total 7",
+            "ether_cattle_replica_proofs_walked_total 2",
+            "# TYPE ether_cattle_replica_proofs_walked_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+    }
+
+    #[test]
     fn known_methods_have_their_own_series_and_the_rest_count_as_other() {
         let m = RpcMetrics::new(["eth_chainId".to_owned()]);
         m.record("eth_chainId", 0.001, false);

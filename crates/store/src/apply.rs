@@ -966,7 +966,8 @@ impl Store {
 
     /// Applies `delta` to the trie, which must describe the state `from` names (a block's number and its
     /// parent's hash; a revert's block and its own hash), compares the root with `expected` (if any) and
-    /// records that the trie now describes `to`.
+    /// records that the trie now describes `to`. A forward change keeps what it replaced for proofs below the
+    /// head ([`crate::trie::history`]), unless catching up at start-up.
     fn check_trie_root(
         &self,
         batch: &mut Batch,
@@ -977,9 +978,9 @@ impl Store {
         delta: &StateDelta,
     ) -> Result<B256> {
         let trie = self.trie_head()?;
-        // A block applied on its own leaves what its update replaced for proofs at the blocks before it
-        // ([`crate::trie::history`]); a group's union of changes is no block's state, a revert undoes one.
-        let record = self.trie_history.enabled() && number == to.number;
+        // What the update replaces, kept for proofs at the block before it ([`crate::trie::history`]); a
+        // revert undoes what was kept instead.
+        let record = self.trie_history.enabled() && to.number >= number;
         let (computed, recorded) = match trie {
             // Genesis: an empty state and no trie yet.
             None if number == 0 && to.number == 0 => (self.update_trie(batch, delta, false)?.0, None),
@@ -1012,7 +1013,8 @@ impl Store {
         if to.number < number {
             batch.set_trie_change(TrieChange::Revert { to: to.number });
         } else if let (Some(before), Some(recorded)) = (trie, recorded) {
-            batch.set_trie_change(TrieChange::Block(TrieUnit::new(to.number, before.root, recorded)));
+            let unit = TrieUnit::new((number, to.number), before.root, recorded);
+            batch.set_trie_change(TrieChange::Block(Box::new(unit)));
         }
         Ok(computed)
     }

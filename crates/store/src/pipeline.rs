@@ -157,6 +157,8 @@ impl Pipeline {
     /// first one flushes what was written without it.
     pub fn set_catching_up(&mut self, behind: bool) {
         self.catching_up = behind;
+        // Nothing is served while catching up at start-up: no proof asks for the trie's recent past.
+        self.store.trie_history.pause(behind);
     }
 
     /// Groups up to `blocks` blocks per batch and root check (default [`DEFAULT_GROUP_BLOCKS`]; 1: none).

@@ -322,3 +322,43 @@ fn grouped_blocks_check_one_root_and_still_name_a_bad_block() {
         "the blocks before it stay"
     );
 }
+
+/// A serving replica that fell behind applies blocks in groups (not the start-up catch-up): each group is
+/// one unit of the trie's recent past. A proof at a block between groups reads it, one inside a group walks
+/// every key changed since, and both equal the walked proof and the one-by-one store's; the start-up
+/// catch-up keeps nothing.
+#[test]
+fn groups_applied_while_serving_keep_the_tries_recent_past_between_them() {
+    use ec_store::Proofs;
+
+    let gen = GenOptions { seed: 5, max_txs: 8, reorg_chance: 0.0, ..GenOptions::default() };
+    let records = LogGenerator::records(gen.clone(), 240);
+    let opts = StoreOptions { undo_window: 200, ..StoreOptions::default() };
+    let (one_by_one, piped, _, _dirs) = both(&opts, &records);
+    let head = piped.head().expect("head").expect("a head").number;
+    let held = piped.trie_history().blocks;
+    assert!(held >= 60, "{held} blocks held");
+    let addresses: Vec<Address> =
+        (0..8u64).map(|i| Address::left_padding_from(&(i + 0x1000).to_be_bytes())).collect();
+    let slots = [B256::ZERO, B256::with_last_byte(3)];
+    for n in head - 60..head {
+        for address in &addresses {
+            let piped_proof = piped.proof(address, &slots, n).expect("proves");
+            assert_eq!(piped_proof, piped.proof_by_walking(address, &slots, n, head).expect("walks"), "{n}");
+            assert_eq!(piped_proof, one_by_one.proof(address, &slots, n).expect("proves"), "{n}");
+        }
+    }
+    let stats = piped.trie_history();
+    assert!(stats.proofs_read > 0 && stats.proofs_walked > 0, "groups between and around: {stats:?}");
+    assert_eq!(one_by_one.trie_history().proofs_walked, 0, "one by one, every block is held");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let caught_up = open(&dir, &opts);
+    let mut pipeline = Pipeline::new(caught_up.clone()).expect("pipeline starts");
+    pipeline.set_catching_up(true);
+    for (seq, record) in &records {
+        pipeline.submit(assembled(*seq, record.clone())).expect("applies");
+    }
+    pipeline.flush().expect("last batch");
+    assert_eq!(caught_up.trie_history().blocks, 0, "the start-up catch-up keeps nothing");
+}

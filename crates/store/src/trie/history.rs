@@ -1,26 +1,27 @@
-//! The trie's recent past, in memory: what each of the last blocks changed in the stored trie, so that a
-//! proof at a block inside the proof window reads the nodes as they were then instead of walking every key
-//! changed since (as geth's path scheme reads its in-memory diff layers).
+//! The trie's recent past, in memory: what each of the last trie updates changed in the stored trie, so
+//! that a proof at a block inside the proof window reads the nodes as they were then instead of walking
+//! every key changed since (as geth's path scheme reads its in-memory diff layers).
 //!
-//! Each block applied on its own (at the tip: a group caught up under one root is not a block's state)
-//! leaves a [`TrieUnit`]: the nodes its trie update replaced or removed, as they were before it (a node it
-//! created: absent), the keys it changed, and the root before it. The units of consecutive blocks are kept
-//! in order, the oldest dropped once it falls out of the window or the memory bound. The state after block
-//! F is then the stored trie with, for each node, the value the first unit after F recorded for it, if
-//! any: [`Past`]. Its leaves are the stored ones with the keys changed since F read from the state history
-//! as the walk reaches them ([`AccountsAt`], [`SlotsAt`]); the walk down to a proof's targets then reads
-//! what a proof at the head reads.
+//! Each trie update after the replica first caught up (a block, or a group of blocks a serving replica
+//! that fell behind applied under one root) leaves a [`TrieUnit`]: the nodes it replaced or removed, as
+//! they were before it (a node it created: absent), the keys it changed, and the root before it. The units
+//! of consecutive updates are kept in order, the oldest dropped once it falls out of the window or the
+//! memory bound. The state after block F is then the stored trie with, for each node, the value the first
+//! unit after F recorded for it, if any: [`Past`]. Its leaves are the stored ones with the keys changed
+//! since F read from the state history as the walk reaches them ([`AccountsAt`], [`SlotsAt`]); the walk
+//! down to a proof's targets then reads what a proof at the head reads.
 //!
-//! Nothing of it is on disk: a restarted replica, or one that caught up in groups, starts it again with its
-//! next block, and proofs at blocks it does not cover walk every key changed since, as before
-//! ([`super::proof`]). A walk over the past gives the root the unit recorded, or its answer is not used.
+//! Nothing of it is on disk, and the start-up catch-up keeps nothing: a started replica holds it from its
+//! first block after it caught up, and proofs at blocks it does not cover walk every key changed since, as
+//! before ([`super::proof`]). A walk over the past must give the root the unit recorded, or its answer is
+//! not used.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::VecDeque,
     ops::Bound,
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc, Arc, Mutex, RwLock,
     },
 };
 
@@ -41,93 +42,261 @@ use crate::{
     tables::{AccountTrie, Accounts, Storage, StorageTrie, Value},
 };
 
-/// A node as it was before a block: its encoding, or `None` where there was none.
-type Prior = Option<Box<[u8]>>;
+/// Nodes as they were before an update, by key: a sorted index into one buffer of their encodings (a few
+/// allocations per block, not one per node: some 20,000 nodes a block, kept for 128 blocks).
+#[derive(Debug)]
+struct Priors<K> {
+    /// Key, then where its encoding starts in `bytes` and how long it is ([`ABSENT`]: there was no node).
+    index: Vec<(K, u32, u32)>,
+    bytes: Vec<u8>,
+}
 
-/// What one block's trie update replaced, as it was before the block.
+/// The length of a node that was not there.
+const ABSENT: u32 = u32::MAX;
+
+/// Two sorted lists with no key in both, as one.
+fn merge<T: Copy, K: Ord + Copy>(a: Vec<(K, T, T)>, b: Vec<(K, T, T)>) -> Vec<(K, T, T)> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 < y.0 => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => return out,
+        };
+        out.extend(next);
+    }
+}
+
+impl<K: Ord + Copy> Priors<K> {
+    /// From walks: each node visited, as it was, and each path updated; a path both visited and updated
+    /// keeps its visit, one updated only was absent. `key` makes the `i`th walk's path a key; the walks
+    /// come in key order, and each visits in path order, so the visits need no sort: only the few paths
+    /// created are sorted in.
+    fn new(walks: &[&WalkNodes], key: impl Fn(usize, Nibbles) -> K) -> Self {
+        let entries: usize = walks.iter().map(|w| w.visited.len()).sum();
+        let bytes: usize = walks.iter().flat_map(|w| w.visited.iter().map(|(_, n)| n.encoded_len())).sum();
+        let mut priors = Self { index: Vec::with_capacity(entries), bytes: Vec::with_capacity(bytes) };
+        for (i, walk) in walks.iter().enumerate() {
+            for (path, node) in &walk.visited {
+                let start = priors.bytes.len();
+                node.encode_to(&mut priors.bytes);
+                priors.index.push((key(i, *path), start as u32, (priors.bytes.len() - start) as u32));
+            }
+        }
+        if !priors.index.windows(2).all(|w| w[0].0 < w[1].0) {
+            // (Not expected: the walks' order is the keys'. Correct either way.)
+            priors.index.sort_by_key(|e| e.0);
+            priors.index.dedup_by(|later, first| later.0 == first.0);
+        }
+        let mut created: Vec<(K, u32, u32)> = Vec::new();
+        for (i, walk) in walks.iter().enumerate() {
+            for path in &walk.updated {
+                let k = key(i, *path);
+                if priors.index.binary_search_by(|e| e.0.cmp(&k)).is_err() {
+                    created.push((k, 0, ABSENT));
+                }
+            }
+        }
+        if !created.is_empty() {
+            created.sort_unstable_by_key(|e| e.0);
+            created.dedup_by(|later, first| later.0 == first.0);
+            let visits = std::mem::take(&mut priors.index);
+            priors.index = merge(visits, created);
+        }
+        priors
+    }
+
+    /// The node at `key` then, if the update changed it (`Some(None)`: there was none).
+    fn get(&self, key: &K) -> Option<Option<&[u8]>> {
+        let i = self.index.binary_search_by(|e| e.0.cmp(key)).ok()?;
+        let (_, start, len) = self.index[i];
+        Some((len != ABSENT).then(|| &self.bytes[start as usize..start as usize + len as usize]))
+    }
+
+    /// The first key from `from` on that the update changed.
+    fn first_from(&self, from: &K) -> Option<K> {
+        let i = self.index.partition_point(|e| e.0 < *from);
+        self.index.get(i).map(|e| e.0)
+    }
+}
+
+/// One walk as the apply hands it over: the nodes it visited, as they were (moved out of the walk, not
+/// copied), and the paths it updated.
+#[derive(Debug, Default)]
+struct WalkNodes {
+    visited: Vec<(Nibbles, TrieNode)>,
+    updated: Vec<Nibbles>,
+}
+
+impl WalkNodes {
+    fn take(walked: &mut Walked) -> Self {
+        Self {
+            visited: std::mem::take(&mut walked.visited),
+            updated: walked.updated.keys().copied().collect(),
+        }
+    }
+
+    /// About what its [`Priors`] entries take.
+    fn bytes(&self, key_bytes: usize) -> usize {
+        let entry = key_bytes + 8;
+        entry * (self.visited.len() + self.updated.len())
+            + self.visited.iter().map(|(_, n)| n.encoded_len()).sum::<usize>()
+    }
+}
+
+/// What one update replaced, as the apply hands it over: its walks as they are, and the keys it changed.
+/// Turned into lookups ([`Lookups`]) off the apply's thread: see [`TrieHistory`].
 #[derive(Debug, Default)]
 pub(crate) struct Recorded {
-    account_nodes: BTreeMap<Nibbles, Prior>,
-    storage_nodes: BTreeMap<(B256, Nibbles), Prior>,
-    /// The accounts the block changed, with their changed slots (sorted).
-    changed: BTreeMap<B256, Vec<B256>>,
+    account: WalkNodes,
+    storage: Vec<(B256, WalkNodes)>,
+    accounts: Vec<B256>,
+    slots: Vec<(B256, B256)>,
 }
 
 impl Recorded {
     /// The keys `delta` changes.
     pub(crate) fn new(delta: &StateDelta) -> Self {
-        let changed = delta.accounts.iter().map(|(k, d)| (*k, d.slots.keys().copied().collect())).collect();
-        Self { changed, ..Self::default() }
+        // (The delta's maps are in key order: so are these.)
+        let accounts = delta.accounts.keys().copied().collect();
+        let slots = delta.accounts.iter().flat_map(|(a, d)| d.slots.keys().map(|s| (*a, *s))).collect();
+        Self { accounts, slots, ..Self::default() }
     }
 
-    /// A walk of the account trie: the nodes it visited as they were, and the ones it created as absent.
-    pub(crate) fn account_walk(&mut self, walked: &Walked) {
-        priors(walked, |path, prior| {
-            self.account_nodes.insert(path, prior);
-        });
+    /// The account trie's walk (its visited nodes are moved here).
+    pub(crate) fn account_walk(&mut self, walked: &mut Walked) {
+        self.account = WalkNodes::take(walked);
     }
 
-    /// A walk of `account`'s storage trie.
-    pub(crate) fn storage_walk(&mut self, account: B256, walked: &Walked) {
-        priors(walked, |path, prior| {
-            self.storage_nodes.insert((account, path), prior);
-        });
+    /// `account`'s storage trie's walk (its visited nodes are moved here).
+    pub(crate) fn storage_walk(&mut self, account: B256, walked: &mut Walked) {
+        self.storage.push((account, WalkNodes::take(walked)));
     }
 
-    /// About what it takes in memory.
+    /// About what its lookups take.
     fn bytes(&self) -> usize {
-        const ENTRY: usize = 64;
-        let prior = |p: &Prior| ENTRY + p.as_ref().map_or(0, |b| b.len());
-        self.account_nodes.values().map(prior).sum::<usize>()
-            + self.storage_nodes.values().map(|p| prior(p) + 32).sum::<usize>()
-            + self.changed.values().map(|slots| ENTRY + 32 * (1 + slots.len())).sum::<usize>()
+        self.account.bytes(40)
+            + self.storage.iter().map(|(_, w)| w.bytes(72)).sum::<usize>()
+            + 32 * self.accounts.len()
+            + 64 * self.slots.len()
+    }
+
+    fn lookups(self) -> Lookups {
+        let account_nodes = Priors::new(&[&self.account], |_, path| path);
+        let walks: Vec<&WalkNodes> = self.storage.iter().map(|(_, w)| w).collect();
+        let storage_nodes = Priors::new(&walks, |i, path| (self.storage[i].0, path));
+        Lookups { account_nodes, storage_nodes, accounts: self.accounts, slots: self.slots }
     }
 }
 
-/// Every node `walked` visited, as it was, then every one it created (as absent).
-fn priors(walked: &Walked, mut keep: impl FnMut(Nibbles, Prior)) {
-    for (path, node) in &walked.visited {
-        keep(*path, Some(node.encode().into_boxed_slice()));
-    }
-    let visited: std::collections::HashSet<&Nibbles> = walked.visited.iter().map(|(p, _)| p).collect();
-    for path in walked.updated.keys().filter(|p| !visited.contains(p)) {
-        keep(*path, None);
-    }
+/// What one update replaced, sorted for a proof's lookups.
+#[derive(Debug)]
+struct Lookups {
+    account_nodes: Priors<Nibbles>,
+    storage_nodes: Priors<(B256, Nibbles)>,
+    /// The accounts the update changed, and their changed slots (both sorted).
+    accounts: Vec<B256>,
+    slots: Vec<(B256, B256)>,
 }
 
-/// One block's trie update, undone.
+/// One trie update, undone: a block's, or a group's (blocks a replica that fell behind applied under one
+/// root: a proof may ask for the state before the group, not for one inside it).
 #[derive(Debug)]
 pub(crate) struct TrieUnit {
-    /// The block.
-    number: u64,
-    /// The state root before it (its parent's).
+    /// The first block and the last.
+    first: u64,
+    last: u64,
+    /// The state root before it (the first block's parent's).
     root_before: B256,
-    recorded: Recorded,
+    /// As handed over, until [`TrieUnit::lookups`] sorts it.
+    recorded: std::sync::Mutex<Option<Recorded>>,
+    lookups: std::sync::OnceLock<Lookups>,
     bytes: usize,
 }
 
 impl TrieUnit {
-    pub(crate) fn new(number: u64, root_before: B256, recorded: Recorded) -> Self {
+    pub(crate) fn new((first, last): (u64, u64), root_before: B256, recorded: Recorded) -> Self {
         let bytes = recorded.bytes();
-        Self { number, root_before, recorded, bytes }
+        let recorded = std::sync::Mutex::new(Some(recorded));
+        Self { first, last, root_before, recorded, lookups: Default::default(), bytes }
+    }
+
+    /// Its lookups, built on first use (by the history's keeper thread, right after the commit; a proof
+    /// that comes first builds them itself, or waits for the keeper).
+    fn lookups(&self) -> &Lookups {
+        self.lookups.get_or_init(|| {
+            let recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner()).take();
+            recorded.unwrap_or_default().lookups()
+        })
+    }
+}
+
+/// A unit to sort, and units to drop.
+type Job = (Option<Arc<TrieUnit>>, Vec<Arc<TrieUnit>>);
+
+/// The thread that sorts new units and drops old ones ([`TrieHistory`]).
+#[derive(Debug)]
+struct Keeper {
+    jobs: mpsc::Sender<Job>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Keeper {
+    fn start() -> Option<Self> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new().name("ec-trie-history".into()).spawn(move || {
+            for (new, gone) in rx {
+                if let Some(unit) = new {
+                    unit.lookups();
+                }
+                drop(gone);
+            }
+        });
+        match thread {
+            Ok(thread) => Some(Self { jobs, thread: Some(thread) }),
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread for the trie's recent past: proofs sort it as they read it");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has done what it was given.
+        let (closed, _) = mpsc::channel();
+        self.jobs = closed;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
 /// What a committed batch did to the trie, for [`TrieHistory::record`].
 #[derive(Debug)]
 pub(crate) enum TrieChange {
-    /// A block applied on its own.
-    Block(TrieUnit),
+    /// A block or a group applied (boxed: a batch carries this beside its writes).
+    Block(Box<TrieUnit>),
     /// Blocks after `to` reverted.
     Revert { to: u64 },
     /// The trie rebuilt, or replaced by a checkpoint's: nothing before holds.
     Reset,
 }
 
-/// The units of the last blocks, oldest first, each the block after the one before.
+/// The units of the last blocks, oldest first, each starting at the block after the one before ends.
+///
+/// The apply's thread only moves what its walks visited into a unit ([`Recorded`]); a keeper thread then
+/// sorts it into lookups and drops the units that leave. Done on the apply's thread, the sorting, the
+/// encoding and the freeing cost a block at the tip about a tenth of its time (`docs/benchmarks.md`).
 #[derive(Debug)]
 pub struct TrieHistory {
     units: RwLock<VecDeque<Arc<TrieUnit>>>,
+    keeper: Mutex<Option<Keeper>>,
+    paused: AtomicBool,
     /// How many blocks back a proof may ask for (`0`: nothing is kept).
     window: u64,
     /// The most memory the units may take, about.
@@ -141,7 +310,7 @@ pub struct TrieHistory {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TrieHistoryStats {
     /// Consecutive blocks whose updates are held: proofs at the block before the first of them and later
-    /// read nodes as they were.
+    /// (the blocks inside a group excepted) read nodes as they were.
     pub blocks: u64,
     pub bytes: u64,
     /// Proofs below the head answered from the held blocks, and walked over every key changed since (a
@@ -158,55 +327,84 @@ impl TrieHistory {
             max_bytes,
             read: AtomicU64::new(0),
             walked: AtomicU64::new(0),
+            keeper: Mutex::new(None),
+            paused: AtomicBool::new(false),
         }
     }
 
-    /// Whether blocks are recorded at all.
+    /// Hands units to the keeper: the new one to sort, the ones gone to drop. Without a keeper thread (it
+    /// could not start) the first proof that needs a unit sorts it, and the units gone are dropped here.
+    fn hand_over(&self, new: Option<Arc<TrieUnit>>, gone: Vec<Arc<TrieUnit>>) {
+        let mut keeper = self.keeper.lock().unwrap_or_else(|p| p.into_inner());
+        if keeper.is_none() {
+            *keeper = Keeper::start();
+        }
+        if let Some(k) = keeper.as_ref() {
+            // (A keeper that is gone leaves the work to the readers and this thread.)
+            let _ = k.jobs.send((new, gone));
+        }
+    }
+
+    /// Whether updates are recorded (not at all, or not while catching up at start-up).
     pub(crate) fn enabled(&self) -> bool {
-        self.window > 0 && self.max_bytes > 0
+        self.window > 0 && self.max_bytes > 0 && !self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Stops recording (while catching up at start-up: [`crate::Pipeline::set_catching_up`]), or goes on.
+    pub(crate) fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
     }
 
     pub(crate) fn record(&self, change: TrieChange) {
         let mut units = self.units.write().unwrap_or_else(|p| p.into_inner());
+        let (mut new, mut gone) = (None, Vec::new());
         match change {
             TrieChange::Block(unit) => {
-                if units.back().is_some_and(|last| last.number + 1 != unit.number) {
-                    // A gap (a group caught up under one root, a revert that went further back): the units
-                    // held no longer lead to the trie as it is.
-                    units.clear();
+                if units.back().is_some_and(|before| before.last + 1 != unit.first) {
+                    // A gap (blocks caught up at start-up, a revert that went further back): the units held no
+                    // longer lead to the trie as it is.
+                    gone.extend(units.drain(..));
                 }
-                let head = unit.number;
-                units.push_back(Arc::new(unit));
+                let head = unit.last;
+                let unit: Arc<TrieUnit> = Arc::from(unit);
+                units.push_back(unit.clone());
+                new = Some(unit);
                 // A proof reaches `window` blocks back: at block head - window it needs the units after it.
-                while units.front().is_some_and(|u| u.number + self.window <= head) {
-                    units.pop_front();
-                }
-                while units.iter().map(|u| u.bytes).sum::<usize>() > self.max_bytes {
-                    units.pop_front();
+                while let Some(u) = units.pop_front() {
+                    let held: usize = units.iter().map(|u| u.bytes).sum::<usize>() + u.bytes;
+                    if u.first + self.window > head && held <= self.max_bytes {
+                        units.push_front(u);
+                        break;
+                    }
+                    gone.push(u);
                 }
             }
             TrieChange::Revert { to } => {
-                while units.back().is_some_and(|u| u.number > to) {
-                    units.pop_back();
+                // (A group the revert reaches into goes whole: the units then end before `to`, and the next
+                // one starts them again.)
+                while units.back().is_some_and(|u| u.last > to) {
+                    gone.extend(units.pop_back());
                 }
             }
-            TrieChange::Reset => units.clear(),
+            TrieChange::Reset => gone.extend(units.drain(..)),
         }
+        drop(units);
+        self.hand_over(new, gone);
     }
 
     /// The units after block `number` up to at least `head`, if every one of them is held.
     pub(crate) fn since(&self, number: u64, head: u64) -> Option<Vec<Arc<TrieUnit>>> {
         let units = self.units.read().unwrap_or_else(|p| p.into_inner());
-        let first = units.iter().position(|u| u.number == number + 1)?;
+        let first = units.iter().position(|u| u.first == number + 1)?;
         let after: Vec<Arc<TrieUnit>> = units.range(first..).cloned().collect();
         // Consecutive by construction ([`TrieHistory::record`]); they must reach the state read.
-        after.last().is_some_and(|u| u.number >= head).then_some(after)
+        after.last().is_some_and(|u| u.last >= head).then_some(after)
     }
 
     pub fn stats(&self) -> TrieHistoryStats {
         let units = self.units.read().unwrap_or_else(|p| p.into_inner());
         TrieHistoryStats {
-            blocks: units.len() as u64,
+            blocks: units.iter().map(|u| u.last + 1 - u.first).sum(),
             bytes: units.iter().map(|u| u.bytes as u64).sum(),
             proofs_read: self.read.load(Ordering::Relaxed),
             proofs_walked: self.walked.load(Ordering::Relaxed),
@@ -243,11 +441,12 @@ impl<'u> Past<'u> {
         self.units.first().map_or(EMPTY_ROOT_HASH, |u| u.root_before)
     }
 
-    /// The node at `path` then, when a block since changed it (`None`: no block did, the stored one holds).
-    fn node(&self, account: Option<&B256>, path: &Nibbles) -> Option<&Prior> {
+    /// The node at `path` then, when a block since changed it (`None`: no block did, the stored one holds;
+    /// `Some(None)`: there was none).
+    fn node(&self, account: Option<&B256>, path: &Nibbles) -> Option<Option<&[u8]>> {
         self.units.iter().find_map(|u| match account {
-            None => u.recorded.account_nodes.get(path),
-            Some(a) => u.recorded.storage_nodes.get(&(*a, *path)),
+            None => u.lookups().account_nodes.get(path),
+            Some(a) => u.lookups().storage_nodes.get(&(*a, *path)),
         })
     }
 
@@ -256,32 +455,34 @@ impl<'u> Past<'u> {
         self.units
             .iter()
             .filter_map(|u| match account {
-                None => u.recorded.account_nodes.range(*from..).next().map(|(p, _)| *p),
-                Some(a) => u
-                    .recorded
-                    .storage_nodes
-                    .range((*a, *from)..)
-                    .next()
-                    .filter(|((k, _), _)| k == a)
-                    .map(|((_, p), _)| *p),
+                None => u.lookups().account_nodes.first_from(from),
+                Some(a) => {
+                    u.lookups().storage_nodes.first_from(&(*a, *from)).filter(|(k, _)| k == a).map(|(_, p)| p)
+                }
             })
             .min()
     }
 
     pub(crate) fn account_changed(&self, key: &B256) -> bool {
-        self.units.iter().any(|u| u.recorded.changed.contains_key(key))
+        self.units.iter().any(|u| u.lookups().accounts.binary_search(key).is_ok())
     }
 
     pub(crate) fn slot_changed(&self, account: &B256, slot: &B256) -> bool {
-        self.units
-            .iter()
-            .any(|u| u.recorded.changed.get(account).is_some_and(|s| s.binary_search(slot).is_ok()))
+        self.units.iter().any(|u| u.lookups().slots.binary_search(&(*account, *slot)).is_ok())
     }
 
     fn next_changed_account(&self, from: Bound<B256>) -> Option<B256> {
         self.units
             .iter()
-            .filter_map(|u| u.recorded.changed.range((from, Bound::Unbounded)).next().map(|(k, _)| *k))
+            .filter_map(|u| {
+                let keys = &u.lookups().accounts;
+                let i = match from {
+                    Bound::Included(k) => keys.partition_point(|a| *a < k),
+                    Bound::Excluded(k) => keys.partition_point(|a| *a <= k),
+                    Bound::Unbounded => 0,
+                };
+                keys.get(i).copied()
+            })
             .min()
     }
 
@@ -289,13 +490,13 @@ impl<'u> Past<'u> {
         self.units
             .iter()
             .filter_map(|u| {
-                let slots = u.recorded.changed.get(account)?;
+                let keys = &u.lookups().slots;
                 let i = match from {
-                    Bound::Included(k) => slots.partition_point(|s| *s < k),
-                    Bound::Excluded(k) => slots.partition_point(|s| *s <= k),
-                    Bound::Unbounded => 0,
+                    Bound::Included(k) => keys.partition_point(|e| *e < (*account, k)),
+                    Bound::Excluded(k) => keys.partition_point(|e| *e <= (*account, k)),
+                    Bound::Unbounded => keys.partition_point(|e| e.0 < *account),
                 };
-                slots.get(i).copied()
+                keys.get(i).filter(|(a, _)| a == account).map(|(_, s)| *s)
             })
             .min()
     }
@@ -431,18 +632,23 @@ mod tests {
     use super::*;
 
     fn block(number: u64) -> TrieChange {
-        TrieChange::Block(TrieUnit::new(number, B256::with_last_byte(number as u8), Recorded::default()))
+        blocks(number, number)
+    }
+
+    fn blocks(first: u64, last: u64) -> TrieChange {
+        let unit = TrieUnit::new((first, last), B256::with_last_byte(first as u8), Recorded::default());
+        TrieChange::Block(Box::new(unit))
     }
 
     /// Which blocks a history holds after a sequence of changes, and which proofs it answers.
     #[test]
     fn the_history_holds_consecutive_blocks_within_the_window() {
-        let blocks = |changes: Vec<TrieChange>| {
+        let held = |changes: Vec<TrieChange>| {
             let history = TrieHistory::new(4, usize::MAX);
             for change in changes {
                 history.record(change);
             }
-            let held = history.units.read().expect("lock").iter().map(|u| u.number).collect::<Vec<_>>();
+            let held = history.units.read().expect("lock").iter().map(|u| u.last).collect::<Vec<_>>();
             (history, held)
         };
         #[rustfmt::skip]
@@ -454,12 +660,15 @@ mod tests {
             ("then the new branch",         vec![block(1), block(2), TrieChange::Revert { to: 1 }, block(2)], vec![1, 2]),
             ("a deeper revert empties it",  vec![block(3), block(4), TrieChange::Revert { to: 1 }, block(2)], vec![2]),
             ("a reset empties it",          vec![block(1), block(2), TrieChange::Reset, block(3)],     vec![3]),
+            ("a group is one unit",         vec![block(1), blocks(2, 3), block(4)],                    vec![1, 3, 4]),
+            ("a revert into a group drops it", vec![block(1), blocks(2, 4), TrieChange::Revert { to: 3 }, block(4)], vec![4]),
+            ("a group past the window goes", vec![blocks(1, 3), block(4), block(5), block(6), block(7)], vec![4, 5, 6, 7]),
         ];
         for (name, changes, expected) in cases {
-            assert_eq!(blocks(changes).1, expected, "{name}");
+            assert_eq!(held(changes).1, expected, "{name}");
         }
 
-        let (history, _) = blocks((1..=7).map(block).collect());
+        let (history, _) = held((1..=7).map(block).collect());
         // At block 3 (the units of 4..=7 held) up to the head 7; not at 2, nor past what is held.
         assert_eq!(history.since(3, 7).map(|u| u.len()), Some(4));
         assert_eq!(history.since(5, 7).map(|u| u[0].root_before), Some(B256::with_last_byte(6)));
@@ -472,18 +681,28 @@ mod tests {
     fn the_oldest_blocks_go_when_the_memory_bound_is_reached() {
         let unit = |number: u64| {
             let mut recorded = Recorded::default();
-            recorded
-                .account_nodes
-                .insert(Nibbles::from_nibbles([1, 2]), Some(vec![0u8; 1000].into_boxed_slice()));
-            TrieChange::Block(TrieUnit::new(number, B256::ZERO, recorded))
+            // One node of 16 hashes: 519 bytes encoded, 48 for its key.
+            let node = TrieNode {
+                branch: alloy_trie::BranchNodeCompact::new(
+                    alloy_trie::TrieMask::new(u16::MAX),
+                    alloy_trie::TrieMask::new(0),
+                    alloy_trie::TrieMask::new(u16::MAX),
+                    vec![B256::ZERO; 16],
+                    None,
+                ),
+                leaf_mask: alloy_trie::TrieMask::new(0),
+                leaf_hashes: Vec::new(),
+            };
+            recorded.account.visited.push((Nibbles::from_nibbles([1, 2]), node));
+            TrieChange::Block(Box::new(TrieUnit::new((number, number), B256::ZERO, recorded)))
         };
-        let history = TrieHistory::new(128, 2500);
+        let history = TrieHistory::new(128, 1200);
         for n in 1..=5 {
             history.record(unit(n));
         }
         let stats = history.stats();
         assert_eq!(stats.blocks, 2);
-        assert!(stats.bytes <= 2500 && stats.bytes > 2000, "{stats:?}");
+        assert!(stats.bytes <= 1200 && stats.bytes > 1000, "{stats:?}");
         assert!(history.since(3, 5).is_some() && history.since(2, 5).is_none());
     }
 }

@@ -86,10 +86,18 @@ impl TrieNode {
 const ROOT_FLAG: u8 = 1;
 const LEAVES_FLAG: u8 = 2;
 
-impl Value for TrieNode {
-    fn encode(&self) -> Vec<u8> {
+impl TrieNode {
+    /// The length of its encoding.
+    pub(crate) fn encoded_len(&self) -> usize {
         let n = &self.branch;
-        let mut out = Vec::with_capacity(9 + 32 * (n.hashes.len() + self.leaf_hashes.len() + 1));
+        7 + n.root_hash.map_or(0, |_| 32)
+            + if self.leaf_mask.is_empty() { 0 } else { 2 }
+            + 32 * (n.hashes.len() + self.leaf_hashes.len())
+    }
+
+    /// Appends the node's encoding (see [`TrieNode`]) to `out`.
+    pub(crate) fn encode_to(&self, out: &mut Vec<u8>) {
+        let n = &self.branch;
         for mask in [n.state_mask, n.tree_mask, n.hash_mask] {
             out.extend_from_slice(&mask.get().to_be_bytes());
         }
@@ -104,6 +112,14 @@ impl Value for TrieNode {
         for hash in n.hashes.iter().chain(&self.leaf_hashes) {
             out.extend_from_slice(hash.as_slice());
         }
+    }
+}
+
+impl Value for TrieNode {
+    fn encode(&self) -> Vec<u8> {
+        let n = &self.branch;
+        let mut out = Vec::with_capacity(9 + 32 * (n.hashes.len() + self.leaf_hashes.len() + 1));
+        self.encode_to(&mut out);
         out
     }
 

@@ -84,10 +84,10 @@ impl Store {
         let mut overlay = BTreeMap::new();
         let storage = self.storage_roots_after(delta)?;
         for ((key, change), (storage_root, walked)) in delta.accounts.iter().zip(storage) {
-            if let Some(walked) = walked {
+            if let Some(mut walked) = walked {
                 self.count_walk(&walked);
                 if let Some(r) = recorded.as_mut() {
-                    r.storage_walk(*key, &walked);
+                    r.storage_walk(*key, &mut walked);
                 }
                 for path in &walked.removed {
                     self.delete::<StorageTrie>(batch, &(*key, TriePath(*path)));
@@ -104,13 +104,13 @@ impl Store {
             }
             overlay.insert(*key, change.account.as_ref().map(|a| account_leaf(a, storage_root)));
         }
-        let walked = match self.walk_accounts_in_parallel(&overlay)? {
+        let mut walked = match self.walk_accounts_in_parallel(&overlay)? {
             Some(walked) => walked,
             None => self.walk_accounts(&overlay, delta.accounts.keys(), &[])?,
         };
         self.count_walk(&walked);
         if let Some(r) = recorded.as_mut() {
-            r.account_walk(&walked);
+            r.account_walk(&mut walked);
         }
         for path in &walked.removed {
             self.delete::<AccountTrie>(batch, &TriePath(*path));

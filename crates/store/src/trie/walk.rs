@@ -43,8 +43,9 @@ pub(crate) struct Walked {
     pub removed: Vec<Nibbles>,
     /// Proof nodes, when a retainer was given.
     pub proof: alloy_trie::proof::ProofNodes,
-    /// The stored nodes the walk visited, as they were before it: every node it updated that was stored
-    /// before, and every node it removed (what the trie's recent past keeps: [`super::history`]).
+    /// The stored nodes the walk visited, as they were before it, in path order: every node it updated
+    /// that was stored before, and every node it removed (what the trie's recent past keeps:
+    /// [`super::history`]).
     pub visited: Vec<(Nibbles, TrieNode)>,
     /// Leaves read from the leaf cursor, and leaves given as the hash their parent keeps.
     pub leaves_read: usize,
@@ -59,7 +60,9 @@ pub(crate) struct Walk<'p, N, L> {
     deleted: &'p PrefixSet,
     hb: HashBuilder,
     parents: LeafParents,
-    visited: Vec<(Nibbles, TrieNode)>,
+    /// In the order the walk came to them, which is path order (a node before the nodes below it); each
+    /// node is put in its place once the walk is done with it.
+    visited: Vec<(Nibbles, Option<TrieNode>)>,
     /// Every leaf below this key has been given to the hash builder; `None`: every leaf has.
     leaves_from: Option<B256>,
     /// The leaf cursor's position: `None` before its first seek.
@@ -139,13 +142,15 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
             })
             .collect();
         let removed = self.visited.iter().map(|(p, _)| *p).filter(|p| !updated.contains_key(p)).collect();
-        let (leaves_read, leaf_hashes_given, visited) =
-            (self.leaves_read, self.leaf_hashes_given, self.visited);
+        let visited = self.visited.into_iter().filter_map(|(p, node)| node.map(|n| (p, n))).collect();
+        let (leaves_read, leaf_hashes_given) = (self.leaves_read, self.leaf_hashes_given);
         Ok(Walked { root, updated, removed, proof, visited, leaves_read, leaf_hashes_given })
     }
 
     /// The children of the stored node at `path`, in order: a hash where it holds, else a walk below.
     fn visit(&mut self, path: Nibbles, stored: TrieNode) -> Result<()> {
+        let at = self.visited.len();
+        self.visited.push((path, None));
         // A kept leaf hash holds while the leaf stays where it is: while no key below this node is deleted.
         let keeps_shape = !self.deleted.contains(&path);
         let node = &stored.branch;
@@ -181,8 +186,8 @@ impl<'p, N: NodeCursor, L: LeafCursor> Walk<'p, N, L> {
                 _ => {}
             }
         }
-        // Kept (not cloned: the walk is done with it) as it was before the walk.
-        self.visited.push((path, stored));
+        // Kept (not cloned: the walk is done with it) as it was before the walk, where the walk came to it.
+        self.visited[at].1 = Some(stored);
         Ok(())
     }
 
