@@ -335,6 +335,10 @@ impl TrieHistory {
     /// Hands units to the keeper: the new one to sort, the ones gone to drop. Without a keeper thread (it
     /// could not start) the first proof that needs a unit sorts it, and the units gone are dropped here.
     fn hand_over(&self, new: Option<Arc<TrieUnit>>, gone: Vec<Arc<TrieUnit>>) {
+        if new.is_none() && gone.is_empty() {
+            // (A reset of an empty history, as every trie rebuild at open: no thread for that.)
+            return;
+        }
         let mut keeper = self.keeper.lock().unwrap_or_else(|p| p.into_inner());
         if keeper.is_none() {
             *keeper = Keeper::start();
