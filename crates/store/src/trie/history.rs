@@ -240,7 +240,8 @@ type Job = (Option<Arc<TrieUnit>>, Vec<Arc<TrieUnit>>);
 /// The thread that sorts new units and drops old ones ([`TrieHistory`]).
 #[derive(Debug)]
 struct Keeper {
-    jobs: mpsc::Sender<Job>,
+    /// `None` once dropped: the thread ends when its channel closes.
+    jobs: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -256,7 +257,7 @@ impl Keeper {
             }
         });
         match thread {
-            Ok(thread) => Some(Self { jobs, thread: Some(thread) }),
+            Ok(thread) => Some(Self { jobs: Some(jobs), thread: Some(thread) }),
             Err(e) => {
                 tracing::warn!(error = %e, "no thread for the trie's recent past: proofs sort it as they read it");
                 None
@@ -268,8 +269,7 @@ impl Keeper {
 impl Drop for Keeper {
     fn drop(&mut self) {
         // Closing the channel ends the thread once it has done what it was given.
-        let (closed, _) = mpsc::channel();
-        self.jobs = closed;
+        self.jobs = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -343,9 +343,9 @@ impl TrieHistory {
         if keeper.is_none() {
             *keeper = Keeper::start();
         }
-        if let Some(k) = keeper.as_ref() {
+        if let Some(jobs) = keeper.as_ref().and_then(|k| k.jobs.as_ref()) {
             // (A keeper that is gone leaves the work to the readers and this thread.)
-            let _ = k.jobs.send((new, gone));
+            let _ = jobs.send((new, gone));
         }
     }
 
@@ -374,13 +374,13 @@ impl TrieHistory {
                 units.push_back(unit.clone());
                 new = Some(unit);
                 // A proof reaches `window` blocks back: at block head - window it needs the units after it.
-                while let Some(u) = units.pop_front() {
-                    let held: usize = units.iter().map(|u| u.bytes).sum::<usize>() + u.bytes;
-                    if u.first + self.window > head && held <= self.max_bytes {
-                        units.push_front(u);
+                let mut held: usize = units.iter().map(|u| u.bytes).sum();
+                while let Some(oldest) = units.front() {
+                    if oldest.first + self.window > head && held <= self.max_bytes {
                         break;
                     }
-                    gone.push(u);
+                    held -= oldest.bytes;
+                    gone.extend(units.pop_front());
                 }
             }
             TrieChange::Revert { to } => {
@@ -465,14 +465,6 @@ impl<'u> Past<'u> {
                 }
             })
             .min()
-    }
-
-    pub(crate) fn account_changed(&self, key: &B256) -> bool {
-        self.units.iter().any(|u| u.lookups().accounts.binary_search(key).is_ok())
-    }
-
-    pub(crate) fn slot_changed(&self, account: &B256, slot: &B256) -> bool {
-        self.units.iter().any(|u| u.lookups().slots.binary_search(&(*account, *slot)).is_ok())
     }
 
     fn next_changed_account(&self, from: Bound<B256>) -> Option<B256> {

@@ -107,20 +107,11 @@ pub trait Proofs: Reads + Sized + Sync {
             overlay.insert(*k, d.account.as_ref().map(|a| account_leaf(a, root)));
         }
         let accounts = self.walk_accounts(&overlay, delta.accounts.keys(), &[key])?;
-        let slots = slots
-            .iter()
-            .zip(&slot_keys)
-            .map(|(slot, slot_key)| {
-                let value = match changed_slots.get(slot_key) {
-                    Some(v) => *v,
-                    None => self.get::<crate::tables::Storage>(&(key, *slot_key))?.unwrap_or_default(),
-                };
-                let value = if account.is_some() { value } else { B256::ZERO };
-                Ok(SlotProof { slot: *slot, value, proof: nodes_to(&storage, slot_key) })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let proof = nodes_to(&accounts, &key);
-        Ok((accounts.root, AccountProof { address: *address, account, storage_root, proof, storage: slots }))
+        let found = Walks { address, key, account, storage, accounts };
+        found.proof(slots, &slot_keys, |slot_key| match changed_slots.get(slot_key) {
+            Some(v) => Ok(*v),
+            None => Ok(self.get::<crate::tables::Storage>(&(key, *slot_key))?.unwrap_or_default()),
+        })
     }
 
     /// Block `number`'s state as seen from the trie's head: every key changed since, with its value at
@@ -212,11 +203,7 @@ fn proof_from_past<S: Reads>(
     let key = keccak256(address);
     let slot_keys: Vec<B256> = slots.iter().map(keccak256).collect();
     let storage = walk_storage_at(source, past, &key, &slot_keys)?;
-    let account = match past.account_changed(&key) {
-        true => source.account_at_key(&key, past.number)?,
-        false => source.get::<crate::tables::Accounts>(&key)?,
-    };
-    let storage_root = if account.is_some() { storage.root } else { EMPTY_ROOT_HASH };
+    let account = source.account_at_key(&key, past.number)?;
     let accounts = walk_accounts_at(source, past, &[key])?;
     if accounts.root != past.root() {
         tracing::warn!(
@@ -227,23 +214,43 @@ fn proof_from_past<S: Reads>(
         );
         return Ok(None);
     }
-    let slots = slots
-        .iter()
-        .zip(&slot_keys)
-        .map(|(slot, slot_key)| {
-            let value = match past.slot_changed(&key, slot_key) {
-                true => source.storage_at_keys(&key, slot_key, past.number)?,
-                false => source.get::<crate::tables::Storage>(&(key, *slot_key))?.unwrap_or_default(),
-            };
-            let value = if account.is_some() { value } else { B256::ZERO };
-            Ok(SlotProof { slot: *slot, value, proof: nodes_to(&storage, slot_key) })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let proof = nodes_to(&accounts, &key);
-    Ok(Some((
-        accounts.root,
-        AccountProof { address: *address, account, storage_root, proof, storage: slots },
-    )))
+    let found = Walks { address, key, account, storage, accounts };
+    found.proof(slots, &slot_keys, |slot_key| source.storage_at_keys(&key, slot_key, past.number)).map(Some)
+}
+
+/// What a proof's two walks found: the account (at the block asked for), its storage trie walked down to
+/// the slots asked for, and the account trie walked down to the account.
+struct Walks<'a> {
+    address: &'a Address,
+    key: B256,
+    account: Option<StoredAccount>,
+    storage: Walked,
+    accounts: Walked,
+}
+
+impl Walks<'_> {
+    /// The proof, each slot's value from `value` (by hashed slot); an account that does not exist has the
+    /// empty storage root and zero slots.
+    fn proof(
+        self,
+        slots: &[B256],
+        slot_keys: &[B256],
+        mut value: impl FnMut(&B256) -> Result<B256>,
+    ) -> Result<(B256, AccountProof)> {
+        let exists = self.account.is_some();
+        let storage = slots
+            .iter()
+            .zip(slot_keys)
+            .map(|(slot, slot_key)| {
+                let value = if exists { value(slot_key)? } else { B256::ZERO };
+                Ok(SlotProof { slot: *slot, value, proof: nodes_to(&self.storage, slot_key) })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let storage_root = if exists { self.storage.root } else { EMPTY_ROOT_HASH };
+        let proof = nodes_to(&self.accounts, &self.key);
+        let (address, account) = (*self.address, self.account);
+        Ok((self.accounts.root, AccountProof { address, account, storage_root, proof, storage }))
+    }
 }
 
 /// The proof nodes on the path to `key`, root first.
