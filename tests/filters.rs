@@ -10,7 +10,7 @@ use std::{
     io::Read,
     path::Path,
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use harness::{chain::*, cluster::*, *};
@@ -132,7 +132,7 @@ fn ok_lb(lb: u16, method: &str, params: Value) -> Value {
 /// says nothing). The upstream's head is read again on every poll: geth's on-demand mining now and then seals
 /// an empty block after the transaction's, which the replica then follows past a head read once.
 fn wait_same_head(r: &Served, upstream: &Upstream) {
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     loop {
         let (number, hash) = upstream.head();
         let ours = rpc_call(r.rpc, "eth_getBlockByNumber", json!(["latest", false]));
@@ -355,8 +355,29 @@ fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
             (library, Killed(cmd.spawn().expect("node runs (scripts/setup.sh installs it)")))
         })
         .collect();
-    // Each library installs its filter once it has seen the chain's head.
-    wait_for("ethers and viem to install their filters", Duration::from_secs(60), || installed() >= 2);
+    // What the libraries wrote to their standard error, for a failure's message.
+    let logs = || {
+        let log = |library: &str| std::fs::read_to_string(c.tmp.path().join(format!("{library}.log")));
+        libraries.map(|library| format!("{library}: {}", log(library).unwrap_or_default())).join("\n")
+    };
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "timed out after 60 s waiting for {what}\n{}",
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Each library installs its filter once it has seen the chain's head; an event sent before the server
+    // answered its eth_newFilter is not the filter's, so nothing is sent before both did (watch.mjs writes the
+    // id it was given).
+    let filter_of =
+        |library: &str| std::fs::read_to_string(c.tmp.path().join(format!("{library}.progress.filter")));
+    wait("ethers and viem to install their filters", &|| libraries.iter().all(|l| filter_of(l).is_ok()));
+    assert!(installed() >= 2, "both filters are counted by the replicas' metrics");
 
     let ping = |from: &str, value: u64| json!({"from": from, "to": contract, "data": format!("{value:#066x}"), "gas": "0x20000"});
     // Until both libraries have delivered `events` added events (their progress files): on a loaded machine a
@@ -369,7 +390,7 @@ fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
     let settle = |events: usize| {
         wait_same_head(r1, a);
         wait_same_head(r2, a);
-        wait_for(&format!("ethers and viem to deliver {events} events"), Duration::from_secs(60), || {
+        wait(&format!("ethers and viem to deliver {events} events"), &|| {
             libraries.iter().all(|library| delivered(library) >= events)
         });
     };

@@ -7,7 +7,9 @@
 // Each line: {"blockHash", "logIndex", "transactionHash", "removed"}. The test (tests/filters.rs) checks that
 // the added events minus the removed ones are the chain's, each once. PROGRESS_FILE holds how many added
 // (not removed) events the library has delivered so far, rewritten on each: the test waits on it rather than
-// on a fixed time, which a loaded machine's slow polls outlast.
+// on a fixed time, which a loaded machine's slow polls outlast. PROGRESS_FILE.filter holds the id of the
+// filter the library installed, written once the server has answered its eth_newFilter: events before that
+// are not the filter's, so the test sends none until both libraries have written it.
 import { writeFileSync } from "node:fs";
 import { ethers } from "ethers";
 import { createPublicClient, http, parseAbi } from "viem";
@@ -24,27 +26,55 @@ const record = (log) => {
   writeFileSync(progress, String(seen.filter((e) => !e.removed).length));
 };
 
+// The answers to the library's eth_newFilter requests (by request id): the filter it installed.
+const newFilters = new Set();
+const asked = (payload) => {
+  for (const p of [payload].flat()) if (p?.method === "eth_newFilter") newFilters.add(p.id);
+};
+const answered = (answers) => {
+  for (const a of [answers].flat()) {
+    if (newFilters.has(a?.id) && typeof a?.result === "string") writeFileSync(`${progress}.filter`, a.result);
+  }
+};
+
 let stop;
 if (library === "ethers") {
   // JsonRpcProvider over HTTP watches events with eth_newFilter / eth_getFilterChanges (not eth_getLogs).
   const provider = new ethers.JsonRpcProvider(url, undefined, { staticNetwork: true, pollingInterval: 200 });
   provider.pollingInterval = 200;
-  const contract = new ethers.Contract(address, ["event Ping(address indexed from, uint256 value)"], provider);
-  await contract.on("Ping", (from, value, event) => record(event.log));
   // A removed log does not reach the event's listener: ethers 6.15 means to emit it as the "orphan" event the
   // received log names (`log.removedEvent()`), but looks that subscription up under a tag built from the whole
   // removed log, which never equals the one `removedEvent()` registers, so no listener hears it. What the
-  // server told ethers is taken from ethers' own debug events instead: the removed logs in its answers.
+  // server told ethers is taken from ethers' own debug events instead: the removed logs in its answers (and,
+  // for PROGRESS_FILE.filter, the answer to its eth_newFilter; hence registered before `contract.on`).
   provider.on("debug", (e) => {
+    if (e.action === "sendRpcPayload") asked(e.payload);
     if (e.action !== "receiveRpcResult") return;
+    answered(e.result ?? []);
     for (const answer of e.result ?? []) {
       if (!Array.isArray(answer?.result)) continue;
       for (const log of answer.result) if (log?.removed === true) record(log);
     }
   });
+  const contract = new ethers.Contract(address, ["event Ping(address indexed from, uint256 value)"], provider);
+  await contract.on("Ping", (from, value, event) => record(event.log));
   stop = () => contract.removeAllListeners();
 } else if (library === "viem") {
-  const client = createPublicClient({ transport: http(url), pollingInterval: 200 });
+  // viem's own fetch, watched for the answer to its eth_newFilter (PROGRESS_FILE.filter).
+  const fetchFn = async (input, init) => {
+    const response = await fetch(input, init);
+    try {
+      const body = JSON.parse(init?.body ?? "null");
+      if ([body].flat().some((b) => b?.method === "eth_newFilter")) {
+        asked(body);
+        answered(await response.clone().json());
+      }
+    } catch (e) {
+      console.error(`viem: reading an answer: ${e.message}`);
+    }
+    return response;
+  };
+  const client = createPublicClient({ transport: http(url, { fetchFn }), pollingInterval: 200 });
   const unwatch = client.watchContractEvent({
     address,
     abi: parseAbi(["event Ping(address indexed from, uint256 value)"]),

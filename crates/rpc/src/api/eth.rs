@@ -435,9 +435,10 @@ impl EthApiServer for Eth {
     }
 
     /// At the head a proof is a walk down the stored nodes (well under a millisecond): in place. Below it,
-    /// every key changed since is laid over the trie at its value then and walked again, which grows with
-    /// the blocks between (10 s at head-100 on the mainnet-shaped state, docs/benchmarks.md): on the trace
-    /// pool, so that a few such requests wait their turn instead of holding the server's workers.
+    /// from the trie's recent past when the store holds the blocks since (about as fast), else walked over
+    /// every key changed since laid at its value then, which grows with the blocks between (6 s at head-100
+    /// on the mainnet-shaped state, docs/benchmarks.md): on the trace pool, so that a few such requests wait
+    /// their turn instead of holding the server's workers.
     async fn get_proof(
         &self,
         address: Address,
