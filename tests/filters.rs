@@ -358,7 +358,22 @@ fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
     // What the libraries wrote to their standard error, for a failure's message.
     let logs = || {
         let log = |library: &str| std::fs::read_to_string(c.tmp.path().join(format!("{library}.log")));
-        libraries.map(|library| format!("{library}: {}", log(library).unwrap_or_default())).join("\n")
+        let progress =
+            |library: &str| std::fs::read_to_string(c.tmp.path().join(format!("{library}.progress")));
+        libraries
+            .map(|library| {
+                let delivered = progress(library).unwrap_or_default();
+                format!("{library} (delivered {delivered}): {}", log(library).unwrap_or_default())
+            })
+            .join("\n")
+            + &format!(
+                "\nheads: r1 {}, r2 {}, through the balancer {} {} {}",
+                rpc_call(r1.rpc, "eth_blockNumber", json!([])),
+                rpc_call(r2.rpc, "eth_blockNumber", json!([])),
+                rpc_call(lb, "eth_blockNumber", json!([])),
+                rpc_call(lb, "eth_blockNumber", json!([])),
+                rpc_call(lb, "eth_blockNumber", json!([]))
+            )
     };
     let wait = |what: &str, cond: &dyn Fn() -> bool| {
         let start = Instant::now();
@@ -372,8 +387,9 @@ fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
         }
     };
     // Each library installs its filter once it has seen the chain's head; an event sent before the server
-    // answered its eth_newFilter is not the filter's, so nothing is sent before both did (watch.mjs writes the
-    // id it was given).
+    // answered its eth_newFilter is not the filter's, and one mined before ethers' block poller took its first
+    // head is only asked for at the next block (the chain here stops): nothing is sent before both libraries
+    // are watching (watch.mjs writes the filter's id then).
     let filter_of =
         |library: &str| std::fs::read_to_string(c.tmp.path().join(format!("{library}.progress.filter")));
     wait("ethers and viem to install their filters", &|| libraries.iter().all(|l| filter_of(l).is_ok()));

@@ -8,8 +8,9 @@
 // the added events minus the removed ones are the chain's, each once. PROGRESS_FILE holds how many added
 // (not removed) events the library has delivered so far, rewritten on each: the test waits on it rather than
 // on a fixed time, which a loaded machine's slow polls outlast. PROGRESS_FILE.filter holds the id of the
-// filter the library installed, written once the server has answered its eth_newFilter: events before that
-// are not the filter's, so the test sends none until both libraries have written it.
+// filter the library installed, written once the library is watching (see `ready` below): the test sends
+// no event before both libraries have written it. WATCH_DEBUG=1 in the environment writes every request and
+// answer to standard error (the test shows it when it fails).
 import { writeFileSync } from "node:fs";
 import { ethers } from "ethers";
 import { createPublicClient, http, parseAbi } from "viem";
@@ -26,14 +27,29 @@ const record = (log) => {
   writeFileSync(progress, String(seen.filter((e) => !e.removed).length));
 };
 
-// The answers to the library's eth_newFilter requests (by request id): the filter it installed.
+// Ready (PROGRESS_FILE.filter written, with the filter's id) once the server has answered the library's
+// eth_newFilter and, for ethers, the first eth_blockNumber it sent after that: ethers asks for a filter's
+// changes only when its block poller sees the head move, and that poller's first answer only sets where it
+// starts from, so events mined before it would wait for a block after them (the test's chain stops).
+let filterId = null;
+let bootstrap = null; // ethers: the id of the first eth_blockNumber sent once the filter was installed
 const newFilters = new Set();
+const ready = () => writeFileSync(`${progress}.filter`, filterId);
 const asked = (payload) => {
-  for (const p of [payload].flat()) if (p?.method === "eth_newFilter") newFilters.add(p.id);
+  for (const p of [payload].flat()) {
+    if (p?.method === "eth_newFilter") newFilters.add(p.id);
+    if (library === "ethers" && p?.method === "eth_blockNumber" && filterId !== null && bootstrap === null) {
+      bootstrap = p.id;
+    }
+  }
 };
 const answered = (answers) => {
   for (const a of [answers].flat()) {
-    if (newFilters.has(a?.id) && typeof a?.result === "string") writeFileSync(`${progress}.filter`, a.result);
+    if (filterId === null && newFilters.has(a?.id) && typeof a?.result === "string") {
+      filterId = a.result;
+      if (library === "viem") ready();
+    }
+    if (bootstrap !== null && a?.id === bootstrap) ready();
   }
 };
 
@@ -46,8 +62,10 @@ if (library === "ethers") {
   // received log names (`log.removedEvent()`), but looks that subscription up under a tag built from the whole
   // removed log, which never equals the one `removedEvent()` registers, so no listener hears it. What the
   // server told ethers is taken from ethers' own debug events instead: the removed logs in its answers (and,
-  // for PROGRESS_FILE.filter, the answer to its eth_newFilter; hence registered before `contract.on`).
+  // for PROGRESS_FILE.filter, its eth_newFilter and eth_blockNumber requests; hence registered before
+  // `contract.on`).
   provider.on("debug", (e) => {
+    if (process.env.WATCH_DEBUG) console.error(JSON.stringify(e));
     if (e.action === "sendRpcPayload") asked(e.payload);
     if (e.action !== "receiveRpcResult") return;
     answered(e.result ?? []);
@@ -63,6 +81,7 @@ if (library === "ethers") {
   // viem's own fetch, watched for the answer to its eth_newFilter (PROGRESS_FILE.filter).
   const fetchFn = async (input, init) => {
     const response = await fetch(input, init);
+    if (process.env.WATCH_DEBUG) console.error(init?.body, JSON.stringify(await response.clone().json()));
     try {
       const body = JSON.parse(init?.body ?? "null");
       if ([body].flat().some((b) => b?.method === "eth_newFilter")) {

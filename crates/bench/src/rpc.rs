@@ -184,6 +184,7 @@ async fn bench(
         kept.proofs_read,
         kept.proofs_walked
     );
+    following.stop().await;
     Ok(())
 }
 
@@ -227,11 +228,27 @@ async fn block_number(http: &reqwest::Client, url: &str) -> anyhow::Result<u64> 
         .with_context(|| format!("the head of {url}"))
 }
 
-/// What keeps a replica serving: its RPC server (stops when dropped) and its database's directory.
+/// What keeps a replica serving: its RPC server (stops when dropped), its replay and its database's
+/// directory.
 pub(crate) struct Following {
     pub(crate) store: Arc<Store>,
-    _server: jsonrpsee::server::ServerHandle,
+    server: jsonrpsee::server::ServerHandle,
+    replica: tokio::task::JoinHandle<Result<ec_replica::Progress, ec_replica::ReplicaError>>,
+    shutdown: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
+}
+
+impl Following {
+    /// Stops the server and the replay and closes the database before its directory goes: a database left
+    /// open when the process exits can abort it (RocksDB's threads outlive its static state).
+    pub(crate) async fn stop(self) {
+        let Following { store, server, replica, shutdown, _dir } = self;
+        let _ = server.stop();
+        server.stopped().await;
+        let _ = shutdown.send(());
+        let _ = replica.await;
+        drop(store);
+    }
 }
 
 /// A publisher following `chain` onto a topic of the mock broker at `brokers`, and a replica replaying it up
@@ -280,14 +297,19 @@ pub(crate) async fn follow(
         events: None,
         pipeline_from_writes: ec_store::HAND_OVER_FROM,
     };
-    tokio::spawn(ec_replica::run_with_store(rcfg, store.clone(), status, std::future::pending()));
+    let (shutdown, stopping) = tokio::sync::oneshot::channel::<()>();
+    let stopping = async move {
+        let _ = stopping.await;
+    };
+    let replica = tokio::spawn(ec_replica::run_with_store(rcfg, store.clone(), status, stopping));
     rx.wait_for(|s| s.head_block.is_some_and(|h| h >= head)).await?;
     let rpc_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr = format!("127.0.0.1:{rpc_port}").parse()?;
     let mut ctx = ec_rpc::Ctx::new(store.clone(), None, limits, None, None);
     ctx.filters = filters;
     let (server, _) = ec_rpc::serve(addr, ctx).await?;
-    Ok((format!("http://127.0.0.1:{rpc_port}"), Following { store, _server: server, _dir: dir }))
+    let following = Following { store, server, replica, shutdown, _dir: dir };
+    Ok((format!("http://127.0.0.1:{rpc_port}"), following))
 }
 
 pub(crate) fn print_row(name: &str, ours: &Load, theirs: &Load) {

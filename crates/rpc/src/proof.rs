@@ -13,13 +13,23 @@ use crate::{
 /// Most storage keys one request may ask for (geth's `maxGetProofKeys`).
 const MAX_KEYS: usize = 1024;
 
+/// How a proof may be made: [`Source::Fast`] only at the head or from the trie's recent past (under a
+/// millisecond: fine on the server's own workers), else `None`; [`Source::Any`] walks every key changed since
+/// the block when it must (seconds).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Fast,
+    Any,
+}
+
 pub(crate) fn get_proof(
     r: &Req<'_>,
     window: u64,
     address: Address,
     keys: &[String],
     block: Option<BlockSpec>,
-) -> RpcResult<Value> {
+    source: Source,
+) -> RpcResult<Option<Value>> {
     if keys.len() > MAX_KEYS {
         return Err(invalid_params(format!(
             "too many storage keys requested (max {MAX_KEYS}, got {})",
@@ -39,10 +49,18 @@ pub(crate) fn get_proof(
         )));
     }
     let slots: Vec<B256> = keys.iter().map(|(k, _)| *k).collect();
-    let (_, proof) = r.view.proof(&address, &slots, number).map_err(|e| match e {
+    let proof = if number >= head || source == Source::Any {
+        r.view.proof(&address, &slots, number).map(Some)
+    } else {
+        r.view.proof_from_recent_past(&address, &slots, number)
+    };
+    let Some((_, proof)) = proof.map_err(|e| match e {
         StoreError::StateUnavailable { .. } => server_error(format!("historical state unavailable: {e}")),
         other => server_error(other),
-    })?;
+    })?
+    else {
+        return Ok(None);
+    };
     let existing = proof.account.as_ref();
     // geth answers no proof at all for an account without storage.
     let empty = existing.is_none() || proof.storage_root == alloy_consensus::constants::EMPTY_ROOT_HASH;
@@ -57,7 +75,7 @@ pub(crate) fn get_proof(
             json!({ "key": key, "value": U256::from_be_bytes(slot.value.0), "proof": proof_nodes })
         })
         .collect();
-    Ok(json!({
+    Ok(Some(json!({
         "address": address,
         "accountProof": proof.proof,
         "balance": existing.map_or(U256::ZERO, |a| a.balance),
@@ -66,7 +84,7 @@ pub(crate) fn get_proof(
         "nonce": alloy_primitives::U64::from(existing.map_or(0, |a| a.nonce)),
         "storageHash": if existing.is_some() { proof.storage_root } else { B256::ZERO },
         "storageProof": storage_proof,
-    }))
+    })))
 }
 
 /// A storage key as geth reads it: hex of at most 32 bytes, `0x` optional, an odd digit count allowed;

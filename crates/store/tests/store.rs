@@ -1077,4 +1077,13 @@ fn proofs_from_the_tries_recent_past_equal_the_walked_ones_across_reorgs() {
     assert_eq!(stats.proofs_read + stats.proofs_walked + 8, asked, "the rest walked (the head is neither)");
     let none = walked.trie_history();
     assert_eq!((none.blocks, none.proofs_read), (0, 0));
+    // What the RPC tries in place first: the recent past alone, nothing for a block it does not hold.
+    for n in head - 40..head {
+        let fast = kept.proof_from_recent_past(&addrs[0], &slots, n).expect("reads");
+        assert_eq!(fast.is_some(), n >= oldest, "block {n}, the oldest held {oldest}");
+        if let Some(found) = fast {
+            assert_eq!(found, walked.proof(&addrs[0], &slots, n).expect("proves"), "at {n}");
+        }
+    }
+    assert_eq!(walked.proof_from_recent_past(&addrs[0], &slots, head - 1).expect("reads"), None);
 }

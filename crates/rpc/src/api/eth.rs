@@ -16,6 +16,7 @@ use ec_store::Reads;
 use jsonrpsee::{core::SubscriptionResult, proc_macros::rpc, PendingSubscriptionSink};
 use serde_json::Value;
 
+use crate::proof::Source;
 use crate::{
     block_id::BlockSpec,
     convert,
@@ -435,10 +436,10 @@ impl EthApiServer for Eth {
     }
 
     /// At the head a proof is a walk down the stored nodes (well under a millisecond): in place. Below it,
-    /// from the trie's recent past when the store holds the blocks since (about as fast), else walked over
-    /// every key changed since laid at its value then, which grows with the blocks between (6 s at head-100
-    /// on the mainnet-shaped state, docs/benchmarks.md): on the trace pool, so that a few such requests wait
-    /// their turn instead of holding the server's workers.
+    /// from the trie's recent past when the store holds the blocks since (about as fast): in place too.
+    /// Else it is walked over every key changed since laid at its value then, which grows with the blocks
+    /// between (6 s at head-100 on the mainnet-shaped state, docs/benchmarks.md): on the trace pool, so that
+    /// a few such requests wait their turn instead of holding the server's workers.
     async fn get_proof(
         &self,
         address: Address,
@@ -446,16 +447,18 @@ impl EthApiServer for Eth {
         block: Option<BlockSpec>,
     ) -> RpcResult<Value> {
         let window = self.0.limits.proof_window;
-        let (number, head) = {
-            let r = self.req();
-            (r.resolve(block.unwrap_or_default())?, r.resolve(BlockSpec::Latest)?)
-        };
-        let class = if number >= head { Class::Read } else { Class::Trace };
-        self.0
-            .on_pool(class, move |r| {
-                crate::proof::get_proof(r, window, address, &keys, Some(BlockSpec::Number(number)))
+        let number = self.req().resolve(block.unwrap_or_default())?;
+        let at = Some(BlockSpec::Number(number));
+        if let Some(found) = crate::proof::get_proof(&self.req(), window, address, &keys, at, Source::Fast)? {
+            return Ok(found);
+        }
+        let walked = self
+            .0
+            .on_pool(Class::Trace, move |r| {
+                crate::proof::get_proof(r, window, address, &keys, at, Source::Any)
             })
-            .await
+            .await?;
+        walked.ok_or_else(|| server_error("no proof"))
     }
 
     fn get_storage_values(
