@@ -65,7 +65,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     )
     .ok_or_else(|| anyhow::anyhow!("geth's head"))?;
     let filters = Filters { store: filter_store(args).await?, timeout: Duration::from_secs(300) };
-    let (replica_url, _following) =
+    let (replica_url, following) =
         follow(&chain, &broker.bootstrap_servers(), head, ec_rpc::Limits::default(), Some(filters)).await?;
     let new_filter = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_newBlockFilter", "params": []});
     let id =
@@ -86,5 +86,6 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         let b = wrk(&chain.url, &poll(&theirs), clients, args.seconds).await?;
         print_row(name, &a, &b);
     }
+    following.stop().await;
     Ok(())
 }

@@ -84,7 +84,7 @@ async fn measure(args: &Args, chain: &crate::backlog::Chain) -> anyhow::Result<(
         .context("geth's head")?;
     let broker = MockBroker::start(&["bench", "bench-tx"])?;
     let limits = ec_rpc::Limits { call_timeout: Duration::from_secs(30), ..ec_rpc::Limits::default() };
-    let (replica_url, _following) = follow(chain, &broker.bootstrap_servers(), head, limits, None).await?;
+    let (replica_url, following) = follow(chain, &broker.bootstrap_servers(), head, limits, None).await?;
     let body = request(args, head);
     let ours = post(replica_url.clone(), body.clone()).await?;
     let theirs = post(chain.url.clone(), body.clone()).await?;
@@ -106,5 +106,6 @@ async fn measure(args: &Args, chain: &crate::backlog::Chain) -> anyhow::Result<(
         a.p50,
         b.p50
     );
+    following.stop().await;
     Ok(())
 }

@@ -74,7 +74,7 @@ async fn measure(args: &Args, chain: &crate::backlog::Chain, upstream: &str) -> 
         trace_timeout: Duration::from_secs(60),
         ..ec_rpc::Limits::default()
     };
-    let (replica_url, _following) = follow(chain, &broker.bootstrap_servers(), head, limits, None).await?;
+    let (replica_url, following) = follow(chain, &broker.bootstrap_servers(), head, limits, None).await?;
     let body = call("debug_traceBlockByNumber", json!([format!("{number:#x}"), {"tracer": "callTracer"}]));
     let ours = post(replica_url.clone(), body.clone()).await?;
     let theirs = post(chain.url.clone(), body.clone()).await?;
@@ -106,5 +106,6 @@ async fn measure(args: &Args, chain: &crate::backlog::Chain, upstream: &str) -> 
         per_tx(a.rate),
         per_tx(b.rate)
     );
+    following.stop().await;
     Ok(())
 }
