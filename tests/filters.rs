@@ -355,15 +355,17 @@ fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
             (library, Killed(cmd.spawn().expect("node runs (scripts/setup.sh installs it)")))
         })
         .collect();
-    // What the libraries wrote to their standard error, for a failure's message.
-    let logs = || {
+    // How many added events each library has delivered (its progress file).
+    let delivered = |library: &str| -> usize {
+        let progress = std::fs::read_to_string(c.tmp.path().join(format!("{library}.progress")));
+        progress.ok().and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    };
+    // For a timeout's message: what the libraries delivered and wrote to their standard error, and the heads.
+    let explain = || {
         let log = |library: &str| std::fs::read_to_string(c.tmp.path().join(format!("{library}.log")));
-        let progress =
-            |library: &str| std::fs::read_to_string(c.tmp.path().join(format!("{library}.progress")));
         libraries
             .map(|library| {
-                let delivered = progress(library).unwrap_or_default();
-                format!("{library} (delivered {delivered}): {}", log(library).unwrap_or_default())
+                format!("{library} (delivered {}): {}", delivered(library), log(library).unwrap_or_default())
             })
             .join("\n")
             + &format!(
@@ -376,15 +378,7 @@ fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
             )
     };
     let wait = |what: &str, cond: &dyn Fn() -> bool| {
-        let start = Instant::now();
-        while !cond() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "timed out after 60 s waiting for {what}\n{}",
-                logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_or_explain(what, Duration::from_secs(60), cond, explain)
     };
     // Each library installs its filter once it has seen the chain's head; an event sent before the server
     // answered its eth_newFilter is not the filter's, and one mined before ethers' block poller took its first
@@ -399,10 +393,6 @@ fn ethers_and_viem_receive_every_event_once_across_a_reorg() {
     // Until both libraries have delivered `events` added events (their progress files): on a loaded machine a
     // client's 200 ms polls can lag by seconds, and a reorg before they saw the events it removes would leave
     // nothing to report as removed.
-    let delivered = |library: &str| -> usize {
-        let progress = std::fs::read_to_string(c.tmp.path().join(format!("{library}.progress")));
-        progress.ok().and_then(|n| n.trim().parse().ok()).unwrap_or(0)
-    };
     let settle = |events: usize| {
         wait_same_head(r1, a);
         wait_same_head(r2, a);

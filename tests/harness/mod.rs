@@ -220,10 +220,24 @@ pub fn spawn_logged(mut cmd: Command, log: &Path) -> Killed {
 }
 
 /// Polls `cond` until it holds or `timeout` passes.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    wait_for_or_explain(what, timeout, cond, String::new);
+}
+
+/// [`wait_for`], with what `explain` says (the logs of what did not happen, say) in the timeout's message.
+pub fn wait_for_or_explain(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+    explain: impl Fn() -> String,
+) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        if start.elapsed() >= timeout {
+            let explained = explain();
+            let sep = if explained.is_empty() { "" } else { "\n" };
+            panic!("timed out after {timeout:?} waiting for {what}{sep}{explained}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -8,7 +8,7 @@ use std::{process::Command, sync::Arc, time::Duration};
 use anyhow::Context;
 use ec_kafka::KafkaConfig;
 use ec_log::EncodeOptions;
-use ec_publisher::{Metrics, Publisher, PublisherConfig, TraceMode};
+use ec_publisher::{rpc::RpcClient, Metrics, Publisher, PublisherConfig, TraceMode};
 use ec_replica::{ReplicaConfig, Status};
 use ec_store::{Store, StoreOptions};
 use ec_testkit::MockBroker;
@@ -81,12 +81,15 @@ async fn bench(
     let upstream_url = chain.url.clone();
     let call =
         |method: &str, params: Value| json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let head = block_number(&http, &upstream_url).await?;
+    let timeout = Duration::from_secs(30);
+    let theirs = RpcClient::new(&upstream_url, timeout)?;
+    let head = theirs.block_number().await?;
     let (replica_url, following) = follow(chain, brokers, head, ec_rpc::Limits::default(), None).await?;
     crate::backlog::build_backlog(chain, upstream, 10, args.blocks.saturating_sub(PREFIX)).await?;
-    let head = block_number(&http, &upstream_url).await?;
+    let head = theirs.block_number().await?;
+    let ours = RpcClient::new(&replica_url, timeout)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while block_number(&http, &replica_url).await? < head {
+    while ours.block_number().await? < head {
         anyhow::ensure!(std::time::Instant::now() < deadline, "the replica did not reach block {head}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -218,14 +221,6 @@ async fn same_answer(
         anyhow::ensure!(tries < 10, "{name}: replica {a} vs {upstream} {b}");
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-}
-
-async fn block_number(http: &reqwest::Client, url: &str) -> anyhow::Result<u64> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []});
-    post(http, url, &body).await?["result"]
-        .as_str()
-        .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
-        .with_context(|| format!("the head of {url}"))
 }
 
 /// What keeps a replica serving: its RPC server (stops when dropped), its replay and its database's

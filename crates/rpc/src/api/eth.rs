@@ -447,11 +447,13 @@ impl EthApiServer for Eth {
         block: Option<BlockSpec>,
     ) -> RpcResult<Value> {
         let window = self.0.limits.proof_window;
-        let number = self.req().resolve(block.unwrap_or_default())?;
+        let r = self.req();
+        let number = r.resolve(block.unwrap_or_default())?;
         let at = Some(BlockSpec::Number(number));
-        if let Some(found) = crate::proof::get_proof(&self.req(), window, address, &keys, at, Source::Fast)? {
+        if let Some(found) = crate::proof::get_proof(&r, window, address, &keys, at, Source::Fast)? {
             return Ok(found);
         }
+        drop(r);
         let walked = self
             .0
             .on_pool(Class::Trace, move |r| {

@@ -468,34 +468,29 @@ impl<'u> Past<'u> {
     }
 
     fn next_changed_account(&self, from: Bound<B256>) -> Option<B256> {
-        self.units
-            .iter()
-            .filter_map(|u| {
-                let keys = &u.lookups().accounts;
-                let i = match from {
-                    Bound::Included(k) => keys.partition_point(|a| *a < k),
-                    Bound::Excluded(k) => keys.partition_point(|a| *a <= k),
-                    Bound::Unbounded => 0,
-                };
-                keys.get(i).copied()
-            })
-            .min()
+        self.units.iter().filter_map(|u| first_from(&u.lookups().accounts, from)).min()
     }
 
     fn next_changed_slot(&self, account: &B256, from: Bound<B256>) -> Option<B256> {
-        self.units
-            .iter()
-            .filter_map(|u| {
-                let keys = &u.lookups().slots;
-                let i = match from {
-                    Bound::Included(k) => keys.partition_point(|e| *e < (*account, k)),
-                    Bound::Excluded(k) => keys.partition_point(|e| *e <= (*account, k)),
-                    Bound::Unbounded => keys.partition_point(|e| e.0 < *account),
-                };
-                keys.get(i).filter(|(a, _)| a == account).map(|(_, s)| *s)
-            })
-            .min()
+        // The account's slots are the keys from (account, the zero slot) on that carry it.
+        let from = match from {
+            Bound::Included(k) => Bound::Included((*account, k)),
+            Bound::Excluded(k) => Bound::Excluded((*account, k)),
+            Bound::Unbounded => Bound::Included((*account, B256::ZERO)),
+        };
+        let next = |u: &Arc<TrieUnit>| first_from(&u.lookups().slots, from).filter(|(a, _)| a == account);
+        self.units.iter().filter_map(next).map(|(_, s)| s).min()
     }
+}
+
+/// The first of the sorted `keys` within `from`.
+fn first_from<K: Ord + Copy>(keys: &[K], from: Bound<K>) -> Option<K> {
+    let i = match from {
+        Bound::Included(k) => keys.partition_point(|e| *e < k),
+        Bound::Excluded(k) => keys.partition_point(|e| *e <= k),
+        Bound::Unbounded => 0,
+    };
+    keys.get(i).copied()
 }
 
 /// One trie's stored nodes as they were after the past's block.

@@ -117,8 +117,7 @@ impl TrieNode {
 
 impl Value for TrieNode {
     fn encode(&self) -> Vec<u8> {
-        let n = &self.branch;
-        let mut out = Vec::with_capacity(9 + 32 * (n.hashes.len() + self.leaf_hashes.len() + 1));
+        let mut out = Vec::with_capacity(self.encoded_len());
         self.encode_to(&mut out);
         out
     }

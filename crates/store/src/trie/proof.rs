@@ -63,7 +63,7 @@ pub trait Proofs: Reads + Sized + Sync {
             reason: "the state trie is off on this replica (--state-trie off): it serves no proofs".into(),
         })?;
         if number < trie.number {
-            if let Some(found) = self.proof_from_recent_past(address, slots, number)? {
+            if let Some(found) = from_recent_past(self, address, slots, number, trie.number)? {
                 return Ok(found);
             }
             self.store().trie_history.count_proof(false);
@@ -81,13 +81,7 @@ pub trait Proofs: Reads + Sized + Sync {
         number: u64,
     ) -> Result<Option<(B256, AccountProof)>> {
         let Some(trie) = self.trie_head()? else { return Ok(None) };
-        let history = &self.store().trie_history;
-        let Some(units) = history.since(number, trie.number) else { return Ok(None) };
-        let found = proof_from_past(self, address, slots, &Past::new(number, &units))?;
-        if found.is_some() {
-            history.count_proof(true);
-        }
-        Ok(found)
+        from_recent_past(self, address, slots, number, trie.number)
     }
 
     /// [`Proofs::proof`] over every key changed after block `number` up to the trie's head `head`, with its
@@ -205,6 +199,23 @@ pub trait Proofs: Reads + Sized + Sync {
 }
 
 impl<S: Reads + Sync> Proofs for S {}
+
+/// [`Proofs::proof_from_recent_past`] with the trie at block `head`.
+fn from_recent_past<S: Proofs>(
+    source: &S,
+    address: &Address,
+    slots: &[B256],
+    number: u64,
+    head: u64,
+) -> Result<Option<(B256, AccountProof)>> {
+    let history = &source.store().trie_history;
+    let Some(units) = history.since(number, head) else { return Ok(None) };
+    let found = proof_from_past(source, address, slots, &Past::new(number, &units))?;
+    if found.is_some() {
+        history.count_proof(true);
+    }
+    Ok(found)
+}
 
 /// [`Proofs::proof`] over the nodes as they were after the past's block; `None` when the walk does not
 /// come out at the root the trie had then (a reorg between the view's instant and the units read: the caller
